@@ -1,0 +1,166 @@
+"""Featurizers: raw event dicts in, dicts of floats out (River's dict-in protocol).
+
+:class:`KeyedFeaturizer` keeps state per entity key, all of it known at
+prediction time: how many events the key has had, the time since its last
+event, and the rate of positive labels among its labels that have *arrived*.
+
+>>> f = KeyedFeaturizer(time_features=False)
+>>> x = {"distance": 1400, "carrier": "UA", "late": None}
+>>> f.transform_one(x, key="UA", event_time_us=0)
+{'distance': 1400.0, 'carrier=UA': 1.0, 'key_n': 0.0, 'key_gap': 0.0, 'key_rate': 0.5, 'key_recent': 0.5}
+>>> f.learn_one(x, key="UA", event_time_us=0)
+>>> f.learn_label(key="UA", y=True)
+>>> f.transform_one(x, key="UA", event_time_us=60_000_000)["key_n"]
+0.6931471805599453
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+_US_PER_HOUR = 3_600_000_000
+_US_PER_DAY = 24 * _US_PER_HOUR
+_TWO_PI = 2.0 * math.pi
+
+
+class KeyedFeaturizer:
+    """Event fields plus per-key history, as River features.
+
+    Numbers (and booleans) pass through as floats; strings become one-hot
+    indicators ``"column=value"`` (so unseen categories are simply new
+    features); ``None`` and NaN are missing and left out. Fields named in
+    ``exclude`` are dropped; fields in ``categorical`` are one-hot even when
+    numeric.
+
+    Parameters
+    ----------
+    exclude
+        Payload fields never used as features.
+    categorical
+        Numeric fields to treat as categories.
+    time_features
+        Add the hour of day and day of week (UTC) of the event as sin/cos pairs.
+    key_features
+        Add the per-key history features ``key_n``, ``key_gap``, ``key_rate``, ``key_recent``.
+    smoothing
+        Weight of the global positive rate in ``key_rate`` (additive smoothing).
+    recent_alpha
+        Weight of the newest label in the per-key moving average ``key_recent``.
+    max_category_length
+        Longer strings are cut to this length before one-hot encoding.
+    """
+
+    def __init__(
+        self,
+        *,
+        exclude: Iterable[str] = (),
+        categorical: Iterable[str] = (),
+        time_features: bool = True,
+        key_features: bool = True,
+        smoothing: float = 20.0,
+        recent_alpha: float = 0.05,
+        max_category_length: int = 64,
+    ) -> None:
+        if isinstance(exclude, str) or isinstance(categorical, str):
+            raise TypeError("exclude and categorical must be collections of names, not a string")
+        if smoothing < 0:
+            raise ValueError(f"smoothing must be >= 0, got {smoothing!r}")
+        if not 0.0 < recent_alpha <= 1.0:
+            raise ValueError(f"recent_alpha must be in (0, 1], got {recent_alpha!r}")
+        if max_category_length < 1:
+            raise ValueError(f"max_category_length must be >= 1, got {max_category_length!r}")
+        self.exclude = frozenset(exclude)
+        self.categorical = frozenset(categorical)
+        self.time_features = time_features
+        self.key_features = key_features
+        self.smoothing = float(smoothing)
+        self.recent_alpha = float(recent_alpha)
+        self.max_category_length = int(max_category_length)
+        # key -> [n_events, last_event_time_us, n_labels, n_positive, recent_rate]
+        self._keys: dict[str, list[Any]] = {}
+        self._n_labels = 0
+        self._n_positive = 0
+
+    @property
+    def n_keys(self) -> int:
+        """Keys with state."""
+        return len(self._keys)
+
+    def transform_one(self, x: dict[str, Any], *, key: str, event_time_us: int) -> dict[str, float]:
+        """Features of one event; reads state, never changes it, never mutates ``x``."""
+        out: dict[str, float] = {}
+        exclude, categorical = self.exclude, self.categorical
+        for name, value in x.items():
+            if value is None or name in exclude:
+                continue
+            kind = type(value)
+            if (kind is float or kind is int or kind is bool) and name not in categorical:
+                if value != value:  # NaN is missing
+                    continue
+                out[name] = float(value)
+            else:
+                text = value if kind is str else str(value)
+                if len(text) > self.max_category_length:
+                    text = text[: self.max_category_length]
+                out[f"{name}={text}"] = 1.0
+        if self.time_features:
+            hour = (event_time_us % _US_PER_DAY) / _US_PER_HOUR
+            # 1970-01-01 was a Thursday: shift so Monday is day 0.
+            day = ((event_time_us // _US_PER_DAY) + 3) % 7
+            out["hour_sin"] = math.sin(_TWO_PI * hour / 24.0)
+            out["hour_cos"] = math.cos(_TWO_PI * hour / 24.0)
+            out["dow_sin"] = math.sin(_TWO_PI * day / 7.0)
+            out["dow_cos"] = math.cos(_TWO_PI * day / 7.0)
+        if self.key_features:
+            prior = (self._n_positive + 1.0) / (self._n_labels + 2.0)
+            state = self._keys.get(key)
+            if state is None:
+                out["key_n"] = 0.0
+                out["key_gap"] = 0.0
+                out["key_rate"] = prior
+                out["key_recent"] = prior
+            else:
+                n, last, n_lab, n_pos, recent = state
+                gap = max(0, event_time_us - last) / 1_000_000.0
+                out["key_n"] = math.log1p(n)
+                out["key_gap"] = math.log1p(gap)
+                out["key_rate"] = (n_pos + self.smoothing * prior) / (n_lab + self.smoothing)
+                out["key_recent"] = prior if recent is None else recent
+        return out
+
+    def learn_one(self, x: dict[str, Any], *, key: str, event_time_us: int) -> None:
+        """Record that ``key`` had an event at ``event_time_us``."""
+        if not self.key_features:
+            return
+        state = self._keys.get(key)
+        if state is None:
+            self._keys[key] = [1, event_time_us, 0, 0, None]
+        else:
+            state[0] += 1
+            if event_time_us > state[1]:
+                state[1] = event_time_us
+
+    def learn_label(self, *, key: str, y: bool) -> None:
+        """Record a label that arrived for an event of ``key``."""
+        self._n_labels += 1
+        self._n_positive += bool(y)
+        if not self.key_features:
+            return
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = [0, 0, 0, 0, None]
+        state[2] += 1
+        state[3] += bool(y)
+        recent = state[4]
+        target = 1.0 if y else 0.0
+        state[4] = target if recent is None else recent + self.recent_alpha * (target - recent)
+
+    def forget_keys(self, keys: Iterable[str]) -> int:
+        """Drop the state of ``keys`` (bounded memory on unbounded key spaces); returns how many."""
+        n = 0
+        for k in keys:
+            if self._keys.pop(k, None) is not None:
+                n += 1
+        return n

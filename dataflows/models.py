@@ -1,0 +1,85 @@
+"""Named model specs: the River estimators a user picks by name.
+
+A spec builds a fresh, seeded estimator that speaks River's binary-classifier
+protocol (``predict_proba_one(x)`` / ``learn_one(x, y)`` on dicts of floats).
+
+>>> spec = get_spec("linear")
+>>> model = spec.build(seed=7)
+>>> round(score_one(model, {"a": 1.0}), 3)
+0.5
+>>> sorted(SPECS)
+['forest', 'linear', 'naive-bayes', 'tree']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from river import forest, linear_model, naive_bayes, optim, preprocessing, tree
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named recipe for an online binary classifier."""
+
+    name: str
+    description: str
+    factory: Callable[[int], Any]
+
+    def build(self, *, seed: int) -> Any:
+        """A fresh estimator; the same seed gives the same model."""
+        return self.factory(seed)
+
+
+def _linear(seed: int) -> Any:
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression(
+        optimizer=optim.SGD(0.01), l2=0.0
+    )
+
+
+def _tree(seed: int) -> Any:
+    return tree.HoeffdingAdaptiveTreeClassifier(grace_period=200, seed=seed)
+
+
+def _naive_bayes(seed: int) -> Any:
+    return naive_bayes.GaussianNB()
+
+
+def _forest(seed: int) -> Any:
+    return forest.ARFClassifier(n_models=10, seed=seed)
+
+
+SPECS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        ModelSpec("linear", "StandardScaler | LogisticRegression (SGD, lr=0.01)", _linear),
+        ModelSpec("tree", "Hoeffding adaptive tree (drift-aware)", _tree),
+        ModelSpec("naive-bayes", "Gaussian naive Bayes", _naive_bayes),
+        ModelSpec("forest", "Adaptive random forest, 10 trees (slow)", _forest),
+    )
+}
+
+
+def register(spec: ModelSpec) -> None:
+    """Make ``spec`` available by name (e.g. from a plugin module)."""
+    if not spec.name or not isinstance(spec.name, str):
+        raise ValueError(f"spec name must be a non-empty string, got {spec.name!r}")
+    SPECS[spec.name] = spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered as ``name``; the error lists the known names."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(SPECS))}") from None
+
+
+def score_one(model: Any, x: dict[str, float]) -> float:
+    """Probability of the positive class; 0.5 before the model has seen any class."""
+    proba = model.predict_proba_one(x)
+    if not proba:
+        return 0.5
+    return float(proba.get(True, 0.0))

@@ -1,0 +1,151 @@
+"""The replay plan: a pinned Delta version of ``events`` + ``labels`` as one ordered stream.
+
+Events are ordered by ``(event_time, offset)``; each label is placed at its
+``label_time``. At equal times events come first, so a label never overtakes
+its own event. Every shard's plan is deterministic for the same versions.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+
+import polars as pl
+
+from dataflows.items import EVENT, LABEL, Batch
+from lake.schemas import EVENTS
+from lake.table import open_table
+
+FIXED_EVENT_COLUMNS = tuple(EVENTS.names)
+
+
+def shard_of(key: str, shards: int) -> int:
+    """Stable shard of an entity key (CRC-32, the same in every process).
+
+    >>> shard_of("UA", 1), shard_of("UA", 4)
+    (0, 0)
+    """
+    if shards == 1:
+        return 0
+    return zlib.crc32(key.encode("utf-8")) % shards
+
+
+@dataclass(frozen=True)
+class Pin:
+    """Delta versions of ``events`` and ``labels`` a replay reads."""
+
+    events: int
+    labels: int | None  # None: the lake has no labels table
+
+
+def pin_versions(lake: str | os.PathLike[str], *, events_version: int | None = None,
+                 labels_version: int | None = None) -> Pin:
+    """Resolve the versions to replay: the given ones, or the latest."""
+    ev = open_table(lake, "events", version=events_version).version()
+    try:
+        lv = open_table(lake, "labels", version=labels_version).version()
+    except Exception:  # noqa: BLE001 - a lake may have events without labels
+        if labels_version is not None:
+            raise
+        lv = None
+    return Pin(ev, lv)
+
+
+class ReplayPlan:
+    """One shard's items in replay order, materialised lazily batch by batch."""
+
+    def __init__(self, lake: str | os.PathLike[str], *, pin: Pin, shard: int = 0, shards: int = 1) -> None:
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards!r}")
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard must be in [0, {shards}), got {shard!r}")
+        self.shard = shard
+        events = pl.read_delta(open_table(lake, "events", version=pin.events))
+        events = events.with_columns(pl.col("event_time").dt.epoch("us").alias("event_time"))
+        events = events.sort(["event_time", "offset"], maintain_order=True)
+        if shards > 1:
+            keys = events.get_column("key").unique().to_list()
+            mine = [k for k in keys if shard_of(k, shards) == shard]
+            events = events.filter(pl.col("key").is_in(mine))
+        events = events.with_row_index("_ei")
+        if pin.labels is not None:
+            labels = pl.read_delta(open_table(lake, "labels", version=pin.labels))
+            labels = labels.with_columns(pl.col("label_time").dt.epoch("us").alias("label_time"))
+            all_keys = pl.read_delta(open_table(lake, "events", version=pin.events), columns=["event_id", "key"])
+            labels = labels.join(all_keys, on="event_id", how="left")
+            labels = labels.join(events.select("event_id", "_ei"), on="event_id", how="left")
+            if shards > 1:
+                # Labels of events unknown to the lake go to shard 0, to be dead-lettered there.
+                labels = labels.filter(
+                    pl.col("_ei").is_not_null() | (pl.col("key").is_null() & pl.lit(shard == 0))
+                )
+            labels = labels.sort(["label_time", "_ei"], nulls_last=True, maintain_order=True)
+        else:
+            labels = pl.DataFrame(
+                schema={"event_id": pl.String, "label": pl.Int64, "label_time": pl.Int64,
+                        "key": pl.String, "_ei": pl.UInt32}
+            )
+        plan = pl.concat(
+            [
+                events.select(pl.col("event_time").alias("t"), pl.lit(EVENT, pl.Int8).alias("kind")),
+                labels.select(pl.col("label_time").alias("t"), pl.lit(LABEL, pl.Int8).alias("kind")),
+            ]
+        )
+        # Sort is stable, and within each kind rows are already in order.
+        self._kinds = plan.sort(["t", "kind"], maintain_order=True).get_column("kind").to_list()
+        self.payload_columns = [c for c in events.columns if c not in FIXED_EVENT_COLUMNS and c != "_ei"]
+        self._events = events
+        self._labels = labels
+        # Prefix counts let a batch find its contiguous slices of events and labels.
+        self._cursor = (0, 0, 0)  # (seq, events consumed, labels consumed)
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    @property
+    def n_events(self) -> int:
+        return self._events.height
+
+    @property
+    def n_labels(self) -> int:
+        return self._labels.height
+
+    def _seek(self, seq: int) -> tuple[int, int]:
+        s, e, lab = self._cursor
+        if seq < s:
+            s, e, lab = 0, 0, 0
+        kinds = self._kinds
+        n_lab = sum(kinds[s:seq])
+        return e + (seq - s) - n_lab, lab + n_lab
+
+    def batch(self, start: int, stop: int) -> Batch:
+        """Items ``start <= seq < stop`` as a :class:`Batch`."""
+        stop = min(stop, len(self._kinds))
+        e0, l0 = self._seek(start)
+        kinds = self._kinds[start:stop]
+        n_lab = sum(kinds)
+        n_ev = len(kinds) - n_lab
+        ev = self._events.slice(e0, n_ev)
+        lb = self._labels.slice(l0, n_lab)
+        self._cursor = (stop, e0 + n_ev, l0 + n_lab)
+        ev_ids = ev.get_column("event_id").to_list()
+        ev_times = ev.get_column("event_time").to_list()
+        ev_keys = ev.get_column("key").to_list()
+        payloads = ev.select(self.payload_columns).to_dicts() if self.payload_columns else [{}] * n_ev
+        lb_ids = lb.get_column("event_id").to_list()
+        lb_vals = lb.get_column("label").to_list()
+        lb_times = lb.get_column("label_time").to_list()
+        lb_keys = lb.get_column("key").to_list()
+        items = []
+        ie = il = 0
+        seq = start
+        for kind in kinds:
+            if kind == EVENT:
+                items.append((seq, EVENT, ev_ids[ie], ev_times[ie], ev_keys[ie], payloads[ie]))
+                ie += 1
+            else:
+                items.append((seq, LABEL, lb_ids[il], lb_vals[il], lb_times[il], lb_keys[il]))
+                il += 1
+            seq += 1
+        return Batch(self.shard, items)

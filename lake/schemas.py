@@ -1,0 +1,178 @@
+"""The lake's tables and their Arrow schemas, written down once.
+
+Every table lives in its own folder under the lake root (``LAKE/events``,
+``LAKE/predictions``, ...). ``events`` carries the fixed columns below plus the
+feature payload, whose columns are whatever the source had: new columns may
+appear at any time (writers append with ``schema_mode="merge"``).
+
+>>> sorted(TABLES)[:3]
+['checkpoints', 'dead_letters', 'drift_events']
+>>> TABLES["predictions"].field("score").type
+DataType(double)
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+UTC_TS = pa.timestamp("us", tz="UTC")
+FEATURES = pa.map_(pa.string(), pa.float64())
+
+EVENTS = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", UTC_TS, nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        # Order of arrival within the source: the replay tie-break between events
+        # that share an event_time. Unique per table.
+        pa.field("offset", pa.int64(), nullable=False),
+    ]
+)
+"""Fixed columns of ``events``; the payload columns follow them."""
+
+LABELS = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("label", pa.int64(), nullable=False),
+        pa.field("label_time", UTC_TS, nullable=False),
+    ]
+)
+
+PREDICTIONS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", UTC_TS, nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("prediction", pa.int64(), nullable=False),
+        pa.field("features", FEATURES, nullable=False),
+    ]
+)
+
+LEARN_LOG = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", UTC_TS, nullable=False),
+        pa.field("label_time", UTC_TS, nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("label", pa.int64(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),
+        # 1-based position of this learn step in the model's life on this shard.
+        pa.field("learn_order", pa.int64(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+    ]
+)
+
+METRICS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("window_start", UTC_TS, nullable=False),
+        pa.field("window_end", UTC_TS, nullable=False),
+        pa.field("n", pa.int64(), nullable=False),
+        pa.field("n_correct", pa.int64(), nullable=False),
+        pa.field("n_positive", pa.int64(), nullable=False),
+        pa.field("n_predicted_positive", pa.int64(), nullable=False),
+        pa.field("sum_log_loss", pa.float64(), nullable=False),
+        pa.field("accuracy", pa.float64()),
+        pa.field("log_loss", pa.float64()),
+        pa.field("roc_auc", pa.float64()),
+        pa.field("n_late_labels", pa.int64(), nullable=False),
+        pa.field("cum_n", pa.int64(), nullable=False),
+        pa.field("cum_accuracy", pa.float64()),
+        pa.field("cum_log_loss", pa.float64()),
+    ]
+)
+
+CHECKPOINTS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("checkpoint_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("spec", pa.string(), nullable=False),
+        pa.field("n_learned", pa.int64(), nullable=False),
+        pa.field("last_event_id", pa.string()),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("river_version", pa.string(), nullable=False),
+        pa.field("python_version", pa.string(), nullable=False),
+        pa.field("riverlake_version", pa.string(), nullable=False),
+        pa.field("model_bytes", pa.large_binary(), nullable=False),
+        pa.field("created_at", UTC_TS, nullable=False),
+    ]
+)
+
+DEAD_LETTERS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("step", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("event_id", pa.string()),
+        # The input as received, JSON-encoded (non-finite numbers kept as strings).
+        pa.field("raw", pa.large_string(), nullable=False),
+    ]
+)
+
+DRIFT_EVENTS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("detector", pa.string(), nullable=False),
+        pa.field("signal", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("position", pa.int64(), nullable=False),
+        pa.field("event_id", pa.string()),
+        pa.field("event_time", UTC_TS, nullable=False),
+    ]
+)
+
+SCENARIO_DRIFTS = pa.schema(
+    [
+        pa.field("scenario", pa.string(), nullable=False),
+        # 0-based index of the first event generated by the new concept.
+        pa.field("position", pa.int64(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", UTC_TS, nullable=False),
+        pa.field("description", pa.string(), nullable=False),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "events": EVENTS,
+    "labels": LABELS,
+    "predictions": PREDICTIONS,
+    "learn_log": LEARN_LOG,
+    "metrics": METRICS,
+    "checkpoints": CHECKPOINTS,
+    "dead_letters": DEAD_LETTERS,
+    "drift_events": DRIFT_EVENTS,
+    "scenario_drifts": SCENARIO_DRIFTS,
+}
+"""Every table's schema. For ``events`` the schema lists the fixed columns only."""
+
+OPEN_TABLES = frozenset({"events"})
+"""Tables whose rows may carry columns beyond their schema (the feature payload)."""
+
+
+def schema_of(table: str) -> pa.Schema:
+    """Schema of ``table``; raises :class:`KeyError` naming the known tables."""
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise KeyError(f"unknown table {table!r}; known: {', '.join(sorted(TABLES))}") from None

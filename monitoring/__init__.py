@@ -1,0 +1,1 @@
+"""Online monitoring: prequential metrics, drift detectors, windowed statistics, reports."""
