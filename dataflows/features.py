@@ -126,7 +126,8 @@ class KeyedFeaturizer:
                 gap = max(0, event_time_us - last) / 1_000_000.0
                 out["key_n"] = math.log1p(n)
                 out["key_gap"] = math.log1p(gap)
-                out["key_rate"] = (n_pos + self.smoothing * prior) / (n_lab + self.smoothing)
+                denom = n_lab + self.smoothing
+                out["key_rate"] = (n_pos + self.smoothing * prior) / denom if denom else prior
                 out["key_recent"] = prior if recent is None else recent
         return out
 

@@ -13,95 +13,70 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.items import Output
-from lake.schemas import schema_of
 from lake.table import TableWriter
 
 log = logging.getLogger(__name__)
 
 
-def _features_array(dicts: list[dict[str, float]], type_: pa.DataType) -> pa.Array:
-    """Map array of feature dicts; a dict shared by several rows is converted once."""
-    index: dict[int, int] = {}
-    unique: list[dict[str, float]] = []
-    take: list[int] = []
-    for d in dicts:
-        i = index.get(id(d))
-        if i is None:
-            i = index[id(d)] = len(unique)
-            unique.append(d)
-        take.append(i)
-    keys: list[str] = []
-    values: list[float] = []
-    offsets = [0]
-    for d in unique:
-        keys.extend(d)
-        values.extend(d.values())
-        offsets.append(len(keys))
-    arr = pa.MapArray.from_arrays(
-        pa.array(offsets, pa.int32()), pa.array(keys, pa.string()), pa.array(values, pa.float64()),
-        type=type_,
-    )
-    if len(unique) == len(dicts):
-        return arr
-    return arr.take(pa.array(take, pa.int32()))
-
-
-def rows_to_arrow(table: str, rows: list[tuple]) -> pa.Table:
-    """Arrow table of ``rows`` (tuples in ``table``'s schema order)."""
-    schema = schema_of(table)
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
-    arrays = []
-    for field, col in zip(schema, columns, strict=True):
-        if pa.types.is_map(field.type):
-            arrays.append(_features_array(list(col), field.type))
-        else:
-            arrays.append(pa.array(col, type=field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
 class _Buffer:
-    __slots__ = ("rows", "since", "max_seq")
+    __slots__ = ("parts", "rows", "since", "max_seq")
 
     def __init__(self) -> None:
-        self.rows: list[tuple] = []
+        self.parts: list[pa.Table] = []
+        self.rows = 0
         self.since = 0.0
         self.max_seq = -1
 
 
 class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
-    def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float) -> None:
+    """Buffers per (table, shard); commits run on one background thread.
+
+    Delta's Rust writer releases the GIL, so Parquet encoding and the commit
+    overlap with the dataflow's Python work. Commits of one writer stay in order
+    (a single thread), at most ``max_in_flight`` are queued, and a snapshot or
+    close waits for all of them, so recovery never skips an unwritten row.
+    """
+
+    def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float,
+                 max_in_flight: int = 4) -> None:
         self.lake = lake
         self.run_id = run_id
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
+        self.max_in_flight = max_in_flight
         self._buffers: dict[tuple[str, int], _Buffer] = {}
         self._writers: dict[tuple[str, int], TableWriter] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta")
+        self._in_flight: deque[Future[int]] = deque()
 
     def write_batch(self, values: list[Output]) -> None:
         now = time.monotonic()
         for out in values:
-            for table, rows in out.tables.items():
-                if not rows:
+            for table, data in out.tables.items():
+                if data.num_rows == 0:
                     continue
                 buf = self._buffers.get((table, out.shard))
                 if buf is None:
                     buf = self._buffers[(table, out.shard)] = _Buffer()
-                if not buf.rows:
+                if not buf.parts:
                     buf.since = now
-                buf.rows.extend(rows)
-                # rows are tuples whose third field is seq
-                last = rows[-1][2]
-                if last > buf.max_seq:
-                    buf.max_seq = max(r[2] for r in rows)
+                buf.parts.append(data)
+                buf.rows += data.num_rows
+                top = pc.max(data.column("seq")).as_py()
+                if top > buf.max_seq:
+                    buf.max_seq = top
         for key, buf in self._buffers.items():
-            if buf.rows and (len(buf.rows) >= self.flush_rows or now - buf.since >= self.flush_seconds):
+            if buf.parts and (buf.rows >= self.flush_rows or now - buf.since >= self.flush_seconds):
                 self._flush(key, buf)
+        self._reap(block=False)
 
     def _flush(self, key: tuple[str, int], buf: _Buffer) -> None:
         table, shard = key
@@ -109,16 +84,21 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
         if writer is None:
             writer = self._writers[key] = TableWriter(
                 self.lake, table, writer_id=f"{self.run_id}/{table}/shard-{shard}")
-        data = rows_to_arrow(table, buf.rows)
-        written = writer.append(data, position=buf.max_seq)
-        log.debug("%s shard %d: %d rows committed (%d skipped as already written)",
-                  table, shard, written, len(buf.rows) - written)
-        buf.rows = []
+        data = buf.parts[0] if len(buf.parts) == 1 else pa.concat_tables(buf.parts)
+        buf.parts, buf.rows = [], 0
+        while len(self._in_flight) >= self.max_in_flight:
+            self._in_flight.popleft().result()
+        self._in_flight.append(self._pool.submit(writer.append, data, position=buf.max_seq))
+
+    def _reap(self, *, block: bool) -> None:
+        while self._in_flight and (block or self._in_flight[0].done()):
+            self._in_flight.popleft().result()  # re-raises a failed commit here
 
     def flush_all(self) -> None:
         for key, buf in self._buffers.items():
-            if buf.rows:
+            if buf.parts:
                 self._flush(key, buf)
+        self._reap(block=True)
 
     def snapshot(self) -> None:
         # Everything before this snapshot must be in the lake, or recovery would skip it.
@@ -126,12 +106,13 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
         return None
 
     def close(self) -> None:
-        self.flush_all()
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        return {f"{t}/shard-{s}": (w.commits, w.rows_written, round(w.commit_seconds, 3))
-                for (t, s), w in self._writers.items()}
+        try:
+            self.flush_all()
+        finally:
+            self._pool.shutdown(wait=True)
+        for (table, shard), w in self._writers.items():
+            log.info("%s shard %d: %d rows in %d commits (%.2f s)", table, shard, w.rows_written,
+                     w.commits, w.commit_seconds)
 
 
 class DeltaSink(FixedPartitionedSink[Output, None]):

@@ -91,7 +91,7 @@ class WindowedPrequential:
         self.cum_correct = 0
         self.cum_ll = 0.0
 
-    def update(self, *, event_time_us: int, label_time_us: int, y: bool, score: float) -> list[dict[str, Any]]:
+    def update(self, event_time_us: int, label_time_us: int, y: bool, score: float) -> list[dict[str, Any]]:
         """Score one labelled prediction; returns the rows of windows this label closed."""
         ll = log_loss_one(y, score)
         pred = score >= self.threshold

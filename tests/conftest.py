@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.synthetic import make_lake
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def _synthetic_lake_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "lake"
+    make_lake(str(path), n=3_000, seed=7)
+    return path
+
+
+@pytest.fixture
+def synthetic_lake(tmp_path: Path, _synthetic_lake_template: Path) -> str:
+    """A fresh lake holding 3,000 synthetic events and their labels."""
+    dest = tmp_path / "lake"
+    shutil.copytree(_synthetic_lake_template, dest)
+    return str(dest)
+
+
+@pytest.fixture
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running the project's commands in a subprocess."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env

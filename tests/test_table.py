@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from lake.errors import SchemaError, TableNotFoundError
+from lake.schemas import TABLES
+from lake.table import TableWriter, append, maintain, open_table, read_table, table_version
+
+
+def _labels(ids, t=0):
+    return pl.DataFrame({
+        "event_id": ids,
+        "label": [1] * len(ids),
+        "label_time": pl.Series([t] * len(ids), dtype=pl.Datetime("us", "UTC")),
+    })
+
+
+def _events(ids, **extra):
+    return pl.DataFrame({
+        "event_id": ids,
+        "event_time": pl.Series(list(range(len(ids))), dtype=pl.Datetime("us", "UTC")),
+        "key": ["k"] * len(ids),
+        "offset": list(range(len(ids))),
+        **extra,
+    })
+
+
+def test_every_design_table_has_a_schema():
+    for name in ["events", "labels", "predictions", "learn_log", "metrics", "checkpoints",
+                 "dead_letters", "drift_events"]:
+        assert name in TABLES
+    assert {"event_id", "event_time", "key", "model", "model_version", "score", "prediction",
+            "role", "features"} <= set(TABLES["predictions"].names)
+
+
+def test_reading_a_missing_table_names_it(tmp_path):
+    with pytest.raises(TableNotFoundError, match="'labels'"):
+        read_table(tmp_path, "labels")
+
+
+def test_schema_errors_name_table_and_column(tmp_path):
+    bad = _labels(["a"]).drop("label_time")
+    with pytest.raises(SchemaError, match=r"labels\.label_time: missing"):
+        append(tmp_path, "labels", bad, writer_id="w", position=1)
+    with pytest.raises(SchemaError, match=r"labels\.label: .*null"):
+        append(tmp_path, "labels", _labels(["a"]).with_columns(pl.lit(None, pl.Int64).alias("label")),
+               writer_id="w", position=1)
+    with pytest.raises(SchemaError, match=r"labels\.label: cannot cast"):
+        append(tmp_path, "labels", _labels(["a"]).with_columns(pl.lit("yes").alias("label")),
+               writer_id="w", position=1)
+    with pytest.raises(SchemaError, match=r"labels\.extra: unexpected"):
+        append(tmp_path, "labels", _labels(["a"]).with_columns(pl.lit(1).alias("extra")),
+               writer_id="w", position=1)
+    assert table_version(tmp_path, "labels") is None  # nothing half-written
+
+
+def test_append_is_idempotent_per_writer_and_position(tmp_path):
+    assert append(tmp_path, "labels", _labels(["a", "b"]), writer_id="w1", position=1) == 2
+    assert append(tmp_path, "labels", _labels(["a", "b"]), writer_id="w1", position=1) == 0
+    assert append(tmp_path, "labels", _labels(["c"]), writer_id="w1", position=2) == 1
+    # another writer has its own positions
+    assert append(tmp_path, "labels", _labels(["d"]), writer_id="w2", position=1) == 1
+    assert sorted(read_table(tmp_path, "labels")["event_id"]) == ["a", "b", "c", "d"]
+    assert open_table(tmp_path, "labels").transaction_version("w1") == 2
+
+
+def test_rows_already_committed_are_dropped_by_seq(tmp_path):
+    def rows(seqs):
+        return pl.DataFrame({
+            "run_id": "r", "shard": pl.Series([0] * len(seqs), dtype=pl.Int32), "seq": seqs,
+            "step": "validate", "reason": "x", "source": "test",
+            "event_id": [str(s) for s in seqs], "raw": "{}",
+        })
+
+    w = TableWriter(tmp_path, "dead_letters", writer_id="r/dl/0")
+    assert w.append(rows([1, 2, 3]), position=3) == 3
+    # After a restart the same writer is handed an overlapping batch.
+    w2 = TableWriter(tmp_path, "dead_letters", writer_id="r/dl/0")
+    assert w2.committed_position == 3
+    assert w2.append(rows([2, 3, 4, 5]), position=5) == 2
+    assert read_table(tmp_path, "dead_letters")["seq"].sort().to_list() == [1, 2, 3, 4, 5]
+
+
+def test_events_accept_new_feature_columns(tmp_path):
+    append(tmp_path, "events", _events(["a"], x=[1.0]), writer_id="w", position=1)
+    append(tmp_path, "events", _events(["b"], y=["new"]), writer_id="w", position=2)
+    df = read_table(tmp_path, "events").sort("event_id")
+    assert df["x"].to_list() == [1.0, None]
+    assert df["y"].to_list() == [None, "new"]
+
+
+def test_time_travel_by_version_and_timestamp(tmp_path):
+    append(tmp_path, "labels", _labels(["a"]), writer_id="w", position=1)
+    time.sleep(0.05)
+    between = datetime.now(UTC)
+    time.sleep(0.05)
+    append(tmp_path, "labels", _labels(["b"]), writer_id="w", position=2)
+    assert read_table(tmp_path, "labels", version=0)["event_id"].to_list() == ["a"]
+    assert read_table(tmp_path, "labels", version=between)["event_id"].to_list() == ["a"]
+    assert read_table(tmp_path, "labels").height == 2
+
+
+def test_maintain_compacts_checkpoints_and_vacuums(tmp_path):
+    for i in range(12):
+        append(tmp_path, "labels", _labels([f"e{i}"]), writer_id="w", position=i + 1)
+    assert len(open_table(tmp_path, "labels").file_uris()) == 12
+    report = maintain(tmp_path, ["labels"], retention_hours=0)
+    dt = open_table(tmp_path, "labels")
+    assert len(dt.file_uris()) == 1
+    assert report["labels"]["files_removed_by_compaction"] == 12
+    assert report["labels"]["files_vacuumed"] == 12
+    assert read_table(tmp_path, "labels").height == 12
+    assert any((tmp_path / "labels" / "_delta_log").glob("*.checkpoint.parquet"))
+    # the writer's position survives maintenance
+    assert dt.transaction_version("w") == 12
+
+
+def test_maintain_dry_run_changes_nothing(tmp_path):
+    for i in range(3):
+        append(tmp_path, "labels", _labels([f"e{i}"]), writer_id="w", position=i + 1)
+    before = table_version(tmp_path, "labels")
+    report = maintain(tmp_path, ["labels"], dry_run=True)
+    assert table_version(tmp_path, "labels") == before
+    assert report["labels"]["dry_run"] is True
+    with pytest.raises(ValueError, match="retention_hours"):
+        maintain(tmp_path, retention_hours=-1)
