@@ -34,6 +34,8 @@ class Batch:
     source: str = "replay"
     # Dead-letter rows (schema order without run_id/shard) added by validation.
     dead: list[tuple] = field(default_factory=list)
+    # seqs of the items validation must check; None: check every item.
+    suspects: set[int] | None = None
 
 
 @dataclass(slots=True)

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import river
 
 from dataflows.features import KeyedFeaturizer
 from dataflows.items import EVENT, Batch, Output
-from dataflows.models import get_spec, score_one
+from dataflows.models import get_spec
 from dataflows.validate import dead_letter
 from lake.arrow import features_array, rows_to_arrow
 from lake.schemas import LEARN_LOG, PREDICTIONS, UTC_TS
@@ -135,51 +136,51 @@ class ShardLearner:
                 self._checkpoint(slot, first_seq, None, checkpoints)
             self.started = True
         featurizer = self.featurizer
-        transform, observe = featurizer.transform_one, featurizer.learn_one
+        transform, observe, learn_label = featurizer.transform_one, featurizer.learn_one, featurizer.learn_label
         pending = self.pending
         labelled = self.labelled
         remember = cfg.remember_labelled
         every = cfg.checkpoint_every
-        # Columns of the events predicted and the labels learned in this batch.
-        ev_seq: list[int] = []
-        ev_id: list[str] = []
-        ev_t: list[int] = []
-        ev_key: list[str] = []
+        n_slots = len(slots)
+        probas = [s.estimator.predict_proba_one for s in slots]
+        learners = [s.estimator.learn_one for s in slots]
+        first_order = [s.n_learned + 1 for s in slots]
+        # Model versions change only at checkpoints: keep them as (row, version) runs.
+        ev_runs = [[(0, s.version)] for s in slots]
+        lb_runs = [[(0, s.version)] for s in slots]
+        ev_items: list[tuple] = []
         ev_x: list[dict] = []
         ev_scores: list[list[float]] = [[] for _ in slots]
-        ev_versions: list[list[str]] = [[] for _ in slots]
-        lb_seq: list[int] = []
-        lb_id: list[str] = []
+        lb_items: list[tuple] = []
         lb_t: list[int] = []
-        lb_lt: list[int] = []
         lb_y: list[int] = []
         lb_scores: list[list[float]] = [[] for _ in slots]
-        lb_order: list[list[int]] = [[] for _ in slots]
-        lb_versions: list[list[str]] = [[] for _ in slots]
-        estimators = [s.estimator for s in slots]
-        n_slots = len(slots)
+        slot_range = range(n_slots)
         for item in batch.items:
-            seq = item[0]
             if item[1] == EVENT:
                 _, _, event_id, t, key, payload = item
                 if event_id in pending or event_id in labelled:
                     dead.append((run_id, shard, *dead_letter(
                         item, step="predict", reason="duplicate event_id", source=batch.source)))
                     continue
-                x = transform(payload, key=key, event_time_us=t)
+                try:
+                    x = transform(payload, key=key, event_time_us=t)
+                    scores = []
+                    for i in slot_range:
+                        p = probas[i](x)
+                        scores.append(p.get(True, 0.0) if p else 0.5)
+                except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
+                    dead.append((run_id, shard, *dead_letter(
+                        item, step="predict", reason=f"{type(ex).__name__}: {ex}", source=batch.source)))
+                    continue
                 observe(payload, key=key, event_time_us=t)
-                scores = [score_one(est, x) for est in estimators]
-                for i in range(n_slots):
+                for i in slot_range:
                     ev_scores[i].append(scores[i])
-                    ev_versions[i].append(slots[i].version)
-                ev_seq.append(seq)
-                ev_id.append(event_id)
-                ev_t.append(t)
-                ev_key.append(key)
+                ev_items.append(item)
                 ev_x.append(x)
                 pending[event_id] = (x, t, key, scores)
             else:
-                _, _, event_id, label, label_time, _ = item
+                event_id = item[2]
                 entry = pending.pop(event_id, None)
                 if entry is None:
                     reason = ("label arrived twice" if event_id in labelled
@@ -188,77 +189,100 @@ class ShardLearner:
                         item, step="learn", reason=reason, source=batch.source)))
                     continue
                 x, t, key, scores = entry
-                y = bool(label)
-                featurizer.learn_label(key=key, y=y)
-                lb_seq.append(seq)
-                lb_id.append(event_id)
+                y = item[3] == 1
+                try:
+                    for i in slot_range:
+                        learners[i](x, y)
+                except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
+                    dead.append((run_id, shard, *dead_letter(
+                        item, step="learn", reason=f"{type(ex).__name__}: {ex}", source=batch.source)))
+                    continue
+                learn_label(key=key, y=y)
+                row = len(lb_items)
+                lb_items.append(item)
                 lb_t.append(t)
-                lb_lt.append(label_time)
-                lb_y.append(int(y))
-                for i in range(n_slots):
-                    slot = slots[i]
-                    s = scores[i]
-                    lb_versions[i].append(slot.version)
-                    estimators[i].learn_one(x, y)
-                    slot.n_learned += 1
-                    lb_scores[i].append(s)
-                    lb_order[i].append(slot.n_learned)
-                    closed = slot.metrics.update(t, label_time, y, s)
-                    if closed:
-                        metrics.extend(_metric_row(run_id, shard, seq, slot.name, r) for r in closed)
-                    if slot.n_learned % every == 0:
-                        self._checkpoint(slot, seq, event_id, checkpoints)
+                lb_y.append(y)
+                for i in slot_range:
+                    lb_scores[i].append(scores[i])
+                slot = slots[0]
+                slot.n_learned += 1
+                for other in slots[1:]:
+                    other.n_learned += 1
+                if slot.n_learned % every == 0:
+                    for i in slot_range:
+                        self._checkpoint(slots[i], item[0], event_id, checkpoints)
+                        ev_runs[i].append((len(ev_items), slots[i].version))
+                        lb_runs[i].append((row + 1, slots[i].version))
                 labelled[event_id] = None
                 if len(labelled) > remember:
                     del labelled[next(iter(labelled))]
-        self.n_events += len(ev_seq)
-        self.n_labels += len(lb_seq)
+        self.n_events += len(ev_items)
+        self.n_labels += len(lb_items)
         if batch.items:
             self.last_seq = max(self.last_seq, batch.items[-1][0])
         if batch.dead:
             self.last_seq = max(self.last_seq, batch.dead[-1][0])
+        if lb_items:
+            # Prequential metrics for the whole batch at once (same result as label by label).
+            times = np.fromiter(lb_t, np.int64, len(lb_t))
+            label_times = np.fromiter((it[4] for it in lb_items), np.int64, len(lb_items))
+            ys = np.fromiter(lb_y, bool, len(lb_y))
+            for i, slot in enumerate(slots):
+                scores_i = np.fromiter(lb_scores[i], np.float64, len(lb_scores[i]))
+                for pos, row in slot.metrics.update_many(times, label_times, ys, scores_i):
+                    metrics.append(_metric_row(run_id, shard, lb_items[pos][0], slot.name, row))
         tables: dict[str, pa.Table] = {}
-        if ev_seq:
-            tables["predictions"] = self._predictions(
-                ev_seq, ev_id, ev_t, ev_key, ev_x, ev_scores, ev_versions)
-        if lb_seq:
-            tables["learn_log"] = self._learn_log(
-                lb_seq, lb_id, lb_t, lb_lt, lb_y, lb_scores, lb_order, lb_versions)
+        if ev_items:
+            tables["predictions"] = self._predictions(ev_items, ev_x, ev_scores, ev_runs)
+        if lb_items:
+            tables["learn_log"] = self._learn_log(lb_items, lb_t, lb_y, lb_scores, first_order, lb_runs)
         for name, rows in (("metrics", metrics), ("checkpoints", checkpoints), ("dead_letters", dead)):
             if rows:
                 tables[name] = rows_to_arrow(name, rows)
         return Output(shard, tables)
 
-    def _predictions(self, seq, ids, times, keys, xs, scores, versions) -> pa.Table:
-        n = len(seq)
-        shared = [pa.array(seq, pa.int64()), pa.array(ids, pa.string()),
-                  pa.array(times, UTC_TS), pa.array(keys, pa.string())]
+    def _constant(self, value: Any, n: int, type_: pa.DataType) -> pa.Array:
+        return pa.array([value] * n, type_)
+
+    def _predictions(self, items, xs, scores, runs) -> pa.Table:
+        n = len(items)
+        shared = [
+            pa.array([it[0] for it in items], pa.int64()),
+            pa.array([it[2] for it in items], pa.string()),
+            pa.array([it[3] for it in items], UTC_TS),
+            pa.array([it[4] for it in items], pa.string()),
+        ]
         features = features_array(xs)
-        run_id = pa.array([self.config.run_id] * n, pa.string())
-        shard = pa.array([self.shard] * n, pa.int32())
+        run_id = self._constant(self.config.run_id, n, pa.string())
+        shard = self._constant(self.shard, n, pa.int32())
         parts = []
         thr = self.config.threshold
         for i, slot in enumerate(self.slots):
             score = pa.array(scores[i], pa.float64())
             parts.append(pa.Table.from_arrays([
-                run_id, shard, *shared, pa.array([slot.name] * n, pa.string()),
-                pa.array([slot.role] * n, pa.string()), pa.array(versions[i], pa.string()), score,
+                run_id, shard, *shared, self._constant(slot.name, n, pa.string()),
+                self._constant(slot.role, n, pa.string()), _expand_runs(runs[i], n), score,
                 pc.cast(pc.greater_equal(score, thr), pa.int64()), features,
             ], schema=PREDICTIONS))
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
-    def _learn_log(self, seq, ids, times, label_times, ys, scores, orders, versions) -> pa.Table:
-        n = len(seq)
-        shared = [pa.array(seq, pa.int64()), pa.array(ids, pa.string()),
-                  pa.array(times, UTC_TS), pa.array(label_times, UTC_TS)]
-        run_id = pa.array([self.config.run_id] * n, pa.string())
-        shard = pa.array([self.shard] * n, pa.int32())
-        label = pa.array(ys, pa.int64())
+    def _learn_log(self, items, times, ys, scores, first_order, runs) -> pa.Table:
+        n = len(items)
+        shared = [
+            pa.array([it[0] for it in items], pa.int64()),
+            pa.array([it[2] for it in items], pa.string()),
+            pa.array(times, UTC_TS),
+            pa.array([it[4] for it in items], UTC_TS),
+        ]
+        run_id = self._constant(self.config.run_id, n, pa.string())
+        shard = self._constant(self.shard, n, pa.int32())
+        label = pa.array(ys, pa.bool_()).cast(pa.int64())
         parts = [
             pa.Table.from_arrays([
-                run_id, shard, *shared, pa.array([slot.name] * n, pa.string()), label,
-                pa.array(scores[i], pa.float64()), pa.array(orders[i], pa.int64()),
-                pa.array(versions[i], pa.string()),
+                run_id, shard, *shared, self._constant(slot.name, n, pa.string()), label,
+                pa.array(scores[i], pa.float64()),
+                pa.array(range(first_order[i], first_order[i] + n), pa.int64()),
+                _expand_runs(runs[i], n),
             ], schema=LEARN_LOG)
             for i, slot in enumerate(self.slots)
         ]
@@ -285,3 +309,11 @@ def _metric_row(run_id: str, shard: int, seq: int, model: str, r: dict[str, Any]
         r["n_positive"], r["n_predicted_positive"], r["sum_log_loss"], r["accuracy"], r["log_loss"],
         r["roc_auc"], r["n_late_labels"], r["cum_n"], r["cum_accuracy"], r["cum_log_loss"],
     )
+
+
+def _expand_runs(runs: list[tuple[int, str]], n: int) -> pa.Array:
+    """A string column of length ``n`` from ``[(first_row, value), ...]`` runs."""
+    values: list[str] = []
+    for (row, value), nxt in zip(runs, [*runs[1:], (n, None)], strict=True):
+        values.extend([value] * (nxt[0] - row))
+    return pa.array(values, pa.string())

@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
@@ -98,7 +99,23 @@ def run_id_for(identity: dict[str, Any]) -> str:
     return f"replay-{digest}"
 
 
-def build_flow(
+@dataclass(frozen=True)
+class ReplayJob:
+    """The parts of a replay dataflow, before they are wired together."""
+
+    source: ReplaySource
+    sink: DeltaSink
+    config: RunConfig
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+    def flow(self) -> Dataflow:
+        return make_flow(self.source, self.sink, self.config, flow_id="riverlake-replay")
+
+
+def replay_job(
     lake: str = "lakehouse",
     model: str | Sequence[str] = "linear",
     *,
@@ -114,17 +131,10 @@ def build_flow(
     threshold: float = 0.5,
     exclude: str | Sequence[str] = (),
     categorical: str | Sequence[str] = (),
-    flush_rows: int = 200_000,
+    flush_rows: int = 25_000,
     flush_seconds: float = 5.0,
-) -> Dataflow:
-    """Replay the lake's ``events`` + ``labels`` through the models named in ``model``.
-
-    ``model`` is one spec name or several separated by commas; the first is the
-    champion, the others are challengers that predict and learn in shadow. The
-    replay reads ``events_version``/``labels_version`` (latest when omitted). With
-    no ``run_id``, one is derived from the versions and settings, so running the
-    same replay twice writes nothing the second time.
-    """
+) -> ReplayJob:
+    """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
     models = _names(model)
     pin = pin_versions(lake, events_version=events_version, labels_version=labels_version)
     featurizer = {"exclude": sorted(_names(exclude)), "categorical": sorted(_names(categorical))}
@@ -141,7 +151,37 @@ def build_flow(
     source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
                      flush_seconds=flush_seconds)
-    return make_flow(source, sink, config, flow_id="riverlake-replay")
+    return ReplayJob(source, sink, config)
+
+
+def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", **settings: Any) -> Dataflow:
+    """Replay the lake's ``events`` + ``labels`` through the models named in ``model``.
+
+    ``model`` is one spec name or several separated by commas; the first is the
+    champion, the others are challengers that predict and learn in shadow. The
+    replay reads ``events_version``/``labels_version`` (latest when omitted). With
+    no ``run_id``, one is derived from the versions and settings, so running the
+    same replay twice writes nothing the second time.
+
+    Other settings: ``shards`` (independent model copies, keyed by a stable hash
+    of the entity key; spread over workers), ``batch_size`` (items per source
+    batch), ``seed``, ``checkpoint_every`` (learns between model checkpoints),
+    ``window``/``grace`` (prequential metric windows and how long after a
+    window's end late labels still count, e.g. ``"1d"``), ``threshold``
+    (decision threshold on the score), ``exclude``/``categorical`` (payload
+    fields to drop / to one-hot even when numeric), ``flush_rows``/``flush_seconds``
+    (Delta commit sizing).
+    """
+    return replay_job(lake, model, **settings).flow()
+
+
+def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", **settings: Any) -> str:
+    """Run a replay to the end in this process (one worker); returns its run id."""
+    from bytewax.testing import run_main
+
+    job = replay_job(lake, model, **settings)
+    run_main(job.flow())
+    return job.run_id
 
 
 ENV = {

@@ -97,6 +97,7 @@ class ReplayPlan:
         self.payload_columns = [c for c in events.columns if c not in FIXED_EVENT_COLUMNS and c != "_ei"]
         self._events = events
         self._labels = labels
+        self._float_columns = [c for c in self.payload_columns if events.schema[c].is_float()]
         # Prefix counts let a batch find its contiguous slices of events and labels.
         self._cursor = (0, 0, 0)  # (seq, events consumed, labels consumed)
 
@@ -132,7 +133,18 @@ class ReplayPlan:
         ev_ids = ev.get_column("event_id").to_list()
         ev_times = ev.get_column("event_time").to_list()
         ev_keys = ev.get_column("key").to_list()
-        payloads = ev.select(self.payload_columns).to_dicts() if self.payload_columns else [{}] * n_ev
+        cols = self.payload_columns
+        if cols:
+            values = [c.to_list() for c in ev.select(cols).iter_columns()]
+            payloads = [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
+        else:
+            payloads = [{} for _ in range(n_ev)]
+        # Typed columns vouch for every value but infinities and ints too large for
+        # River: only events holding one of those are checked one by one.
+        suspect_rows: set[int] = set()
+        if self._float_columns and n_ev:
+            mask = ev.select(pl.any_horizontal(pl.col(self._float_columns).is_infinite())).to_series()
+            suspect_rows = set(mask.arg_true().to_list())
         lb_ids = lb.get_column("event_id").to_list()
         lb_vals = lb.get_column("label").to_list()
         lb_times = lb.get_column("label_time").to_list()
@@ -140,12 +152,17 @@ class ReplayPlan:
         items = []
         ie = il = 0
         seq = start
+        suspects = set()
         for kind in kinds:
             if kind == EVENT:
                 items.append((seq, EVENT, ev_ids[ie], ev_times[ie], ev_keys[ie], payloads[ie]))
+                if suspect_rows and ie in suspect_rows:
+                    suspects.add(seq)
                 ie += 1
             else:
                 items.append((seq, LABEL, lb_ids[il], lb_vals[il], lb_times[il], lb_keys[il]))
                 il += 1
             seq += 1
-        return Batch(self.shard, items)
+        # Labels are few columns: check them all.
+        suspects.update(item[0] for item in items if item[1] == LABEL)
+        return Batch(self.shard, items, suspects=suspects)

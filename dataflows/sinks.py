@@ -131,7 +131,7 @@ class DeltaSink(FixedPartitionedSink[Output, None]):
     """
 
     def __init__(self, lake: str | os.PathLike[str], *, run_id: str, partitions: int = 1,
-                 flush_rows: int = 200_000, flush_seconds: float = 5.0) -> None:
+                 flush_rows: int = 25_000, flush_seconds: float = 5.0) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions!r}")
         if flush_rows < 1:

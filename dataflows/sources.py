@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows.items import Batch
 from dataflows.replay import Pin, ReplayPlan
+
+log = logging.getLogger(__name__)
 
 
 class _ReplayPartition(StatefulSourcePartition[Batch, int]):
@@ -15,13 +19,24 @@ class _ReplayPartition(StatefulSourcePartition[Batch, int]):
         self._plan = plan
         self._pos = start
         self._batch_size = batch_size
+        self._started = time.monotonic()
+        self._step = max(batch_size, len(plan) // 10)
+        self._next_report = start + self._step
+        log.info("shard %d: replaying %s items (%s events, %s labels) from seq %d",
+                 plan.shard, f"{len(plan):,}", f"{plan.n_events:,}", f"{plan.n_labels:,}", start)
 
     def next_batch(self) -> list[Batch]:
-        if self._pos >= len(self._plan):
+        total = len(self._plan)
+        if self._pos >= total:
             raise StopIteration
         stop = self._pos + self._batch_size
         batch = self._plan.batch(self._pos, stop)
-        self._pos = min(stop, len(self._plan))
+        self._pos = min(stop, total)
+        if self._pos >= self._next_report or self._pos == total:
+            self._next_report += self._step
+            rate = self._pos / max(time.monotonic() - self._started, 1e-9)
+            log.info("shard %d: %s/%s items (%.0f%%, %s items/s)", self._plan.shard, f"{self._pos:,}",
+                     f"{total:,}", 100.0 * self._pos / total, f"{rate:,.0f}")
         return [batch]
 
     def snapshot(self) -> int:

@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
+import numpy as np
 import pyarrow as pa
 
 from lake.schemas import FEATURES, schema_of
 
 
 def features_array(dicts: list[dict[str, float]], type_: pa.DataType = FEATURES) -> pa.Array:
-    """Map array of feature dicts; a dict shared by several rows is converted once."""
-    index: dict[int, int] = {}
-    unique: list[dict[str, float]] = []
-    take: list[int] = []
-    for d in dicts:
-        i = index.get(id(d))
-        if i is None:
-            i = index[id(d)] = len(unique)
-            unique.append(d)
-        take.append(i)
-    keys: list[str] = []
-    values: list[float] = []
-    offsets = [0]
-    for d in unique:
-        keys.extend(d)
-        values.extend(d.values())
-        offsets.append(len(keys))
-    arr = pa.MapArray.from_arrays(
-        pa.array(offsets, pa.int32()), pa.array(keys, pa.string()), pa.array(values, pa.float64()),
-        type=type_,
-    )
-    if len(unique) == len(dicts):
-        return arr
-    return arr.take(pa.array(take, pa.int32()))
+    """Map array of feature dicts, one per row (the flattening runs at C speed).
+
+    >>> features_array([{"a": 1.0}, {}, {"b": 2.0, "c": 3.0}]).to_pylist()
+    [[('a', 1.0)], [], [('b', 2.0), ('c', 3.0)]]
+    """
+    n = len(dicts)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.fromiter(map(len, dicts), np.int32, n), out=offsets[1:])
+    keys = pa.array(list(chain.from_iterable(dicts)), pa.string())
+    values = pa.array(list(chain.from_iterable(map(dict.values, dicts))), pa.float64())
+    return pa.MapArray.from_arrays(pa.array(offsets), keys, values, type=type_)
 
 
 def rows_to_arrow(table: str, rows: list[tuple]) -> pa.Table:

@@ -117,3 +117,35 @@ def test_learner_state_pickles_midstream():
     clone = pickle.loads(pickle.dumps(learner))
     rest = [_lb(3, "b", 0, 3), _ev(4, "c", 4)]
     assert _run(clone, rest)["predictions"] == _run(learner, rest)["predictions"]
+
+
+class _Fragile:
+    """A model that fails on one input, as a buggy user model would."""
+
+    def predict_proba_one(self, x):
+        if "boom" in x:
+            raise ArithmeticError("cannot score boom")
+        return {True: 0.25, False: 0.75}
+
+    def learn_one(self, x, y):
+        if "bad_learn" in x:
+            raise ValueError("cannot learn this")
+
+
+def test_a_model_error_dead_letters_the_item_and_the_stream_goes_on():
+    from dataflows.models import SPECS, ModelSpec, register
+
+    register(ModelSpec("fragile", "fails on purpose", lambda seed: _Fragile()))
+    try:
+        learner = ShardLearner(RunConfig(run_id="r", models=("fragile",)), shard=0)
+        out = _run(learner, [
+            _ev(0, "a", 0, {"boom": 1.0}), _ev(1, "b", 1), _ev(2, "c", 2, {"bad_learn": 1.0}),
+            _lb(3, "b", 1, 3), _lb(4, "c", 1, 4), _ev(5, "d", 5)])
+    finally:
+        SPECS.pop("fragile")
+    assert [p["event_id"] for p in out["predictions"]] == ["b", "c", "d"]
+    assert [r["event_id"] for r in out["learn_log"]] == ["b"]
+    assert {(d["seq"], d["step"], d["reason"]) for d in out["dead_letters"]} == {
+        (0, "predict", "ArithmeticError: cannot score boom"),
+        (4, "learn", "ValueError: cannot learn this"),
+    }

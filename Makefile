@@ -1,0 +1,36 @@
+# riverlake: `make demo` runs the main job, `make test` the tests. Both set up everything first.
+PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+LAKE ?= lakehouse
+
+.PHONY: install demo test test-fast bench lint clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# Creates or updates .venv from uv.lock (idempotent; seconds with a warm cache).
+install: $(UV)
+	$(UV) sync --frozen --python $(PYTHON) --quiet
+	@$(PY) -c "import river, bytewax, deltalake, polars; print('environment ready:', '$(VENV)')"
+
+demo: install
+	$(PY) -m flows.demo --lake $(LAKE)
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow and not cluster"
+
+bench: install
+	$(PY) -m dataflows.bench --events 100000
+
+lint: install
+	$(VENV)/bin/ruff check lake dataflows flows monitoring tests
+
+clean:
+	rm -rf $(LAKE) .pytest_cache
