@@ -101,3 +101,16 @@ def summarize(lake: str | os.PathLike[str], *, run_id: str | None = None) -> Run
         dead_letter_reasons=counts(dead, "reason"), checkpoints=counts(ckpts, "model"),
         monthly=monthly, overall=overall, tables=tables,
     )
+
+
+def windows(lake: str | os.PathLike[str], *, run_id: str | None = None) -> pl.DataFrame:
+    """Per model and event-time window: accuracy, log loss, ROC AUC and the positive label rate."""
+    run_id = run_id or latest_run_id(lake)
+    return (read_table(lake, "metrics").filter(pl.col("run_id") == run_id)
+            .group_by("model", "window_start")
+            .agg(pl.col("n").sum(), pl.col("n_correct").sum(), pl.col("n_positive").sum(),
+                 pl.col("sum_log_loss").sum(), pl.col("roc_auc").mean())
+            .with_columns((pl.col("n_correct") / pl.col("n")).alias("accuracy"),
+                          (pl.col("sum_log_loss") / pl.col("n")).alias("log_loss"),
+                          (pl.col("n_positive") / pl.col("n")).alias("positive_rate"))
+            .sort("model", "window_start"))
