@@ -1,0 +1,229 @@
+"""``python -m lake``: ingest data, maintain tables, show what the lake holds.
+
+One function per subcommand (``cmd_<name>``), registered in :data:`COMMANDS`
+with the function that adds its arguments; add a subcommand by adding a pair.
+Errors of the lake (:class:`lake.errors.LakeError`) end the command with exit
+code 2 and one line ``error: ...`` on stderr.
+
+>>> build_parser().parse_args(["info", "--lake", "x"]).command
+'info'
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from lake.errors import LakeError
+
+DEFAULT_LAKE = "./lakehouse"
+LAKE_ENV = "RIVERLAKE_LAKE"
+PROGRESS_MIN_ROWS = 100_000
+"""Inputs at least this large get progress lines on stderr."""
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+def add_ingest(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--scenario", choices=["flights", "agrawal-drift"], help="a built-in scenario"
+    )
+    what.add_argument("--file", help="a .csv or .parquet file")
+    scen = parser.add_argument_group("scenario options")
+    scen.add_argument("--limit", type=int, help="flights: first N events in event-time order")
+    scen.add_argument(
+        "--key-by", choices=["carrier", "route"], help="flights: entity key (default carrier)"
+    )
+    scen.add_argument("--n", type=int, help="agrawal-drift: number of events (default 100000)")
+    scen.add_argument("--seed", type=int, help="agrawal-drift: random seed (default 42)")
+    user = parser.add_argument_group("file options")
+    user.add_argument("--id-col", help="column of unique event ids (strings or integers)")
+    user.add_argument(
+        "--time-col",
+        help="column of event times (ISO 8601, datetimes or epoch seconds; naive = UTC)",
+    )
+    user.add_argument(
+        "--label-col", help="column of labels (booleans, 0/1, or two strings with --positive)"
+    )
+    user.add_argument(
+        "--key-col", help="column of entity keys (default: every event has key 'all')"
+    )
+    when = user.add_mutually_exclusive_group()
+    when.add_argument("--label-time-col", help="column of the times labels became known")
+    when.add_argument(
+        "--label-delay", type=float, help="labels become known SECONDS after their event"
+    )
+    user.add_argument("--positive", help="the label value that means 1, for string labels")
+
+
+_SCENARIO_FLAGS = {"limit": "--limit", "key_by": "--key-by", "n": "--n", "seed": "--seed"}
+_FILE_FLAGS = {
+    "id_col": "--id-col",
+    "time_col": "--time-col",
+    "label_col": "--label-col",
+    "key_col": "--key-col",
+    "label_time_col": "--label-time-col",
+    "label_delay": "--label-delay",
+    "positive": "--positive",
+}
+_SCENARIO_PARAMS = {
+    "flights": {"limit": "limit", "key_by": "key"},
+    "agrawal-drift": {"n": "n", "seed": "seed"},
+}
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from lake.ingest import ingest_file, ingest_scenario
+
+    def progress(done: int, total: int) -> None:
+        if total >= PROGRESS_MIN_ROWS:
+            print(
+                f"  {done:,} / {total:,} rows written ({done / total:.0%})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    given = {name for name in (*_SCENARIO_FLAGS, *_FILE_FLAGS) if getattr(args, name) is not None}
+    if args.scenario:
+        allowed = _SCENARIO_PARAMS[args.scenario]
+        wrong = sorted(given - set(allowed))
+        if wrong:
+            flags = ", ".join(_SCENARIO_FLAGS.get(w) or _FILE_FLAGS[w] for w in wrong)
+            raise LakeError(f"not an option of --scenario {args.scenario}: {flags}")
+        params = {allowed[name]: getattr(args, name) for name in given}
+        report = ingest_scenario(args.lake, args.scenario, progress=progress, **params)
+    else:
+        wrong = sorted(given & set(_SCENARIO_FLAGS))
+        if wrong:
+            flags = ", ".join(_SCENARIO_FLAGS[w] for w in wrong)
+            raise LakeError(f"not an option of --file (only of --scenario): {flags}")
+        missing = [
+            _FILE_FLAGS[c] for c in ("id_col", "time_col", "label_col") if getattr(args, c) is None
+        ]
+        if missing:
+            raise LakeError(f"--file needs {', '.join(missing)}")
+        report = ingest_file(
+            args.lake,
+            args.file,
+            id_col=args.id_col,
+            time_col=args.time_col,
+            label_col=args.label_col,
+            key_col=args.key_col,
+            label_time_col=args.label_time_col,
+            label_delay=args.label_delay,
+            positive=args.positive,
+            progress=progress,
+        )
+    print(report)
+    return 0
+
+
+# --------------------------------------------------------------------------- maintain
+
+
+def add_maintain(parser: argparse.ArgumentParser) -> None:
+    from lake.schemas import TABLES
+
+    parser.add_argument(
+        "--table",
+        action="append",
+        choices=sorted(TABLES),
+        help="table to maintain (repeatable; default: every table)",
+    )
+    parser.add_argument(
+        "--retention-hours",
+        type=int,
+        default=168,
+        help="delete files removed more than H hours ago (default 168)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="only list what vacuum would delete")
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from lake.table import maintain
+
+    if args.retention_hours < 0:
+        raise LakeError(f"--retention-hours must be >= 0, got {args.retention_hours}")
+    report = maintain(
+        args.lake, args.table, retention_hours=args.retention_hours, dry_run=args.dry_run
+    )
+    if not report:
+        print(f"no tables to maintain in {args.lake}")
+    for name, r in report.items():
+        verb = "would vacuum" if r["dry_run"] else "vacuumed"
+        print(
+            f"{name}: version {r['version_before']} -> {r['version_after']}, "
+            f"compacted {r['files_removed_by_compaction']} files "
+            f"into {r['files_added_by_compaction']}, "
+            f"{verb} {r['files_vacuumed']} files"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- info
+
+
+def add_info(parser: argparse.ArgumentParser) -> None:
+    del parser  # no options beyond --lake
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from lake.schemas import TABLES
+    from lake.table import exists, open_table
+
+    found = [name for name in TABLES if exists(args.lake, name)]
+    if not found:
+        print(f"no tables in {args.lake}")
+    for name in found:
+        dt = open_table(args.lake, name)
+        rows = sum(pa.table(dt.get_add_actions(flatten=True)).column("num_records").to_pylist())
+        print(f"{name:<16} version {dt.version():>6}   rows {rows:>12,}")
+    return 0
+
+
+# --------------------------------------------------------------------------- wiring
+
+Command = tuple[
+    str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
+]
+
+COMMANDS: list[Command] = [
+    (
+        "ingest",
+        "write a scenario or a CSV/Parquet file to events and labels",
+        add_ingest,
+        cmd_ingest,
+    ),
+    ("maintain", "compact, checkpoint and vacuum tables", add_maintain, cmd_maintain),
+    ("info", "version and row count of every table", add_info, cmd_info),
+]
+"""``(name, help, add_arguments, run)`` of every subcommand."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lake", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lake", help=f"lake root (default: ${LAKE_ENV} or {DEFAULT_LAKE})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_, add_arguments, run in COMMANDS:
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.lake is None:
+        args.lake = os.environ.get(LAKE_ENV) or DEFAULT_LAKE
+    try:
+        return args.run(args)
+    except LakeError as ex:
+        print(f"error: {ex}", file=sys.stderr)
+        return 2
