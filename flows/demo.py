@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="model specs, champion first (default linear,tree)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N events of the scenario")
     parser.add_argument("--window", default="1d", help="prequential metric window (default 1d)")
+    parser.add_argument("--exclude", default="tailnum,flight",
+                        help="payload fields not used as features (default tailnum,flight: identifiers)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     print(ingest_scenario(args.lake, args.scenario, **params), flush=True)
     print(f"[2/3] replay through the dataflow (models {args.model})", flush=True)
     t = time.perf_counter()
-    run_id = run_replay(args.lake, args.model, window=args.window)
+    run_id = run_replay(args.lake, args.model, window=args.window, exclude=args.exclude)
     print(f"      done in {time.perf_counter() - t:.1f} s", flush=True)
     print("[3/3] summary", flush=True)
     print(summarize(args.lake, run_id=run_id))
