@@ -1,14 +1,18 @@
 """End-to-end throughput against the bare River loop, measured in one run.
 
-    python -m dataflows.bench [--events 100000] [--model linear] [--lake DIR]
+    python -m dataflows.bench [--events 100000] [--model linear] [--repeat 3]
 
-1. Fills a fresh lake with the first ``--events`` flights (not timed).
-2. Bare loop: the same featurizer and model, predict then learn on the same
+1. Fills a lake with the first ``--events`` flights (not timed).
+2. Bare loop: the same featurizer and model, predict then learn in the same
    replay order, items already in memory; no Bytewax, no Delta.
-3. End to end: the dataflow (``build_flow``) reading the Delta tables and
-   writing predictions, learn log, metrics and checkpoints back.
+3. End to end: the dataflow (``build_flow``, one worker) reading the Delta tables
+   and writing predictions, learn log, metrics and checkpoints back to a fresh
+   copy of the lake.
 
-Prints events/s of each, their ratio, peak memory, and last the line
+Each phase runs in its own fresh Python process (so neither inherits the other's
+heap), ``--repeat`` times alternately; the process start and imports are not
+timed, everything after is. The medians give the ratio. Prints events/s of each,
+their ratio, each phase's peak RSS, and last the line
 ``end_to_end_vs_bare_river: R``.
 """
 
@@ -16,32 +20,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bytewax.testing import run_main
-
 from dataflows.features import KeyedFeaturizer
 from dataflows.items import EVENT
-from dataflows.models import get_spec, score_one
-from dataflows.online import build_flow
-from dataflows.replay import ReplayPlan, pin_versions
-from lake.table import read_table
+from dataflows.models import get_spec
 
 
-def _rss_mb() -> float:
+def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bare_loop(items: list[tuple], *, model: str, seed: int) -> tuple[float, int]:
-    """Predict then learn with plain River; returns (seconds, events)."""
-    featurizer = KeyedFeaturizer()
+def bare_loop(items: list[tuple], *, model: str, seed: int, exclude: tuple[str, ...] = ()) -> tuple[float, int]:
+    """Predict then learn with plain River; returns (seconds, events predicted)."""
+    featurizer = KeyedFeaturizer(exclude=exclude)
     estimator = get_spec(model).build(seed=seed)
     pending: dict[str, tuple] = {}
     n = 0
@@ -51,7 +53,8 @@ def bare_loop(items: list[tuple], *, model: str, seed: int) -> tuple[float, int]
             _, _, event_id, t, key, payload = item
             x = featurizer.transform_one(payload, key=key, event_time_us=t)
             featurizer.learn_one(payload, key=key, event_time_us=t)
-            score_one(estimator, x)
+            proba = estimator.predict_proba_one(x)
+            proba.get(True, 0.0) if proba else 0.5
             pending[event_id] = (x, key)
             n += 1
         else:
@@ -59,10 +62,45 @@ def bare_loop(items: list[tuple], *, model: str, seed: int) -> tuple[float, int]
             if entry is None:
                 continue
             x, key = entry
-            y = bool(item[3])
+            y = item[3] == 1
             featurizer.learn_label(key=key, y=y)
             estimator.learn_one(x, y)
     return time.perf_counter() - started, n
+
+
+def _phase_bare(lake: str, model: str, seed: int) -> dict[str, Any]:
+    from dataflows.replay import ReplayPlan, pin_versions
+
+    plan = ReplayPlan(lake, pin=pin_versions(lake))
+    items = plan.batch(0, len(plan)).items
+    seconds, n = bare_loop(items, model=model, seed=seed)
+    return {"seconds": seconds, "events": n, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _phase_end_to_end(lake: str, model: str, seed: int) -> dict[str, Any]:
+    import polars as pl
+    import pyarrow as pa
+    from bytewax.testing import run_main
+
+    from dataflows.online import build_flow
+    from lake.table import read_table
+
+    pa.array([0])  # pyarrow's first conversion imports pandas (~1 s): an import, not work
+    started = time.perf_counter()
+    run_id = "bench"
+    run_main(build_flow(lake=lake, model=model, seed=seed, run_id=run_id))
+    seconds = time.perf_counter() - started
+    n = read_table(lake, "predictions", columns=["run_id"]).filter(pl.col("run_id") == run_id).height
+    return {"seconds": seconds, "events": n, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _run_phase(phase: str, lake: str, model: str, seed: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "dataflows.bench", "--phase", phase, "--lake", lake, "--model", model,
+           "--seed", str(seed)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{phase} phase failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,64 +108,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000, help="flights to replay (default 100000)")
     parser.add_argument("--model", default="linear", help="model spec (default linear)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--lake", default=None, help="lake folder to use (default: a temporary one, removed)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each phase (default 3)")
+    parser.add_argument("--lake", default=None, help="lake folder (default: a temporary one, removed)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    parser.add_argument("--phase", choices=["bare", "end-to-end"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.phase:  # child process: one measurement, JSON on the last line
+        fn = _phase_bare if args.phase == "bare" else _phase_end_to_end
+        print(json.dumps(fn(args.lake, args.model, args.seed)))
+        return 0
 
     from lake.ingest import ingest_scenario
 
-    tmp = None
-    lake = args.lake
-    if lake is None:
-        tmp = tempfile.mkdtemp(prefix="riverlake-bench-")
-        lake = str(Path(tmp) / "lake")
+    tmp = tempfile.mkdtemp(prefix="riverlake-bench-")
+    base = args.lake or str(Path(tmp) / "lake")
     try:
-        print(f"filling {lake} with {args.events:,} flights ...", file=sys.stderr)
-        ingest_scenario(lake, "flights", limit=args.events)
-        pin = pin_versions(lake)
-        plan = ReplayPlan(lake, pin=pin)
-        items = plan.batch(0, len(plan)).items
-        rss0 = _rss_mb()
-
-        bare_s, n_bare = bare_loop(items, model=args.model, seed=args.seed)
-        del items, plan
-        rss_bare = _rss_mb()
-
-        run_id = f"bench-{int(time.time())}"
-        flow = build_flow(lake=lake, model=args.model, seed=args.seed, run_id=run_id)
-        started = time.perf_counter()
-        run_main(flow)
-        e2e_s = time.perf_counter() - started
-        rss_e2e = _rss_mb()
-        preds = read_table(lake, "predictions", columns=["run_id"]).filter(
-            __import__("polars").col("run_id") == run_id).height
-        if preds != n_bare:
-            raise SystemExit(f"end-to-end wrote {preds} predictions, bare loop made {n_bare}")
-
-        bare_eps = n_bare / bare_s
-        e2e_eps = n_bare / e2e_s
+        print(f"filling {base} with {args.events:,} flights ...", file=sys.stderr)
+        ingest_scenario(base, "flights", limit=args.events)
+        bare, e2e = [], []
+        for i in range(args.repeat):
+            bare.append(_run_phase("bare", base, args.model, args.seed))
+            lake = str(Path(tmp) / f"run-{i}")
+            shutil.rmtree(lake, ignore_errors=True)
+            os.makedirs(lake)
+            for table in ("events", "labels"):
+                shutil.copytree(Path(base) / table, Path(lake) / table)
+            e2e.append(_run_phase("end-to-end", lake, args.model, args.seed))
+            print(f"run {i + 1}/{args.repeat}: bare {bare[-1]['seconds']:.2f} s, "
+                  f"end to end {e2e[-1]['seconds']:.2f} s", file=sys.stderr)
+        n = bare[0]["events"]
+        if any(r["events"] != n for r in bare + e2e):
+            raise SystemExit(f"phases disagree on the number of events: {[r['events'] for r in bare + e2e]}")
+        bare_s = statistics.median(r["seconds"] for r in bare)
+        e2e_s = statistics.median(r["seconds"] for r in e2e)
         result: dict[str, Any] = {
-            "events": n_bare,
+            "events": n,
             "model": args.model,
-            "bare_river_events_per_s": round(bare_eps),
-            "end_to_end_events_per_s": round(e2e_eps),
-            "bare_seconds": round(bare_s, 3),
-            "end_to_end_seconds": round(e2e_s, 3),
-            "peak_rss_mb_after_load": round(rss0),
-            "peak_rss_mb_after_bare": round(rss_bare),
-            "peak_rss_mb_after_end_to_end": round(rss_e2e),
+            "repeat": args.repeat,
+            "bare_river_events_per_s": round(n / bare_s),
+            "end_to_end_events_per_s": round(n / e2e_s),
+            "bare_seconds_median": round(bare_s, 3),
+            "end_to_end_seconds_median": round(e2e_s, 3),
+            "bare_seconds_all": [round(r["seconds"], 3) for r in bare],
+            "end_to_end_seconds_all": [round(r["seconds"], 3) for r in e2e],
+            "bare_peak_rss_mb": round(max(r["peak_rss_mb"] for r in bare)),
+            "end_to_end_peak_rss_mb": round(max(r["peak_rss_mb"] for r in e2e)),
             "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus",
-            "ratio": round(e2e_eps / bare_eps, 3),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+            "ratio": round(bare_s / e2e_s, 3),
         }
         for k, v in result.items():
-            print(f"{k:32s} {v}")
+            print(f"{k:28s} {v}")
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"end_to_end_vs_bare_river: {result['ratio']}")
     finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

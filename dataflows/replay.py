@@ -72,7 +72,10 @@ class ReplayPlan:
         if pin.labels is not None:
             labels = pl.read_delta(open_table(lake, "labels", version=pin.labels))
             labels = labels.with_columns(pl.col("label_time").dt.epoch("us").alias("label_time"))
-            all_keys = pl.read_delta(open_table(lake, "events", version=pin.events), columns=["event_id", "key"])
+            if shards > 1:
+                all_keys = pl.read_delta(open_table(lake, "events", version=pin.events), columns=["event_id", "key"])
+            else:
+                all_keys = events.select("event_id", "key")
             labels = labels.join(all_keys, on="event_id", how="left")
             labels = labels.join(events.select("event_id", "_ei"), on="event_id", how="left")
             if shards > 1:
