@@ -10,6 +10,7 @@ decides comes out as rows for the lake, tagged with the item's ``seq``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 import platform
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from dataflows.validate import dead_letter
 from lake.arrow import features_array, rows_to_arrow
 from lake.schemas import LEARN_LOG, PREDICTIONS, UTC_TS
 from monitoring.prequential import WindowedPrequential
+
+log = logging.getLogger(__name__)
 
 RIVERLAKE_VERSION = "0.1.0"
 CHAMPION = "champion"
@@ -120,6 +123,23 @@ class ShardLearner:
             slot.n_learned, last_event_id, model_digest(data), river.__version__,
             platform.python_version(), RIVERLAKE_VERSION, data, datetime.now(UTC),
         ))
+
+    @property
+    def champion(self) -> str:
+        return next(s.name for s in self.slots if s.role == CHAMPION)
+
+    def set_champion(self, name: str) -> bool:
+        """Serve ``name`` from the next event on; returns whether the champion changed."""
+        if name not in {s.name for s in self.slots}:
+            log.warning("shard %d: promotion of %r ignored: this run has %s", self.shard, name,
+                        [s.name for s in self.slots])
+            return False
+        if name == self.champion:
+            return False
+        for slot in self.slots:
+            slot.role = CHAMPION if slot.name == name else CHALLENGER
+        log.info("shard %d: %r is champion from seq %d on", self.shard, name, self.last_seq + 1)
+        return True
 
     # -- the step ------------------------------------------------------------------
     def process(self, batch: Batch) -> Output:

@@ -17,6 +17,7 @@ import pickle
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -25,6 +26,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from dataflows.control import PromotionControl
 from dataflows.items import Batch, Output
 from dataflows.learner import RunConfig, ShardLearner
 from dataflows.replay import pin_versions
@@ -54,8 +56,9 @@ def parse_duration_us(text: str | int | float) -> int:
 class LearnLogic(StatefulBatchLogic[Batch, Output, bytes]):
     """Bytewax wrapper of :class:`ShardLearner`; its snapshot is the pickled learner."""
 
-    def __init__(self, config: RunConfig, resume: bytes | None) -> None:
+    def __init__(self, config: RunConfig, resume: bytes | None, control: PromotionControl | None = None) -> None:
         self.config = config
+        self.control = control
         self.learner: ShardLearner | None = pickle.loads(resume) if resume is not None else None
 
     def on_batch(self, values: list[Batch]) -> tuple[Iterable[Output], bool]:
@@ -63,6 +66,10 @@ class LearnLogic(StatefulBatchLogic[Batch, Output, bytes]):
         for batch in values:
             if self.learner is None:
                 self.learner = ShardLearner(self.config, shard=batch.shard)
+            if self.control is not None:
+                champion = self.control.poll()
+                if champion is not None:
+                    self.learner.set_champion(champion)
             out.append(self.learner.process(batch))
         return out, StatefulBatchLogic.RETAIN
 
@@ -76,13 +83,23 @@ class LearnLogic(StatefulBatchLogic[Batch, Output, bytes]):
 
 
 def make_flow(source: Source[Batch], sink: Sink[tuple[str, Output]], config: RunConfig,
-              *, flow_id: str = "riverlake") -> Dataflow:
-    """The dataflow graph with its parts injected (production, replay and tests share it)."""
+              *, flow_id: str = "riverlake", control_lake: str | None = None,
+              control_interval_s: float = 2.0) -> Dataflow:
+    """The dataflow graph with its parts injected (production, replay and tests share it).
+
+    With ``control_lake``, the predict/learn step follows champion promotions recorded
+    for this run in that lake's ``promotions`` table.
+    """
     flow = Dataflow(flow_id)
     batches = op.input("source", flow, source)
     keyed = op.key_on("shard", batches, lambda b: str(b.shard))
     valid = op.map_value("validate", keyed, validate_batch)
-    out = op.stateful_batch("learn", valid, lambda resume: LearnLogic(config, resume))
+    def builder(resume: bytes | None) -> LearnLogic:
+        control = (PromotionControl(control_lake, config.run_id, interval_s=control_interval_s)
+                   if control_lake is not None else None)
+        return LearnLogic(config, resume, control)
+
+    out = op.stateful_batch("learn", valid, builder)
     op.output("lake", out, sink)
     return flow
 
@@ -106,13 +123,16 @@ class ReplayJob:
     source: ReplaySource
     sink: DeltaSink
     config: RunConfig
+    lake: str
+    control_interval_s: float = 2.0
 
     @property
     def run_id(self) -> str:
         return self.config.run_id
 
     def flow(self) -> Dataflow:
-        return make_flow(self.source, self.sink, self.config, flow_id="riverlake-replay")
+        return make_flow(self.source, self.sink, self.config, flow_id="riverlake-replay",
+                         control_lake=self.lake, control_interval_s=self.control_interval_s)
 
 
 def replay_job(
@@ -133,6 +153,8 @@ def replay_job(
     categorical: str | Sequence[str] = (),
     flush_rows: int = 25_000,
     flush_seconds: float = 5.0,
+    rate: float | None = None,
+    control_interval_s: float = 2.0,
 ) -> ReplayJob:
     """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
     models = _names(model)
@@ -148,10 +170,10 @@ def replay_job(
     config = RunConfig(run_id=run_id, models=models, seed=seed, checkpoint_every=checkpoint_every,
                        window_us=window_us, grace_us=grace_us, threshold=threshold,
                        featurizer=featurizer)
-    source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size)
+    source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
                      flush_seconds=flush_seconds)
-    return ReplayJob(source, sink, config)
+    return ReplayJob(source, sink, config, os.fspath(lake), control_interval_s)
 
 
 def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", **settings: Any) -> Dataflow:
@@ -170,18 +192,72 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     window's end late labels still count, e.g. ``"1d"``), ``threshold``
     (decision threshold on the score), ``exclude``/``categorical`` (payload
     fields to drop / to one-hot even when numeric), ``flush_rows``/``flush_seconds``
-    (Delta commit sizing).
+    (Delta commit sizing), ``rate`` (pace the replay at this many items per second,
+    for demos and live-like runs), ``control_interval_s`` (how often the running
+    flow looks for a new champion in the lake's ``promotions`` table).
     """
     return replay_job(lake, model, **settings).flow()
 
 
-def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", **settings: Any) -> str:
-    """Run a replay to the end in this process (one worker); returns its run id."""
+def recovery_dir(lake: str | os.PathLike[str], run_id: str) -> Path:
+    """Where a run keeps its Bytewax recovery state: inside the lake, one folder per run."""
+    return Path(os.fspath(lake)) / "_recovery" / run_id
+
+
+def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *, recovery: bool = True,
+               snapshot_s: float = 3.0, **settings: Any) -> str:
+    """Run a replay to the end in this process (one worker); returns its run id.
+
+    With ``recovery`` (the default), Bytewax snapshots the source position, the
+    models and the pending state every ``snapshot_s`` seconds into
+    ``LAKE/_recovery/RUN_ID`` (created on first use). After a crash, the same call
+    resumes where the last snapshot was taken; rows the crashed run had already
+    committed are recognised by their ``seq`` and not written again.
+    """
+    from datetime import timedelta
+
+    from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.testing import run_main
 
+    if snapshot_s <= 0:
+        raise ValueError(f"snapshot_s must be > 0, got {snapshot_s!r}")
     job = replay_job(lake, model, **settings)
-    run_main(job.flow())
+    config = None
+    if recovery:
+        db_dir = recovery_dir(lake, job.run_id)
+        if not db_dir.exists():
+            db_dir.mkdir(parents=True)
+            init_db_dir(db_dir, 1)
+        config = RecoveryConfig(str(db_dir))
+    run_main(job.flow(), epoch_interval=timedelta(seconds=snapshot_s), recovery_config=config)
     return job.run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dataflows.online``: replay a lake with recovery on (see :func:`run_replay`)."""
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(prog="python -m dataflows.online", description=run_replay.__doc__.split("\n")[0])
+    parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
+    parser.add_argument("--model", default="linear", help="model specs, champion first (default linear)")
+    parser.add_argument("--run-id", default=None)
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=2_000)
+    parser.add_argument("--checkpoint-every", type=int, default=10_000)
+    parser.add_argument("--window", default="1d")
+    parser.add_argument("--exclude", default="")
+    parser.add_argument("--rate", type=float, default=None, help="pace the replay (items per second)")
+    parser.add_argument("--snapshot-s", type=float, default=3.0, help="seconds between recovery snapshots")
+    parser.add_argument("--no-recovery", action="store_true", help="do not keep recovery state")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
+                        run_id=args.run_id, shards=args.shards, batch_size=args.batch_size,
+                        checkpoint_every=args.checkpoint_every, window=args.window, exclude=args.exclude,
+                        rate=args.rate)
+    print(run_id)
+    return 0
 
 
 ENV = {
@@ -223,3 +299,7 @@ def __getattr__(name: str) -> Any:
     if name == "flow":
         return build_flow(**defaults_from_env())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

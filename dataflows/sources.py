@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -15,10 +16,12 @@ log = logging.getLogger(__name__)
 
 
 class _ReplayPartition(StatefulSourcePartition[Batch, int]):
-    def __init__(self, plan: ReplayPlan, *, start: int, batch_size: int) -> None:
+    def __init__(self, plan: ReplayPlan, *, start: int, batch_size: int, rate: float | None = None) -> None:
         self._plan = plan
         self._pos = start
         self._batch_size = batch_size
+        self._rate = rate
+        self._awake: datetime | None = None
         self._started = time.monotonic()
         self._step = max(batch_size, len(plan) // 10)
         self._next_report = start + self._step
@@ -31,6 +34,8 @@ class _ReplayPartition(StatefulSourcePartition[Batch, int]):
             raise StopIteration
         stop = self._pos + self._batch_size
         batch = self._plan.batch(self._pos, stop)
+        if self._rate:
+            self._awake = datetime.now(UTC) + timedelta(seconds=(min(stop, total) - self._pos) / self._rate)
         self._pos = min(stop, total)
         if self._pos >= self._next_report or self._pos == total:
             self._next_report += self._step
@@ -38,6 +43,9 @@ class _ReplayPartition(StatefulSourcePartition[Batch, int]):
             log.info("shard %d: %s/%s items (%.0f%%, %s items/s)", self._plan.shard, f"{self._pos:,}",
                      f"{total:,}", 100.0 * self._pos / total, f"{rate:,.0f}")
         return [batch]
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
 
     def snapshot(self) -> int:
         return self._pos
@@ -50,7 +58,9 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
     """
 
     def __init__(self, lake: str | os.PathLike[str], *, pin: Pin, shards: int = 1,
-                 batch_size: int = 2_000) -> None:
+                 batch_size: int = 2_000, rate: float | None = None) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be > 0 items per second, got {rate!r}")
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards!r}")
         if batch_size < 1:
@@ -59,6 +69,7 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
         self.pin = pin
         self.shards = shards
         self.batch_size = batch_size
+        self.rate = rate
 
     def list_parts(self) -> list[str]:
         return [f"shard-{i}" for i in range(self.shards)]
@@ -66,4 +77,4 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ReplayPartition:
         shard = int(for_part.rsplit("-", 1)[1])
         plan = ReplayPlan(self.lake, pin=self.pin, shard=shard, shards=self.shards)
-        return _ReplayPartition(plan, start=resume_state or 0, batch_size=self.batch_size)
+        return _ReplayPartition(plan, start=resume_state or 0, batch_size=self.batch_size, rate=self.rate)
