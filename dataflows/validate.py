@@ -16,6 +16,10 @@ from __future__ import annotations
 from dataflows.items import EVENT, LABEL, Batch, raw_json
 
 MAX_ID_LENGTH = 512
+# Times outside 1900..2200 are almost surely unit mistakes (ms or ns taken for s), and
+# readers cannot hold years past 9999: they are rejected, not stored.
+MIN_TIME_US = -2_208_988_800_000_000
+MAX_TIME_US = 7_258_118_400_000_000
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _INF = float("inf")
 
@@ -29,6 +33,8 @@ def check_event(item: tuple) -> str | None:
         return f"event_id longer than {MAX_ID_LENGTH} characters"
     if type(event_time) is not int:
         return f"event_time must be an integer of microseconds, got {event_time!r:.80}"
+    if not MIN_TIME_US <= event_time < MAX_TIME_US:
+        return f"event_time out of range (years 1900-2200): {event_time!r} us"
     if type(key) is not str:
         return f"key must be a string, got {key!r:.80}"
     if type(payload) is not dict:
@@ -56,6 +62,8 @@ def check_label(item: tuple) -> str | None:
         return f"label must be 0 or 1, got {label!r:.80}"
     if type(label_time) is not int:
         return f"label_time must be an integer of microseconds, got {label_time!r:.80}"
+    if not MIN_TIME_US <= label_time < MAX_TIME_US:
+        return f"label_time out of range (years 1900-2200): {label_time!r} us"
     return None
 
 
