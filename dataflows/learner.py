@@ -13,6 +13,7 @@ import hashlib
 import logging
 import pickle
 import platform
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,8 @@ class RunConfig:
     threshold: float = 0.5
     featurizer: dict[str, Any] = field(default_factory=dict)
     remember_labelled: int = 1_000_000
+    # Give up waiting for a label this long (event time) after the event; None: wait forever.
+    label_ttl_us: int | None = 7 * 86_400_000_000
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -64,6 +67,8 @@ class RunConfig:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every!r}")
         if self.window_us <= 0:
             raise ValueError(f"window_us must be > 0, got {self.window_us!r}")
+        if self.label_ttl_us is not None and self.label_ttl_us <= 0:
+            raise ValueError(f"label_ttl_us must be > 0 or None, got {self.label_ttl_us!r}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
 
@@ -107,6 +112,9 @@ class ShardLearner:
         # event_id -> (features, event_time_us, key, scores, versions)
         self.pending: dict[str, tuple] = {}
         self.labelled: dict[str, None] = {}  # insertion-ordered: oldest first
+        self.expired: dict[str, None] = {}  # ids given up on, oldest first (bounded like `labelled`)
+        self._arrivals: deque[tuple[int, str]] = deque()  # (event_time_us, event_id) of pending events
+        self._clock_us = -(2**62)  # latest event time seen
         self.last_seq = -1
         self.n_events = 0
         self.n_labels = 0
@@ -176,6 +184,9 @@ class ShardLearner:
         lb_y: list[int] = []
         lb_scores: list[list[float]] = [[] for _ in slots]
         slot_range = range(n_slots)
+        arrivals = self._arrivals
+        track_arrivals = cfg.label_ttl_us is not None
+        clock = self._clock_us
         for item in batch.items:
             if item[1] == EVENT:
                 _, _, event_id, t, key, payload = item
@@ -199,11 +210,16 @@ class ShardLearner:
                 ev_items.append(item)
                 ev_x.append(x)
                 pending[event_id] = (x, t, key, scores)
+                if track_arrivals:
+                    arrivals.append((t, event_id))
+                if t > clock:
+                    clock = t
             else:
                 event_id = item[2]
                 entry = pending.pop(event_id, None)
                 if entry is None:
                     reason = ("label arrived twice" if event_id in labelled
+                              else "label arrived after its event expired" if event_id in self.expired
                               else "label for an unknown event")
                     dead.append((run_id, shard, *dead_letter(
                         item, step="learn", reason=reason, source=batch.source)))
@@ -236,6 +252,8 @@ class ShardLearner:
                 labelled[event_id] = None
                 if len(labelled) > remember:
                     del labelled[next(iter(labelled))]
+        self._clock_us = clock
+        expired = self._expire(batch.items[-1][0] if batch.items else self.last_seq)
         self.n_events += len(ev_items)
         self.n_labels += len(lb_items)
         if batch.items:
@@ -256,10 +274,31 @@ class ShardLearner:
             tables["predictions"] = self._predictions(ev_items, ev_x, ev_scores, ev_runs)
         if lb_items:
             tables["learn_log"] = self._learn_log(lb_items, lb_t, lb_y, lb_scores, first_order, lb_runs)
-        for name, rows in (("metrics", metrics), ("checkpoints", checkpoints), ("dead_letters", dead)):
+        for name, rows in (("metrics", metrics), ("checkpoints", checkpoints), ("dead_letters", dead),
+                           ("expired", expired)):
             if rows:
                 tables[name] = rows_to_arrow(name, rows)
         return Output(shard, tables)
+
+    def _expire(self, seq: int) -> list[tuple]:
+        """Stop waiting for labels of events older than the TTL; returns ``expired`` rows."""
+        ttl = self.config.label_ttl_us
+        arrivals = self._arrivals
+        if ttl is None or not arrivals:
+            return []
+        cutoff = self._clock_us - ttl
+        rows = []
+        pending, expired = self.pending, self.expired
+        while arrivals and arrivals[0][0] < cutoff:
+            _, event_id = arrivals.popleft()
+            entry = pending.pop(event_id, None)
+            if entry is None:  # labelled meanwhile
+                continue
+            rows.append((self.config.run_id, self.shard, seq, event_id, entry[1], entry[2], self._clock_us))
+            expired[event_id] = None
+            if len(expired) > self.config.remember_labelled:
+                del expired[next(iter(expired))]
+        return rows
 
     def _constant(self, value: Any, n: int, type_: pa.DataType) -> pa.Array:
         return pa.array([value] * n, type_)

@@ -155,21 +155,23 @@ def replay_job(
     flush_seconds: float = 5.0,
     rate: float | None = None,
     control_interval_s: float = 2.0,
+    label_ttl: str | None = "7d",
 ) -> ReplayJob:
     """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
     models = _names(model)
     pin = pin_versions(lake, events_version=events_version, labels_version=labels_version)
     featurizer = {"exclude": sorted(_names(exclude)), "categorical": sorted(_names(categorical))}
     window_us, grace_us = parse_duration_us(window), parse_duration_us(grace)
+    ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
     if run_id is None:
         run_id = run_id_for({
             "events": pin.events, "labels": pin.labels, "models": models, "seed": seed,
             "checkpoint_every": checkpoint_every, "window_us": window_us, "grace_us": grace_us,
-            "threshold": threshold, "featurizer": featurizer, "shards": shards,
+            "threshold": threshold, "featurizer": featurizer, "shards": shards, "label_ttl_us": ttl_us,
         })
     config = RunConfig(run_id=run_id, models=models, seed=seed, checkpoint_every=checkpoint_every,
                        window_us=window_us, grace_us=grace_us, threshold=threshold,
-                       featurizer=featurizer)
+                       featurizer=featurizer, label_ttl_us=ttl_us)
     source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
                      flush_seconds=flush_seconds)
@@ -194,7 +196,9 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     fields to drop / to one-hot even when numeric), ``flush_rows``/``flush_seconds``
     (Delta commit sizing), ``rate`` (pace the replay at this many items per second,
     for demos and live-like runs), ``control_interval_s`` (how often the running
-    flow looks for a new champion in the lake's ``promotions`` table).
+    flow looks for a new champion in the lake's ``promotions`` table), ``label_ttl``
+    (give up waiting for a label this long after its event, e.g. ``"7d"``; the event
+    is recorded in ``expired``; ``None`` waits forever).
     """
     return replay_job(lake, model, **settings).flow()
 

@@ -153,6 +153,20 @@ SCENARIO_DRIFTS = pa.schema(
     ]
 )
 
+EXPIRED = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", UTC_TS, nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        # The event-time clock when the wait for the label was given up.
+        pa.field("expired_at", UTC_TS, nullable=False),
+    ]
+)
+"""Predicted events whose label did not come within the run's ``label_ttl``."""
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "labels": LABELS,
@@ -163,6 +177,7 @@ TABLES: dict[str, pa.Schema] = {
     "dead_letters": DEAD_LETTERS,
     "drift_events": DRIFT_EVENTS,
     "scenario_drifts": SCENARIO_DRIFTS,
+    "expired": EXPIRED,
 }
 """Every table's schema. For ``events`` the schema lists the fixed columns only."""
 

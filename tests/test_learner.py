@@ -149,3 +149,21 @@ def test_a_model_error_dead_letters_the_item_and_the_stream_goes_on():
         (0, "predict", "ArithmeticError: cannot score boom"),
         (4, "learn", "ValueError: cannot learn this"),
     }
+
+
+def test_events_waiting_too_long_for_a_label_expire_and_are_recorded():
+    day = 86_400
+    learner = ShardLearner(RunConfig(run_id="r", label_ttl_us=2 * day * S), shard=0)
+    out = _run(learner, [_ev(0, "old", 0), _ev(1, "kept", day), _lb(2, "kept", 1, day + 1),
+                         _ev(3, "new", 3 * day)])
+    assert [(r["event_id"], r["seq"]) for r in out["expired"]] == [("old", 3)]
+    assert out["expired"][0]["expired_at"].timestamp() == 3 * day
+    assert "old" not in learner.pending and "new" in learner.pending
+    late = _run(learner, [_lb(4, "old", 1, 3 * day + 5)])
+    assert [d["reason"] for d in late["dead_letters"]] == ["label arrived after its event expired"]
+
+
+def test_without_ttl_nothing_expires():
+    learner = ShardLearner(RunConfig(run_id="r", label_ttl_us=None), shard=0)
+    out = _run(learner, [_ev(0, "old", 0), _ev(1, "new", 10**6)])
+    assert "expired" not in out and len(learner.pending) == 2
