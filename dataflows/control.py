@@ -14,6 +14,7 @@ import time
 
 import polars as pl
 
+from lake.schemas import TABLES
 from lake.table import exists, read_table
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class PromotionControl:
         if now < self._next:
             return None
         self._next = now + self.interval_s
+        if "promotions" not in TABLES:  # no promotion flow in this installation
+            return None
         try:
             if not exists(self.lake, "promotions"):
                 return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -16,7 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class _ReplayPartition(StatefulSourcePartition[Batch, int]):
-    def __init__(self, plan: ReplayPlan, *, start: int, batch_size: int, rate: float | None = None) -> None:
+    def __init__(self, plan: ReplayPlan, *, start: int, batch_size: int, rate: float | None = None,
+                 progress: Callable[[int, int, int], None] | None = None) -> None:
+        self._progress = progress
         self._plan = plan
         self._pos = start
         self._batch_size = batch_size
@@ -37,6 +40,8 @@ class _ReplayPartition(StatefulSourcePartition[Batch, int]):
         if self._rate:
             self._awake = datetime.now(UTC) + timedelta(seconds=(min(stop, total) - self._pos) / self._rate)
         self._pos = min(stop, total)
+        if self._progress is not None:
+            self._progress(self._plan.shard, self._pos, total)
         if self._pos >= self._next_report or self._pos == total:
             self._next_report += self._step
             rate = self._pos / max(time.monotonic() - self._started, 1e-9)
@@ -58,7 +63,8 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
     """
 
     def __init__(self, lake: str | os.PathLike[str], *, pin: Pin, shards: int = 1,
-                 batch_size: int = 2_000, rate: float | None = None) -> None:
+                 batch_size: int = 2_000, rate: float | None = None,
+                 progress: Callable[[int, int, int], None] | None = None) -> None:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be > 0 items per second, got {rate!r}")
         if shards < 1:
@@ -70,6 +76,7 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
         self.shards = shards
         self.batch_size = batch_size
         self.rate = rate
+        self.progress = progress  # called as progress(shard, items emitted, items in total)
 
     def list_parts(self) -> list[str]:
         return [f"shard-{i}" for i in range(self.shards)]
@@ -77,4 +84,5 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ReplayPartition:
         shard = int(for_part.rsplit("-", 1)[1])
         plan = ReplayPlan(self.lake, pin=self.pin, shard=shard, shards=self.shards)
-        return _ReplayPartition(plan, start=resume_state or 0, batch_size=self.batch_size, rate=self.rate)
+        return _ReplayPartition(plan, start=resume_state or 0, batch_size=self.batch_size, rate=self.rate,
+                                progress=self.progress)

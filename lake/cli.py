@@ -38,6 +38,7 @@ def add_ingest(parser: argparse.ArgumentParser) -> None:
     scen.add_argument(
         "--key-by", choices=["carrier", "route"], help="flights: entity key (default carrier)"
     )
+    scen.add_argument("--repeat", type=int, help="flights: play the year this many times (soak tests)")
     scen.add_argument("--n", type=int, help="agrawal-drift: number of events (default 100000)")
     scen.add_argument("--seed", type=int, help="agrawal-drift: random seed (default 42)")
     user = parser.add_argument_group("file options")
@@ -60,7 +61,7 @@ def add_ingest(parser: argparse.ArgumentParser) -> None:
     user.add_argument("--positive", help="the label value that means 1, for string labels")
 
 
-_SCENARIO_FLAGS = {"limit": "--limit", "key_by": "--key-by", "n": "--n", "seed": "--seed"}
+_SCENARIO_FLAGS = {"limit": "--limit", "key_by": "--key-by", "repeat": "--repeat", "n": "--n", "seed": "--seed"}
 _FILE_FLAGS = {
     "id_col": "--id-col",
     "time_col": "--time-col",
@@ -71,7 +72,7 @@ _FILE_FLAGS = {
     "positive": "--positive",
 }
 _SCENARIO_PARAMS = {
-    "flights": {"limit": "limit", "key_by": "key"},
+    "flights": {"limit": "limit", "key_by": "key", "repeat": "repeat"},
     "agrawal-drift": {"n": "n", "seed": "seed"},
 }
 

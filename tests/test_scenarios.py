@@ -166,3 +166,18 @@ def test_cli_ingests_a_scenario(tmp_path):
     )
     assert wrong.returncode == 2
     assert wrong.stderr.strip() == "error: not an option of --scenario flights: --seed"
+
+
+def test_flights_repeat_plays_the_year_again_shifted_by_52_weeks():
+    from datetime import timedelta
+
+    from lake.scenarios.flights import flights
+
+    once = flights(limit=300)
+    twice = flights(limit=300, repeat=2)
+    assert twice.events.height == 600 and twice.events["event_id"].is_unique().all()
+    assert twice.labels.height == 2 * once.labels.height
+    second = twice.events.filter(twice.events["event_id"].str.ends_with("~1"))
+    assert (second["event_time"] - once.events["event_time"]).unique().to_list() == [timedelta(days=364)]
+    with pytest.raises(ValueError, match="repeat must be a positive integer, got 0"):
+        flights(repeat=0)

@@ -94,13 +94,29 @@ def _hhmm(col: str) -> pl.Expr:
     return pl.duration(hours=pl.col(col) // 100, minutes=pl.col(col) % 100)
 
 
-def flights(*, limit: int | None = None, key: str = "carrier") -> ScenarioFrames:
+def flights(*, limit: int | None = None, key: str = "carrier", repeat: int = 1) -> ScenarioFrames:
     """Events and labels of the NYC 2013 departures, in scheduled-departure order.
 
     ``key`` is the entity each event belongs to: ``"carrier"`` or ``"route"``
     (``"JFK-LAX"``). ``limit`` keeps the first ``limit`` events in event-time
-    order (and their labels).
+    order (and their labels). ``repeat`` > 1 plays the year again ``repeat``
+    times, each copy shifted by 364 days (52 weeks, so weekdays line up) with
+    ``~k`` appended to its ids: a long stream for soak tests.
     """
+    if not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be a positive integer, got {repeat!r}")
+    if repeat > 1:
+        once = flights(limit=limit, key=key)
+        shift = pl.duration(days=364)
+        copies = [
+            (
+                f.with_columns(pl.col("event_id") + f"~{k}", *[pl.col(c) + shift * k for c in times])
+                if k else f
+            )
+            for f, times in ((once.events, ["event_time"]), (once.labels, ["label_time"]))
+            for k in range(repeat)
+        ]
+        return ScenarioFrames(pl.concat(copies[:repeat]), pl.concat(copies[repeat:]))
     if key not in KEYS:
         raise ValueError(f"key must be one of {KEYS}, got {key!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
