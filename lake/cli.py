@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from lake.errors import LakeError
 
@@ -118,9 +119,25 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             label_delay=args.label_delay,
             positive=args.positive,
             progress=progress,
+            **_file_limits(),
         )
     print(report)
     return 0
+
+
+def _file_limits() -> dict[str, Any]:
+    """Ingest limits from RIVERLAKE_INGEST_MAX_BYTES and RIVERLAKE_INGEST_ROOTS (os.pathsep-separated)."""
+    limits: dict[str, Any] = {}
+    raw = os.environ.get("RIVERLAKE_INGEST_MAX_BYTES")
+    if raw:
+        try:
+            limits["max_bytes"] = int(raw)
+        except ValueError:
+            raise LakeError(f"RIVERLAKE_INGEST_MAX_BYTES must be an integer, got {raw!r}") from None
+    roots = os.environ.get("RIVERLAKE_INGEST_ROOTS")
+    if roots:
+        limits["allowed_roots"] = [r for r in roots.split(os.pathsep) if r]
+    return limits
 
 
 # --------------------------------------------------------------------------- maintain

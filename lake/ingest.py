@@ -142,15 +142,22 @@ def ingest_file(
     label_delay: float | None = None,
     positive: str | None = None,
     progress: Progress | None = None,
+    max_bytes: int | None = None,
+    allowed_roots: list[str | os.PathLike[str]] | None = None,
 ) -> IngestReport:
     """Read a ``.csv`` or ``.parquet`` file and ingest it like :func:`ingest_frame`.
 
     CSV: ids and keys are read as text, so they stay exact (``"007"``); empty
     fields and ``NA`` are missing values; other types are inferred from the whole
     file. The source name is the file name.
+
+    ``max_bytes`` refuses larger files, ``allowed_roots`` files outside those
+    folders (after resolving links and ``..``); both raise :class:`IngestError`
+    before anything is read.
     """
     started = time.perf_counter()
     p = Path(path)
+    check_file_limits(p, max_bytes=max_bytes, allowed_roots=allowed_roots)
     frame = read_input(p, keep_text=[c for c in (id_col, key_col) if c])
     return _ingest(
         lake,
@@ -167,6 +174,21 @@ def ingest_file(
         label_delay=label_delay,
         positive=positive,
     )
+
+
+def check_file_limits(path: Path, *, max_bytes: int | None = None,
+                      allowed_roots: list[str | os.PathLike[str]] | None = None) -> None:
+    """Refuse a file outside ``allowed_roots`` or larger than ``max_bytes``, with a clear message."""
+    resolved = Path(path).resolve()
+    if allowed_roots:
+        roots = [Path(r).resolve() for r in allowed_roots]
+        if not any(resolved == r or r in resolved.parents for r in roots):
+            raise IngestError(f"{path} is outside the folders ingest may read: {', '.join(map(str, roots))}")
+    if not resolved.is_file():
+        raise IngestError(f"{path} is not a file")
+    size = resolved.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise IngestError(f"{path} is {size:,} bytes, over the ingest limit of {max_bytes:,} bytes")
 
 
 def ingest_scenario(

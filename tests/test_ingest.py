@@ -366,3 +366,30 @@ def test_an_empty_payload_column_fits_an_existing_one(tmp_path):
     events = read_table(tmp_path, "events").sort("offset")
     assert events["x"].to_list() == [1.0, 2.0, 3.0, 4.0, None, None, None, None]
     assert events["offset"].to_list() == list(range(8))
+
+
+def test_ingest_refuses_files_outside_limits(tmp_path, subprocess_env):
+    import subprocess
+    import sys
+
+    from lake.ingest import ingest_file
+
+    data = tmp_path / "data"
+    data.mkdir()
+    f = data / "in.csv"
+    f.write_text("id,ts,y\n1,2026-01-01T00:00:00Z,1\n")
+    lake = tmp_path / "lake"
+    with pytest.raises(IngestError, match="over the ingest limit of 10 bytes"):
+        ingest_file(lake, f, id_col="id", time_col="ts", label_col="y", max_bytes=10)
+    with pytest.raises(IngestError, match="outside the folders ingest may read"):
+        ingest_file(lake, data / ".." / "data" / ".." / "in.csv", id_col="id", time_col="ts", label_col="y",
+                    allowed_roots=[data])
+    assert not lake.exists()
+    env = {**subprocess_env, "RIVERLAKE_INGEST_ROOTS": str(tmp_path / "elsewhere")}
+    proc = subprocess.run([sys.executable, "-m", "lake", "ingest", "--lake", str(lake), "--file", str(f),
+                           "--id-col", "id", "--time-col", "ts", "--label-col", "y"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "outside the folders ingest may read" in proc.stderr
+    assert not lake.exists()
+    ok = ingest_file(lake, f, id_col="id", time_col="ts", label_col="y", max_bytes=10_000, allowed_roots=[data])
+    assert ok.n_events == 1
