@@ -26,6 +26,7 @@ import river
 from dataflows.features import KeyedFeaturizer
 from dataflows.items import EVENT, Batch, Output
 from dataflows.models import get_spec
+from dataflows.recent import RecentIds
 from dataflows.validate import dead_letter
 from lake.arrow import features_array, rows_to_arrow
 from lake.schemas import LEARN_LOG, PREDICTIONS, UTC_TS
@@ -111,8 +112,8 @@ class ShardLearner:
         ]
         # event_id -> (features, event_time_us, key, scores, versions)
         self.pending: dict[str, tuple] = {}
-        self.labelled: dict[str, None] = {}  # insertion-ordered: oldest first
-        self.expired: dict[str, None] = {}  # ids given up on, oldest first (bounded like `labelled`)
+        self.labelled = RecentIds(config.remember_labelled)
+        self.expired = RecentIds(config.remember_labelled)  # ids given up on
         self._arrivals: deque[tuple[int, str]] = deque()  # (event_time_us, event_id) of pending events
         self._clock_us = -(2**62)  # latest event time seen
         self.last_seq = -1
@@ -167,7 +168,6 @@ class ShardLearner:
         transform, observe, learn_label = featurizer.transform_one, featurizer.learn_one, featurizer.learn_label
         pending = self.pending
         labelled = self.labelled
-        remember = cfg.remember_labelled
         every = cfg.checkpoint_every
         n_slots = len(slots)
         probas = [s.estimator.predict_proba_one for s in slots]
@@ -249,9 +249,7 @@ class ShardLearner:
                         self._checkpoint(slots[i], item[0], event_id, checkpoints)
                         ev_runs[i].append((len(ev_items), slots[i].version))
                         lb_runs[i].append((row + 1, slots[i].version))
-                labelled[event_id] = None
-                if len(labelled) > remember:
-                    del labelled[next(iter(labelled))]
+                labelled.add(event_id)
         self._clock_us = clock
         expired = self._expire(batch.items[-1][0] if batch.items else self.last_seq)
         self.n_events += len(ev_items)
@@ -295,9 +293,7 @@ class ShardLearner:
             if entry is None:  # labelled meanwhile
                 continue
             rows.append((self.config.run_id, self.shard, seq, event_id, entry[1], entry[2], self._clock_us))
-            expired[event_id] = None
-            if len(expired) > self.config.remember_labelled:
-                del expired[next(iter(expired))]
+            expired.add(event_id)
         return rows
 
     def _constant(self, value: Any, n: int, type_: pa.DataType) -> pa.Array:
