@@ -46,7 +46,8 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
     """
 
     def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float,
-                 max_in_flight: int = 4) -> None:
+                 max_in_flight: int = 4, compact_every: int | None = 100) -> None:
+        self.compact_every = compact_every
         self.lake = lake
         self.run_id = run_id
         self.flush_rows = flush_rows
@@ -83,7 +84,8 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
         writer = self._writers.get(key)
         if writer is None:
             writer = self._writers[key] = TableWriter(
-                self.lake, table, writer_id=f"{self.run_id}/{table}/shard-{shard}")
+                self.lake, table, writer_id=f"{self.run_id}/{table}/shard-{shard}",
+                compact_every=self.compact_every)
         data = buf.parts[0] if len(buf.parts) == 1 else pa.concat_tables(buf.parts)
         buf.parts, buf.rows = [], 0
         while len(self._in_flight) >= self.max_in_flight:

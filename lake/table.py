@@ -19,6 +19,7 @@ rows of a partly-written batch are filtered by their ``seq`` column.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -136,11 +137,20 @@ class TableWriter:
     ``position`` must grow with every append of the same writer. A batch whose
     position was already committed is skipped; rows whose ``seq`` is at or
     below the committed position are dropped, the rest are written.
+
+    Every ``compact_every`` commits (if set) the writer compacts the table's small
+    files and writes a Delta checkpoint, so commit time stays flat on long runs.
+    A compaction that loses a race with another writer's is skipped, not an error.
     """
 
-    def __init__(self, lake: str | os.PathLike[str], table: str, *, writer_id: str) -> None:
+    def __init__(self, lake: str | os.PathLike[str], table: str, *, writer_id: str,
+                 compact_every: int | None = None) -> None:
         if not writer_id:
             raise ValueError(f"writer_id must be a non-empty string, got {writer_id!r}")
+        if compact_every is not None and compact_every < 1:
+            raise ValueError(f"compact_every must be >= 1 or None, got {compact_every!r}")
+        self.compact_every = compact_every
+        self.compactions = 0
         self.lake = os.fspath(lake)
         self.table = table
         self.writer_id = writer_id
@@ -197,8 +207,20 @@ class TableWriter:
         self._done = int(position)
         self.commits += 1
         self.rows_written += table.num_rows
+        if self.compact_every and self.commits % self.compact_every == 0:
+            self._compact()
         self.commit_seconds += time.perf_counter() - started
         return table.num_rows
+
+    def _compact(self) -> None:
+        try:
+            dt = DeltaTable(self.uri)
+            dt.optimize.compact()
+            DeltaTable(self.uri).create_checkpoint()
+            self.compactions += 1
+        except Exception as ex:  # noqa: BLE001 - e.g. a concurrent compaction won; the data is safe
+            logging.getLogger(__name__).warning("%s: compaction skipped: %s", self.table, ex)
+        self._dt = DeltaTable(self.uri)
 
 
 def append(

@@ -128,3 +128,16 @@ def test_maintain_dry_run_changes_nothing(tmp_path):
     assert report["labels"]["dry_run"] is True
     with pytest.raises(ValueError, match="retention_hours"):
         maintain(tmp_path, retention_hours=-1)
+
+
+def test_writer_compacts_every_n_commits_and_keeps_its_position(tmp_path):
+    w = TableWriter(tmp_path, "labels", writer_id="w", compact_every=5)
+    for i in range(12):
+        w.append(_labels([f"e{i}"]), position=i + 1)
+    assert w.compactions == 2
+    dt = open_table(tmp_path, "labels")
+    assert len(dt.file_uris()) == 3  # 10 compacted into 1, plus 2 appended since
+    assert read_table(tmp_path, "labels").height == 12
+    assert TableWriter(tmp_path, "labels", writer_id="w").committed_position == 12
+    with pytest.raises(ValueError, match="compact_every must be >= 1 or None, got 0"):
+        TableWriter(tmp_path, "labels", writer_id="w", compact_every=0)
