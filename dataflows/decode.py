@@ -55,20 +55,29 @@ def _dead(seq: int, step: str, reason: str, raw: Any, event_id: Any = None) -> t
     return (seq, step, reason, "decode", event_id if isinstance(event_id, str) else None, raw_json(shown))
 
 
-def decode_event(raw: Any, *, seq: int, default_key: str = "all") -> tuple[tuple | None, tuple | None]:
-    """``(item, None)`` or ``(None, dead_letter_row)`` for one event message."""
+def _common(raw: Any, *, seq: int, time_field: str) -> tuple[dict, str, int, None] | tuple[None, None, None, tuple]:
+    """The message as a dict, its event id and its time, or a dead-letter row."""
     obj, err = _load(raw)
     if obj is None:
-        return None, _dead(seq, "decode", err or "", raw)
+        return None, None, None, _dead(seq, "decode", err or "", raw)
     event_id = obj.get("event_id")
     if isinstance(event_id, int) and not isinstance(event_id, bool):
         event_id = str(event_id)
     if not isinstance(event_id, str) or not event_id:
-        return None, _dead(seq, "decode", f"event_id must be a non-empty string or integer, got {event_id!r:.80}", raw)
+        return None, None, None, _dead(
+            seq, "decode", f"event_id must be a non-empty string or integer, got {event_id!r:.80}", raw)
     try:
-        t = _parse_time_us(obj.get("event_time"))
+        t = _parse_time_us(obj.get(time_field))
     except (ValueError, OverflowError, OSError) as ex:
-        return None, _dead(seq, "decode", f"event_time: {ex}", raw, event_id)
+        return None, None, None, _dead(seq, "decode", f"{time_field}: {ex}", raw, event_id)
+    return obj, event_id, t, None
+
+
+def decode_event(raw: Any, *, seq: int, default_key: str = "all") -> tuple[tuple | None, tuple | None]:
+    """``(item, None)`` or ``(None, dead_letter_row)`` for one event message."""
+    obj, event_id, t, bad = _common(raw, seq=seq, time_field="event_time")
+    if bad is not None:
+        return None, bad
     key = obj.get("key", default_key)
     if key is None:
         key = default_key
@@ -80,16 +89,7 @@ def decode_event(raw: Any, *, seq: int, default_key: str = "all") -> tuple[tuple
 
 def decode_label(raw: Any, *, seq: int) -> tuple[tuple | None, tuple | None]:
     """``(item, None)`` or ``(None, dead_letter_row)`` for one label message."""
-    obj, err = _load(raw)
-    if obj is None:
-        return None, _dead(seq, "decode", err or "", raw)
-    event_id = obj.get("event_id")
-    if isinstance(event_id, int) and not isinstance(event_id, bool):
-        event_id = str(event_id)
-    if not isinstance(event_id, str) or not event_id:
-        return None, _dead(seq, "decode", f"event_id must be a non-empty string or integer, got {event_id!r:.80}", raw)
-    try:
-        t = _parse_time_us(obj.get("label_time"))
-    except (ValueError, OverflowError, OSError) as ex:
-        return None, _dead(seq, "decode", f"label_time: {ex}", raw, event_id)
+    obj, event_id, t, bad = _common(raw, seq=seq, time_field="label_time")
+    if bad is not None:
+        return None, bad
     return (seq, LABEL, event_id, obj.get("label"), t, obj.get("key")), None
