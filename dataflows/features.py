@@ -17,9 +17,12 @@ event, and the rate of positive labels among its labels that have *arrived*.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
+from zlib import crc32
 
+_TOKENS = re.compile(r"[^a-z0-9]+")
 _US_PER_HOUR = 3_600_000_000
 _US_PER_DAY = 24 * _US_PER_HOUR
 _TWO_PI = 2.0 * math.pi
@@ -50,6 +53,13 @@ class KeyedFeaturizer:
         Weight of the newest label in the per-key moving average ``key_recent``.
     max_category_length
         Longer strings are cut to this length before one-hot encoding.
+    hash_fields
+        Text fields (e.g. a URL) split into tokens, each token hashed (CRC-32, the
+        same in every process) into one of ``n_buckets`` indicators
+        ``"field=#bucket"``, plus ``field_len`` and ``field_tokens``. Memory stays
+        bounded however many distinct tokens the stream brings.
+    n_buckets
+        Size of the hashing space.
     """
 
     def __init__(
@@ -62,6 +72,8 @@ class KeyedFeaturizer:
         smoothing: float = 20.0,
         recent_alpha: float = 0.05,
         max_category_length: int = 64,
+        hash_fields: Iterable[str] = (),
+        n_buckets: int = 2**20,
     ) -> None:
         if isinstance(exclude, str) or isinstance(categorical, str):
             raise TypeError("exclude and categorical must be collections of names, not a string")
@@ -69,6 +81,10 @@ class KeyedFeaturizer:
             raise ValueError(f"smoothing must be >= 0, got {smoothing!r}")
         if not 0.0 < recent_alpha <= 1.0:
             raise ValueError(f"recent_alpha must be in (0, 1], got {recent_alpha!r}")
+        if isinstance(hash_fields, str):
+            raise TypeError("hash_fields must be a collection of names, not a string")
+        if n_buckets < 2:
+            raise ValueError(f"n_buckets must be >= 2, got {n_buckets!r}")
         if max_category_length < 1:
             raise ValueError(f"max_category_length must be >= 1, got {max_category_length!r}")
         self.exclude = frozenset(exclude)
@@ -78,6 +94,8 @@ class KeyedFeaturizer:
         self.smoothing = float(smoothing)
         self.recent_alpha = float(recent_alpha)
         self.max_category_length = int(max_category_length)
+        self.hash_fields = frozenset(hash_fields)
+        self.n_buckets = int(n_buckets)
         # key -> [n_events, last_event_time_us, n_labels, n_positive, recent_rate]
         self._keys: dict[str, list[Any]] = {}
         self._n_labels = 0
@@ -91,9 +109,12 @@ class KeyedFeaturizer:
     def transform_one(self, x: dict[str, Any], *, key: str, event_time_us: int) -> dict[str, float]:
         """Features of one event; reads state, never changes it, never mutates ``x``."""
         out: dict[str, float] = {}
-        exclude, categorical = self.exclude, self.categorical
+        exclude, categorical, hashed = self.exclude, self.categorical, self.hash_fields
         for name, value in x.items():
             if value is None or name in exclude:
+                continue
+            if name in hashed:
+                self._hash_tokens(name, value, out)
                 continue
             kind = type(value)
             if (kind is float or kind is int or kind is bool) and name not in categorical:
@@ -130,6 +151,16 @@ class KeyedFeaturizer:
                 out["key_rate"] = (n_pos + self.smoothing * prior) / denom if denom else prior
                 out["key_recent"] = prior if recent is None else recent
         return out
+
+    def _hash_tokens(self, name: str, value: Any, out: dict[str, float]) -> None:
+        text = value if type(value) is str else str(value)
+        tokens = [t for t in _TOKENS.split(text.lower()) if t]
+        n = self.n_buckets
+        prefix = name + "=#"
+        for token in tokens:
+            out[prefix + format(crc32(token.encode()) % n, "x")] = 1.0
+        out[name + "_len"] = math.log1p(len(text))
+        out[name + "_tokens"] = float(len(tokens))
 
     def learn_one(self, x: dict[str, Any], *, key: str, event_time_us: int) -> None:
         """Record that ``key`` had an event at ``event_time_us``."""

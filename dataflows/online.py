@@ -156,11 +156,15 @@ def replay_job(
     rate: float | None = None,
     control_interval_s: float = 2.0,
     label_ttl: str | None = "7d",
+    hash_fields: str | Sequence[str] = (),
+    n_buckets: int = 2**20,
 ) -> ReplayJob:
     """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
     models = _names(model)
     pin = pin_versions(lake, events_version=events_version, labels_version=labels_version)
-    featurizer = {"exclude": sorted(_names(exclude)), "categorical": sorted(_names(categorical))}
+    featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude)), "categorical": sorted(_names(categorical))}
+    if hash_fields:
+        featurizer.update(hash_fields=sorted(_names(hash_fields)), n_buckets=n_buckets)
     window_us, grace_us = parse_duration_us(window), parse_duration_us(grace)
     ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
     if run_id is None:
@@ -198,7 +202,9 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     for demos and live-like runs), ``control_interval_s`` (how often the running
     flow looks for a new champion in the lake's ``promotions`` table), ``label_ttl``
     (give up waiting for a label this long after its event, e.g. ``"7d"``; the event
-    is recorded in ``expired``; ``None`` waits forever).
+    is recorded in ``expired``; ``None`` waits forever), ``hash_fields``/``n_buckets``
+    (text fields such as a URL split into tokens hashed into ``n_buckets``
+    indicators: bounded memory on feature-evolving streams).
     """
     return replay_job(lake, model, **settings).flow()
 
@@ -251,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
     parser.add_argument("--window", default="1d")
     parser.add_argument("--exclude", default="")
+    parser.add_argument("--hash-fields", default="", help="text fields to tokenize and hash (e.g. url)")
     parser.add_argument("--rate", type=float, default=None, help="pace the replay (items per second)")
     parser.add_argument("--snapshot-s", type=float, default=3.0, help="seconds between recovery snapshots")
     parser.add_argument("--no-recovery", action="store_true", help="do not keep recovery state")
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
                         run_id=args.run_id, shards=args.shards, batch_size=args.batch_size,
                         checkpoint_every=args.checkpoint_every, window=args.window, exclude=args.exclude,
-                        rate=args.rate)
+                        rate=args.rate, hash_fields=args.hash_fields)
     print(run_id)
     return 0
 
@@ -277,6 +284,7 @@ ENV = {
     "RIVERLAKE_WINDOW": ("window", str, "1d"),
     "RIVERLAKE_GRACE": ("grace", str, "1d"),
     "RIVERLAKE_EXCLUDE": ("exclude", str, ""),
+    "RIVERLAKE_HASH_FIELDS": ("hash_fields", str, ""),
 }
 """Environment variable → (``build_flow`` argument, type, default)."""
 

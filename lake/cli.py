@@ -31,7 +31,7 @@ PROGRESS_MIN_ROWS = 100_000
 def add_ingest(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
-        "--scenario", choices=["flights", "agrawal-drift"], help="a built-in scenario"
+        "--scenario", choices=["flights", "agrawal-drift", "urls"], help="a built-in scenario"
     )
     what.add_argument("--file", help="a .csv or .parquet file")
     scen = parser.add_argument_group("scenario options")
@@ -40,8 +40,8 @@ def add_ingest(parser: argparse.ArgumentParser) -> None:
         "--key-by", choices=["carrier", "route"], help="flights: entity key (default carrier)"
     )
     scen.add_argument("--repeat", type=int, help="flights: play the year this many times (soak tests)")
-    scen.add_argument("--n", type=int, help="agrawal-drift: number of events (default 100000)")
-    scen.add_argument("--seed", type=int, help="agrawal-drift: random seed (default 42)")
+    scen.add_argument("--n", type=int, help="agrawal-drift, urls: number of events (default 100000 / 200000)")
+    scen.add_argument("--seed", type=int, help="agrawal-drift, urls: random seed (default 42)")
     user = parser.add_argument_group("file options")
     user.add_argument("--id-col", help="column of unique event ids (strings or integers)")
     user.add_argument(
@@ -75,6 +75,7 @@ _FILE_FLAGS = {
 _SCENARIO_PARAMS = {
     "flights": {"limit": "limit", "key_by": "key", "repeat": "repeat"},
     "agrawal-drift": {"n": "n", "seed": "seed"},
+    "urls": {"n": "n", "seed": "seed"},
 }
 
 

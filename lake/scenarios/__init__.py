@@ -5,7 +5,7 @@ A scenario is a function of keyword parameters returning :class:`ScenarioFrames`
 as a user file.
 
 >>> sorted(SCENARIOS)
-['agrawal-drift', 'flights']
+['agrawal-drift', 'flights', 'urls']
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from collections.abc import Callable
 from lake.scenarios.agrawal import agrawal_drift
 from lake.scenarios.flights import flights
 from lake.scenarios.frames import ScenarioFrames
+from lake.scenarios.urls import urls
 
 SCENARIOS: dict[str, Callable[..., ScenarioFrames]] = {
     "flights": flights,
     "agrawal-drift": agrawal_drift,
+    "urls": urls,
 }
 """Scenario name → function building its frames."""
 
-__all__ = ["SCENARIOS", "ScenarioFrames", "agrawal_drift", "flights"]
+__all__ = ["SCENARIOS", "ScenarioFrames", "agrawal_drift", "flights", "urls"]

@@ -1,0 +1,57 @@
+"""The urls scenario: a feature-evolving, high-dimensional stream, end to end."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from dataflows.features import KeyedFeaturizer
+from dataflows.online import run_replay
+from lake.ingest import ingest_scenario
+from lake.scenarios.urls import urls
+from lake.table import read_table
+
+
+def test_urls_are_seeded_drifting_and_delayed():
+    a, b = urls(n=20_000, seed=5), urls(n=20_000, seed=5)
+    assert a.events.equals(b.events) and a.labels.equals(b.labels)
+    assert not urls(n=20_000, seed=6).events.equals(a.events)
+    assert a.events.columns == ["event_id", "event_time", "key", "url"]
+    joined = a.events.join(a.labels, on="event_id")
+    assert (joined["label_time"] > joined["event_time"]).all()
+    assert 0.05 < joined["label"].mean() < 0.4
+    # the vocabulary keeps growing: the second half brings hosts the first never had
+    first, second = joined.head(10_000), joined.tail(10_000)
+    new_hosts = second.filter(~pl.col("key").is_in(first["key"].implode()))
+    assert new_hosts.height > 1_000
+    # campaigns rotate: malicious hosts of the second half are mostly new
+    assert new_hosts.filter(pl.col("label") == 1).height > 0.5 * second.filter(pl.col("label") == 1).height
+    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
+        urls(n=0)
+
+
+def test_url_tokens_hash_into_a_bounded_space():
+    url = {"url": "http://Login-1001.xyz/signin/1001?id=7"}
+    f = KeyedFeaturizer(hash_fields=["url"], key_features=False, time_features=False)
+    x = f.transform_one(url, key="h", event_time_us=0)
+    tokens = {k for k in x if k.startswith("url=#")}
+    assert len(tokens) == 7  # http, login, 1001, xyz, signin, id, 7 (1001 twice: one bucket)
+    assert x["url_tokens"] == 8.0
+    assert f.transform_one(url, key="h", event_time_us=0) == x
+    tiny = KeyedFeaturizer(hash_fields=["url"], n_buckets=4, key_features=False, time_features=False)
+    small = [k for k in tiny.transform_one(url, key="h", event_time_us=0) if k.startswith("url=#")]
+    assert 1 <= len(small) <= 4 and all(int(k[5:], 16) < 4 for k in small)
+
+
+def test_urls_through_the_dataflow(tmp_path):
+    lake = str(tmp_path / "lake")
+    ingest_scenario(lake, "urls", n=6_000, seed=2, rate=0.1)  # 17 h of traffic: labels arrive within it
+    run_id = run_replay(lake, "linear-hash", hash_fields="url", recovery=False)
+    preds = read_table(lake, "predictions").filter(pl.col("run_id") == run_id)
+    assert preds.height == 6_000
+    # features are stored sparsely in one map column, not a column per token
+    assert "features" in preds.columns and not any(c.startswith("url=") for c in preds.columns)
+    names = preds["features"].map.keys().explode()
+    assert names.str.starts_with("url=#").sum() > 10_000
+    m = read_table(lake, "metrics").filter(pl.col("run_id") == run_id)
+    assert m["n_correct"].sum() / m["n"].sum() > 0.85
