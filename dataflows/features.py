@@ -160,7 +160,7 @@ class KeyedFeaturizer:
         for token in tokens:
             out[prefix + format(crc32(token.encode()) % n, "x")] = 1.0
         out[name + "_len"] = math.log1p(len(text))
-        out[name + "_tokens"] = float(len(tokens))
+        out[name + "_tokens"] = math.log1p(len(tokens))
 
     def learn_one(self, x: dict[str, Any], *, key: str, event_time_us: int) -> None:
         """Record that ``key`` had an event at ``event_time_us``."""
