@@ -60,6 +60,10 @@ class KeyedFeaturizer:
         bounded however many distinct tokens the stream brings.
     n_buckets
         Size of the hashing space.
+    max_keys
+        Keys with history kept at most; past it the keys idle longest are forgotten
+        (a forgotten key starts afresh), so unbounded key spaces (hosts, users) keep
+        memory and snapshot size bounded.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class KeyedFeaturizer:
         max_category_length: int = 64,
         hash_fields: Iterable[str] = (),
         n_buckets: int = 2**20,
+        max_keys: int = 200_000,
     ) -> None:
         if isinstance(exclude, str) or isinstance(categorical, str):
             raise TypeError("exclude and categorical must be collections of names, not a string")
@@ -83,6 +88,8 @@ class KeyedFeaturizer:
             raise ValueError(f"recent_alpha must be in (0, 1], got {recent_alpha!r}")
         if isinstance(hash_fields, str):
             raise TypeError("hash_fields must be a collection of names, not a string")
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys!r}")
         if n_buckets < 2:
             raise ValueError(f"n_buckets must be >= 2, got {n_buckets!r}")
         if max_category_length < 1:
@@ -96,6 +103,8 @@ class KeyedFeaturizer:
         self.max_category_length = int(max_category_length)
         self.hash_fields = frozenset(hash_fields)
         self.n_buckets = int(n_buckets)
+        self.max_keys = int(max_keys)
+        self.keys_forgotten = 0
         # key -> [n_events, last_event_time_us, n_labels, n_positive, recent_rate]
         self._keys: dict[str, list[Any]] = {}
         self._n_labels = 0
@@ -169,6 +178,8 @@ class KeyedFeaturizer:
         state = self._keys.get(key)
         if state is None:
             self._keys[key] = [1, event_time_us, 0, 0, None]
+            if len(self._keys) > self.max_keys:
+                self._prune()
         else:
             state[0] += 1
             if event_time_us > state[1]:
@@ -188,6 +199,12 @@ class KeyedFeaturizer:
         recent = state[4]
         target = 1.0 if y else 0.0
         state[4] = target if recent is None else recent + self.recent_alpha * (target - recent)
+
+    def _prune(self) -> None:
+        """Forget the keys idle longest, down to 80% of ``max_keys`` (amortised O(log n) per key)."""
+        keep = int(self.max_keys * 0.8)
+        by_idle = sorted(self._keys.items(), key=lambda kv: kv[1][1])
+        self.keys_forgotten += self.forget_keys(k for k, _ in by_idle[: len(by_idle) - keep])
 
     def forget_keys(self, keys: Iterable[str]) -> int:
         """Drop the state of ``keys`` (bounded memory on unbounded key spaces); returns how many."""

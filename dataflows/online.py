@@ -215,7 +215,7 @@ def recovery_dir(lake: str | os.PathLike[str], run_id: str) -> Path:
 
 
 def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *, recovery: bool = True,
-               snapshot_s: float = 3.0, **settings: Any) -> str:
+               snapshot_s: float = 10.0, **settings: Any) -> str:
     """Run a replay to the end in this process (one worker); returns its run id.
 
     With ``recovery`` (the default), Bytewax snapshots the source position, the
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude", default="")
     parser.add_argument("--hash-fields", default="", help="text fields to tokenize and hash (e.g. url)")
     parser.add_argument("--rate", type=float, default=None, help="pace the replay (items per second)")
-    parser.add_argument("--snapshot-s", type=float, default=3.0, help="seconds between recovery snapshots")
+    parser.add_argument("--snapshot-s", type=float, default=10.0, help="seconds between recovery snapshots")
     parser.add_argument("--no-recovery", action="store_true", help="do not keep recovery state")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

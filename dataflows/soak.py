@@ -1,9 +1,10 @@
 """Soak run: millions of events through the dataflow, memory and throughput over time.
 
     python -m dataflows.soak [--repeat 6] [--model linear] [--lake DIR] [--every 10]
+    python -m dataflows.soak --scenario urls --n 2000000     # model linear-hash on hashed URL tokens
 
 Fills a lake with the 2013 flights played ``--repeat`` times (6 × 336,776 ≈ 2.0M
-events), replays it with recovery on, and samples the process's resident memory
+events) or with ``--n`` generated URL visits, replays it with recovery on (a snapshot every 10 s), and samples the process's resident memory
 and the replay position every ``--every`` seconds. Prints one line per sample and
 a summary: peak RSS after warm-up vs at the end, events/s per interval.
 """
@@ -18,13 +19,16 @@ import threading
 import time
 from pathlib import Path
 
+import polars as pl
 import psutil
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataflows.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=6, help="times the year of flights is played (default 6)")
-    parser.add_argument("--model", default="linear")
+    parser.add_argument("--scenario", choices=["flights", "urls"], default="flights")
+    parser.add_argument("--n", type=int, default=2_000_000, help="urls: events to generate")
+    parser.add_argument("--model", default=None, help="default: linear (flights), linear-hash (urls)")
     parser.add_argument("--lake", default=None, help="lake folder (default: a temporary one, removed)")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     args = parser.parse_args(argv)
@@ -35,8 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None if args.lake else tempfile.mkdtemp(prefix="riverlake-soak-")
     lake = args.lake or str(Path(tmp) / "lake")
     try:
-        print(f"filling {lake} with the flights x{args.repeat} ...", file=sys.stderr, flush=True)
-        print(ingest_scenario(lake, "flights", repeat=args.repeat), file=sys.stderr, flush=True)
+        if args.scenario == "flights":
+            params, settings = {"repeat": args.repeat}, {"exclude": "tailnum,flight"}
+        else:
+            params, settings = {"n": args.n}, {"hash_fields": "url"}
+        model = args.model or ("linear" if args.scenario == "flights" else "linear-hash")
+        print(f"filling {lake} with {args.scenario} {params} ...", file=sys.stderr, flush=True)
+        print(ingest_scenario(lake, args.scenario, **params), file=sys.stderr, flush=True)
         position = {"items": 0, "total": 0}
 
         def progress(shard: int, pos: int, total: int) -> None:
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         from bytewax.recovery import RecoveryConfig, init_db_dir
         from bytewax.testing import run_main
 
-        job = replay_job(lake, args.model, exclude="tailnum,flight", run_id="soak")
+        job = replay_job(lake, model, run_id="soak", **settings)
         job.source.progress = progress
         db_dir = Path(lake) / "_recovery" / "soak"
         db_dir.mkdir(parents=True, exist_ok=True)
@@ -68,12 +77,27 @@ def main(argv: list[str] | None = None) -> int:
         sampler = threading.Thread(target=sample, daemon=True)
         started = time.monotonic()
         sampler.start()
-        run_main(job.flow(), epoch_interval=timedelta(seconds=3), recovery_config=RecoveryConfig(str(db_dir)))
+        run_main(job.flow(), epoch_interval=timedelta(seconds=10), recovery_config=RecoveryConfig(str(db_dir)))
         elapsed = time.monotonic() - started
         done.set()
         sampler.join()
         total = position["total"]
         print(f"replayed {total:,} items in {elapsed:.1f} s ({total / elapsed:,.0f} items/s)")
+        learner_state = {"model": model, "scenario": args.scenario}
+        if args.scenario == "urls":
+            from lake.table import read_table
+
+            ckpt = read_table(lake, "checkpoints").sort("n_learned").tail(1)
+            import pickle
+
+            est = pickle.loads(ckpt["model_bytes"][0])
+            weights = getattr(est, "weights", None)
+            learner_state["final_model_bytes"] = len(ckpt["model_bytes"][0])
+            learner_state["weights"] = len(weights) if weights is not None else None
+            tokens = pl.read_delta(str(Path(lake) / "events"), columns=["url"])["url"].str.to_lowercase() \
+                .str.replace_all("[^a-z0-9]+", " ").str.split(" ").explode().n_unique()
+            learner_state["distinct_tokens"] = tokens
+        print(learner_state)
         if len(samples) >= 4:
             warm = samples[len(samples) // 4]
             print(f"rss after warm-up (t={warm[0]:.0f}s): {warm[1]:.1f} MiB; peak: {max(s[1] for s in samples):.1f} "

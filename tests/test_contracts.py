@@ -93,3 +93,12 @@ def test_featurizer_options_are_validated():
                         key_features=False, max_category_length=3)
     assert f.transform_one({"tailnum": "N1", "month": 5, "s": "abcdef"}, key="k", event_time_us=0) == {
         "month=5": 1.0, "s=abc": 1.0}
+
+
+def test_featurizer_forgets_the_keys_idle_longest_beyond_max_keys():
+    f = KeyedFeaturizer(max_keys=10, time_features=False)
+    for i in range(11):
+        f.learn_one({}, key=f"k{i}", event_time_us=i)
+    assert f.n_keys == 8 and f.keys_forgotten == 3
+    assert f.transform_one({}, key="k0", event_time_us=20)["key_n"] == 0.0  # forgotten: starts afresh
+    assert f.transform_one({}, key="k10", event_time_us=20)["key_n"] > 0.0
