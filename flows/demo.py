@@ -1,4 +1,4 @@
-"""The main job on the embedded default: fill a local lake with a scenario, replay it, summarise.
+"""The main job on the embedded default: fill a local lake with a scenario, replay it, run the flows.
 
     python -m flows.demo [--lake lakehouse] [--scenario flights] [--model linear,tree] [--limit N]
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
@@ -32,13 +33,21 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     params = {"limit": args.limit} if args.limit else {}
-    print(f"[1/3] ingest scenario {args.scenario!r} into {args.lake}", flush=True)
+    print(f"[1/4] ingest scenario {args.scenario!r} into {args.lake}", flush=True)
     print(ingest_scenario(args.lake, args.scenario, **params), flush=True)
-    print(f"[2/3] replay through the dataflow (models {args.model})", flush=True)
+    print(f"[2/4] replay through the dataflow (models {args.model})", flush=True)
     t = time.perf_counter()
     run_id = run_replay(args.lake, args.model, window=args.window, exclude=args.exclude)
     print(f"      done in {time.perf_counter() - t:.1f} s", flush=True)
-    print("[3/3] summary", flush=True)
+    print("[3/4] flows on the lake (Prefect, embedded)", flush=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.maintenance import maintenance
+
+    for table, row in maintenance(args.lake).items():
+        print(f"      maintenance {table}: {row['files_removed_by_compaction']} files compacted into "
+              f"{row['files_added_by_compaction']}, {row['files_vacuumed']} vacuumed", flush=True)
+    print("[4/4] summary", flush=True)
     print(summarize(args.lake, run_id=run_id))
     print(f"total {time.perf_counter() - started:.1f} s")
     return 0
