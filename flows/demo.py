@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="payload fields not used as features (default tailnum,flight: identifiers)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "prefect", "alembic", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from dataflows.online import run_replay
     from lake.ingest import ingest_scenario
