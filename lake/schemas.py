@@ -167,6 +167,26 @@ EXPIRED = pa.schema(
 )
 """Predicted events whose label did not come within the run's ``label_ttl``."""
 
+PROMOTIONS = pa.schema(
+    [
+        pa.field("decided_at", UTC_TS, nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        # Model spec name serving from this decision on, and the one before it.
+        pa.field("champion", pa.string(), nullable=False),
+        pa.field("previous", pa.string(), nullable=False),
+        pa.field("decision", pa.string(), nullable=False),  # promote | keep | rollback
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("metric", pa.string()),
+        pa.field("champion_value", pa.float64()),
+        pa.field("challenger_value", pa.float64()),
+        pa.field("n_labels", pa.int64()),
+        pa.field("registered_model", pa.string()),
+        pa.field("registry_version", pa.string()),
+        pa.field("checkpoint_id", pa.string()),
+    ]
+)
+"""Champion decisions; a running dataflow serves the ``champion`` of its run's latest row."""
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "labels": LABELS,
@@ -178,6 +198,7 @@ TABLES: dict[str, pa.Schema] = {
     "drift_events": DRIFT_EVENTS,
     "scenario_drifts": SCENARIO_DRIFTS,
     "expired": EXPIRED,
+    "promotions": PROMOTIONS,
 }
 """Every table's schema. For ``events`` the schema lists the fixed columns only."""
 

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
-import pytest
 
 from dataflows.online import run_replay
 from lake.schemas import TABLES
@@ -33,7 +32,6 @@ def _promotion(**values) -> pa.Table:
     return pa.table(cols)
 
 
-@pytest.mark.skipif("promotions" not in TABLES, reason="promotions table not defined yet")
 def test_live_dataflow_switches_champion_between_two_events(synthetic_lake):
     errors: list[BaseException] = []
 
