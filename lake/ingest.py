@@ -184,6 +184,8 @@ def check_file_limits(path: Path, *, max_bytes: int | None = None,
         roots = [Path(r).resolve() for r in allowed_roots]
         if not any(resolved == r or r in resolved.parents for r in roots):
             raise IngestError(f"{path} is outside the folders ingest may read: {', '.join(map(str, roots))}")
+    if not resolved.exists():
+        raise IngestError(f"no such file: {path}")
     if not resolved.is_file():
         raise IngestError(f"{path} is not a file")
     size = resolved.stat().st_size
