@@ -30,6 +30,7 @@ from dataflows.recent import RecentIds
 from dataflows.validate import dead_letter
 from lake.arrow import features_array, rows_to_arrow
 from lake.schemas import LEARN_LOG, PREDICTIONS, UTC_TS
+from monitoring.error_drift import ErrorDriftDetector, make_detector
 from monitoring.prequential import WindowedPrequential
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class RunConfig:
     remember_labelled: int = 1_000_000
     # Give up waiting for a label this long (event time) after the event; None: wait forever.
     label_ttl_us: int | None = 7 * 86_400_000_000
+    # Drift detectors run on each model's 0/1 error stream; alarms go to `drift_events`.
+    drift_detectors: tuple[str, ...] = ("adwin",)
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -64,6 +67,8 @@ class RunConfig:
             raise ValueError(f"models must be distinct, got {self.models!r}")
         for name in self.models:
             get_spec(name)
+        for name in self.drift_detectors:
+            make_detector(name)  # fails early, naming the known detectors
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every!r}")
         if self.window_us <= 0:
@@ -77,9 +82,11 @@ class RunConfig:
 class _Slot:
     """One model on this shard."""
 
-    __slots__ = ("name", "role", "estimator", "n_learned", "version", "checkpointed_at", "metrics")
+    __slots__ = ("name", "role", "estimator", "n_learned", "version", "checkpointed_at", "metrics", "detectors")
 
-    def __init__(self, name: str, role: str, estimator: Any, metrics: WindowedPrequential) -> None:
+    def __init__(self, name: str, role: str, estimator: Any, metrics: WindowedPrequential,
+                 detectors: list[ErrorDriftDetector]) -> None:
+        self.detectors = detectors
         self.name = name
         self.role = role
         self.estimator = estimator
@@ -107,6 +114,7 @@ class ShardLearner:
                 get_spec(name).build(seed=config.seed + i),
                 WindowedPrequential(window_us=config.window_us, grace_us=config.grace_us,
                                     threshold=config.threshold),
+                [make_detector(d) for d in config.drift_detectors],
             )
             for i, name in enumerate(config.models)
         ]
@@ -157,6 +165,8 @@ class ShardLearner:
         run_id, shard = cfg.run_id, self.shard
         metrics: list[tuple] = []
         checkpoints: list[tuple] = []
+        drifts: list[tuple] = []
+        threshold = cfg.threshold
         dead = [(run_id, shard, *d) for d in batch.dead]
         slots = self.slots
         if not self.started:
@@ -239,7 +249,15 @@ class ShardLearner:
                 lb_t.append(t)
                 lb_y.append(y)
                 for i in slot_range:
-                    lb_scores[i].append(scores[i])
+                    sc = scores[i]
+                    lb_scores[i].append(sc)
+                    dets = slots[i].detectors
+                    if dets:
+                        error = 0.0 if (sc >= threshold) == y else 1.0
+                        for det in dets:
+                            if det.update(error):
+                                drifts.append((run_id, shard, item[0], det.name, "error", slots[i].name,
+                                               slots[i].n_learned + 1, event_id, t))
                 slot = slots[0]
                 slot.n_learned += 1
                 for other in slots[1:]:
@@ -273,7 +291,7 @@ class ShardLearner:
         if lb_items:
             tables["learn_log"] = self._learn_log(lb_items, lb_t, lb_y, lb_scores, first_order, lb_runs)
         for name, rows in (("metrics", metrics), ("checkpoints", checkpoints), ("dead_letters", dead),
-                           ("expired", expired)):
+                           ("expired", expired), ("drift_events", drifts)):
             if rows:
                 tables[name] = rows_to_arrow(name, rows)
         return Output(shard, tables)

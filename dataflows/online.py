@@ -158,6 +158,7 @@ def replay_job(
     label_ttl: str | None = "7d",
     hash_fields: str | Sequence[str] = (),
     n_buckets: int = 2**20,
+    drift: str | Sequence[str] = "adwin",
 ) -> ReplayJob:
     """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
     models = _names(model)
@@ -172,10 +173,11 @@ def replay_job(
             "events": pin.events, "labels": pin.labels, "models": models, "seed": seed,
             "checkpoint_every": checkpoint_every, "window_us": window_us, "grace_us": grace_us,
             "threshold": threshold, "featurizer": featurizer, "shards": shards, "label_ttl_us": ttl_us,
+            "drift": list(_names(drift)),
         })
     config = RunConfig(run_id=run_id, models=models, seed=seed, checkpoint_every=checkpoint_every,
                        window_us=window_us, grace_us=grace_us, threshold=threshold,
-                       featurizer=featurizer, label_ttl_us=ttl_us)
+                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift))
     source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
                      flush_seconds=flush_seconds)
@@ -204,7 +206,8 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     (give up waiting for a label this long after its event, e.g. ``"7d"``; the event
     is recorded in ``expired``; ``None`` waits forever), ``hash_fields``/``n_buckets``
     (text fields such as a URL split into tokens hashed into ``n_buckets``
-    indicators: bounded memory on feature-evolving streams).
+    indicators: bounded memory on feature-evolving streams), ``drift`` (detectors run
+    on every model's error stream, alarms in ``drift_events``; ``""`` for none).
     """
     return replay_job(lake, model, **settings).flow()
 

@@ -4,9 +4,10 @@
     python -m dataflows.soak --scenario urls --n 2000000     # model linear-hash on hashed URL tokens
 
 Fills a lake with the 2013 flights played ``--repeat`` times (6 × 336,776 ≈ 2.0M
-events) or with ``--n`` generated URL visits, replays it with recovery on (a snapshot every 10 s), and samples the process's resident memory
-and the replay position every ``--every`` seconds. Prints one line per sample and
-a summary: peak RSS after warm-up vs at the end, events/s per interval.
+events) or with ``--n`` generated URL visits, replays it with recovery on (a
+snapshot every 10 s), and samples the process's resident memory and the replay
+position every ``--every`` seconds. Prints one line per sample and a summary: peak
+RSS after warm-up vs at the end, events/s per interval.
 """
 
 from __future__ import annotations

@@ -167,3 +167,22 @@ def test_without_ttl_nothing_expires():
     learner = ShardLearner(RunConfig(run_id="r", label_ttl_us=None), shard=0)
     out = _run(learner, [_ev(0, "old", 0), _ev(1, "new", 10**6)])
     assert "expired" not in out and len(learner.pending) == 2
+
+
+def test_drift_detector_alarms_soon_after_the_concept_flips():
+    learner = ShardLearner(RunConfig(run_id="r", drift_detectors=("adwin",)), shard=0)
+    items, seq = [], 0
+    for i in range(6_000):
+        v = float(i % 2)
+        y = int(v == 1.0) if i < 4_000 else int(v == 0.0)  # the concept flips at event 4,000
+        items.append(_ev(seq, f"e{i}", i, {"v": v}))
+        items.append(_lb(seq + 1, f"e{i}", y, i))
+        seq += 2
+    out = _run(learner, items)
+    alarms = [d["position"] for d in out.get("drift_events", []) if d["model"] == "linear"]
+    assert alarms and all(d["detector"] == "adwin" and d["signal"] == "error" for d in out["drift_events"])
+    after = [p for p in alarms if p > 4_000]
+    assert after and after[0] - 4_000 < 300
+    assert not [p for p in alarms if 500 < p < 4_000], "no false alarm while the concept is stable"
+    with pytest.raises(ValueError, match="unknown drift detector 'nope'"):
+        RunConfig(run_id="r", drift_detectors=("nope",))
