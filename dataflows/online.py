@@ -84,7 +84,7 @@ class LearnLogic(StatefulBatchLogic[Batch, Output, bytes]):
 
 def make_flow(source: Source[Batch], sink: Sink[tuple[str, Output]], config: RunConfig,
               *, flow_id: str = "riverlake", control_lake: str | None = None,
-              control_interval_s: float = 2.0) -> Dataflow:
+              control_interval_s: float = 2.0, extra_sinks: Sequence[Sink[Output]] = ()) -> Dataflow:
     """The dataflow graph with its parts injected (production, replay and tests share it).
 
     With ``control_lake``, the predict/learn step follows champion promotions recorded
@@ -101,6 +101,10 @@ def make_flow(source: Source[Batch], sink: Sink[tuple[str, Output]], config: Run
 
     out = op.stateful_batch("learn", valid, builder)
     op.output("lake", out, sink)
+    if extra_sinks:
+        plain = op.key_rm("outputs", out)
+        for i, extra in enumerate(extra_sinks):
+            op.output(f"extra-{i}", plain, extra)
     return flow
 
 
@@ -272,6 +276,55 @@ def main(argv: list[str] | None = None) -> int:
                         rate=args.rate, hash_fields=args.hash_fields)
     print(run_id)
     return 0
+
+
+def build_live_flow(
+    lake: str = "lakehouse",
+    model: str | Sequence[str] = "linear",
+    *,
+    brokers: str,
+    topic: str,
+    predictions_topic: str | None = None,
+    run_id: str = "live",
+    stop_at_end: bool = False,
+    batch_size: int = 1_000,
+    seed: int = 42,
+    checkpoint_every: int = 10_000,
+    window: str = "1d",
+    grace: str = "1d",
+    exclude: str | Sequence[str] = (),
+    hash_fields: str | Sequence[str] = (),
+    drift: str | Sequence[str] = "adwin",
+    label_ttl: str | None = "7d",
+    flush_rows: int = 25_000,
+    flush_seconds: float = 5.0,
+) -> Dataflow:
+    """The same dataflow fed live from Kafka (see :mod:`dataflows.kafka`).
+
+    Events and labels come from ``topic`` (one shard per partition); everything the
+    dataflow decides goes to the lake, and served predictions also to
+    ``predictions_topic`` when given. Run it with recovery so a restart resumes at
+    the stored offsets::
+
+        python -m bytewax.run "dataflows.online:build_live_flow(lake='lakehouse', \\
+            brokers='localhost:9092', topic='events', predictions_topic='predictions')" \\
+            -r lakehouse/_recovery/live -s 10
+    """
+    from dataflows.kafka import KafkaPredictionsSink, KafkaSource
+
+    source = KafkaSource(brokers, topic, batch_size=batch_size, stop_at_end=stop_at_end)
+    shards = len(source.partitions())
+    featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude))}
+    if hash_fields:
+        featurizer["hash_fields"] = sorted(_names(hash_fields))
+    ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
+    config = RunConfig(run_id=run_id, models=_names(model), seed=seed, checkpoint_every=checkpoint_every,
+                       window_us=parse_duration_us(window), grace_us=parse_duration_us(grace),
+                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift))
+    sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds)
+    extra = [KafkaPredictionsSink(brokers, predictions_topic)] if predictions_topic else []
+    return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),
+                     extra_sinks=extra)
 
 
 ENV = {
