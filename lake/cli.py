@@ -206,6 +206,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- reproduce
+
+
+def add_reproduce(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--event-id", required=True, help="event whose prediction(s) to rebuild")
+    parser.add_argument("--run-id", help="run that predicted it (needed when several did)")
+    parser.add_argument("--model", help="only this model's prediction (default: every model of the run)")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Exit 0 when every rebuilt score is bit-equal to the stored one, 1 when one is not (2: lake error)."""
+    from lake.reproduce import reproduce
+
+    results = reproduce(args.lake, args.event_id, run_id=args.run_id, model=args.model)
+    print("\n\n".join(r.describe() for r in results))
+    return 0 if all(r.bit_equal for r in results) else 1
+
+
 # --------------------------------------------------------------------------- wiring
 
 Command = tuple[
@@ -221,6 +239,8 @@ COMMANDS: list[Command] = [
     ),
     ("maintain", "compact, checkpoint and vacuum tables", add_maintain, cmd_maintain),
     ("info", "version and row count of every table", add_info, cmd_info),
+    ("reproduce", "rebuild a past prediction's score from its checkpoint and the learn log",
+     add_reproduce, cmd_reproduce),
 ]
 """``(name, help, add_arguments, run)`` of every subcommand."""
 

@@ -1,0 +1,92 @@
+"""A River checkpoint as an MLflow ``pyfunc`` model.
+
+:class:`RiverModel` loads the pickled River estimator from its artifact in
+``load_context`` (after checking the bytes against their sha256) and predicts
+P(y=1) for each row of a DataFrame of features::
+
+    import mlflow, pandas as pd
+    model = mlflow.pyfunc.load_model("models:/riverlake-linear@champion")
+    model.predict(pd.DataFrame([{"x1": 0.3, "x2": -1.0, "colour=red": 1.0}]))
+
+A missing (NaN/None) cell means the feature is absent, as in River's sparse dicts.
+This module imports only what a serving environment has (mlflow, pandas): it is
+copied into the logged model (``code_paths``) together with the riverlake
+transformers a pickled estimator may refer to, so the model loads where
+riverlake is not installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+ARTIFACT = "river"
+"""Key of the model bytes in ``context.artifacts``."""
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+_CODE = {"flows": ["mlflow_model.py"], "dataflows": ["transformers.py"]}
+"""Riverlake modules the logged model needs: this wrapper, and our own River transformers."""
+
+
+class ModelBytesMismatch(ValueError):
+    """The model bytes do not hash to the sha256 recorded with them."""
+
+
+class RiverModel(mlflow.pyfunc.PythonModel):
+    """Serves a pickled River binary classifier; ``predict`` returns P(y=1) per row."""
+
+    def load_context(self, context: Any) -> None:
+        data = Path(context.artifacts[ARTIFACT]).read_bytes()
+        expected = (context.model_config or {}).get("sha256")
+        actual = hashlib.sha256(data).hexdigest()
+        if expected and actual != expected:  # never unpickle bytes that are not what was logged
+            raise ModelBytesMismatch(f"model bytes have sha256 {actual}, the model was logged with {expected}")
+        self.estimator = pickle.loads(data)  # verified above
+
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a signature
+        """P(y=1) for each row of a DataFrame (or each dict of a list) of features."""
+        import pandas as pd
+
+        rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
+        return pd.Series([score(self.estimator, _present(row)) for row in rows], name="score", dtype="float64")
+
+
+def score(estimator: Any, x: dict[str, float]) -> float:
+    """P(y=1), 0.5 before the model has seen a class (the rule of ``dataflows.models.score_one``)."""
+    proba = estimator.predict_proba_one(x)
+    if not proba:
+        return 0.5
+    return float(proba.get(True, 0.0))
+
+
+def _present(row: dict[str, Any]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in row.items()
+            if v is not None and not (isinstance(v, float) and math.isnan(v))}
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of a logged model (explicit: inferring them takes seconds)."""
+    import cloudpickle
+    import pandas
+    import river
+
+    return [f"river=={river.__version__}", f"pandas=={pandas.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
+
+
+def stage_code(directory: str | Path) -> list[str]:
+    """Copy the riverlake modules a logged model needs under ``directory``; returns the ``code_paths``."""
+    paths = []
+    for package, modules in _CODE.items():
+        dest = Path(directory) / package
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "__init__.py").touch()
+        for module in modules:
+            shutil.copyfile(_PACKAGE_ROOT / package / module, dest / module)
+        paths.append(str(dest))
+    return paths

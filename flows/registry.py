@@ -1,0 +1,195 @@
+"""MLflow plumbing shared by the versioning and promotion flows: store, experiment, registry.
+
+Where the tracking store is (:func:`tracking_uri_for`): the ``tracking_uri``
+argument, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///LAKE/mlflow.db`` with
+artifacts in ``LAKE/mlartifacts`` (absolute paths). A SQLite or file store keeps
+its artifacts beside its database; a server (``http://...``) decides itself.
+
+Every checkpoint is registered once, as a version of the registered model
+``f"{prefix}-{model}"`` tagged ``riverlake.checkpoint = f"{run_id}/{checkpoint_id}"``:
+that tag is how the flows find what MLflow already has.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+TAG = "riverlake."
+CHECKPOINT_TAG = TAG + "checkpoint"
+KIND_TAG = TAG + "kind"
+RUN_TAG = TAG + "run_id"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def tracking_uri_for(lake: str | os.PathLike[str], tracking_uri: str | None = None) -> str:
+    """The tracking store to use: explicit, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///LAKE/mlflow.db``.
+
+    >>> tracking_uri_for("/data/lake", "http://127.0.0.1:5000")
+    'http://127.0.0.1:5000'
+    """
+    if tracking_uri:
+        return tracking_uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = os.fspath(lake)
+    if "://" in root:
+        raise ValueError(f"lake {root!r} is not a local folder: pass tracking_uri or set MLFLOW_TRACKING_URI")
+    return f"sqlite:///{os.path.join(os.path.abspath(root), 'mlflow.db')}"
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifact folder of a new experiment: ``mlartifacts`` beside a SQLite/file store, the server's choice otherwise.
+
+    >>> artifact_location("sqlite:////data/lake/mlflow.db")
+    '/data/lake/mlartifacts'
+    >>> artifact_location("http://127.0.0.1:5000") is None
+    True
+    """
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        path = unquote(tracking_uri[len("sqlite:///"):])
+        return os.path.join(os.path.dirname(os.path.abspath(path)), "mlartifacts")
+    if parsed.scheme in ("", "file"):
+        path = unquote(parsed.path) if parsed.scheme else tracking_uri
+        return os.path.join(os.path.abspath(path), "mlartifacts")
+    return None
+
+
+def client_for(tracking_uri: str) -> MlflowClient:
+    """A client on ``tracking_uri`` (registry on the same store); makes the folder of a SQLite store."""
+    if tracking_uri.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(os.path.abspath(unquote(tracking_uri[len("sqlite:///"):]))), exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+@contextmanager
+def using(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``mlflow.start_run``, ``log_model``) at ``tracking_uri`` for a while.
+
+    MLflow's own setter also writes ``MLFLOW_TRACKING_URI`` (and unsets it when restored to
+    nothing); this puts the environment back exactly as it was.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved_tracking = tracking_utils._tracking_uri
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    saved_registry = registry_utils._registry_uri
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        registry_utils._registry_uri = saved_registry
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """Id of experiment ``name``, created (or restored from the bin) when needed."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+        except MlflowException:  # created meanwhile by another flow
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+def registered_model_name(prefix: str, model: str) -> str:
+    """``riverlake-linear`` for prefix ``riverlake`` and model spec ``linear``.
+
+    >>> registered_model_name("riverlake", "naive-bayes")
+    'riverlake-naive-bayes'
+    """
+    return f"{prefix}-{model}" if prefix else model
+
+
+def checkpoint_key(run_id: str, checkpoint_id: str) -> str:
+    """The value of the ``riverlake.checkpoint`` tag: unique over the whole lake."""
+    return f"{run_id}/{checkpoint_id}"
+
+
+def ensure_registered_model(client: MlflowClient, name: str, *, description: str | None = None) -> None:
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as ex:
+        if ex.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def registered_checkpoints(client: MlflowClient, name: str) -> dict[str, str]:
+    """``{checkpoint key: version}`` of every version of registered model ``name`` (none if it does not exist)."""
+    found: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_model_versions(f"name = {_quote(name)}", max_results=1000, page_token=token)
+        for mv in page:
+            key = mv.tags.get(CHECKPOINT_TAG)
+            if key is not None:
+                found.setdefault(key, str(mv.version))
+        token = page.token
+        if not token:
+            return found
+
+
+def find_version(client: MlflowClient, name: str, key: str) -> str | None:
+    """Version of registered model ``name`` holding checkpoint ``key``, ``None`` if not registered."""
+    page = client.search_model_versions(
+        f"name = {_quote(name)} and tags.`{CHECKPOINT_TAG}` = {_quote(key)}", max_results=10)
+    versions = sorted((str(mv.version) for mv in page), key=int)
+    return versions[0] if versions else None
+
+
+def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def runs_tagged(client: MlflowClient, experiment_id: str, **tags: str) -> list[Any]:
+    """Active runs of the experiment whose ``riverlake.<name>`` tags have the given values."""
+    clauses = [f"tags.`{TAG}{k}` = {_quote(v)}" for k, v in tags.items()]
+    return search_all_runs(client, experiment_id, " and ".join(clauses))
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """Version ``alias`` points at in registered model ``name``, ``None`` when unset."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as ex:
+        if ex.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def drop_alias(client: MlflowClient, name: str, alias: str) -> None:
+    if alias_version(client, name, alias) is not None:
+        client.delete_registered_model_alias(name, alias)

@@ -1,0 +1,401 @@
+"""Versioning flow: every checkpoint in the lake becomes a registered MLflow model version.
+
+    python -m flows.versioning --lake lakehouse [--tracking-uri URI] [--run-id R]
+
+For each checkpoint MLflow does not have yet, it checks the bytes against their
+sha256 (tampered checkpoints are refused, never unpickled or uploaded), then
+logs one MLflow run, a child of a parent run per lake run in experiment
+``riverlake``:
+
+- the checkpoint as a ``pyfunc`` model (:class:`flows.mlflow_model.RiverModel`,
+  the River bytes as its artifact, ``pip_requirements`` pinning river);
+- the run's prequential metrics from ``metrics`` up to the checkpoint, one step
+  per event-time window (step = labels scored so far), under the same names for
+  every model spec, so the MLflow compare view puts them side by side;
+- tags tying it to the lake (``riverlake.*``): run and checkpoint ids, model,
+  shard, n_learned, sha256, first/last event learned (id and time), the lake
+  path, and the Delta versions of ``events``/``labels`` both when the checkpoint
+  was written (``*_version_at_checkpoint``, from the Delta log) and when it was
+  synced (``*_version_at_sync``): the run id only holds a hash of the pinned ones;
+
+and registers it as a version of ``riverlake-<model>``, tagged
+``riverlake.checkpoint = "<run_id>/<checkpoint_id>"``.
+
+Idempotence lives in MLflow: what is registered is found by that tag, so a run
+twice registers nothing twice, and a store that was reset or moved is simply
+filled again (a lake table of "synced" rows could disagree with the store it
+describes, and would make this flow a writer of the lake). The registered
+version is the commit point: a run left behind by a crash before it (MLflow went
+down mid-checkpoint) carries the same tag but has no version; the next sync
+deletes it and starts that checkpoint over. MLflow calls retry with exponential
+backoff; when MLflow stays down the flow fails and the next run catches up.
+Run one versioning flow at a time per store (deploy it with a concurrency limit
+of one): two at once may both register a checkpoint.
+
+The store: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else
+``sqlite:///LAKE/mlflow.db`` with artifacts in ``LAKE/mlartifacts``; browse it with
+``mlflow ui --backend-store-uri sqlite:///$PWD/lakehouse/mlflow.db``. Against a
+server, consider ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``: the flow's own retries
+then decide how long to wait (MLflow's client alone retries for minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from lake.errors import LakeError
+from lake.reproduce import ChecksumError, verify_checkpoint
+from lake.table import exists, open_table, table_uri
+from lake.table import table_version as lake_table_version
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("accuracy", "log_loss", "roc_auc", "cum_accuracy", "cum_log_loss", "n")
+"""``metrics`` columns logged as MLflow metrics (same names for every model)."""
+
+_META = ["run_id", "shard", "seq", "checkpoint_id", "model", "spec", "n_learned", "last_event_id", "sha256",
+         "river_version", "python_version", "riverlake_version", "created_at"]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A checkpoint MLflow does not have yet."""
+
+    run_id: str
+    checkpoint_id: str
+    model: str
+    spec: str
+    shard: int
+    seq: int
+    n_learned: int
+    registered_model: str
+    created_at: datetime
+    versions_at_checkpoint: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        from flows.registry import checkpoint_key
+
+        return checkpoint_key(self.run_id, self.checkpoint_id)
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What a sync has to do, read at one Delta version of ``checkpoints``."""
+
+    checkpoints_version: int | None
+    versions_at_sync: dict[str, int | None]
+    pending: list[Pending]
+    already_synced: int
+    rejected: list[str]  # "run_id/checkpoint_id: why"
+
+
+def _history(lake: str, table: str) -> list[tuple[int, int]]:
+    """``(timestamp_ms, version)`` of every commit still in ``table``'s Delta log, oldest first."""
+    if not exists(lake, table):
+        return []
+    return sorted((h["timestamp"], h["version"]) for h in open_table(lake, table).history()
+                  if "version" in h and "timestamp" in h)
+
+
+def _version_at(history: list[tuple[int, int]], when: datetime) -> int | None:
+    ms = int(when.timestamp() * 1000)
+    before = [v for t, v in history if t <= ms]
+    return max(before) if before else None
+
+
+def plan_sync(lake: str, tracking_uri: str, *, experiment: str = "riverlake",
+              registered_model_prefix: str = "riverlake", run_id: str | None = None,
+              checkpoint_ids: list[str] | None = None) -> SyncPlan:
+    """Checkpoints of the lake (optionally of one run, or only some of it) not yet registered in MLflow."""
+    from flows.registry import checkpoint_key, client_for, ensure_experiment, registered_checkpoints
+    from flows.registry import registered_model_name as rm_name
+
+    lake = os.path.abspath(lake) if "://" not in lake else lake
+    at_sync = {t: lake_table_version(lake, t) for t in ("events", "labels", "checkpoints")}
+    if at_sync["checkpoints"] is None:
+        return SyncPlan(None, at_sync, [], 0, [])
+    scan = pl.scan_delta(open_table(lake, "checkpoints", version=at_sync["checkpoints"]))
+    if run_id is not None:
+        scan = scan.filter(pl.col("run_id") == run_id)
+    if checkpoint_ids is not None:
+        scan = scan.filter(pl.col("checkpoint_id").is_in(list(checkpoint_ids)))
+    meta = scan.select(_META).collect().sort(["created_at", "run_id", "shard", "n_learned", "model"])
+    client = client_for(tracking_uri)
+    ensure_experiment(client, experiment, tracking_uri)  # fails fast when MLflow is down
+    registered: dict[str, dict[str, str]] = {
+        m: registered_checkpoints(client, rm_name(registered_model_prefix, m)) for m in meta["model"].unique()}
+    todo = meta.filter(pl.Series([checkpoint_key(r, c) not in registered[m] for r, c, m in
+                                  zip(meta["run_id"], meta["checkpoint_id"], meta["model"], strict=True)],
+                                 dtype=pl.Boolean))
+    rejected = _rejected(scan, todo)
+    histories = {t: _history(lake, t) for t in ("events", "labels")}
+    pending = [
+        Pending(run_id=r["run_id"], checkpoint_id=r["checkpoint_id"], model=r["model"], spec=r["spec"],
+                shard=r["shard"], seq=r["seq"], n_learned=r["n_learned"],
+                registered_model=rm_name(registered_model_prefix, r["model"]), created_at=r["created_at"],
+                versions_at_checkpoint={t: _version_at(h, r["created_at"]) for t, h in histories.items()})
+        for r in todo.iter_rows(named=True)
+        if checkpoint_key(r["run_id"], r["checkpoint_id"]) not in rejected
+    ]
+    return SyncPlan(at_sync["checkpoints"], at_sync, pending, meta.height - todo.height,
+                    [f"{k}: {why}" for k, why in rejected.items()])
+
+
+def _rejected(scan: pl.LazyFrame, todo: pl.DataFrame) -> dict[str, str]:
+    """Checkpoints among ``todo`` whose bytes do not match their sha256."""
+    from flows.registry import checkpoint_key
+
+    bad: dict[str, str] = {}
+    if todo.height == 0:
+        return bad
+    keys = todo.select(pl.format("{}/{}", "run_id", "checkpoint_id").alias("k"))["k"].to_list()
+    rows = (scan.filter(pl.format("{}/{}", "run_id", "checkpoint_id").is_in(keys))
+            .select("run_id", "checkpoint_id", "sha256", "model_bytes").collect())
+    for r in rows.iter_rows(named=True):
+        try:
+            verify_checkpoint(r["model_bytes"], r["sha256"], checkpoint=r["checkpoint_id"])
+        except ChecksumError as ex:
+            bad[checkpoint_key(r["run_id"], r["checkpoint_id"])] = str(ex)
+    return bad
+
+
+def _metrics(lake: str, item: Pending) -> list[Any]:
+    from mlflow.entities import Metric
+
+    if not exists(lake, "metrics"):
+        return []
+    rows = (pl.scan_delta(table_uri(lake, "metrics"))
+            .filter((pl.col("run_id") == item.run_id) & (pl.col("model") == item.model)
+                    & (pl.col("shard") == item.shard) & (pl.col("seq") <= item.seq))
+            .select("window_end", "cum_n", *METRIC_COLUMNS)
+            .collect()
+            .sort(["window_end", "cum_n"]))
+    out = []
+    for r in rows.iter_rows(named=True):
+        ts = int(r["window_end"].timestamp() * 1000)
+        for name in METRIC_COLUMNS:
+            if r[name] is not None:
+                out.append(Metric(name, float(r[name]), ts, int(r["cum_n"])))
+    return out
+
+
+def _learned_span(lake: str, item: Pending) -> dict[str, str]:
+    """First and last event the checkpoint's model learned (id and event time)."""
+    if item.n_learned == 0 or not exists(lake, "learn_log"):
+        return {}
+    rows = (pl.scan_delta(table_uri(lake, "learn_log"))
+            .filter((pl.col("run_id") == item.run_id) & (pl.col("model") == item.model)
+                    & (pl.col("shard") == item.shard) & pl.col("learn_order").is_in([1, item.n_learned]))
+            .select("learn_order", "event_id", "event_time")
+            .collect())
+    tags = {}
+    for r in rows.iter_rows(named=True):
+        end = "first" if r["learn_order"] == 1 else "last"
+        tags[f"{end}_event_id"] = r["event_id"]
+        tags[f"{end}_event_time"] = r["event_time"].isoformat()
+    if item.n_learned == 1 and "first_event_id" in tags:
+        tags["last_event_id"], tags["last_event_time"] = tags["first_event_id"], tags["first_event_time"]
+    return tags
+
+
+def _parent_run(client: Any, experiment_id: str, run_id: str, lake: str) -> str:
+    """The MLflow run grouping one lake run's checkpoints (found by tag, else created)."""
+    from flows.registry import KIND_TAG, RUN_TAG, TAG, runs_tagged
+
+    found = runs_tagged(client, experiment_id, kind="run", run_id=run_id)
+    if found:
+        return sorted(found, key=lambda r: r.info.start_time)[0].info.run_id
+    run = client.create_run(experiment_id, run_name=run_id,
+                            tags={KIND_TAG: "run", RUN_TAG: run_id, TAG + "lake": lake})
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: str = "riverlake",
+                    checkpoints_version: int | None = None,
+                    versions_at_sync: dict[str, int | None] | None = None) -> dict[str, str]:
+    """Log and register one checkpoint; returns ``{"checkpoint", "registered_model", "version", "mlflow_run_id"}``.
+
+    Does nothing (returns the existing version) when the checkpoint is registered already.
+    """
+    import mlflow
+    from mlflow.entities import Param
+
+    from flows import mlflow_model
+    from flows.registry import (
+        CHECKPOINT_TAG,
+        KIND_TAG,
+        TAG,
+        client_for,
+        ensure_experiment,
+        ensure_registered_model,
+        find_version,
+        runs_tagged,
+        using,
+    )
+
+    lake = os.path.abspath(lake) if "://" not in lake else lake
+    key = item.key
+    row = (pl.scan_delta(open_table(lake, "checkpoints", version=checkpoints_version))
+           .filter((pl.col("run_id") == item.run_id) & (pl.col("checkpoint_id") == item.checkpoint_id))
+           .collect())
+    if row.height != 1:
+        raise LakeError(f"checkpoint {key!r}: {row.height} rows in the lake, expected 1")
+    ck = row.row(0, named=True)
+    verify_checkpoint(ck["model_bytes"], ck["sha256"], checkpoint=item.checkpoint_id)
+    result = {"checkpoint": key, "registered_model": item.registered_model}
+
+    client = client_for(tracking_uri)
+    existing = find_version(client, item.registered_model, key)
+    if existing is not None:
+        return {**result, "version": existing, "mlflow_run_id": ""}
+    experiment_id = ensure_experiment(client, experiment, tracking_uri)
+    for orphan in runs_tagged(client, experiment_id, kind="checkpoint", checkpoint=key):
+        log.warning("%s: deleting run %s left without a model version", key, orphan.info.run_id)
+        client.delete_run(orphan.info.run_id)
+    parent = _parent_run(client, experiment_id, item.run_id, lake)
+
+    tags = {
+        "lake": lake, "run_id": item.run_id, "checkpoint_id": item.checkpoint_id, "model": item.model,
+        "spec": item.spec, "shard": str(item.shard), "n_learned": str(item.n_learned), "sha256": ck["sha256"],
+        "created_at": ck["created_at"].isoformat(), "river_version": ck["river_version"],
+        **({"checkpoint_last_event_id": ck["last_event_id"]} if ck["last_event_id"] else {}),
+        **_learned_span(lake, item),
+        **{f"{t}_version_at_checkpoint": str(v) for t, v in item.versions_at_checkpoint.items() if v is not None},
+        **{f"{t}_version_at_sync": str(v) for t, v in (versions_at_sync or {}).items() if v is not None},
+    }
+    all_tags = {TAG + k: v for k, v in tags.items()} | {CHECKPOINT_TAG: key, KIND_TAG: "checkpoint"}
+    run = client.create_run(experiment_id, run_name=item.checkpoint_id,
+                            tags=all_tags | {"mlflow.parentRunId": parent})
+    params = [Param(k, str(ck[k])) for k in ("model", "spec", "shard", "n_learned", "river_version",
+                                              "python_version", "riverlake_version")]
+    client.log_batch(run.info.run_id, params=params)
+    metrics = _metrics(lake, item)
+    for i in range(0, len(metrics), 900):
+        client.log_batch(run.info.run_id, metrics=metrics[i:i + 900])
+    with tempfile.TemporaryDirectory(prefix="riverlake-ckpt-") as tmp:
+        path = Path(tmp) / "model.pkl"
+        path.write_bytes(ck["model_bytes"])
+        with using(tracking_uri):  # the registry resolves models:/<id> through the fluent tracking URI
+            with mlflow.start_run(run_id=run.info.run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model", python_model=mlflow_model.RiverModel(),
+                    artifacts={mlflow_model.ARTIFACT: str(path)}, pip_requirements=mlflow_model.pip_requirements(),
+                    code_paths=mlflow_model.stage_code(Path(tmp) / "code"),
+                    uv_project_path=tmp,  # not the cwd's uv project: requirements are the explicit pins
+                    model_config={"sha256": ck["sha256"], "checkpoint": key})
+            ensure_registered_model(client, item.registered_model,
+                                    description=f"riverlake model spec {item.model!r}: {item.spec}")
+            mv = client.create_model_version(item.registered_model, source=f"models:/{info.model_id}",
+                                             run_id=run.info.run_id, tags=all_tags, model_id=info.model_id,
+                                             description=f"{item.spec}; {item.checkpoint_id} of run {item.run_id}")
+    return {**result, "version": str(mv.version), "mlflow_run_id": run.info.run_id}
+
+
+def sync_lake(lake: str, tracking_uri: str | None = None, *, experiment: str = "riverlake",
+              registered_model_prefix: str = "riverlake", run_id: str | None = None,
+              checkpoint_ids: list[str] | None = None) -> dict[str, Any]:
+    """The versioning flow without Prefect: register every missing checkpoint, in one call.
+
+    Returns ``{"registered": [...], "already_synced": n}``; raises :class:`ChecksumError`
+    after registering the others when some checkpoints' bytes do not match their sha256.
+    """
+    from flows.registry import tracking_uri_for
+
+    uri = tracking_uri_for(lake, tracking_uri)
+    plan = plan_sync(lake, uri, experiment=experiment, registered_model_prefix=registered_model_prefix,
+                     run_id=run_id, checkpoint_ids=checkpoint_ids)
+    done = [sync_checkpoint(lake, item, tracking_uri=uri, experiment=experiment,
+                            checkpoints_version=plan.checkpoints_version, versions_at_sync=plan.versions_at_sync)
+            for item in plan.pending]
+    if plan.rejected:
+        raise ChecksumError(_rejected_message(plan.rejected, len(done)))
+    return {"registered": done, "already_synced": plan.already_synced}
+
+
+def _rejected_message(rejected: list[str], n_done: int) -> str:
+    return (f"{len(rejected)} checkpoint(s) refused, {n_done} registered; refused: " + "; ".join(rejected))
+
+
+def backoff(retries: int, first_delay_s: float) -> list[float]:
+    """Delays before each retry, doubling: ``backoff(3, 2.0) == [2.0, 4.0, 8.0]``."""
+    return [first_delay_s * 2**i for i in range(retries)]
+
+
+@task(name="plan-versioning", cache_policy=NO_CACHE)
+def plan_task(lake: str, tracking_uri: str, experiment: str, registered_model_prefix: str,
+              run_id: str | None) -> SyncPlan:
+    return plan_sync(lake, tracking_uri, experiment=experiment, registered_model_prefix=registered_model_prefix,
+                     run_id=run_id)
+
+
+@task(name="version-checkpoint", cache_policy=NO_CACHE, task_run_name="version-{item.checkpoint_id}")
+def sync_task(lake: str, item: Pending, tracking_uri: str, experiment: str, checkpoints_version: int | None,
+              versions_at_sync: dict[str, int | None]) -> dict[str, str]:
+    return sync_checkpoint(lake, item, tracking_uri=tracking_uri, experiment=experiment,
+                           checkpoints_version=checkpoints_version, versions_at_sync=versions_at_sync)
+
+
+@flow(name="version-checkpoints")
+def version_checkpoints(lake: str = "lakehouse", tracking_uri: str | None = None, experiment: str = "riverlake",
+                        registered_model_prefix: str = "riverlake", run_id: str | None = None,
+                        retries: int = 3, retry_delay_s: float = 5.0) -> dict[str, Any]:
+    """Register every checkpoint of ``lake`` (or of one run) that MLflow does not have yet."""
+    from flows.registry import tracking_uri_for
+
+    logger = get_run_logger()
+    uri = tracking_uri_for(lake, tracking_uri)
+    retry = {"retries": retries, "retry_delay_seconds": backoff(retries, retry_delay_s)}
+    plan = plan_task.with_options(**retry)(lake, uri, experiment, registered_model_prefix, run_id)
+    logger.info("%d checkpoint(s) to register, %d already in MLflow (%s)", len(plan.pending),
+                plan.already_synced, uri)
+    done = []
+    for item in plan.pending:
+        done.append(sync_task.with_options(**retry)(lake, item, uri, experiment, plan.checkpoints_version,
+                                                    plan.versions_at_sync))
+        logger.info("%s -> %s version %s", item.key, done[-1]["registered_model"], done[-1]["version"])
+    if plan.rejected:
+        for why in plan.rejected:
+            logger.error("refused: %s", why)
+        raise ChecksumError(_rejected_message(plan.rejected, len(done)))
+    return {"registered": done, "already_synced": plan.already_synced, "tracking_uri": uri}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.versioning", description=__doc__.split("\n")[0])
+    parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"), help="lake root folder")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///LAKE/mlflow.db)")
+    parser.add_argument("--experiment", default="riverlake")
+    parser.add_argument("--prefix", default="riverlake", help="registered models are named PREFIX-MODEL")
+    parser.add_argument("--run-id", default=None, help="only this lake run's checkpoints")
+    parser.add_argument("--retries", type=int, default=3, help="retries of each MLflow step (default 3)")
+    parser.add_argument("--retry-delay", type=float, default=5.0, help="first retry delay in s, doubling")
+    args = parser.parse_args(argv)
+    try:
+        report = version_checkpoints(args.lake, args.tracking_uri, args.experiment, args.prefix, args.run_id,
+                                     args.retries, args.retry_delay)
+    except LakeError as ex:  # e.g. tampered checkpoints; the others were registered
+        print(f"error: {ex}", file=sys.stderr)
+        return 2
+    for r in report["registered"]:
+        print(f"{r['checkpoint']} -> {r['registered_model']} version {r['version']}")
+    print(f"{len(report['registered'])} registered, {report['already_synced']} already in {report['tracking_uri']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
