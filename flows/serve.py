@@ -1,0 +1,50 @@
+"""Serve riverlake's flows as scheduled Prefect deployments (visible in the Prefect UI).
+
+    prefect server start --host 127.0.0.1 --port 4200 &          # the UI and API, loopback only
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve --lake lakehouse
+
+Deployments: model versioning every 5 minutes, champion promotion every 15
+minutes, lake maintenance daily. Each run is a subprocess of this process; stop
+this process before the server (SIGTERM pauses the deployments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import timedelta
+from typing import Any
+
+
+def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
+    """The deployments to serve for ``lake`` (built without contacting the API)."""
+    from flows.maintenance import maintenance
+    from flows.promotion import promote
+    from flows.versioning import version_checkpoints
+
+    lake = os.path.abspath(lake)
+    return [
+        version_checkpoints.to_deployment(
+            name="versioning", interval=timedelta(minutes=5), concurrency_limit=1,
+            parameters={"lake": lake, "tracking_uri": tracking_uri}),
+        promote.to_deployment(
+            name="promotion", interval=timedelta(minutes=15), concurrency_limit=1,
+            parameters={"lake": lake, "tracking_uri": tracking_uri}),
+        maintenance.to_deployment(
+            name="maintenance", cron="17 3 * * *", concurrency_limit=1, parameters={"lake": lake}),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n")[0])
+    parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: LAKE/mlflow.db)")
+    args = parser.parse_args(argv)
+    from prefect import serve
+
+    serve(*deployments(args.lake, tracking_uri=args.tracking_uri))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
