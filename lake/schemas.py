@@ -6,7 +6,7 @@ feature payload, whose columns are whatever the source had: new columns may
 appear at any time (writers append with ``schema_mode="merge"``).
 
 >>> sorted(TABLES)[:3]
-['checkpoints', 'dead_letters', 'drift_events']
+['benchmark_runs', 'benchmark_windows', 'checkpoints']
 >>> TABLES["predictions"].field("score").type
 DataType(double)
 """
@@ -187,6 +187,60 @@ PROMOTIONS = pa.schema(
 )
 """Champion decisions; a running dataflow serves the ``champion`` of its run's latest row."""
 
+BENCHMARK_WINDOWS = pa.schema(
+    [
+        pa.field("benchmark_id", pa.string(), nullable=False),
+        pa.field("strategy", pa.string(), nullable=False),  # MODE/LEARNER, e.g. periodic-sliding/hgb
+        pa.field("window", pa.int64(), nullable=False),  # 0-based index among the windows with labels
+        pa.field("window_start", UTC_TS, nullable=False),
+        pa.field("window_end", UTC_TS, nullable=False),
+        pa.field("n", pa.int64(), nullable=False),
+        pa.field("n_positive", pa.int64(), nullable=False),
+        pa.field("accuracy", pa.float64()),
+        pa.field("log_loss", pa.float64()),
+        pa.field("roc_auc", pa.float64()),
+        pa.field("cum_accuracy", pa.float64()),
+    ]
+)
+"""Prequential metrics of each benchmark strategy per event-time window (``flows.benchmark``)."""
+
+BENCHMARK_RUNS = pa.schema(
+    [
+        pa.field("benchmark_id", pa.string(), nullable=False),
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("mode", pa.string(), nullable=False),
+        pa.field("learner", pa.string(), nullable=False),
+        pa.field("events_version", pa.int64(), nullable=False),
+        pa.field("labels_version", pa.int64()),
+        pa.field("n_events", pa.int64(), nullable=False),
+        pa.field("n_scored", pa.int64(), nullable=False),
+        pa.field("accuracy", pa.float64()),
+        pa.field("log_loss", pa.float64()),
+        pa.field("roc_auc", pa.float64()),
+        pa.field("train_cpu_s", pa.float64()),
+        pa.field("predict_cpu_s", pa.float64()),
+        pa.field("cpu_s", pa.float64()),
+        pa.field("wall_s", pa.float64()),
+        pa.field("peak_rss_mb", pa.float64()),
+        pa.field("model_bytes", pa.float64()),
+        pa.field("model_bytes_max", pa.float64()),
+        pa.field("history_rows_max", pa.float64()),
+        pa.field("n_retrains", pa.float64()),
+        pa.field("latency_p50_us", pa.float64()),
+        pa.field("latency_p99_us", pa.float64()),
+        pa.field("recovery_events_mean", pa.float64()),
+        pa.field("recovery_events_max", pa.float64()),
+        pa.field("drifts_measured", pa.float64()),
+        pa.field("drifts_not_recovered", pa.float64()),
+        pa.field("acc_after_drift_mean", pa.float64()),
+        pa.field("recovery", pa.large_string(), nullable=False),  # JSON: one object per drift
+        pa.field("config", pa.large_string(), nullable=False),  # JSON: the benchmark's settings
+        pa.field("report_path", pa.string(), nullable=False),
+        pa.field("created_at", UTC_TS, nullable=False),
+    ]
+)
+"""One row per benchmark strategy: overall metrics and costs (``flows.benchmark``)."""
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "labels": LABELS,
@@ -199,6 +253,8 @@ TABLES: dict[str, pa.Schema] = {
     "scenario_drifts": SCENARIO_DRIFTS,
     "expired": EXPIRED,
     "promotions": PROMOTIONS,
+    "benchmark_windows": BENCHMARK_WINDOWS,
+    "benchmark_runs": BENCHMARK_RUNS,
 }
 """Every table's schema. For ``events`` the schema lists the fixed columns only."""
 

@@ -1,0 +1,363 @@
+"""Scoring the strategies of a benchmark, and its results as lake rows and an HTML report.
+
+Metrics are prequential: every strategy scored each labelled event at the event's
+time. Overall and per event-time tumbling window (aligned to the epoch, as the
+dataflow's ``metrics``): accuracy, log loss, ROC AUC.
+
+Recovery after a drift (known from ``scenario_drifts``, else detected by ADWIN on the
+reference strategy's error stream): counting labelled events in event order, the events
+from the drift until the strategy's accuracy over the last ``w`` labelled events first
+comes within ``tol`` of the level it settles at on the new concept (its accuracy over
+the ``w`` labelled events before the next drift or the end). ``None``: it did not get
+there before the next drift, or the segment is shorter than ``2 w`` (not measurable). The
+resolution is ``w`` events: a strategy that does not dip needs ``w`` events.
+
+>>> y = np.array([1, 0, 1, 1]); p = np.array([0.9, 0.2, 0.4, 0.8])
+>>> {k: round(v, 3) for k, v in overall(y, p).items()}
+{'accuracy': 0.75, 'log_loss': 0.338, 'roc_auc': 1.0}
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from flows.bench_stream import Stream
+from monitoring.prequential import roc_auc
+
+_EPS = 1e-15
+_WINDOWS_US = [(n, s * 1_000_000) for n, s in (("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("6h", 21600),
+                                                ("1d", 86400), ("7d", 604800), ("28d", 2419200))]
+
+
+def overall(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
+    """Accuracy, log loss and ROC AUC of scores ``p`` for 0/1 labels ``y``."""
+    if len(y) == 0:
+        return {"accuracy": None, "log_loss": None, "roc_auc": None}
+    pos = y == 1
+    ll = -np.log(np.clip(np.where(pos, p, 1.0 - p), _EPS, 1.0))
+    return {"accuracy": float(((p >= threshold) == pos).mean()), "log_loss": float(ll.mean()),
+            "roc_auc": roc_auc(pos, p)}
+
+
+def auto_window(stream: Stream, *, max_windows: int = 60) -> tuple[str, int]:
+    """The shortest of 1m, 5m, 15m, 1h, 6h, 1d, 7d, 28d giving at most ``max_windows`` windows."""
+    if stream.n_events == 0:
+        return _WINDOWS_US[-1]
+    span = int(stream.event_time[-1]) - int(stream.event_time[0])
+    for name, us in _WINDOWS_US:
+        if span // us + 1 <= max_windows:
+            return name, us
+    return _WINDOWS_US[-1]
+
+
+def windows(stream: Stream, scores: np.ndarray, window_us: int, threshold: float = 0.5) -> list[dict[str, Any]]:
+    """Metrics of the labelled events per event-time window, oldest first."""
+    sc = stream.scored
+    y, p = stream.y[sc], scores[sc]
+    starts = stream.event_time[sc] - stream.event_time[sc] % window_us
+    rows = []
+    cut = np.flatnonzero(np.diff(starts)) + 1  # event times are sorted
+    cum_n = cum_correct = 0
+    for lo, hi in zip([0, *cut.tolist()], [*cut.tolist(), len(sc)], strict=True):
+        if lo == hi:
+            continue
+        m = overall(y[lo:hi], p[lo:hi], threshold)
+        n = hi - lo
+        cum_n += n
+        cum_correct += round(m["accuracy"] * n)
+        rows.append({"window_start": int(starts[lo]), "window_end": int(starts[lo]) + window_us, "n": n,
+                     "n_positive": int((y[lo:hi] == 1).sum()), **m, "cum_accuracy": cum_correct / cum_n})
+    return rows
+
+
+def detect_drifts(stream: Stream, scores: np.ndarray, threshold: float = 0.5, *, min_gap: int = 0) -> list[int]:
+    """Events first served after each ADWIN alarm on the 0/1 errors of ``scores``, in label arrival order.
+
+    Alarms less than ``min_gap`` events after the last one kept are merged into it (one drift,
+    not a burst of alarms).
+    """
+    from monitoring.error_drift import DETECTORS
+
+    det = DETECTORS["adwin"]()
+    arrival = stream.arrival
+    errors = ((scores[arrival] >= threshold) != (stream.y[arrival] == 1)).astype(float).tolist()
+    out: list[int] = []
+    for k, err in enumerate(errors):
+        det.update(err)
+        if det.drift_detected:
+            e = stream.next_event_after_label(k)
+            if e < stream.n_events and (not out or e - out[-1] >= max(min_gap, 1)):
+                out.append(e)
+    return out
+
+
+def known_drifts(lake: str | os.PathLike[str], stream: Stream) -> list[int] | None:
+    """Event indices of the drifts ``scenario_drifts`` records for the pinned events; ``None`` without any."""
+    from lake.table import exists, read_table
+
+    if not exists(lake, "scenario_drifts") or not stream.event_ids:
+        return None
+    ids = read_table(lake, "scenario_drifts", columns=["event_id"]).get_column("event_id").to_list()
+    index = {eid: i for i, eid in enumerate(stream.event_ids)}
+    found = sorted(index[i] for i in ids if i in index)
+    return found or None
+
+
+def recovery(stream: Stream, scores: np.ndarray, drifts: Sequence[int], *, w: int = 1_000, tol: float = 0.02,
+             threshold: float = 0.5) -> list[dict[str, Any]]:
+    """Per drift: accuracy over ``w`` labelled events before and after it, the settled level, the events to it."""
+    sc = stream.scored
+    correct = ((scores[sc] >= threshold) == (stream.y[sc] == 1)).astype(np.int64)
+    csum = np.concatenate(([0], np.cumsum(correct)))
+    starts = np.searchsorted(sc, np.asarray(drifts, dtype=np.int64)).tolist()
+    out = []
+    for i, (d, s) in enumerate(zip(drifts, starts, strict=True)):
+        end = starts[i + 1] if i + 1 < len(starts) else len(sc)
+        before = (csum[s] - csum[max(0, s - w)]) / (s - max(0, s - w)) if s > 0 else None
+        after = (csum[min(end, s + w)] - csum[s]) / (min(end, s + w) - s) if end > s else None
+        settled = events = None
+        measurable = end - s >= 2 * w
+        if measurable:
+            settled = float((csum[end] - csum[end - w]) / w)
+            rolling = (csum[s + w:end + 1] - csum[s:end + 1 - w]) / w
+            hit = np.flatnonzero(rolling >= settled - tol)
+            if hit.size:
+                j = s + w + int(hit[0])  # scored events [s, j) reach the level
+                events = int(sc[j - 1]) - int(d) + 1
+        out.append({"event": int(d), "event_time": int(stream.event_time[min(d, stream.n_events - 1)]),
+                    "acc_before": None if before is None else float(before),
+                    "acc_after": None if after is None else float(after),
+                    "settled_acc": settled, "recovery_events": events, "measurable": measurable})
+    return out
+
+
+def latency_us(latency_ns: np.ndarray) -> tuple[float | None, float | None]:
+    if len(latency_ns) == 0:
+        return None, None
+    p50, p99 = np.percentile(latency_ns, [50, 99])
+    return float(p50) / 1000.0, float(p99) / 1000.0
+
+
+@dataclass
+class StrategyResult:
+    """Everything the benchmark reports about one strategy."""
+
+    name: str
+    metrics: dict[str, float | None]  # the MLflow metric names, the same for every strategy
+    windows: list[dict[str, Any]]
+    recovery: list[dict[str, Any]]
+    resets: list[int]
+    fits: list[tuple[int, int, float]]  # batch strategies: (time, training rows, CPU seconds) per fit
+
+
+def score_strategy(stream: Stream, run: Any, *, window_us: int, drifts: Sequence[int],
+                   threshold: float = 0.5, w: int = 1_000, tol: float = 0.02) -> StrategyResult:
+    """Metrics of one :class:`flows.strategies.StrategyRun` (see module doc)."""
+    sc = stream.scored
+    m: dict[str, float | None] = dict(overall(stream.y[sc], run.scores[sc], threshold))
+    c = run.costs
+    p50, p99 = latency_us(run.latency_ns)
+    rec = recovery(stream, run.scores, drifts, w=w, tol=tol, threshold=threshold)
+    got = [r["recovery_events"] for r in rec if r["recovery_events"] is not None]
+    m.update({
+        "train_cpu_s": c["train_cpu_s"], "predict_cpu_s": c["predict_cpu_s"],
+        "cpu_s": c["train_cpu_s"] + c["predict_cpu_s"], "wall_s": c.get("wall_s"),
+        "peak_rss_mb": c.get("peak_rss_mb"), "model_bytes": c["model_bytes"], "model_bytes_max": c["model_bytes_max"],
+        "history_rows_max": c["history_rows_max"], "n_retrains": c["n_retrains"],
+        "latency_p50_us": p50, "latency_p99_us": p99,
+        "recovery_events_mean": float(np.mean(got)) if got else None,
+        "recovery_events_max": float(max(got)) if got else None,
+        "drifts_measured": float(sum(1 for r in rec if r["measurable"])),
+        "drifts_not_recovered": float(sum(1 for r in rec if r["measurable"] and r["recovery_events"] is None)),
+        "acc_after_drift_mean": _mean([r["acc_after"] for r in rec]),
+    })
+    fits = [] if run.audit is None else [(t.at_time_us, t.n_rows, t.cpu_s) for t in run.audit.trainings
+                                         if t.cpu_s is not None]
+    return StrategyResult(run.name, m, windows(stream, run.scores, window_us, threshold), rec, list(run.resets), fits)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return float(np.mean(got)) if got else None
+
+
+# --------------------------------------------------------------------------- lake rows
+
+
+def window_rows(benchmark_id: str, results: Sequence[StrategyResult]) -> list[dict[str, Any]]:
+    """Rows of ``benchmark_windows``."""
+    rows = []
+    for r in results:
+        for i, w in enumerate(r.windows):
+            rows.append({"benchmark_id": benchmark_id, "strategy": r.name, "window": i,
+                         "window_start": _ts(w["window_start"]), "window_end": _ts(w["window_end"]),
+                         "n": w["n"], "n_positive": w["n_positive"], "accuracy": w["accuracy"],
+                         "log_loss": w["log_loss"], "roc_auc": w["roc_auc"], "cum_accuracy": w["cum_accuracy"]})
+    return rows
+
+
+def run_rows(benchmark_id: str, results: Sequence[StrategyResult], *, info: dict[str, Any], config: dict[str, Any],
+             report_path: str, created_at: datetime) -> list[dict[str, Any]]:
+    """Rows of ``benchmark_runs``."""
+    rows = []
+    for r in results:
+        mode, _, learner = r.name.partition("/")
+        m = r.metrics
+        rows.append({
+            "benchmark_id": benchmark_id, "strategy": r.name, "mode": mode, "learner": learner,
+            "events_version": info["events_version"], "labels_version": info["labels_version"],
+            "n_events": info["n_events"], "n_scored": info["n_labels"],
+            **{k: m[k] for k in RUN_METRICS},
+            "recovery": json.dumps(r.recovery), "config": json.dumps(config, sort_keys=True),
+            "report_path": report_path, "created_at": created_at,
+        })
+    return rows
+
+
+RUN_METRICS = ("accuracy", "log_loss", "roc_auc", "train_cpu_s", "predict_cpu_s", "cpu_s", "wall_s", "peak_rss_mb",
+               "model_bytes", "model_bytes_max", "history_rows_max", "n_retrains", "latency_p50_us",
+               "latency_p99_us", "recovery_events_mean", "recovery_events_max", "drifts_measured",
+               "drifts_not_recovered",
+               "acc_after_drift_mean")
+"""The per-strategy metrics, in ``benchmark_runs`` and in each MLflow child run."""
+
+
+def _ts(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1e6, tz=UTC)
+
+
+# --------------------------------------------------------------------------- HTML report
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.4f}" if abs(v) < 10 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return html.escape(str(v))
+
+
+def plots(stream: Stream, results: Sequence[StrategyResult], drifts: Sequence[int], *, known: bool) -> dict[str, str]:
+    """The report's figures as base64 PNGs: metric per window with the drifts marked, cost bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    drift_times = [_ts(int(stream.event_time[min(d, stream.n_events - 1)])) for d in drifts]
+    for metric in ("accuracy", "log_loss", "roc_auc"):
+        fig, ax = plt.subplots(figsize=(13, 4))
+        for r in results:
+            xs = [_ts(w["window_start"]) for w in r.windows]
+            ax.plot(xs, [np.nan if w[metric] is None else w[metric] for w in r.windows], marker=".", lw=1.2,
+                    label=r.name)
+        for i, t in enumerate(drift_times):
+            ax.axvline(t, color="red" if known else "grey", ls="--" if known else ":", lw=1 if known else 0.6,
+                       label=("known drift" if known else "detected drift (ADWIN, reference)") if i == 0 else None)
+        ax.set_title(f"{metric} per event-time window")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        out[metric] = _png(fig)
+    fitted = [r for r in results if len(r.fits) > 1]
+    if fitted:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+        for r in fitted:
+            ax.plot([_ts(t) for t, _, _ in r.fits], [c for _, _, c in r.fits], marker=".", label=r.name)
+            ax2.plot([_ts(t) for t, _, _ in r.fits], [n for _, n, _ in r.fits], marker=".", label=r.name)
+        ax.set_title("CPU seconds of each retrain")
+        ax2.set_title("training rows of each retrain")
+        for a in (ax, ax2):
+            a.grid(alpha=0.3)
+            a.legend(fontsize=7)
+        out["retrain cost"] = _png(fig)
+    names = [r.name for r in results]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    bars = [("CPU seconds (train + predict)", None), ("peak RSS above start (MiB)", "peak_rss_mb"),
+            ("model size, pickled (KiB)", "model_bytes_max"), ("rows kept for retraining (max)", "history_rows_max"),
+            ("latency p50 (µs)", "latency_p50_us"), ("latency p99 (µs)", "latency_p99_us")]
+    y = np.arange(len(names))
+    for ax, (title, key) in zip(axes.flat, bars, strict=True):
+        if key is None:
+            train = [r.metrics["train_cpu_s"] or 0 for r in results]
+            pred = [r.metrics["predict_cpu_s"] or 0 for r in results]
+            ax.barh(y, train, label="train")
+            ax.barh(y, pred, left=train, label="predict")
+            ax.legend(fontsize=7)
+        else:
+            vals = [(r.metrics[key] or 0) / (1024 if key == "model_bytes_max" else 1) for r in results]
+            ax.barh(y, vals)
+            if key in ("latency_p50_us", "latency_p99_us", "model_bytes_max") and max(vals, default=0) > 0:
+                ax.set_xscale("log")
+        ax.set_yticks(y, names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    out["costs"] = _png(fig)
+    return out
+
+
+def render_html(*, benchmark_id: str, title: str, info: dict[str, Any], config: dict[str, Any],
+                results: Sequence[StrategyResult], drifts: Sequence[int], known: bool, figures: dict[str, str],
+                stream: Stream) -> str:
+    """The report page (self-contained: figures embedded as base64 PNGs)."""
+    cols = ["accuracy", "log_loss", "roc_auc", "train_cpu_s", "predict_cpu_s", "wall_s", "peak_rss_mb",
+            "model_bytes_max", "history_rows_max", "n_retrains", "latency_p50_us", "latency_p99_us",
+            "recovery_events_mean", "drifts_not_recovered"]
+    head = "".join(f"<th>{c}</th>" for c in ["strategy", *cols])
+    body = "".join("<tr><td>" + html.escape(r.name) + "</td>" + "".join(f"<td>{_fmt(r.metrics[c])}</td>" for c in cols)
+                   + "</tr>" for r in results)
+    rec_head = "".join(f"<th>{html.escape(r.name)}</th>" for r in results)
+    rec_rows = []
+    shown = 40
+    for i, d in enumerate(drifts[:shown]):
+        t = _ts(int(stream.event_time[min(d, stream.n_events - 1)])).isoformat()
+        cells = []
+        for r in results:
+            x = r.recovery[i]
+            cells.append(f"<td>{_fmt(x['recovery_events'])}<br><small>{_fmt(x['acc_before'])} → "
+                         f"{_fmt(x['acc_after'])} → {_fmt(x['settled_acc'])}</small></td>")
+        rec_rows.append(f"<tr><td>{d:,}<br><small>{t}</small></td>{''.join(cells)}</tr>")
+    kind = "known (scenario_drifts)" if known else "detected by ADWIN on the reference strategy's errors"
+    imgs = "".join(f'<h3>{html.escape(k)}</h3><img src="data:image/png;base64,{v}">' for k, v in figures.items())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:1.5em;max-width:1300px}}table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
+img{{max-width:100%}}pre{{background:#f6f6f6;padding:.5em;font-size:12px}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Benchmark <code>{html.escape(benchmark_id)}</code>: {info['n_events']:,} events, {info['n_labels']:,} labels
+(events v{info['events_version']}, labels v{info['labels_version']}), {info['n_features']:,} distinct features.
+Every strategy scored the same {info['n_labels']:,} labelled events, each at its event time, learning only from labels
+that had arrived by then.</p>
+<h2>Summary</h2><table><tr>{head}</tr>{body}</table>
+<h2>Recovery after drifts ({html.escape(kind)}, {len(drifts)})</h2>
+<p>Events to recover; below: accuracy over the labelled events just before → just after → settled level.</p>
+<table><tr><th>drift at event</th>{rec_head}</tr>{''.join(rec_rows)}</table>
+{f"<p>{len(drifts) - shown} more drifts in <code>benchmark_runs.recovery</code>.</p>" if len(drifts) > shown else ""}
+<h2>Figures</h2>{imgs}
+<h2>Configuration</h2><pre>{html.escape(json.dumps({**config, **info}, indent=2, sort_keys=True, default=str))}</pre>
+</body></html>"""

@@ -1,0 +1,466 @@
+"""Online learning against batch retraining on the same replayed history, as a Prefect flow.
+
+    python -m flows.benchmark --lake PATH [--scenario flights|agrawal-drift] [--as-of VERSION] ...
+
+1. Pins one Delta version of ``events`` + ``labels`` (``--as-of``; default the latest).
+   With ``--scenario``, an empty lake is first filled with that scenario.
+2. Replays it once in the dataflow's order and featurizes every event once
+   (:mod:`flows.bench_stream`): every strategy sees the same features and label arrival times.
+3. Runs each strategy (:mod:`flows.strategies`) prequentially over it, each in a fresh
+   process by default so its CPU time and memory are its own.
+4. Scores them (:mod:`flows.bench_report`), writes ``benchmark_windows`` and
+   ``benchmark_runs`` to the lake, the HTML report to ``LAKE/reports/benchmark-ID.html``,
+   and one MLflow parent run with a child run per strategy (default store
+   ``sqlite:///LAKE/mlflow.db``, artifacts in ``LAKE/mlartifacts``; ``MLFLOW_TRACKING_URI``
+   or ``--tracking-uri`` override). Only the MLflow step retries, and only on I/O errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
+
+from flows.bench_report import (
+    StrategyResult,
+    auto_window,
+    detect_drifts,
+    known_drifts,
+    plots,
+    render_html,
+    run_rows,
+    score_strategy,
+    window_rows,
+)
+from flows.bench_stream import Stream, build_stream, parse_every
+from flows.strategies import BenchConfig, StrategyRun, StrategySpec, run_isolated, run_strategy
+
+DEFAULT_STRATEGIES = (
+    "online/linear", "adwin-reset/linear",
+    "periodic-sliding/sk-logreg", "periodic-expanding/sk-logreg",
+    "periodic-sliding/hgb", "periodic-expanding/hgb",
+    "periodic-sliding/river-linear", "static/sk-logreg", "static/hgb",
+)
+EXPERIMENT = "riverlake-benchmark"
+_EIGHT_WEEKS_US = 8 * 604_800_000_000
+
+
+# --------------------------------------------------------------------------- plain helpers
+
+
+def strategy_names(online: str = "linear", adwin: str = "linear", batch: str = "sk-logreg,hgb",
+                   windows: str = "sliding,expanding", static: str = "sk-logreg,hgb",
+                   extra: str = "") -> list[str]:
+    """Strategy names from the CLI's comma lists (``extra``: full names such as ``periodic-sliding/river-linear``)."""
+    def split(s: str) -> list[str]:
+        return [p.strip() for p in s.split(",") if p.strip()]
+
+    names = [f"online/{m}" for m in split(online)] + [f"adwin-reset/{m}" for m in split(adwin)]
+    names += [f"periodic-{w}/{m}" for m in split(batch) for w in split(windows)]
+    names += [f"static/{m}" for m in split(static)] + split(extra)
+    for name in names:
+        StrategySpec.parse(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"strategies must be distinct, got {names}")
+    if not names:
+        raise ValueError("no strategy to run")
+    return names
+
+
+def resolve_schedule(stream: Stream, retrain_every: str, sliding: str) -> tuple[str, str]:
+    """``auto``: weekly with a 4-week sliding window on histories of 8 weeks or more, else every n/20 events
+    with a window of 4 retrain periods."""
+    span = int(stream.event_time[-1] - stream.event_time[0]) if stream.n_events else 0
+    if retrain_every == "auto":
+        retrain_every = "7d" if span >= _EIGHT_WEEKS_US else str(max(1, stream.n_events // 20))
+    if sliding == "auto":
+        kind, size = parse_every(retrain_every)
+        sliding = f"{4 * size // 86_400_000_000}d" if kind == "us" and size % 86_400_000_000 == 0 else (
+            f"{4 * size // 1_000_000}s" if kind == "us" else str(4 * size))
+    return retrain_every, sliding
+
+
+def benchmark_id_for(identity: dict[str, Any], *, now: datetime) -> str:
+    """``b<config hash>-<UTC time>``: the hash is the same exactly when pin and settings are."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"b{digest}-{now:%Y%m%dT%H%M%S}"
+
+
+def default_tracking(lake: str) -> tuple[str, str | None]:
+    """``(tracking URI, artifact location for a new experiment)``; env ``MLFLOW_TRACKING_URI`` overrides."""
+    root = os.path.abspath(lake)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root}/mlflow.db"
+    return uri, artifact_location_for(uri)
+
+
+def artifact_location_for(uri: str) -> str | None:
+    """Artifacts beside a SQLite store (``DIR/mlartifacts``); a server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts")
+    return None
+
+
+def is_io_error(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is worth retrying: I/O, connection or database errors (also wrapped by MLflow)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        names = {c.__name__ for c in type(exc).__mro__}
+        if names & {"OSError", "ConnectionError", "TimeoutError", "OperationalError", "RequestException"}:
+            return True
+        if "MlflowException" in names and getattr(exc, "error_code", "") in (
+                "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "IO_ERROR"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
+    data = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return is_io_error(data if isinstance(data, BaseException) else None)
+
+
+def log_to_mlflow(*, tracking_uri: str, artifact_location: str | None, experiment: str, benchmark_id: str,
+                  params: dict[str, Any], results: list[StrategyResult], strategy_params: dict[str, dict[str, Any]],
+                  report_path: str) -> str:
+    """One parent run (params, report artifact) with a child run per strategy; returns the parent's id.
+
+    Idempotent under retries: runs of an earlier try of the same benchmark are deleted first,
+    and a try that had completed is returned as it is.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_location)
+    earlier = client.search_runs([exp_id], filter_string=f"tags.`riverlake.benchmark_id` = '{benchmark_id}'")
+    for run in earlier:
+        if run.data.tags.get("riverlake.complete") == "true":
+            return run.info.run_id
+    for run in earlier:
+        client.delete_run(run.info.run_id)
+    now = int(time.time() * 1000)
+    tags = {"riverlake.benchmark_id": benchmark_id, "riverlake.lake": str(params.get("lake", "")),
+            "riverlake.events_version": str(params.get("events_version")),
+            "riverlake.labels_version": str(params.get("labels_version"))}
+    parent = client.create_run(exp_id, run_name=f"benchmark {benchmark_id}", tags=tags).info.run_id
+    client.log_batch(parent, params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())])
+    for r in results:
+        child = client.create_run(exp_id, run_name=r.name, tags={
+            **tags, "mlflow.parentRunId": parent, "riverlake.strategy": r.name}).info.run_id
+        metrics = [Metric(k, float(v), now, 0) for k, v in r.metrics.items() if v is not None]
+        for i, w in enumerate(r.windows):
+            metrics += [Metric(f"window_{k}", float(w[k]), now, i)
+                        for k in ("accuracy", "log_loss", "roc_auc") if w[k] is not None]
+        for k in range(0, len(metrics), 900):
+            client.log_batch(child, metrics=metrics[k:k + 900])
+        client.log_batch(child, params=[Param(k, str(v)) for k, v in sorted(strategy_params[r.name].items())])
+        client.set_terminated(child)
+    client.log_artifact(parent, report_path)
+    client.log_batch(parent, tags=[RunTag("riverlake.complete", "true")])
+    client.set_terminated(parent)
+    return parent
+
+
+def ensure_history(lake: str, scenario: str | None) -> str | None:
+    """Fill an empty lake with ``scenario``; returns what was done (``None``: nothing to do)."""
+    from lake.table import exists
+
+    if scenario is None or exists(lake, "events"):
+        return None
+    from lake.ingest import ingest_scenario
+
+    return str(ingest_scenario(lake, scenario))
+
+
+def _as_version(value: str | int | None) -> int | str | None:
+    if value is None or value == "latest":
+        return None
+    if isinstance(value, int) or str(value).isdigit():
+        return int(value)
+    return str(value)  # an ISO timestamp: both tables as of that time
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@task(cache_policy=NO_CACHE)
+def pin_history(lake: str, as_of: str | int | None, labels_as_of: str | int | None) -> dict[str, int | None]:
+    """The Delta versions the benchmark reads, resolved once (the tables may grow meanwhile)."""
+    from dataflows.replay import pin_versions
+    from lake.table import open_table
+
+    ev, lv = _as_version(as_of), _as_version(labels_as_of)
+    if isinstance(ev, str):  # a timestamp pins both tables
+        events = open_table(lake, "events", version=ev).version()
+        labels = open_table(lake, "labels", version=lv if lv is not None else ev).version()
+        return {"events": events, "labels": labels}
+    if isinstance(lv, str):
+        lv = open_table(lake, "labels", version=lv).version()
+    pin = pin_versions(lake, events_version=ev, labels_version=lv)
+    return {"events": pin.events, "labels": pin.labels}
+
+
+@task(cache_policy=NO_CACHE)
+def featurize(lake: str, pin: dict[str, int | None], featurizer: dict[str, Any]) -> Stream:
+    from dataflows.replay import Pin
+
+    return build_stream(lake, Pin(pin["events"], pin["labels"]), featurizer=featurizer)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="strategy {name}")
+def run_one(stream: Stream, stream_dir: str | None, name: str, config: BenchConfig, work: str) -> StrategyRun:
+    if stream_dir is None:
+        return run_strategy(stream, name, config)
+    return run_isolated(stream_dir, name, config, out_dir=Path(work) / name.replace("/", "__"))
+
+
+@task(cache_policy=NO_CACHE)
+def write_lake(lake: str, benchmark_id: str, windows: list[dict], runs: list[dict]) -> dict[str, int]:
+    """Idempotent appends (one app transaction per benchmark and table)."""
+    import polars as pl
+
+    from lake.schemas import schema_of
+    from lake.table import append
+
+    out = {}
+    for table, rows in (("benchmark_windows", windows), ("benchmark_runs", runs)):
+        frame = pl.from_arrow(_arrow(rows, schema_of(table)))
+        out[table] = append(lake, table, frame, writer_id=f"benchmark/{benchmark_id}", position=1)
+    return out
+
+
+def _arrow(rows: list[dict], schema: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+@task(cache_policy=NO_CACHE)
+def write_report(path: str, page: str) -> str:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+log_mlflow = task(log_to_mlflow, name="log-to-mlflow", cache_policy=NO_CACHE, retries=3,
+                  retry_delay_seconds=[2, 10, 30], retry_condition_fn=_retry_on_io)
+
+
+# --------------------------------------------------------------------------- the flow
+
+
+@flow(name="benchmark")
+def benchmark(
+    lake: str = "lakehouse",
+    as_of: str | int | None = None,
+    labels_as_of: str | int | None = None,
+    strategies: list[str] | None = None,
+    retrain_every: str = "auto",
+    sliding: str = "auto",
+    window: str = "auto",
+    seed: int = 42,
+    max_train_rows: int | None = None,
+    exclude: list[str] | None = None,
+    categorical: list[str] | None = None,
+    isolate: bool = True,
+    tracking_uri: str | None = None,
+    experiment: str = EXPERIMENT,
+    recovery_window: int = 1_000,
+    scenario: str | None = None,
+) -> dict[str, Any]:
+    """Pin, replay once, run every strategy on it, score, and write lake rows, report and MLflow runs.
+
+    ``as_of``: events version (or an ISO timestamp pinning both tables), default latest;
+    ``labels_as_of``: labels version, default latest at the start. ``retrain_every``,
+    ``sliding``: a number of events or a duration (``7d``); ``auto`` (see
+    :func:`resolve_schedule`). ``window``: the event-time window of the per-window
+    metrics (``auto``: at most 60 windows). ``isolate``: each strategy in its own process.
+    """
+    logger = get_run_logger()
+    started = time.perf_counter()
+    lake = os.fspath(lake)
+    filled = ensure_history(lake, scenario)
+    if filled:
+        logger.info("%s", filled)
+    names = list(strategies or DEFAULT_STRATEGIES)
+    for name in names:
+        StrategySpec.parse(name)
+    pin = pin_history(lake, as_of, labels_as_of)
+    featurizer = {"exclude": sorted(exclude or []), "categorical": sorted(categorical or [])}
+    t = time.perf_counter()
+    stream = featurize(lake, pin, featurizer)
+    featurize_s = time.perf_counter() - t
+    if stream.n_events == 0 or len(stream.arrival) == 0:
+        raise ValueError(f"nothing to benchmark in {lake}: {stream.n_events} events, {len(stream.arrival)} labels "
+                         f"at events v{pin['events']}, labels v{pin['labels']}")
+    retrain_every, sliding = resolve_schedule(stream, retrain_every, sliding)
+    config = BenchConfig(seed=seed, retrain_every=retrain_every, sliding=sliding, max_train_rows=max_train_rows)
+    window_name, window_us = auto_window(stream) if window == "auto" else (window, parse_every(window)[1])
+    identity = {"lake": os.path.abspath(lake), "pin": pin, "strategies": names, "config": asdict(config),
+                "window_us": window_us, "featurizer": featurizer, "recovery_window": recovery_window}
+    created = datetime.now(UTC)
+    benchmark_id = benchmark_id_for(identity, now=created)
+    logger.info("benchmark %s: %d events, %d labels (events v%s, labels v%s), %d strategies", benchmark_id,
+                stream.n_events, len(stream.arrival), pin["events"], pin["labels"], len(names))
+
+    work = tempfile.mkdtemp(prefix=f"riverlake-{benchmark_id}-")
+    try:
+        stream_dir = str(stream.save(Path(work) / "stream")) if isolate else None
+        runs: list[StrategyRun] = []
+        for name in names:
+            run = run_one(quote(stream), stream_dir, name, config, work)
+            logger.info("%s: %.1f s wall, train %.1f s CPU, predict %.1f s CPU", name, run.costs["wall_s"],
+                        run.costs["train_cpu_s"], run.costs["predict_cpu_s"])
+            runs.append(run)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    known = known_drifts(lake, stream)
+    reference = next((r for r in runs if r.name.startswith("online/")), runs[0])
+    drifts = known if known is not None else detect_drifts(stream, reference.scores, config.threshold,
+                                                           min_gap=2 * recovery_window)
+    results = [score_strategy(stream, r, window_us=window_us, drifts=drifts, threshold=config.threshold,
+                              w=recovery_window) for r in runs]
+    strategies_s = time.perf_counter() - started
+    report_path = os.path.join(os.path.abspath(lake), "reports", f"benchmark-{benchmark_id}.html")
+    info = {k: stream.info[k] for k in ("events_version", "labels_version", "n_events", "n_labels", "n_features",
+                                        "unknown_labels", "duplicate_labels")}
+    settings = {**asdict(config), "window": window_name, "window_us": window_us, "strategies": names,
+                "featurizer": featurizer, "recovery_window": recovery_window, "isolate": isolate,
+                "drifts": "known" if known is not None else f"detected by ADWIN on {reference.name}",
+                "featurize_s": round(featurize_s, 2)}
+    write_lake(lake, benchmark_id, window_rows(benchmark_id, results),
+               run_rows(benchmark_id, results, info=info, config=settings, report_path=report_path,
+                        created_at=created))
+    title = f"Online vs batch retraining: {os.path.basename(os.path.abspath(lake))}"
+    page = render_html(benchmark_id=benchmark_id, title=title, info=info, config=settings, results=results,
+                       drifts=drifts, known=known is not None, figures=plots(stream, results, drifts,
+                                                                             known=known is not None),
+                       stream=stream)
+    write_report(report_path, page)
+    uri, artifacts = (tracking_uri, artifact_location_for(tracking_uri)) if tracking_uri else default_tracking(lake)
+    params = {"lake": os.path.abspath(lake), "benchmark_id": benchmark_id, **info, **{
+        k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in settings.items()}}
+    strategy_params = {r.name: {"strategy": r.name, "mode": r.name.split("/")[0], "learner": r.name.split("/")[1],
+                                "retrain_every": retrain_every, "sliding": sliding, "seed": seed} for r in results}
+    parent = log_mlflow(tracking_uri=uri, artifact_location=artifacts, experiment=experiment,
+                        benchmark_id=benchmark_id, params=params, results=results, strategy_params=strategy_params,
+                        report_path=report_path)
+    total_s = time.perf_counter() - started
+    logger.info("benchmark %s done in %.1f s; report %s; MLflow run %s", benchmark_id, total_s, report_path, parent)
+    return {"benchmark_id": benchmark_id, "pin": pin, "info": info, "settings": settings, "report": report_path,
+            "mlflow_run_id": parent, "tracking_uri": uri, "seconds": total_s, "strategies_seconds": strategies_s,
+            "drifts": drifts, "results": {r.name: r.metrics for r in results}, "runs": runs,
+            "recovery": {r.name: r.recovery for r in results}}
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+    """Per-strategy figures (``{strategy: metrics}``) as the Markdown table BENCHMARKS.md shows."""
+    cols = [("accuracy", "acc", "{:.4f}"), ("log_loss", "log loss", "{:.4f}"), ("roc_auc", "ROC AUC", "{:.4f}"),
+            ("train_cpu_s", "train CPU s", "{:.1f}"), ("predict_cpu_s", "predict CPU s", "{:.2f}"),
+            ("peak_rss_mb", "peak MiB", "{:.0f}"), ("model_bytes_max", "model KiB", "{:,.0f}"),
+            ("history_rows_max", "rows kept", "{:,.0f}"), ("latency_p50_us", "p50 µs", "{:,.0f}"),
+            ("latency_p99_us", "p99 µs", "{:,.0f}"), ("acc_after_drift_mean", "acc after drift", "{:.3f}"),
+            ("recovery_events_mean", "recovery events", "{:,.0f}")]
+    lines = ["| strategy | " + " | ".join(c[1] for c in cols) + " | not recovered |", "|---" * (len(cols) + 2) + "|"]
+    for name, m in results.items():
+        cells = []
+        for key, _, fmt in cols:
+            v = m.get(key)
+            if key == "model_bytes_max" and v is not None:
+                v = v / 1024
+            cells.append("–" if v is None else fmt.format(v))
+        measured = m.get("drifts_measured")
+        cells.append("–" if not measured else f"{m['drifts_not_recovered']:.0f} of {measured:.0f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_from_lake(lake: str, benchmark_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """``{strategy: metrics}`` of one benchmark (default: the latest) from ``benchmark_runs``."""
+    import polars as pl
+
+    from lake.table import read_table
+
+    runs = read_table(lake, "benchmark_runs")
+    if benchmark_id is None:
+        benchmark_id = runs.sort("created_at").get_column("benchmark_id")[-1]
+    rows = runs.filter(pl.col("benchmark_id") == benchmark_id).to_dicts()
+    return {r["strategy"]: r for r in rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.benchmark", description=__doc__.split("\n")[0])
+    parser.add_argument("--lake", default="lakehouse", help="lake root folder (default ./lakehouse)")
+    parser.add_argument("--scenario", default=None, help="fill an empty lake with this scenario first")
+    parser.add_argument("--as-of", default=None, help="events version (or ISO timestamp for both tables); latest")
+    parser.add_argument("--labels-as-of", default=None, help="labels version (default: latest at the start)")
+    parser.add_argument("--online", default="linear", help="River specs learning online (default linear; e.g. "
+                        "linear,tree)")
+    parser.add_argument("--adwin", default="linear", help="River specs with ADWIN-triggered reset (default linear)")
+    parser.add_argument("--batch", default="sk-logreg,hgb", help="batch learners retrained periodically "
+                        "(sk-logreg, sk-sgd, hgb, river-SPEC; default sk-logreg,hgb)")
+    parser.add_argument("--windows", default="sliding,expanding", help="training windows of the batch learners")
+    parser.add_argument("--static", default="sk-logreg,hgb", help="batch learners fitted once (default sk-logreg,hgb)")
+    parser.add_argument("--extra", default="periodic-sliding/river-linear",
+                        help="more strategies by full name (default periodic-sliding/river-linear)")
+    parser.add_argument("--retrain-every", default="auto", help="events (5000) or period (7d); default auto")
+    parser.add_argument("--sliding", default="auto", help="sliding window, events or period; default auto")
+    parser.add_argument("--window", default="auto", help="event-time window of per-window metrics; default auto")
+    parser.add_argument("--max-train-rows", type=int, default=None, help="cap on rows per retrain (default none)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--exclude", default="", help="payload fields not used as features (comma list)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: env or LAKE/mlflow.db)")
+    parser.add_argument("--experiment", default=EXPERIMENT)
+    parser.add_argument("--in-process", action="store_true", help="run strategies in this process (faster start, "
+                        "timings and memory less clean)")
+    parser.add_argument("--markdown", default=None, help="also write the results table as Markdown to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "alembic", "sqlalchemy", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    names = strategy_names(args.online, args.adwin, args.batch, args.windows, args.static, args.extra)
+    started = time.perf_counter()
+    out = benchmark(lake=args.lake, as_of=args.as_of, labels_as_of=args.labels_as_of, strategies=names,
+                    retrain_every=args.retrain_every, sliding=args.sliding, window=args.window, seed=args.seed,
+                    max_train_rows=args.max_train_rows,
+                    exclude=[p for p in args.exclude.split(",") if p], isolate=not args.in_process,
+                    tracking_uri=args.tracking_uri, experiment=args.experiment, scenario=args.scenario)
+    table = markdown_table(out["results"])
+    print(table)
+    s = out["settings"]
+    print(f"\nbenchmark {out['benchmark_id']}: {out['info']['n_events']:,} events, {out['info']['n_labels']:,} labels "
+          f"(events v{out['pin']['events']}, labels v{out['pin']['labels']}); retrain every {s['retrain_every']}, "
+          f"sliding window {s['sliding']}, metric window {s['window']}; drifts: {s['drifts']} ({len(out['drifts'])})")
+    print(f"report: {out['report']}\nMLflow: {out['tracking_uri']} run {out['mlflow_run_id']}")
+    print(f"benchmark flow {out['seconds']:.1f} s (strategies + scoring {out['strategies_seconds']:.1f} s); "
+          f"command {time.perf_counter() - started:.1f} s")
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

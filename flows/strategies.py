@@ -1,0 +1,560 @@
+"""Learning strategies replayed over one :class:`~flows.bench_stream.Stream`, prequentially.
+
+A strategy gives every event a score at the event's time, with whatever model it
+serves then, and learns only from labels that have arrived (see
+:func:`flows.bench_stream.training_rows`). Strategies are named ``MODE/LEARNER``:
+
+- ``online/linear``: a River spec (:mod:`dataflows.models`) learning every label as it arrives;
+- ``adwin-reset/linear``: the same, plus ADWIN on its 0/1 error stream; at an alarm the
+  model is replaced by a fresh one warm-started on the labels in ADWIN's window (at most
+  ``adwin_warm_rows``, the history it keeps);
+- ``periodic-sliding/L`` and ``periodic-expanding/L``: a batch learner ``L`` refitted from
+  scratch every ``retrain_every`` (events or a calendar period) on the labels arrived so
+  far, in a sliding window of ``sliding`` or on everything; the last fit serves in between;
+- ``static/L``: fitted once at the first retrain point, never again.
+
+Batch learners: ``sk-logreg`` (scikit-learn ``LogisticRegression`` on the sparse feature
+dicts, max-abs scaled), ``sk-sgd`` (``SGDClassifier``, log loss), ``hgb``
+(``HistGradientBoostingClassifier`` on a dense projection: numeric features as they are,
+one categorical column per one-hot field), ``river-SPEC`` (a River spec fitted in one pass
+over the window, in event order). Before its first fit a batch strategy scores 0.5.
+
+Every strategy runs with ``threads`` (default 1) native threads. Costs: CPU seconds
+(``time.process_time``, all threads) of training and of predicting, model calls only
+(turning stored rows into dicts or matrices for them is not counted);
+prediction latency of single-event calls (``perf_counter_ns``) on the same sample of
+events for every strategy; pickled model size; rows kept for retraining; peak RSS above
+the start of the strategy, sampled every 5 ms.
+
+    python -m flows.strategies --stream DIR --strategy online/linear --out DIR [--config JSON]
+
+runs one strategy in a fresh process (what the benchmark does to isolate timings and memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.bench_stream import LabelAudit, Stream, parse_every, schedule, training_rows
+
+MODES = ("online", "adwin-reset", "periodic-sliding", "periodic-expanding", "static")
+BATCH_LEARNERS = ("sk-logreg", "sk-sgd", "hgb")
+_MAX_CATEGORIES = 254  # HistGradientBoosting: category codes must be < max_bins (255)
+_PREDICT_CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Settings shared by every strategy of one benchmark (part of its identity)."""
+
+    seed: int = 42
+    threshold: float = 0.5
+    retrain_every: str = "7d"
+    sliding: str = "28d"
+    max_train_rows: int | None = None
+    latency_samples: int = 2_000
+    adwin_warm_rows: int = 5_000
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        parse_every(self.retrain_every)
+        parse_every(self.sliding)
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
+        if self.max_train_rows is not None and self.max_train_rows < 1:
+            raise ValueError(f"max_train_rows must be >= 1 or None, got {self.max_train_rows!r}")
+        if self.latency_samples < 1:
+            raise ValueError(f"latency_samples must be >= 1, got {self.latency_samples!r}")
+        if self.adwin_warm_rows < 0:
+            raise ValueError(f"adwin_warm_rows must be >= 0, got {self.adwin_warm_rows!r}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads!r}")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    mode: str
+    learner: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}/{self.learner}"
+
+    @classmethod
+    def parse(cls, text: str) -> StrategySpec:
+        """``"periodic-sliding/hgb"`` → spec; the error names the known modes and learners."""
+        mode, _, learner = text.strip().partition("/")
+        if mode not in MODES:
+            raise ValueError(f"unknown strategy mode {mode!r} in {text!r}; known: {', '.join(MODES)}")
+        if mode in ("online", "adwin-reset") or learner not in BATCH_LEARNERS:
+            from dataflows.models import SPECS  # imports river (seconds): only when a River model is named
+
+            if mode in ("online", "adwin-reset"):
+                if learner not in SPECS:
+                    known = ", ".join(sorted(SPECS))
+                    raise ValueError(f"unknown River spec {learner!r} in {text!r}; known: {known}")
+            elif not (learner.startswith("river-") and learner.removeprefix("river-") in SPECS):
+                known = ", ".join([*BATCH_LEARNERS, *(f"river-{s}" for s in sorted(SPECS))])
+                raise ValueError(f"unknown batch learner {learner!r} in {text!r}; known: {known}")
+        return cls(mode, learner)
+
+
+@dataclass
+class StrategyRun:
+    """What one strategy did: a score per event and what it cost."""
+
+    name: str
+    scores: np.ndarray
+    latency_ns: np.ndarray
+    costs: dict[str, float] = field(default_factory=dict)
+    resets: list[int] = field(default_factory=list)  # events served first by a reset model (adwin-reset)
+    audit: LabelAudit | None = None
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@contextmanager
+def peak_rss(interval_s: float = 0.005) -> Iterator[dict[str, float]]:
+    """Peak resident memory above the start, in MiB, sampled on a thread: ``out["peak_rss_mb"]``."""
+    import psutil
+
+    proc = psutil.Process()
+    out: dict[str, float] = {}
+    start = proc.memory_info().rss
+    peak = [start]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval_s):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        out["peak_rss_mb"] = (peak[0] - start) / 2**20
+
+
+def _size(model: Any) -> int:
+    return 0 if model is None else len(pickle.dumps(model, protocol=5))
+
+
+def _latency_sample(n: int, samples: int) -> int:
+    """Stride of the events whose single-event latency is timed (the same for every strategy)."""
+    return max(1, n // samples)
+
+
+# --------------------------------------------------------------------------- online
+
+
+def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_rows: bool = False) -> StrategyRun:
+    """``online/SPEC`` or ``adwin-reset/SPEC`` (see module doc)."""
+    from dataflows.models import get_spec
+    from monitoring.error_drift import DETECTORS
+
+    build = get_spec(spec.learner).build
+    model = build(seed=config.seed)
+    adwin = spec.mode == "adwin-reset"
+    detector = DETECTORS["adwin"]() if adwin else None
+    buffer: deque[tuple[dict, bool]] = deque(maxlen=config.adwin_warm_rows or None)
+    audit = LabelAudit(spec.name, keep_rows=keep_rows)
+    n = stream.n_events
+    y, lt, times = stream.y, stream.label_time, stream.event_time
+    arrival, before = stream.arrival, stream.labels_before
+    thr = config.threshold
+    scores = np.full(n, 0.5)
+    stride = _latency_sample(n, config.latency_samples)
+    latency: list[int] = []
+    size_points = set(schedule(stream, parse_every(config.retrain_every)).tolist())
+    sizes = [0]
+    pending: dict[int, dict] = {}
+    resets: list[int] = []
+    history = 0
+    train_cpu = predict_cpu = 0.0
+    pt, pc = time.process_time, time.perf_counter_ns
+    k = 0
+    for e in range(n):
+        upto = int(before[e])
+        if k < upto:
+            audit.learned(int(times[e]), lt[arrival[k:upto]])
+            c0 = pt()
+            while k < upto:
+                j = int(arrival[k])
+                x = pending.pop(j)
+                label = y[j] == 1
+                model.learn_one(x, label)
+                if adwin:
+                    buffer.append((x, label))
+                    detector.update(0.0 if (scores[j] >= thr) == label else 1.0)
+                    if detector.drift_detected:
+                        model = build(seed=config.seed)
+                        audit.reset()
+                        warm = list(buffer)[-min(int(detector.width), len(buffer)):] if buffer else []
+                        for wx, wy in warm:
+                            model.learn_one(wx, wy)
+                        if warm:
+                            audit.learned(int(times[e]), lt[arrival[k + 1 - len(warm):k + 1]])
+                        resets.append(e)
+                k += 1
+            train_cpu += pt() - c0
+            history = max(history, len(buffer))
+        x = stream.row(e)
+        audit.serve(int(times[e]))
+        c0 = pt()
+        t0 = pc()
+        p = model.predict_proba_one(x)
+        t1 = pc()
+        predict_cpu += pt() - c0
+        if e % stride == 0:
+            latency.append(t1 - t0)
+        scores[e] = p.get(True, 0.0) if p else 0.5
+        if y[e] >= 0:
+            pending[e] = x
+        if e in size_points:
+            sizes.append(_size(model))
+    final = _size(model)
+    costs = {"train_cpu_s": train_cpu, "predict_cpu_s": predict_cpu, "model_bytes": final,
+             "model_bytes_max": max(*sizes, final), "history_rows_max": history, "n_retrains": len(resets),
+             "n_learn": k}
+    return StrategyRun(spec.name, scores, np.array(latency, dtype=np.int64), costs, resets, audit)
+
+
+# --------------------------------------------------------------------------- batch learners
+
+
+class _Constant:
+    """What a batch learner serves when its training set holds one class only."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+
+class SkLearner:
+    """scikit-learn on the sparse features (``sk-logreg``, ``sk-sgd``)."""
+
+    def __init__(self, stream: Stream, name: str, seed: int) -> None:
+        self.name = name
+        self.seed = seed
+        self.stream = stream
+        self.y = stream.y
+
+    def _estimator(self) -> Any:
+        from sklearn.linear_model import LogisticRegression, SGDClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import MaxAbsScaler
+
+        if self.name == "sk-sgd":
+            clf = SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=5, tol=None, random_state=self.seed)
+        else:
+            # lbfgs capped at 50 iterations. Measured on 164k flights rows: held-out log loss 0.543 at
+            # 50 iterations, 0.546 at 100, 0.548 at 200 (none converged); 50 costs a quarter of 200.
+            clf = LogisticRegression(C=1.0, max_iter=50)
+        return make_pipeline(MaxAbsScaler(), clf)
+
+    def matrix(self, rows: np.ndarray) -> Any:
+        return self.stream.csr(rows)
+
+    def fit(self, rows: np.ndarray) -> Any:
+        ys = self.y[rows]
+        if ys.min() == ys.max():
+            return _Constant(float(ys[0]))
+        model = self._estimator()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter is part of the budget
+            model.fit(self.matrix(rows), ys)
+        return model
+
+    def predict(self, model: Any, lo: int, hi: int) -> np.ndarray:
+        if isinstance(model, _Constant):
+            return np.full(hi - lo, model.p)
+        return model.predict_proba(self.matrix(np.arange(lo, hi)))[:, 1]
+
+    def latency_ns(self, model: Any, e: int) -> int:
+        return _time_one(model, self.matrix(np.array([e])))
+
+
+def _time_one(model: Any, row: Any) -> int:
+    if isinstance(model, _Constant):
+        return 0
+    t0 = time.perf_counter_ns()
+    model.predict_proba(row)
+    return time.perf_counter_ns() - t0
+
+
+class HgbLearner(SkLearner):
+    """``HistGradientBoostingClassifier`` on a dense projection of the features.
+
+    Numeric features are columns as they are (missing: NaN); each one-hot field
+    (``"carrier=UA"``) becomes one categorical column whose codes follow the order in
+    which the stream first showed the values; past the 254th value a field's values
+    are missing to the model (a limit of the estimator).
+    """
+
+    def __init__(self, stream: Stream, name: str, seed: int) -> None:
+        super().__init__(stream, name, seed)
+        self.projection = DenseProjection(stream)
+
+    def _estimator(self) -> Any:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, early_stopping=False,
+                                              categorical_features=self.projection.categorical,
+                                              random_state=self.seed)
+
+    def matrix(self, rows: np.ndarray) -> np.ndarray:
+        return self.projection(rows)
+
+
+class DenseProjection:
+    """Rows of the stream as a dense float32 matrix: see :class:`HgbLearner`."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        columns: dict[str, int] = {}
+        self.col = np.empty(len(stream.names), dtype=np.int64)
+        self.code = np.full(len(stream.names), np.nan)
+        self.is_cat = np.zeros(len(stream.names), dtype=bool)
+        seen: dict[str, int] = {}
+        for j, name in enumerate(stream.names):
+            field, eq, _ = name.partition("=")
+            self.col[j] = columns.setdefault(field + eq, len(columns))
+            if eq:
+                self.is_cat[j] = True
+                c = seen.get(field, 0)
+                seen[field] = c + 1
+                if c < _MAX_CATEGORIES:
+                    self.code[j] = c
+        self.columns = list(columns)
+        self.categorical = np.array([c.endswith("=") for c in self.columns], dtype=bool)
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        indptr, pos = self.stream.entries(rows)
+        j = np.asarray(self.stream.indices)[pos]
+        out = np.full((len(indptr) - 1, len(self.columns)), np.nan, dtype=np.float32)
+        which = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        out[which, self.col[j]] = np.where(self.is_cat[j], self.code[j], np.asarray(self.stream.values)[pos])
+        return out
+
+
+class RiverBatchLearner:
+    """A River spec (``river-linear``) fitted from scratch in one pass over the training rows."""
+
+    def __init__(self, stream: Stream, name: str, seed: int) -> None:
+        from dataflows.models import get_spec
+
+        self.stream = stream
+        self.spec = get_spec(name.removeprefix("river-"))
+        self.seed = seed
+        self.cpu = 0.0  # model calls only; dicts are built outside the timed parts
+
+    def fit(self, rows: np.ndarray) -> Any:
+        model = self.spec.build(seed=self.seed)
+        y = self.stream.y
+        pos = 0
+        for xs in self.stream.rows(rows):
+            ys = (y[rows[pos:pos + len(xs)]] == 1).tolist()
+            c0 = time.process_time()
+            for x, label in zip(xs, ys, strict=True):
+                model.learn_one(x, label)
+            self.cpu += time.process_time() - c0
+            pos += len(xs)
+        return model
+
+    def predict(self, model: Any, lo: int, hi: int) -> np.ndarray:
+        out = np.empty(hi - lo)
+        i = 0
+        for xs in self.stream.rows(np.arange(lo, hi)):
+            c0 = time.process_time()
+            for x in xs:
+                p = model.predict_proba_one(x)
+                out[i] = p.get(True, 0.0) if p else 0.5
+                i += 1
+            self.cpu += time.process_time() - c0
+        return out
+
+    def latency_ns(self, model: Any, e: int) -> int:
+        x = self.stream.row(e)
+        t0 = time.perf_counter_ns()
+        model.predict_proba_one(x)
+        return time.perf_counter_ns() - t0
+
+
+def make_learner(stream: Stream, name: str, seed: int) -> Any:
+    if name == "hgb":
+        return HgbLearner(stream, name, seed)
+    if name.startswith("river-"):
+        return RiverBatchLearner(stream, name, seed)
+    return SkLearner(stream, name, seed)
+
+
+# --------------------------------------------------------------------------- periodic / static
+
+
+def run_batch(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_rows: bool = False) -> StrategyRun:
+    """``periodic-sliding/L``, ``periodic-expanding/L`` or ``static/L`` (see module doc)."""
+    c0 = time.process_time()
+    learner = make_learner(stream, spec.learner, config.seed)
+    prepare_cpu = time.process_time() - c0
+    timed_inside = isinstance(learner, RiverBatchLearner)
+    audit = LabelAudit(spec.name, keep_rows=keep_rows)
+    n = stream.n_events
+    points = schedule(stream, parse_every(config.retrain_every))
+    if spec.mode == "static":
+        points = points[:1]
+    window = parse_every(config.sliding) if spec.mode == "periodic-sliding" else None
+    bounds = [0, *points.tolist(), n]
+    scores = np.full(n, 0.5)
+    stride = _latency_sample(n, config.latency_samples)
+    latency: list[int] = []
+    sizes = [0]
+    history = 0
+    train_cpu = predict_cpu = 0.0
+    model = None
+    pt = time.process_time
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if lo >= hi:
+            continue
+        if lo > 0:
+            rows = training_rows(stream, lo, window=window, max_rows=config.max_train_rows, audit=audit)
+            history = max(history, len(rows))
+            if len(rows):
+                before = learner.cpu if timed_inside else 0.0
+                c0 = pt()
+                model = learner.fit(rows)
+                fit_cpu = (learner.cpu - before) if timed_inside else pt() - c0
+                train_cpu += fit_cpu
+                audit.trainings[-1].cpu_s = fit_cpu
+                sizes.append(_size(model))
+        if model is None:
+            continue
+        audit.serve(int(stream.event_time[lo]), hi - lo)
+        for a in range(lo, hi, _PREDICT_CHUNK):  # scored in chunks, as a batch scorer would: bounded memory
+            b = min(hi, a + _PREDICT_CHUNK)
+            before = learner.cpu if timed_inside else 0.0
+            c0 = pt()
+            scores[a:b] = learner.predict(model, a, b)
+            predict_cpu += (learner.cpu - before) if timed_inside else pt() - c0
+        latency.extend(learner.latency_ns(model, e) for e in range(lo + (-lo) % stride, hi, stride))
+    costs = {"train_cpu_s": train_cpu, "predict_cpu_s": predict_cpu, "prepare_cpu_s": prepare_cpu,
+             "model_bytes": sizes[-1], "model_bytes_max": max(sizes), "history_rows_max": history,
+             "n_retrains": len(audit.trainings), "n_learn": int(sum(t.n_rows for t in audit.trainings))}
+    return StrategyRun(spec.name, scores, np.array(latency, dtype=np.int64), costs, [], audit)
+
+
+def preload(spec: StrategySpec) -> None:
+    """Import what the strategy needs, so imports count in neither its CPU time nor its memory."""
+    import psutil  # noqa: F401
+    import scipy.sparse  # noqa: F401
+
+    if spec.learner in BATCH_LEARNERS:
+        import sklearn.ensemble  # noqa: F401
+        import sklearn.linear_model  # noqa: F401
+        import sklearn.pipeline  # noqa: F401
+        import sklearn.preprocessing  # noqa: F401
+    else:
+        import dataflows.models  # noqa: F401
+        import monitoring.error_drift  # noqa: F401
+
+
+def run_strategy(stream: Stream, spec: StrategySpec | str, config: BenchConfig, *,
+                 keep_rows: bool = False) -> StrategyRun:
+    """Replay one strategy over ``stream``; adds ``wall_s`` and ``peak_rss_mb`` to its costs.
+
+    Native thread pools (OpenMP, BLAS) are limited to ``config.threads`` (default 1, as River
+    runs): CPU seconds then compare like for like, and on a busy 2-core machine OpenMP's
+    spinning threads were measured to cost HistGradientBoosting 6 s of CPU where one thread
+    needed 0.8 s.
+    """
+    from threadpoolctl import threadpool_limits
+
+    if isinstance(spec, str):
+        spec = StrategySpec.parse(spec)
+    fn = run_online if spec.mode in ("online", "adwin-reset") else run_batch
+    preload(spec)
+    started = time.perf_counter()
+    with peak_rss() as mem, threadpool_limits(config.threads):
+        run = fn(stream, spec, config, keep_rows=keep_rows)
+    run.costs["wall_s"] = time.perf_counter() - started
+    run.costs["peak_rss_mb"] = mem["peak_rss_mb"]
+    return run
+
+
+# --------------------------------------------------------------------------- isolation
+
+
+def run_isolated(stream_dir: str | os.PathLike[str], spec: StrategySpec | str, config: BenchConfig, *,
+                 out_dir: str | os.PathLike[str]) -> StrategyRun:
+    """:func:`run_strategy` in a fresh Python process over a saved stream (clean timings and memory)."""
+    name = spec if isinstance(spec, str) else spec.name
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "flows.strategies", "--stream", os.fspath(stream_dir), "--strategy", name,
+           "--out", os.fspath(out), "--config", json.dumps(asdict(config))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"strategy {name} failed in its process (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return load_run(out)
+
+
+def save_run(run: StrategyRun, out: Path) -> None:
+    np.save(out / "scores.npy", run.scores)
+    np.save(out / "latency_ns.npy", run.latency_ns)
+    trainings = [] if run.audit is None else [
+        [t.at_event, t.at_time_us, t.n_rows, t.max_label_time_us, None, t.cpu_s] for t in run.audit.trainings]
+    (out / "run.json").write_text(json.dumps({"name": run.name, "costs": run.costs, "resets": run.resets,
+                                              "trainings": trainings}))
+
+
+def load_run(out: Path) -> StrategyRun:
+    from flows.bench_stream import Training
+
+    meta = json.loads((out / "run.json").read_text())
+    audit = LabelAudit(meta["name"])
+    audit.trainings = [Training(*t) for t in meta["trainings"]]
+    return StrategyRun(meta["name"], np.load(out / "scores.npy"), np.load(out / "latency_ns.npy"),
+                       meta["costs"], meta["resets"], audit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.strategies", description=__doc__.split("\n")[0])
+    parser.add_argument("--stream", required=True, help="folder written by Stream.save")
+    parser.add_argument("--strategy", required=True, help="MODE/LEARNER, e.g. periodic-sliding/hgb")
+    parser.add_argument("--out", required=True, help="folder for scores.npy, latency_ns.npy, run.json")
+    parser.add_argument("--config", default="{}", help="BenchConfig as JSON")
+    args = parser.parse_args(argv)
+    config = BenchConfig(**json.loads(args.config))
+    spec = StrategySpec.parse(args.strategy)
+    stream = Stream.load(args.stream)
+    stream = Stream(**{k: np.array(getattr(stream, k)) for k in (
+        "event_time", "y", "label_time", "arrival", "labels_before", "indptr", "indices", "values")},
+        names=stream.names, info=stream.info)  # in memory before the baseline is taken
+
+    run = run_strategy(stream, spec, config)
+    save_run(run, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
