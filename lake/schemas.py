@@ -241,6 +241,80 @@ BENCHMARK_RUNS = pa.schema(
 )
 """One row per benchmark strategy: overall metrics and costs (``flows.benchmark``)."""
 
+WINDOW_STATS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("window_start", UTC_TS, nullable=False),
+        pa.field("window_end", UTC_TS, nullable=False),
+        pa.field("n", pa.int64(), nullable=False),
+        # Late events (their window had closed) seen since the previous row; they are in `late_events`.
+        pa.field("n_late", pa.int64(), nullable=False),
+        pa.field("n_labels", pa.int64(), nullable=False),  # labels known while the window was open
+        pa.field("n_positive", pa.int64(), nullable=False),
+        pa.field("label_rate", pa.float64()),
+        pa.field("n_late_labels", pa.int64(), nullable=False),
+        pa.field("watermark", UTC_TS, nullable=False),  # when the window closed (event time)
+        # Per numeric feature: non-missing count, mean, std (n - 1), min, max.
+        pa.field("count", FEATURES, nullable=False),
+        pa.field("mean", FEATURES, nullable=False),
+        pa.field("std", FEATURES, nullable=False),
+        pa.field("min", FEATURES, nullable=False),
+        pa.field("max", FEATURES, nullable=False),
+        pa.field("closed_at", UTC_TS),  # wall clock when the statistics were computed
+    ]
+)
+"""Statistics per event-time tumbling window, closed by the watermark (``monitoring.windows``)."""
+
+LATE_EVENTS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("event_id", pa.string()),
+        pa.field("event_time", UTC_TS, nullable=False),
+        pa.field("window_start", UTC_TS, nullable=False),  # the window, already closed when it arrived
+        pa.field("watermark", UTC_TS, nullable=False),
+    ]
+)
+"""Events that arrived after their window's statistics were closed (``monitoring.windows``)."""
+
+DRIFT_REPORTS = pa.schema(
+    [
+        pa.field("report_id", pa.string(), nullable=False),
+        pa.field("created_at", UTC_TS, nullable=False),
+        pa.field("by", pa.string(), nullable=False),  # time | version
+        # Event-time spans compared (for version windows: the first and last event time in them).
+        pa.field("reference_start", UTC_TS),
+        pa.field("reference_end", UTC_TS),
+        pa.field("current_start", UTC_TS),
+        pa.field("current_end", UTC_TS),
+        # Delta versions of `events`: the one read (time windows), the last of the range (version windows).
+        pa.field("reference_version", pa.int64()),
+        pa.field("current_version", pa.int64()),
+        pa.field("model", pa.string()),  # whose predictions (score, prediction) were joined
+        pa.field("run_id", pa.string()),
+        pa.field("reference_rows", pa.int64(), nullable=False),
+        pa.field("current_rows", pa.int64(), nullable=False),
+        pa.field("n_columns", pa.int64(), nullable=False),  # columns reported
+        pa.field("n_columns_available", pa.int64(), nullable=False),  # candidates before the max_columns cut
+        pa.field("n_drifted", pa.int64(), nullable=False),
+        pa.field("drifted_share", pa.float64(), nullable=False),
+        pa.field("drift_share", pa.float64(), nullable=False),  # dataset drift when drifted_share >= this
+        pa.field("dataset_drift", pa.bool_(), nullable=False),
+        pa.field("column_scores", FEATURES, nullable=False),  # column -> drift score (p-value or distance)
+        pa.field("column_drifted", pa.map_(pa.string(), pa.bool_()), nullable=False),
+        pa.field("quality", FEATURES),  # "current.accuracy", "reference.roc_auc", ... when labels exist
+        pa.field("html_path", pa.string(), nullable=False),
+        pa.field("json_path", pa.string(), nullable=False),
+        pa.field("quality_html_path", pa.string()),
+        pa.field("quality_json_path", pa.string()),
+        pa.field("mlflow_run_id", pa.string()),
+    ]
+)
+"""One row per Evidently drift report (``flows.drift``)."""
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "labels": LABELS,
@@ -255,6 +329,9 @@ TABLES: dict[str, pa.Schema] = {
     "promotions": PROMOTIONS,
     "benchmark_windows": BENCHMARK_WINDOWS,
     "benchmark_runs": BENCHMARK_RUNS,
+    "window_stats": WINDOW_STATS,
+    "late_events": LATE_EVENTS,
+    "drift_reports": DRIFT_REPORTS,
 }
 """Every table's schema. For ``events`` the schema lists the fixed columns only."""
 

@@ -1,0 +1,111 @@
+"""What the lake says about drift, as frames ready to plot (used by ``notebooks/drift_analysis.ipynb``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import polars as pl
+
+from lake.summary import latest_run_id, windows
+from lake.table import exists, read_table
+from monitoring.evidently_report import read_reports
+
+
+@dataclass
+class DriftOverview:
+    """One run's prequential metrics per window, its detector alarms, the known drifts and the reports."""
+
+    lake: str
+    run_id: str | None
+    windows: pl.DataFrame  # model, window_start, n, accuracy, log_loss, roc_auc, positive_rate
+    alarms: pl.DataFrame  # drift_events of the run: detector, signal, model, position, event_time
+    truth: pl.DataFrame  # scenario_drifts (empty for real data): position, event_time, description
+    reports: pl.DataFrame  # drift_reports, in order of the current window
+    top_columns: pl.DataFrame  # column, reports, drifted, drifted_rate, mean_score
+
+    def __str__(self) -> str:
+        lines = [f"lake {self.lake}, run {self.run_id}"]
+        lines.append(f"  metric windows {self.windows.height:,}, models {sorted(set(self.windows['model']))}")
+        per = self.alarms.group_by("detector", "signal", "model").len().sort("detector", "signal", "model")
+        lines.append(f"  detector alarms {self.alarms.height:,}")
+        for row in per.iter_rows(named=True):
+            lines.append(f"    {row['detector']:<24} {row['signal']:<14} {row['model'] or '-':<12} {row['len']:>6,}")
+        lines.append(f"  known drifts {self.truth.height}")
+        lines.append(f"  drift reports {self.reports.height}, with dataset drift "
+                     f"{int(self.reports['dataset_drift'].sum()) if self.reports.height else 0}")
+        return "\n".join(lines)
+
+
+def top_drifted_columns(reports: pl.DataFrame, k: int = 10) -> pl.DataFrame:
+    """Columns by how often they drifted over ``reports`` (then by mean drift score), at most ``k``.
+
+    ``mean_score`` averages Evidently's per-column scores, which are p-values for some
+    tests and distances for others: compare it within one column, not across columns.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k!r}")
+    schema = {"column": pl.String, "reports": pl.UInt32, "drifted": pl.Int64, "drifted_rate": pl.Float64,
+              "mean_score": pl.Float64}
+    if reports.height == 0:
+        return pl.DataFrame(schema=schema)
+    scores = (reports.select("report_id", pl.col("column_scores").map.entries().alias("m")).explode("m")
+              .select("report_id", pl.col("m").struct.field("key").alias("column"),
+                      pl.col("m").struct.field("value").alias("score")))
+    drifted = (reports.select("report_id", pl.col("column_drifted").map.entries().alias("m")).explode("m")
+               .select("report_id", pl.col("m").struct.field("key").alias("column"),
+                       pl.col("m").struct.field("value").alias("drifted")))
+    both = scores.join(drifted, on=["report_id", "column"], how="left").drop_nulls("column")
+    return (both.group_by("column")
+            .agg(pl.len().alias("reports"), pl.col("drifted").cast(pl.Int64).sum().alias("drifted"),
+                 pl.col("score").mean().alias("mean_score"))
+            .with_columns((pl.col("drifted") / pl.col("reports")).alias("drifted_rate"))
+            .sort(["drifted", "drifted_rate", "column"], descending=[True, True, False])
+            .head(k).select(list(schema)))
+
+
+def rolling_quality(lake: str | os.PathLike[str], *, run_id: str, model: str | None = None,
+                    bins: int = 200) -> pl.DataFrame:
+    """Prequential accuracy and log loss in ``bins`` consecutive slices of the learn log (label-arrival
+    order), per model: finer than the metric windows, for plotting against alarms.
+
+    Columns: model, bin, event_time (the slice's first event time), n, accuracy, log_loss.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins!r}")
+    log = read_table(lake, "learn_log", columns=["run_id", "shard", "model", "event_time", "label", "score",
+                                                 "learn_order"]).filter(pl.col("run_id") == run_id)
+    if model is not None:
+        log = log.filter(pl.col("model") == model)
+    if log.height == 0:
+        return pl.DataFrame(schema={"model": pl.String, "bin": pl.Int64, "event_time": pl.Datetime("us", "UTC"),
+                                    "n": pl.UInt32, "accuracy": pl.Float64, "log_loss": pl.Float64})
+    p = pl.col("score").clip(1e-15, 1 - 1e-15)
+    size = max(1, -(-log.group_by("model").len()["len"].max() // bins))
+    return (log.sort("model", "shard", "learn_order")
+            .with_columns(bin=(pl.int_range(pl.len()).over("model") // size).cast(pl.Int64),
+                          correct=((pl.col("score") >= 0.5).cast(pl.Int64) == pl.col("label")),
+                          ll=-pl.when(pl.col("label") == 1).then(p.log()).otherwise((1 - p).log()))
+            .group_by("model", "bin")
+            .agg(pl.col("event_time").min(), pl.len().alias("n"), pl.col("correct").mean().alias("accuracy"),
+                 pl.col("ll").mean().alias("log_loss"))
+            .sort("model", "bin"))
+
+
+def drift_overview(lake: str | os.PathLike[str], *, run_id: str | None = None, top: int = 10) -> DriftOverview:
+    """Everything the drift notebook plots, for ``run_id`` (default: the latest run)."""
+    lake = os.fspath(lake)
+    if run_id is None and exists(lake, "predictions"):
+        run_id = latest_run_id(lake)
+    per_window = (windows(lake, run_id=run_id) if run_id and exists(lake, "metrics")
+                  else pl.DataFrame(schema={"model": pl.String, "window_start": pl.Datetime("us", "UTC"),
+                                            "accuracy": pl.Float64, "log_loss": pl.Float64}))
+    alarms = (read_table(lake, "drift_events").filter(pl.col("run_id") == run_id).sort("event_time")
+              if run_id and exists(lake, "drift_events")
+              else pl.DataFrame(schema={"detector": pl.String, "signal": pl.String, "model": pl.String,
+                                        "position": pl.Int64, "event_time": pl.Datetime("us", "UTC")}))
+    truth = (read_table(lake, "scenario_drifts").sort("event_time") if exists(lake, "scenario_drifts")
+             else pl.DataFrame(schema={"position": pl.Int64, "event_time": pl.Datetime("us", "UTC"),
+                                       "description": pl.String}))
+    reports = read_reports(lake)
+    return DriftOverview(lake, run_id, per_window, alarms, truth, reports, top_drifted_columns(reports, top))

@@ -1,0 +1,515 @@
+"""Evidently drift reports between two windows of the lake: build, save, summarise, read back.
+
+A window is a span of event time (``"2026-01-01T00:00/2026-01-02T00:00"``, or
+``"2026-01-01/1d"``) or the rows added by a range of Delta versions of ``events``
+(``"3"``, ``"3-5"``). For each window :func:`load_window` takes the events' feature
+columns and joins the champion's ``score``/``prediction`` (from ``predictions``)
+and, where it has arrived, the ``label``. :func:`select_columns` keeps the columns
+worth reporting (wide or sparse feature spaces are cut to ``max_columns``, most
+present first), :func:`build_snapshots` runs Evidently's ``DataDriftPreset`` (and
+``ClassificationPreset`` on the labelled rows when both windows have some),
+:func:`make_report` does all of it and saves HTML + JSON under
+``LAKE/reports/drift/REPORT_ID/``; :func:`read_report` reads a saved JSON back
+into the same :class:`DriftSummary` (a round trip), :func:`report_row` is the
+``drift_reports`` row.
+
+>>> parse_window("2026-01-01/1d", by="time").end.isoformat()
+'2026-01-02T00:00:00+00:00'
+>>> parse_window("3-5", by="version")[3:]
+(3, 5)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import polars as pl
+
+By = Literal["time", "version"]
+FIXED = ("event_id", "event_time", "key", "offset")
+"""Columns of ``events`` that are not features."""
+JOINED = ("score", "prediction", "label")
+"""Columns joined from ``predictions`` and ``labels``."""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
+_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """``"15m"``, ``"12h"``, ``"1d"``, ``"2w"`` as a timedelta; ``None`` when ``text`` is not a duration.
+
+    >>> parse_duration("12h"), parse_duration("2026-01-01")
+    (datetime.timedelta(seconds=43200), None)
+    """
+    m = _DURATION.match(text)
+    return timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)]) if m else None
+
+
+def parse_time(text: str | datetime) -> datetime:
+    """An ISO 8601 time (naive ones taken as UTC) as an aware UTC datetime."""
+    if isinstance(text, datetime):
+        value = text
+    else:
+        try:
+            value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"expected an ISO 8601 time such as 2026-01-01T00:00, got {text!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Window(NamedTuple):
+    """A window of the lake: ``[start, end)`` of event time, or the rows added by versions ``first..last``."""
+
+    label: str
+    start: datetime | None
+    end: datetime | None
+    first: int | None
+    last: int | None
+
+
+def parse_window(spec: str | tuple[Any, Any], *, by: By) -> Window:
+    """Parse a window: by time ``START/END`` (either side may be a duration from the other), by
+    version ``N`` or ``A-B`` (rows added by those commits of ``events``)."""
+    if by == "version":
+        text = str(spec).strip()
+        m = re.match(r"^(\d+)(?:\s*(?:-|\.\.)\s*(\d+))?$", text)
+        if not m:
+            raise ValueError(f"a version window must look like '3' or '3-5', got {spec!r}")
+        first, last = int(m.group(1)), int(m.group(2) or m.group(1))
+        if last < first:
+            raise ValueError(f"a version window must not end before it starts, got {spec!r}")
+        return Window(f"v{first}" if first == last else f"v{first}-{last}", None, None, first, last)
+    if by != "time":
+        raise ValueError(f"by must be 'time' or 'version', got {by!r}")
+    if isinstance(spec, tuple):
+        a, b = spec
+    else:
+        a, sep, b = str(spec).partition("/")
+        if not sep:
+            raise ValueError(f"a time window must look like START/END (ISO times or a duration), got {spec!r}")
+    da = parse_duration(a) if isinstance(a, str) else None
+    db = parse_duration(b) if isinstance(b, str) else None
+    if da and db:
+        raise ValueError(f"a time window needs at least one time, got {spec!r}")
+    start = parse_time(b) - da if da else parse_time(a)
+    end = start + db if db else parse_time(b)
+    if end <= start:
+        raise ValueError(f"a time window must end after it starts, got {spec!r}")
+    return Window(f"{start.isoformat()}/{end.isoformat()}", start, end, None, None)
+
+
+def last_vs_previous_windows(lake: str, window: str = "1d") -> tuple[str, str]:
+    """``(reference, current)`` time windows: the last ``window`` of event time in ``events`` and the one
+    before it. The last window ends just after the latest event."""
+    from lake.table import open_table
+
+    span = parse_duration(window)
+    if span is None:
+        raise ValueError(f"window must be a duration such as '1h' or '1d', got {window!r}")
+    latest = pl.scan_delta(open_table(lake, "events")).select(pl.col("event_time").max()).collect().item()
+    if latest is None:
+        raise ValueError(f"{lake}: events is empty")
+    end = latest + timedelta(microseconds=1)
+    return f"{(end - 2 * span).isoformat()}/{(end - span).isoformat()}", f"{(end - span).isoformat()}/{end.isoformat()}"
+
+
+# --------------------------------------------------------------------------------------- loading
+
+
+def load_window(lake: str, window: Window, *, events_version: int | None = None) -> pl.DataFrame:
+    """The ``events`` rows of ``window`` (all their columns)."""
+    from lake.table import open_table
+
+    if window.first is None:
+        dt = open_table(lake, "events", version=events_version)
+        return (pl.scan_delta(dt).filter((pl.col("event_time") >= window.start) & (pl.col("event_time") < window.end))
+                .collect())
+    latest = open_table(lake, "events").version()
+    if window.last > latest:
+        raise ValueError(f"events has no version {window.last} (latest {latest})")
+    rows = pl.scan_delta(open_table(lake, "events", version=window.last))
+    if window.first > 0:
+        before = pl.scan_delta(open_table(lake, "events", version=window.first - 1)).select("event_id")
+        rows = rows.join(before, on="event_id", how="anti")
+    return rows.collect()
+
+
+def attach_predictions(lake: str, frame: pl.DataFrame, *, run_id: str | None = None, model: str | None = None,
+                       features: bool = False) -> tuple[pl.DataFrame, str | None, str | None]:
+    """Join each event's champion ``score`` and ``prediction`` (and its ``features`` map when asked).
+
+    Without ``run_id`` the run with the most champion predictions among these events is used;
+    ``model`` picks that model's rows instead of the champion's. Returns ``(frame, run_id, model)``.
+    """
+    from lake.table import exists, open_table
+
+    if frame.height == 0 or not exists(lake, "predictions"):
+        return frame, run_id, model
+    lo, hi = frame["event_time"].min(), frame["event_time"].max()
+    cols = ["run_id", "event_id", "model", "role", "score", "prediction"] + (["features"] if features else [])
+    scan = (pl.scan_delta(open_table(lake, "predictions"))
+            .filter((pl.col("event_time") >= lo) & (pl.col("event_time") <= hi))
+            .filter(pl.col("model") == model if model else pl.col("role") == "champion"))
+    if run_id:
+        scan = scan.filter(pl.col("run_id") == run_id)
+    preds = scan.select(cols).join(frame.select("event_id").lazy(), on="event_id", how="semi").collect()
+    if preds.height == 0:
+        return frame, run_id, model
+    if run_id is None:
+        run_id = (preds.group_by("run_id").len().sort(["len", "run_id"], descending=True)["run_id"][0])
+        preds = preds.filter(pl.col("run_id") == run_id)
+    preds = preds.unique("event_id", keep="first", maintain_order=True)
+    models = preds["model"].unique().sort().to_list()
+    used = model or ",".join(models)
+    keep = ["event_id", "score", "prediction"] + (["features"] if features else [])
+    return frame.join(preds.select(keep), on="event_id", how="left", maintain_order="left"), run_id, used
+
+
+def attach_labels(lake: str, frame: pl.DataFrame, *, labels_version: int | None = None) -> pl.DataFrame:
+    """Join the ``label`` of each event whose label has arrived (null otherwise)."""
+    from lake.table import exists, open_table
+
+    if frame.height == 0 or not exists(lake, "labels"):
+        return frame.with_columns(label=pl.lit(None, pl.Int64))
+    labels = (pl.scan_delta(open_table(lake, "labels", version=labels_version)).select("event_id", "label")
+              .join(frame.select("event_id").lazy(), on="event_id", how="semi")
+              .unique("event_id", keep="first").collect())
+    return frame.join(labels, on="event_id", how="left", maintain_order="left")
+
+
+def expand_features(frame: pl.DataFrame, *, max_keys: int = 1_000) -> pl.DataFrame:
+    """The ``features`` map (of predictions) as one column ``f:KEY`` per key (0 where absent), at most the
+    ``max_keys`` most frequent keys; the map column is dropped. Feature-evolving and hashed streams
+    report on what the model saw."""
+    if "features" not in frame.columns:
+        return frame
+    long = (frame.select("event_id", pl.col("features").map.entries()).explode("features")
+            .select("event_id", pl.col("features").struct.field("key").alias("k"),
+                    pl.col("features").struct.field("value").alias("v"))
+            .drop_nulls("k"))
+    top = long.group_by("k").len().sort(["len", "k"], descending=[True, False]).head(max_keys)["k"]
+    wide = (long.filter(pl.col("k").is_in(top.implode()))
+            .pivot(on="k", index="event_id", values="v", aggregate_function="first"))
+    names = [c for c in wide.columns if c != "event_id"]
+    wide = wide.rename({c: f"f:{c}" for c in names})
+    # a feature absent from the map is a 0 to the model (River's sparse dicts)
+    return (frame.drop("features").join(wide, on="event_id", how="left", maintain_order="left")
+            .with_columns(pl.col(f"f:{c}" for c in names).fill_null(0.0)))
+
+
+# ------------------------------------------------------------------------------ column selection
+
+
+class Columns(NamedTuple):
+    numerical: list[str]
+    categorical: list[str]
+    available: int  # candidate columns before the cut to max_columns
+
+
+def select_columns(reference: pl.DataFrame, current: pl.DataFrame, *, max_columns: int = 20,
+                   max_categories: int = 50, min_presence: float = 0.01, exclude: tuple[str, ...] = ()) -> Columns:
+    """Columns worth reporting, at most ``max_columns`` (the model's ``score`` always, when present).
+
+    Candidates: numeric and boolean columns, and string columns with at most
+    ``max_categories`` distinct values (ids, URLs and other free text are left out);
+    constant columns and columns present (a value other than null or 0) in less than
+    ``min_presence`` of the rows of both windows are dropped. The cut keeps the columns
+    most present over both windows (ties in column order): a choice blind to drift, so
+    the drifted share is not inflated by picking the columns that moved.
+    """
+    if max_columns < 1:
+        raise ValueError(f"max_columns must be >= 1, got {max_columns!r}")
+    both = pl.concat([reference, current], how="diagonal_relaxed")
+    skip = set(FIXED) | {"prediction", "label", "features"} | set(exclude)
+    scored: list[tuple[float, int, str, str]] = []
+    for i, name in enumerate(both.columns):
+        if name in skip:
+            continue
+        col = both.get_column(name)
+        dtype = col.dtype
+        if dtype.is_numeric():
+            kind = "num"
+        elif dtype == pl.Boolean:
+            kind = "cat"
+        elif dtype in (pl.String, pl.Categorical, pl.Enum):
+            kind = "cat" if col.n_unique() <= max_categories else ""
+        else:
+            kind = ""
+        if not kind or col.n_unique() < 2:  # nothing to compare in a constant column
+            continue
+        if max(_presence(reference, name), _presence(current, name)) < min_presence:
+            continue
+        scored.append((-_presence(both, name), i, name, kind))
+    available = len(scored)
+    scored.sort()
+    keep = [s for s in scored if s[2] == "score"]
+    keep += [s for s in scored if s[2] != "score"][: max_columns - len(keep)]
+    keep.sort(key=lambda s: s[1])
+    return Columns([s[2] for s in keep if s[3] == "num"], [s[2] for s in keep if s[3] == "cat"], available)
+
+
+def _presence(frame: pl.DataFrame, name: str) -> float:
+    """Share of rows where ``name`` holds a value: not null, and for numbers not 0 nor NaN (an absent
+    hashed or one-hot feature is a 0)."""
+    if name not in frame.columns or frame.height == 0:
+        return 0.0
+    col = frame.get_column(name)
+    if col.dtype.is_numeric():
+        return float((col.fill_nan(0) if col.dtype.is_float() else col).fill_null(0).ne(0).mean())
+    return 1.0 - col.null_count() / frame.height
+
+
+# ------------------------------------------------------------------------------------- reports
+
+
+@dataclass
+class DriftSummary:
+    """What a drift snapshot says, read from its dict (or saved JSON)."""
+
+    n_columns: int
+    n_drifted: int
+    drifted_share: float
+    drift_share: float
+    dataset_drift: bool
+    column_scores: dict[str, float] = field(default_factory=dict)
+    column_drifted: dict[str, bool] = field(default_factory=dict)
+    column_methods: dict[str, str] = field(default_factory=dict)
+
+
+def summarize_drift(snapshot: dict[str, Any]) -> DriftSummary:
+    """Drifted share, dataset drift (share >= drift_share) and per-column scores of a drift snapshot dict."""
+    count = None
+    scores, drifted, methods = {}, {}, {}
+    for m in snapshot["metrics"]:
+        kind = m["config"]["type"]
+        if kind.endswith(":DriftedColumnsCount"):
+            count = m
+        elif kind.endswith(":ValueDrift"):
+            col, method, thr, value = (m["config"]["column"], m["config"]["method"], m["config"]["threshold"],
+                                       float(m["value"]))
+            scores[col] = value
+            methods[col] = method
+            drifted[col] = value < thr if "p_value" in method else value >= thr
+    if count is None:
+        raise ValueError("the snapshot holds no DriftedColumnsCount metric: not a DataDriftPreset report")
+    share = float(count["value"]["share"])
+    drift_share = float(count["config"]["drift_share"])
+    return DriftSummary(len(scores), int(round(count["value"]["count"])), share, drift_share, share >= drift_share,
+                        scores, drifted, methods)
+
+
+QUALITY_METRICS = {"Accuracy": "accuracy", "Precision": "precision", "Recall": "recall", "F1Score": "f1",
+                   "RocAuc": "roc_auc", "LogLoss": "log_loss"}
+
+
+def summarize_quality(snapshot: dict[str, Any]) -> dict[str, float]:
+    """Scalar classification metrics of a ``ClassificationPreset`` snapshot dict."""
+    out = {}
+    for m in snapshot["metrics"]:
+        name = QUALITY_METRICS.get(m["config"]["type"].rsplit(":", 1)[-1])
+        if name and isinstance(m["value"], int | float):
+            out[name] = float(m["value"])
+    return out
+
+
+def read_report(json_path: str | os.PathLike[str]) -> DriftSummary:
+    """Summary of a drift report saved as JSON (the round trip of :func:`make_report`)."""
+    with open(json_path, encoding="utf-8") as fh:
+        return summarize_drift(json.load(fh))
+
+
+def build_snapshots(reference: pl.DataFrame, current: pl.DataFrame, columns: Columns, *,
+                    drift_share: float = 0.5) -> tuple[Any, Any | None, Any | None]:
+    """Evidently snapshots: data drift over ``columns``; classification quality of current vs reference
+    and of the reference alone, on labelled rows with a score (``None`` when a window has none)."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset, DataDriftPreset
+
+    cols = columns.numerical + columns.categorical
+    dd = DataDefinition(numerical_columns=columns.numerical, categorical_columns=columns.categorical)
+
+    def pandas(frame: pl.DataFrame, names: list[str]) -> Any:
+        return frame.select(names).with_columns(pl.col(columns.categorical).cast(pl.String)).to_pandas()
+
+    drift = Report([DataDriftPreset(columns=cols, drift_share=drift_share)]).run(
+        reference_data=Dataset.from_pandas(pandas(reference, cols), data_definition=dd),
+        current_data=Dataset.from_pandas(pandas(current, cols), data_definition=dd))
+    if not all({"score", "prediction", "label"} <= set(f.columns) for f in (reference, current)):
+        return drift, None, None
+    labelled = [f.filter(pl.col("label").is_not_null() & pl.col("score").is_not_null()) for f in (reference, current)]
+    if any(f.height == 0 or f["label"].n_unique() < 2 for f in labelled):
+        return drift, None, None
+    qdd = DataDefinition(numerical_columns=["score"], classification=[BinaryClassification(
+        target="label", prediction_labels="prediction", prediction_probas="score")])
+    ref_l, cur_l = (Dataset.from_pandas(f.select("label", "prediction", "score").to_pandas(), data_definition=qdd)
+                    for f in labelled)
+    quality = Report([ClassificationPreset()]).run(reference_data=ref_l, current_data=cur_l)
+    ref_quality = Report([ClassificationPreset()]).run(current_data=ref_l)
+    return drift, quality, ref_quality
+
+
+@dataclass
+class DriftReport:
+    """A built and saved report, and what goes into its ``drift_reports`` row."""
+
+    report_id: str
+    created_at: datetime
+    by: str
+    reference: Window
+    current: Window
+    reference_span: tuple[datetime | None, datetime | None]
+    current_span: tuple[datetime | None, datetime | None]
+    reference_version: int | None
+    current_version: int | None
+    model: str | None
+    run_id: str | None
+    reference_rows: int
+    current_rows: int
+    columns: Columns
+    summary: DriftSummary
+    quality: dict[str, float] | None
+    html_path: str
+    json_path: str
+    quality_html_path: str | None
+    quality_json_path: str | None
+    seconds: float = 0.0
+    mlflow_run_id: str | None = None
+
+
+def report_id_for(identity: dict[str, Any], at: datetime) -> str:
+    """``drift-HASH-TIME``: HASH (12 hex) is the same exactly when the inputs are (windows, Delta versions,
+    columns, settings), TIME tells reruns apart.
+
+    >>> report_id_for({"a": 1}, datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+    'drift-f9d86028c6e0-20260102T030405000006'
+    """
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"drift-{digest}-{at:%Y%m%dT%H%M%S%f}"
+
+
+def make_report(lake: str, reference: str | tuple[Any, Any], current: str | tuple[Any, Any], *, by: By = "time",
+                max_columns: int = 20, run_id: str | None = None, model: str | None = None,
+                source: Literal["events", "predictions"] = "events", drift_share: float = 0.5,
+                max_rows: int = 50_000, seed: int = 42, exclude: tuple[str, ...] = ()) -> DriftReport:
+    """Build the report comparing two windows and save it under ``LAKE/reports/drift/REPORT_ID/``.
+
+    ``source="predictions"`` reports on the model's ``features`` map instead of the
+    events' columns (hashed and feature-evolving streams). Windows larger than
+    ``max_rows`` are sampled (seeded) to that many rows. ``exclude`` names columns left out.
+    """
+    import time
+
+    from lake.table import table_version
+
+    started = time.perf_counter()
+    if source not in ("events", "predictions"):
+        raise ValueError(f"source must be 'events' or 'predictions', got {source!r}")
+    if max_rows < 2:
+        raise ValueError(f"max_rows must be >= 2, got {max_rows!r}")
+    if not 0 < drift_share <= 1:
+        raise ValueError(f"drift_share must be in (0, 1], got {drift_share!r}")
+    ref_w, cur_w = parse_window(reference, by=by), parse_window(current, by=by)
+    events_version = table_version(lake, "events")
+    if events_version is None:
+        raise ValueError(f"{lake}: no events table")
+    labels_version = table_version(lake, "labels")
+    pinned = events_version if by == "time" else None
+    frames, spans = [], []
+    for w in (ref_w, cur_w):
+        frame = load_window(lake, w, events_version=pinned)
+        if frame.height < 2:
+            raise ValueError(f"window {w.label} holds {frame.height} event(s) in {lake}: need at least 2")
+        frame, run_id, used = attach_predictions(lake, frame, run_id=run_id, model=model,
+                                                 features=source == "predictions")
+        model = model or used
+        frame = attach_labels(lake, frame, labels_version=labels_version)
+        if source == "predictions":
+            frame = frame.select([c for c in (*FIXED, *JOINED, "features") if c in frame.columns])
+        spans.append((w.start or frame["event_time"].min(), w.end or frame["event_time"].max()))
+        frames.append(frame)
+    sizes = [f.height for f in frames]
+    if source == "predictions":
+        both = expand_features(pl.concat(frames, how="diagonal_relaxed"))
+        frames = [both.head(sizes[0]), both.slice(sizes[0])]
+    frames = [f.sample(max_rows, seed=seed) if f.height > max_rows else f for f in frames]
+    columns = select_columns(*frames, max_columns=max_columns, exclude=tuple(exclude))
+    if not columns.numerical and not columns.categorical:
+        raise ValueError(f"no column worth reporting between {ref_w.label} and {cur_w.label}")
+    identity = {"lake": os.path.abspath(lake), "by": by, "reference": ref_w.label, "current": cur_w.label,
+                "events": events_version, "labels": labels_version, "run_id": run_id, "model": model,
+                "columns": columns.numerical + columns.categorical, "source": source, "drift_share": drift_share,
+                "max_rows": max_rows, "seed": seed, "exclude": sorted(exclude)}
+    created = datetime.now(UTC)
+    rid = report_id_for(identity, created)
+    drift, quality, ref_quality = build_snapshots(*frames, columns, drift_share=drift_share)
+    folder = Path(os.path.abspath(lake)) / "reports" / "drift" / rid
+    folder.mkdir(parents=True, exist_ok=True)
+    html, js = folder / "drift.html", folder / "drift.json"
+    drift.save_html(str(html))
+    drift.save_json(str(js))
+    q_html = q_json = None
+    q_summary = None
+    if quality is not None:
+        q_html, q_json = str(folder / "quality.html"), str(folder / "quality.json")
+        quality.save_html(q_html)
+        quality.save_json(q_json)
+        q_summary = {f"current.{k}": v for k, v in summarize_quality(quality.dict()).items()}
+        q_summary.update({f"reference.{k}": v for k, v in summarize_quality(ref_quality.dict()).items()})
+    with open(folder / "meta.json", "w", encoding="utf-8") as fh:
+        json.dump({**identity, "report_id": rid, "reference_rows": sizes[0], "current_rows": sizes[1],
+                   "columns_available": columns.available}, fh, indent=1, default=str)
+    return DriftReport(
+        report_id=rid, created_at=created, by=by, reference=ref_w, current=cur_w,
+        reference_span=spans[0], current_span=spans[1],
+        reference_version=ref_w.last if by == "version" else events_version,
+        current_version=cur_w.last if by == "version" else events_version,
+        model=model, run_id=run_id, reference_rows=sizes[0], current_rows=sizes[1], columns=columns,
+        summary=summarize_drift(drift.dict()), quality=q_summary, html_path=str(html), json_path=str(js),
+        quality_html_path=q_html, quality_json_path=q_json, seconds=time.perf_counter() - started)
+
+
+def report_row(report: DriftReport) -> dict[str, Any]:
+    """The ``drift_reports`` row of ``report``."""
+    s = report.summary
+    return {
+        "report_id": report.report_id, "created_at": report.created_at, "by": report.by,
+        "reference_start": report.reference_span[0], "reference_end": report.reference_span[1],
+        "current_start": report.current_span[0], "current_end": report.current_span[1],
+        "reference_version": report.reference_version, "current_version": report.current_version,
+        "model": report.model, "run_id": report.run_id, "reference_rows": report.reference_rows,
+        "current_rows": report.current_rows, "n_columns": s.n_columns, "n_columns_available": report.columns.available,
+        "n_drifted": s.n_drifted, "drifted_share": s.drifted_share, "drift_share": s.drift_share,
+        "dataset_drift": s.dataset_drift, "column_scores": s.column_scores, "column_drifted": s.column_drifted,
+        "quality": report.quality, "html_path": report.html_path, "json_path": report.json_path,
+        "quality_html_path": report.quality_html_path, "quality_json_path": report.quality_json_path,
+        "mlflow_run_id": report.mlflow_run_id,
+    }
+
+
+def append_report_row(lake: str, report: DriftReport) -> int:
+    """Append the report's row to ``drift_reports`` (idempotent per report id); returns rows written."""
+    import pyarrow as pa
+
+    from lake.schemas import DRIFT_REPORTS
+    from lake.table import append
+
+    table = pa.Table.from_pylist([report_row(report)], schema=DRIFT_REPORTS)
+    return append(lake, "drift_reports", table, writer_id=f"drift_reports/{report.report_id}", position=1)
+
+
+def read_reports(lake: str) -> pl.DataFrame:
+    """``drift_reports`` in order of the current window (empty frame when there is none yet)."""
+    from lake.table import exists, read_table
+
+    if not exists(lake, "drift_reports"):
+        from lake.schemas import DRIFT_REPORTS
+
+        return pl.from_arrow(DRIFT_REPORTS.empty_table())
+    return read_table(lake, "drift_reports").sort("current_end", "created_at")

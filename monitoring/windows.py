@@ -1,0 +1,309 @@
+"""Statistics per event-time tumbling window, closed by a watermark; late events kept, never dropped.
+
+The *watermark* is the latest event time seen minus ``lateness``. A window
+``[start, start + window)`` closes (its row comes out) at the first event that
+moves the watermark to its end or beyond. An event whose window had already
+closed when it arrived is *late*: it is returned (to be kept in ``late_events``)
+and counted in the ``n_late`` of the next row, never silently dropped.
+
+Per window: the event count, per numeric feature its count, mean, standard
+deviation (n - 1), min and max (map columns, so feature-evolving streams fit), and
+the label rate among labels known while the window was open.
+
+Batches (:meth:`WindowStats.update_many`) give exactly the rows one-by-one
+updates give.
+
+>>> ws = WindowStats(window_us=10, lateness_us=2)
+>>> ws.update_many([1, 4, 9], [{"x": 1.0}, {"x": 3.0}, {"x": 5.0}]).closed
+[]
+>>> up = ws.update_many([13, 3], [{"x": 0.0}, {"x": 7.0}], event_ids=["e3", "e4"])
+>>> [(c.position, c.row["n"], c.row["mean"], c.row["max"]) for c in up.closed]
+[(0, 3, {'x': 3.0}, {'x': 5.0})]
+>>> [(late.event_id, late.window_start, late.watermark) for late in up.late]
+[('e4', 0, 11)]
+>>> [(r.row["window_start"], r.row["n"], r.row["n_late"]) for r in ws.flush()]
+[(10, 1, 1)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from monitoring.columns import feature_matrix, numeric_keys
+
+_NEVER = -(2**62)
+
+
+class Closed(NamedTuple):
+    """A window that closed; ``position`` is the index in the batch of the event that closed it
+    (``-1`` when closed by :meth:`WindowStats.advance` or :meth:`WindowStats.flush`)."""
+
+    position: int
+    row: dict[str, Any]
+
+
+class Late(NamedTuple):
+    """An event that arrived after its window had closed."""
+
+    position: int
+    event_id: str | None
+    event_time: int
+    window_start: int
+    watermark: int
+
+
+class WindowUpdate(NamedTuple):
+    closed: list[Closed]
+    late: list[Late]
+
+
+class _Window:
+    __slots__ = ("start", "n", "n_labels", "n_pos", "cnt", "mean", "m2", "lo", "hi")
+
+    def __init__(self, start: int, d: int) -> None:
+        self.start = start
+        self.n = self.n_labels = self.n_pos = 0
+        self.cnt = np.zeros(d)
+        self.mean = np.zeros(d)
+        self.m2 = np.zeros(d)
+        self.lo = np.full(d, np.inf)
+        self.hi = np.full(d, -np.inf)
+
+
+class WindowStats:
+    """Tumbling event-time windows of ``window_us`` microseconds (aligned to ``align_us``).
+
+    ``features`` names the numeric features to describe; without it the first
+    ``max_features`` numeric keys seen are used (keys holding ``=``, one-hot
+    indicators such as ``carrier=UA``, are skipped unless named).
+    """
+
+    def __init__(self, *, window_us: int, lateness_us: int = 0, features: Sequence[str] | None = None,
+                 max_features: int = 64, align_us: int = 0) -> None:
+        if not isinstance(window_us, int) or window_us <= 0:
+            raise ValueError(f"window_us must be an integer > 0, got {window_us!r}")
+        if not isinstance(lateness_us, int) or lateness_us < 0:
+            raise ValueError(f"lateness_us must be an integer >= 0, got {lateness_us!r}")
+        if not isinstance(max_features, int) or max_features < 1:
+            raise ValueError(f"max_features must be an integer >= 1, got {max_features!r}")
+        if not isinstance(align_us, int):
+            raise ValueError(f"align_us must be an integer, got {align_us!r}")
+        if features is not None and (isinstance(features, str) or not all(isinstance(f, str) for f in features)):
+            raise ValueError(f"features must be a sequence of names, got {features!r}")
+        self.window_us = window_us
+        self.lateness_us = lateness_us
+        self.align_us = align_us
+        self.fixed = features is not None
+        self.names: list[str] = list(dict.fromkeys(features)) if features is not None else []
+        self.capacity = len(self.names) if self.fixed else max_features
+        self._open: dict[int, _Window] = {}
+        self._max_t = _NEVER
+        self._late = 0  # late events not yet reported in a row
+        self._late_labels = 0
+        self.n_late = 0  # all late events ever
+
+    @property
+    def watermark(self) -> int:
+        """Latest event time seen minus the allowed lateness (microseconds)."""
+        return self._max_t - self.lateness_us if self._max_t != _NEVER else _NEVER
+
+    def _start(self, t: np.ndarray) -> np.ndarray:
+        return t - (t - self.align_us) % self.window_us
+
+    def update_one(self, event_time: int, x: Mapping[str, Any], *, event_id: str | None = None,
+                   y: Any = None) -> WindowUpdate:
+        return self.update_many([event_time], [x], event_ids=None if event_id is None else [event_id],
+                                ys=None if y is None else [y])
+
+    def update_many(self, event_times: Sequence[int] | np.ndarray, xs: Sequence[Mapping[str, Any]], *,
+                    event_ids: Sequence[str] | None = None, ys: Sequence[Any] | None = None) -> WindowUpdate:
+        """Add events in arrival order (``event_times`` in microseconds, UTC); ``ys`` where labels are known
+        (``None``/NaN where not). Returns the windows closed and the late events."""
+        t = np.asarray(event_times, dtype=np.int64)
+        m = t.size
+        if len(xs) != m or (event_ids is not None and len(event_ids) != m) or (ys is not None and len(ys) != m):
+            raise ValueError(f"event_times, xs, event_ids and ys must have the same length, got {m}, {len(xs)}, "
+                             f"{None if event_ids is None else len(event_ids)}, {None if ys is None else len(ys)}")
+        if m == 0:
+            return WindowUpdate([], [])
+        if not self.fixed and len(self.names) < self.capacity:
+            known = set(self.names)
+            fresh = [k for k in numeric_keys(xs, known) if "=" not in k]
+            self.names.extend(fresh[: self.capacity - len(self.names)])
+        w, g = self.window_us, self.lateness_us
+        starts = self._start(t)
+        clock = np.maximum.accumulate(np.concatenate(([self._max_t], t)))
+        wm_before = clock[:-1] - g
+        late = starts + w <= wm_before
+        ok = ~late
+        if ok.any():
+            self._add(starts[ok], [x for x, keep in zip(xs, ok.tolist(), strict=True) if keep] if late.any() else xs,
+                      None if ys is None else _labels(ys)[ok])
+        late_at = np.flatnonzero(late)
+        lates = [Late(int(i), None if event_ids is None else event_ids[i], int(t[i]), int(starts[i]),
+                      int(wm_before[i])) for i in late_at.tolist()]
+        self._max_t = int(clock[-1])
+        wm_after = clock[1:] - g
+        closing = sorted((int(np.searchsorted(wm_after, s + w, side="left")), s)
+                         for s in self._open if s + w <= self.watermark)
+        closed, reported = [], 0
+        for pos, s in closing:
+            n_late = int(np.searchsorted(late_at, pos, side="right")) - reported
+            reported += n_late
+            self._late += n_late
+            closed.append(Closed(pos, self._row(self._open.pop(s), int(wm_after[pos]))))
+        self._late += late_at.size - reported
+        self.n_late += late_at.size
+        return WindowUpdate(closed, lates)
+
+    def label_many(self, event_times: Sequence[int] | np.ndarray, ys: Sequence[Any]) -> int:
+        """Labels that arrived for events at ``event_times``; returns how many landed in open windows
+        (the others, for closed windows, are counted in the next row's ``n_late_labels``)."""
+        t = np.asarray(event_times, dtype=np.int64)
+        y = _labels(ys)
+        starts = self._start(t)
+        wm, w = self.watermark, self.window_us
+        landed = 0
+        for s, v in zip(starts.tolist(), y.tolist(), strict=True):
+            if v != v:
+                continue
+            if s + w <= wm:
+                self._late_labels += 1
+                continue
+            win = self._window(s)
+            win.n_labels += 1
+            win.n_pos += int(v)
+            landed += 1
+        return landed
+
+    def advance(self, watermark: int) -> list[Closed]:
+        """Move the watermark to at least ``watermark`` (e.g. wall clock minus lateness on an idle
+        source) and return the windows that closes."""
+        self._max_t = max(self._max_t, int(watermark) + self.lateness_us)
+        wm, w = self.watermark, self.window_us
+        return [Closed(-1, self._row(self._open.pop(s), wm)) for s in sorted(self._open) if s + w <= wm]
+
+    def flush(self) -> list[Closed]:
+        """Close every open window (end of stream)."""
+        return [Closed(-1, self._row(self._open.pop(s), self.watermark)) for s in sorted(self._open)]
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _window(self, start: int) -> _Window:
+        win = self._open.get(start)
+        if win is None:
+            win = self._open[start] = _Window(start, self.capacity)
+        return win
+
+    def _add(self, starts: np.ndarray, xs: Sequence[Mapping[str, Any]], ys: np.ndarray | None) -> None:
+        d = len(self.names)
+        order = np.argsort(starts, kind="stable")
+        s_sorted = starts[order]
+        cut = np.flatnonzero(np.diff(s_sorted)) + 1
+        idx = np.concatenate(([0], cut))
+        seg_starts = s_sorted[idx].tolist()
+        seg_n = np.diff(np.concatenate((idx, [s_sorted.size]))).tolist()
+        if d:
+            x = feature_matrix(xs, self.names)[order]
+            missing = np.isnan(x)
+            cnt = np.add.reduceat((~missing).astype(np.float64), idx, axis=0)
+            sums = np.add.reduceat(np.where(missing, 0.0, x), idx, axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = sums / cnt
+            seg_of = np.repeat(np.arange(len(idx)), seg_n)
+            dev = np.where(missing, 0.0, x - means[seg_of])
+            m2 = np.add.reduceat(dev * dev, idx, axis=0)
+            lo = np.fmin.reduceat(np.where(missing, np.inf, x), idx, axis=0)
+            hi = np.fmax.reduceat(np.where(missing, -np.inf, x), idx, axis=0)
+        if ys is not None:
+            y = ys[order]
+            known = ~np.isnan(y)
+            n_lab = np.add.reduceat(known.astype(np.int64), idx).tolist()
+            n_pos = np.add.reduceat(np.where(known, y, 0.0), idx).tolist()
+        for k, s in enumerate(seg_starts):
+            win = self._window(s)
+            win.n += seg_n[k]
+            if ys is not None:
+                win.n_labels += int(n_lab[k])
+                win.n_pos += int(n_pos[k])
+            if not d:
+                continue
+            na, nb = win.cnt[:d], cnt[k]
+            n = na + nb
+            has = nb > 0
+            delta = np.where(has, means[k] - win.mean[:d], 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac = np.where(has, nb / np.where(n > 0, n, 1.0), 0.0)
+            win.m2[:d] += np.where(has, m2[k] + delta * delta * na * frac, 0.0)
+            win.mean[:d] += delta * frac
+            win.cnt[:d] = n
+            np.minimum(win.lo[:d], lo[k], out=win.lo[:d])
+            np.maximum(win.hi[:d], hi[k], out=win.hi[:d])
+
+    def _row(self, win: _Window, watermark: int) -> dict[str, Any]:
+        d = len(self.names)
+        count, mean, std, lo, hi = {}, {}, {}, {}, {}
+        for j in range(d):
+            c = win.cnt[j]
+            if c <= 0:
+                continue
+            name = self.names[j]
+            count[name] = float(c)
+            mean[name] = float(win.mean[j])
+            lo[name] = float(win.lo[j])
+            hi[name] = float(win.hi[j])
+            if c >= 2:
+                std[name] = float(np.sqrt(max(win.m2[j], 0.0) / (c - 1)))
+        late, self._late = self._late, 0
+        late_labels, self._late_labels = self._late_labels, 0
+        return {
+            "window_start": win.start, "window_end": win.start + self.window_us, "n": win.n, "n_late": late,
+            "n_labels": win.n_labels, "n_positive": win.n_pos,
+            "label_rate": win.n_pos / win.n_labels if win.n_labels else None, "n_late_labels": late_labels,
+            "watermark": watermark, "count": count, "mean": mean, "std": std, "min": lo, "max": hi,
+        }
+
+
+def _labels(ys: Sequence[Any]) -> np.ndarray:
+    return np.fromiter((np.nan if y is None else float(y) for y in ys), np.float64, len(ys))
+
+
+def window_stats_table(closed: Sequence[Closed | dict[str, Any]], *, run_id: str, shard: int = 0,
+                       seq: int | Sequence[int] = 0, closed_at: datetime | None = None) -> pa.Table:
+    """Rows of ``window_stats`` (``seq``: one for all rows, or one per row; ``closed_at`` defaults to now).
+
+    >>> ws = WindowStats(window_us=10)
+    >>> _ = ws.update_many([1, 2], [{"x": 1.0}, {"x": 2.0}])
+    >>> window_stats_table(ws.flush(), run_id="r").column("std").to_pylist()
+    [[('x', 0.7071067811865476)]]
+    """
+    from lake.arrow import rows_to_arrow
+
+    rows = [c.row if isinstance(c, Closed) else c for c in closed]
+    seqs = [seq] * len(rows) if isinstance(seq, int) else list(seq)
+    if len(seqs) != len(rows):
+        raise ValueError(f"seq must be one int or one per row ({len(rows)}), got {len(seqs)}")
+    at = closed_at or datetime.now(UTC)
+    return rows_to_arrow("window_stats", [
+        (run_id, shard, s, r["window_start"], r["window_end"], r["n"], r["n_late"], r["n_labels"], r["n_positive"],
+         r["label_rate"], r["n_late_labels"], r["watermark"], r["count"], r["mean"], r["std"], r["min"], r["max"], at)
+        for s, r in zip(seqs, rows, strict=True)
+    ])
+
+
+def late_events_table(late: Sequence[Late], *, run_id: str, shard: int = 0,
+                      seq: int | Sequence[int] = 0) -> pa.Table:
+    """Rows of ``late_events`` (``seq``: one for all rows, or one per row)."""
+    from lake.arrow import rows_to_arrow
+
+    seqs = [seq] * len(late) if isinstance(seq, int) else list(seq)
+    if len(seqs) != len(late):
+        raise ValueError(f"seq must be one int or one per row ({len(late)}), got {len(seqs)}")
+    return rows_to_arrow("late_events", [
+        (run_id, shard, s, e.event_id, e.event_time, e.window_start, e.watermark)
+        for s, e in zip(seqs, late, strict=True)
+    ])
