@@ -32,6 +32,7 @@ from lake.arrow import features_array, rows_to_arrow
 from lake.schemas import LEARN_LOG, PREDICTIONS, UTC_TS
 from monitoring.error_drift import ErrorDriftDetector, make_detector
 from monitoring.prequential import WindowedPrequential
+from monitoring.stream import MonitorConfig, StreamMonitor
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class RunConfig:
     label_ttl_us: int | None = 7 * 86_400_000_000
     # Drift detectors run on each model's 0/1 error stream; alarms go to `drift_events`.
     drift_detectors: tuple[str, ...] = ("adwin",)
+    # Window statistics, anomaly scores, label-free detectors and drift actions (monitoring.stream).
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -82,7 +85,8 @@ class RunConfig:
 class _Slot:
     """One model on this shard."""
 
-    __slots__ = ("name", "role", "estimator", "n_learned", "version", "checkpointed_at", "metrics", "detectors")
+    __slots__ = ("name", "role", "estimator", "n_learned", "version", "checkpointed_at", "metrics", "detectors",
+                 "acted_at")
 
     def __init__(self, name: str, role: str, estimator: Any, metrics: WindowedPrequential,
                  detectors: list[ErrorDriftDetector]) -> None:
@@ -94,6 +98,7 @@ class _Slot:
         self.version = ""
         self.checkpointed_at = -1
         self.metrics = metrics
+        self.acted_at = -(2**62)  # n_learned at the last drift action
 
 
 def model_digest(model_bytes: bytes) -> str:
@@ -128,11 +133,15 @@ class ShardLearner:
         self.n_events = 0
         self.n_labels = 0
         self.started = False
+        self.monitor = StreamMonitor(config.monitor, run_id=config.run_id, shard=shard, seed=config.seed)
+        # Recent labelled events, to retrain from when a drift action says so.
+        self.recent: deque[tuple[dict, bool]] | None = (
+            deque(maxlen=config.monitor.action_window) if config.monitor.drift_action == "retrain" else None)
 
     # -- checkpoints ---------------------------------------------------------------
-    def _checkpoint(self, slot: _Slot, seq: int, last_event_id: str | None, rows: list) -> None:
+    def _checkpoint(self, slot: _Slot, seq: int, last_event_id: str | None, rows: list, suffix: str = "") -> None:
         data = pickle.dumps(slot.estimator, protocol=5)
-        cid = f"{slot.name}:s{self.shard}:{slot.n_learned}"
+        cid = f"{slot.name}:s{self.shard}:{slot.n_learned}{suffix}"
         slot.version = cid
         slot.checkpointed_at = slot.n_learned
         rows.append((
@@ -166,6 +175,9 @@ class ShardLearner:
         metrics: list[tuple] = []
         checkpoints: list[tuple] = []
         drifts: list[tuple] = []
+        actions: list[tuple] = []
+        act = cfg.monitor.drift_action != "none"
+        recent = self.recent
         threshold = cfg.threshold
         dead = [(run_id, shard, *d) for d in batch.dead]
         slots = self.slots
@@ -244,6 +256,9 @@ class ShardLearner:
                         item, step="learn", reason=f"{type(ex).__name__}: {ex}", source=batch.source)))
                     continue
                 learn_label(key=key, y=y)
+                if recent is not None:
+                    recent.append((x, y))
+                alarmed: list[tuple[int, str]] = []
                 row = len(lb_items)
                 lb_items.append(item)
                 lb_t.append(t)
@@ -258,6 +273,8 @@ class ShardLearner:
                             if det.update(error):
                                 drifts.append((run_id, shard, item[0], det.name, "error", slots[i].name,
                                                slots[i].n_learned + 1, event_id, t))
+                                if act:
+                                    alarmed.append((i, det.name))
                 slot = slots[0]
                 slot.n_learned += 1
                 for other in slots[1:]:
@@ -265,6 +282,11 @@ class ShardLearner:
                 if slot.n_learned % every == 0:
                     for i in slot_range:
                         self._checkpoint(slots[i], item[0], event_id, checkpoints)
+                        ev_runs[i].append((len(ev_items), slots[i].version))
+                        lb_runs[i].append((row + 1, slots[i].version))
+                for i, detector in alarmed:
+                    if self._act(slots[i], item[0], event_id, t, detector, checkpoints, actions):
+                        probas[i], learners[i] = slots[i].estimator.predict_proba_one, slots[i].estimator.learn_one
                         ev_runs[i].append((len(ev_items), slots[i].version))
                         lb_runs[i].append((row + 1, slots[i].version))
                 labelled.add(event_id)
@@ -285,16 +307,49 @@ class ShardLearner:
                 scores_i = np.fromiter(lb_scores[i], np.float64, len(lb_scores[i]))
                 for pos, row in slot.metrics.update_many(times, label_times, ys, scores_i):
                     metrics.append(_metric_row(run_id, shard, lb_items[pos][0], slot.name, row))
-        tables: dict[str, pa.Table] = {}
+        champ = next(i for i, s in enumerate(slots) if s.role == CHAMPION)
+        anomaly, tables = self.monitor.on_events(
+            [it[0] for it in ev_items], [it[2] for it in ev_items], [it[3] for it in ev_items], ev_x,
+            ev_scores[champ], champion=slots[champ].name)
+        if lb_items:
+            self.monitor.on_labels(lb_t, lb_y)
+        monitored_drifts = tables.pop("drift_events", None)
         if ev_items:
-            tables["predictions"] = self._predictions(ev_items, ev_x, ev_scores, ev_runs)
+            tables["predictions"] = self._predictions(ev_items, ev_x, ev_scores, ev_runs, anomaly)
         if lb_items:
             tables["learn_log"] = self._learn_log(lb_items, lb_t, lb_y, lb_scores, first_order, lb_runs)
         for name, rows in (("metrics", metrics), ("checkpoints", checkpoints), ("dead_letters", dead),
-                           ("expired", expired), ("drift_events", drifts)):
+                           ("expired", expired), ("drift_events", drifts), ("drift_actions", actions)):
             if rows:
                 tables[name] = rows_to_arrow(name, rows)
+        if monitored_drifts is not None:
+            tables["drift_events"] = (pa.concat_tables([tables["drift_events"], monitored_drifts])
+                                      if "drift_events" in tables else monitored_drifts)
         return Output(shard, tables)
+
+    def _act(self, slot: _Slot, seq: int, event_id: str, t: int, detector: str, checkpoints: list,
+             actions: list) -> bool:
+        """Carry out the configured drift action on ``slot`` after its detector alarmed; returns
+        whether the model was replaced (not when it was replaced less than ``action_window`` learns ago)."""
+        mon = self.config.monitor
+        if slot.n_learned - slot.acted_at < mon.action_window:
+            return False
+        fresh = get_spec(slot.name).build(seed=self.config.seed + self.slots.index(slot))
+        trained_on = 0
+        if mon.drift_action == "retrain" and self.recent:
+            for x, y in self.recent:
+                fresh.learn_one(x, y)
+            trained_on = len(self.recent)
+        before = slot.n_learned
+        slot.estimator = fresh
+        slot.acted_at = slot.n_learned
+        slot.detectors = [make_detector(d) for d in self.config.drift_detectors]
+        self._checkpoint(slot, seq, event_id, checkpoints, suffix=f"-{mon.drift_action}")
+        actions.append((self.config.run_id, self.shard, seq, slot.name, mon.drift_action, detector, "error",
+                        event_id, t, before, trained_on, slot.version, datetime.now(UTC)))
+        log.info("shard %d: %s alarmed on %s's errors after %d learns: %s (%d recent events)", self.shard,
+                 detector, slot.name, before, mon.drift_action, trained_on)
+        return True
 
     def _expire(self, seq: int) -> list[tuple]:
         """Stop waiting for labels of events older than the TTL; returns ``expired`` rows."""
@@ -317,7 +372,7 @@ class ShardLearner:
     def _constant(self, value: Any, n: int, type_: pa.DataType) -> pa.Array:
         return pa.array([value] * n, type_)
 
-    def _predictions(self, items, xs, scores, runs) -> pa.Table:
+    def _predictions(self, items, xs, scores, runs, anomaly: np.ndarray | None = None) -> pa.Table:
         n = len(items)
         shared = [
             pa.array([it[0] for it in items], pa.int64()),
@@ -328,6 +383,8 @@ class ShardLearner:
         features = features_array(xs)
         run_id = self._constant(self.config.run_id, n, pa.string())
         shard = self._constant(self.shard, n, pa.int32())
+        anomaly_score = (pa.array(anomaly, pa.float64(), from_pandas=True) if anomaly is not None
+                         else pa.nulls(n, pa.float64()))
         parts = []
         thr = self.config.threshold
         for i, slot in enumerate(self.slots):
@@ -335,7 +392,7 @@ class ShardLearner:
             parts.append(pa.Table.from_arrays([
                 run_id, shard, *shared, self._constant(slot.name, n, pa.string()),
                 self._constant(slot.role, n, pa.string()), _expand_runs(runs[i], n), score,
-                pc.cast(pc.greater_equal(score, thr), pa.int64()), features,
+                pc.cast(pc.greater_equal(score, thr), pa.int64()), features, anomaly_score,
             ], schema=PREDICTIONS))
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
@@ -373,6 +430,7 @@ class ShardLearner:
                 self._checkpoint(slot, seq, None, checkpoints)
         tables = {name: rows_to_arrow(name, rows)
                   for name, rows in (("metrics", metrics), ("checkpoints", checkpoints)) if rows}
+        tables.update(self.monitor.finish(seq))
         return Output(self.shard, tables)
 
 

@@ -33,6 +33,7 @@ from dataflows.replay import pin_versions
 from dataflows.sinks import DeltaSink
 from dataflows.sources import ReplaySource
 from dataflows.validate import validate_batch
+from monitoring.stream import MonitorConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)?\s*$")
 _UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000,
@@ -163,6 +164,12 @@ def replay_job(
     hash_fields: str | Sequence[str] = (),
     n_buckets: int = 2**20,
     drift: str | Sequence[str] = "adwin",
+    stats_window: str | None = "1h",
+    lateness: str = "0s",
+    anomaly: str | None = "zscore",
+    watch: str | None = None,
+    drift_action: str = "none",
+    action_window: int = 5_000,
 ) -> ReplayJob:
     """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
     models = _names(model)
@@ -172,16 +179,19 @@ def replay_job(
         featurizer.update(hash_fields=sorted(_names(hash_fields)), n_buckets=n_buckets)
     window_us, grace_us = parse_duration_us(window), parse_duration_us(grace)
     ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
+    monitor = MonitorConfig.from_settings(stats_window=stats_window, lateness=lateness, anomaly=anomaly,
+                                          watch=watch, drift_action=drift_action, action_window=action_window)
     if run_id is None:
         run_id = run_id_for({
             "events": pin.events, "labels": pin.labels, "models": models, "seed": seed,
             "checkpoint_every": checkpoint_every, "window_us": window_us, "grace_us": grace_us,
             "threshold": threshold, "featurizer": featurizer, "shards": shards, "label_ttl_us": ttl_us,
-            "drift": list(_names(drift)),
+            "drift": list(_names(drift)), "monitor": monitor.identity(),
         })
     config = RunConfig(run_id=run_id, models=models, seed=seed, checkpoint_every=checkpoint_every,
                        window_us=window_us, grace_us=grace_us, threshold=threshold,
-                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift))
+                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
+                       monitor=monitor)
     source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
                      flush_seconds=flush_seconds)
@@ -212,6 +222,17 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     (text fields such as a URL split into tokens hashed into ``n_buckets``
     indicators: bounded memory on feature-evolving streams), ``drift`` (detectors run
     on every model's error stream, alarms in ``drift_events``; ``""`` for none).
+
+    Monitoring (:mod:`monitoring.stream`): ``stats_window`` (event-time tumbling windows
+    of feature statistics in ``window_stats``, e.g. ``"15s"``; ``None`` for none) closed
+    by a watermark ``lateness`` behind the latest event time (later events go to
+    ``late_events``), ``anomaly`` (scorer spec, e.g. ``"zscore"`` or ``"hst"``: a score
+    per prediction, events above its threshold in ``anomalies``; ``None`` for none),
+    ``watch`` (detectors on the champion's label-free signals, e.g.
+    ``"new_features=page-hinkley; feature:dep_delay=adwin"``), ``drift_action``
+    (``"reset"`` or ``"retrain"`` a model when its error detector alarms, recorded in
+    ``drift_actions``; at most once per ``action_window`` learns, retraining from the
+    last ``action_window`` labelled events).
     """
     return replay_job(lake, model, **settings).flow()
 
@@ -287,6 +308,7 @@ def build_live_flow(
     predictions_topic: str | None = None,
     run_id: str = "live",
     stop_at_end: bool = False,
+    record: bool = True,
     batch_size: int = 1_000,
     seed: int = 42,
     checkpoint_every: int = 10_000,
@@ -298,13 +320,21 @@ def build_live_flow(
     label_ttl: str | None = "7d",
     flush_rows: int = 25_000,
     flush_seconds: float = 5.0,
+    stats_window: str | None = "1m",
+    lateness: str = "0s",
+    anomaly: str | None = "zscore",
+    watch: str | None = None,
+    drift_action: str = "none",
+    action_window: int = 5_000,
 ) -> Dataflow:
     """The same dataflow fed live from Kafka (see :mod:`dataflows.kafka`).
 
     Events and labels come from ``topic`` (one shard per partition); everything the
     dataflow decides goes to the lake, and served predictions also to
-    ``predictions_topic`` when given. Run it with recovery so a restart resumes at
-    the stored offsets::
+    ``predictions_topic`` when given. With ``record`` (the default) the events and
+    labels received are appended to the lake's ``events``/``labels``, exactly once per
+    Kafka offset, so the live stream can be replayed later. Run it with recovery so a
+    restart resumes at the stored offsets::
 
         python -m bytewax.run "dataflows.online:build_live_flow(lake='lakehouse', \\
             brokers='localhost:9092', topic='events', predictions_topic='predictions')" \\
@@ -312,7 +342,9 @@ def build_live_flow(
     """
     from dataflows.kafka import KafkaPredictionsSink, KafkaSource
 
-    source = KafkaSource(brokers, topic, batch_size=batch_size, stop_at_end=stop_at_end)
+    source = KafkaSource(brokers, topic, batch_size=batch_size, stop_at_end=stop_at_end,
+                         lake=os.fspath(lake) if record else None, flush_rows=flush_rows,
+                         flush_seconds=flush_seconds)
     shards = len(source.partitions())
     featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude))}
     if hash_fields:
@@ -320,7 +352,10 @@ def build_live_flow(
     ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
     config = RunConfig(run_id=run_id, models=_names(model), seed=seed, checkpoint_every=checkpoint_every,
                        window_us=parse_duration_us(window), grace_us=parse_duration_us(grace),
-                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift))
+                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
+                       monitor=MonitorConfig.from_settings(
+                           stats_window=stats_window, lateness=lateness, anomaly=anomaly, watch=watch,
+                           drift_action=drift_action, action_window=action_window))
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds)
     extra = [KafkaPredictionsSink(brokers, predictions_topic)] if predictions_topic else []
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),

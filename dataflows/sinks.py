@@ -2,7 +2,10 @@
 
 Rows are buffered per (table, shard) and committed when a table's buffer holds
 ``flush_rows`` rows, when the oldest buffered row is ``flush_seconds`` old, when
-Bytewax snapshots (so recovery never skips a buffered row) and at the end. Each
+Bytewax snapshots (so recovery never skips a buffered row) and at the end. The
+small tables people wait for (:data:`URGENT_TABLES`: window statistics, alarms,
+drift actions) are committed as soon as rows come, on a thread of their own, so a
+large ``predictions`` commit never holds them back. Each
 commit carries the Delta app transaction ``(f"{run_id}/{table}/shard-{n}", max seq)``;
 after a restart, rows whose ``seq`` was already committed are dropped, so the
 lake holds every row exactly once.
@@ -24,6 +27,10 @@ from dataflows.items import Output
 from lake.table import TableWriter
 
 log = logging.getLogger(__name__)
+
+URGENT_TABLES = frozenset({"window_stats", "drift_events", "drift_actions"})
+"""Tables committed as soon as rows arrive (or, while one of their commits runs, right after it):
+monitoring answers, a few rows at a time, wanted within a second."""
 
 
 class _Buffer:
@@ -56,7 +63,9 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
         self._buffers: dict[tuple[str, int], _Buffer] = {}
         self._writers: dict[tuple[str, int], TableWriter] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta")
+        self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta-urgent")
         self._in_flight: deque[Future[int]] = deque()
+        self._urgent: dict[tuple[str, int], Future[int]] = {}  # the running commit of each urgent buffer
 
     def write_batch(self, values: list[Output]) -> None:
         now = time.monotonic()
@@ -75,7 +84,13 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
                 if top > buf.max_seq:
                     buf.max_seq = top
         for key, buf in self._buffers.items():
-            if buf.parts and (buf.rows >= self.flush_rows or now - buf.since >= self.flush_seconds):
+            if not buf.parts:
+                continue
+            if key[0] in URGENT_TABLES:
+                running = self._urgent.get(key)
+                if running is None or running.done():
+                    self._flush(key, buf)
+            elif buf.rows >= self.flush_rows or now - buf.since >= self.flush_seconds:
                 self._flush(key, buf)
         self._reap(block=False)
 
@@ -88,9 +103,13 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
                 compact_every=self.compact_every)
         data = buf.parts[0] if len(buf.parts) == 1 else pa.concat_tables(buf.parts)
         buf.parts, buf.rows = [], 0
-        while len(self._in_flight) >= self.max_in_flight:
+        urgent = table in URGENT_TABLES
+        while not urgent and len(self._in_flight) >= self.max_in_flight:
             self._in_flight.popleft().result()
-        self._in_flight.append(self._pool.submit(writer.append, data, position=buf.max_seq))
+        future = (self._urgent_pool if urgent else self._pool).submit(writer.append, data, position=buf.max_seq)
+        if urgent:
+            self._urgent[key] = future
+        self._in_flight.append(future)
 
     def _reap(self, *, block: bool) -> None:
         while self._in_flight and (block or self._in_flight[0].done()):
@@ -112,6 +131,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
             self.flush_all()
         finally:
             self._pool.shutdown(wait=True)
+            self._urgent_pool.shutdown(wait=True)
         for (table, shard), w in self._writers.items():
             log.info("%s shard %d: %d rows in %d commits (%.2f s)", table, shard, w.rows_written,
                      w.commits, w.commit_seconds)

@@ -52,6 +52,8 @@ PREDICTIONS = pa.schema(
         pa.field("score", pa.float64(), nullable=False),
         pa.field("prediction", pa.int64(), nullable=False),
         pa.field("features", FEATURES, nullable=False),
+        # Unsupervised anomaly score of the event (``monitoring.anomaly``; null when off or warming up).
+        pa.field("anomaly_score", pa.float64()),
     ]
 )
 
@@ -315,6 +317,40 @@ DRIFT_REPORTS = pa.schema(
 )
 """One row per Evidently drift report (``flows.drift``)."""
 
+ANOMALIES = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("scorer", pa.string(), nullable=False),  # e.g. zscore, hst(threshold=0.8)
+        pa.field("position", pa.int64(), nullable=False),  # 1-based in the shard's event stream
+        pa.field("event_id", pa.string()),
+        pa.field("event_time", UTC_TS, nullable=False),
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("threshold", pa.float64(), nullable=False),
+    ]
+)
+"""Events whose anomaly score passed the scorer's threshold (no label needed)."""
+
+DRIFT_ACTIONS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),  # reset | retrain
+        pa.field("detector", pa.string(), nullable=False),  # the alarm that triggered it
+        pa.field("signal", pa.string(), nullable=False),
+        pa.field("event_id", pa.string()),
+        pa.field("event_time", UTC_TS, nullable=False),
+        pa.field("n_learned_before", pa.int64(), nullable=False),  # learns of the replaced model
+        pa.field("trained_on", pa.int64(), nullable=False),  # recent labelled events the new model learned
+        pa.field("model_version", pa.string(), nullable=False),  # checkpoint id of the new model
+        pa.field("created_at", UTC_TS, nullable=False),
+    ]
+)
+"""What the dataflow did about a drift alarm (``RunConfig.monitor.drift_action``)."""
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "labels": LABELS,
@@ -332,6 +368,8 @@ TABLES: dict[str, pa.Schema] = {
     "window_stats": WINDOW_STATS,
     "late_events": LATE_EVENTS,
     "drift_reports": DRIFT_REPORTS,
+    "anomalies": ANOMALIES,
+    "drift_actions": DRIFT_ACTIONS,
 }
 """Every table's schema. For ``events`` the schema lists the fixed columns only."""
 

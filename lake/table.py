@@ -96,7 +96,10 @@ def conform(table: str, data: Any) -> pa.Table:
     elif not isinstance(data, pa.Table):
         data = pa.table(data)
     names = set(data.column_names)
-    missing = [f.name for f in schema if f.name not in names]
+    for field in schema:  # a nullable column added to a schema later may be left out by older writers
+        if field.name not in names and field.nullable:
+            data = data.append_column(field, pa.nulls(data.num_rows, field.type))
+    missing = [f.name for f in schema if f.name not in names and not f.nullable]
     if missing:
         raise SchemaError(table, f"missing column(s) {missing}", column=missing[0])
     extra = [n for n in data.column_names if n not in schema.names]
