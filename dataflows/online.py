@@ -30,7 +30,7 @@ from dataflows.control import PromotionControl
 from dataflows.items import Batch, Output
 from dataflows.learner import RunConfig, ShardLearner
 from dataflows.replay import pin_versions
-from dataflows.sinks import DeltaSink
+from dataflows.sinks import URGENT_TABLES, DeltaSink
 from dataflows.sources import ReplaySource
 from dataflows.validate import validate_batch
 from monitoring.stream import MonitorConfig
@@ -356,7 +356,8 @@ def build_live_flow(
                        monitor=MonitorConfig.from_settings(
                            stats_window=stats_window, lateness=lateness, anomaly=anomaly, watch=watch,
                            drift_action=drift_action, action_window=action_window))
-    sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds)
+    sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds,
+                     urgent_tables=URGENT_TABLES)
     extra = [KafkaPredictionsSink(brokers, predictions_topic)] if predictions_topic else []
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),
                      extra_sinks=extra)

@@ -2,10 +2,11 @@
 
 Rows are buffered per (table, shard) and committed when a table's buffer holds
 ``flush_rows`` rows, when the oldest buffered row is ``flush_seconds`` old, when
-Bytewax snapshots (so recovery never skips a buffered row) and at the end. The
-small tables people wait for (:data:`URGENT_TABLES`: window statistics, alarms,
-drift actions) are committed as soon as rows come, on a thread of their own, so a
-large ``predictions`` commit never holds them back. Each
+Bytewax snapshots (so recovery never skips a buffered row) and at the end. In
+live runs the small tables people wait for (``urgent_tables``, e.g.
+:data:`URGENT_TABLES`: window statistics, alarms, drift actions) are committed as
+soon as rows come, on a thread of their own, so a large ``predictions`` commit
+never holds them back. Each
 commit carries the Delta app transaction ``(f"{run_id}/{table}/shard-{n}", max seq)``;
 after a restart, rows whose ``seq`` was already committed are dropped, so the
 lake holds every row exactly once.
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.items import Output
+from lake.schemas import TABLES
 from lake.table import TableWriter
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,9 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
     """
 
     def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float,
-                 max_in_flight: int = 4, compact_every: int | None = 100) -> None:
+                 max_in_flight: int = 4, compact_every: int | None = 100,
+                 urgent_tables: frozenset[str] = frozenset()) -> None:
+        self.urgent_tables = urgent_tables
         self.compact_every = compact_every
         self.lake = lake
         self.run_id = run_id
@@ -86,7 +90,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
         for key, buf in self._buffers.items():
             if not buf.parts:
                 continue
-            if key[0] in URGENT_TABLES:
+            if key[0] in self.urgent_tables:
                 running = self._urgent.get(key)
                 if running is None or running.done():
                     self._flush(key, buf)
@@ -103,7 +107,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
                 compact_every=self.compact_every)
         data = buf.parts[0] if len(buf.parts) == 1 else pa.concat_tables(buf.parts)
         buf.parts, buf.rows = [], 0
-        urgent = table in URGENT_TABLES
+        urgent = table in self.urgent_tables
         while not urgent and len(self._in_flight) >= self.max_in_flight:
             self._in_flight.popleft().result()
         future = (self._urgent_pool if urgent else self._pool).submit(writer.append, data, position=buf.max_seq)
@@ -150,10 +154,13 @@ class DeltaSink(FixedPartitionedSink[Output, None]):
         Number of sink partitions (spread over workers); shards map onto them.
     flush_rows, flush_seconds
         Commit a table's buffer once it holds this many rows or is this old.
+    urgent_tables
+        Tables committed as soon as rows arrive (live runs: :data:`URGENT_TABLES`).
     """
 
     def __init__(self, lake: str | os.PathLike[str], *, run_id: str, partitions: int = 1,
-                 flush_rows: int = 25_000, flush_seconds: float = 5.0) -> None:
+                 flush_rows: int = 25_000, flush_seconds: float = 5.0,
+                 urgent_tables: frozenset[str] | set[str] = frozenset()) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions!r}")
         if flush_rows < 1:
@@ -165,6 +172,10 @@ class DeltaSink(FixedPartitionedSink[Output, None]):
         self.partitions = partitions
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
+        unknown = set(urgent_tables) - set(TABLES)
+        if unknown:
+            raise ValueError(f"urgent_tables names unknown tables {sorted(unknown)}")
+        self.urgent_tables = frozenset(urgent_tables)
 
     def list_parts(self) -> list[str]:
         return [f"lake-{i:03d}" for i in range(self.partitions)]
@@ -174,4 +185,4 @@ class DeltaSink(FixedPartitionedSink[Output, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> DeltaSinkPartition:
         return DeltaSinkPartition(self.lake, run_id=self.run_id, flush_rows=self.flush_rows,
-                                  flush_seconds=self.flush_seconds)
+                                  flush_seconds=self.flush_seconds, urgent_tables=self.urgent_tables)

@@ -2,6 +2,11 @@
 
     python -m flows.demo [--lake lakehouse] [--scenario flights] [--model linear,tree] [--limit N]
 
+Steps: ingest the scenario; replay it through the dataflow (models, prequential
+metrics, drift detectors, window statistics, anomaly scores); version the
+checkpoints in MLflow; an Evidently drift report of the last week against the week
+before; lake maintenance; a summary.
+
 Every step is idempotent: running it again reuses what the lake already holds.
 """
 
@@ -24,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", default="1d", help="prequential metric window (default 1d)")
     parser.add_argument("--exclude", default="tailnum,flight",
                         help="payload fields not used as features (default tailnum,flight: identifiers)")
+    parser.add_argument("--report-window", default="7d",
+                        help="drift report: the last window of event time against the one before (default 7d)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///LAKE/mlflow.db)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "prefect", "alembic", "sqlalchemy"):
@@ -35,21 +44,32 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     params = {"limit": args.limit} if args.limit else {}
-    print(f"[1/4] ingest scenario {args.scenario!r} into {args.lake}", flush=True)
+    print(f"[1/6] ingest scenario {args.scenario!r} into {args.lake}", flush=True)
     print(ingest_scenario(args.lake, args.scenario, **params), flush=True)
-    print(f"[2/4] replay through the dataflow (models {args.model})", flush=True)
+    print(f"[2/6] replay through the dataflow (models {args.model})", flush=True)
     t = time.perf_counter()
     run_id = run_replay(args.lake, args.model, window=args.window, exclude=args.exclude)
     print(f"      done in {time.perf_counter() - t:.1f} s", flush=True)
-    print("[3/4] flows on the lake (Prefect, embedded)", flush=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.drift import last_vs_previous
     from flows.maintenance import maintenance
+    from flows.versioning import version_checkpoints
+
+    print("[3/6] version the model checkpoints in MLflow (Prefect flow)", flush=True)
+    print(f"      {version_checkpoints(args.lake, tracking_uri=args.tracking_uri)}", flush=True)
+    print(f"[4/6] drift report: the last {args.report_window} against the {args.report_window} before "
+          "(Prefect flow, Evidently)", flush=True)
+    report = last_vs_previous(args.lake, args.report_window, tracking_uri=args.tracking_uri,
+                              exclude=sorted({"year", "month", "day", "time_hour", *args.exclude.split(",")} - {""}))
+    print(f"      {report['n_drifted']}/{report['n_columns']} columns drifted (share {report['drifted_share']:.2f}); "
+          f"report: {report['html_path']}", flush=True)
+    print("[5/6] lake maintenance (Prefect flow)", flush=True)
 
     for table, row in maintenance(args.lake).items():
         print(f"      maintenance {table}: {row['files_removed_by_compaction']} files compacted into "
               f"{row['files_added_by_compaction']}, {row['files_vacuumed']} vacuumed", flush=True)
-    print("[4/4] summary", flush=True)
+    print("[6/6] summary", flush=True)
     print(summarize(args.lake, run_id=run_id))
     print(f"total {time.perf_counter() - started:.1f} s")
     return 0

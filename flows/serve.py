@@ -4,7 +4,8 @@
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve --lake lakehouse
 
 Deployments: model versioning every 5 minutes, champion promotion every 15
-minutes, lake maintenance daily. Each run is a subprocess of this process; stop
+minutes, an Evidently drift report of the last day against the day before every
+hour, lake maintenance daily. Each run is a subprocess of this process; stop
 this process before the server (SIGTERM pauses the deployments).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
     """The deployments to serve for ``lake`` (built without contacting the API)."""
+    from flows.drift import last_vs_previous
     from flows.maintenance import maintenance
     from flows.promotion import promote
     from flows.versioning import version_checkpoints
@@ -30,6 +32,9 @@ def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
         promote.to_deployment(
             name="promotion", interval=timedelta(minutes=15), concurrency_limit=1,
             parameters={"lake": lake, "tracking_uri": tracking_uri}),
+        last_vs_previous.to_deployment(
+            name="drift-report", interval=timedelta(hours=1), concurrency_limit=1,
+            parameters={"lake": lake, "window": "1d", "tracking_uri": tracking_uri}),
         maintenance.to_deployment(
             name="maintenance", cron="17 3 * * *", concurrency_limit=1, parameters={"lake": lake}),
     ]

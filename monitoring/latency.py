@@ -163,7 +163,7 @@ def measure(*, rate: float = 5_000, duration_s: float = 60.0, window: str = "1s"
 
     from dataflows.learner import RunConfig
     from dataflows.online import make_flow, parse_duration_us
-    from dataflows.sinks import DeltaSink
+    from dataflows.sinks import URGENT_TABLES, DeltaSink
     from monitoring.stream import MonitorConfig
 
     lake = lake or tempfile.mkdtemp(prefix="riverlake-latency-")
@@ -173,7 +173,7 @@ def measure(*, rate: float = 5_000, duration_s: float = 60.0, window: str = "1s"
                        monitor=MonitorConfig(stats_window_us=window_us, lateness_us=lateness_us, anomaly=anomaly,
                                              watch=watch))
     source = LiveGenerator(rate=rate, duration_s=duration_s, tick_s=tick_s)
-    sink = DeltaSink(lake, run_id="latency", flush_rows=50_000, flush_seconds=5.0)
+    sink = DeltaSink(lake, run_id="latency", flush_rows=50_000, flush_seconds=5.0, urgent_tables=URGENT_TABLES)
     out_path = os.path.join(lake, "_latency_seen.json")
     started = time.time()
     ctx = mp.get_context("spawn")
