@@ -11,24 +11,296 @@ offsets already committed. (Two separate topics would interleave differently
 after a restart, and ``seq`` would stop meaning the same message.)
 
 Undecodable messages and messages of an unknown kind become dead letters.
+
+**Recording.** Given a lake, the source appends every event and label it accepts
+to the lake's ``events`` and ``labels`` tables, so today's live stream is
+tomorrow's replay. Each partition appends with its own Delta app transaction
+``kafka/{topic}/{partition}/{table}`` at the highest Kafka offset it covers, and
+drops rows at or below the committed offset: after a restart from the recovery
+snapshot (which only advances once the rows before it are committed) nothing is
+skipped and nothing is written twice, whichever run consumes the topic. An event
+row's ``offset`` is :func:`lake_offset` of its partition and Kafka offset, so a
+replay orders events of equal ``event_time`` as they arrived.
+
+**Payload types** (:class:`PayloadTypes`). JSON has numbers, strings, booleans and
+null; a Delta column has one type. The rule, applied in the source *before* the
+models see an event, so a replay of the lake gives the models exactly the values
+the live run gave them:
+
+- a field the ``events`` table already has keeps that column's type: a number
+  goes into an integer column only if it is integral (NaN becomes null), into a
+  float column as a float; booleans fill bool columns (and count as 0/1 in
+  numeric ones); strings fill string columns only;
+- a new field takes its type from its first non-null value: any number →
+  ``float64`` (JSON does not tell ``3`` from ``3.0`` reliably), boolean → ``bool``,
+  string → ``string``; new columns are added with ``schema_mode="merge"``;
+- null or absent fields are null in the lake (the featurizer treats both as
+  missing);
+- anything else (a string in a numeric column, a number in a string column, a
+  list or an object) is a wrong-schema message: it goes to ``dead_letters`` with
+  the field, the column's type and the value, and the models never see it.
+
+Payload fields are put in the table's column order, so features are summed in
+the same order live and in replay. A replay reproduces the live predictions when
+each partition's messages arrived in time order (events by ``event_time``, each
+label at its ``label_time``; ``python -m dataflows.produce`` sends them so) and keys
+were partitioned by CRC-32 (:func:`dataflows.replay.shard_of`, librdkafka's
+default for keyed messages): replay with ``shards`` = the topic's partitions.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from datetime import UTC
 from typing import Any
 
 import confluent_kafka as ck
+import pyarrow as pa
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.decode import decode_event, decode_label
-from dataflows.items import Batch, Output, raw_json
+from dataflows.items import EVENT, Batch, Output, raw_json
+from dataflows.replay import FIXED_EVENT_COLUMNS, shard_of
+from dataflows.validate import validate_batch
+from lake.schemas import UTC_TS
+from lake.table import TableWriter, exists, open_table
 
 log = logging.getLogger(__name__)
 
+_PARTITION_SHIFT = 40
+
+
+def lake_offset(partition: int, kafka_offset: int) -> int:
+    """The ``offset`` of a live event in ``events``: increasing with arrival within a partition.
+
+    Unique among one topic's events (up to 2**40 messages per partition) and above
+    the offsets an ingest of fewer than 2**40 rows gives.
+
+    >>> lake_offset(0, 7), lake_offset(3, 0) > lake_offset(2, 10**9)
+    (1099511627783, True)
+    """
+    return ((partition + 1) << _PARTITION_SHIFT) + kafka_offset
+
+
+# --------------------------------------------------------------------------- payload types
+
+_KINDS = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "str": pa.string()}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _kind_of_type(type_: pa.DataType) -> str:
+    if pa.types.is_integer(type_):
+        return "int"
+    if pa.types.is_floating(type_):
+        return "float"
+    if pa.types.is_boolean(type_):
+        return "bool"
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_):
+        return "str"
+    return "other"
+
+
+def _kind_of_value(value: Any) -> str | None:
+    """The column kind a new field gets from its first non-null value (``None``: not fillable)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return None
+
+
+def _convert(value: Any, kind: str) -> tuple[Any, bool]:
+    """``(value as stored in a column of this kind, ok)``."""
+    if value is None:
+        return None, True
+    if kind == "float":
+        if isinstance(value, int | float):
+            try:
+                return float(value), True
+            except OverflowError:
+                return None, False
+        return None, False
+    if kind == "int":
+        if isinstance(value, bool):
+            return int(value), True
+        if isinstance(value, int):
+            return value, _INT64_MIN <= value <= _INT64_MAX
+        if isinstance(value, float):
+            if value != value:
+                return None, True  # NaN is missing, as the featurizer reads it
+            if math.isfinite(value) and value.is_integer() and _INT64_MIN <= value <= _INT64_MAX:
+                return int(value), True
+        return None, False
+    if kind == "bool":
+        return value, isinstance(value, bool)
+    if kind == "str":
+        return value, isinstance(value, str)
+    return None, False
+
+
+class PayloadTypes:
+    """The column type of every payload field, and the rule that fits a live payload to it.
+
+    >>> types = PayloadTypes(pa.schema([("n", pa.int64()), ("tag", pa.string())]))
+    >>> types.normalize({"score": 3, "n": 2.0, "on": True, "tag": "x"})
+    ({'n': 2, 'tag': 'x', 'score': 3.0, 'on': True}, None)
+    >>> types.normalize({"tag": 5})[1]
+    "field 'tag' must be a string (the lake's events column is string), got 5"
+    >>> types.normalize({"n": 2.5})[1]
+    "field 'n' must be an integral number (the lake's events column is int64), got 2.5"
+    >>> types.arrow_type("score"), list(types.order)
+    (DataType(double), ['n', 'tag', 'score', 'on'])
+    """
+
+    _NAMES = {"int": "an integral number", "float": "a number", "bool": "a boolean", "str": "a string"}
+
+    def __init__(self, schema: pa.Schema | None = None) -> None:
+        self._types: dict[str, pa.DataType] = {}
+        self._kinds: dict[str, str] = {}
+        if schema is not None:
+            self.adopt(schema)
+
+    @property
+    def order(self) -> list[str]:
+        """Payload columns in table order (new fields after the table's, as they came)."""
+        return list(self._types)
+
+    def arrow_type(self, name: str) -> pa.DataType:
+        return self._types[name]
+
+    def adopt(self, schema: pa.Schema) -> None:
+        """Take the types of ``schema``'s payload columns (the table's types win)."""
+        for field in schema:
+            if field.name in FIXED_EVENT_COLUMNS:
+                continue
+            self._types[field.name] = field.type
+            self._kinds[field.name] = _kind_of_type(field.type)
+
+    def normalize(self, payload: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """``(payload in column order and types, None)``, or ``(None, reason)`` for a wrong-schema payload."""
+        known: dict[str, Any] = {}
+        new: dict[str, Any] = {}
+        new_kinds: dict[str, str] = {}
+        for name, value in payload.items():
+            kind = self._kinds.get(name)
+            if kind is None:
+                if value is None:
+                    new[name] = None
+                    continue
+                kind = _kind_of_value(value)
+                if kind is None:
+                    return None, (f"field {name!r} must be a number, string, bool or null, "
+                                  f"got {type(value).__name__}")
+                new_kinds[name] = kind
+            converted, ok = _convert(value, kind)
+            if not ok:
+                if kind == "other":
+                    return None, (f"field {name!r}: the lake's events column is {self._types[name]}; "
+                                  "live messages fill number, bool and string columns only")
+                column = self._types[name] if name in self._types else _KINDS[kind]
+                return None, (f"field {name!r} must be {self._NAMES[kind]} (the lake's events column is "
+                              f"{column}), got {value!r:.80}")
+            (known if name in self._kinds else new)[name] = converted
+        for name, kind in new_kinds.items():
+            self._kinds[name] = kind
+            self._types[name] = _KINDS[kind]
+        if not new and list(known) == [n for n in self._types if n in known]:
+            return known, None
+        ordered = {name: known[name] for name in self._types if name in known}
+        ordered.update(new)
+        return ordered, None
+
+    def column(self, name: str, values: list[Any]) -> pa.Array:
+        """An Arrow column of ``name``; values that do not fit its type (a race between writers) become null."""
+        type_ = self._types[name]
+        try:
+            return pa.array(values, type_)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            kind = self._kinds[name]
+            fitted = [_convert(v, kind) for v in values]
+            lost = sum(1 for v, ok in fitted if not ok)
+            log.warning("events: %d value(s) of %r do not fit its column type %s; stored as null",
+                        lost, name, type_)
+            return pa.array([v if ok else None for v, ok in fitted], type_)
+
+
+# --------------------------------------------------------------------------- recording
+
+class _Recorder:
+    """Appends the events and labels one partition accepted to the lake, once per Kafka offset."""
+
+    def __init__(self, lake: str, topic: str, partition: int, types: PayloadTypes, *, flush_rows: int,
+                 flush_seconds: float) -> None:
+        self._lake, self._partition, self._types = lake, partition, types
+        self._flush_rows, self._flush_seconds = flush_rows, flush_seconds
+        prefix = f"kafka/{topic}/{partition}"
+        self._events = TableWriter(lake, "events", writer_id=f"{prefix}/events", compact_every=100)
+        self._labels = TableWriter(lake, "labels", writer_id=f"{prefix}/labels", compact_every=100)
+        self._ev: list[tuple] = []
+        self._lb: list[tuple] = []
+        self._since = 0.0
+
+    def add(self, items: list[tuple]) -> None:
+        if not items:
+            return
+        if not self._ev and not self._lb:
+            self._since = time.monotonic()
+        for item in items:
+            (self._ev if item[1] == EVENT else self._lb).append(item)
+
+    def maybe_flush(self) -> None:
+        n = len(self._ev) + len(self._lb)
+        if n and (n >= self._flush_rows or time.monotonic() - self._since >= self._flush_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        ev, self._ev = self._ev, []
+        lb, self._lb = self._lb, []
+        if ev:
+            self._append(self._events, ev, self._event_rows)
+        if lb:
+            self._append(self._labels, lb, self._label_rows)
+
+    @staticmethod
+    def _append(writer: TableWriter, items: list[tuple], rows) -> None:
+        done = writer.committed_position
+        if done is not None:
+            items = [it for it in items if it[0] > done]
+        if items:
+            writer.append(rows(items), position=items[-1][0])
+
+    def _event_rows(self, items: list[tuple]) -> pa.Table:
+        p = self._partition
+        cols: dict[str, pa.Array] = {
+            "event_id": pa.array([it[2] for it in items], pa.string()),
+            "event_time": pa.array([it[3] for it in items], UTC_TS),
+            "key": pa.array([it[4] for it in items], pa.string()),
+            "offset": pa.array([lake_offset(p, it[0]) for it in items], pa.int64()),
+        }
+        present: set[str] = set()
+        for it in items:
+            present.update(k for k, v in it[5].items() if v is not None)
+        for name in self._types.order:
+            if name in present:  # all-null columns are left out: readers see null anyway
+                cols[name] = self._types.column(name, [it[5].get(name) for it in items])
+        return pa.table(cols)
+
+    @staticmethod
+    def _label_rows(items: list[tuple]) -> pa.Table:
+        return pa.table({
+            "event_id": pa.array([it[2] for it in items], pa.string()),
+            "label": pa.array([int(it[3]) for it in items], pa.int64()),
+            "label_time": pa.array([it[4] for it in items], UTC_TS),
+        })
+
+
+# --------------------------------------------------------------------------- the source
 
 def _consumer(brokers: str, extra: dict[str, Any] | None) -> ck.Consumer:
     return ck.Consumer({
@@ -43,15 +315,25 @@ def _consumer(brokers: str, extra: dict[str, Any] | None) -> ck.Consumer:
 
 class _KafkaPartition(StatefulSourcePartition[Batch, int]):
     def __init__(self, brokers: str, topic: str, partition: int, *, start: int | None, batch_size: int,
-                 poll_timeout_s: float, stop_at_end: bool, config: dict[str, Any] | None) -> None:
-        self._topic, self._partition = topic, partition
+                 poll_timeout_s: float, stop_at_end: bool, config: dict[str, Any] | None,
+                 n_partitions: int = 1, lake: str | None = None, flush_rows: int = 25_000,
+                 flush_seconds: float = 5.0) -> None:
+        self._topic, self._partition, self._n_partitions = topic, partition, n_partitions
         self._batch_size, self._timeout, self._stop_at_end = batch_size, poll_timeout_s, stop_at_end
         self._next = start
         self._at_end = False  # librdkafka reports a partition's end once, when reached
+        self._misplaced = False
+        self._source = f"kafka:{topic}/{partition}"
+        self._types: PayloadTypes | None = None
+        self._recorder: _Recorder | None = None
+        if lake is not None:
+            schema = open_table(lake, "events").schema().to_arrow() if exists(lake, "events") else None
+            self._types = PayloadTypes(pa.schema(schema) if schema is not None else None)
+            self._recorder = _Recorder(lake, topic, partition, self._types, flush_rows=flush_rows,
+                                       flush_seconds=flush_seconds)
         self._consumer = _consumer(brokers, config)
         offset = start if start is not None else ck.OFFSET_BEGINNING
         self._consumer.assign([ck.TopicPartition(topic, partition, offset)])
-        self._source = f"kafka:{topic}/{partition}"
 
     def next_batch(self) -> list[Batch]:
         items: list[tuple] = []
@@ -72,14 +354,22 @@ class _KafkaPartition(StatefulSourcePartition[Batch, int]):
                 items.append(item)
             else:
                 dead.append(bad)
-        if self._at_end and self._stop_at_end and not items and not dead:
-            raise StopIteration
-        if not items and not dead:
+        batch = Batch(self._partition, items, source=self._source, dead=dead) if items or dead else None
+        if batch is not None and self._recorder is not None:
+            # What is recorded is what the models get: checked here, once.
+            batch = validate_batch(batch)
+            batch.suspects = set()
+            self._check_placement(batch.items)
+            self._recorder.add(batch.items)
+        if self._recorder is not None:
+            self._recorder.maybe_flush()
+        if batch is None:
+            if self._at_end and self._stop_at_end:
+                raise StopIteration
             return []
-        return [Batch(self._partition, items, source=self._source, dead=dead)]
+        return [batch]
 
-    @staticmethod
-    def _decode(value: bytes | None, offset: int) -> tuple[tuple | None, tuple | None]:
+    def _decode(self, value: bytes | None, offset: int) -> tuple[tuple | None, tuple | None]:
         try:
             obj = json.loads(value) if value is not None else None
         except (ValueError, UnicodeDecodeError):
@@ -88,36 +378,73 @@ class _KafkaPartition(StatefulSourcePartition[Batch, int]):
             return decode_event(value if value is not None else b"", seq=offset)
         kind = obj.get("kind", "event")
         if kind == "event":
-            return decode_event({k: v for k, v in obj.items() if k != "kind"}, seq=offset)
+            item, bad = decode_event({k: v for k, v in obj.items() if k != "kind"}, seq=offset)
+            if item is not None and self._types is not None and isinstance(item[5], dict):
+                payload, reason = self._types.normalize(item[5])
+                if payload is None:
+                    return None, (offset, "decode", f"wrong schema: {reason}", self._source, item[2],
+                                  raw_json(obj))
+                item = (*item[:5], payload)
+            return item, bad
         if kind == "label":
             return decode_label(obj, seq=offset)
         return None, (offset, "decode", f"unknown message kind {kind!r:.40}", "decode", None, raw_json(obj))
 
+    def _check_placement(self, items: list[tuple]) -> None:
+        if self._misplaced or self._n_partitions < 2:
+            return
+        for item in items:
+            if item[1] == EVENT and shard_of(item[4], self._n_partitions) != self._partition:
+                self._misplaced = True
+                log.warning("%s: key %r is in partition %d, not %d (CRC-32): a replay of the lake with %d "
+                            "shards will group keys differently from this live run", self._source, item[4],
+                            self._partition, shard_of(item[4], self._n_partitions), self._n_partitions)
+                return
+
     def snapshot(self) -> int | None:
+        # The resume offset may only pass rows that are in the lake.
+        if self._recorder is not None:
+            self._recorder.flush()
         return self._next
 
     def close(self) -> None:
-        self._consumer.close()
+        try:
+            if self._recorder is not None:
+                self._recorder.flush()
+        finally:
+            self._consumer.close()
 
 
 class KafkaSource(FixedPartitionedSource[Batch, int]):
     """Events and labels from one Kafka topic, a batch per poll, one shard per partition.
 
     ``stop_at_end`` ends the stream when every partition is read to its end (tests,
-    catch-up jobs); otherwise it runs live.
+    catch-up jobs); otherwise it runs live. With ``lake``, every accepted event and
+    label is also appended to the lake's ``events``/``labels`` (see the module
+    docstring), committed when a partition holds ``flush_rows`` of them, when the
+    oldest is ``flush_seconds`` old, and at every snapshot.
     """
 
     def __init__(self, brokers: str, topic: str, *, batch_size: int = 1_000, poll_timeout_s: float = 0.2,
-                 stop_at_end: bool = False, config: dict[str, Any] | None = None) -> None:
+                 stop_at_end: bool = False, config: dict[str, Any] | None = None, lake: str | None = None,
+                 flush_rows: int = 25_000, flush_seconds: float = 5.0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if not topic:
             raise ValueError(f"topic must be a non-empty string, got {topic!r}")
+        if flush_rows < 1:
+            raise ValueError(f"flush_rows must be >= 1, got {flush_rows!r}")
+        if flush_seconds <= 0:
+            raise ValueError(f"flush_seconds must be > 0, got {flush_seconds!r}")
         self.brokers, self.topic = brokers, topic
         self.batch_size, self.poll_timeout_s, self.stop_at_end = batch_size, poll_timeout_s, stop_at_end
         self.config = config
+        self.lake, self.flush_rows, self.flush_seconds = lake, flush_rows, flush_seconds
+        self._partitions: list[int] | None = None
 
     def partitions(self) -> list[int]:
+        if self._partitions is not None:
+            return self._partitions
         consumer = _consumer(self.brokers, self.config)
         try:
             meta = consumer.list_topics(self.topic, timeout=10)
@@ -126,7 +453,8 @@ class KafkaSource(FixedPartitionedSource[Batch, int]):
         topic = meta.topics.get(self.topic)
         if topic is None or topic.error is not None or not topic.partitions:
             raise ValueError(f"Kafka topic {self.topic!r} not found at {self.brokers}")
-        return sorted(topic.partitions)
+        self._partitions = sorted(topic.partitions)
+        return self._partitions
 
     def list_parts(self) -> list[str]:
         return [f"{self.topic}#{p}" for p in self.partitions()]
@@ -135,7 +463,9 @@ class KafkaSource(FixedPartitionedSource[Batch, int]):
         partition = int(for_part.rsplit("#", 1)[1])
         return _KafkaPartition(self.brokers, self.topic, partition, start=resume_state,
                                batch_size=self.batch_size, poll_timeout_s=self.poll_timeout_s,
-                               stop_at_end=self.stop_at_end, config=self.config)
+                               stop_at_end=self.stop_at_end, config=self.config,
+                               n_partitions=len(self.partitions()), lake=self.lake,
+                               flush_rows=self.flush_rows, flush_seconds=self.flush_seconds)
 
 
 class _PredictionsPartition(StatelessSinkPartition[Output]):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import confluent_kafka as ck
 import polars as pl
@@ -14,14 +16,20 @@ from dataflows.produce import produce
 from lake.table import read_table
 
 
-@pytest.fixture
-def mock_kafka():
-    """A one-broker mock cluster; the producer that owns it stays alive for the test."""
+@contextmanager
+def mock_cluster() -> Iterator[str]:
+    """A one-broker mock cluster on 127.0.0.1, alive while the producer that owns it is; yields its address."""
     owner = ck.Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "unused:1"})
     meta = owner.list_topics(timeout=10)
-    brokers = ",".join(f"{b.host}:{b.port}" for b in meta.brokers.values())
-    yield brokers
+    yield ",".join(f"{b.host}:{b.port}" for b in meta.brokers.values())
     owner.flush(5)
+
+
+@pytest.fixture
+def mock_kafka():
+    """A one-broker mock cluster for the test."""
+    with mock_cluster() as brokers:
+        yield brokers
 
 
 def _read_all(brokers: str, topic: str) -> list[dict]:
