@@ -238,8 +238,14 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
 
 
 def recovery_dir(lake: str | os.PathLike[str], run_id: str) -> Path:
-    """Where a run keeps its Bytewax recovery state: inside the lake, one folder per run."""
-    return Path(os.fspath(lake)) / "_recovery" / run_id
+    """Where a run keeps its Bytewax recovery state, one folder per run: ``LAKE/_recovery/RUN_ID``.
+
+    Bytewax needs a local folder, so for an object-store lake (``s3://...``) it is under
+    ``$RIVERLAKE_STATE_DIR`` instead (see :func:`lake.storage.state_dir`).
+    """
+    from lake.storage import state_dir
+
+    return state_dir(lake, "_recovery", run_id)
 
 
 def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *, recovery: bool = True,
@@ -289,12 +295,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None, help="pace the replay (items per second)")
     parser.add_argument("--snapshot-s", type=float, default=10.0, help="seconds between recovery snapshots")
     parser.add_argument("--no-recovery", action="store_true", help="do not keep recovery state")
+    parser.add_argument("--drift", default="adwin", help="detectors on every model's error stream ('' for none)")
+    parser.add_argument("--watch", default=None,
+                        help="label-free detectors on the champion, e.g. 'feature:x=adwin; new_features=adwin'")
+    parser.add_argument("--stats-window", default="1h", help="window statistics' tumbling window ('none': off)")
+    parser.add_argument("--lateness", default="0s", help="watermark lag behind the latest event time")
+    parser.add_argument("--anomaly", default="zscore", help="anomaly scorer spec: zscore, hst, ... ('none': off)")
+    parser.add_argument("--drift-action", default="none", choices=["none", "reset", "retrain"],
+                        help="what to do with a model whose error detector alarmed")
+    parser.add_argument("--action-window", type=int, default=5_000,
+                        help="recent labelled events to retrain from; least learns between two actions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
                         run_id=args.run_id, shards=args.shards, batch_size=args.batch_size,
                         checkpoint_every=args.checkpoint_every, window=args.window, exclude=args.exclude,
-                        rate=args.rate, hash_fields=args.hash_fields)
+                        rate=args.rate, hash_fields=args.hash_fields, drift=args.drift, watch=args.watch,
+                        stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
+                        drift_action=args.drift_action, action_window=args.action_window)
     print(run_id)
     return 0
 

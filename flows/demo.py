@@ -19,6 +19,21 @@ import sys
 import time
 
 
+def _report_window(lake: str, wanted: str) -> str:
+    """``wanted``, or half the lake's span of event time when it holds less than two such windows."""
+    import polars as pl
+
+    from dataflows.online import parse_duration_us
+    from lake.table import open_table
+
+    span = pl.scan_delta(open_table(lake, "events")).select(
+        (pl.col("event_time").max() - pl.col("event_time").min()).dt.total_seconds()).collect().item()
+    if span is None or span >= 2 * parse_duration_us(wanted) / 1e6:
+        return wanted
+    half = max(1, int(span // 2))
+    return f"{half // 3600}h" if half >= 7200 else f"{half}s"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default="lakehouse", help="lake root folder (default ./lakehouse)")
@@ -52,15 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"      done in {time.perf_counter() - t:.1f} s", flush=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # a busy 2-core machine
     from flows.drift import last_vs_previous
     from flows.maintenance import maintenance
     from flows.versioning import version_checkpoints
 
     print("[3/6] version the model checkpoints in MLflow (Prefect flow)", flush=True)
-    print(f"      {version_checkpoints(args.lake, tracking_uri=args.tracking_uri)}", flush=True)
-    print(f"[4/6] drift report: the last {args.report_window} against the {args.report_window} before "
+    versions = version_checkpoints(args.lake, tracking_uri=args.tracking_uri)
+    print(f"      {len(versions['registered'])} checkpoints registered, {versions['already_synced']} already there "
+          f"({versions['tracking_uri']}; see them with `mlflow ui --backend-store-uri {versions['tracking_uri']}`)",
+          flush=True)
+    window = _report_window(args.lake, args.report_window)
+    print(f"[4/6] drift report: the last {window} of event time against the {window} before "
           "(Prefect flow, Evidently)", flush=True)
-    report = last_vs_previous(args.lake, args.report_window, tracking_uri=args.tracking_uri,
+    report = last_vs_previous(args.lake, window, tracking_uri=args.tracking_uri,
                               exclude=sorted({"year", "month", "day", "time_hour", *args.exclude.split(",")} - {""}))
     print(f"      {report['n_drifted']}/{report['n_columns']} columns drifted (share {report['drifted_share']:.2f}); "
           f"report: {report['html_path']}", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,11 @@ def test_demo_command_runs_and_summarises(tmp_path, subprocess_env):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "events 3,000" in out and "accuracy by month" in out and str(lake / "predictions") in out
+    # the flows ran: checkpoints in MLflow, a drift report in the lake, window statistics from the dataflow
+    assert "4 checkpoints registered" in out
+    reports = pl.read_delta(str(lake / "drift_reports"))
+    assert reports.height == 1 and os.path.exists(reports["html_path"][0])
+    assert pl.read_delta(str(lake / "window_stats"))["n"].sum() == 3_000
     # again: the lake is reused, nothing is written twice
     proc = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
