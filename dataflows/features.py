@@ -17,12 +17,14 @@ event, and the rate of positive labels among its labels that have *arrived*.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from typing import Any
 from zlib import crc32
 
-_TOKENS = re.compile(r"[^a-z0-9]+")
+# Token characters are a-z and 0-9 (after lowercasing); every other byte separates tokens.
+# bytes.translate + split is ~5x faster than re.findall and gives the same tokens.
+_SEPARATE = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else 32 for c in range(256))
+_TOKEN_CACHE = 1 << 18  # memoised token -> feature name entries per hashed field
 _US_PER_HOUR = 3_600_000_000
 _US_PER_DAY = 24 * _US_PER_HOUR
 _TWO_PI = 2.0 * math.pi
@@ -109,6 +111,7 @@ class KeyedFeaturizer:
         self._keys: dict[str, list[Any]] = {}
         self._n_labels = 0
         self._n_positive = 0
+        self._token_names: dict[str, dict[bytes, str]] = {}
 
     @property
     def n_keys(self) -> int:
@@ -163,13 +166,28 @@ class KeyedFeaturizer:
 
     def _hash_tokens(self, name: str, value: Any, out: dict[str, float]) -> None:
         text = value if type(value) is str else str(value)
-        tokens = [t for t in _TOKENS.split(text.lower()) if t]
-        n = self.n_buckets
-        prefix = name + "=#"
+        tokens = text.lower().encode().translate(_SEPARATE).split()
+        # token -> feature name, memoised: frequent tokens (hosts, words, TLDs) skip the
+        # CRC and the formatting. Bounded (cleared when full) and not part of the state.
+        cache = self._token_names.get(name)
+        if cache is None:
+            cache = self._token_names[name] = {}
+        get = cache.get
         for token in tokens:
-            out[prefix + format(crc32(token.encode()) % n, "x")] = 1.0
+            feature = get(token)
+            if feature is None:
+                feature = f"{name}=#{crc32(token) % self.n_buckets:x}"
+                if len(cache) >= _TOKEN_CACHE:
+                    cache.clear()
+                cache[token] = feature
+            out[feature] = 1.0
         out[name + "_len"] = math.log1p(len(text))
         out[name + "_tokens"] = math.log1p(len(tokens))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_token_names"] = {}  # a cache: rebuilt on use, kept out of snapshots
+        return state
 
     def learn_one(self, x: dict[str, Any], *, key: str, event_time_us: int) -> None:
         """Record that ``key`` had an event at ``event_time_us``."""

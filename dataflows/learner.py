@@ -132,6 +132,7 @@ class ShardLearner:
         self.last_seq = -1
         self.n_events = 0
         self.n_labels = 0
+        self.last_labelled: str | None = None  # event id of the last label learned
         self.started = False
         self.monitor = StreamMonitor(config.monitor, run_id=config.run_id, shard=shard, seed=config.seed)
         # Recent labelled events, to retrain from when a drift action says so.
@@ -291,6 +292,8 @@ class ShardLearner:
                         lb_runs[i].append((row + 1, slots[i].version))
                 labelled.add(event_id)
         self._clock_us = clock
+        if lb_items:
+            self.last_labelled = lb_items[-1][2]
         expired = self._expire(batch.items[-1][0] if batch.items else self.last_seq)
         self.n_events += len(ev_items)
         self.n_labels += len(lb_items)
@@ -367,6 +370,10 @@ class ShardLearner:
                 continue
             rows.append((self.config.run_id, self.shard, seq, event_id, entry[1], entry[2], self._clock_us))
             expired.add(event_id)
+        if len(arrivals) > 2 * len(pending) + 10_000:
+            # Labelled events linger here until the TTL (days of traffic): drop them, in order, so
+            # memory and recovery snapshots follow the pending events (amortised O(1) per event).
+            self._arrivals = deque(a for a in arrivals if a[1] in pending)
         return rows
 
     def _constant(self, value: Any, n: int, type_: pa.DataType) -> pa.Array:
@@ -427,7 +434,7 @@ class ShardLearner:
             for row in slot.metrics.flush():
                 metrics.append(_metric_row(self.config.run_id, self.shard, seq, slot.name, row))
             if self.started and slot.checkpointed_at != slot.n_learned:
-                self._checkpoint(slot, seq, None, checkpoints)
+                self._checkpoint(slot, seq, getattr(self, "last_labelled", None), checkpoints)
         tables = {name: rows_to_arrow(name, rows)
                   for name, rows in (("metrics", metrics), ("checkpoints", checkpoints)) if rows}
         tables.update(self.monitor.finish(seq))

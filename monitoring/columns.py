@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -27,13 +26,13 @@ def is_number(v: Any) -> bool:
 def numeric_keys(xs: Sequence[Mapping[str, Any]], exclude: Iterable[str] = ()) -> list[str]:
     """Keys of ``xs`` in order of first appearance whose first value is numeric."""
     skip = set(exclude)
-    keys = [k for k in dict.fromkeys(chain.from_iterable(xs)) if k not in skip]
-    out = []
-    for k in keys:
-        first = next(x[k] for x in xs if k in x)
-        if is_number(first):
-            out.append(k)
-    return out
+    first: dict[str, Any] = {}
+    # One pass (a scan of xs per key was quadratic on hashed streams: thousands of keys per batch).
+    for x in xs:
+        for k, v in x.items():
+            if k not in first:
+                first[k] = v
+    return [k for k, v in first.items() if k not in skip and is_number(v)]
 
 
 def feature_column(xs: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:

@@ -12,6 +12,10 @@ from lake.scenarios.urls import urls
 from lake.table import read_table
 
 
+def _tokens(urls_: pl.Series) -> pl.Series:
+    return urls_.str.to_lowercase().str.extract_all("[a-z0-9]+").explode()
+
+
 def test_urls_are_seeded_drifting_and_delayed():
     a, b = urls(n=20_000, seed=5), urls(n=20_000, seed=5)
     assert a.events.equals(b.events) and a.labels.equals(b.labels)
@@ -24,10 +28,39 @@ def test_urls_are_seeded_drifting_and_delayed():
     first, second = joined.head(10_000), joined.tail(10_000)
     new_hosts = second.filter(~pl.col("key").is_in(first["key"].implode()))
     assert new_hosts.height > 1_000
-    # campaigns rotate: malicious hosts of the second half are mostly new
-    assert new_hosts.filter(pl.col("label") == 1).height > 0.5 * second.filter(pl.col("label") == 1).height
+    # campaigns rotate their kit tokens: malicious URLs of the second half mostly carry new ones
+    kit = pl.col("url").str.extract(r"/k(\d+)/", 1)
+    seen = first.filter(pl.col("label") == 1).select(kit)["url"].implode()
+    bad = second.filter(pl.col("label") == 1)
+    assert bad.height > 100 and bad.filter(~kit.is_in(seen)).height > 0.5 * bad.height
     with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
         urls(n=0)
+    with pytest.raises(ValueError, match="campaigns must be >= 0, got -1"):
+        urls(n=10, campaigns=-1)
+
+
+def test_urls_vocabulary_grows_with_the_stream_and_campaigns_are_known_drifts():
+    f = urls(n=200_000, seed=11)
+    tokens = _tokens(f.events["url"])
+    # ~0.5+ distinct tokens per event: a million at 2M events, millions at tens of millions
+    assert tokens.n_unique() > 100_000
+    half = _tokens(f.events["url"].head(100_000)).n_unique()
+    assert tokens.n_unique() > 1.6 * half  # the second half keeps minting tokens
+    # URLs have the parts of real ones: scheme, host with a TLD, path; some carry a query
+    assert f.events["url"].str.contains(r"^https?://[a-z0-9.-]+\.[a-z.]+/[^?]+").all()
+    assert 0.2 < f.events["url"].str.contains("?", literal=True).mean() < 0.6
+    # each campaign's first event is a known drift, and that event is malicious
+    d = f.drifts
+    assert d.height == 4 and d["position"].is_sorted() and (d["scenario"] == "urls").all()
+    first = f.labels.join(d.select("event_id"), on="event_id")
+    assert first["label"].to_list() == [1] * 4
+    # a campaign rotates its token every `rotate_every` of its events
+    one = urls(n=20_000, seed=11, campaigns=1, rotate_every=100)
+    bad = one.events.join(one.labels, on="event_id").filter(pl.col("label") == 1)
+    kits = bad["url"].str.extract(r"/k(\d+)/", 1)
+    assert kits.n_unique() == -(-bad.height // 100)
+    none = urls(n=20_000, seed=11, campaigns=0)
+    assert none.labels["label"].sum() == 0 and none.drifts.height == 0
 
 
 def test_url_tokens_hash_into_a_bounded_space():
