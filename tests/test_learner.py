@@ -108,7 +108,7 @@ def test_metrics_windows_close_on_the_label_clock_and_at_the_end():
     assert [(m["window_start"].timestamp(), m["n"]) for m in out["metrics"]] == [(0.0, 10), (10.0, 10)]
     final = {t: tb.to_pylist() for t, tb in learner.finish().tables.items()}
     assert [(m["window_start"].timestamp(), m["n"], m["cum_n"]) for m in final["metrics"]] == [(20.0, 10, 30)]
-    assert [c["n_learned"] for c in final["checkpoints"]] == [30]
+    assert [(c["n_learned"], c["last_event_id"]) for c in final["checkpoints"]] == [(30, "e29")]
 
 
 def test_learner_state_pickles_midstream():
