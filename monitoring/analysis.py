@@ -109,3 +109,55 @@ def drift_overview(lake: str | os.PathLike[str], *, run_id: str | None = None, t
                                        "description": pl.String}))
     reports = read_reports(lake)
     return DriftOverview(lake, run_id, per_window, alarms, truth, reports, top_drifted_columns(reports, top))
+
+
+def window_features(lake: str | os.PathLike[str], *, run_id: str, features: list[str] | None = None,
+                    k: int = 4) -> pl.DataFrame:
+    """Per-window mean and standard deviation of ``features`` from ``window_stats``, long format:
+    window_start, feature, n, mean, std. Empty when the run kept no window statistics.
+
+    The default features are the ``k`` with the largest jump of the mean between two consecutive
+    windows, in units of the feature's overall standard deviation: abrupt shifts, not slow trends
+    such as the time of day."""
+    schema = {"window_start": pl.Datetime("us", "UTC"), "feature": pl.String, "n": pl.Int64, "mean": pl.Float64,
+              "std": pl.Float64}
+    if not exists(lake, "window_stats"):
+        return pl.DataFrame(schema=schema)
+    stats = read_table(lake, "window_stats", columns=["run_id", "window_start", "n", "mean", "std"]).filter(
+        pl.col("run_id") == run_id)
+    if stats.height == 0:
+        return pl.DataFrame(schema=schema)
+    # several shards: weight each shard's window by its count
+    long = (stats.with_columns(pl.col("mean").map.entries().alias("m"), pl.col("std").map.entries().alias("s"))
+            .select("window_start", "n", "m", "s").explode("m", "s")
+            .select("window_start", "n", pl.col("m").struct.field("key").alias("feature"),
+                    pl.col("m").struct.field("value").alias("mean"), pl.col("s").struct.field("value").alias("std"))
+            .drop_nulls("feature")
+            .group_by("window_start", "feature")
+            .agg(pl.col("n").sum(), ((pl.col("mean") * pl.col("n")).sum() / pl.col("n").sum()).alias("mean"),
+                 pl.col("std").mean().alias("std")))
+    if features is None:
+        overall = (pl.col("std").pow(2).mean() + pl.col("mean").var()).sqrt()
+        spread = (long.sort("window_start").group_by("feature")
+                  .agg((pl.col("mean").diff().abs().max() / (overall + 1e-12)).alias("shift"))
+                  .drop_nans().drop_nulls().sort(["shift", "feature"], descending=[True, False]))
+        features = spread["feature"].head(k).to_list()
+    return long.filter(pl.col("feature").is_in(features)).sort("feature", "window_start").select(list(schema))
+
+
+def anomaly_rate(lake: str | os.PathLike[str], *, run_id: str, bins: int = 100) -> pl.DataFrame:
+    """Share of the champion's events above the anomaly threshold in ``bins`` slices of event time:
+    event_time (slice start), n, anomalies, rate. Empty without anomaly scores."""
+    schema = {"event_time": pl.Datetime("us", "UTC"), "n": pl.UInt32, "anomalies": pl.UInt32, "rate": pl.Float64}
+    preds = read_table(lake, "predictions", columns=["run_id", "role", "event_id", "event_time", "anomaly_score"])
+    preds = preds.filter((pl.col("run_id") == run_id) & (pl.col("role") == "champion"))
+    if preds.height == 0 or preds["anomaly_score"].null_count() == preds.height:
+        return pl.DataFrame(schema=schema)
+    flagged = (read_table(lake, "anomalies", columns=["run_id", "event_id"]).filter(pl.col("run_id") == run_id)
+               .get_column("event_id") if exists(lake, "anomalies") else pl.Series("event_id", [], pl.String))
+    size = max(1, -(-preds.height // bins))
+    return (preds.sort("event_time").with_columns(bin=pl.int_range(pl.len()) // size,
+                                                  odd=pl.col("event_id").is_in(flagged.implode()))
+            .group_by("bin").agg(pl.col("event_time").min(), pl.len().alias("n"),
+                                 pl.col("odd").sum().cast(pl.UInt32).alias("anomalies"))
+            .with_columns((pl.col("anomalies") / pl.col("n")).alias("rate")).sort("bin").select(list(schema)))

@@ -46,5 +46,6 @@ def test_drift_notebook_executes_and_draws_its_figures(tmp_path, monkeypatch):
     assert f"run {run_id}" in outputs and "page-hinkley(threshold=25.0)" in outputs
     assert f"{overview.alarms.height} alarms, 3 true drifts" in outputs
     assert "3 drift reports" in outputs
-    for name in ("quality", "reports", "columns"):
+    assert "windows, features [" in outputs and "0 windows" not in outputs
+    for name in ("quality", "reports", "windows", "columns"):
         assert (Path(lake) / f"drift_analysis_{name}.png").stat().st_size > 5_000
