@@ -61,6 +61,7 @@ import confluent_kafka as ck
 import pyarrow as pa
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from deltalake.exceptions import CommitFailedError
 
 from dataflows.decode import decode_event, decode_label
 from dataflows.items import EVENT, Batch, Output, raw_json
@@ -72,6 +73,7 @@ from lake.table import TableWriter, exists, open_table
 log = logging.getLogger(__name__)
 
 _PARTITION_SHIFT = 40
+_COMMIT_ATTEMPTS = 5
 
 
 def lake_offset(partition: int, kafka_offset: int) -> int:
@@ -267,13 +269,30 @@ class _Recorder:
         if lb:
             self._append(self._labels, lb, self._label_rows)
 
-    @staticmethod
-    def _append(writer: TableWriter, items: list[tuple], rows) -> None:
-        done = writer.committed_position
-        if done is not None:
-            items = [it for it in items if it[0] > done]
-        if items:
-            writer.append(rows(items), position=items[-1][0])
+    def _append(self, writer: TableWriter, items: list[tuple], rows) -> None:
+        for attempt in range(_COMMIT_ATTEMPTS):
+            done = writer.committed_position
+            todo = items if done is None else [it for it in items if it[0] > done]
+            if not todo:
+                return
+            try:
+                writer.append(rows(todo), position=todo[-1][0])
+                return
+            except CommitFailedError as ex:
+                # Another worker's commit (a new table, a merged column) won the race. The append
+                # is idempotent: re-read the table and this writer's position, and try again.
+                if attempt + 1 == _COMMIT_ATTEMPTS:
+                    raise
+                log.info("%s: commit lost a race (%s); retrying", writer.writer_id, ex)
+                time.sleep(0.05 * (attempt + 1))
+                writer = TableWriter(writer.lake, writer.table, writer_id=writer.writer_id,
+                                     compact_every=writer.compact_every)
+                if writer.table == "events":
+                    self._events = writer
+                    if exists(self._lake, "events"):
+                        self._types.adopt(pa.schema(open_table(self._lake, "events").schema().to_arrow()))
+                else:
+                    self._labels = writer
 
     def _event_rows(self, items: list[tuple]) -> pa.Table:
         p = self._partition

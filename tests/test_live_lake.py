@@ -69,7 +69,7 @@ def test_live_run_records_events_and_labels_and_their_replay_gives_the_same_pred
     sent = send(mock_kafka, "live", frame_messages(events, labels))
     _hostile(mock_kafka, "live")
     run_main(build_live_flow(lake, "linear,tree", brokers=mock_kafka, topic="live", run_id="live",
-                             stop_at_end=True, batch_size=200, flush_seconds=0.5, checkpoint_every=500))
+                             stop_at_end=True, batch_size=200, checkpoint_every=500))
     # the lake got every accepted event and label, once; the bad ones are dead letters only
     got_events, got_labels = read_table(lake, "events"), read_table(lake, "labels")
     assert sent == 4_000
@@ -108,7 +108,7 @@ def test_live_run_records_events_and_labels_and_their_replay_gives_the_same_pred
 
 def _live_cmd(lake: str, brokers: str, rec: str) -> list[str]:
     flow = (f"dataflows.online:build_live_flow(lake='{lake}', model='linear,tree', brokers='{brokers}', "
-            "topic='paced', run_id='crashy', batch_size=40, flush_seconds=0.2, checkpoint_every=300)")
+            "topic='paced', run_id='crashy', batch_size=40, checkpoint_every=300)")
     return [sys.executable, "-m", "bytewax.run", flow, "-r", rec, "-s", "1", "-b", "0"]
 
 
@@ -132,7 +132,7 @@ def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_no
         deadline = time.monotonic() + 30
         while (table_version(lake, "predictions") or 0) <= start + 1 and time.monotonic() < deadline:
             time.sleep(0.05)  # until it has committed something of its own
-        time.sleep(rng.uniform(0.0, 0.8))
+        time.sleep(rng.uniform(0.0, 1.0))  # commits come with each snapshot (-s 1)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -141,7 +141,7 @@ def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_no
     assert kills == 2, "the test must really interrupt the dataflow"
     # the rest of the stream, resumed from the offsets in the recovery state
     run_main(build_live_flow(lake, "linear,tree", brokers=mock_kafka, topic="paced", run_id="crashy",
-                             stop_at_end=True, batch_size=40, flush_seconds=0.2, checkpoint_every=300),
+                             stop_at_end=True, batch_size=40, checkpoint_every=300),
              epoch_interval=timedelta(seconds=1), recovery_config=RecoveryConfig(str(rec)))
     # the same stream without interruption
     run_main(build_live_flow(clean_lake, "linear,tree", brokers=mock_kafka, topic="paced", run_id="crashy",
