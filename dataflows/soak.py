@@ -24,6 +24,10 @@ import polars as pl
 import psutil
 
 
+def read_events_count(lake: str) -> int:
+    return pl.scan_delta(str(Path(lake) / "events")).select(pl.len()).collect().item()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataflows.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=6, help="times the year of flights is played (default 6)")
@@ -32,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="default: linear (flights), linear-hash (urls)")
     parser.add_argument("--lake", default=None, help="lake folder (default: a temporary one, removed)")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--n-buckets", type=int, default=2**18, help="urls: hash space of the URL tokens")
+    parser.add_argument("--checkpoint-every", type=int, default=10_000, help="learns between model checkpoints")
+    parser.add_argument("--anomaly", default=None,
+                        help="anomaly scorer spec or 'none' (default: zscore for flights, none for urls: "
+                             "z-scores of hashed indicators say nothing)")
+    parser.add_argument("--snapshot-s", type=float, default=10.0, help="seconds between recovery snapshots")
     args = parser.parse_args(argv)
 
     from dataflows.online import replay_job
@@ -43,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenario == "flights":
             params, settings = {"repeat": args.repeat}, {"exclude": "tailnum,flight"}
         else:
-            params, settings = {"n": args.n}, {"hash_fields": "url"}
+            params, settings = {"n": args.n}, {"hash_fields": "url", "n_buckets": args.n_buckets}
+        anomaly = args.anomaly or ("zscore" if args.scenario == "flights" else "none")
+        settings["anomaly"] = None if anomaly == "none" else anomaly
         model = args.model or ("linear" if args.scenario == "flights" else "linear-hash")
         print(f"filling {lake} with {args.scenario} {params} ...", file=sys.stderr, flush=True)
         print(ingest_scenario(lake, args.scenario, **params), file=sys.stderr, flush=True)
@@ -70,24 +82,32 @@ def main(argv: list[str] | None = None) -> int:
         from bytewax.recovery import RecoveryConfig, init_db_dir
         from bytewax.testing import run_main
 
-        job = replay_job(lake, model, run_id="soak", **settings)
+        job = replay_job(lake, model, run_id="soak", checkpoint_every=args.checkpoint_every, **settings)
         job.source.progress = progress
         db_dir = Path(lake) / "_recovery" / "soak"
         db_dir.mkdir(parents=True, exist_ok=True)
         init_db_dir(db_dir, 1)
         sampler = threading.Thread(target=sample, daemon=True)
         started = time.monotonic()
+        cpu0 = proc.cpu_times()
         sampler.start()
-        run_main(job.flow(), epoch_interval=timedelta(seconds=10), recovery_config=RecoveryConfig(str(db_dir)))
+        run_main(job.flow(), epoch_interval=timedelta(seconds=args.snapshot_s),
+                 recovery_config=RecoveryConfig(str(db_dir)))
         elapsed = time.monotonic() - started
+        cpu1 = proc.cpu_times()
+        cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         done.set()
         sampler.join()
         total = position["total"]
-        print(f"replayed {total:,} items in {elapsed:.1f} s ({total / elapsed:,.0f} items/s)")
+        events = read_events_count(lake)
+        print(f"replayed {total:,} items ({events:,} events) in {elapsed:.1f} s: {total / elapsed:,.0f} items/s, "
+              f"{events / elapsed:,.0f} events/s; CPU {cpu:.1f} s ({events / cpu:,.0f} events per CPU second)")
         learner_state = {"model": model, "scenario": args.scenario}
-        if args.scenario == "urls":
-            from lake.table import read_table
+        from lake.table import read_table
 
+        m = read_table(lake, "metrics")
+        learner_state["accuracy"] = round(m["n_correct"].sum() / max(1, m["n"].sum()), 4)
+        if args.scenario == "urls":
             ckpt = read_table(lake, "checkpoints").sort("n_learned").tail(1)
             import pickle
 
@@ -96,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             learner_state["final_model_bytes"] = len(ckpt["model_bytes"][0])
             learner_state["weights"] = len(weights) if weights is not None else None
             tokens = pl.read_delta(str(Path(lake) / "events"), columns=["url"])["url"].str.to_lowercase() \
-                .str.replace_all("[^a-z0-9]+", " ").str.split(" ").explode().n_unique()
+                .str.extract_all("[a-z0-9]+").explode().n_unique()
             learner_state["distinct_tokens"] = tokens
         print(learner_state)
         if len(samples) >= 4:

@@ -17,13 +17,18 @@ few numeric features.
 (True, 1.0)
 >>> sorted(m.weights)
 ['url=#1', 'url=#2']
+>>> import pickle
+>>> pickle.loads(pickle.dumps(m)).weights == m.weights
+True
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any
 
+_SEP = "\x00"
 _MAX_Z = 35.0  # exp(35) ~ 1.6e15: probabilities within 1e-15 of 0 or 1
 
 
@@ -53,10 +58,26 @@ class SparseLogisticRegression:
         self.intercept = 0.0
 
     def __getstate__(self) -> tuple:
-        return self.lr, self.intercept_lr, self.clip, self.weights, self.intercept
+        # Checkpoints and recovery snapshots pickle the model often: the weights go as one
+        # string of names and one array of floats (C-speed, ~20x faster than a dict of
+        # hundreds of thousands of entries), unless a name is not a string or holds NUL.
+        w = self.weights
+        try:
+            names: str | None = _SEP.join(w)
+        except TypeError:  # a name that is not a string
+            names = None
+        if names is not None and names.count(_SEP) != max(0, len(w) - 1):
+            names = None
+        packed = (names, array("d", w.values()).tobytes()) if names is not None else w
+        return self.lr, self.intercept_lr, self.clip, packed, self.intercept
 
     def __setstate__(self, state: tuple) -> None:
-        self.lr, self.intercept_lr, self.clip, self.weights, self.intercept = state
+        self.lr, self.intercept_lr, self.clip, packed, self.intercept = state
+        if isinstance(packed, dict):
+            self.weights = packed
+        else:
+            names, values = packed
+            self.weights = dict(zip(names.split(_SEP), array("d", values), strict=True)) if names else {}
 
     def _p(self, x: dict[Any, float]) -> float:
         get = self.weights.get

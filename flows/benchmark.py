@@ -1,6 +1,8 @@
 """Online learning against batch retraining on the same replayed history, as a Prefect flow.
 
-    python -m flows.benchmark --lake PATH [--scenario flights|agrawal-drift] [--as-of VERSION] ...
+    python -m flows.benchmark --lake PATH [--scenario flights|agrawal-drift|urls [--n N]] [--as-of VERSION] ...
+    python -m flows.benchmark --lake PATH --scenario urls --n 200000 --online linear-hash,forest \
+        --adwin linear-hash --batch sk-logreg --static sk-logreg --extra ""   # hashed URL tokens
 
 1. Pins one Delta version of ``events`` + ``labels`` (``--as-of``; default the latest).
    With ``--scenario``, an empty lake is first filled with that scenario.
@@ -177,15 +179,16 @@ def log_to_mlflow(*, tracking_uri: str, artifact_location: str | None, experimen
     return parent
 
 
-def ensure_history(lake: str, scenario: str | None) -> str | None:
-    """Fill an empty lake with ``scenario``; returns what was done (``None``: nothing to do)."""
+def ensure_history(lake: str, scenario: str | None, params: dict[str, Any] | None = None) -> str | None:
+    """Fill an empty lake with ``scenario`` (``params`` such as ``n`` go to it); returns what was done
+    (``None``: nothing to do)."""
     from lake.table import exists
 
     if scenario is None or exists(lake, "events"):
         return None
     from lake.ingest import ingest_scenario
 
-    return str(ingest_scenario(lake, scenario))
+    return str(ingest_scenario(lake, scenario, **(params or {})))
 
 
 def _as_version(value: str | int | None) -> int | str | None:
@@ -285,6 +288,9 @@ def benchmark(
     experiment: str = EXPERIMENT,
     recovery_window: int = 1_000,
     scenario: str | None = None,
+    scenario_params: dict[str, Any] | None = None,
+    hash_fields: list[str] | None = None,
+    n_buckets: int = 2**20,
 ) -> dict[str, Any]:
     """Pin, replay once, run every strategy on it, score, and write lake rows, report and MLflow runs.
 
@@ -293,18 +299,21 @@ def benchmark(
     ``sliding``: a number of events or a duration (``7d``); ``auto`` (see
     :func:`resolve_schedule`). ``window``: the event-time window of the per-window
     metrics (``auto``: at most 60 windows). ``isolate``: each strategy in its own process.
+    ``hash_fields``/``n_buckets``: text fields (a URL) tokenized and hashed, as in the dataflow.
     """
     logger = get_run_logger()
     started = time.perf_counter()
     lake = os.fspath(lake)
-    filled = ensure_history(lake, scenario)
+    filled = ensure_history(lake, scenario, scenario_params)
     if filled:
         logger.info("%s", filled)
     names = list(strategies or DEFAULT_STRATEGIES)
     for name in names:
         StrategySpec.parse(name)
     pin = pin_history(lake, as_of, labels_as_of)
-    featurizer = {"exclude": sorted(exclude or []), "categorical": sorted(categorical or [])}
+    featurizer: dict[str, Any] = {"exclude": sorted(exclude or []), "categorical": sorted(categorical or [])}
+    if hash_fields:
+        featurizer.update(hash_fields=sorted(hash_fields), n_buckets=n_buckets)
     t = time.perf_counter()
     stream = featurize(lake, pin, featurizer)
     featurize_s = time.perf_counter() - t
@@ -414,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default="lakehouse", help="lake root folder (default ./lakehouse)")
     parser.add_argument("--scenario", default=None, help="fill an empty lake with this scenario first")
+    parser.add_argument("--n", type=int, default=None, help="--scenario agrawal-drift, urls: number of events")
+    parser.add_argument("--hash-fields", default=None, help="text fields tokenized and hashed (default: url for "
+                        "--scenario urls)")
+    parser.add_argument("--n-buckets", type=int, default=2**20, help="hash space of --hash-fields")
     parser.add_argument("--as-of", default=None, help="events version (or ISO timestamp for both tables); latest")
     parser.add_argument("--labels-as-of", default=None, help="labels version (default: latest at the start)")
     parser.add_argument("--online", default="linear", help="River specs learning online (default linear; e.g. "
@@ -442,12 +455,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     names = strategy_names(args.online, args.adwin, args.batch, args.windows, args.static, args.extra)
+    hash_fields = args.hash_fields if args.hash_fields is not None else ("url" if args.scenario == "urls" else "")
+    hash_fields = [p for p in hash_fields.split(",") if p]
     started = time.perf_counter()
     out = benchmark(lake=args.lake, as_of=args.as_of, labels_as_of=args.labels_as_of, strategies=names,
                     retrain_every=args.retrain_every, sliding=args.sliding, window=args.window, seed=args.seed,
                     max_train_rows=args.max_train_rows,
                     exclude=[p for p in args.exclude.split(",") if p], isolate=not args.in_process,
-                    tracking_uri=args.tracking_uri, experiment=args.experiment, scenario=args.scenario)
+                    tracking_uri=args.tracking_uri, experiment=args.experiment, scenario=args.scenario,
+                    scenario_params={"n": args.n} if args.n else None, hash_fields=hash_fields,
+                    n_buckets=args.n_buckets)
     table = markdown_table(out["results"])
     print(table)
     s = out["settings"]

@@ -88,3 +88,31 @@ def test_urls_through_the_dataflow(tmp_path):
     assert names.str.starts_with("url=#").sum() > 10_000
     m = read_table(lake, "metrics").filter(pl.col("run_id") == run_id)
     assert m["n_correct"].sum() / m["n"].sum() > 0.85
+
+
+def test_linear_hash_scores_as_rivers_logistic_regression_and_state_pickles_compactly():
+    import pickle
+
+    from river import linear_model, optim
+
+    from dataflows.models import get_spec
+
+    f = urls(n=3_000, seed=8)
+    ys = dict(zip(f.labels["event_id"], f.labels["label"], strict=True))
+    feat = KeyedFeaturizer(hash_fields=["url"], n_buckets=2**12)
+    ours, river_lr = get_spec("linear-hash").build(seed=0), linear_model.LogisticRegression(optim.SGD(0.05), l2=0.0)
+    for i, (eid, key, url, t) in enumerate(f.events.select("event_id", "key", "url", "event_time").iter_rows()):
+        t_us = int(t.timestamp() * 1_000_000)
+        x = feat.transform_one({"url": url}, key=key, event_time_us=t_us)
+        assert ours.predict_proba_one(x)[True] == pytest.approx(river_lr.predict_proba_one(x)[True], abs=1e-9)
+        ours.learn_one(x, ys[eid] == 1)
+        river_lr.learn_one(x, ys[eid] == 1)
+        feat.learn_one({"url": url}, key=key, event_time_us=t_us)
+        if i % 2:
+            feat.learn_label(key=key, y=ys[eid] == 1)
+    assert len(ours.weights) <= 2**12 + 10  # bounded by the hash space (+ the numeric features)
+    clone, fclone = pickle.loads(pickle.dumps(ours)), pickle.loads(pickle.dumps(feat))
+    assert clone.weights == ours.weights and clone.intercept == ours.intercept
+    assert fclone._keys == feat._keys and fclone.n_keys > 100
+    x = {"url": "http://login-x1.xyz/paypal/signin"}
+    assert fclone.transform_one(x, key=key, event_time_us=0) == feat.transform_one(x, key=key, event_time_us=0)
