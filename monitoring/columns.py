@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,16 @@ def numeric_keys(xs: Sequence[Mapping[str, Any]], exclude: Iterable[str] = ()) -
     """Keys of ``xs`` in order of first appearance whose first value is numeric."""
     skip = set(exclude)
     first: dict[str, Any] = {}
-    # One pass (a scan of xs per key was quadratic on hashed streams: thousands of keys per batch).
+    seen: set[str] = set()
+    # One pass (a scan of xs per key was quadratic on hashed streams: thousands of keys per batch);
+    # items holding no new key are skipped by a C-level subset test.
     for x in xs:
+        if x.keys() <= seen:
+            continue
         for k, v in x.items():
             if k not in first:
                 first[k] = v
+                seen.add(k)
     return [k for k, v in first.items() if k not in skip and is_number(v)]
 
 
@@ -49,7 +55,18 @@ def feature_column(xs: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:
 
 
 def feature_matrix(xs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
-    """``len(xs) × len(names)`` floats, ``NaN`` where missing or not numeric."""
+    """``len(xs) × len(names)`` floats, ``NaN`` where missing or not numeric.
+
+    >>> feature_matrix([{"a": 1, "b": 2.0}, {"a": 3, "b": True}], ["b", "a"]).tolist()
+    [[2.0, 1.0], [1.0, 3.0]]
+    """
+    if names and xs:
+        # Fast path: every item has every name, all numbers (one C-level lookup per item).
+        get = itemgetter(*names)
+        try:
+            return np.array([get(x) for x in xs], dtype=np.float64).reshape(len(xs), len(names))
+        except (KeyError, TypeError, ValueError):
+            pass
     out = np.empty((len(xs), len(names)), dtype=np.float64)
     for j, name in enumerate(names):
         out[:, j] = feature_column(xs, name)
