@@ -27,6 +27,7 @@ KIND_TAG = TAG + "kind"
 RUN_TAG = TAG + "run_id"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+ARTIFACTS_ENV = "RIVERLAKE_MLFLOW_ARTIFACTS"  # artifact root of new experiments on a database store
 
 
 def tracking_uri_for(lake: str | os.PathLike[str], tracking_uri: str | None = None) -> str:
@@ -53,6 +54,8 @@ def artifact_location(tracking_uri: str) -> str | None:
     '/data/lake/mlartifacts'
     >>> artifact_location("http://127.0.0.1:5000") is None
     True
+
+    A database store used directly takes its artifact root from ``$RIVERLAKE_MLFLOW_ARTIFACTS``.
     """
     parsed = urlparse(tracking_uri)
     if parsed.scheme == "sqlite":
@@ -61,7 +64,15 @@ def artifact_location(tracking_uri: str) -> str | None:
     if parsed.scheme in ("", "file"):
         path = unquote(parsed.path) if parsed.scheme else tracking_uri
         return os.path.join(os.path.abspath(path), "mlartifacts")
-    return None
+    if parsed.scheme.split("+")[0] not in ("postgresql", "mysql", "mssql"):
+        return None
+    # a database store used directly (postgresql+psycopg2://, mysql://, ...): MLflow would put artifacts
+    # in ./mlruns of whichever process created the experiment; ask for a shared place instead
+    location = os.environ.get(ARTIFACTS_ENV)
+    if not location:
+        raise ValueError(f"tracking store {parsed.scheme}://... has no artifact store: set {ARTIFACTS_ENV} "
+                         "(e.g. s3://bucket/mlartifacts), or use an MLflow server (http://...) that has one")
+    return location
 
 
 def client_for(tracking_uri: str) -> MlflowClient:

@@ -23,8 +23,9 @@ def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
     from flows.maintenance import maintenance
     from flows.promotion import promote
     from flows.versioning import version_checkpoints
+    from lake.storage import canonical
 
-    lake = os.path.abspath(lake)
+    lake = canonical(lake)  # an absolute folder, or an object-store URI as given
     return [
         version_checkpoints.to_deployment(
             name="versioning", interval=timedelta(minutes=5), concurrency_limit=1,
