@@ -327,6 +327,7 @@ def build_live_flow(
     run_id: str = "live",
     stop_at_end: bool = False,
     record: bool = True,
+    kafka_config: dict[str, Any] | None = None,
     batch_size: int = 1_000,
     seed: int = 42,
     checkpoint_every: int = 10_000,
@@ -351,18 +352,19 @@ def build_live_flow(
     dataflow decides goes to the lake, and served predictions also to
     ``predictions_topic`` when given. With ``record`` (the default) the events and
     labels received are appended to the lake's ``events``/``labels``, exactly once per
-    Kafka offset, so the live stream can be replayed later. Run it with recovery so a
-    restart resumes at the stored offsets::
+    Kafka offset, so the live stream can be replayed later. ``kafka_config`` holds extra
+    confluent-kafka settings (SASL, TLS, ...) for the consumer and the producer. Run it
+    with recovery so a restart resumes at the stored offsets::
 
         python -m bytewax.run "dataflows.online:build_live_flow(lake='lakehouse', \\
             brokers='localhost:9092', topic='events', predictions_topic='predictions')" \\
-            -r lakehouse/_recovery/live -s 10
+            -r lakehouse/_recovery/live -s 10 -b 0
     """
     from dataflows.kafka import KafkaPredictionsSink, KafkaSource
 
     source = KafkaSource(brokers, topic, batch_size=batch_size, stop_at_end=stop_at_end,
                          lake=os.fspath(lake) if record else None, flush_rows=flush_rows,
-                         flush_seconds=flush_seconds)
+                         flush_seconds=flush_seconds, config=kafka_config)
     shards = len(source.partitions())
     featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude))}
     if hash_fields:
@@ -376,7 +378,7 @@ def build_live_flow(
                            drift_action=drift_action, action_window=action_window))
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds,
                      urgent_tables=URGENT_TABLES)
-    extra = [KafkaPredictionsSink(brokers, predictions_topic)] if predictions_topic else []
+    extra = [KafkaPredictionsSink(brokers, predictions_topic, config=kafka_config)] if predictions_topic else []
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),
                      extra_sinks=extra)
 

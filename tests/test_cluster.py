@@ -8,6 +8,7 @@ and two processes (``-i 0``/``-i 1`` with the same ``-a`` list) on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -133,3 +134,17 @@ def test_two_workers_live_from_kafka_record_one_lake_and_predict_as_one_worker(t
     one, two = (read_table(lakes[n], "predictions").filter(pl.col("run_id") == "live").sort("event_id").select(
         "shard", "event_id", "model_version", "score", "features") for n in (1, 2))
     assert two.height == 1_500 and two.equals(one)
+
+
+def test_scaling_benchmark_replays_the_same_history_at_each_count(synthetic_lake, tmp_path, capsys):
+    from dataflows.scaling import main
+
+    out = tmp_path / "scaling.json"
+    assert main(["--lake", synthetic_lake, "--counts", "1,2", "--mode", "workers", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["events"] == 3_000 and result["shards"] == 2
+    assert [r["n"] for r in result["runs"]] == [1, 2] and result["runs"][0]["efficiency"] == 1.0
+    assert all(r["events_per_s"] > 0 and r["commits"] > 0 for r in result["runs"])
+    assert result["machine"]["cores"] >= 1 and result["plan_s_per_shard"] > 0
+    printed = capsys.readouterr().out
+    assert "efficiency" in printed and "cores" in printed
