@@ -32,7 +32,7 @@ version (a resumed monitor under another version would see its past as new).
 
 from __future__ import annotations
 
-import math
+from collections import deque
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -74,45 +74,49 @@ def tokens_of(texts: Sequence[str] | pl.Series) -> pl.DataFrame:
 
 
 class SpikeRule:
-    """Alarms when a value exceeds its recent level by ``k`` standard deviations.
+    """Alarms when a value exceeds the median of the last ``history`` values by ``k`` robust deviations.
 
-    The level and spread are exponential moving averages (weight ``alpha`` for the
-    newest value), so a slow trend (the new-token rate settling after warm-up) does
-    not alarm, a jump does. Needs ``warmup`` values first; the std has a floor of
-    ``min_std``. An alarming value does not enter the averages (a campaign does not
-    raise the bar while it lasts).
+    The spread is the median absolute deviation (scaled to a standard deviation, with a
+    floor of ``min_std``): robust to the windows a campaign already lifted and to slow
+    trends (the new-token rate settling after warm-up). Needs ``warmup`` values first;
+    after an alarm, ``cooldown`` values cannot alarm (one step up, one alarm).
 
     >>> r = SpikeRule(k=3, warmup=3)
-    >>> [r.update(v) for v in (0.1, 0.11, 0.09, 0.1, 0.5)]
-    [False, False, False, False, True]
+    >>> [r.update(v) for v in (0.1, 0.11, 0.09, 0.1, 0.5, 0.5)]
+    [False, False, False, False, True, False]
     """
 
-    __slots__ = ("k", "warmup", "alpha", "min_std", "label", "_n", "_mean", "_var")
+    __slots__ = ("k", "warmup", "history", "cooldown", "min_std", "label", "_values", "_quiet")
 
-    def __init__(self, k: float = 4.0, warmup: int = 5, alpha: float = 0.1, min_std: float = 0.005) -> None:
+    def __init__(self, k: float = 3.0, warmup: int = 5, history: int = 20, cooldown: int = 3,
+                 min_std: float = 0.005) -> None:
         if not k > 0:
             raise ValueError(f"k must be > 0, got {k!r}")
         if not is_int(warmup) or warmup < 2:
             raise ValueError(f"warmup must be an integer >= 2, got {warmup!r}")
-        if not 0 < alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
-        self.k, self.warmup, self.alpha, self.min_std = float(k), warmup, float(alpha), float(min_std)
+        if not is_int(history) or history < warmup:
+            raise ValueError(f"history must be an integer >= warmup ({warmup}), got {history!r}")
+        if not is_int(cooldown) or cooldown < 0:
+            raise ValueError(f"cooldown must be an integer >= 0, got {cooldown!r}")
+        self.k, self.warmup, self.history, self.cooldown = float(k), warmup, history, cooldown
+        self.min_std = float(min_std)
         self.label = f"spike(k={k:g})"
-        self._n, self._mean, self._var = 0, 0.0, 0.0
+        self._values: deque[float] = deque(maxlen=history)
+        self._quiet = 0
 
     def update(self, x: float) -> bool:
-        if self._n >= self.warmup and x > self._mean + self.k * max(self.min_std, math.sqrt(self._var)):
-            return True
-        self._n += 1
-        if self._n == 1:
-            self._mean = x
-            return False
-        # Warm-up: plain running mean; then exponential forgetting.
-        a = max(self.alpha, 1.0 / self._n)
-        d = x - self._mean
-        self._mean += a * d
-        self._var = (1 - a) * (self._var + a * d * d)
-        return False
+        values = self._values
+        alarm = False
+        if self._quiet:
+            self._quiet -= 1
+        elif len(values) >= self.warmup:
+            med = float(np.median(values))
+            mad = float(np.median(np.abs(np.asarray(values) - med)))
+            if x > med + self.k * max(self.min_std, 1.4826 * mad):
+                alarm = True
+                self._quiet = self.cooldown
+        values.append(x)
+        return alarm
 
 
 def _detector(spec: str) -> SpikeRule | Detector:
@@ -249,7 +253,7 @@ def windows_frame(monitor: TokenDriftMonitor) -> pl.DataFrame:
 def url_signals(lake: str, *, field: str = "url", window: int = 5_000, run_id: str | None = None,
                 model: str | None = None, detectors: Sequence[str] = ("spike",),
                 chunk: int = 200_000) -> tuple[pl.DataFrame, list[TokenAlarm]]:
-    """Per window of the lake's ``events`` (ingest order): token signals and, for a replay, the loss.
+    """Per window of the lake's ``events`` (replay order): token signals and, for a replay, the loss.
 
     With ``run_id``, ``log_loss`` is the mean log loss of ``model`` (default: the run's
     first) over the labels of the window's events, from ``learn_log``; the loss has no
@@ -257,7 +261,9 @@ def url_signals(lake: str, *, field: str = "url", window: int = 5_000, run_id: s
     """
     from lake.table import read_table
 
-    events = read_table(lake, "events", columns=["event_id", field])
+    # The dataflow's order: by event time, then ingest offset (Delta returns files in any order).
+    events = read_table(lake, "events", columns=["event_id", "event_time", "offset", field]).sort(
+        "event_time", "offset")
     mon = TokenDriftMonitor(window=window, detectors=detectors)
     for start in range(0, events.height, chunk):
         mon.update_many(events[field].slice(start, chunk))
