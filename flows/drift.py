@@ -31,6 +31,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from lake.storage import canonical
 from monitoring.evidently_report import (
     DriftReport,
     append_report_row,
@@ -65,7 +66,7 @@ def log_report_to_mlflow(report: DriftReport, *, lake: str, tracking_uri: str | 
     for old in runs_tagged(client, exp_id, report_id=report.report_id):
         client.delete_run(old.info.run_id)
     s = report.summary
-    tags = {KIND_TAG: "drift-report", TAG + "report_id": report.report_id, TAG + "lake": os.path.abspath(lake),
+    tags = {KIND_TAG: "drift-report", TAG + "report_id": report.report_id, TAG + "lake": canonical(lake),
             TAG + "by": report.by}
     if report.run_id:
         tags[TAG + "run_id"] = report.run_id

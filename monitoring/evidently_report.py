@@ -27,10 +27,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import polars as pl
+
+from lake.storage import canonical, state_dir
 
 By = Literal["time", "version"]
 FIXED = ("event_id", "event_time", "key", "offset")
@@ -400,6 +401,9 @@ def make_report(lake: str, reference: str | tuple[Any, Any], current: str | tupl
                 max_rows: int = 50_000, seed: int = 42, exclude: tuple[str, ...] = ()) -> DriftReport:
     """Build the report comparing two windows and save it under ``LAKE/reports/drift/REPORT_ID/``.
 
+    For a lake on object storage the HTML/JSON files stay local, under
+    :func:`lake.storage.state_dir` (the drift flow logs them to MLflow's artifact store).
+
     ``source="predictions"`` reports on the model's ``features`` map instead of the
     events' columns (hashed and feature-evolving streams). Windows larger than
     ``max_rows`` are sampled (seeded) to that many rows. ``exclude`` names columns left out.
@@ -442,14 +446,14 @@ def make_report(lake: str, reference: str | tuple[Any, Any], current: str | tupl
     columns = select_columns(*frames, max_columns=max_columns, exclude=tuple(exclude))
     if not columns.numerical and not columns.categorical:
         raise ValueError(f"no column worth reporting between {ref_w.label} and {cur_w.label}")
-    identity = {"lake": os.path.abspath(lake), "by": by, "reference": ref_w.label, "current": cur_w.label,
+    identity = {"lake": canonical(lake), "by": by, "reference": ref_w.label, "current": cur_w.label,
                 "events": events_version, "labels": labels_version, "run_id": run_id, "model": model,
                 "columns": columns.numerical + columns.categorical, "source": source, "drift_share": drift_share,
                 "max_rows": max_rows, "seed": seed, "exclude": sorted(exclude)}
     created = datetime.now(UTC)
     rid = report_id_for(identity, created)
     drift, quality, ref_quality = build_snapshots(*frames, columns, drift_share=drift_share)
-    folder = Path(os.path.abspath(lake)) / "reports" / "drift" / rid
+    folder = state_dir(lake, "reports", "drift", rid)  # LAKE/reports/...; local for an object-store lake
     folder.mkdir(parents=True, exist_ok=True)
     html, js = folder / "drift.html", folder / "drift.json"
     drift.save_html(str(html))

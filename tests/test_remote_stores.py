@@ -15,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -25,7 +26,8 @@ from dataflows.online import recovery_dir, run_replay
 from lake.ingest import ingest_scenario
 from lake.schemas import FEATURES
 from lake.storage import state_dir
-from lake.table import TableWriter, append, exists, read_table, table_uri, table_version
+from lake.table import TableWriter, append, exists, maintain, read_table, table_uri, table_version
+from monitoring.evidently_report import append_report_row, make_report, read_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 N_EVENTS = 1_500
@@ -115,7 +117,7 @@ def test_ingest_replay_and_read_back_a_lake_on_s3(s3_server, s3_lake, tmp_path):
     assert any(k.endswith("lake/events/_delta_log/00000000000000000000.json") for k in keys)
     assert read_table(s3_lake, "events").height == N_EVENTS
 
-    run_id = run_replay(s3_lake, "linear,tree", run_id="s3run", batch_size=250, snapshot_s=1.0)
+    run_id = run_replay(s3_lake, "linear,tree", run_id="s3run", batch_size=250, flush_rows=500, snapshot_s=1.0)
     preds = read_table(s3_lake, "predictions")
     assert preds.height == 2 * N_EVENTS
     assert preds.group_by("model").agg(pl.col("event_id").n_unique())["event_id"].to_list() == [N_EVENTS] * 2
@@ -130,16 +132,27 @@ def test_ingest_replay_and_read_back_a_lake_on_s3(s3_server, s3_lake, tmp_path):
 
     # a second replay of the same run writes nothing: app transactions read back from S3
     versions = {t: table_version(s3_lake, t) for t in ("predictions", "learn_log", "metrics")}
-    run_replay(s3_lake, "linear,tree", run_id="s3run", batch_size=250, snapshot_s=1.0, recovery=False)
+    run_replay(s3_lake, "linear,tree", run_id="s3run", batch_size=250, flush_rows=500, snapshot_s=1.0, recovery=False)
     assert {t: table_version(s3_lake, t) for t in versions} == versions
 
     # the same history on a local lake gives bit-identical predictions: storage changes nothing
     local = str(tmp_path / "local-lake")
     ingest_scenario(local, "agrawal-drift", n=N_EVENTS, seed=3)
-    run_replay(local, "linear,tree", run_id="s3run", batch_size=250, recovery=False)
+    run_replay(local, "linear,tree", run_id="s3run", batch_size=250, flush_rows=500, recovery=False)
     on_s3 = preds.sort(["shard", "seq", "model"]).select(PRED_COLS)
     on_disk = read_table(local, "predictions").sort(["shard", "seq", "model"]).select(PRED_COLS)
     assert on_s3.equals(on_disk)
+
+    # the flows' work on an S3 lake: maintenance, and a drift report over the two halves of the history
+    done = maintain(s3_lake, ["predictions"], retention_hours=0)
+    assert done["predictions"]["files_removed_by_compaction"] > 1 and done["predictions"]["files_vacuumed"] > 1, done
+    assert read_table(s3_lake, "predictions").sort(["shard", "seq", "model"]).select(PRED_COLS).equals(on_s3)
+    times = read_table(s3_lake, "events", columns=["event_time"])["event_time"].sort()
+    middle, end = times[N_EVENTS // 2], times[-1] + timedelta(seconds=1)
+    report = make_report(s3_lake, (times[0], middle), (middle, end))
+    assert append_report_row(s3_lake, report) == 1
+    assert read_reports(s3_lake)["report_id"].to_list() == [report.report_id]
+    assert Path(report.html_path).is_relative_to(tmp_path / "state")  # report files stay local
 
     # the command line reads it too
     assert "predictions" in _cli(["-m", "lake", "info", "--lake", s3_lake], work)
