@@ -10,9 +10,9 @@ both read on every open, so every reader and writer of the project sees the same
 store without passing options around: for S3, ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, and for an S3-compatible server
 ``AWS_ENDPOINT_URL`` (plus ``AWS_ALLOW_HTTP=true`` when it speaks plain http).
-Concurrent writers are safe by default: deltalake 1.x commits each log entry
-with a conditional put (``If-None-Match: *``), so two writers racing for the same
-version cannot both win; the loser re-reads and retries. Never set
+Set ``AWS_CONDITIONAL_PUT=etag`` for concurrent writers: deltalake then creates each
+log entry with a conditional put (``If-None-Match: *``), so two writers racing for the
+same version cannot both win; the loser re-reads and retries. Never set
 ``AWS_S3_ALLOW_UNSAFE_RENAME=true`` for a lake with more than one writer.
 
 Bytewax recovery state is *not* in the object store: Bytewax keeps it in SQLite

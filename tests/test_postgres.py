@@ -231,6 +231,7 @@ def test_model_versioning_on_a_postgresql_tracking_store(postgres, mlflow_templa
     assert list(clean_env.iterdir()) == []
 
 
+@pytest.mark.slow  # a server start: 10-50 s
 def test_mlflow_server_on_postgresql_serves_the_versioning_flow(postgres, mlflow_template, replayed, clean_env,
                                                                tmp_path):
     """The production layout: an MLflow server (PostgreSQL backend, its own artifact store); flows speak http."""
@@ -264,6 +265,7 @@ def test_mlflow_server_on_postgresql_serves_the_versioning_flow(postgres, mlflow
             proc.wait()
 
 
+@pytest.mark.slow  # a server start: 10-50 s
 def test_prefect_server_on_postgresql_records_a_flow_run(postgres, mlflow_template, replayed, clean_env, tmp_path):
     """A Prefect server whose API database is PostgreSQL (asyncpg); the versioning flow runs against it."""
     _create_database(postgres, "prefect")

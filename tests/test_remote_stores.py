@@ -63,7 +63,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
                 raise RuntimeError(f"moto S3 server did not start on {endpoint}: {log.read_text()[-2000:]}") from None
             time.sleep(0.1)
     settings = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "riverlake", "AWS_SECRET_ACCESS_KEY": "riverlake",
-                "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+                "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in settings.items():
             mp.setenv(key, value)
