@@ -34,8 +34,9 @@ TABLES = {
                                                "model_version"]),
     "metrics": (["shard", "model", "window_start"], ["seq", "model", "window_start", "n", "n_correct",
                                                       "sum_log_loss", "cum_n", "cum_log_loss"]),
-    # Model bytes (sha256) are compared for the linear model only: a Hoeffding tree pickles
-    # sets of strings, whose order follows the process's string hash seed.
+    # Model bytes (sha256) are compared for the linear model only: a Hoeffding tree's leaves hold
+    # river.proba.Gaussian(seed=None) estimators, whose unseeded random.Random (used only for
+    # sampling) pickles differently in every run.
     "checkpoints": (["shard", "model", "n_learned"], ["seq", "checkpoint_id", "n_learned", "sha"]),
 }
 
