@@ -9,6 +9,8 @@ and two processes (``-i 0``/``-i 1`` with the same ``-a`` list) on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -94,21 +96,33 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, subprocess_env):
+def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, subprocess_env, tmp_path):
     lake = lake_with_one_worker_run
+    # Each process logs the shards its source partitions read and its sink partitions wrote.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import logging\nlogging.basicConfig(level=logging.WARNING, format='%(name)s: %(message)s')\n"
+        "for name in ('dataflows.sources', 'dataflows.sinks'):\n    logging.getLogger(name).setLevel(logging.INFO)\n")
+    env = {**subprocess_env, "PYTHONPATH": f"{hook}{os.pathsep}{subprocess_env['PYTHONPATH']}"}
     addresses = ";".join(f"127.0.0.1:{p}" for p in _free_ports(2))
     procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", _flow(lake, "p2"), "-i", str(i),
-                               "-a", addresses], env=subprocess_env, stdout=subprocess.DEVNULL,
+                               "-a", addresses], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     try:
-        errors = [p.communicate(timeout=120)[1] for p in procs]
+        logs = [p.communicate(timeout=120)[1] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-2000:] for e in errors)
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-2000:] for e in logs)
     _assert_same_tables(lake, "p2")
+    # the work was split: each process read some shards and wrote some, none twice
+    read = [set(re.findall(r"dataflows.sources: shard (\d+): replaying", log)) for log in logs]
+    wrote = [set(re.findall(r"dataflows.sinks: predictions shard (\d+):", log)) for log in logs]
+    assert all(read) and not read[0] & read[1] and len(read[0] | read[1]) == SHARDS, read
+    assert all(wrote) and not wrote[0] & wrote[1], wrote
 
 
 def test_two_workers_live_from_kafka_record_one_lake_and_predict_as_one_worker(tmp_path):
