@@ -6,7 +6,7 @@ feature payload, whose columns are whatever the source had: new columns may
 appear at any time (writers append with ``schema_mode="merge"``).
 
 >>> sorted(TABLES)[:3]
-['benchmark_runs', 'benchmark_windows', 'checkpoints']
+['anomalies', 'benchmark_runs', 'benchmark_windows']
 >>> TABLES["predictions"].field("score").type
 DataType(double)
 """

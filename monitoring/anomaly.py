@@ -121,6 +121,7 @@ class ZScoreScorer(_Scorer):
         self.n_seen += n
         return out
 
+    @np.errstate(over="ignore", invalid="ignore")  # hostile magnitudes give inf/NaN, not warnings
     def _score(self, x: np.ndarray) -> np.ndarray:
         if self._ref is None:
             return np.full(x.shape[0], np.nan)
@@ -140,6 +141,7 @@ class ZScoreScorer(_Scorer):
                 score = np.sqrt(np.where(present, z * z, 0.0).sum(axis=1) / counts)
         return np.where(counts > 0, score, np.nan)
 
+    @np.errstate(over="ignore", invalid="ignore")  # hostile magnitudes give inf/NaN, not warnings
     def _learn(self, x: np.ndarray) -> None:
         d = x.shape[1]
         cnt, mean, m2 = self._cur

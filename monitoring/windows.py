@@ -199,6 +199,7 @@ class WindowStats:
             win = self._open[start] = _Window(start, self.capacity)
         return win
 
+    @np.errstate(over="ignore", invalid="ignore")  # hostile magnitudes (1e300) give inf statistics, not warnings
     def _add(self, starts: np.ndarray, xs: Sequence[Mapping[str, Any]], ys: np.ndarray | None) -> None:
         d = len(self.names)
         order = np.argsort(starts, kind="stable")
