@@ -156,3 +156,35 @@ def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_no
     assert crashy.equals(clean), "the models after recovery are those of the uninterrupted run"
     assert _rows(lake, "learn_log", "crashy", LEARN_COLS).equals(_rows(clean_lake, "learn_log", "crashy",
                                                                       LEARN_COLS))
+
+
+def test_payload_type_rule_follows_the_lake_and_rejects_what_does_not_fit():
+    import math
+
+    import pyarrow as pa
+
+    from dataflows.kafka import PayloadTypes
+
+    types = PayloadTypes(pa.schema([("event_id", pa.string()), ("month", pa.int64()), ("delay", pa.float64()),
+                                    ("late", pa.bool_()), ("carrier", pa.string()), ("seen", pa.timestamp("us"))]))
+    ok, why = types.normalize({"carrier": "UA", "month": 3.0, "delay": 7, "late": True, "new": 2, "flag": False})
+    assert why is None and ok == {"month": 3, "delay": 7.0, "late": True, "carrier": "UA", "new": 2.0, "flag": False}
+    assert [type(v) for v in ok.values()] == [int, float, bool, str, float, bool]
+    assert types.normalize({"month": float("nan"), "delay": True, "note": None})[0] == {
+        "month": None, "delay": 1.0, "note": None}
+    for payload, reason in (
+        ({"month": 2.5}, "field 'month' must be an integral number (the lake's events column is int64), got 2.5"),
+        ({"delay": "7"}, "field 'delay' must be a number (the lake's events column is double), got '7'"),
+        ({"carrier": 5}, "field 'carrier' must be a string (the lake's events column is string), got 5"),
+        ({"late": 1}, "field 'late' must be a boolean (the lake's events column is bool), got 1"),
+        ({"new": "x"}, "field 'new' must be a number (the lake's events column is double), got 'x'"),
+        ({"seen": "2026-01-01"}, "field 'seen': the lake's events column is timestamp[us]; live messages fill "
+                                 "number, bool and string columns only"),
+        ({"tags": ["a"]}, "field 'tags' must be a number, string, bool or null, got list"),
+    ):
+        assert types.normalize(payload) == (None, reason)
+    assert "tags" not in types.order  # a rejected message fixes no column type
+    # a value another writer's column type cannot hold is stored as null, not a failed commit
+    racing = PayloadTypes(pa.schema([("n", pa.float64())]))
+    assert racing.column("n", [1.5, "x", None]).to_pylist() == [1.5, None, None]
+    assert math.isnan(racing.column("n", [float("nan")]).to_pylist()[0])
