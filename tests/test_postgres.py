@@ -138,9 +138,13 @@ def _query(server: str, database: str, sql: str) -> list[tuple]:
     import psycopg2
 
     host, port = server.split("@")[1].split(":")
-    with psycopg2.connect(host=host, port=int(port), user="postgres", dbname=database) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchall()
+    conn = psycopg2.connect(host=host, port=int(port), user="postgres", dbname=database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        conn.close()
 
 
 @pytest.fixture(scope="module")
