@@ -40,7 +40,11 @@ Version = int | str | datetime
 
 
 def table_uri(lake: str | os.PathLike[str], table: str) -> str:
-    """Location of ``table`` under the lake root (a local path or an object-store URI)."""
+    """Location of ``table`` under the lake root (a local path or an object-store URI, see :mod:`lake.storage`).
+
+    >>> table_uri("s3://bucket/lake/", "events")
+    's3://bucket/lake/events'
+    """
     schema_of(table)  # unknown names fail here, not deep inside deltalake
     root = os.fspath(lake)
     if "://" in root:
