@@ -205,6 +205,7 @@ class KeyedFeaturizer:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_token_names", {})  # pickled before the cache existed
         packed = state["_keys"]
         if isinstance(packed, tuple):
             _, names, *cols, recent = packed

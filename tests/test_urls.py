@@ -116,3 +116,8 @@ def test_linear_hash_scores_as_rivers_logistic_regression_and_state_pickles_comp
     assert fclone._keys == feat._keys and fclone.n_keys > 100
     x = {"url": "http://login-x1.xyz/paypal/signin"}
     assert fclone.transform_one(x, key=key, event_time_us=0) == feat.transform_one(x, key=key, event_time_us=0)
+    # state pickled before the token cache existed (older checkpoints, recovery snapshots) still loads
+    old = {k: v for k, v in feat.__dict__.items() if k != "_token_names"}
+    revived = KeyedFeaturizer.__new__(KeyedFeaturizer)
+    revived.__setstate__(old)
+    assert revived.transform_one(x, key=key, event_time_us=0) == feat.transform_one(x, key=key, event_time_us=0)
