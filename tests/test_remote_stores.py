@@ -206,3 +206,35 @@ def test_concurrent_writers_on_s3_lose_nothing(s3_lake, tmp_path):
     labels = read_table(s3_lake, "labels")
     assert labels.height == 1 + 2 * 12 and labels["event_id"].is_unique().all()
     assert table_version(s3_lake, "labels") == 24  # one commit each, none overwritten
+
+
+@pytest.mark.cluster
+def test_two_bytewax_processes_write_one_s3_lake_as_one_worker(s3_lake):
+    """The production layout in small: two dataflow processes (``-i``/``-a``) share one lake on S3."""
+    from bytewax.testing import run_main
+
+    from dataflows.online import build_flow
+    from tests.synthetic import make_lake
+
+    make_lake(s3_lake, n=1_000, seed=11)
+    settings = dict(model="linear", shards=2, checkpoint_every=500, batch_size=250)
+    run_main(build_flow(lake=s3_lake, run_id="one", **settings))
+    flow = (f"dataflows.online:build_flow(lake='{s3_lake}', model='linear', run_id='p2', shards=2, "
+            "checkpoint_every=500, batch_size=250)")
+    ports = [_free_port(), _free_port()]
+    addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", flow, "-i", str(i), "-a", addresses], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-2000:] for e in errors)
+    preds = read_table(s3_lake, "predictions")
+    one = preds.filter(pl.col("run_id") == "one").sort(["shard", "seq", "model"]).select(PRED_COLS)
+    two = preds.filter(pl.col("run_id") == "p2").sort(["shard", "seq", "model"]).select(PRED_COLS)
+    assert one.height == 1_000 and two.equals(one)
+    assert two["shard"].n_unique() == 2
