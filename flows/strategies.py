@@ -16,7 +16,7 @@ serves then, and learns only from labels that have arrived (see
 Batch learners: ``sk-logreg`` (scikit-learn ``LogisticRegression`` on the sparse feature
 dicts, max-abs scaled), ``sk-sgd`` (``SGDClassifier``, log loss), ``hgb``
 (``HistGradientBoostingClassifier`` on a dense projection: numeric features as they are,
-one categorical column per one-hot field), ``river-SPEC`` (a River spec fitted in one pass
+one categorical column per one-hot field, hashed tokens left out), ``river-SPEC`` (a River spec fitted in one pass
 over the window, in event order). Before its first fit a batch strategy scores 0.5.
 
 Every strategy runs with ``threads`` (default 1) native threads. Costs: CPU seconds
@@ -337,7 +337,13 @@ class DenseProjection:
         self.code = np.full(len(stream.names), np.nan)
         self.is_cat = np.zeros(len(stream.names), dtype=bool)
         seen: dict[str, int] = {}
+        # Hashed tokens (``url=#1f3a``) are multi-hot: many per row, so they cannot share one
+        # categorical column; the projection leaves them out (numeric features only for such fields).
+        self.keep = np.array([not n.partition("=")[2].startswith("#") for n in stream.names], dtype=bool)
         for j, name in enumerate(stream.names):
+            if not self.keep[j]:
+                self.col[j] = -1
+                continue
             field, eq, _ = name.partition("=")
             self.col[j] = columns.setdefault(field + eq, len(columns))
             if eq:
@@ -354,6 +360,8 @@ class DenseProjection:
         j = np.asarray(self.stream.indices)[pos]
         out = np.full((len(indptr) - 1, len(self.columns)), np.nan, dtype=np.float32)
         which = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        kept = self.keep[j]
+        which, j, pos = which[kept], j[kept], pos[kept]
         out[which, self.col[j]] = np.where(self.is_cat[j], self.code[j], np.asarray(self.stream.values)[pos])
         return out
 

@@ -121,3 +121,24 @@ def test_linear_hash_scores_as_rivers_logistic_regression_and_state_pickles_comp
     revived = KeyedFeaturizer.__new__(KeyedFeaturizer)
     revived.__setstate__(old)
     assert revived.transform_one(x, key=key, event_time_us=0) == feat.transform_one(x, key=key, event_time_us=0)
+
+
+def test_benchmark_learners_on_hashed_url_features(tmp_path):
+    import numpy as np
+
+    from dataflows.replay import pin_versions
+    from flows.bench_stream import build_stream
+    from flows.strategies import BenchConfig, DenseProjection, run_strategy
+
+    lake = str(tmp_path / "lake")
+    ingest_scenario(lake, "urls", n=4_000, seed=2, rate=0.1)
+    stream = build_stream(lake, pin_versions(lake), featurizer={"hash_fields": ["url"], "n_buckets": 2**12})
+    assert any(n.startswith("url=#") for n in stream.names) and len(stream.names) <= 2**12 + 20
+    # gradient boosting's dense projection leaves the multi-hot hashed tokens out
+    proj = DenseProjection(stream)
+    assert "url=" not in proj.columns and "url_len" in proj.columns
+    assert proj(np.arange(10)).shape == (10, len(proj.columns))
+    config = BenchConfig(retrain_every="1000", sliding="2000", latency_samples=50)
+    for name in ("online/linear-hash", "periodic-sliding/sk-logreg", "periodic-sliding/hgb"):
+        run = run_strategy(stream, name, config)
+        assert run.scores.shape == (4_000,) and np.isfinite(run.scores).all()
