@@ -31,6 +31,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
 from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
 
 from lake.errors import SchemaError, TableNotFoundError
@@ -183,8 +184,24 @@ class TableWriter:
         self._load()
         return self._done
 
-    def append(self, data: Any, *, position: int) -> int:
-        """Append ``data`` in one commit tagged ``(writer_id, position)``; returns rows written."""
+    def append(self, data: Any, *, position: int, attempts: int = 5) -> int:
+        """Append ``data`` in one commit tagged ``(writer_id, position)``; returns rows written.
+
+        A commit that loses a race that Delta cannot resolve (two writers creating the
+        table, or merging new columns, at the same moment) is retried on the fresh table:
+        the append is idempotent, so the retry writes only what is still missing.
+        """
+        for attempt in range(attempts):
+            try:
+                return self._append_once(data, position=position)
+            except CommitFailedError:
+                if attempt + 1 == attempts:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+                self._dt, self._done, self._loaded = None, None, False
+        raise AssertionError("unreachable")
+
+    def _append_once(self, data: Any, *, position: int) -> int:
         self._load()
         table = conform(self.table, data)
         done = self._done
