@@ -14,7 +14,7 @@ def test_concurrent_writers_creating_one_table_all_land(tmp_path):
         lake = str(tmp_path / f"lake{trial}")
         errors: list[BaseException] = []
 
-        def write(shard: int) -> None:
+        def write(shard: int, lake: str = lake, errors: list = errors) -> None:
             try:
                 w = TableWriter(lake, "drift_events", writer_id=f"r/drift_events/shard-{shard}")
                 rows = [("r", shard, i, "adwin", "error", "m", i, f"e{i}", 1_000_000 * i) for i in range(3)]
