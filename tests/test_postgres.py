@@ -46,10 +46,10 @@ def _pg_bin() -> Path:
     system = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
     if system:
         return system[-1].parent
-    return Path(importlib.util.find_spec("pgserver").submodule_search_locations[0]) / "pginstall" / "bin"
-
-
-PG_BIN = _pg_bin()
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("no PostgreSQL binaries: install postgresql-15 (Debian) or run `make install` (pgserver)")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
 def _free_port() -> int:
@@ -82,6 +82,7 @@ def postgres() -> Iterator[str]:
     """
     import psycopg2
 
+    pg_bin = _pg_bin()
     base = Path(tempfile.mkdtemp(prefix="riverlake-pg-"))
     user = None
     if os.geteuid() == 0:
@@ -89,7 +90,7 @@ def postgres() -> Iterator[str]:
         entry = pwd.getpwnam(user)
         os.chown(base, entry.pw_uid, entry.pw_gid)
     data, log = base / "data", base / "postgres.log"
-    init = subprocess.run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+    init = subprocess.run([str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                            "--encoding=UTF8", "--no-sync"], user=user, capture_output=True, text=True)
     if init.returncode != 0:
         raise RuntimeError(f"initdb failed ({init.returncode}): {init.stdout}{init.stderr}")
@@ -97,7 +98,7 @@ def postgres() -> Iterator[str]:
     with open(log, "wb") as out:
         if user:
             os.chown(log, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
-        proc = subprocess.Popen([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+        proc = subprocess.Popen([str(pg_bin / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
                                  "-k", str(base), "-c", "fsync=off", "-c", "max_connections=200"],
                                 user=user, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
