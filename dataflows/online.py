@@ -85,13 +85,28 @@ class LearnLogic(StatefulBatchLogic[Batch, Output, bytes]):
 
 def make_flow(source: Source[Batch], sink: Sink[tuple[str, Output]], config: RunConfig,
               *, flow_id: str = "riverlake", control_lake: str | None = None,
-              control_interval_s: float = 2.0, extra_sinks: Sequence[Sink[Output]] = ()) -> Dataflow:
+              control_interval_s: float = 2.0, extra_sinks: Sequence[Sink[Output]] = (),
+              colocate: bool = False) -> Dataflow:
     """The dataflow graph with its parts injected (production, replay and tests share it).
 
     With ``control_lake``, the predict/learn step follows champion promotions recorded
-    for this run in that lake's ``promotions`` table.
+    for this run in that lake's ``promotions`` table. With ``colocate``, each partition of
+    ``source`` (a fixed-partitioned source) runs its shard's predict/learn step itself
+    (:mod:`dataflows.colocated`): give ``sink`` the source's partition names and no batch
+    crosses workers.
     """
     flow = Dataflow(flow_id)
+    if colocate:
+        from dataflows.colocated import ColocatedSource
+
+        outputs = op.input("source", flow, ColocatedSource(source, config, control_lake=control_lake,
+                                                            control_interval_s=control_interval_s))
+        out = op.key_on("shard", outputs, lambda o: str(o.shard))
+        op.output("lake", out, sink)
+        if extra_sinks:
+            for i, extra in enumerate(extra_sinks):
+                op.output(f"extra-{i}", outputs, extra)
+        return flow
     batches = op.input("source", flow, source)
     keyed = op.key_on("shard", batches, lambda b: str(b.shard))
     valid = op.map_value("validate", keyed, validate_batch)
@@ -130,6 +145,7 @@ class ReplayJob:
     config: RunConfig
     lake: str
     control_interval_s: float = 2.0
+    colocate: bool = False
 
     @property
     def run_id(self) -> str:
@@ -137,7 +153,8 @@ class ReplayJob:
 
     def flow(self) -> Dataflow:
         return make_flow(self.source, self.sink, self.config, flow_id="riverlake-replay",
-                         control_lake=self.lake, control_interval_s=self.control_interval_s)
+                         control_lake=self.lake, control_interval_s=self.control_interval_s,
+                         colocate=self.colocate)
 
 
 def replay_job(
@@ -170,6 +187,7 @@ def replay_job(
     watch: str | None = None,
     drift_action: str = "none",
     action_window: int = 5_000,
+    colocate: bool = False,
 ) -> ReplayJob:
     """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
     models = _names(model)
@@ -194,8 +212,8 @@ def replay_job(
                        monitor=monitor)
     source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
-                     flush_seconds=flush_seconds)
-    return ReplayJob(source, sink, config, os.fspath(lake), control_interval_s)
+                     flush_seconds=flush_seconds, part_names=source.list_parts() if colocate else None)
+    return ReplayJob(source, sink, config, os.fspath(lake), control_interval_s, colocate)
 
 
 def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", **settings: Any) -> Dataflow:
@@ -233,6 +251,10 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     (``"reset"`` or ``"retrain"`` a model when its error detector alarms, recorded in
     ``drift_actions``; at most once per ``action_window`` learns, retraining from the
     last ``action_window`` labelled events).
+
+    ``colocate``: run each shard's predict/learn step inside its source partition, so a
+    shard is read, learned and written on one worker (multi-worker and multi-process runs;
+    same rows, see :mod:`dataflows.colocated`).
     """
     return replay_job(lake, model, **settings).flow()
 
@@ -305,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="what to do with a model whose error detector alarmed")
     parser.add_argument("--action-window", type=int, default=5_000,
                         help="recent labelled events to retrain from; least learns between two actions")
+    parser.add_argument("--colocate", action="store_true",
+                        help="learn each shard inside its source partition (multi-worker runs: nothing crosses)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
@@ -312,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                         checkpoint_every=args.checkpoint_every, window=args.window, exclude=args.exclude,
                         rate=args.rate, hash_fields=args.hash_fields, drift=args.drift, watch=args.watch,
                         stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
-                        drift_action=args.drift_action, action_window=args.action_window)
+                        drift_action=args.drift_action, action_window=args.action_window,
+                        colocate=args.colocate)
     print(run_id)
     return 0
 

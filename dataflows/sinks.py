@@ -156,11 +156,15 @@ class DeltaSink(FixedPartitionedSink[Output, None]):
         Commit a table's buffer once it holds this many rows or is this old.
     urgent_tables
         Tables committed as soon as rows arrive (live runs: :data:`URGENT_TABLES`).
+    part_names
+        Names of the partitions (default ``lake-000``, ...); giving the source's names
+        places each sink partition on the worker of the same source partition.
     """
 
     def __init__(self, lake: str | os.PathLike[str], *, run_id: str, partitions: int = 1,
                  flush_rows: int = 25_000, flush_seconds: float = 5.0,
-                 urgent_tables: frozenset[str] | set[str] = frozenset()) -> None:
+                 urgent_tables: frozenset[str] | set[str] = frozenset(),
+                 part_names: list[str] | None = None) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions!r}")
         if flush_rows < 1:
@@ -176,9 +180,12 @@ class DeltaSink(FixedPartitionedSink[Output, None]):
         if unknown:
             raise ValueError(f"urgent_tables names unknown tables {sorted(unknown)}")
         self.urgent_tables = frozenset(urgent_tables)
+        if part_names is not None and len(part_names) != partitions:
+            raise ValueError(f"part_names must name {partitions} partitions, got {part_names!r}")
+        self.part_names = list(part_names) if part_names is not None else None
 
     def list_parts(self) -> list[str]:
-        return [f"lake-{i:03d}" for i in range(self.partitions)]
+        return self.part_names or [f"lake-{i:03d}" for i in range(self.partitions)]
 
     def part_fn(self, item_key: str) -> int:
         return int(item_key)

@@ -43,9 +43,9 @@ TABLES = {
 }
 
 
-def _flow(lake: str, run_id: str) -> str:
+def _flow(lake: str, run_id: str, colocate: bool = False) -> str:
     return (f"dataflows.online:build_flow(lake='{lake}', model='linear,tree', run_id='{run_id}', "
-            f"shards={SHARDS}, checkpoint_every=500, batch_size=250)")
+            f"shards={SHARDS}, checkpoint_every=500, batch_size=250, colocate={colocate})")
 
 
 def _table(lake: str, table: str, run_id: str) -> pl.DataFrame:
@@ -96,17 +96,21 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, subprocess_env, tmp_path):
+@pytest.mark.parametrize("colocate", [False, True], ids=["keyed-step", "colocated"])
+def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, subprocess_env, tmp_path,
+                                                      colocate):
     lake = lake_with_one_worker_run
+    run_id = "p2c" if colocate else "p2"
     # Each process logs the shards its source partitions read and its sink partitions wrote.
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
         "import logging\nlogging.basicConfig(level=logging.WARNING, format='%(name)s: %(message)s')\n"
-        "for name in ('dataflows.sources', 'dataflows.sinks'):\n    logging.getLogger(name).setLevel(logging.INFO)\n")
+        "for name in ('dataflows.sources', 'dataflows.sinks', 'dataflows.colocated'):\n"
+        "    logging.getLogger(name).setLevel(logging.INFO)\n")
     env = {**subprocess_env, "PYTHONPATH": f"{hook}{os.pathsep}{subprocess_env['PYTHONPATH']}"}
     addresses = ";".join(f"127.0.0.1:{p}" for p in _free_ports(2))
-    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", _flow(lake, "p2"), "-i", str(i),
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", _flow(lake, run_id, colocate), "-i", str(i),
                                "-a", addresses], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
              for i in range(2)]
@@ -117,12 +121,16 @@ def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, 
             if p.poll() is None:
                 p.kill()
     assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-2000:] for e in logs)
-    _assert_same_tables(lake, "p2")
+    _assert_same_tables(lake, run_id)
     # the work was split: each process read some shards and wrote some, none twice
     read = [set(re.findall(r"dataflows.sources: shard (\d+): replaying", log)) for log in logs]
     wrote = [set(re.findall(r"dataflows.sinks: predictions shard (\d+):", log)) for log in logs]
     assert all(read) and not read[0] & read[1] and len(read[0] | read[1]) == SHARDS, read
     assert all(wrote) and not wrote[0] & wrote[1], wrote
+    if colocate:  # each process learned the shards it read (those with items) and wrote them: nothing crossed
+        learned = [set(re.findall(r"dataflows.colocated: shard (\d+): predict/learn", log)) for log in logs]
+        assert learned == wrote and all(mine <= r for mine, r in zip(learned, read, strict=True)), (
+            read, learned, wrote)
 
 
 def test_two_workers_live_from_kafka_record_one_lake_and_predict_as_one_worker(tmp_path):

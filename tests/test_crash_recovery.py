@@ -17,25 +17,26 @@ from lake.table import read_table
 pytestmark = pytest.mark.slow
 
 
-def _replay_cmd(lake: str) -> list[str]:
+def _replay_cmd(lake: str, colocate: bool) -> list[str]:
     return [sys.executable, "-m", "dataflows.online", "--lake", lake, "--model", "linear,tree",
             "--run-id", "crashy", "--rate", "3000", "--batch-size", "150", "--snapshot-s", "0.4",
-            "--checkpoint-every", "500"]
+            "--checkpoint-every", "500", *(["--colocate"] if colocate else [])]
 
 
-def test_kill_9_and_resume_gives_the_uninterrupted_result(synthetic_lake, subprocess_env):
+@pytest.mark.parametrize("colocate", [False, True], ids=["keyed-step", "colocated"])
+def test_kill_9_and_resume_gives_the_uninterrupted_result(synthetic_lake, subprocess_env, colocate):
     clean = run_replay(synthetic_lake, "linear,tree", run_id="clean", recovery=False, checkpoint_every=500)
     rng = random.Random(20261122)
     kills = 0
     for _ in range(3):
-        proc = subprocess.Popen(_replay_cmd(synthetic_lake), env=subprocess_env,
+        proc = subprocess.Popen(_replay_cmd(synthetic_lake, colocate), env=subprocess_env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(rng.uniform(3.0, 4.5))  # imports take ~2.5 s; the paced replay ~2 s more
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=60)
-    final = subprocess.run(_replay_cmd(synthetic_lake), env=subprocess_env, capture_output=True, text=True,
+    final = subprocess.run(_replay_cmd(synthetic_lake, colocate), env=subprocess_env, capture_output=True, text=True,
                            timeout=180)
     assert final.returncode == 0, final.stderr[-3000:]
     assert kills >= 1, "the test must really interrupt the dataflow"
