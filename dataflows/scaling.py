@@ -98,7 +98,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     sink_log.addHandler(stats)
     sink_log.setLevel(logging.INFO)
     flow = build_flow(lake=args.lake, model=args.model, run_id=args.run_id, shards=args.shards,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, colocate=args.colocate)
     addresses = args.addresses.split(";") if args.addresses else None
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.time()
@@ -113,10 +113,12 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
             "commit_s": commit_s, "commits": commits}
 
 
-def _run(lake: str, *, n: int, mode: str, run_id: str, model: str, shards: int, batch_size: int) -> dict[str, Any]:
+def _run(lake: str, *, n: int, mode: str, run_id: str, model: str, shards: int, batch_size: int,
+         colocate: bool = False) -> dict[str, Any]:
     """Run the replay with ``n`` processes or workers; returns the phase times."""
     base = [sys.executable, "-m", "dataflows.scaling", "--child", "--lake", lake, "--run-id", run_id,
-            "--model", model, "--shards", str(shards), "--batch-size", str(batch_size)]
+            "--model", model, "--shards", str(shards), "--batch-size", str(batch_size),
+            *(["--colocate"] if colocate else [])]
     if mode == "workers":
         cmds = [[*base, "--workers", str(n)]]
     else:
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs per count; the median is kept")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    parser.add_argument("--colocate", action="store_true",
+                        help="learn each shard inside its source partition (dataflows.colocated)")
     for hidden, kind in (("--child", "store_true"),):
         parser.add_argument(hidden, action=kind, help=argparse.SUPPRESS)
     for hidden, type_ in (("--run-id", str), ("--workers", int), ("--process-id", int), ("--addresses", str),
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.copytree(Path(base) / table, Path(lake) / table)
                 run_id = f"scaling-{args.mode}-{n}"
                 runs.append(_run(lake, n=n, mode=args.mode, run_id=run_id, model=args.model, shards=shards,
-                                 batch_size=args.batch_size))
+                                 batch_size=args.batch_size, colocate=args.colocate))
                 got = read_table(lake, "predictions", columns=["run_id"]).filter(pl.col("run_id") == run_id).height
                 if n_events is None:
                     n_events = got
