@@ -59,7 +59,8 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now (for a local Bytewax cluster's ``-a`` list)."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
@@ -122,7 +123,7 @@ def _run(lake: str, *, n: int, mode: str, run_id: str, model: str, shards: int, 
     if mode == "workers":
         cmds = [[*base, "--workers", str(n)]]
     else:
-        addresses = ";".join(f"127.0.0.1:{p}" for p in _free_ports(n)) if n > 1 else ""
+        addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(n)) if n > 1 else ""
         cmds = [[*base, "--workers", "1", "--process-id", str(i), "--addresses", addresses] for i in range(n)]
     spawned = time.time()
     procs = [subprocess.Popen([*cmd, "--spawned", repr(spawned)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -22,6 +21,7 @@ from bytewax.testing import cluster_main, run_main
 from dataflows.online import build_flow, build_live_flow
 from dataflows.produce import frame_messages, send
 from dataflows.replay import shard_of
+from dataflows.scaling import free_ports
 from lake.table import read_table
 from tests.synthetic import synthetic_frames
 from tests.test_kafka import mock_cluster
@@ -85,17 +85,6 @@ def test_two_workers_in_one_process_write_the_tables_of_one_worker(lake_with_one
     _assert_same_tables(lake, "w2")
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.mark.parametrize("colocate", [False, True], ids=["keyed-step", "colocated"])
 def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, subprocess_env, tmp_path,
                                                       colocate):
@@ -109,7 +98,7 @@ def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, 
         "for name in ('dataflows.sources', 'dataflows.sinks', 'dataflows.colocated'):\n"
         "    logging.getLogger(name).setLevel(logging.INFO)\n")
     env = {**subprocess_env, "PYTHONPATH": f"{hook}{os.pathsep}{subprocess_env['PYTHONPATH']}"}
-    addresses = ";".join(f"127.0.0.1:{p}" for p in _free_ports(2))
+    addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
     procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", _flow(lake, run_id, colocate), "-i", str(i),
                                "-a", addresses], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
