@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", default="1d")
     parser.add_argument("--exclude", default="")
     parser.add_argument("--hash-fields", default="", help="text fields to tokenize and hash (e.g. url)")
+    parser.add_argument("--n-buckets", type=int, default=2**20,
+                        help="hash space of --hash-fields tokens: bounds the model's weights (default 2^20)")
     parser.add_argument("--rate", type=float, default=None, help="pace the replay (items per second)")
     parser.add_argument("--snapshot-s", type=float, default=10.0, help="seconds between recovery snapshots")
     parser.add_argument("--no-recovery", action="store_true", help="do not keep recovery state")
@@ -334,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
                         run_id=args.run_id, shards=args.shards, batch_size=args.batch_size,
                         checkpoint_every=args.checkpoint_every, window=args.window, exclude=args.exclude,
-                        rate=args.rate, hash_fields=args.hash_fields, drift=args.drift, watch=args.watch,
+                        rate=args.rate, hash_fields=args.hash_fields, n_buckets=args.n_buckets,
+                        drift=args.drift, watch=args.watch,
                         stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
                         drift_action=args.drift_action, action_window=args.action_window,
                         colocate=args.colocate)

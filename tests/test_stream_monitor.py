@@ -134,3 +134,18 @@ def test_live_generator_windows_and_feature_alarm_reach_the_lake(tmp_path):
     # monitoring answers were committed as they came; the bulk tables once, at the end
     assert open_table(lake, "window_stats").version() >= 2
     assert open_table(lake, "predictions").version() == 0
+
+
+def test_the_command_line_takes_the_monitoring_settings(synthetic_lake, capsys):
+    from dataflows.online import main
+
+    assert main(["--lake", synthetic_lake, "--no-recovery", "--stats-window", "30m", "--anomaly", "none",
+                 "--watch", "score=adwin", "--drift-action", "reset", "--action-window", "500"]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    stats = read_table(synthetic_lake, "window_stats").filter(pl.col("run_id") == run_id)
+    spans = (stats["window_end"] - stats["window_start"]).dt.total_seconds().unique().to_list()
+    assert stats.height > 1 and spans == [1_800]
+    preds = read_table(synthetic_lake, "predictions").filter(pl.col("run_id") == run_id)
+    assert preds["anomaly_score"].null_count() == preds.height
+    with pytest.raises(SystemExit):  # argparse refuses an unknown action, naming the choices
+        main(["--lake", synthetic_lake, "--drift-action", "panic"])
