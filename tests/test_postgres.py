@@ -15,7 +15,6 @@ import pickle
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from bytewax.testing import run_main
 
 from dataflows.models import score_one
 from dataflows.online import build_flow
+from dataflows.scaling import free_ports
 from flows.registry import ARTIFACTS_ENV, CHECKPOINT_TAG, artifact_location, client_for, using
 from flows.versioning import sync_lake
 from lake.table import read_table
@@ -53,9 +53,17 @@ def _pg_bin() -> Path:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own session: SIGTERM to its process group, SIGKILL after 20 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, what: str, timeout_s: float = 120) -> None:
@@ -262,12 +270,7 @@ def test_mlflow_server_on_postgresql_serves_the_versioning_flow(postgres, mlflow
         assert any((tmp_path / "server-artifacts").rglob("model.pkl")), "the server stored the artifacts"
         assert list(clean_env.iterdir()) == []
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc)
 
 
 @pytest.mark.slow  # a server start: 10-50 s
@@ -299,9 +302,4 @@ def test_prefect_server_on_postgresql_records_a_flow_run(postgres, mlflow_templa
         tasks = _query(postgres, "prefect", "SELECT count(*) FROM task_run WHERE state_type = 'COMPLETED'")
         assert tasks[0][0] >= 7  # the plan and one sync per checkpoint
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc)

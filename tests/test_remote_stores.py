@@ -8,7 +8,6 @@ commands and functions with an ``s3://bucket/prefix`` lake root.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pytest
 
 from dataflows.online import recovery_dir, run_replay
+from dataflows.scaling import free_ports
 from lake.ingest import ingest_scenario
 from lake.schemas import FEATURES
 from lake.storage import state_dir
@@ -34,9 +34,7 @@ N_EVENTS = 1_500
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +219,7 @@ def test_two_bytewax_processes_write_one_s3_lake_as_one_worker(s3_lake):
     run_main(build_flow(lake=s3_lake, run_id="one", **settings))
     flow = (f"dataflows.online:build_flow(lake='{s3_lake}', model='linear', run_id='p2', shards=2, "
             "checkpoint_every=500, batch_size=250)")
-    ports = [_free_port(), _free_port()]
+    ports = free_ports(2)  # distinct: two separate calls may return the same port
     addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", flow, "-i", str(i), "-a", addresses], env=env,
