@@ -98,7 +98,7 @@ class _Slot:
         self.version = ""
         self.checkpointed_at = -1
         self.metrics = metrics
-        self.acted_at = -(2**62)  # n_learned at the last drift action
+        self.acted_at = 0  # n_learned at the last drift action (a new model gets action_window learns first)
 
 
 def model_digest(model_bytes: bytes) -> str:

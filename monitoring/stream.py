@@ -62,8 +62,9 @@ class MonitorConfig:
     ``watch``: detectors on the champion's label-free signals, e.g.
     ``"new_features=page-hinkley; feature:dep_delay=adwin"``;
     ``drift_action``: one of :data:`ACTIONS`, applied to the model whose error detector alarmed;
-    ``action_window``: recent labelled events kept to retrain from (and the least number of
-    learns between two actions on the same model).
+    ``action_window``: recent labelled events kept to retrain from, and the least number of
+    learns of a model before its first action and between two (alarms while it is still
+    learning its first concept replace nothing).
     """
 
     stats_window_us: int | None = 3_600_000_000

@@ -87,10 +87,10 @@ def test_a_drift_alarm_triggers_the_configured_action_and_it_is_recorded(tmp_pat
         assert row["model_version"].endswith(f"-{action}")
         assert (row["trained_on"] > 0) == (action == "retrain")
         assert row["trained_on"] <= 1_000
-    # actions on one model are at least action_window learns apart
+    # actions on one model are at least action_window learns apart, and none before its first action_window
     for _, group in acts.group_by("model"):
         gaps = group["n_learned_before"].diff().drop_nulls()
-        assert (gaps >= 1_000).all()
+        assert (gaps >= 1_000).all() and group["n_learned_before"].min() >= 1_000
     # the replaced model is checkpointed, and predictions after the action carry its version
     ckpts = read_table(lake, "checkpoints").filter(pl.col("run_id") == run_id)
     assert set(acts["model_version"]) <= set(ckpts["checkpoint_id"])
