@@ -68,6 +68,11 @@ class KeyedFeaturizer:
         Keys with history kept at most; past it the keys idle longest are forgotten
         (a forgotten key starts afresh), so unbounded key spaces (hosts, users) keep
         memory and snapshot size bounded.
+    shared_prior
+        Smooth ``key_rate`` (and start ``key_recent``) towards the positive rate of all
+        the labels this featurizer has seen; with ``False`` towards 0.5, so a key's
+        features depend on its own events only (per-key runs: the same features however
+        the keys are spread over shards).
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class KeyedFeaturizer:
         hash_fields: Iterable[str] = (),
         n_buckets: int = 2**20,
         max_keys: int = 200_000,
+        shared_prior: bool = True,
     ) -> None:
         if isinstance(exclude, str) or isinstance(categorical, str):
             raise TypeError("exclude and categorical must be collections of names, not a string")
@@ -108,6 +114,7 @@ class KeyedFeaturizer:
         self.hash_fields = frozenset(hash_fields)
         self.n_buckets = int(n_buckets)
         self.max_keys = int(max_keys)
+        self.shared_prior = bool(shared_prior)
         self.keys_forgotten = 0
         # key -> [n_events, last_event_time_us, n_labels, n_positive, recent_rate]
         self._keys: dict[str, list[Any]] = {}
@@ -149,7 +156,7 @@ class KeyedFeaturizer:
             out["dow_sin"] = math.sin(_TWO_PI * day / 7.0)
             out["dow_cos"] = math.cos(_TWO_PI * day / 7.0)
         if self.key_features:
-            prior = (self._n_positive + 1.0) / (self._n_labels + 2.0)
+            prior = (self._n_positive + 1.0) / (self._n_labels + 2.0) if self.shared_prior else 0.5
             state = self._keys.get(key)
             if state is None:
                 out["key_n"] = 0.0
@@ -206,6 +213,7 @@ class KeyedFeaturizer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_token_names", {})  # pickled before the cache existed
+        state.setdefault("shared_prior", True)  # pickled before the setting existed
         packed = state["_keys"]
         if isinstance(packed, tuple):
             _, names, *cols, recent = packed
