@@ -26,6 +26,7 @@ import river
 from dataflows.features import KeyedFeaturizer
 from dataflows.items import EVENT, Batch, Output
 from dataflows.models import get_spec
+from dataflows.perkey import PerKeyModel
 from dataflows.recent import RecentIds
 from dataflows.validate import dead_letter
 from lake.arrow import features_array, rows_to_arrow
@@ -60,6 +61,11 @@ class RunConfig:
     drift_detectors: tuple[str, ...] = ("adwin",)
     # Window statistics, anomaly scores, label-free detectors and drift actions (monitoring.stream).
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    # One model per event key (dataflows.perkey) instead of one per shard: a key's model sees
+    # exactly its key's events, so predictions do not depend on how keys are spread over shards.
+    per_key: bool = False
+    # Per-key models kept per shard and model at most (the keys that learned least recently go).
+    max_key_models: int = 100_000
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -80,6 +86,8 @@ class RunConfig:
             raise ValueError(f"label_ttl_us must be > 0 or None, got {self.label_ttl_us!r}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
+        if self.max_key_models < 1:
+            raise ValueError(f"max_key_models must be >= 1, got {self.max_key_models!r}")
 
 
 class _Slot:
@@ -116,7 +124,7 @@ class ShardLearner:
             _Slot(
                 name,
                 CHAMPION if i == 0 else CHALLENGER,
-                get_spec(name).build(seed=config.seed + i),
+                self._build(name, i),
                 WindowedPrequential(window_us=config.window_us, grace_us=config.grace_us,
                                     threshold=config.threshold),
                 [make_detector(d) for d in config.drift_detectors],
@@ -135,9 +143,20 @@ class ShardLearner:
         self.last_labelled: str | None = None  # event id of the last label learned
         self.started = False
         self.monitor = StreamMonitor(config.monitor, run_id=config.run_id, shard=shard, seed=config.seed)
-        # Recent labelled events, to retrain from when a drift action says so.
-        self.recent: deque[tuple[dict, bool]] | None = (
+        # Recent labelled events (features, label, key), to retrain from when a drift action says so.
+        self.recent: deque[tuple[dict, bool, str]] | None = (
             deque(maxlen=config.monitor.action_window) if config.monitor.drift_action == "retrain" else None)
+
+    def _build(self, name: str, index: int) -> Any:
+        """A fresh estimator for the model ``name`` at position ``index`` of the run's models."""
+        estimator = get_spec(name).build(seed=self.config.seed + index)
+        if self.config.per_key:
+            return PerKeyModel(estimator, max_keys=self.config.max_key_models)
+        return estimator
+
+    def _description(self, name: str) -> str:
+        description = get_spec(name).description
+        return f"one model per key: {description}" if self.config.per_key else description
 
     # -- checkpoints ---------------------------------------------------------------
     def _checkpoint(self, slot: _Slot, seq: int, last_event_id: str | None, rows: list, suffix: str = "") -> None:
@@ -146,7 +165,7 @@ class ShardLearner:
         slot.version = cid
         slot.checkpointed_at = slot.n_learned
         rows.append((
-            self.config.run_id, self.shard, seq, cid, slot.name, get_spec(slot.name).description,
+            self.config.run_id, self.shard, seq, cid, slot.name, self._description(slot.name),
             slot.n_learned, last_event_id, model_digest(data), river.__version__,
             platform.python_version(), RIVERLAKE_VERSION, data, datetime.now(UTC),
         ))
@@ -207,6 +226,7 @@ class ShardLearner:
         lb_y: list[int] = []
         lb_scores: list[list[float]] = [[] for _ in slots]
         slot_range = range(n_slots)
+        keyed = cfg.per_key
         arrivals = self._arrivals
         track_arrivals = cfg.label_ttl_us is not None
         clock = self._clock_us
@@ -221,7 +241,7 @@ class ShardLearner:
                     x = transform(payload, key=key, event_time_us=t)
                     scores = []
                     for i in slot_range:
-                        p = probas[i](x)
+                        p = probas[i](x, key) if keyed else probas[i](x)
                         scores.append(p.get(True, 0.0) if p else 0.5)
                 except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
                     dead.append((run_id, shard, *dead_letter(
@@ -250,15 +270,19 @@ class ShardLearner:
                 x, t, key, scores = entry
                 y = item[3] == 1
                 try:
-                    for i in slot_range:
-                        learners[i](x, y)
+                    if keyed:
+                        for i in slot_range:
+                            learners[i](x, y, key)
+                    else:
+                        for i in slot_range:
+                            learners[i](x, y)
                 except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
                     dead.append((run_id, shard, *dead_letter(
                         item, step="learn", reason=f"{type(ex).__name__}: {ex}", source=batch.source)))
                     continue
                 learn_label(key=key, y=y)
                 if recent is not None:
-                    recent.append((x, y))
+                    recent.append((x, y, key))
                 alarmed: list[tuple[int, str]] = []
                 row = len(lb_items)
                 lb_items.append(item)
@@ -337,11 +361,15 @@ class ShardLearner:
         mon = self.config.monitor
         if slot.n_learned - slot.acted_at < mon.action_window:
             return False
-        fresh = get_spec(slot.name).build(seed=self.config.seed + self.slots.index(slot))
+        fresh = self._build(slot.name, self.slots.index(slot))
         trained_on = 0
         if mon.drift_action == "retrain" and self.recent:
-            for x, y in self.recent:
-                fresh.learn_one(x, y)
+            keyed = self.config.per_key
+            for x, y, key in self.recent:
+                if keyed:
+                    fresh.learn_one(x, y, key)
+                else:
+                    fresh.learn_one(x, y)
             trained_on = len(self.recent)
         before = slot.n_learned
         slot.estimator = fresh

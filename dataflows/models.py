@@ -92,9 +92,12 @@ def get_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(SPECS))}") from None
 
 
-def score_one(model: Any, x: dict[str, float]) -> float:
-    """Probability of the positive class; 0.5 before the model has seen any class."""
-    proba = model.predict_proba_one(x)
+def score_one(model: Any, x: dict[str, float], key: str | None = None) -> float:
+    """Probability of the positive class; 0.5 before the model has seen any class.
+
+    ``key`` is the event's entity key, used by per-key models (:mod:`dataflows.perkey`).
+    """
+    proba = model.predict_proba_one(x, key) if getattr(model, "keyed", False) else model.predict_proba_one(x)
     if not proba:
         return 0.5
     return float(proba.get(True, 0.0))

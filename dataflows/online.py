@@ -188,6 +188,8 @@ def replay_job(
     drift_action: str = "none",
     action_window: int = 5_000,
     colocate: bool = False,
+    per_key: bool = False,
+    max_key_models: int = 100_000,
 ) -> ReplayJob:
     """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
     models = _names(model)
@@ -195,6 +197,8 @@ def replay_job(
     featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude)), "categorical": sorted(_names(categorical))}
     if hash_fields:
         featurizer.update(hash_fields=sorted(_names(hash_fields)), n_buckets=n_buckets)
+    if per_key:
+        featurizer["shared_prior"] = False  # a key's features from its own events: shard-independent
     window_us, grace_us = parse_duration_us(window), parse_duration_us(grace)
     ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
     monitor = MonitorConfig.from_settings(stats_window=stats_window, lateness=lateness, anomaly=anomaly,
@@ -205,11 +209,12 @@ def replay_job(
             "checkpoint_every": checkpoint_every, "window_us": window_us, "grace_us": grace_us,
             "threshold": threshold, "featurizer": featurizer, "shards": shards, "label_ttl_us": ttl_us,
             "drift": list(_names(drift)), "monitor": monitor.identity(),
+            **({"per_key": True, "max_key_models": max_key_models} if per_key else {}),
         })
     config = RunConfig(run_id=run_id, models=models, seed=seed, checkpoint_every=checkpoint_every,
                        window_us=window_us, grace_us=grace_us, threshold=threshold,
                        featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
-                       monitor=monitor)
+                       monitor=monitor, per_key=per_key, max_key_models=max_key_models)
     source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
                      flush_seconds=flush_seconds, part_names=source.list_parts() if colocate else None)
@@ -255,6 +260,13 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     ``colocate``: run each shard's predict/learn step inside its source partition, so a
     shard is read, learned and written on one worker (multi-worker and multi-process runs;
     same rows, see :mod:`dataflows.colocated`).
+
+    ``per_key``: one model per entity key (per route, carrier, host; :mod:`dataflows.perkey`)
+    instead of one per shard, at most ``max_key_models`` keys per shard and model (the keys
+    that learned least recently are forgotten). A key's model and features then depend on
+    its own events only, so any number of shards, workers or processes writes the same
+    predictions and learn log (as long as no key is forgotten and no label expires: both
+    are decided per shard).
     """
     return replay_job(lake, model, **settings).flow()
 
@@ -331,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="recent labelled events to retrain from; least learns between two actions")
     parser.add_argument("--colocate", action="store_true",
                         help="learn each shard inside its source partition (multi-worker runs: nothing crosses)")
+    parser.add_argument("--per-key", action="store_true",
+                        help="one model per event key (route, carrier, host) instead of one per shard")
+    parser.add_argument("--max-key-models", type=int, default=100_000,
+                        help="--per-key: keys with a model kept per shard and model (default 100,000)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
@@ -340,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                         drift=args.drift, watch=args.watch,
                         stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
                         drift_action=args.drift_action, action_window=args.action_window,
-                        colocate=args.colocate)
+                        colocate=args.colocate, per_key=args.per_key, max_key_models=args.max_key_models)
     print(run_id)
     return 0
 
@@ -373,6 +389,8 @@ def build_live_flow(
     watch: str | None = None,
     drift_action: str = "none",
     action_window: int = 5_000,
+    per_key: bool = False,
+    max_key_models: int = 100_000,
 ) -> Dataflow:
     """The same dataflow fed live from Kafka (see :mod:`dataflows.kafka`).
 
@@ -397,18 +415,31 @@ def build_live_flow(
     featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude))}
     if hash_fields:
         featurizer["hash_fields"] = sorted(_names(hash_fields))
+    if per_key:
+        featurizer["shared_prior"] = False
     ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
     config = RunConfig(run_id=run_id, models=_names(model), seed=seed, checkpoint_every=checkpoint_every,
                        window_us=parse_duration_us(window), grace_us=parse_duration_us(grace),
                        featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
                        monitor=MonitorConfig.from_settings(
                            stats_window=stats_window, lateness=lateness, anomaly=anomaly, watch=watch,
-                           drift_action=drift_action, action_window=action_window))
+                           drift_action=drift_action, action_window=action_window),
+                       per_key=per_key, max_key_models=max_key_models)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds,
                      urgent_tables=URGENT_TABLES)
     extra = [KafkaPredictionsSink(brokers, predictions_topic, config=kafka_config)] if predictions_topic else []
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),
                      extra_sinks=extra)
+
+
+def _flag(text: str) -> bool:
+    """A boolean environment setting: 1/true/yes/on or 0/false/no/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected one of 1/true/yes/on or 0/false/no/off, got {text!r}")
 
 
 ENV = {
@@ -425,6 +456,7 @@ ENV = {
     "RIVERLAKE_GRACE": ("grace", str, "1d"),
     "RIVERLAKE_EXCLUDE": ("exclude", str, ""),
     "RIVERLAKE_HASH_FIELDS": ("hash_fields", str, ""),
+    "RIVERLAKE_PER_KEY": ("per_key", _flag, False),
 }
 """Environment variable → (``build_flow`` argument, type, default)."""
 
@@ -442,7 +474,8 @@ def defaults_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
         try:
             kwargs[arg] = type_(raw)
         except ValueError:
-            raise ValueError(f"{var} must be {type_.__name__}, got {raw!r}") from None
+            kind = "a boolean (1/0, true/false, yes/no, on/off)" if type_ is _flag else type_.__name__
+            raise ValueError(f"{var} must be {kind}, got {raw!r}") from None
     return kwargs
 
 

@@ -2,12 +2,14 @@
 
     python -m dataflows.scaling [--events 100000] [--counts 1,2,4,8] [--mode processes|workers]
                                 [--shards 8] [--model linear] [--repeat 1] [--json FILE]
+                                [--per-key] [--key carrier|route] [--colocate]
 
 1. Fills a lake with the first ``--events`` flights (or uses ``--lake``'s
    ``events``/``labels``), not timed.
 2. For each count N, replays that one history into a fresh copy of the lake with
    the sharded global model (``--shards`` model copies, a key served by its
-   shard's copy; the same shards for every N, so every run does the same work):
+   shard's copy) or, with ``--per-key``, one model per key (``--key``: carrier or
+   route); the same shards for every N, so every run does the same work:
    ``processes`` starts N processes of one worker each, wired on 127.0.0.1
    (``-i``/``-a``); ``workers`` starts one process with N worker threads (``-w N``).
    Timed: from the first process entering the dataflow to the last leaving it
@@ -99,7 +101,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     sink_log.addHandler(stats)
     sink_log.setLevel(logging.INFO)
     flow = build_flow(lake=args.lake, model=args.model, run_id=args.run_id, shards=args.shards,
-                      batch_size=args.batch_size, colocate=args.colocate)
+                      batch_size=args.batch_size, colocate=args.colocate, per_key=args.per_key)
     addresses = args.addresses.split(";") if args.addresses else None
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.time()
@@ -115,11 +117,11 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(lake: str, *, n: int, mode: str, run_id: str, model: str, shards: int, batch_size: int,
-         colocate: bool = False) -> dict[str, Any]:
+         colocate: bool = False, per_key: bool = False) -> dict[str, Any]:
     """Run the replay with ``n`` processes or workers; returns the phase times."""
     base = [sys.executable, "-m", "dataflows.scaling", "--child", "--lake", lake, "--run-id", run_id,
             "--model", model, "--shards", str(shards), "--batch-size", str(batch_size),
-            *(["--colocate"] if colocate else [])]
+            *(["--colocate"] if colocate else []), *(["--per-key"] if per_key else [])]
     if mode == "workers":
         cmds = [[*base, "--workers", str(n)]]
     else:
@@ -144,7 +146,7 @@ def _run(lake: str, *, n: int, mode: str, run_id: str, model: str, shards: int, 
     }
 
 
-def costs(lake: str, *, model: str, shards: int, batch_size: int) -> dict[str, float]:
+def costs(lake: str, *, model: str, shards: int, batch_size: int, per_key: bool = False) -> dict[str, float]:
     """What the source's plan and moving data between processes cost, measured on ``lake``."""
     from dataflows.learner import RunConfig, ShardLearner
     from dataflows.replay import ReplayPlan, pin_versions
@@ -156,7 +158,7 @@ def costs(lake: str, *, model: str, shards: int, batch_size: int) -> dict[str, f
     plan_s = time.perf_counter() - t
     batch = plan.batch(0, batch_size)
     n_events = sum(1 for it in batch.items if it[1] == 0) or 1
-    learner = ShardLearner(RunConfig(run_id="cost", models=(model,)), shard=0)
+    learner = ShardLearner(RunConfig(run_id="cost", models=(model,), per_key=per_key), shard=0)
     out = learner.process(validate_batch(plan.batch(0, batch_size)))
 
     def roundtrip(obj: Any) -> float:
@@ -185,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
     parser.add_argument("--colocate", action="store_true",
                         help="learn each shard inside its source partition (dataflows.colocated)")
+    parser.add_argument("--per-key", action="store_true", help="one model per key instead of one per shard")
+    parser.add_argument("--key", choices=["carrier", "route"], default="carrier",
+                        help="the flights' entity key: shards and per-key models follow it (default carrier)")
     for hidden, kind in (("--child", "store_true"),):
         parser.add_argument(hidden, action=kind, help=argparse.SUPPRESS)
     for hidden, type_ in (("--run-id", str), ("--workers", int), ("--process-id", int), ("--addresses", str),
@@ -211,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         base = args.lake
         if base is None:
             base = str(Path(tmp) / "base")
-            print(f"filling {base} with {args.events:,} flights ...", file=sys.stderr)
-            ingest_scenario(base, "flights", limit=args.events)
+            print(f"filling {base} with {args.events:,} flights keyed by {args.key} ...", file=sys.stderr)
+            ingest_scenario(base, "flights", limit=args.events, key=args.key)
         rows: list[dict[str, Any]] = []
         n_events: int | None = None
         result_machine = machine()
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.copytree(Path(base) / table, Path(lake) / table)
                 run_id = f"scaling-{args.mode}-{n}"
                 runs.append(_run(lake, n=n, mode=args.mode, run_id=run_id, model=args.model, shards=shards,
-                                 batch_size=args.batch_size, colocate=args.colocate))
+                                 batch_size=args.batch_size, colocate=args.colocate, per_key=args.per_key))
                 got = read_table(lake, "predictions", columns=["run_id"]).filter(pl.col("run_id") == run_id).height
                 if n_events is None:
                     n_events = got
@@ -245,17 +250,20 @@ def main(argv: list[str] | None = None) -> int:
             # how much of its cores the run actually got.
             row["cpu_efficiency"] = rows[0]["cpu_s"] / row["cpu_s"]
             row["core_share"] = row["cpu_s"] / (row["dataflow_s"] * row["n"])
-        extra = costs(base, model=args.model, shards=shards, batch_size=args.batch_size)
+        extra = costs(base, model=args.model, shards=shards, batch_size=args.batch_size, per_key=args.per_key)
         load_before = result_machine.get("load_1m")
         result_machine = machine()
         result_machine["load_1m_before"] = load_before
         result = {"machine": result_machine, "mode": args.mode, "events": n_events, "model": args.model,
-                  "shards": shards, "batch_size": args.batch_size, "repeat": args.repeat, "runs": rows, **extra}
+                  "per_key": args.per_key, "colocate": args.colocate, "shards": shards,
+                  "batch_size": args.batch_size, "repeat": args.repeat, "runs": rows, **extra}
         m = result["machine"]
         print(f"machine: {m.get('cpu', '?')}, {m['cores']} cores ({m.get('cores_usable', '?')} usable), "
               f"{m.get('memory_gib', '?')} GiB, Python {m['python']}; load average (1 min) "
               f"{m.get('load_1m_before')} before, {m.get('load_1m')} after")
-        print(f"history: {n_events:,} events, model {args.model}, {shards} shards, {args.mode}; "
+        models = "one model per key" if args.per_key else "one model per shard"
+        print(f"history: {n_events:,} events, model {args.model} ({models}), {shards} shards, {args.mode}"
+              f"{', colocated' if args.colocate else ''}; "
               f"timed: first process entering the dataflow to the last leaving it")
         print(f"{'N':>3} {'dataflow s':>10} {'events/s':>10} {'speedup':>8} {'efficiency':>10} {'CPU s':>7} "
               f"{'CPU eff.':>8} {'core share':>10} {'commit s':>8} {'commits':>7} {'startup s':>9} {'wall s':>7}")

@@ -9,6 +9,9 @@ P(y=1) for each row of a DataFrame of features::
     model.predict(pd.DataFrame([{"x1": 0.3, "x2": -1.0, "colour=red": 1.0}]))
 
 A missing (NaN/None) cell means the feature is absent, as in River's sparse dicts.
+A run with one model per key (``per_key``) logs all its keys' models as one: give
+its input a ``key`` column (the event's entity key, e.g. ``"JFK-LAX"``); a key
+the model never learned from is scored by the blank model.
 This module imports only what a serving environment has (mlflow, pandas): it is
 copied into the logged model (``code_paths``) together with the riverlake
 transformers a pickled estimator may refer to, so the model loads where
@@ -30,8 +33,11 @@ ARTIFACT = "river"
 """Key of the model bytes in ``context.artifacts``."""
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-_CODE = {"flows": ["mlflow_model.py"], "dataflows": ["transformers.py"]}
-"""Riverlake modules the logged model needs: this wrapper, and our own River transformers."""
+_CODE = {"flows": ["mlflow_model.py"], "dataflows": ["transformers.py", "sparse.py", "perkey.py"]}
+"""Riverlake modules the logged model needs: this wrapper, and our own estimators and transformers."""
+
+KEY_COLUMN = "key"
+"""Input column naming the entity key, for per-key models."""
 
 
 class ModelBytesMismatch(ValueError):
@@ -54,12 +60,24 @@ class RiverModel(mlflow.pyfunc.PythonModel):
         import pandas as pd
 
         rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
+        if getattr(self.estimator, "keyed", False):
+            scores = []
+            for i, row in enumerate(rows):
+                row = dict(row)
+                if row.get(KEY_COLUMN) is None:
+                    raise ValueError(f"row {i}: this model holds one model per key: give each row a "
+                                     f"{KEY_COLUMN!r} column (the event's entity key)")
+                key = str(row.pop(KEY_COLUMN))
+                scores.append(score(self.estimator, _present(row), key=key))
+            return pd.Series(scores, name="score", dtype="float64")
         return pd.Series([score(self.estimator, _present(row)) for row in rows], name="score", dtype="float64")
 
 
-def score(estimator: Any, x: dict[str, float]) -> float:
-    """P(y=1), 0.5 before the model has seen a class (the rule of ``dataflows.models.score_one``)."""
-    proba = estimator.predict_proba_one(x)
+def score(estimator: Any, x: dict[str, float], *, key: str | None = None) -> float:
+    """P(y=1), 0.5 before the model has seen a class (the rule of ``dataflows.models.score_one``);
+    ``key`` picks the key's model of a per-key estimator."""
+    keyed = getattr(estimator, "keyed", False)
+    proba = estimator.predict_proba_one(x, key) if keyed else estimator.predict_proba_one(x)
     if not proba:
         return 0.5
     return float(proba.get(True, 0.0))

@@ -175,20 +175,24 @@ def _reproduce_one(lake: str | os.PathLike[str], p: dict[str, Any]) -> Reproduct
         feats = (_scan(lake, "predictions")
                  .filter((pl.col("run_id") == run_id) & (pl.col("model") == model)
                          & pl.col("event_id").is_in(learned_ids))
-                 .select("event_id", "features")
+                 .select("event_id", "features", "key")
                  .collect())
         history = learns.join(feats, on="event_id", how="left", maintain_order="left")
         missing = history.filter(pl.col("features").is_null())["event_id"].to_list()
         if missing:
             raise ReproduceError(f"no stored features for learned event(s) {missing[:5]} of run {run_id!r}")
     else:
-        history = learns.with_columns(features=pl.lit(None))
+        history = learns.with_columns(features=pl.lit(None), key=pl.lit(None, pl.String))
     estimator = load_checkpoint(c["model_bytes"], c["sha256"], checkpoint=version)
+    keyed = getattr(estimator, "keyed", False)  # one model per key (dataflows.perkey): learn and score by key
     for row in history.iter_rows(named=True):
-        estimator.learn_one(_as_dict(row["features"]), bool(row["label"]))
+        if keyed:
+            estimator.learn_one(_as_dict(row["features"]), bool(row["label"]), row["key"])
+        else:
+            estimator.learn_one(_as_dict(row["features"]), bool(row["label"]))
     x = _as_dict(p["features"])
     return Reproduction(
         run_id=run_id, shard=shard, seq=p["seq"], event_id=p["event_id"], model=model, role=p["role"],
         model_version=version, checkpoint_n_learned=n0, sha256=c["sha256"], learned=len(orders), features=x,
-        stored_score=p["score"], reproduced_score=score_one(estimator, x),
+        stored_score=p["score"], reproduced_score=score_one(estimator, x, p.get("key")),
     )

@@ -98,18 +98,7 @@ def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, 
         "for name in ('dataflows.sources', 'dataflows.sinks', 'dataflows.colocated'):\n"
         "    logging.getLogger(name).setLevel(logging.INFO)\n")
     env = {**subprocess_env, "PYTHONPATH": f"{hook}{os.pathsep}{subprocess_env['PYTHONPATH']}"}
-    addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
-    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", _flow(lake, run_id, colocate), "-i", str(i),
-                               "-a", addresses], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    try:
-        logs = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-2000:] for e in logs)
+    logs = _two_processes(_flow(lake, run_id, colocate), env)
     _assert_same_tables(lake, run_id)
     # the work was split: each process read some shards and wrote some, none twice
     read = [set(re.findall(r"dataflows.sources: shard (\d+): replaying", log)) for log in logs]
@@ -120,6 +109,44 @@ def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, 
         learned = [set(re.findall(r"dataflows.colocated: shard (\d+): predict/learn", log)) for log in logs]
         assert learned == wrote and all(mine <= r for mine, r in zip(learned, read, strict=True)), (
             read, learned, wrote)
+
+
+def _two_processes(flow: str, env: dict[str, str]) -> list[str]:
+    """Run ``flow`` as a cluster of two processes on 127.0.0.1; returns their stderr."""
+    addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", flow, "-i", str(i), "-a", addresses], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        logs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-2000:] for e in logs)
+    return logs
+
+
+@pytest.mark.parametrize("colocate", [False, True], ids=["keyed-step", "colocated"])
+def test_per_key_models_on_two_processes_predict_as_one_worker_with_one_shard(synthetic_lake, subprocess_env,
+                                                                              colocate):
+    """One model per key: the keyed models' tables do not depend on shards, workers or processes."""
+    settings = "model='linear,tree', checkpoint_every=500, batch_size=250, per_key=True"
+    run_main(build_flow(lake=synthetic_lake, run_id="k-one", shards=1, model="linear,tree", checkpoint_every=500,
+                        batch_size=250, per_key=True))
+    _two_processes(f"dataflows.online:build_flow(lake='{synthetic_lake}', run_id='k-two', shards={SHARDS}, "
+                   f"colocate={colocate}, {settings})", subprocess_env)
+
+    def tables(run_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        preds = read_table(synthetic_lake, "predictions").filter(pl.col("run_id") == run_id)
+        learns = read_table(synthetic_lake, "learn_log").filter(pl.col("run_id") == run_id)
+        return (preds.select("event_id", "key", "model", "score", "prediction", "features").sort("event_id", "model"),
+                learns.select("event_id", "model", "label", "score").sort("event_id", "model"))
+
+    (p1, l1), (p2, l2) = tables("k-one"), tables("k-two")
+    assert p1.height == 6_000 and p1.equals(p2) and l1.height > 5_000 and l1.equals(l2)
+    spread = read_table(synthetic_lake, "predictions").filter(pl.col("run_id") == "k-two")["shard"].n_unique()
+    assert spread >= 3  # the keys were served by several shards, on two processes
 
 
 def test_two_workers_live_from_kafka_record_one_lake_and_predict_as_one_worker(tmp_path):
