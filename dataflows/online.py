@@ -391,6 +391,7 @@ def build_live_flow(
     action_window: int = 5_000,
     per_key: bool = False,
     max_key_models: int = 100_000,
+    colocate: bool = False,
 ) -> Dataflow:
     """The same dataflow fed live from Kafka (see :mod:`dataflows.kafka`).
 
@@ -399,8 +400,10 @@ def build_live_flow(
     ``predictions_topic`` when given. With ``record`` (the default) the events and
     labels received are appended to the lake's ``events``/``labels``, exactly once per
     Kafka offset, so the live stream can be replayed later. ``kafka_config`` holds extra
-    confluent-kafka settings (SASL, TLS, ...) for the consumer and the producer. Run it
-    with recovery so a restart resumes at the stored offsets::
+    confluent-kafka settings (SASL, TLS, ...) for the consumer and the producer. With
+    ``colocate``, each Kafka partition's predict/learn step runs beside its consumer (and
+    its lake writer), so on a cluster no batch crosses workers (:mod:`dataflows.colocated`).
+    Run it with recovery so a restart resumes at the stored offsets::
 
         python -m bytewax.run "dataflows.online:build_live_flow(lake='lakehouse', \\
             brokers='localhost:9092', topic='events', predictions_topic='predictions')" \\
@@ -426,10 +429,10 @@ def build_live_flow(
                            drift_action=drift_action, action_window=action_window),
                        per_key=per_key, max_key_models=max_key_models)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds,
-                     urgent_tables=URGENT_TABLES)
+                     urgent_tables=URGENT_TABLES, part_names=source.list_parts() if colocate else None)
     extra = [KafkaPredictionsSink(brokers, predictions_topic, config=kafka_config)] if predictions_topic else []
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),
-                     extra_sinks=extra)
+                     extra_sinks=extra, colocate=colocate)
 
 
 def _flag(text: str) -> bool:

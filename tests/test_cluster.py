@@ -149,7 +149,8 @@ def test_per_key_models_on_two_processes_predict_as_one_worker_with_one_shard(sy
     assert spread >= 3  # the keys were served by several shards, on two processes
 
 
-def test_two_workers_live_from_kafka_record_one_lake_and_predict_as_one_worker(tmp_path):
+@pytest.mark.parametrize("colocate", [False, True], ids=["keyed-step", "colocated"])
+def test_two_workers_live_from_kafka_record_one_lake_and_predict_as_one_worker(tmp_path, colocate):
     events, labels = synthetic_frames(1_500, seed=5, keys="abcdefgh")
     warm_id = pl.concat_str(pl.lit("w"), "event_id").alias("event_id")
     warm_events, warm_labels = (f.with_columns(warm_id) for f in synthetic_frames(200, seed=6))
@@ -163,7 +164,7 @@ def test_two_workers_live_from_kafka_record_one_lake_and_predict_as_one_worker(t
             run_main(build_live_flow(lake, "linear", brokers=brokers, topic="warmup", run_id="warmup",
                                      stop_at_end=True))
             flow = build_live_flow(lake, "linear", brokers=brokers, topic="events", run_id="live",
-                                   stop_at_end=True, batch_size=100)
+                                   stop_at_end=True, batch_size=100, colocate=colocate and workers == 2)
             cluster_main(flow, [], 0, worker_count_per_proc=workers)
     for table in ("events", "labels"):
         one, two = (read_table(lakes[n], table).filter(~pl.col("event_id").str.starts_with("w")).sort("event_id")

@@ -106,15 +106,16 @@ def test_live_run_records_events_and_labels_and_their_replay_gives_the_same_pred
     assert read_table(lake, "predictions").filter(pl.col("run_id") == "again").height == 2_000
 
 
-def _live_cmd(lake: str, brokers: str, rec: str) -> list[str]:
+def _live_cmd(lake: str, brokers: str, rec: str, colocate: bool) -> list[str]:
     flow = (f"dataflows.online:build_live_flow(lake='{lake}', model='linear,tree', brokers='{brokers}', "
-            "topic='paced', run_id='crashy', batch_size=40, checkpoint_every=300)")
+            f"topic='paced', run_id='crashy', batch_size=40, checkpoint_every=300, colocate={colocate})")
     return [sys.executable, "-m", "bytewax.run", flow, "-r", rec, "-s", "1", "-b", "0"]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("colocate", [False, True], ids=["keyed-step", "colocated"])
 def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_nothing(
-        mock_kafka, tmp_path, subprocess_env):
+        mock_kafka, tmp_path, subprocess_env, colocate):
     lake, clean_lake = str(tmp_path / "lake"), str(tmp_path / "clean")
     rec = tmp_path / "rec"
     rec.mkdir()
@@ -126,7 +127,7 @@ def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_no
     rng = random.Random(7)
     kills = 0
     for _ in range(2):
-        proc = subprocess.Popen(_live_cmd(lake, mock_kafka, str(rec)), env=subprocess_env,
+        proc = subprocess.Popen(_live_cmd(lake, mock_kafka, str(rec), colocate), env=subprocess_env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         start = table_version(lake, "predictions") or 0
         deadline = time.monotonic() + 30
@@ -141,7 +142,7 @@ def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_no
     assert kills == 2, "the test must really interrupt the dataflow"
     # the rest of the stream, resumed from the offsets in the recovery state
     run_main(build_live_flow(lake, "linear,tree", brokers=mock_kafka, topic="paced", run_id="crashy",
-                             stop_at_end=True, batch_size=40, checkpoint_every=300),
+                             stop_at_end=True, batch_size=40, checkpoint_every=300, colocate=colocate),
              epoch_interval=timedelta(seconds=1), recovery_config=RecoveryConfig(str(rec)))
     # the same stream without interruption
     run_main(build_live_flow(clean_lake, "linear,tree", brokers=mock_kafka, topic="paced", run_id="crashy",
