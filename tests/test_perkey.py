@@ -160,3 +160,18 @@ def test_per_key_is_set_from_the_environment():
     assert defaults_from_env({})["per_key"] is False
     with pytest.raises(ValueError, match="RIVERLAKE_PER_KEY must be a boolean"):
         defaults_from_env({"RIVERLAKE_PER_KEY": "maybe"})
+
+
+def test_the_command_line_runs_per_key_models(tmp_path, capsys):
+    from dataflows.online import main
+    from tests.synthetic import make_lake
+
+    lake = make_lake(str(tmp_path / "lake"), n=400, keys="abcd")
+    assert main(["--lake", lake, "--per-key", "--max-key-models", "3", "--shards", "2", "--no-recovery",
+                 "--stats-window", "none", "--anomaly", "none"]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    ck = read_table(lake, "checkpoints").filter(pl.col("run_id") == run_id).sort("n_learned")
+    assert ck["spec"].str.starts_with("one model per key: ").all()
+    final = [pickle.loads(b) for b in ck.group_by("shard").agg(pl.col("model_bytes").last())["model_bytes"]]
+    assert all(isinstance(m, PerKeyModel) and m.max_keys == 3 and 1 <= m.n_keys <= 3 for m in final)
+    assert sum(m.n_keys for m in final) == 4  # two shards, four keys, each key's model on its shard
