@@ -27,6 +27,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from dataflows.control import PromotionControl
+from dataflows.gc_tuning import tune_gc
 from dataflows.items import Batch, Output
 from dataflows.learner import RunConfig, ShardLearner
 from dataflows.replay import pin_versions
@@ -95,6 +96,7 @@ def make_flow(source: Source[Batch], sink: Sink[tuple[str, Output]], config: Run
     (:mod:`dataflows.colocated`): give ``sink`` the source's partition names and no batch
     crosses workers.
     """
+    tune_gc()  # the process that builds the flow runs it: fewer full walks of the learner's state
     flow = Dataflow(flow_id)
     if colocate:
         from dataflows.colocated import ColocatedSource

@@ -1,0 +1,47 @@
+"""The collector settings of the dataflow process (dataflows.gc_tuning)."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+
+import pytest
+
+from dataflows.gc_tuning import THRESHOLDS, tune_gc
+
+
+@pytest.fixture
+def restore_thresholds():
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
+
+
+def test_tune_gc_raises_thresholds_but_never_lowers_them(restore_thresholds):
+    gc.set_threshold(700, 10, 10)
+    assert tune_gc((50_000, 20, 10)) == (700, 10, 10)
+    assert gc.get_threshold() == (50_000, 20, 10)
+    gc.set_threshold(100_000, 5, 50)
+    tune_gc((50_000, 20, 10))
+    assert gc.get_threshold() == (100_000, 20, 50)
+
+
+def test_tune_gc_leaves_a_collector_switched_off_by_threshold_zero_off(restore_thresholds):
+    gc.set_threshold(0, 10, 10)
+    tune_gc()
+    assert gc.get_threshold() == (0, 10, 10)
+
+
+@pytest.mark.parametrize("bad", [(0, 20, 10), (50_000, 20), (1.5, 20, 10)])
+def test_tune_gc_rejects_bad_thresholds(bad, restore_thresholds):
+    with pytest.raises(ValueError, match="three integers"):
+        tune_gc(bad)
+
+
+def test_building_a_flow_tunes_the_collector_of_its_process(synthetic_lake, subprocess_env):
+    code = ("import gc; from dataflows.online import build_flow; before = gc.get_threshold(); "
+            f"build_flow(lake={synthetic_lake!r}); print(before); print(gc.get_threshold())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=subprocess_env).stdout.splitlines()
+    assert out[-2:] == ["(700, 10, 10)", str(THRESHOLDS)]
