@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -60,11 +61,15 @@ def feature_matrix(xs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.
     >>> feature_matrix([{"a": 1, "b": 2.0}, {"a": 3, "b": True}], ["b", "a"]).tolist()
     [[2.0, 1.0], [1.0, 3.0]]
     """
+    if len(names) == 1:
+        return feature_column(xs, names[0]).reshape(len(xs), 1)
     if names and xs:
-        # Fast path: every item has every name, all numbers (one C-level lookup per item).
+        # Fast path: every item has every name, all numbers (one C-level lookup per item, the
+        # values streamed into the array without a list of tuples in between).
         get = itemgetter(*names)
         try:
-            return np.array([get(x) for x in xs], dtype=np.float64).reshape(len(xs), len(names))
+            return np.fromiter(chain.from_iterable(map(get, xs)), np.float64,
+                               len(xs) * len(names)).reshape(len(xs), len(names))
         except (KeyError, TypeError, ValueError):
             pass
     out = np.empty((len(xs), len(names)), dtype=np.float64)

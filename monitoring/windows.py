@@ -34,9 +34,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from monitoring.columns import feature_matrix, numeric_keys
+from monitoring.columns import feature_matrix, is_number
 
 _NEVER = -(2**62)
+_MAX_SEEN = 1 << 19  # keys remembered by WindowStats._discover before it starts afresh
 
 
 class Closed(NamedTuple):
@@ -101,6 +102,7 @@ class WindowStats:
         self.fixed = features is not None
         self.names: list[str] = list(dict.fromkeys(features)) if features is not None else []
         self.capacity = len(self.names) if self.fixed else max_features
+        self._seen: set[str] = set(self.names)  # keys decided: described, or indicators (see _discover)
         self._open: dict[int, _Window] = {}
         self._max_t = _NEVER
         self._late = 0  # late events not yet reported in a row
@@ -132,9 +134,7 @@ class WindowStats:
         if m == 0:
             return WindowUpdate([], [])
         if not self.fixed and len(self.names) < self.capacity:
-            known = set(self.names)
-            fresh = [k for k in numeric_keys(xs, known) if "=" not in k]
-            self.names.extend(fresh[: self.capacity - len(self.names)])
+            self._discover(xs)
         w, g = self.window_us, self.lateness_us
         starts = self._start(t)
         clock = np.maximum.accumulate(np.concatenate(([self._max_t], t)))
@@ -193,6 +193,55 @@ class WindowStats:
         return [Closed(-1, self._row(self._open.pop(s), self.watermark)) for s in sorted(self._open)]
 
     # -- internals ---------------------------------------------------------------------------------
+    def _discover(self, xs: Sequence[Mapping[str, Any]]) -> None:
+        """Add the numeric keys of ``xs`` not yet described, in order of first appearance (a key's first
+        value in the batch decides), skipping one-hot indicators (keys holding ``=``), up to capacity.
+
+        Keys already decided (names, indicators) are remembered across batches, so an item is looked
+        at key by key only when it holds a key never met before: on hashed streams (thousands of token
+        indicators) most items pass one C-level subset test.
+        """
+        seen = self._seen
+        if len(seen) > _MAX_SEEN:  # unbounded one-hot streams: forget the indicators, keep the names
+            seen.clear()
+            seen.update(self.names)
+        skipped: set[str] = set()  # keys whose first value in this batch is not a number
+        room = self.capacity - len(self.names)
+        for x in xs:
+            keys = x.keys()
+            if keys <= seen:
+                continue
+            new = keys - seen
+            if skipped:
+                new -= skipped
+            if not new:
+                continue
+            if all("=" in k for k in new):
+                seen |= new
+                continue
+            for k in x:
+                if k not in new:
+                    continue
+                if "=" in k:
+                    seen.add(k)
+                elif is_number(x[k]):
+                    seen.add(k)
+                    self.names.append(k)
+                    room -= 1
+                    if not room:
+                        return
+                else:
+                    skipped.add(k)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_seen"]  # a cache, rebuilt from the names: kept out of snapshots
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._seen = set(self.names)
+
     def _window(self, start: int) -> _Window:
         win = self._open.get(start)
         if win is None:
