@@ -209,7 +209,9 @@ class TableWriter:
             if position <= done and "seq" not in table.column_names:
                 return 0
             if "seq" in table.column_names:
-                table = table.filter(pc.greater(table.column("seq"), done))
+                lowest = pc.min(table.column("seq")).as_py()
+                if lowest is None or lowest <= done:  # only after a restart: copying the rows is not free
+                    table = table.filter(pc.greater(table.column("seq"), done))
         if table.num_rows == 0 and (done is not None and position <= done):
             return 0
         started = time.perf_counter()

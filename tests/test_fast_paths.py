@@ -89,3 +89,36 @@ def test_feature_matrix_fast_path_equals_the_column_by_column_path():
         slow = np.column_stack([feature_column(xs, n) for n in names])
         np.testing.assert_array_equal(feature_matrix(xs, names), slow)
     np.testing.assert_array_equal(feature_matrix(full, ["a"]), feature_column(full, "a").reshape(-1, 1))
+
+
+def test_sparse_model_state_packs_weights_as_the_array_of_doubles_and_round_trips():
+    from array import array
+
+    from dataflows.sparse import SparseLogisticRegression
+
+    rng = random.Random(2)
+    m = SparseLogisticRegression()
+    for _ in range(300):
+        m.learn_one({f"url=#{rng.randrange(500):x}": 1.0, "url_len": rng.random()}, rng.random() < 0.3)
+    names, values = m.__getstate__()[3]
+    assert values == array("d", m.weights.values()).tobytes()
+    clone = pickle.loads(pickle.dumps(m))
+    assert list(clone.weights.items()) == list(m.weights.items()) and clone.intercept == m.intercept
+    assert pickle.loads(pickle.dumps(SparseLogisticRegression())).weights == {}
+
+
+def test_a_resumed_writer_drops_only_rows_already_committed(tmp_path):
+    import polars as pl
+
+    from lake.table import TableWriter, read_table
+
+    def rows(seqs):
+        return pl.DataFrame({"run_id": "r", "shard": pl.Series([0] * len(seqs), dtype=pl.Int32), "seq": seqs,
+                             "step": "s", "reason": "x", "source": "t", "event_id": [str(s) for s in seqs],
+                             "raw": "{}"})
+
+    TableWriter(tmp_path, "dead_letters", writer_id="w").append(rows([1, 2]), position=2)
+    again = TableWriter(tmp_path, "dead_letters", writer_id="w")
+    assert again.append(rows([3, 4]), position=4) == 2  # all new: written as they are
+    assert again.append(rows([4, 5]), position=5) == 1  # a restart replays seq 4: dropped
+    assert read_table(tmp_path, "dead_letters")["seq"].sort().to_list() == [1, 2, 3, 4, 5]
