@@ -205,6 +205,12 @@ class WindowStats:
         if len(seen) > _MAX_SEEN:  # unbounded one-hot streams: forget the indicators, keep the names
             seen.clear()
             seen.update(self.names)
+        new = set().union(*xs) - seen  # the batch's keys met for the first time (C-level, small sets)
+        if not new:
+            return
+        if all("=" in k for k in new):  # only new indicators (hashed tokens): nothing to describe
+            seen |= new
+            return
         skipped: set[str] = set()  # keys whose first value in this batch is not a number
         room = self.capacity - len(self.names)
         for x in xs:
