@@ -11,7 +11,9 @@
 
 Each phase runs in its own fresh Python process (so neither inherits the other's
 heap), ``--repeat`` times alternately; the process start and imports are not
-timed, everything after is. The medians give the ratio. Prints events/s of each,
+timed, everything after is. The medians give the ratio (wall time), and
+``cpu_ratio`` the same from CPU seconds of all threads (steadier on a shared
+machine; the dataflow's Delta writes run on other threads). Prints events/s of each,
 their ratio, each phase's peak RSS, and last the line
 ``end_to_end_vs_bare_river: R``.
 """
@@ -73,8 +75,10 @@ def _phase_bare(lake: str, model: str, seed: int) -> dict[str, Any]:
 
     plan = ReplayPlan(lake, pin=pin_versions(lake))
     items = plan.batch(0, len(plan)).items
+    cpu = time.process_time()
     seconds, n = bare_loop(items, model=model, seed=seed)
-    return {"seconds": seconds, "events": n, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "events": n,
+            "peak_rss_mb": _peak_rss_mb()}
 
 
 def _phase_end_to_end(lake: str, model: str, seed: int) -> dict[str, Any]:
@@ -86,12 +90,12 @@ def _phase_end_to_end(lake: str, model: str, seed: int) -> dict[str, Any]:
     from lake.table import read_table
 
     pa.array([0])  # pyarrow's first conversion imports pandas (~1 s): an import, not work
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     run_id = "bench"
     run_main(build_flow(lake=lake, model=model, seed=seed, run_id=run_id))
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     n = read_table(lake, "predictions", columns=["run_id"]).filter(pl.col("run_id") == run_id).height
-    return {"seconds": seconds, "events": n, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "cpu_seconds": cpu, "events": n, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _run_phase(phase: str, lake: str, model: str, seed: int) -> dict[str, Any]:
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"phases disagree on the number of events: {[r['events'] for r in bare + e2e]}")
         bare_s = statistics.median(r["seconds"] for r in bare)
         e2e_s = statistics.median(r["seconds"] for r in e2e)
+        bare_cpu = statistics.median(r["cpu_seconds"] for r in bare)
+        e2e_cpu = statistics.median(r["cpu_seconds"] for r in e2e)
         result: dict[str, Any] = {
             "events": n,
             "model": args.model,
@@ -157,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
             "ratio": round(bare_s / e2e_s, 3),
+            # CPU seconds (all threads): steadier than wall time on a machine shared with other work.
+            "bare_cpu_seconds_median": round(bare_cpu, 3),
+            "end_to_end_cpu_seconds_median": round(e2e_cpu, 3),
+            "cpu_ratio": round(bare_cpu / e2e_cpu, 3),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         }
         for k, v in result.items():
             print(f"{k:28s} {v}")
