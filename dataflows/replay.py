@@ -61,29 +61,33 @@ class ReplayPlan:
         if not 0 <= shard < shards:
             raise ValueError(f"shard must be in [0, {shards}), got {shard!r}")
         self.shard = shard
-        events = pl.read_delta(open_table(lake, "events", version=pin.events))
+        events_table = open_table(lake, "events", version=pin.events)
+        if shards > 1:
+            # Only this shard's events are read into memory (the key column of all of them
+            # first, to find the shard's keys): a process holds its share of the history.
+            keys = pl.read_delta(events_table, columns=["key"]).get_column("key").unique().to_list()
+            mine = [k for k in keys if shard_of(k, shards) == shard]
+            events = pl.scan_delta(events_table).filter(pl.col("key").is_in(mine)).collect()
+        else:
+            events = pl.read_delta(events_table)
         events = events.with_columns(pl.col("event_time").dt.epoch("us").alias("event_time"))
         events = events.sort(["event_time", "offset"], maintain_order=True)
-        if shards > 1:
-            keys = events.get_column("key").unique().to_list()
-            mine = [k for k in keys if shard_of(k, shards) == shard]
-            events = events.filter(pl.col("key").is_in(mine))
         events = events.with_row_index("_ei")
         if pin.labels is not None:
-            labels = pl.read_delta(open_table(lake, "labels", version=pin.labels))
-            labels = labels.with_columns(pl.col("label_time").dt.epoch("us").alias("label_time"))
-            if shards > 1:
-                all_keys = pl.read_delta(open_table(lake, "events", version=pin.events), columns=["event_id", "key"])
+            scan = pl.scan_delta(open_table(lake, "labels", version=pin.labels)).with_columns(
+                pl.col("label_time").dt.epoch("us").alias("label_time"))
+            ours = events.lazy().select("event_id", "key", "_ei")
+            if shards == 1:
+                labels = scan.join(ours, on="event_id", how="left", maintain_order="left")
             else:
-                all_keys = events.select("event_id", "key")
-            labels = labels.join(all_keys, on="event_id", how="left")
-            labels = labels.join(events.select("event_id", "_ei"), on="event_id", how="left")
-            if shards > 1:
-                # Labels of events unknown to the lake go to shard 0, to be dead-lettered there.
-                labels = labels.filter(
-                    pl.col("_ei").is_not_null() | (pl.col("key").is_null() & pl.lit(shard == 0))
-                )
-            labels = labels.sort(["label_time", "_ei"], nulls_last=True, maintain_order=True)
+                labels = scan.join(ours, on="event_id", how="inner", maintain_order="left")
+                if shard == 0:
+                    # Labels of events unknown to the lake go to shard 0, to be dead-lettered there.
+                    known = pl.scan_delta(events_table).select("event_id")
+                    orphans = scan.join(known, on="event_id", how="anti", maintain_order="left").with_columns(
+                        key=pl.lit(None, pl.String), _ei=pl.lit(None, pl.UInt32))
+                    labels = pl.concat([labels, orphans])
+            labels = labels.collect().sort(["label_time", "_ei"], nulls_last=True, maintain_order=True)
         else:
             labels = pl.DataFrame(
                 schema={"event_id": pl.String, "label": pl.Int64, "label_time": pl.Int64,

@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
               "the run got); commit s: Delta commit time, on background threads; startup s: process start, "
               "imports, flow building (not timed)")
         print(f"source: building one shard's replay plan takes {extra['plan_s_per_shard']:.2f} s "
-              f"(each reads the whole events table)")
+              f"(each reads the key column of all events, then its own events)")
         print(f"serialization: pickling a batch and back {extra['batch_pickle_us_per_event']:.1f} us/event, "
               f"its output tables {extra['output_pickle_us_per_event']:.1f} us/event")
         cores = m.get("cores_usable") or m["cores"] or 1

@@ -116,3 +116,31 @@ def test_settings_are_validated():
     with pytest.raises(ValueError, match="RIVERLAKE_SHARDS must be int, got 'two'"):
         defaults_from_env({"RIVERLAKE_SHARDS": "two"})
     assert defaults_from_env({})["lake"] == "lakehouse"
+
+
+def test_each_shard_plans_its_own_keys_and_shard_0_the_labels_of_unknown_events(tmp_path):
+    from dataflows.items import EVENT, LABEL
+    from dataflows.replay import ReplayPlan, pin_versions, shard_of
+    from tests.synthetic import synthetic_frames
+
+    lake = str(tmp_path / "lake")
+    events, labels = synthetic_frames(2_000, seed=3, keys="abcdefghijk", max_delay_s=200)
+    orphan = pl.DataFrame({"event_id": ["nope"], "label": [1], "label_time": [labels["label_time"][5]]})
+    append(lake, "events", events, writer_id="s", position=1)
+    append(lake, "labels", pl.concat([labels, orphan.with_columns(pl.col("label_time").dt.cast_time_unit("us"))]),
+           writer_id="s", position=1)
+    pin = pin_versions(lake)
+    whole = ReplayPlan(lake, pin=pin)
+    everything = whole.batch(0, len(whole)).items
+    parts = [ReplayPlan(lake, pin=pin, shard=s, shards=3) for s in range(3)]
+    seen = []
+    for s, plan in enumerate(parts):
+        items = plan.batch(0, len(plan)).items
+        assert all(shard_of(it[4], 3) == s for it in items if it[1] == EVENT)
+        assert all(it[5] is None or shard_of(it[5], 3) == s for it in items if it[1] == LABEL)
+        assert ("nope" in {it[2] for it in items if it[1] == LABEL}) == (s == 0)
+        # a shard's items keep the order they have in the whole history
+        order = [(it[1], it[2]) for it in items]
+        assert order == [(it[1], it[2]) for it in everything if (it[1], it[2]) in set(order)]
+        seen += order
+    assert sorted(seen) == sorted((it[1], it[2]) for it in everything)
