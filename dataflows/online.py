@@ -192,6 +192,7 @@ def replay_job(
     colocate: bool = False,
     per_key: bool = False,
     max_key_models: int = 100_000,
+    balance: bool = False,
 ) -> ReplayJob:
     """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
     models = _names(model)
@@ -212,12 +213,13 @@ def replay_job(
             "threshold": threshold, "featurizer": featurizer, "shards": shards, "label_ttl_us": ttl_us,
             "drift": list(_names(drift)), "monitor": monitor.identity(),
             **({"per_key": True, "max_key_models": max_key_models} if per_key else {}),
+            **({"balance": True} if balance and shards > 1 else {}),
         })
     config = RunConfig(run_id=run_id, models=models, seed=seed, checkpoint_every=checkpoint_every,
                        window_us=window_us, grace_us=grace_us, threshold=threshold,
                        featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
                        monitor=monitor, per_key=per_key, max_key_models=max_key_models)
-    source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate)
+    source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate, balance=balance)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
                      flush_seconds=flush_seconds, part_names=source.list_parts() if colocate else None)
     return ReplayJob(source, sink, config, os.fspath(lake), control_interval_s, colocate)
@@ -268,7 +270,10 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     that learned least recently are forgotten). A key's model and features then depend on
     its own events only, so any number of shards, workers or processes writes the same
     predictions and learn log (as long as no key is forgotten and no label expires: both
-    are decided per shard).
+    are decided per shard). ``balance``: place keys on shards by their event counts in the
+    replayed version (:func:`dataflows.replay.balanced_shards`) instead of by CRC-32, so the
+    shards, and the processes holding them, get about the same work; with ``per_key`` it
+    changes no prediction.
     """
     return replay_job(lake, model, **settings).flow()
 
@@ -347,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="learn each shard inside its source partition (multi-worker runs: nothing crosses)")
     parser.add_argument("--per-key", action="store_true",
                         help="one model per event key (route, carrier, host) instead of one per shard")
+    parser.add_argument("--balance", action="store_true",
+                        help="place keys on shards by event counts (even shards), not CRC-32")
     parser.add_argument("--max-key-models", type=int, default=100_000,
                         help="--per-key: keys with a model kept per shard and model (default 100,000)")
     args = parser.parse_args(argv)
@@ -358,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                         drift=args.drift, watch=args.watch,
                         stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
                         drift_action=args.drift_action, action_window=args.action_window,
-                        colocate=args.colocate, per_key=args.per_key, max_key_models=args.max_key_models)
+                        colocate=args.colocate, per_key=args.per_key, max_key_models=args.max_key_models,
+                        balance=args.balance)
     print(run_id)
     return 0
 

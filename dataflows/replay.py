@@ -31,6 +31,28 @@ def shard_of(key: str, shards: int) -> int:
     return zlib.crc32(key.encode("utf-8")) % shards
 
 
+def balanced_shards(counts: dict[str, int], shards: int) -> dict[str, int]:
+    """Place keys on shards so the shards hold about as many events each (largest keys first,
+    each on the least loaded shard; ties by key, so every process computes the same placement).
+
+    The CRC-32 placement of :func:`shard_of` ignores how many events a key has: on skewed
+    keys (flight routes) one shard of 8 can hold 1.5 times its share, and the process holding
+    it decides when a replay ends. With per-key models the placement changes no prediction.
+
+    >>> balanced_shards({"a": 10, "b": 6, "c": 5, "d": 1}, 2)
+    {'a': 0, 'b': 1, 'c': 1, 'd': 0}
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards!r}")
+    load = [0] * shards
+    placed: dict[str, int] = {}
+    for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        shard = min(range(shards), key=lambda s: (load[s], s))
+        placed[key] = shard
+        load[shard] += n
+    return placed
+
+
 @dataclass(frozen=True)
 class Pin:
     """Delta versions of ``events`` and ``labels`` a replay reads."""
@@ -55,7 +77,8 @@ def pin_versions(lake: str | os.PathLike[str], *, events_version: int | None = N
 class ReplayPlan:
     """One shard's items in replay order, materialised lazily batch by batch."""
 
-    def __init__(self, lake: str | os.PathLike[str], *, pin: Pin, shard: int = 0, shards: int = 1) -> None:
+    def __init__(self, lake: str | os.PathLike[str], *, pin: Pin, shard: int = 0, shards: int = 1,
+                 balance: bool = False) -> None:
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards!r}")
         if not 0 <= shard < shards:
@@ -65,8 +88,14 @@ class ReplayPlan:
         if shards > 1:
             # Only this shard's events are read into memory (the key column of all of them
             # first, to find the shard's keys): a process holds its share of the history.
-            keys = pl.read_delta(events_table, columns=["key"]).get_column("key").unique().to_list()
-            mine = [k for k in keys if shard_of(k, shards) == shard]
+            keys = pl.read_delta(events_table, columns=["key"]).get_column("key")
+            if balance:  # by the keys' event counts in this version (the same in every process)
+                counts = keys.value_counts()
+                placed = balanced_shards(dict(zip(counts["key"].to_list(), counts["count"].to_list(),
+                                                  strict=True)), shards)
+                mine = [k for k, s in placed.items() if s == shard]
+            else:
+                mine = [k for k in keys.unique().to_list() if shard_of(k, shards) == shard]
             events = pl.scan_delta(events_table).filter(pl.col("key").is_in(mine)).collect()
         else:
             events = pl.read_delta(events_table)

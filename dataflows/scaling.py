@@ -101,7 +101,8 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     sink_log.addHandler(stats)
     sink_log.setLevel(logging.INFO)
     flow = build_flow(lake=args.lake, model=args.model, run_id=args.run_id, shards=args.shards,
-                      batch_size=args.batch_size, colocate=args.colocate, per_key=args.per_key)
+                      batch_size=args.batch_size, colocate=args.colocate, per_key=args.per_key,
+                      balance=args.balance)
     addresses = args.addresses.split(";") if args.addresses else None
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.time()
@@ -117,11 +118,12 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(lake: str, *, n: int, mode: str, run_id: str, model: str, shards: int, batch_size: int,
-         colocate: bool = False, per_key: bool = False) -> dict[str, Any]:
+         colocate: bool = False, per_key: bool = False, balance: bool = False) -> dict[str, Any]:
     """Run the replay with ``n`` processes or workers; returns the phase times."""
     base = [sys.executable, "-m", "dataflows.scaling", "--child", "--lake", lake, "--run-id", run_id,
             "--model", model, "--shards", str(shards), "--batch-size", str(batch_size),
-            *(["--colocate"] if colocate else []), *(["--per-key"] if per_key else [])]
+            *(["--colocate"] if colocate else []), *(["--per-key"] if per_key else []),
+            *(["--balance"] if balance else [])]
     if mode == "workers":
         cmds = [[*base, "--workers", str(n)]]
     else:
@@ -144,6 +146,40 @@ def _run(lake: str, *, n: int, mode: str, run_id: str, model: str, shards: int, 
         "commit_s": sum(r["commit_s"] for r in reports),
         "commits": sum(r["commits"] for r in reports),
     }
+
+
+def placement_ceilings(lake: str, *, shards: int, counts: list[int], balance: bool = False) -> list[dict[str, Any]]:
+    """How evenly the history's events fall on ``counts`` processes, and the efficiency that allows.
+
+    Keys go to shards by CRC-32 (or by event counts with ``balance``); Bytewax hands a fixed
+    source's partitions to workers round-robin in sorted order of their names (checked on
+    0.21.1: ``shard-s`` on worker ``s mod N`` for up to 10 shards), and with ``colocate`` a
+    shard's learning and writing stay there. The process with the most events decides when
+    a replay ends, so efficiency against linear is at most mean load / max load.
+    """
+    import polars as pl
+
+    from dataflows.replay import balanced_shards, pin_versions, shard_of
+    from lake.table import open_table
+
+    keys = pl.read_delta(open_table(lake, "events", version=pin_versions(lake).events), columns=["key"])
+    per_key = keys.get_column("key").value_counts()
+    events_of = dict(zip(per_key["key"].to_list(), per_key["count"].to_list(), strict=True))
+    placed = (balanced_shards(events_of, shards) if balance and shards > 1
+              else {k: shard_of(k, shards) for k in events_of})
+    load = [0] * shards
+    for key, n in events_of.items():
+        load[placed[key]] += n
+    names = sorted(f"shard-{i}" for i in range(shards))  # Bytewax's order of the partitions
+    total = sum(load) or 1
+    rows = []
+    for n in counts:
+        per_process = [0] * n
+        for position, name in enumerate(names):
+            per_process[position % n] += load[int(name.rsplit("-", 1)[1])]
+        busiest = max(per_process) / total
+        rows.append({"n": n, "busiest_share": busiest, "ceiling": (1.0 / n) / busiest if busiest else 1.0})
+    return rows
 
 
 def costs(lake: str, *, model: str, shards: int, batch_size: int, per_key: bool = False) -> dict[str, float]:
@@ -188,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--colocate", action="store_true",
                         help="learn each shard inside its source partition (dataflows.colocated)")
     parser.add_argument("--per-key", action="store_true", help="one model per key instead of one per shard")
+    parser.add_argument("--balance", action="store_true", help="place keys on shards by event counts, not CRC-32")
     parser.add_argument("--key", choices=["carrier", "route"], default="carrier",
                         help="the flights' entity key: shards and per-key models follow it (default carrier)")
     for hidden, kind in (("--child", "store_true"),):
@@ -229,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.copytree(Path(base) / table, Path(lake) / table)
                 run_id = f"scaling-{args.mode}-{n}"
                 runs.append(_run(lake, n=n, mode=args.mode, run_id=run_id, model=args.model, shards=shards,
-                                 batch_size=args.batch_size, colocate=args.colocate, per_key=args.per_key))
+                                 batch_size=args.batch_size, colocate=args.colocate, per_key=args.per_key,
+                                 balance=args.balance))
                 got = read_table(lake, "predictions", columns=["run_id"]).filter(pl.col("run_id") == run_id).height
                 if n_events is None:
                     n_events = got
@@ -251,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             row["cpu_efficiency"] = rows[0]["cpu_s"] / row["cpu_s"]
             row["core_share"] = row["cpu_s"] / (row["dataflow_s"] * row["n"])
         extra = costs(base, model=args.model, shards=shards, batch_size=args.batch_size, per_key=args.per_key)
+        ceilings = placement_ceilings(base, shards=shards, counts=sorted({*counts, 2, 4, 8}), balance=args.balance)
+        extra["placement"] = ceilings
         load_before = result_machine.get("load_1m")
         result_machine = machine()
         result_machine["load_1m_before"] = load_before
@@ -276,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
               "(extra work the distribution costs); core share: CPU s / (dataflow s x N) (how much of its cores "
               "the run got); commit s: Delta commit time, on background threads; startup s: process start, "
               "imports, flow building (not timed)")
+        print(f"placement ({'by event counts' if args.balance else 'CRC-32 of the key'}, {shards} shards): "
+              + "; ".join(f"{c['n']} processes: busiest holds {c['busiest_share']:.1%} of the events, "
+                          f"efficiency at most {c['ceiling']:.2f}" for c in ceilings))
         print(f"source: building one shard's replay plan takes {extra['plan_s_per_shard']:.2f} s "
               f"(each reads the key column of all events, then its own events)")
         print(f"serialization: pickling a batch and back {extra['batch_pickle_us_per_event']:.1f} us/event, "

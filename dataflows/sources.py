@@ -64,7 +64,7 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
 
     def __init__(self, lake: str | os.PathLike[str], *, pin: Pin, shards: int = 1,
                  batch_size: int = 2_000, rate: float | None = None,
-                 progress: Callable[[int, int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int, int], None] | None = None, balance: bool = False) -> None:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be > 0 items per second, got {rate!r}")
         if shards < 1:
@@ -77,12 +77,13 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
         self.batch_size = batch_size
         self.rate = rate
         self.progress = progress  # called as progress(shard, items emitted, items in total)
+        self.balance = balance  # keys placed on shards by event counts, not CRC-32 (replay.balanced_shards)
 
     def list_parts(self) -> list[str]:
         return [f"shard-{i}" for i in range(self.shards)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ReplayPartition:
         shard = int(for_part.rsplit("-", 1)[1])
-        plan = ReplayPlan(self.lake, pin=self.pin, shard=shard, shards=self.shards)
+        plan = ReplayPlan(self.lake, pin=self.pin, shard=shard, shards=self.shards, balance=self.balance)
         return _ReplayPartition(plan, start=resume_state or 0, batch_size=self.batch_size, rate=self.rate,
                                 progress=self.progress)

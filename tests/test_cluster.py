@@ -186,5 +186,9 @@ def test_scaling_benchmark_replays_the_same_history_at_each_count(synthetic_lake
     assert [r["n"] for r in result["runs"]] == [1, 2] and result["runs"][0]["efficiency"] == 1.0
     assert all(r["events_per_s"] > 0 and r["commits"] > 0 for r in result["runs"])
     assert result["machine"]["cores"] >= 1 and result["plan_s_per_shard"] > 0
+    # how evenly the events fall on 1, 2, 4, 8 processes, from the lake's keys
+    ceilings = {c["n"]: c for c in result["placement"]}
+    assert sorted(ceilings) == [1, 2, 4, 8] and ceilings[1]["ceiling"] == 1.0
+    assert all(0 < c["ceiling"] <= 1.0 and c["busiest_share"] >= 1 / c["n"] for c in ceilings.values())
     printed = capsys.readouterr().out
     assert "efficiency" in printed and "cores" in printed

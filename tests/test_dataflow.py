@@ -118,9 +118,10 @@ def test_settings_are_validated():
     assert defaults_from_env({})["lake"] == "lakehouse"
 
 
-def test_each_shard_plans_its_own_keys_and_shard_0_the_labels_of_unknown_events(tmp_path):
+@pytest.mark.parametrize("balance", [False, True], ids=["crc32", "balanced"])
+def test_each_shard_plans_its_own_keys_and_shard_0_the_labels_of_unknown_events(tmp_path, balance):
     from dataflows.items import EVENT, LABEL
-    from dataflows.replay import ReplayPlan, pin_versions, shard_of
+    from dataflows.replay import ReplayPlan, balanced_shards, pin_versions, shard_of
     from tests.synthetic import synthetic_frames
 
     lake = str(tmp_path / "lake")
@@ -132,15 +133,20 @@ def test_each_shard_plans_its_own_keys_and_shard_0_the_labels_of_unknown_events(
     pin = pin_versions(lake)
     whole = ReplayPlan(lake, pin=pin)
     everything = whole.batch(0, len(whole)).items
-    parts = [ReplayPlan(lake, pin=pin, shard=s, shards=3) for s in range(3)]
+    parts = [ReplayPlan(lake, pin=pin, shard=s, shards=3, balance=balance) for s in range(3)]
+    placed = balanced_shards(dict(events["key"].value_counts().iter_rows()), 3)
+    place = placed.__getitem__ if balance else (lambda k: shard_of(k, 3))
     seen = []
     for s, plan in enumerate(parts):
         items = plan.batch(0, len(plan)).items
-        assert all(shard_of(it[4], 3) == s for it in items if it[1] == EVENT)
-        assert all(it[5] is None or shard_of(it[5], 3) == s for it in items if it[1] == LABEL)
+        assert all(place(it[4]) == s for it in items if it[1] == EVENT)
+        assert all(it[5] is None or place(it[5]) == s for it in items if it[1] == LABEL)
         assert ("nope" in {it[2] for it in items if it[1] == LABEL}) == (s == 0)
         # a shard's items keep the order they have in the whole history
         order = [(it[1], it[2]) for it in items]
         assert order == [(it[1], it[2]) for it in everything if (it[1], it[2]) in set(order)]
         seen += order
     assert sorted(seen) == sorted((it[1], it[2]) for it in everything)
+    sizes = sorted(plan.n_events for plan in parts)
+    if balance:  # even shards: largest keys first, each on the least loaded shard
+        assert sizes[-1] - sizes[0] <= max(events["key"].value_counts()["count"])

@@ -15,6 +15,7 @@ from dataflows.learner import RunConfig
 from dataflows.models import score_one
 from dataflows.online import build_flow, defaults_from_env
 from dataflows.perkey import PerKeyModel
+from dataflows.replay import balanced_shards
 from flows.registry import client_for, using
 from flows.versioning import sync_lake
 from lake.reproduce import reproduce
@@ -88,8 +89,9 @@ def keyed_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
     append(lake, "events", events, writer_id="synthetic", position=1)
     append(lake, "labels", labels, writer_id="synthetic", position=1)
     settings = {"model": "linear,tree", "checkpoint_every": 700, "batch_size": 300}
-    for run_id, shards, per_key in (("k1", 1, True), ("k3", 3, True), ("g1", 1, False), ("g3", 3, False)):
-        run_main(build_flow(lake=lake, run_id=run_id, shards=shards, per_key=per_key, **settings))
+    for run_id, shards, per_key, balance in (("k1", 1, True, False), ("k3", 3, True, False),
+                                             ("kb3", 3, True, True), ("g1", 1, False, False), ("g3", 3, False, False)):
+        run_main(build_flow(lake=lake, run_id=run_id, shards=shards, per_key=per_key, balance=balance, **settings))
     return lake
 
 
@@ -107,6 +109,11 @@ def test_per_key_runs_predict_and_learn_the_same_at_any_number_of_shards(keyed_l
     one, three = _served(keyed_lake, "k1"), _served(keyed_lake, "k3")
     assert one.height == 6_000 and one.equals(three)
     assert _learned(keyed_lake, "k1").equals(_learned(keyed_lake, "k3"))
+    # keys placed by their event counts instead of CRC-32: other shards, the same predictions
+    assert one.equals(_served(keyed_lake, "kb3")) and _learned(keyed_lake, "k1").equals(_learned(keyed_lake, "kb3"))
+    placed = read_table(keyed_lake, "predictions").filter(pl.col("run_id") == "kb3").select("key", "shard").unique()
+    assert dict(placed.iter_rows()) == balanced_shards(
+        dict(read_table(keyed_lake, "events")["key"].value_counts().iter_rows()), 3)
     # the keys were spread: three shards served them
     shards = read_table(keyed_lake, "predictions").filter(pl.col("run_id") == "k3").select("key", "shard").unique()
     assert shards["shard"].n_unique() == 3 and shards["key"].is_unique().all()
