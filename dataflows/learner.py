@@ -365,9 +365,9 @@ class ShardLearner:
         trained_on = 0
         if mon.drift_action == "retrain" and self.recent:
             keyed = self.config.per_key
-            for x, y, key in self.recent:
+            for x, y, *key in self.recent:  # (x, y) in snapshots taken before per-key models
                 if keyed:
-                    fresh.learn_one(x, y, key)
+                    fresh.learn_one(x, y, key[0])
                 else:
                     fresh.learn_one(x, y)
             trained_on = len(self.recent)

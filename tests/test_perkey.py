@@ -182,3 +182,21 @@ def test_the_command_line_runs_per_key_models(tmp_path, capsys):
     final = [pickle.loads(b) for b in ck.group_by("shard").agg(pl.col("model_bytes").last())["model_bytes"]]
     assert all(isinstance(m, PerKeyModel) and m.max_keys == 3 and 1 <= m.n_keys <= 3 for m in final)
     assert sum(m.n_keys for m in final) == 4  # two shards, four keys, each key's model on its shard
+
+
+def test_a_drift_action_retrains_every_keys_model_from_recent_events(tmp_path):
+    lake = str(tmp_path / "lake")
+    events, labels = synthetic_frames(3_000, seed=5, keys="abcd")
+    # the concept flips half-way: the error detector alarms, the action retrains per key
+    labels = labels.with_columns(label=pl.when(pl.int_range(pl.len()) >= 1_500).then(1 - pl.col("label"))
+                                 .otherwise(pl.col("label")))
+    append(lake, "events", events, writer_id="synthetic", position=1)
+    append(lake, "labels", labels, writer_id="synthetic", position=1)
+    run_main(build_flow(lake=lake, model="linear", run_id="act", per_key=True, drift_action="retrain",
+                        action_window=300, checkpoint_every=1_000, batch_size=250))
+    actions = read_table(lake, "drift_actions")
+    assert actions.height >= 1 and (actions["trained_on"] == 300).all()
+    retrained = read_table(lake, "checkpoints").filter(pl.col("checkpoint_id").str.ends_with("-retrain"))
+    assert retrained.height == actions.height
+    model = pickle.loads(retrained["model_bytes"][0])
+    assert isinstance(model, PerKeyModel) and model.n_keys == 4  # 300 recent events touched every key
