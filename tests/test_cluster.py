@@ -21,8 +21,8 @@ from bytewax.testing import cluster_main, run_main
 from dataflows.online import build_flow, build_live_flow
 from dataflows.produce import frame_messages, send
 from dataflows.replay import shard_of
-from dataflows.scaling import free_ports
 from lake.table import read_table
+from tests.processes import run_processes
 from tests.synthetic import synthetic_frames
 from tests.test_kafka import mock_cluster
 
@@ -98,7 +98,7 @@ def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, 
         "for name in ('dataflows.sources', 'dataflows.sinks', 'dataflows.colocated'):\n"
         "    logging.getLogger(name).setLevel(logging.INFO)\n")
     env = {**subprocess_env, "PYTHONPATH": f"{hook}{os.pathsep}{subprocess_env['PYTHONPATH']}"}
-    logs = _two_processes(_flow(lake, run_id, colocate), env)
+    logs = run_processes(_flow(lake, run_id, colocate), env)
     _assert_same_tables(lake, run_id)
     # the work was split: each process read some shards and wrote some, none twice
     read = [set(re.findall(r"dataflows.sources: shard (\d+): replaying", log)) for log in logs]
@@ -111,22 +111,6 @@ def test_two_processes_write_the_tables_of_one_worker(lake_with_one_worker_run, 
             read, learned, wrote)
 
 
-def _two_processes(flow: str, env: dict[str, str]) -> list[str]:
-    """Run ``flow`` as a cluster of two processes on 127.0.0.1; returns their stderr."""
-    addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
-    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", flow, "-i", str(i), "-a", addresses], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    try:
-        logs = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-2000:] for e in logs)
-    return logs
-
-
 @pytest.mark.parametrize("colocate", [False, True], ids=["keyed-step", "colocated"])
 def test_per_key_models_on_two_processes_predict_as_one_worker_with_one_shard(synthetic_lake, subprocess_env,
                                                                               colocate):
@@ -134,7 +118,7 @@ def test_per_key_models_on_two_processes_predict_as_one_worker_with_one_shard(sy
     settings = "model='linear,tree', checkpoint_every=500, batch_size=250, per_key=True"
     run_main(build_flow(lake=synthetic_lake, run_id="k-one", shards=1, model="linear,tree", checkpoint_every=500,
                         batch_size=250, per_key=True))
-    _two_processes(f"dataflows.online:build_flow(lake='{synthetic_lake}', run_id='k-two', shards={SHARDS}, "
+    run_processes(f"dataflows.online:build_flow(lake='{synthetic_lake}', run_id='k-two', shards={SHARDS}, "
                    f"colocate={colocate}, {settings})", subprocess_env)
 
     def tables(run_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -28,6 +28,7 @@ from lake.schemas import FEATURES
 from lake.storage import state_dir
 from lake.table import TableWriter, append, exists, maintain, read_table, table_uri, table_version
 from monitoring.evidently_report import append_report_row, make_report, read_reports
+from tests.processes import run_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 N_EVENTS = 1_500
@@ -219,18 +220,8 @@ def test_two_bytewax_processes_write_one_s3_lake_as_one_worker(s3_lake):
     run_main(build_flow(lake=s3_lake, run_id="one", **settings))
     flow = (f"dataflows.online:build_flow(lake='{s3_lake}', model='linear', run_id='p2', shards=2, "
             "checkpoint_every=500, batch_size=250)")
-    ports = free_ports(2)  # distinct: two separate calls may return the same port
-    addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run", flow, "-i", str(i), "-a", addresses], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        errors = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-2000:] for e in errors)
+    run_processes(flow, env)
     preds = read_table(s3_lake, "predictions")
     one = preds.filter(pl.col("run_id") == "one").sort(["shard", "seq", "model"]).select(PRED_COLS)
     two = preds.filter(pl.col("run_id") == "p2").sort(["shard", "seq", "model"]).select(PRED_COLS)
