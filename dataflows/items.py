@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 EVENT = 0
@@ -25,17 +25,55 @@ LABEL = 1
 Item = tuple
 
 
-@dataclass(slots=True)
 class Batch:
-    """A run of items of one shard, in ``seq`` order."""
+    """A run of items of one shard, in ``seq`` order.
 
-    shard: int
-    items: list[Item]
-    source: str = "replay"
-    # Dead-letter rows (schema order without run_id/shard) added by validation.
-    dead: list[tuple] = field(default_factory=list)
-    # seqs of the items validation must check; None: check every item.
-    suspects: set[int] | None = None
+    A source that holds its items as columns (the replay) passes ``columns`` (an object
+    with an ``items()`` method) instead of ``items``: the columnar path of the learner
+    reads the columns, and ``items`` is built from them only when a step asks for it.
+    """
+
+    __slots__ = ("shard", "_items", "source", "dead", "suspects", "columns")
+
+    def __init__(self, shard: int, items: list[Item] | None = None, source: str = "replay",
+                 dead: list[tuple] | None = None, suspects: set[int] | None = None, columns: Any = None) -> None:
+        if items is None and columns is None:
+            items = []
+        self.shard = shard
+        self._items = items
+        self.source = source
+        # Dead-letter rows (schema order without run_id/shard) added by validation.
+        self.dead = [] if dead is None else dead
+        # seqs of the items validation must check; None: check every item.
+        self.suspects = suspects
+        self.columns = columns
+
+    @property
+    def items(self) -> list[Item]:
+        if self._items is None:
+            self._items = self.columns.items()
+        return self._items
+
+    @items.setter
+    def items(self, value: list[Item]) -> None:
+        self._items = value
+
+    @property
+    def materialized(self) -> bool:
+        """Whether ``items`` exist as tuples (always, unless the batch came as columns and no step asked)."""
+        return self._items is not None
+
+    def __len__(self) -> int:
+        return len(self._items) if self._items is not None else len(self.columns)
+
+    def __repr__(self) -> str:
+        return f"Batch(shard={self.shard}, items={len(self)}, source={self.source!r}, dead={len(self.dead)})"
+
+    def __getstate__(self) -> tuple:
+        return self.shard, self._items, self.source, self.dead, self.suspects, self.columns
+
+    def __setstate__(self, state: tuple) -> None:
+        self.shard, self._items, self.source, self.dead, self.suspects, self.columns = state
 
 
 @dataclass(slots=True)

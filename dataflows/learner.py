@@ -11,26 +11,32 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import pickle
 import platform
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import river
 
+from dataflows.columnar import Arena, Layout, log1p_counts, tokenize, weights_view
 from dataflows.features import KeyedFeaturizer
-from dataflows.items import EVENT, Batch, Output
+from dataflows.items import EVENT, LABEL, Batch, Output
 from dataflows.models import get_spec
 from dataflows.perkey import PerKeyModel
 from dataflows.recent import RecentIds
+from dataflows.sparse import SparseLogisticRegression
 from dataflows.validate import dead_letter
 from lake.arrow import features_array, rows_to_arrow
-from lake.schemas import LEARN_LOG, PREDICTIONS, UTC_TS
+from lake.schemas import FEATURES, LEARN_LOG, PREDICTIONS, UTC_TS
+from monitoring.columns import DenseFeatures
 from monitoring.error_drift import ErrorDriftDetector, make_detector
 from monitoring.prequential import WindowedPrequential
 from monitoring.stream import MonitorConfig, StreamMonitor
@@ -116,6 +122,10 @@ def model_digest(model_bytes: bytes) -> str:
 class ShardLearner:
     """State and logic of the predict/learn step for one shard."""
 
+    # Batches of columns take the columnar path when the run allows it (RIVERLAKE_COLUMNAR=0: never;
+    # the rows are the same either way, only the cost differs).
+    columnar = os.environ.get("RIVERLAKE_COLUMNAR", "1") != "0"
+
     def __init__(self, config: RunConfig, *, shard: int) -> None:
         self.config = config
         self.shard = shard
@@ -146,6 +156,29 @@ class ShardLearner:
         # Recent labelled events (features, label, key), to retrain from when a drift action says so.
         self.recent: deque[tuple[dict, bool, str]] | None = (
             deque(maxlen=config.monitor.action_window) if config.monitor.drift_action == "retrain" else None)
+        # The columnar path (dataflows.columnar): feature rows of pending events it took in, and caches.
+        self._arena = Arena(len(self.slots))
+        self._col_layout: Layout | None = None  # the layout of the arena's rows
+        self._init_caches()
+
+    def _init_caches(self) -> None:
+        self._layouts: dict[tuple, Layout | None] = {}
+        self._names: pa.Array | None = None  # every feature id's name, for the predictions' feature maps
+        self._tr: list[tuple[Any, int, np.ndarray] | None] = [None] * len(self.slots)
+        self.columnar_batches = 0  # batches the columnar path took (the others went item by item)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in ("_layouts", "_names", "_tr", "columnar_batches"):  # caches
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_arena" not in state:  # a snapshot from before the columnar path
+            self._arena = Arena(len(self.slots))
+            self._col_layout = None
+        self._init_caches()
 
     def _build(self, name: str, index: int) -> Any:
         """A fresh estimator for the model ``name`` at position ``index`` of the run's models."""
@@ -190,6 +223,10 @@ class ShardLearner:
     # -- the step ------------------------------------------------------------------
     def process(self, batch: Batch) -> Output:
         """Run a validated batch; returns the rows to write, as one Arrow table per table."""
+        if self.columnar and batch.columns is not None and not batch.materialized and self._columnar_ok():
+            out = self._process_columnar(batch)
+            if out is not None:
+                return out
         cfg = self.config
         run_id, shard = cfg.run_id, self.shard
         metrics: list[tuple] = []
@@ -267,6 +304,8 @@ class ShardLearner:
                     dead.append((run_id, shard, *dead_letter(
                         item, step="learn", reason=reason, source=batch.source)))
                     continue
+                if type(entry) is int:  # an event the columnar path took in
+                    entry = self._arena_entry(entry)
                 x, t, key, scores = entry
                 y = item[3] == 1
                 try:
@@ -354,6 +393,398 @@ class ShardLearner:
                                       if "drift_events" in tables else monitored_drifts)
         return Output(shard, tables)
 
+    # -- the columnar path ------------------------------------------------------------
+    def _columnar_ok(self) -> bool:
+        """Whether this run's settings let batches take the columnar path (dataflows.columnar)."""
+        cfg = self.config
+        mon = cfg.monitor
+        return (not cfg.per_key and mon.drift_action == "none" and mon.anomaly is None and not mon.watch
+                and all(type(s.estimator) is SparseLogisticRegression for s in self.slots))
+
+    def _arena_entry(self, slot: int) -> tuple:
+        """A pending entry ``(x, t, key, scores)`` from the arena (for the item-by-item path)."""
+        arena = self._arena
+        layout = self._col_layout
+        fs, vs = arena.row(slot)
+        x = {layout.name_of(f): v for f, v in zip(fs.tolist(), vs.tolist(), strict=True)}
+        return x, int(arena.a_t[slot]), arena.keys[slot], arena.scores[slot].tolist()
+
+    def _layout(self, cols: Any) -> Layout | None:
+        ev = cols.events
+        sig = tuple((c, str(ev.schema[c])) for c in cols.payload_columns)
+        if sig not in self._layouts:
+            self._layouts[sig] = Layout.of(self.featurizer, list(cols.payload_columns),
+                                           {c: ev.schema[c] for c in cols.payload_columns})
+        layout = self._layouts[sig]
+        if layout is None:
+            return None
+        current = self._col_layout
+        if current is None or current.__dict__ != layout.__dict__:
+            if current is not None and any(type(v) is int for v in self.pending.values()):
+                return None  # pending rows of another layout: keep to the item-by-item path
+            self._col_layout = current = layout
+            self._names = None
+            self._tr = [None] * len(self.slots)
+        if self._names is None:
+            self._names = current.names()
+        return current
+
+    def _translation(self, i: int, layout: Layout) -> np.ndarray:
+        """Feature id -> position in model ``i``'s weights (-1: none yet), kept in step with the model."""
+        est = self.slots[i].estimator
+        cached = self._tr[i]
+        if cached is not None and cached[0] is est and cached[1] == len(est.index):
+            return cached[2]
+        if cached is not None and cached[0] is est:
+            tr, start = cached[2], cached[1]
+        else:
+            tr, start = np.full(layout.size, -1, np.int64), 0
+        for name, pos in islice(est.index.items(), start, None):
+            f = layout.index_of(name)
+            if f is not None:
+                tr[f] = pos
+        self._tr[i] = (est, len(est.index), tr)
+        return tr
+
+    def _process_columnar(self, batch: Batch) -> Output | None:
+        """:meth:`process` on a batch of columns, or ``None`` (nothing changed) when the batch needs
+        the item-by-item path: the same rows, bit for bit (``tests/test_columnar.py``)."""
+        cols = batch.columns
+        layout = self._layout(cols)
+        if layout is None:
+            return None
+        cfg = self.config
+        featurizer = self.featurizer
+        ev, lb = cols.events, cols.labels
+        n_ev, n_lb = ev.height, lb.height
+        kinds = cols.kinds.copy()
+        start = cols.start
+        pending, labelled, expired = self.pending, self.labelled, self.expired
+        ev_ids = ev.get_column("event_id").to_list()
+        if (len(set(ev_ids)) != n_ev or not pending.keys().isdisjoint(ev_ids)
+                or any(map(labelled.__contains__, ev_ids))):
+            return None  # duplicate events: dead letters, item by item
+        ev_keys = ev.get_column("key").to_list()
+        ev_t = ev.get_column("event_time").to_numpy().astype(np.int64, copy=False)
+        n_hash = len(layout.hash_fields)
+        tok_parts = [tokenize(ev.get_column(f).to_arrow(), layout.n_buckets) for f in layout.hash_fields]
+        if any(part[4].any() for part in tok_parts):
+            return None  # a character whose lowercase is ASCII: Python's str.lower decides
+        dense = np.empty((n_ev, layout.n_dense), np.float64)
+        for kind, j, col in layout.entries:
+            if kind == 0:
+                continue
+            name = layout.named[j]
+            if name == col + "_len" and col in layout.hash_fields:
+                chars = tok_parts[layout.hash_fields.index(col)][2]
+                dense[:, j] = log1p_counts(chars)
+            elif name == col + "_tokens" and col in layout.hash_fields:
+                part = tok_parts[layout.hash_fields.index(col)]
+                dense[:, j] = log1p_counts(np.where(part[2] >= 0, part[3], -1))
+            else:
+                dense[:, j] = ev.get_column(col).cast(pl.Float64).fill_null(np.nan).to_numpy()
+        if self.monitor.windows is not None and layout.n_dense and np.isnan(dense).any():
+            return None  # missing numbers: the window statistics discover names item by item
+        # Labels, in order: which pending event (or event of this batch) each one is for.
+        lb_ids = lb.get_column("event_id").to_list()
+        ev_items = cols.event_items
+        lb_items = cols.label_items
+        local = dict(zip(ev_ids, range(n_ev), strict=True))
+        done: set[str] = set()
+        arena = self._arena
+        lb_ref: list[Any] = []  # per label: ("e", event index) | ("s", arena slot) | ("t", tuple entry) | None
+        convert = 0
+        for j, eid in enumerate(lb_ids):
+            if eid in done:
+                lb_ref.append(None)
+                continue
+            e = local.get(eid)
+            if e is not None:
+                if ev_items[e] > lb_items[j]:
+                    return None  # a label ahead of its own event in the batch
+                lb_ref.append(("e", e))
+                done.add(eid)
+                continue
+            entry = pending.get(eid)
+            if entry is None:
+                lb_ref.append(None)
+            elif type(entry) is int:
+                lb_ref.append(("s", entry))
+                done.add(eid)
+            else:
+                fs = [layout.index_of(k) for k in entry[0]]
+                if None in fs:
+                    return None  # features this layout does not make: item by item
+                lb_ref.append(("t", (fs, entry)))
+                done.add(eid)
+                convert += 1
+        # Key history for the batch's keys, gathered into arrays.
+        keys_state = featurizer._keys
+        if layout.key_features:
+            new_keys = {k for k in ev_keys if k not in keys_state}
+            if len(keys_state) + len(new_keys) + n_lb > featurizer.max_keys:
+                return None  # the featurizer would forget keys mid-batch: item by item
+        # -- from here on, state changes --------------------------------------------------------
+        self.columnar_batches += 1
+        run_id, shard = cfg.run_id, self.shard
+        checkpoints: list[tuple] = []
+        slots = self.slots
+        if not self.started:
+            for slot in slots:
+                self._checkpoint(slot, start, None, checkpoints)
+            self.started = True
+        dead = [(run_id, shard, *d) for d in batch.dead]
+        arena.reserve(n_ev + convert, 0)
+        acc_slot: list[int] = []
+        acc_j: list[int] = []
+        for j, ref in enumerate(lb_ref):
+            if ref is None:
+                eid = lb_ids[j]
+                item = (start + int(lb_items[j]), LABEL, eid, lb.get_column("label")[j],
+                        lb.get_column("label_time")[j], lb.get_column("key")[j])
+                reason = ("label arrived twice" if eid in labelled or eid in done
+                          else "label arrived after its event expired" if eid in expired
+                          else "label for an unknown event")
+                dead.append((run_id, shard, *dead_letter(item, step="learn", reason=reason, source=batch.source)))
+                kinds[lb_items[j]] = 2
+                continue
+            tag, val = ref
+            if tag == "e":
+                acc_slot.append(arena.n + val)
+            elif tag == "s":
+                acc_slot.append(val)
+            acc_j.append(j)
+        # Rows the item-by-item path left pending, into the arena (before this batch's rows).
+        base_slot = arena.n
+        converted = {}
+        for j, ref in enumerate(lb_ref):
+            if ref is not None and ref[0] == "t":
+                fs, (x, t, key, scores) = ref[1]
+                converted[j] = arena.add_row(fs, list(x.values()), t, key, scores)
+        if converted:
+            base_slot = arena.n
+            acc_slot = []
+            for j, ref in enumerate(lb_ref):
+                if ref is None:
+                    continue
+                tag, val = ref
+                acc_slot.append(base_slot + val if tag == "e" else val if tag == "s" else converted[j])
+        n_acc = len(acc_j)
+        lb_slot = np.fromiter(acc_slot, np.int64, n_acc)
+        acc_idx = np.fromiter(acc_j, np.int64, n_acc)
+        lb_y = lb.get_column("label").to_numpy()[acc_idx].astype(np.int64)
+        # Item -> index among events / accepted labels.
+        n_items = kinds.size
+        ev_pos = np.zeros(n_items, np.int64)
+        ev_pos[ev_items] = np.arange(n_ev)
+        lb_pos = np.zeros(n_items, np.int64)
+        lb_pos[lb_items[acc_idx]] = np.arange(n_acc)
+        ev_slot = np.arange(base_slot, base_slot + n_ev, dtype=np.int64)
+        # Keys: local ids, state gathered from the featurizer.
+        lb_keys = [ev_keys[lb_slot_i - base_slot] if lb_slot_i >= base_slot else arena.keys[lb_slot_i]
+                   for lb_slot_i in acc_slot]
+        uniq = list(dict.fromkeys(chain(ev_keys, lb_keys)))
+        kid = {k: i for i, k in enumerate(uniq)}
+        nk = len(uniq)
+        k_n = np.zeros(nk, np.int64)
+        k_last = np.zeros(nk, np.int64)
+        k_nlab = np.zeros(nk, np.int64)
+        k_npos = np.zeros(nk, np.int64)
+        k_rec = np.zeros(nk, np.float64)
+        k_hasrec = np.zeros(nk, np.bool_)
+        k_present = np.zeros(nk, np.bool_)
+        k_first = np.full(nk, -1, np.int64)
+        for i, k in enumerate(uniq):
+            st = keys_state.get(k)
+            if st is not None:
+                k_present[i] = True
+                k_n[i], k_last[i], k_nlab[i], k_npos[i], rec = st
+                if rec is not None:
+                    k_rec[i] = rec
+                    k_hasrec[i] = True
+        was_present = k_present.copy()
+        ev_kid = np.fromiter(map(kid.__getitem__, ev_keys), np.int64, n_ev)
+        lb_kid = np.fromiter(map(kid.__getitem__, lb_keys), np.int64, n_acc)
+        glob = np.array([featurizer._n_labels, featurizer._n_positive], np.int64)
+        # Token CSR of every hashed field, as feature ids.
+        tok_off = np.zeros((max(n_hash, 1), n_ev + 1), np.int64)
+        tok_f = [np.zeros(0, np.int64)]
+        offset = 0
+        for j, part in enumerate(tok_parts):
+            tok_off[j] = part[0] + offset
+            tok_f.append(part[1] + j * layout.n_buckets)
+            offset += part[1].size
+        tok_f_all = np.concatenate(tok_f)
+        layout_kind = np.array([k for k, _, _ in layout.entries], np.int64)
+        layout_j = np.array([j for _, j, _ in layout.entries], np.int64)
+        dense_f = np.arange(layout.base, layout.base + layout.n_dense, dtype=np.int64)
+        per_event = layout.n_dense + (4 if layout.time_features else 0) + (4 if layout.key_features else 0)
+        arena.reserve(n_ev, int(tok_f_all.size) + n_ev * per_event)
+        b0 = arena.top
+        from dataflows import _kernels
+
+        arena.top = _kernels._featurize(
+            kinds, 0, n_items, ev_pos, lb_pos, tok_off, tok_f_all, dense, dense_f, layout_kind, layout_j,
+            ev_t, ev_kid, ev_slot, lb_kid, lb_y,
+            k_n, k_last, k_nlab, k_npos, k_rec, k_hasrec, k_present, k_first, glob,
+            layout.time_features, layout.time_at, layout.key_features, layout.key_at,
+            featurizer.smoothing, featurizer.recent_alpha, featurizer.shared_prior,
+            arena.a_off, arena.a_len, arena.p_f, arena.p_v, arena.top)
+        b1 = arena.top
+        arena.a_t[base_slot: base_slot + n_ev] = ev_t
+        arena.keys.extend(ev_keys)
+        arena.n += n_ev
+        # Key history back into the featurizer (new keys in the order they appeared).
+        featurizer._n_labels, featurizer._n_positive = int(glob[0]), int(glob[1])
+        if layout.key_features:
+            rec_list = k_rec.tolist()
+            cols_k = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), strict=True))
+            for i, k in enumerate(uniq):
+                if was_present[i]:
+                    st = keys_state[k]
+                    st[0], st[1], st[2], st[3] = cols_k[i]
+                    st[4] = rec_list[i] if k_hasrec[i] else None
+            fresh = [i for i in np.flatnonzero(k_present & ~was_present)[np.argsort(
+                k_first[k_present & ~was_present], kind="stable")].tolist()]
+            for i in fresh:
+                keys_state[uniq[i]] = [*cols_k[i], rec_list[i] if k_hasrec[i] else None]
+        # Every model: predict and learn in item order, checkpointing where the item path would.
+        every = cfg.checkpoint_every
+        first_order = [s.n_learned + 1 for s in slots]
+        n0 = slots[0].n_learned
+        cuts = [L for L in range(n_acc) if (n0 + L + 1) % every == 0]
+        ev_scores = np.zeros((len(slots), n_ev), np.float64)
+        ev_runs = [[(0, s.version)] for s in slots]
+        lb_runs = [[(0, s.version)] for s in slots]
+        seg_start = 0
+        lb_item_acc = lb_items[acc_idx]
+        for cut in [*cuts, None]:
+            seg_stop = n_items if cut is None else int(lb_item_acc[cut]) + 1
+            for i, slot in enumerate(slots):
+                self._run_linear(i, layout, kinds, seg_start, seg_stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y,
+                                 ev_scores[i])
+                slot.n_learned = first_order[i] - 1 + (n_acc if cut is None else cut + 1)
+            if cut is not None:
+                n_ev_before = int(np.searchsorted(ev_items, seg_stop))
+                eid = lb_ids[acc_j[cut]]
+                for i in range(len(slots)):
+                    self._checkpoint(slots[i], start + int(lb_item_acc[cut]), eid, checkpoints)
+                    ev_runs[i].append((n_ev_before, slots[i].version))
+                    lb_runs[i].append((cut + 1, slots[i].version))
+            seg_start = seg_stop
+        arena.scores[base_slot: base_slot + n_ev] = ev_scores.T
+        # Bookkeeping the item path does per item.
+        for j in acc_j:
+            eid = lb_ids[j]
+            if pending.pop(eid, None) is None:
+                local.pop(eid, None)
+            labelled.add(eid)
+        labelled_here = {lb_ids[j] for j in acc_j}
+        pending.update((eid, base_slot + e) for e, eid in enumerate(ev_ids) if eid not in labelled_here)
+        if cfg.label_ttl_us is not None:
+            self._arrivals.extend(zip(ev_t.tolist(), ev_ids, strict=True))
+        if n_ev:
+            self._clock_us = max(self._clock_us, int(ev_t.max()))
+        lb_scores = arena.scores[lb_slot].T if n_acc else np.zeros((len(slots), 0))
+        lb_t = arena.a_t[lb_slot]
+        ys = lb_y.astype(bool)
+        drifts: list[tuple] = []
+        threshold = cfg.threshold
+        if n_acc:
+            self.last_labelled = lb_ids[acc_j[-1]]
+            for i, slot in enumerate(slots):
+                if not slot.detectors:
+                    continue
+                errors = ((lb_scores[i] >= threshold) != ys).astype(np.float64).tolist()
+                for det in slot.detectors:
+                    update = det.update
+                    for L, err in enumerate(errors):
+                        if update(err):
+                            j = acc_j[L]
+                            drifts.append((run_id, shard, start + int(lb_items[j]), det.name, "error", slot.name,
+                                           first_order[i] + L, lb_ids[j], int(lb_t[L])))
+        last_seq = start + n_items - 1
+        expired_rows = self._expire(last_seq)
+        self.n_events += n_ev
+        self.n_labels += n_acc
+        self.last_seq = max(self.last_seq, last_seq)
+        if batch.dead:
+            self.last_seq = max(self.last_seq, batch.dead[-1][0])
+        tables: dict[str, pa.Table] = {}
+        metrics: list[tuple] = []
+        if n_acc:
+            label_times = lb.get_column("label_time").to_numpy()[acc_idx].astype(np.int64)
+            seqs_lb = (lb_item_acc + start).tolist()
+            for i, slot in enumerate(slots):
+                for pos, row in slot.metrics.update_many(lb_t, label_times, ys, lb_scores[i]):
+                    metrics.append(_metric_row(run_id, shard, seqs_lb[pos], slot.name, row))
+        champ = next(i for i, s in enumerate(slots) if s.role == CHAMPION)
+        ev_seqs = (ev_items + start).tolist()
+        if n_ev:
+            rows = np.repeat(np.arange(n_ev), arena.a_len[base_slot: base_slot + n_ev])
+            fs = arena.p_f[b0:b1]
+            named = fs >= layout.base
+            mat = np.full((n_ev, len(layout.named)), np.nan)
+            mat[rows[named], fs[named] - layout.base] = arena.p_v[b0:b1][named]
+            xs = DenseFeatures(layout.named, mat)
+        else:
+            xs = DenseFeatures(layout.named, np.zeros((0, len(layout.named))))
+        _, mon_tables = self.monitor.on_events(ev_seqs, ev_ids, ev_t.tolist(), xs, ev_scores[champ].tolist(),
+                                               champion=slots[champ].name)
+        tables.update(mon_tables)
+        if n_acc:
+            self.monitor.on_labels(lb_t, ys.tolist())
+        monitored_drifts = tables.pop("drift_events", None)
+        if n_ev:
+            offsets = np.empty(n_ev + 1, np.int32)
+            offsets[:-1] = arena.a_off[base_slot: base_slot + n_ev] - b0
+            offsets[-1] = b1 - b0
+            names = self._names
+            features = pa.MapArray.from_arrays(pa.array(offsets), names.take(pa.array(arena.p_f[b0:b1])),
+                                               pa.array(arena.p_v[b0:b1]), type=FEATURES)
+            shared = [pa.array(ev_seqs, pa.int64()), ev.get_column("event_id").to_arrow().cast(pa.string()),
+                      pa.array(ev_t, pa.int64()).cast(UTC_TS), ev.get_column("key").to_arrow().cast(pa.string())]
+            tables["predictions"] = self._predictions_table(shared, features, ev_scores, ev_runs, None)
+        if n_acc:
+            shared = [pa.array(seqs_lb, pa.int64()), pa.array([lb_ids[j] for j in acc_j], pa.string()),
+                      pa.array(lb_t, pa.int64()).cast(UTC_TS), pa.array(label_times, pa.int64()).cast(UTC_TS)]
+            tables["learn_log"] = self._learn_log_table(shared, pa.array(lb_y, pa.int64()), lb_scores,
+                                                        first_order, lb_runs)
+        for name, rows_ in (("metrics", metrics), ("checkpoints", checkpoints), ("dead_letters", dead),
+                            ("expired", expired_rows), ("drift_events", drifts)):
+            if rows_:
+                tables[name] = rows_to_arrow(name, rows_)
+        if monitored_drifts is not None:
+            tables["drift_events"] = (pa.concat_tables([tables["drift_events"], monitored_drifts])
+                                      if "drift_events" in tables else monitored_drifts)
+        if arena.n > 2 * len(pending) + 65_536:
+            arena.compact(pending)
+        return Output(shard, tables)
+
+    def _run_linear(self, i: int, layout: Layout, kinds, start: int, stop: int, ev_pos, lb_pos, ev_slot, lb_slot,
+                    lb_y, scores: np.ndarray) -> None:
+        est = self.slots[i].estimator
+        arena = self._arena
+        tr = self._translation(i, layout)
+        n_w = len(est.values)
+        extra = int(arena.a_len[lb_slot].sum()) if lb_slot.size else 0
+        w = weights_view(est.values, extra)
+        new_f = np.empty(extra, np.int64)
+        n_new = np.zeros(1, np.int64)
+        state = np.array([est.intercept], np.float64)
+        from dataflows import _kernels
+
+        n_w2 = _kernels._linear(kinds, start, stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y, arena.a_off, arena.a_len,
+                       arena.p_f, arena.p_v, tr, w, n_w, new_f, n_new, state, est.lr, est.intercept_lr, est.clip,
+                       scores)
+        del w
+        del est.values[n_w2:]
+        est.intercept = float(state[0])
+        index = est.index
+        for q, f in enumerate(new_f[: int(n_new[0])].tolist()):
+            index[layout.name_of(f)] = n_w + q
+        self._tr[i] = (est, len(index), tr)
+
     def _act(self, slot: _Slot, seq: int, event_id: str, t: int, detector: str, checkpoints: list,
              actions: list) -> bool:
         """Carry out the configured drift action on ``slot`` after its detector alarmed; returns
@@ -396,7 +827,11 @@ class ShardLearner:
             entry = pending.pop(event_id, None)
             if entry is None:  # labelled meanwhile
                 continue
-            rows.append((self.config.run_id, self.shard, seq, event_id, entry[1], entry[2], self._clock_us))
+            if type(entry) is int:
+                t, key = int(self._arena.a_t[entry]), self._arena.keys[entry]
+            else:
+                t, key = entry[1], entry[2]
+            rows.append((self.config.run_id, self.shard, seq, event_id, t, key, self._clock_us))
             expired.add(event_id)
         if len(arrivals) > 2 * len(pending) + 10_000:
             # Labelled events linger here until the TTL (days of traffic): drop them, in order, so
@@ -408,14 +843,17 @@ class ShardLearner:
         return pa.array([value] * n, type_)
 
     def _predictions(self, items, xs, scores, runs, anomaly: np.ndarray | None = None) -> pa.Table:
-        n = len(items)
         shared = [
             pa.array([it[0] for it in items], pa.int64()),
             pa.array([it[2] for it in items], pa.string()),
             pa.array([it[3] for it in items], UTC_TS),
             pa.array([it[4] for it in items], pa.string()),
         ]
-        features = features_array(xs)
+        return self._predictions_table(shared, features_array(xs), scores, runs, anomaly)
+
+    def _predictions_table(self, shared: list[pa.Array], features: pa.Array, scores, runs,
+                           anomaly: np.ndarray | None) -> pa.Table:
+        n = len(features)
         run_id = self._constant(self.config.run_id, n, pa.string())
         shard = self._constant(self.shard, n, pa.int32())
         anomaly_score = (pa.array(anomaly, pa.float64(), from_pandas=True) if anomaly is not None
@@ -432,16 +870,18 @@ class ShardLearner:
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
     def _learn_log(self, items, times, ys, scores, first_order, runs) -> pa.Table:
-        n = len(items)
         shared = [
             pa.array([it[0] for it in items], pa.int64()),
             pa.array([it[2] for it in items], pa.string()),
             pa.array(times, UTC_TS),
             pa.array([it[4] for it in items], UTC_TS),
         ]
+        return self._learn_log_table(shared, pa.array(ys, pa.bool_()).cast(pa.int64()), scores, first_order, runs)
+
+    def _learn_log_table(self, shared: list[pa.Array], label: pa.Array, scores, first_order, runs) -> pa.Table:
+        n = len(label)
         run_id = self._constant(self.config.run_id, n, pa.string())
         shard = self._constant(self.shard, n, pa.int32())
-        label = pa.array(ys, pa.bool_()).cast(pa.int64())
         parts = [
             pa.Table.from_arrays([
                 run_id, shard, *shared, self._constant(slot.name, n, pa.string()), label,

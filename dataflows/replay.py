@@ -11,9 +11,11 @@ import os
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from dataflows.items import EVENT, LABEL, Batch
+from dataflows.validate import MAX_TIME_US, MIN_TIME_US
 from lake.schemas import EVENTS
 from lake.table import open_table
 
@@ -157,7 +159,7 @@ class ReplayPlan:
         return e + (seq - s) - n_lab, lab + n_lab
 
     def batch(self, start: int, stop: int) -> Batch:
-        """Items ``start <= seq < stop`` as a :class:`Batch`."""
+        """Items ``start <= seq < stop`` as a :class:`Batch` of columns (items built on demand)."""
         stop = min(stop, len(self._kinds))
         e0, l0 = self._seek(start)
         kinds = self._kinds[start:stop]
@@ -166,6 +168,68 @@ class ReplayPlan:
         ev = self._events.slice(e0, n_ev)
         lb = self._labels.slice(l0, n_lab)
         self._cursor = (stop, e0 + n_ev, l0 + n_lab)
+        cols = ReplayColumns(start, np.array(kinds, np.int8), ev, lb, self.payload_columns)
+        # Typed columns vouch for every value but infinities (and labels' values and times,
+        # checked here as columns): only the items failing a check are checked one by one.
+        suspects: set[int] = set()
+        if self._float_columns and n_ev:
+            mask = ev.select(pl.any_horizontal(pl.col(self._float_columns).is_infinite())).to_series()
+            if mask.any():
+                suspects.update((cols.event_items[mask.arg_true().to_numpy()] + start).tolist())
+        if n_lab:
+            ids = lb.get_column("event_id")
+            bad = (ids.is_null() | (ids.str.len_bytes() == 0) | ~lb.get_column("label").is_in([0, 1]).fill_null(False)
+                   | lb.get_column("label").is_null()
+                   | ~lb.get_column("label_time").is_between(MIN_TIME_US, MAX_TIME_US, closed="left").fill_null(False))
+            if bad.any():
+                suspects.update((cols.label_items[bad.arg_true().to_numpy()] + start).tolist())
+        return Batch(self.shard, columns=cols, suspects=suspects)
+
+
+class ReplayColumns:
+    """A replay batch as columns: ``kinds`` (EVENT/LABEL per item, seq ``start + i``), the events'
+    frame (``event_id``, ``event_time`` in µs, ``key`` and the payload columns) and the labels'
+    frame (``event_id``, ``label``, ``label_time`` in µs, ``key``), both in item order."""
+
+    __slots__ = ("start", "kinds", "events", "labels", "payload_columns", "_event_items", "_label_items")
+
+    def __init__(self, start: int, kinds: np.ndarray, events: pl.DataFrame, labels: pl.DataFrame,
+                 payload_columns: list[str]) -> None:
+        self.start = start
+        self.kinds = kinds
+        self.events = events
+        self.labels = labels
+        self.payload_columns = payload_columns
+        self._event_items: np.ndarray | None = None
+        self._label_items: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.kinds.size)
+
+    def __getstate__(self) -> tuple:
+        return self.start, self.kinds, self.events, self.labels, self.payload_columns
+
+    def __setstate__(self, state: tuple) -> None:
+        self.start, self.kinds, self.events, self.labels, self.payload_columns = state
+        self._event_items = self._label_items = None
+
+    @property
+    def event_items(self) -> np.ndarray:
+        """Positions (in the batch) of the events, in order."""
+        if self._event_items is None:
+            self._event_items = np.flatnonzero(self.kinds == EVENT)
+        return self._event_items
+
+    @property
+    def label_items(self) -> np.ndarray:
+        """Positions (in the batch) of the labels, in order."""
+        if self._label_items is None:
+            self._label_items = np.flatnonzero(self.kinds == LABEL)
+        return self._label_items
+
+    def items(self) -> list[tuple]:
+        """The batch as item tuples (:mod:`dataflows.items`)."""
+        ev, lb = self.events, self.labels
         ev_ids = ev.get_column("event_id").to_list()
         ev_times = ev.get_column("event_time").to_list()
         ev_keys = ev.get_column("key").to_list()
@@ -174,31 +238,20 @@ class ReplayPlan:
             values = [c.to_list() for c in ev.select(cols).iter_columns()]
             payloads = [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
         else:
-            payloads = [{} for _ in range(n_ev)]
-        # Typed columns vouch for every value but infinities and ints too large for
-        # River: only events holding one of those are checked one by one.
-        suspect_rows: set[int] = set()
-        if self._float_columns and n_ev:
-            mask = ev.select(pl.any_horizontal(pl.col(self._float_columns).is_infinite())).to_series()
-            suspect_rows = set(mask.arg_true().to_list())
+            payloads = [{} for _ in range(ev.height)]
         lb_ids = lb.get_column("event_id").to_list()
         lb_vals = lb.get_column("label").to_list()
         lb_times = lb.get_column("label_time").to_list()
         lb_keys = lb.get_column("key").to_list()
         items = []
         ie = il = 0
-        seq = start
-        suspects = set()
-        for kind in kinds:
+        seq = self.start
+        for kind in self.kinds.tolist():
             if kind == EVENT:
                 items.append((seq, EVENT, ev_ids[ie], ev_times[ie], ev_keys[ie], payloads[ie]))
-                if suspect_rows and ie in suspect_rows:
-                    suspects.add(seq)
                 ie += 1
             else:
                 items.append((seq, LABEL, lb_ids[il], lb_vals[il], lb_times[il], lb_keys[il]))
                 il += 1
             seq += 1
-        # Labels are few columns: check them all.
-        suspects.update(item[0] for item in items if item[1] == LABEL)
-        return Batch(self.shard, items, suspects=suspects)
+        return items

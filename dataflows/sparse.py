@@ -25,7 +25,6 @@ True
 from __future__ import annotations
 
 import math
-import struct
 from array import array
 from typing import Any
 
@@ -46,7 +45,7 @@ class SparseLogisticRegression:
         Gradients (``p - y`` times a feature value) are clipped to ``[-clip, clip]``.
     """
 
-    __slots__ = ("lr", "intercept_lr", "clip", "weights", "intercept")
+    __slots__ = ("lr", "intercept_lr", "clip", "index", "values", "intercept")
 
     def __init__(self, lr: float = 0.05, intercept_lr: float = 0.01, clip: float = 1e6) -> None:
         for name, value in (("lr", lr), ("intercept_lr", intercept_lr), ("clip", clip)):
@@ -55,39 +54,51 @@ class SparseLogisticRegression:
         self.lr = float(lr)
         self.intercept_lr = float(intercept_lr)
         self.clip = float(clip)
-        self.weights: dict[Any, float] = {}
+        # Feature name -> position in ``values`` (insertion order): the dict path looks names up,
+        # the columnar path (:mod:`dataflows.columnar`) reads and writes ``values`` as an array.
+        self.index: dict[Any, int] = {}
+        self.values = array("d")
         self.intercept = 0.0
+
+    @property
+    def weights(self) -> dict[Any, float]:
+        """Feature name -> weight (a copy), in the order features were first learned."""
+        return dict(zip(self.index, self.values, strict=True))
 
     def __getstate__(self) -> tuple:
         # Checkpoints and recovery snapshots pickle the model often: the weights go as one
         # string of names and one array of floats (C-speed, ~20x faster than a dict of
         # hundreds of thousands of entries), unless a name is not a string or holds NUL.
-        w = self.weights
+        idx = self.index
         try:
-            names: str | None = _SEP.join(w)
+            names: str | None = _SEP.join(idx)
         except TypeError:  # a name that is not a string
             names = None
-        if names is not None and names.count(_SEP) != max(0, len(w) - 1):
+        if names is not None and names.count(_SEP) != max(0, len(idx) - 1):
             names = None
-        # struct.pack writes the same native doubles as array("d", ...).tobytes(), ~3x faster.
-        packed = (names, struct.pack(f"{len(w)}d", *w.values())) if names is not None else w
+        packed = (names, self.values.tobytes()) if names is not None else self.weights
         return self.lr, self.intercept_lr, self.clip, packed, self.intercept
 
     def __setstate__(self, state: tuple) -> None:
         self.lr, self.intercept_lr, self.clip, packed, self.intercept = state
         if isinstance(packed, dict):
-            self.weights = packed
+            self.index = {k: i for i, k in enumerate(packed)}
+            self.values = array("d", packed.values())
         else:
             names, values = packed
-            self.weights = dict(zip(names.split(_SEP), array("d", values), strict=True)) if names else {}
+            self.values = array("d", values)
+            self.index = {k: i for i, k in enumerate(names.split(_SEP))} if names else {}
+            if len(self.index) != len(self.values):
+                raise ValueError(f"corrupt model state: {len(self.index)} names for {len(self.values)} weights")
 
     def _p(self, x: dict[Any, float]) -> float:
-        get = self.weights.get
+        get = self.index.get
+        w = self.values
         z = self.intercept
         for k, v in x.items():
-            w = get(k)
-            if w is not None:
-                z += w * v
+            i = get(k)
+            if i is not None:
+                z += w[i] * v
         if z >= _MAX_Z:
             z = _MAX_Z
         elif z <= -_MAX_Z:
@@ -100,8 +111,9 @@ class SparseLogisticRegression:
 
     def learn_one(self, x: dict[Any, float], y: Any) -> None:
         g = self._p(x) - (1.0 if y else 0.0)
-        w = self.weights
-        get = w.get
+        index = self.index
+        get = index.get
+        w = self.values
         step = self.lr * g
         clip = self.clip * self.lr
         for k, v in x.items():
@@ -110,9 +122,14 @@ class SparseLogisticRegression:
                 d = clip
             elif d < -clip:
                 d = -clip
-            w[k] = get(k, 0.0) - d
+            i = get(k)
+            if i is None:
+                index[k] = len(w)
+                w.append(0.0 - d)
+            else:
+                w[i] -= d
         self.intercept -= self.intercept_lr * g
 
     def __repr__(self) -> str:
         return (f"SparseLogisticRegression(lr={self.lr!r}, intercept_lr={self.intercept_lr!r}, "
-                f"weights={len(self.weights)})")
+                f"weights={len(self.index)})")

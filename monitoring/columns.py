@@ -55,12 +55,48 @@ def feature_column(xs: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:
         return np.fromiter((v if is_number(v := x.get(name, _NAN)) else _NAN for x in xs), np.float64, n)
 
 
-def feature_matrix(xs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
+class DenseFeatures:
+    """A batch's numeric features as one matrix (rows: events; ``NaN``: missing), standing in for
+    the list of feature dicts where the columnar path has no dicts. One-hot indicators (hashed
+    tokens) are not in it: the monitors skip them anyway.
+
+    >>> d = DenseFeatures(["a", "b"], np.array([[1.0, 2.0], [3.0, np.nan]]))
+    >>> feature_matrix(d, ["b", "z"]).tolist()
+    [[2.0, nan], [nan, nan]]
+    >>> len(d.select(np.array([False, True])))
+    1
+    """
+
+    __slots__ = ("names", "matrix", "_at")
+
+    def __init__(self, names: Sequence[str], matrix: np.ndarray) -> None:
+        self.names = list(names)
+        self.matrix = matrix
+        self._at = {n: j for j, n in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return self.matrix.shape[0]
+
+    def select(self, mask: np.ndarray) -> DenseFeatures:
+        return DenseFeatures(self.names, self.matrix[mask])
+
+    def columns_for(self, names: Sequence[str]) -> np.ndarray:
+        out = np.full((len(self), len(names)), np.nan)
+        for j, name in enumerate(names):
+            k = self._at.get(name)
+            if k is not None:
+                out[:, j] = self.matrix[:, k]
+        return out
+
+
+def feature_matrix(xs: Sequence[Mapping[str, Any]] | DenseFeatures, names: Sequence[str]) -> np.ndarray:
     """``len(xs) × len(names)`` floats, ``NaN`` where missing or not numeric.
 
     >>> feature_matrix([{"a": 1, "b": 2.0}, {"a": 3, "b": True}], ["b", "a"]).tolist()
     [[2.0, 1.0], [1.0, 3.0]]
     """
+    if isinstance(xs, DenseFeatures):
+        return xs.columns_for(names)
     if len(names) == 1:
         return feature_column(xs, names[0]).reshape(len(xs), 1)
     if names and xs:

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from monitoring.columns import feature_matrix, is_number
+from monitoring.columns import DenseFeatures, feature_matrix, is_number
 
 _NEVER = -(2**62)
 _MAX_SEEN = 1 << 19  # keys remembered by WindowStats._discover before it starts afresh
@@ -142,7 +142,9 @@ class WindowStats:
         late = starts + w <= wm_before
         ok = ~late
         if ok.any():
-            self._add(starts[ok], [x for x, keep in zip(xs, ok.tolist(), strict=True) if keep] if late.any() else xs,
+            kept = xs if not late.any() else (xs.select(ok) if isinstance(xs, DenseFeatures) else
+                                              [x for x, keep in zip(xs, ok.tolist(), strict=True) if keep])
+            self._add(starts[ok], kept,
                       None if ys is None else _labels(ys)[ok])
         late_at = np.flatnonzero(late)
         lates = [Late(int(i), None if event_ids is None else event_ids[i], int(t[i]), int(starts[i]),
@@ -202,6 +204,14 @@ class WindowStats:
         indicators) most items pass one C-level subset test.
         """
         seen = self._seen
+        if isinstance(xs, DenseFeatures):  # every event has every name, all numbers: in order
+            for name in xs.names:
+                if name not in seen:
+                    seen.add(name)
+                    self.names.append(name)
+                    if len(self.names) >= self.capacity:
+                        return
+            return
         if len(seen) > _MAX_SEEN:  # unbounded one-hot streams: forget the indicators, keep the names
             seen.clear()
             seen.update(self.names)
