@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, islice
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from monitoring.stream import MonitorConfig, StreamMonitor
 log = logging.getLogger(__name__)
 
 RIVERLAKE_VERSION = "0.1.0"
+_NO_KEY = (0, 0, 0, 0, None)  # per-key history of a key the featurizer does not know
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -489,35 +491,35 @@ class ShardLearner:
         lb_ids = lb.get_column("event_id").to_list()
         ev_items = cols.event_items
         lb_items = cols.label_items
-        local = dict(zip(ev_ids, range(n_ev), strict=True))
+        local = dict(zip(ev_ids, range(-1, -n_ev - 1, -1), strict=True))  # event of this batch: -1 - index
         done: set[str] = set()
         arena = self._arena
-        lb_ref: list[Any] = []  # per label: ("e", event index) | ("s", arena slot) | ("t", tuple entry) | None
-        convert = 0
+        acc_j: list[int] = []  # accepted labels (index in the batch's labels)
+        acc_ref: list[int] = []  # their arena slot, or -1 - index of an event of this batch
+        dead_j: list[int] = []
+        convert: list[tuple[int, list[int], tuple]] = []  # (position in acc, feature ids, item-path entry)
+        pget, lget = pending.get, local.get
         for j, eid in enumerate(lb_ids):
-            if eid in done:
-                lb_ref.append(None)
-                continue
-            e = local.get(eid)
-            if e is not None:
-                if ev_items[e] > lb_items[j]:
+            ref = pget(eid)
+            if ref is None:
+                ref = lget(eid)
+                if ref is None or eid in done:
+                    dead_j.append(j)
+                    continue
+                if ev_items[-1 - ref] > lb_items[j]:
                     return None  # a label ahead of its own event in the batch
-                lb_ref.append(("e", e))
-                done.add(eid)
+            elif eid in done:
+                dead_j.append(j)
                 continue
-            entry = pending.get(eid)
-            if entry is None:
-                lb_ref.append(None)
-            elif type(entry) is int:
-                lb_ref.append(("s", entry))
-                done.add(eid)
-            else:
-                fs = [layout.index_of(k) for k in entry[0]]
+            elif type(ref) is not int:
+                fs = [layout.index_of(k) for k in ref[0]]
                 if None in fs:
                     return None  # features this layout does not make: item by item
-                lb_ref.append(("t", (fs, entry)))
-                done.add(eid)
-                convert += 1
+                convert.append((len(acc_j), fs, ref))
+                ref = 0
+            done.add(eid)
+            acc_j.append(j)
+            acc_ref.append(ref)
         # Key history for the batch's keys, gathered into arrays.
         keys_state = featurizer._keys
         if layout.key_features:
@@ -534,43 +536,25 @@ class ShardLearner:
                 self._checkpoint(slot, start, None, checkpoints)
             self.started = True
         dead = [(run_id, shard, *d) for d in batch.dead]
-        arena.reserve(n_ev + convert, 0)
-        acc_slot: list[int] = []
-        acc_j: list[int] = []
-        for j, ref in enumerate(lb_ref):
-            if ref is None:
+        if dead_j:
+            lab, lab_t, lab_k = (lb.get_column(c).to_list() for c in ("label", "label_time", "key"))
+            for j in dead_j:
                 eid = lb_ids[j]
-                item = (start + int(lb_items[j]), LABEL, eid, lb.get_column("label")[j],
-                        lb.get_column("label_time")[j], lb.get_column("key")[j])
+                item = (start + int(lb_items[j]), LABEL, eid, lab[j], lab_t[j], lab_k[j])
                 reason = ("label arrived twice" if eid in labelled or eid in done
                           else "label arrived after its event expired" if eid in expired
                           else "label for an unknown event")
                 dead.append((run_id, shard, *dead_letter(item, step="learn", reason=reason, source=batch.source)))
                 kinds[lb_items[j]] = 2
-                continue
-            tag, val = ref
-            if tag == "e":
-                acc_slot.append(arena.n + val)
-            elif tag == "s":
-                acc_slot.append(val)
-            acc_j.append(j)
         # Rows the item-by-item path left pending, into the arena (before this batch's rows).
+        for pos, fs, (x, t, key, scores) in convert:
+            acc_ref[pos] = arena.add_row(fs, list(x.values()), t, key, scores)
         base_slot = arena.n
-        converted = {}
-        for j, ref in enumerate(lb_ref):
-            if ref is not None and ref[0] == "t":
-                fs, (x, t, key, scores) = ref[1]
-                converted[j] = arena.add_row(fs, list(x.values()), t, key, scores)
-        if converted:
-            base_slot = arena.n
-            acc_slot = []
-            for j, ref in enumerate(lb_ref):
-                if ref is None:
-                    continue
-                tag, val = ref
-                acc_slot.append(base_slot + val if tag == "e" else val if tag == "s" else converted[j])
+        acc_slot = np.fromiter(acc_ref, np.int64, len(acc_ref))
+        ours = acc_slot < 0
+        acc_slot[ours] = base_slot - 1 - acc_slot[ours]
         n_acc = len(acc_j)
-        lb_slot = np.fromiter(acc_slot, np.int64, n_acc)
+        lb_slot = acc_slot
         acc_idx = np.fromiter(acc_j, np.int64, n_acc)
         lb_y = lb.get_column("label").to_numpy()[acc_idx].astype(np.int64)
         # Item -> index among events / accepted labels.
@@ -581,27 +565,20 @@ class ShardLearner:
         lb_pos[lb_items[acc_idx]] = np.arange(n_acc)
         ev_slot = np.arange(base_slot, base_slot + n_ev, dtype=np.int64)
         # Keys: local ids, state gathered from the featurizer.
-        lb_keys = [ev_keys[lb_slot_i - base_slot] if lb_slot_i >= base_slot else arena.keys[lb_slot_i]
-                   for lb_slot_i in acc_slot]
+        arena.reserve(n_ev, 0)
+        arena.keys.extend(ev_keys)
+        lb_keys = [arena.keys[i] for i in lb_slot.tolist()]
         uniq = list(dict.fromkeys(chain(ev_keys, lb_keys)))
         kid = {k: i for i, k in enumerate(uniq)}
         nk = len(uniq)
-        k_n = np.zeros(nk, np.int64)
-        k_last = np.zeros(nk, np.int64)
-        k_nlab = np.zeros(nk, np.int64)
-        k_npos = np.zeros(nk, np.int64)
-        k_rec = np.zeros(nk, np.float64)
-        k_hasrec = np.zeros(nk, np.bool_)
-        k_present = np.zeros(nk, np.bool_)
+        states = list(map(keys_state.get, uniq))
+        k_present = np.fromiter((st is not None for st in states), np.bool_, nk)
+        rows_k = [_NO_KEY if st is None else st for st in states]
+        k_n, k_last, k_nlab, k_npos = (np.fromiter(map(itemgetter(c), rows_k), np.int64, nk) for c in range(4))
+        recs = list(map(itemgetter(4), rows_k))
+        k_hasrec = np.fromiter((r is not None for r in recs), np.bool_, nk)
+        k_rec = np.fromiter((0.0 if r is None else r for r in recs), np.float64, nk)
         k_first = np.full(nk, -1, np.int64)
-        for i, k in enumerate(uniq):
-            st = keys_state.get(k)
-            if st is not None:
-                k_present[i] = True
-                k_n[i], k_last[i], k_nlab[i], k_npos[i], rec = st
-                if rec is not None:
-                    k_rec[i] = rec
-                    k_hasrec[i] = True
         was_present = k_present.copy()
         ev_kid = np.fromiter(map(kid.__getitem__, ev_keys), np.int64, n_ev)
         lb_kid = np.fromiter(map(kid.__getitem__, lb_keys), np.int64, n_acc)
@@ -632,22 +609,18 @@ class ShardLearner:
             arena.a_off, arena.a_len, arena.p_f, arena.p_v, arena.top)
         b1 = arena.top
         arena.a_t[base_slot: base_slot + n_ev] = ev_t
-        arena.keys.extend(ev_keys)
         arena.n += n_ev
         # Key history back into the featurizer (new keys in the order they appeared).
         featurizer._n_labels, featurizer._n_positive = int(glob[0]), int(glob[1])
         if layout.key_features:
-            rec_list = k_rec.tolist()
-            cols_k = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), strict=True))
-            for i, k in enumerate(uniq):
-                if was_present[i]:
-                    st = keys_state[k]
-                    st[0], st[1], st[2], st[3] = cols_k[i]
-                    st[4] = rec_list[i] if k_hasrec[i] else None
-            fresh = [i for i in np.flatnonzero(k_present & ~was_present)[np.argsort(
-                k_first[k_present & ~was_present], kind="stable")].tolist()]
-            for i in fresh:
-                keys_state[uniq[i]] = [*cols_k[i], rec_list[i] if k_hasrec[i] else None]
+            recs = [r if h else None for r, h in zip(k_rec.tolist(), k_hasrec.tolist(), strict=True)]
+            rows_k = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), recs, strict=True))
+            for st, row in zip(states, rows_k, strict=True):
+                if st is not None:
+                    st[:] = row
+            fresh_mask = k_present & ~was_present
+            for i in np.flatnonzero(fresh_mask)[np.argsort(k_first[fresh_mask], kind="stable")].tolist():
+                keys_state[uniq[i]] = list(rows_k[i])
         # Every model: predict and learn in item order, checkpointing where the item path would.
         every = cfg.checkpoint_every
         first_order = [s.n_learned + 1 for s in slots]
@@ -674,13 +647,12 @@ class ShardLearner:
             seg_start = seg_stop
         arena.scores[base_slot: base_slot + n_ev] = ev_scores.T
         # Bookkeeping the item path does per item.
-        for j in acc_j:
-            eid = lb_ids[j]
-            if pending.pop(eid, None) is None:
-                local.pop(eid, None)
-            labelled.add(eid)
-        labelled_here = {lb_ids[j] for j in acc_j}
-        pending.update((eid, base_slot + e) for e, eid in enumerate(ev_ids) if eid not in labelled_here)
+        acc_ids = [lb_ids[j] for j in acc_j]
+        pending.update(zip(ev_ids, range(base_slot, base_slot + n_ev), strict=True))
+        pop = pending.pop
+        for eid in acc_ids:
+            pop(eid)
+        labelled.update(acc_ids)
         if cfg.label_ttl_us is not None:
             self._arrivals.extend(zip(ev_t.tolist(), ev_ids, strict=True))
         if n_ev:
@@ -691,15 +663,17 @@ class ShardLearner:
         drifts: list[tuple] = []
         threshold = cfg.threshold
         if n_acc:
-            self.last_labelled = lb_ids[acc_j[-1]]
+            self.last_labelled = acc_ids[-1]
             for i, slot in enumerate(slots):
                 if not slot.detectors:
                     continue
                 errors = ((lb_scores[i] >= threshold) != ys).astype(np.float64).tolist()
                 for det in slot.detectors:
-                    update = det.update
+                    river_det = det._detector
+                    update = river_det.update
                     for L, err in enumerate(errors):
-                        if update(err):
+                        update(err)
+                        if river_det.drift_detected:
                             j = acc_j[L]
                             drifts.append((run_id, shard, start + int(lb_items[j]), det.name, "error", slot.name,
                                            first_order[i] + L, lb_ids[j], int(lb_t[L])))
@@ -746,7 +720,7 @@ class ShardLearner:
                       pa.array(ev_t, pa.int64()).cast(UTC_TS), ev.get_column("key").to_arrow().cast(pa.string())]
             tables["predictions"] = self._predictions_table(shared, features, ev_scores, ev_runs, None)
         if n_acc:
-            shared = [pa.array(seqs_lb, pa.int64()), pa.array([lb_ids[j] for j in acc_j], pa.string()),
+            shared = [pa.array(seqs_lb, pa.int64()), pa.array(acc_ids, pa.string()),
                       pa.array(lb_t, pa.int64()).cast(UTC_TS), pa.array(label_times, pa.int64()).cast(UTC_TS)]
             tables["learn_log"] = self._learn_log_table(shared, pa.array(lb_y, pa.int64()), lb_scores,
                                                         first_order, lb_runs)
@@ -840,7 +814,7 @@ class ShardLearner:
         return rows
 
     def _constant(self, value: Any, n: int, type_: pa.DataType) -> pa.Array:
-        return pa.array([value] * n, type_)
+        return pa.repeat(pa.scalar(value, type_), n)
 
     def _predictions(self, items, xs, scores, runs, anomaly: np.ndarray | None = None) -> pa.Table:
         shared = [

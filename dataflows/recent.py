@@ -40,6 +40,19 @@ class RecentIds:
         if len(self._order) > self.capacity:
             self._members.discard(self._order.popleft())
 
+    def update(self, items: list[str]) -> None:
+        """``add`` each of ``items``, in order (C-level when none was added before)."""
+        members = self._members
+        if not members.isdisjoint(items) or len(set(items)) != len(items):
+            for item in items:
+                self.add(item)
+            return
+        members.update(items)
+        order = self._order
+        order.extend(items)
+        while len(order) > self.capacity:
+            members.discard(order.popleft())
+
     def __contains__(self, item: object) -> bool:
         return item in self._members
 
