@@ -121,6 +121,8 @@ class Layout:
         self.time_at = self.base + self.n_dense  # the time features' ids, then the key features'
         self.key_at = self.time_at + (4 if time_features else 0)
         self.size = self.base + len(named)
+        if self.size >= 2**31:
+            raise ValueError(f"{len(hash_fields)} hashed fields x {n_buckets} buckets: too many feature ids")
 
     @classmethod
     def of(cls, featurizer: Any, columns: list[str], dtypes: dict[str, Any]) -> Layout | None:
@@ -205,7 +207,7 @@ class Arena:
         self.a_t = np.zeros(1024, np.int64)
         self.scores = np.zeros((1024, n_models), np.float64)
         self.keys: list[str] = []
-        self.p_f = np.zeros(16_384, np.int64)
+        self.p_f = np.zeros(16_384, np.int32)  # feature ids (Layout keeps them below 2**31)
         self.p_v = np.zeros(16_384, np.float64)
 
     def reserve(self, slots: int, entries: int) -> None:
@@ -223,7 +225,7 @@ class Arena:
         need = self.top + entries
         if need > self.p_f.size:
             cap = max(need, 2 * self.p_f.size)
-            p_f = np.zeros(cap, np.int64)
+            p_f = np.zeros(cap, np.int32)
             p_v = np.zeros(cap, np.float64)
             p_f[: self.top] = self.p_f[: self.top]
             p_v[: self.top] = self.p_v[: self.top]
@@ -258,7 +260,7 @@ class Arena:
         order = np.argsort(old, kind="stable")
         old = old[order]
         entries = int(self.a_len[old].sum()) if old.size else 0
-        p_f = np.zeros(max(16_384, 2 * entries), np.int64)
+        p_f = np.zeros(max(16_384, 2 * entries), np.int32)
         p_v = np.zeros(p_f.size, np.float64)
         new_off = np.zeros(old.size, np.int64)
         top = _kernels._gather(self.a_off, self.a_len, old, self.p_f, self.p_v, p_f, p_v, new_off) if old.size else 0

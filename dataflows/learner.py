@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import river
+from river.drift import ADWIN
 
 from dataflows.columnar import Arena, Layout, log1p_counts, tokenize, weights_view
 from dataflows.features import KeyedFeaturizer
@@ -45,7 +46,8 @@ from monitoring.stream import MonitorConfig, StreamMonitor
 log = logging.getLogger(__name__)
 
 RIVERLAKE_VERSION = "0.1.0"
-_NO_KEY = (0, 0, 0, 0, None)  # per-key history of a key the featurizer does not know
+_NO_KEY = (0, 0, 0, 0, None)
+_INT_OR_NONE = {int, type(None)}  # per-key history of a key the featurizer does not know
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -170,6 +172,8 @@ class ShardLearner:
         self.columnar_batches = 0  # batches the columnar path took (the others went item by item)
 
     def __getstate__(self) -> dict[str, Any]:
+        if self._arena.n > len(self.pending) + 1024:
+            self._arena.compact(self.pending)  # snapshots carry the rows still waiting, no more
         state = self.__dict__.copy()
         for name in ("_layouts", "_names", "_tr", "columnar_batches"):  # caches
             state.pop(name, None)
@@ -464,7 +468,7 @@ class ShardLearner:
         pending, labelled, expired = self.pending, self.labelled, self.expired
         ev_ids = ev.get_column("event_id").to_list()
         if (len(set(ev_ids)) != n_ev or not pending.keys().isdisjoint(ev_ids)
-                or any(map(labelled.__contains__, ev_ids))):
+                or not labelled.isdisjoint(ev_ids)):
             return None  # duplicate events: dead letters, item by item
         ev_keys = ev.get_column("key").to_list()
         ev_t = ev.get_column("event_time").to_numpy().astype(np.int64, copy=False)
@@ -499,31 +503,49 @@ class ShardLearner:
         dead_j: list[int] = []
         convert: list[tuple[int, list[int], tuple]] = []  # (position in acc, feature ids, item-path entry)
         pget, lget = pending.get, local.get
-        for j, eid in enumerate(lb_ids):
-            ref = pget(eid)
-            if ref is None:
-                ref = lget(eid)
-                if ref is None or eid in done:
+        refs = list(map(pget, lb_ids))
+        if set(map(type, refs)) <= _INT_OR_NONE and len(set(lb_ids)) == n_lb:
+            # The common case: every label once, for an event the columnar path took in.
+            for j in [j for j, r in enumerate(refs) if r is None]:
+                e = lget(lb_ids[j])
+                if e is None:
+                    dead_j.append(j)
+                elif ev_items[-1 - e] > lb_items[j]:
+                    return None  # a label ahead of its own event in the batch
+                else:
+                    refs[j] = e
+            if dead_j:
+                gone = set(dead_j)
+                acc_j = [j for j in range(n_lb) if j not in gone]
+                acc_ref = [refs[j] for j in acc_j]
+            else:
+                acc_j, acc_ref = list(range(n_lb)), refs
+        else:
+            for j, eid in enumerate(lb_ids):
+                ref = pget(eid)
+                if ref is None:
+                    ref = lget(eid)
+                    if ref is None or eid in done:
+                        dead_j.append(j)
+                        continue
+                    if ev_items[-1 - ref] > lb_items[j]:
+                        return None  # a label ahead of its own event in the batch
+                elif eid in done:
                     dead_j.append(j)
                     continue
-                if ev_items[-1 - ref] > lb_items[j]:
-                    return None  # a label ahead of its own event in the batch
-            elif eid in done:
-                dead_j.append(j)
-                continue
-            elif type(ref) is not int:
-                fs = [layout.index_of(k) for k in ref[0]]
-                if None in fs:
-                    return None  # features this layout does not make: item by item
-                convert.append((len(acc_j), fs, ref))
-                ref = 0
-            done.add(eid)
-            acc_j.append(j)
-            acc_ref.append(ref)
+                elif type(ref) is not int:
+                    fs = [layout.index_of(k) for k in ref[0]]
+                    if None in fs:
+                        return None  # features this layout does not make: item by item
+                    convert.append((len(acc_j), fs, ref))
+                    ref = 0
+                done.add(eid)
+                acc_j.append(j)
+                acc_ref.append(ref)
         # Key history for the batch's keys, gathered into arrays.
         keys_state = featurizer._keys
         if layout.key_features:
-            new_keys = {k for k in ev_keys if k not in keys_state}
+            new_keys = set(ev_keys).difference(keys_state)
             if len(keys_state) + len(new_keys) + n_lb > featurizer.max_keys:
                 return None  # the featurizer would forget keys mid-batch: item by item
         # -- from here on, state changes --------------------------------------------------------
@@ -567,7 +589,8 @@ class ShardLearner:
         # Keys: local ids, state gathered from the featurizer.
         arena.reserve(n_ev, 0)
         arena.keys.extend(ev_keys)
-        lb_keys = [arena.keys[i] for i in lb_slot.tolist()]
+        lb_keys = (list(itemgetter(*lb_slot.tolist())(arena.keys)) if n_acc > 1
+                   else [arena.keys[int(lb_slot[0])]] if n_acc else [])
         uniq = list(dict.fromkeys(chain(ev_keys, lb_keys)))
         kid = {k: i for i, k in enumerate(uniq)}
         nk = len(uniq)
@@ -669,14 +692,10 @@ class ShardLearner:
                     continue
                 errors = ((lb_scores[i] >= threshold) != ys).astype(np.float64).tolist()
                 for det in slot.detectors:
-                    river_det = det._detector
-                    update = river_det.update
-                    for L, err in enumerate(errors):
-                        update(err)
-                        if river_det.drift_detected:
-                            j = acc_j[L]
-                            drifts.append((run_id, shard, start + int(lb_items[j]), det.name, "error", slot.name,
-                                           first_order[i] + L, lb_ids[j], int(lb_t[L])))
+                    for L in _alarms(det._detector, errors):
+                        j = acc_j[L]
+                        drifts.append((run_id, shard, start + int(lb_items[j]), det.name, "error", slot.name,
+                                       first_order[i] + L, lb_ids[j], int(lb_t[L])))
         last_seq = start + n_items - 1
         expired_rows = self._expire(last_seq)
         self.n_events += n_ev
@@ -707,7 +726,7 @@ class ShardLearner:
                                                champion=slots[champ].name)
         tables.update(mon_tables)
         if n_acc:
-            self.monitor.on_labels(lb_t, ys.tolist())
+            self.monitor.on_labels(lb_t, ys)
         monitored_drifts = tables.pop("drift_events", None)
         if n_ev:
             offsets = np.empty(n_ev + 1, np.int32)
@@ -731,7 +750,7 @@ class ShardLearner:
         if monitored_drifts is not None:
             tables["drift_events"] = (pa.concat_tables([tables["drift_events"], monitored_drifts])
                                       if "drift_events" in tables else monitored_drifts)
-        if arena.n > 2 * len(pending) + 65_536:
+        if arena.n > 2 * len(pending) + 16_384:
             arena.compact(pending)
         return Output(shard, tables)
 
@@ -881,6 +900,25 @@ class ShardLearner:
                   for name, rows in (("metrics", metrics), ("checkpoints", checkpoints)) if rows}
         tables.update(self.monitor.finish(seq))
         return Output(self.shard, tables)
+
+
+def _alarms(det: Any, errors: list[float]) -> list[int]:
+    """Feed ``errors`` to a River drift detector; the positions where it alarmed."""
+    out = []
+    if type(det) is ADWIN:  # its update() without the method call: reset after an alarm, then the helper
+        for pos, err in enumerate(errors):
+            if det._drift_detected:
+                det._reset()
+            det._drift_detected = alarm = det._helper.update(err)
+            if alarm:
+                out.append(pos)
+        return out
+    update = det.update
+    for pos, err in enumerate(errors):
+        update(err)
+        if det.drift_detected:
+            out.append(pos)
+    return out
 
 
 def _metric_row(run_id: str, shard: int, seq: int, model: str, r: dict[str, Any]) -> tuple:

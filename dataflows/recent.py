@@ -53,6 +53,10 @@ class RecentIds:
         while len(order) > self.capacity:
             members.discard(order.popleft())
 
+    def isdisjoint(self, items: list[str]) -> bool:
+        """Whether none of ``items`` is remembered (one C-level pass)."""
+        return self._members.isdisjoint(items)
+
     def __contains__(self, item: object) -> bool:
         return item in self._members
 

@@ -170,18 +170,22 @@ class WindowStats:
         y = _labels(ys)
         starts = self._start(t)
         wm, w = self.watermark, self.window_us
-        landed = 0
-        for s, v in zip(starts.tolist(), y.tolist(), strict=True):
-            if v != v:
-                continue
-            if s + w <= wm:
-                self._late_labels += 1
-                continue
-            win = self._window(s)
-            win.n_labels += 1
-            win.n_pos += int(v)
-            landed += 1
-        return landed
+        known = ~np.isnan(y)
+        late = known & (starts + w <= wm)
+        self._late_labels += int(late.sum())
+        landing = known & ~late
+        if not landing.any():
+            return 0
+        # Per window: labels and positives, in the order windows are first met (as one by one).
+        s_land, y_land = starts[landing], y[landing]
+        uniq, first, inverse = np.unique(s_land, return_index=True, return_inverse=True)
+        n_lab = np.bincount(inverse, minlength=uniq.size)
+        n_pos = np.bincount(inverse, weights=y_land, minlength=uniq.size)
+        for k in np.argsort(first, kind="stable").tolist():
+            win = self._window(int(uniq[k]))
+            win.n_labels += int(n_lab[k])
+            win.n_pos += int(n_pos[k])
+        return int(landing.sum())
 
     def advance(self, watermark: int) -> list[Closed]:
         """Move the watermark to at least ``watermark`` (e.g. wall clock minus lateness on an idle
@@ -335,6 +339,8 @@ class WindowStats:
 
 
 def _labels(ys: Sequence[Any]) -> np.ndarray:
+    if isinstance(ys, np.ndarray) and ys.dtype != object:
+        return ys.astype(np.float64)
     return np.fromiter((np.nan if y is None else float(y) for y in ys), np.float64, len(ys))
 
 
