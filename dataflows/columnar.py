@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -253,8 +254,13 @@ class Arena:
 
     def compact(self, pending: dict[str, Any]) -> None:
         """Keep the slots ``pending`` still refers to (int values), renumbered in order."""
-        live_ids = [eid for eid, v in pending.items() if type(v) is int]
-        old = np.fromiter((pending[eid] for eid in live_ids), np.int64, len(live_ids))
+        values = list(pending.values())
+        if set(map(type, values)) == {int}:
+            live_ids = list(pending)
+            old = np.array(values, np.int64)
+        else:  # entries of the item-by-item path hold tuples
+            live_ids = [eid for eid, v in pending.items() if type(v) is int]
+            old = np.fromiter((pending[eid] for eid in live_ids), np.int64, len(live_ids))
         from dataflows import _kernels
 
         order = np.argsort(old, kind="stable")
@@ -274,11 +280,11 @@ class Arena:
         a_off = np.zeros(cap, np.int64)
         a_off[: old.size] = new_off
         keys = self.keys
-        self.keys = [keys[s] for s in old.tolist()]
+        self.keys = list(itemgetter(*old.tolist())(keys)) if old.size > 1 else [keys[s] for s in old.tolist()]
         self.a_off, self.a_len, self.a_t, self.scores, self.p_f, self.p_v = a_off, a_len, a_t, scores, p_f, p_v
         self.n, self.top = int(old.size), int(top)
-        for new, k in enumerate(order.tolist()):
-            pending[live_ids[k]] = new
+        pending.update(zip(itemgetter(*order.tolist())(live_ids) if order.size > 1 else
+                           [live_ids[k] for k in order.tolist()], range(old.size), strict=True))
 
     def __getstate__(self) -> dict[str, Any]:
         n, top = self.n, self.top

@@ -47,7 +47,11 @@ log = logging.getLogger(__name__)
 
 RIVERLAKE_VERSION = "0.1.0"
 _NO_KEY = (0, 0, 0, 0, None)
-_INT_OR_NONE = {int, type(None)}  # per-key history of a key the featurizer does not know
+_INT_OR_NONE = {int, type(None)}
+
+
+def _is_not_none(value: Any) -> bool:
+    return value is not None  # per-key history of a key the featurizer does not know
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -595,12 +599,12 @@ class ShardLearner:
         kid = {k: i for i, k in enumerate(uniq)}
         nk = len(uniq)
         states = list(map(keys_state.get, uniq))
-        k_present = np.fromiter((st is not None for st in states), np.bool_, nk)
-        rows_k = [_NO_KEY if st is None else st for st in states]
-        k_n, k_last, k_nlab, k_npos = (np.fromiter(map(itemgetter(c), rows_k), np.int64, nk) for c in range(4))
-        recs = list(map(itemgetter(4), rows_k))
-        k_hasrec = np.fromiter((r is not None for r in recs), np.bool_, nk)
-        k_rec = np.fromiter((0.0 if r is None else r for r in recs), np.float64, nk)
+        k_present = np.fromiter(map(_is_not_none, states), np.bool_, nk)
+        cols_k = list(zip(*[_NO_KEY if st is None else st for st in states], strict=True)) if nk else [()] * 5
+        k_n, k_last, k_nlab, k_npos = (np.array(c, np.int64) for c in cols_k[:4])
+        k_rec = np.array(cols_k[4], np.float64)  # None -> NaN
+        k_hasrec = ~np.isnan(k_rec)
+        k_rec[~k_hasrec] = 0.0
         k_first = np.full(nk, -1, np.int64)
         was_present = k_present.copy()
         ev_kid = np.fromiter(map(kid.__getitem__, ev_keys), np.int64, n_ev)
@@ -672,9 +676,7 @@ class ShardLearner:
         # Bookkeeping the item path does per item.
         acc_ids = [lb_ids[j] for j in acc_j]
         pending.update(zip(ev_ids, range(base_slot, base_slot + n_ev), strict=True))
-        pop = pending.pop
-        for eid in acc_ids:
-            pop(eid)
+        deque(map(pending.pop, acc_ids), maxlen=0)
         labelled.update(acc_ids)
         if cfg.label_ttl_us is not None:
             self._arrivals.extend(zip(ev_t.tolist(), ev_ids, strict=True))
@@ -773,9 +775,10 @@ class ShardLearner:
         del w
         del est.values[n_w2:]
         est.intercept = float(state[0])
+        k = int(n_new[0])
+        if k:
+            est.index.update(zip(self._names.take(pa.array(new_f[:k])).to_pylist(), range(n_w, n_w + k), strict=True))
         index = est.index
-        for q, f in enumerate(new_f[: int(n_new[0])].tolist()):
-            index[layout.name_of(f)] = n_w + q
         self._tr[i] = (est, len(index), tr)
 
     def _act(self, slot: _Slot, seq: int, event_id: str, t: int, detector: str, checkpoints: list,
