@@ -12,9 +12,11 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
-# Creates or updates .venv from uv.lock (idempotent; seconds with a warm cache).
+# Creates or updates .venv from uv.lock (idempotent; seconds with a warm cache). Bytecode is compiled
+# once here (~40-60 s on 2 cores): every process then imports the stack in ~2 s instead of ~6 s, and
+# numba (the columnar path) starts in ~1 s instead of ~3.5 s, even where PYTHONDONTWRITEBYTECODE is set.
 install: $(UV)
-	$(UV) sync --frozen --python $(PYTHON) --quiet
+	$(UV) sync --frozen --python $(PYTHON) --quiet --compile-bytecode
 	@$(PY) -c "import river, bytewax, deltalake, polars; print('environment ready:', '$(VENV)')"
 
 demo: install

@@ -448,7 +448,7 @@ class ShardLearner:
         if cached is not None and cached[0] is est:
             tr, start = cached[2], cached[1]
         else:
-            tr, start = np.full(layout.size, -1, np.int64), 0
+            tr, start = np.full(layout.size, -1, np.int32), 0
         for name, pos in islice(est.index.items(), start, None):
             f = layout.index_of(name)
             if f is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from itertools import islice
 from typing import Any
 
 _SEP = "\x00"
@@ -45,7 +46,7 @@ class SparseLogisticRegression:
         Gradients (``p - y`` times a feature value) are clipped to ``[-clip, clip]``.
     """
 
-    __slots__ = ("lr", "intercept_lr", "clip", "index", "values", "intercept")
+    __slots__ = ("lr", "intercept_lr", "clip", "index", "values", "intercept", "_joined")
 
     def __init__(self, lr: float = 0.05, intercept_lr: float = 0.01, clip: float = 1e6) -> None:
         for name, value in (("lr", lr), ("intercept_lr", intercept_lr), ("clip", clip)):
@@ -59,6 +60,7 @@ class SparseLogisticRegression:
         self.index: dict[Any, int] = {}
         self.values = array("d")
         self.intercept = 0.0
+        self._joined: tuple[int, str] | None = None  # (names, their join): checkpoints add only new names
 
     @property
     def weights(self) -> dict[Any, float]:
@@ -70,16 +72,30 @@ class SparseLogisticRegression:
         # string of names and one array of floats (C-speed, ~20x faster than a dict of
         # hundreds of thousands of entries), unless a name is not a string or holds NUL.
         idx = self.index
-        try:
-            names: str | None = _SEP.join(idx)
-        except TypeError:  # a name that is not a string
-            names = None
-        if names is not None and names.count(_SEP) != max(0, len(idx) - 1):
-            names = None
+        names = self._join_names()
         packed = (names, self.values.tobytes()) if names is not None else self.weights
         return self.lr, self.intercept_lr, self.clip, packed, self.intercept
 
+    def _join_names(self) -> str | None:
+        """The names joined by NUL (cached: names are only ever added), or None when one is not a
+        string or holds NUL."""
+        idx = self.index
+        done, joined = self._joined if self._joined is not None else (0, "")
+        if done > len(idx):  # cannot happen (names are never removed): start afresh
+            done, joined = 0, ""
+        try:
+            new = _SEP.join(islice(idx, done, None))
+        except TypeError:  # a name that is not a string
+            return None
+        if new.count(_SEP) != max(0, len(idx) - done - 1):
+            return None
+        if len(idx) > done:
+            joined = new if done == 0 else joined + _SEP + new
+        self._joined = (len(idx), joined)
+        return joined
+
     def __setstate__(self, state: tuple) -> None:
+        self._joined = None
         self.lr, self.intercept_lr, self.clip, packed, self.intercept = state
         if isinstance(packed, dict):
             self.index = {k: i for i, k in enumerate(packed)}
