@@ -169,11 +169,13 @@ def _featurize(kinds, start, stop, ev_pos, lb_pos,  # items: kinds[i], their eve
 
 @numba.njit(cache=True, nogil=True)
 def _linear(kinds, start, stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y,  # pragma: no cover
-            a_off, a_len, p_f, p_v, tr, w, n_w, new_f, n_new, state, lr, ilr, clip, scores):
+            a_off, a_len, p_f, p_v, tr, w, w_new, n_w, new_f, n_new, state, lr, ilr, clip, scores):
     """Predict each event, learn each label, in item order (SparseLogisticRegression's arithmetic).
-    ``state`` = [intercept]; features without a weight get the next position of ``w`` and are
-    listed in ``new_f``. Returns the number of weights."""
+    ``state`` = [intercept]; ``w`` the weights so far (positions ``0 .. n_w - 1``); features without
+    a weight get the next position, their weights in ``w_new`` and their ids in ``new_f``.
+    Returns the number of weights."""
     intercept = state[0]
+    n_w0 = n_w
     clip_lr = clip * lr
     for i in range(start, stop):
         if kinds[i] == 0:
@@ -189,7 +191,7 @@ def _linear(kinds, start, stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y,  # pragm
         for m in range(a, a + a_len[slot]):
             s = tr[p_f[m]]
             if s >= 0:
-                z += w[s] * p_v[m]
+                z += (w[s] if s < n_w0 else w_new[s - n_w0]) * p_v[m]
         if z >= 35.0:
             z = 35.0
         elif z <= -35.0:
@@ -214,9 +216,11 @@ def _linear(kinds, start, stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y,  # pragm
                 tr[f] = s
                 new_f[n_new[0]] = f
                 n_new[0] += 1
-                w[s] = 0.0 - d
-            else:
+                w_new[s - n_w0] = 0.0 - d
+            elif s < n_w0:
                 w[s] -= d
+            else:
+                w_new[s - n_w0] -= d
         intercept -= ilr * g
     state[0] = intercept
     return n_w

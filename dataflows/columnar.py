@@ -295,10 +295,3 @@ class Arena:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.reserve(1024, 16_384)
-
-
-def weights_view(values: Any, extra: int) -> np.ndarray:
-    """The model's ``array('d')`` of weights grown by ``extra`` zeros, viewed as a numpy array
-    (the caller drops the view, then trims the array, before anything else resizes it)."""
-    values.frombytes(bytes(8 * extra))
-    return np.frombuffer(values, np.float64)

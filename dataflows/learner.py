@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import river
 from river.drift import ADWIN
 
-from dataflows.columnar import Arena, Layout, log1p_counts, tokenize, weights_view
+from dataflows.columnar import Arena, Layout, log1p_counts, tokenize
 from dataflows.features import KeyedFeaturizer
 from dataflows.items import EVENT, LABEL, Batch, Output
 from dataflows.models import get_spec
@@ -763,20 +763,21 @@ class ShardLearner:
         tr = self._translation(i, layout)
         n_w = len(est.values)
         extra = int(arena.a_len[lb_slot].sum()) if lb_slot.size else 0
-        w = weights_view(est.values, extra)
+        w = np.frombuffer(est.values, np.float64)
+        w_new = np.empty(extra, np.float64)
         new_f = np.empty(extra, np.int64)
         n_new = np.zeros(1, np.int64)
         state = np.array([est.intercept], np.float64)
         from dataflows import _kernels
 
-        n_w2 = _kernels._linear(kinds, start, stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y, arena.a_off, arena.a_len,
-                       arena.p_f, arena.p_v, tr, w, n_w, new_f, n_new, state, est.lr, est.intercept_lr, est.clip,
-                       scores)
+        _kernels._linear(kinds, start, stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y, arena.a_off, arena.a_len,
+                       arena.p_f, arena.p_v, tr, w, w_new, n_w, new_f, n_new, state, est.lr, est.intercept_lr,
+                       est.clip, scores)
         del w
-        del est.values[n_w2:]
         est.intercept = float(state[0])
         k = int(n_new[0])
         if k:
+            est.values.frombytes(w_new[:k].tobytes())
             est.index.update(zip(self._names.take(pa.array(new_f[:k])).to_pylist(), range(n_w, n_w + k), strict=True))
         index = est.index
         self._tr[i] = (est, len(index), tr)

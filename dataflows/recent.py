@@ -7,6 +7,8 @@
 >>> import pickle
 >>> "c" in pickle.loads(pickle.dumps(r))
 True
+>>> r.update(["d", "e", "e"]); list(r._order), r.isdisjoint(["a", "b", "c"])
+(['d', 'e'], True)
 """
 
 from __future__ import annotations

@@ -177,12 +177,17 @@ class ReplayPlan:
             if mask.any():
                 suspects.update((cols.event_items[mask.arg_true().to_numpy()] + start).tolist())
         if n_lab:
-            ids = lb.get_column("event_id")
-            bad = (ids.is_null() | (ids.str.len_bytes() == 0) | ~lb.get_column("label").is_in([0, 1]).fill_null(False)
-                   | lb.get_column("label").is_null()
-                   | ~lb.get_column("label_time").is_between(MIN_TIME_US, MAX_TIME_US, closed="left").fill_null(False))
+            ids, lab, lt = (lb.get_column(c) for c in ("event_id", "label", "label_time"))
+            if ids.null_count() or lab.null_count() or lt.null_count():
+                bad = (ids.is_null() | (ids.str.len_bytes() == 0) | ~lab.is_in([0, 1]).fill_null(False)
+                       | ~lt.is_between(MIN_TIME_US, MAX_TIME_US, closed="left").fill_null(False)).to_numpy()
+            else:  # the usual case, as arrays (a polars expression per check costs more than the checks)
+                y, t = lab.to_numpy(), lt.to_numpy()
+                bad = (y != 0) & (y != 1) | (t < MIN_TIME_US) | (t >= MAX_TIME_US)
+                if (ids.str.len_bytes() == 0).any():
+                    bad |= (ids.str.len_bytes() == 0).to_numpy()
             if bad.any():
-                suspects.update((cols.label_items[bad.arg_true().to_numpy()] + start).tolist())
+                suspects.update((cols.label_items[np.flatnonzero(bad)] + start).tolist())
         return Batch(self.shard, columns=cols, suspects=suspects)
 
 

@@ -71,7 +71,6 @@ class SparseLogisticRegression:
         # Checkpoints and recovery snapshots pickle the model often: the weights go as one
         # string of names and one array of floats (C-speed, ~20x faster than a dict of
         # hundreds of thousands of entries), unless a name is not a string or holds NUL.
-        idx = self.index
         names = self._join_names()
         packed = (names, self.values.tobytes()) if names is not None else self.weights
         return self.lr, self.intercept_lr, self.clip, packed, self.intercept
