@@ -144,7 +144,8 @@ class Layout:
                 for suffix in ("_len", "_tokens"):
                     entries.append((1, len(named), col))
                     named.append(col + suffix)
-            elif (dtype.is_numeric() or dtype == pl.Boolean) and col not in featurizer.categorical:
+            elif (dtype.is_integer() or dtype.is_float() or dtype == pl.Boolean) and col not in featurizer.categorical:
+                # (not Decimal: its values reach the item path as decimal.Decimal, one-hot encoded)
                 entries.append((1, len(named), col))
                 named.append(col)
             else:
@@ -176,7 +177,7 @@ class Layout:
             b = int(hexpart, 16)
         except ValueError:
             return None
-        if b >= self.n_buckets or f"{b:x}" != hexpart:
+        if not 0 <= b < self.n_buckets or f"{b:x}" != hexpart:
             return None
         return self.hash_fields.index(field) * self.n_buckets + b
 

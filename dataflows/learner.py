@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import platform
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -470,6 +471,8 @@ class ShardLearner:
         kinds = cols.kinds.copy()
         start = cols.start
         pending, labelled, expired = self.pending, self.labelled, self.expired
+        if not kinds.size or n_lb > labelled.capacity:
+            return None  # (labels of one batch would push each other out of `labelled`: item by item)
         ev_ids = ev.get_column("event_id").to_list()
         if (len(set(ev_ids)) != n_ev or not pending.keys().isdisjoint(ev_ids)
                 or not labelled.isdisjoint(ev_ids)):
@@ -564,10 +567,13 @@ class ShardLearner:
         dead = [(run_id, shard, *d) for d in batch.dead]
         if dead_j:
             lab, lab_t, lab_k = (lb.get_column(c).to_list() for c in ("label", "label_time", "key"))
+            room = labelled.capacity - len(labelled)  # adds before `labelled` starts forgetting
             for j in dead_j:
                 eid = lb_ids[j]
                 item = (start + int(lb_items[j]), LABEL, eid, lab[j], lab_t[j], lab_k[j])
-                reason = ("label arrived twice" if eid in labelled or eid in done
+                known = eid in done or eid in labelled and (
+                    bisect_left(acc_j, j) <= room or labelled.age(eid) >= bisect_left(acc_j, j) - room)
+                reason = ("label arrived twice" if known
                           else "label arrived after its event expired" if eid in expired
                           else "label for an unknown event")
                 dead.append((run_id, shard, *dead_letter(item, step="learn", reason=reason, source=batch.source)))
@@ -685,7 +691,7 @@ class ShardLearner:
         lb_scores = arena.scores[lb_slot].T if n_acc else np.zeros((len(slots), 0))
         lb_t = arena.a_t[lb_slot]
         ys = lb_y.astype(bool)
-        drifts: list[tuple] = []
+        alarms: list[tuple] = []  # (label, model, detector, row): sorted, the rows come in the item path's order
         threshold = cfg.threshold
         if n_acc:
             self.last_labelled = acc_ids[-1]
@@ -693,11 +699,12 @@ class ShardLearner:
                 if not slot.detectors:
                     continue
                 errors = ((lb_scores[i] >= threshold) != ys).astype(np.float64).tolist()
-                for det in slot.detectors:
+                for d, det in enumerate(slot.detectors):
                     for L in _alarms(det._detector, errors):
                         j = acc_j[L]
-                        drifts.append((run_id, shard, start + int(lb_items[j]), det.name, "error", slot.name,
-                                       first_order[i] + L, lb_ids[j], int(lb_t[L])))
+                        alarms.append((L, i, d, (run_id, shard, start + int(lb_items[j]), det.name, "error",
+                                                 slot.name, first_order[i] + L, lb_ids[j], int(lb_t[L]))))
+        drifts = [a[3] for a in sorted(alarms, key=lambda a: a[:3])]
         last_seq = start + n_items - 1
         expired_rows = self._expire(last_seq)
         self.n_events += n_ev

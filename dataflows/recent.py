@@ -55,6 +55,10 @@ class RecentIds:
         while len(order) > self.capacity:
             members.discard(order.popleft())
 
+    def age(self, item: str) -> int:
+        """How many ids were added before ``item`` among those remembered (0: the next to go); O(n)."""
+        return self._order.index(item)
+
     def isdisjoint(self, items: list[str]) -> bool:
         """Whether none of ``items`` is remembered (one C-level pass)."""
         return self._members.isdisjoint(items)
