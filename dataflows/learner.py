@@ -430,12 +430,13 @@ class ShardLearner:
         if layout is None:
             return None
         current = self._col_layout
-        if current is None or current.__dict__ != layout.__dict__:
-            if current is not None and any(type(v) is int for v in self.pending.values()):
-                return None  # pending rows of another layout: keep to the item-by-item path
-            self._col_layout = current = layout
-            self._names = None
-            self._tr = [None] * len(self.slots)
+        if current is not layout:
+            if current is None or current.__dict__ != layout.__dict__:
+                if current is not None and any(type(v) is int for v in self.pending.values()):
+                    return None  # pending rows of another layout: keep to the item-by-item path
+                self._names = None
+                self._tr = [None] * len(self.slots)
+            self._col_layout = current = layout  # (the same layout, unpickled: from now on one object)
         if self._names is None:
             self._names = current.names()
         return current
