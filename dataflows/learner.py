@@ -550,12 +550,7 @@ class ShardLearner:
                 done.add(eid)
                 acc_j.append(j)
                 acc_ref.append(ref)
-        # Key history for the batch's keys, gathered into arrays.
         keys_state = featurizer._keys
-        if layout.key_features:
-            new_keys = set(ev_keys).difference(keys_state)
-            if len(keys_state) + len(new_keys) + n_lb > featurizer.max_keys:
-                return None  # the featurizer would forget keys mid-batch: item by item
         # -- from here on, state changes --------------------------------------------------------
         self.columnar_batches += 1
         run_id, shard = cfg.run_id, self.shard
@@ -605,15 +600,6 @@ class ShardLearner:
         uniq = list(dict.fromkeys(chain(ev_keys, lb_keys)))
         kid = {k: i for i, k in enumerate(uniq)}
         nk = len(uniq)
-        states = list(map(keys_state.get, uniq))
-        k_present = np.fromiter(map(_is_not_none, states), np.bool_, nk)
-        cols_k = list(zip(*[_NO_KEY if st is None else st for st in states], strict=True)) if nk else [()] * 5
-        k_n, k_last, k_nlab, k_npos = (np.array(c, np.int64) for c in cols_k[:4])
-        k_rec = np.array(cols_k[4], np.float64)  # None -> NaN
-        k_hasrec = ~np.isnan(k_rec)
-        k_rec[~k_hasrec] = 0.0
-        k_first = np.full(nk, -1, np.int64)
-        was_present = k_present.copy()
         ev_kid = np.fromiter(map(kid.__getitem__, ev_keys), np.int64, n_ev)
         lb_kid = np.fromiter(map(kid.__getitem__, lb_keys), np.int64, n_acc)
         glob = np.array([featurizer._n_labels, featurizer._n_positive], np.int64)
@@ -632,29 +618,55 @@ class ShardLearner:
         per_event = layout.n_dense + (4 if layout.time_features else 0) + (4 if layout.key_features else 0)
         arena.reserve(n_ev, int(tok_f_all.size) + n_ev * per_event)
         b0 = arena.top
+        # Items in order, with their key ids: where a new key would make the featurizer forget keys.
+        lb_item_acc = lb_items[acc_idx]
+        at = np.concatenate([ev_items, lb_item_acc])
+        order = np.argsort(at, kind="stable")
+        at, key_at, by_event = at[order], np.concatenate([ev_kid, lb_kid])[order], order < n_ev
         from dataflows import _kernels
 
-        arena.top = _kernels._featurize(
-            kinds, 0, n_items, ev_pos, lb_pos, tok_off, tok_f_all, dense, dense_f, layout_kind, layout_j,
-            ev_t, ev_kid, ev_slot, lb_kid, lb_y,
-            k_n, k_last, k_nlab, k_npos, k_rec, k_hasrec, k_present, k_first, glob,
-            layout.time_features, layout.time_at, layout.key_features, layout.key_at,
-            featurizer.smoothing, featurizer.recent_alpha, featurizer.shared_prior,
-            arena.a_off, arena.a_len, arena.p_f, arena.p_v, arena.top)
+        seg_a = 0
+        while True:
+            # Key history of the batch's keys, gathered into arrays ...
+            states = list(map(keys_state.get, uniq))
+            k_present = np.fromiter(map(_is_not_none, states), np.bool_, nk)
+            cols_k = list(zip(*[_NO_KEY if st is None else st for st in states], strict=True)) if nk else [()] * 5
+            k_n, k_last, k_nlab, k_npos = (np.array(c, np.int64) for c in cols_k[:4])
+            k_rec = np.array(cols_k[4], np.float64)  # None -> NaN
+            k_hasrec = ~np.isnan(k_rec)
+            k_rec[~k_hasrec] = 0.0
+            k_first = np.full(nk, -1, np.int64)
+            was_present = k_present.copy()
+            prune_at = (_prune_point(at, key_at, by_event, k_present, seg_a, len(keys_state), featurizer.max_keys)
+                        if layout.key_features else None)
+            seg_b = n_items if prune_at is None else prune_at + 1
+            # ... the segment up to the event after which the item path would forget keys ...
+            arena.top = _kernels._featurize(
+                kinds, seg_a, seg_b, ev_pos, lb_pos, tok_off, tok_f_all, dense, dense_f, layout_kind, layout_j,
+                ev_t, ev_kid, ev_slot, lb_kid, lb_y,
+                k_n, k_last, k_nlab, k_npos, k_rec, k_hasrec, k_present, k_first, glob,
+                layout.time_features, layout.time_at, layout.key_features, layout.key_at,
+                featurizer.smoothing, featurizer.recent_alpha, featurizer.shared_prior,
+                arena.a_off, arena.a_len, arena.p_f, arena.p_v, arena.top)
+            # ... and the history back into the featurizer (new keys in the order they appeared).
+            featurizer._n_labels, featurizer._n_positive = int(glob[0]), int(glob[1])
+            if layout.key_features:
+                recs = [r if h else None for r, h in zip(k_rec.tolist(), k_hasrec.tolist(), strict=True)]
+                rows_k = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), recs,
+                                  strict=True))
+                for st, row in zip(states, rows_k, strict=True):
+                    if st is not None:
+                        st[:] = row
+                fresh_mask = k_present & ~was_present
+                for i in np.flatnonzero(fresh_mask)[np.argsort(k_first[fresh_mask], kind="stable")].tolist():
+                    keys_state[uniq[i]] = list(rows_k[i])
+            if prune_at is None:
+                break
+            featurizer._prune()  # what the item path's learn_one does at that event
+            seg_a = seg_b
         b1 = arena.top
         arena.a_t[base_slot: base_slot + n_ev] = ev_t
         arena.n += n_ev
-        # Key history back into the featurizer (new keys in the order they appeared).
-        featurizer._n_labels, featurizer._n_positive = int(glob[0]), int(glob[1])
-        if layout.key_features:
-            recs = [r if h else None for r, h in zip(k_rec.tolist(), k_hasrec.tolist(), strict=True)]
-            rows_k = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), recs, strict=True))
-            for st, row in zip(states, rows_k, strict=True):
-                if st is not None:
-                    st[:] = row
-            fresh_mask = k_present & ~was_present
-            for i in np.flatnonzero(fresh_mask)[np.argsort(k_first[fresh_mask], kind="stable")].tolist():
-                keys_state[uniq[i]] = list(rows_k[i])
         # Every model: predict and learn in item order, checkpointing where the item path would.
         every = cfg.checkpoint_every
         first_order = [s.n_learned + 1 for s in slots]
@@ -664,7 +676,6 @@ class ShardLearner:
         ev_runs = [[(0, s.version)] for s in slots]
         lb_runs = [[(0, s.version)] for s in slots]
         seg_start = 0
-        lb_item_acc = lb_items[acc_idx]
         for cut in [*cuts, None]:
             seg_stop = n_items if cut is None else int(lb_item_acc[cut]) + 1
             for i, slot in enumerate(slots):
@@ -912,6 +923,26 @@ class ShardLearner:
                   for name, rows in (("metrics", metrics), ("checkpoints", checkpoints)) if rows}
         tables.update(self.monitor.finish(seq))
         return Output(self.shard, tables)
+
+
+def _prune_point(at: np.ndarray, key_at: np.ndarray, by_event: np.ndarray, present: np.ndarray, start: int,
+                 n_keys: int, max_keys: int) -> int | None:
+    """The position of the first item from ``start`` on after which the featurizer forgets keys: an
+    event whose key is new when the featurizer already holds ``max_keys`` keys (labels add keys
+    without forgetting). ``at``: item positions in order; ``key_at``: their key ids; ``present``:
+    which key ids the featurizer holds now."""
+    room = max_keys - n_keys
+    sel = at >= start
+    keys = key_at[sel]
+    new = ~present[keys]
+    if int(new.sum()) <= room:  # (an upper bound of the keys the segment adds)
+        return None
+    positions, events = at[sel][new], by_event[sel][new]
+    _, first = np.unique(keys[new], return_index=True)
+    first.sort()  # each new key's first item, in order
+    count = np.arange(1, first.size + 1)
+    over = np.flatnonzero((count > room) & events[first])
+    return int(positions[first[over[0]]]) if over.size else None
 
 
 def _alarms(det: Any, errors: list[float]) -> list[int]:

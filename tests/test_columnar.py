@@ -554,14 +554,17 @@ def test_a_label_ahead_of_its_event_in_the_batch_goes_item_by_item():
     assert rows["dead_letters"] == 3 and rows["learn_log"] == 4
 
 
-def test_key_state_about_to_be_pruned_goes_item_by_item():
-    # six keys at first, then a new key for every event: past 40 keys the featurizer forgets some
+@pytest.mark.parametrize(("max_keys", "cut"), [(40, 20), (10, 200), (3, 7)])
+def test_key_state_pruned_mid_batch_gives_the_item_paths_rows(max_keys, cut):
+    # six keys at first, then a new key for every event: past max_keys the featurizer forgets some,
+    # several times within one batch when batches are long
     items = [it[:4] + (f"new-{it[2]}",) + it[5:] if it[1] == EVENT and int(it[2][1:]) >= 150 else it
              for it in _stream(300, seed=4)]
-    batches = _cut(items, 20)
-    learner, reference, _ = _replay_both(_config(featurizer={"max_keys": 40}), batches)
-    assert reference.featurizer.keys_forgotten > 0
-    assert 0 < learner.columnar_batches < len(batches)
+    batches = _cut(items, cut)
+    learner, reference, _ = _replay_both(_config(featurizer={"max_keys": max_keys}), batches)
+    assert reference.featurizer.keys_forgotten > 2 * max_keys
+    assert learner.featurizer.keys_forgotten == reference.featurizer.keys_forgotten
+    assert learner.columnar_batches == len(batches)
 
 
 _urls = st.text(st.sampled_from(list("ab09AZ./-?= é日İK")), max_size=12).map(lambda s: "http://" + s)
