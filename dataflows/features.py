@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from typing import Any
 from zlib import crc32
 
+import numpy as np
+
 # Token characters are a-z and 0-9 (after lowercasing); every other byte separates tokens.
 # bytes.translate + split is ~5x faster than re.findall and gives the same tokens.
 _SEPARATE = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else 32 for c in range(256))
@@ -255,8 +257,13 @@ class KeyedFeaturizer:
     def _prune(self) -> None:
         """Forget the keys idle longest, down to 80% of ``max_keys`` (amortised O(log n) per key)."""
         keep = int(self.max_keys * 0.8)
-        by_idle = sorted(self._keys.items(), key=lambda kv: kv[1][1])
-        self.keys_forgotten += self.forget_keys(k for k, _ in by_idle[: len(by_idle) - keep])
+        keys = self._keys
+        # The keys idle longest (ties: the oldest first, as a stable sort of the items by time would):
+        # numpy's stable argsort of the last-event times, ~5x faster than sorting the items.
+        last = np.fromiter((st[1] for st in keys.values()), np.int64, len(keys))
+        drop = np.argsort(last, kind="stable")[: len(keys) - keep]
+        names = list(keys)
+        self.keys_forgotten += self.forget_keys([names[i] for i in drop.tolist()])
 
     def forget_keys(self, keys: Iterable[str]) -> int:
         """Drop the state of ``keys`` (bounded memory on unbounded key spaces); returns how many."""

@@ -771,7 +771,7 @@ class ShardLearner:
         if monitored_drifts is not None:
             tables["drift_events"] = (pa.concat_tables([tables["drift_events"], monitored_drifts])
                                       if "drift_events" in tables else monitored_drifts)
-        if arena.n > 2 * len(pending) + 16_384:
+        if arena.n > 3 * len(pending) + 32_768:
             arena.compact(pending)
         return Output(shard, tables)
 
