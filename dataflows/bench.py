@@ -1,8 +1,9 @@
 """End-to-end throughput against the bare River loop, measured in one run.
 
     python -m dataflows.bench [--events 100000] [--model linear] [--repeat 3]
+    python -m dataflows.bench --scenario urls --events 300000      # model linear-hash, hashed URL tokens
 
-1. Fills a lake with the first ``--events`` flights (not timed).
+1. Fills a lake with the first ``--events`` flights, or ``--events`` generated URL visits (not timed).
 2. Bare loop: the same featurizer and model, predict then learn in the same
    replay order, items already in memory; no Bytewax, no Delta.
 3. End to end: the dataflow (``build_flow``, one worker) reading the Delta tables
@@ -43,9 +44,19 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bare_loop(items: list[tuple], *, model: str, seed: int, exclude: tuple[str, ...] = ()) -> tuple[float, int]:
+# Featurizer settings per scenario, the same in both phases (urls: the soak's hash space, no anomaly
+# scorer: z-scores of hashed indicators describe buckets, not URLs).
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "flights": {"featurizer": {}, "flow": {}},
+    "urls": {"featurizer": {"hash_fields": ("url",), "n_buckets": 2**18},
+             "flow": {"hash_fields": "url", "n_buckets": 2**18, "anomaly": None}},
+}
+
+
+def bare_loop(items: list[tuple], *, model: str, seed: int, exclude: tuple[str, ...] = (),
+              featurizer_settings: dict[str, Any] | None = None) -> tuple[float, int]:
     """Predict then learn with plain River; returns (seconds, events predicted)."""
-    featurizer = KeyedFeaturizer(exclude=exclude)
+    featurizer = KeyedFeaturizer(exclude=exclude, **(featurizer_settings or {}))
     estimator = get_spec(model).build(seed=seed)
     pending: dict[str, tuple] = {}
     n = 0
@@ -70,18 +81,20 @@ def bare_loop(items: list[tuple], *, model: str, seed: int, exclude: tuple[str, 
     return time.perf_counter() - started, n
 
 
-def _phase_bare(lake: str, model: str, seed: int) -> dict[str, Any]:
+def _phase_bare(lake: str, model: str, seed: int, scenario: str = "flights") -> dict[str, Any]:
+    from dataflows.gc_tuning import tune_gc
     from dataflows.replay import ReplayPlan, pin_versions
 
+    tune_gc()  # as the dataflow does
     plan = ReplayPlan(lake, pin=pin_versions(lake))
     items = plan.batch(0, len(plan)).items
     cpu = time.process_time()
-    seconds, n = bare_loop(items, model=model, seed=seed)
+    seconds, n = bare_loop(items, model=model, seed=seed, featurizer_settings=SCENARIOS[scenario]["featurizer"])
     return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "events": n,
             "peak_rss_mb": _peak_rss_mb()}
 
 
-def _phase_end_to_end(lake: str, model: str, seed: int) -> dict[str, Any]:
+def _phase_end_to_end(lake: str, model: str, seed: int, scenario: str = "flights") -> dict[str, Any]:
     import polars as pl
     import pyarrow as pa
     from bytewax.testing import run_main
@@ -92,15 +105,15 @@ def _phase_end_to_end(lake: str, model: str, seed: int) -> dict[str, Any]:
     pa.array([0])  # pyarrow's first conversion imports pandas (~1 s): an import, not work
     started, cpu = time.perf_counter(), time.process_time()
     run_id = "bench"
-    run_main(build_flow(lake=lake, model=model, seed=seed, run_id=run_id))
+    run_main(build_flow(lake=lake, model=model, seed=seed, run_id=run_id, **SCENARIOS[scenario]["flow"]))
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     n = read_table(lake, "predictions", columns=["run_id"]).filter(pl.col("run_id") == run_id).height
     return {"seconds": seconds, "cpu_seconds": cpu, "events": n, "peak_rss_mb": _peak_rss_mb()}
 
 
-def _run_phase(phase: str, lake: str, model: str, seed: int) -> dict[str, Any]:
+def _run_phase(phase: str, lake: str, model: str, seed: int, scenario: str = "flights") -> dict[str, Any]:
     cmd = [sys.executable, "-m", "dataflows.bench", "--phase", phase, "--lake", lake, "--model", model,
-           "--seed", str(seed)]
+           "--seed", str(seed), "--scenario", scenario]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{phase} phase failed:\n{proc.stderr[-4000:]}")
@@ -109,8 +122,9 @@ def _run_phase(phase: str, lake: str, model: str, seed: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataflows.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=100_000, help="flights to replay (default 100000)")
-    parser.add_argument("--model", default="linear", help="model spec (default linear)")
+    parser.add_argument("--events", type=int, default=100_000, help="events to replay (default 100000)")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="flights")
+    parser.add_argument("--model", default=None, help="model spec (default linear; linear-hash for urls)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each phase (default 3)")
     parser.add_argument("--lake", default=None, help="lake folder (default: a temporary one, removed)")
@@ -118,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase", choices=["bare", "end-to-end"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    args.model = args.model or ("linear-hash" if args.scenario == "urls" else "linear")
     if args.phase:  # child process: one measurement, JSON on the last line
         fn = _phase_bare if args.phase == "bare" else _phase_end_to_end
-        print(json.dumps(fn(args.lake, args.model, args.seed)))
+        print(json.dumps(fn(args.lake, args.model, args.seed, args.scenario)))
         return 0
 
     from lake.ingest import ingest_scenario
@@ -128,17 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="riverlake-bench-")
     base = args.lake or str(Path(tmp) / "lake")
     try:
-        print(f"filling {base} with {args.events:,} flights ...", file=sys.stderr)
-        ingest_scenario(base, "flights", limit=args.events)
+        print(f"filling {base} with {args.events:,} {args.scenario} events ...", file=sys.stderr)
+        if args.scenario == "flights":
+            ingest_scenario(base, "flights", limit=args.events)
+        else:
+            ingest_scenario(base, args.scenario, n=args.events)
         bare, e2e = [], []
         for i in range(args.repeat):
-            bare.append(_run_phase("bare", base, args.model, args.seed))
+            bare.append(_run_phase("bare", base, args.model, args.seed, args.scenario))
             lake = str(Path(tmp) / f"run-{i}")
             shutil.rmtree(lake, ignore_errors=True)
             os.makedirs(lake)
             for table in ("events", "labels"):
                 shutil.copytree(Path(base) / table, Path(lake) / table)
-            e2e.append(_run_phase("end-to-end", lake, args.model, args.seed))
+            e2e.append(_run_phase("end-to-end", lake, args.model, args.seed, args.scenario))
             print(f"run {i + 1}/{args.repeat}: bare {bare[-1]['seconds']:.2f} s, "
                   f"end to end {e2e[-1]['seconds']:.2f} s", file=sys.stderr)
         n = bare[0]["events"]
@@ -150,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         e2e_cpu = statistics.median(r["cpu_seconds"] for r in e2e)
         result: dict[str, Any] = {
             "events": n,
+            "scenario": args.scenario,
             "model": args.model,
             "repeat": args.repeat,
             "bare_river_events_per_s": round(n / bare_s),
