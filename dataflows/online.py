@@ -167,7 +167,7 @@ def replay_job(
     events_version: int | None = None,
     labels_version: int | None = None,
     shards: int = 1,
-    batch_size: int = 2_000,
+    batch_size: int | None = None,
     seed: int = 42,
     checkpoint_every: int = 10_000,
     window: str = "1d",
@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="linear", help="model specs, champion first (default linear)")
     parser.add_argument("--run-id", default=None)
     parser.add_argument("--shards", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=2_000)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="items per replay batch (default 10,000; 2,000 when paced with --rate)")
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
     parser.add_argument("--window", default="1d")
     parser.add_argument("--exclude", default="")
@@ -462,7 +463,7 @@ ENV = {
     "RIVERLAKE_EVENTS_VERSION": ("events_version", int, None),
     "RIVERLAKE_LABELS_VERSION": ("labels_version", int, None),
     "RIVERLAKE_SHARDS": ("shards", int, 1),
-    "RIVERLAKE_BATCH_SIZE": ("batch_size", int, 2_000),
+    "RIVERLAKE_BATCH_SIZE": ("batch_size", int, None),
     "RIVERLAKE_SEED": ("seed", int, 42),
     "RIVERLAKE_CHECKPOINT_EVERY": ("checkpoint_every", int, 10_000),
     "RIVERLAKE_WINDOW": ("window", str, "1d"),

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anomaly", default=None,
                         help="anomaly scorer spec or 'none' (default: zscore for flights, none for urls: "
                              "z-scores of hashed indicators say nothing)")
+    parser.add_argument("--batch-size", type=int, default=None, help="items per replay batch (default: the replay's)")
     parser.add_argument("--snapshot-s", type=float, default=10.0, help="seconds between recovery snapshots")
     args = parser.parse_args(argv)
 
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         from bytewax.testing import run_main
 
         every = args.checkpoint_every or (10_000 if args.scenario == "flights" else 100_000)
+        if args.batch_size:
+            settings["batch_size"] = args.batch_size
         job = replay_job(lake, model, run_id="soak", checkpoint_every=every, **settings)
         job.source.progress = progress
         db_dir = Path(lake) / "_recovery" / "soak"
