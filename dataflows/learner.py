@@ -466,7 +466,6 @@ class ShardLearner:
         if layout is None:
             return None
         cfg = self.config
-        featurizer = self.featurizer
         ev, lb = cols.events, cols.labels
         n_ev, n_lb = ev.height, lb.height
         kinds = cols.kinds.copy()
@@ -480,77 +479,18 @@ class ShardLearner:
             return None  # duplicate events: dead letters, item by item
         ev_keys = ev.get_column("key").to_list()
         ev_t = ev.get_column("event_time").to_numpy().astype(np.int64, copy=False)
-        n_hash = len(layout.hash_fields)
-        tok_parts = [tokenize(ev.get_column(f).to_arrow(), layout.n_buckets) for f in layout.hash_fields]
-        if any(part[4].any() for part in tok_parts):
-            return None  # a character whose lowercase is ASCII: Python's str.lower decides
-        dense = np.empty((n_ev, layout.n_dense), np.float64)
-        for kind, j, col in layout.entries:
-            if kind == 0:
-                continue
-            name = layout.named[j]
-            if name == col + "_len" and col in layout.hash_fields:
-                chars = tok_parts[layout.hash_fields.index(col)][2]
-                dense[:, j] = log1p_counts(chars)
-            elif name == col + "_tokens" and col in layout.hash_fields:
-                part = tok_parts[layout.hash_fields.index(col)]
-                dense[:, j] = log1p_counts(np.where(part[2] >= 0, part[3], -1))
-            else:
-                dense[:, j] = ev.get_column(col).cast(pl.Float64).fill_null(np.nan).to_numpy()
-        if self.monitor.windows is not None and layout.n_dense and np.isnan(dense).any():
-            return None  # missing numbers: the window statistics discover names item by item
-        # Labels, in order: which pending event (or event of this batch) each one is for.
+        payload = self._columnar_payload(layout, ev)
+        if payload is None:
+            return None
+        tok_parts, dense = payload
         lb_ids = lb.get_column("event_id").to_list()
         ev_items = cols.event_items
         lb_items = cols.label_items
-        local = dict(zip(ev_ids, range(-1, -n_ev - 1, -1), strict=True))  # event of this batch: -1 - index
-        done: set[str] = set()
+        resolved = self._resolve_labels(layout, ev_ids, lb_ids, ev_items, lb_items)
+        if resolved is None:
+            return None
+        acc_j, acc_ref, dead_j, convert, done = resolved
         arena = self._arena
-        acc_j: list[int] = []  # accepted labels (index in the batch's labels)
-        acc_ref: list[int] = []  # their arena slot, or -1 - index of an event of this batch
-        dead_j: list[int] = []
-        convert: list[tuple[int, list[int], tuple]] = []  # (position in acc, feature ids, item-path entry)
-        pget, lget = pending.get, local.get
-        refs = list(map(pget, lb_ids))
-        if set(map(type, refs)) <= _INT_OR_NONE and len(set(lb_ids)) == n_lb:
-            # The common case: every label once, for an event the columnar path took in.
-            for j in [j for j, r in enumerate(refs) if r is None]:
-                e = lget(lb_ids[j])
-                if e is None:
-                    dead_j.append(j)
-                elif ev_items[-1 - e] > lb_items[j]:
-                    return None  # a label ahead of its own event in the batch
-                else:
-                    refs[j] = e
-            if dead_j:
-                gone = set(dead_j)
-                acc_j = [j for j in range(n_lb) if j not in gone]
-                acc_ref = [refs[j] for j in acc_j]
-            else:
-                acc_j, acc_ref = list(range(n_lb)), refs
-        else:
-            for j, eid in enumerate(lb_ids):
-                ref = pget(eid)
-                if ref is None:
-                    ref = lget(eid)
-                    if ref is None or eid in done:
-                        dead_j.append(j)
-                        continue
-                    if ev_items[-1 - ref] > lb_items[j]:
-                        return None  # a label ahead of its own event in the batch
-                elif eid in done:
-                    dead_j.append(j)
-                    continue
-                elif type(ref) is not int:
-                    fs = [layout.index_of(k) for k in ref[0]]
-                    if None in fs:
-                        return None  # features this layout does not make: item by item
-                    convert.append((len(acc_j), fs, ref))
-                    ref = 0
-                done.add(eid)
-                acc_j.append(j)
-                acc_ref.append(ref)
-        keys_state = featurizer._keys
         # -- from here on, state changes --------------------------------------------------------
         self.columnar_batches += 1
         run_id, shard = cfg.run_id, self.shard
@@ -592,81 +532,9 @@ class ShardLearner:
         lb_pos = np.zeros(n_items, np.int64)
         lb_pos[lb_items[acc_idx]] = np.arange(n_acc)
         ev_slot = np.arange(base_slot, base_slot + n_ev, dtype=np.int64)
-        # Keys: local ids, state gathered from the featurizer.
-        arena.reserve(n_ev, 0)
-        arena.keys.extend(ev_keys)
-        lb_keys = (list(itemgetter(*lb_slot.tolist())(arena.keys)) if n_acc > 1
-                   else [arena.keys[int(lb_slot[0])]] if n_acc else [])
-        uniq = list(dict.fromkeys(chain(ev_keys, lb_keys)))
-        kid = {k: i for i, k in enumerate(uniq)}
-        nk = len(uniq)
-        ev_kid = np.fromiter(map(kid.__getitem__, ev_keys), np.int64, n_ev)
-        lb_kid = np.fromiter(map(kid.__getitem__, lb_keys), np.int64, n_acc)
-        glob = np.array([featurizer._n_labels, featurizer._n_positive], np.int64)
-        # Token CSR of every hashed field, as feature ids.
-        tok_off = np.zeros((max(n_hash, 1), n_ev + 1), np.int64)
-        tok_f = [np.zeros(0, np.int64)]
-        offset = 0
-        for j, part in enumerate(tok_parts):
-            tok_off[j] = part[0] + offset
-            tok_f.append(part[1] + j * layout.n_buckets)
-            offset += part[1].size
-        tok_f_all = np.concatenate(tok_f)
-        layout_kind = np.array([k for k, _, _ in layout.entries], np.int64)
-        layout_j = np.array([j for _, j, _ in layout.entries], np.int64)
-        dense_f = np.arange(layout.base, layout.base + layout.n_dense, dtype=np.int64)
-        per_event = layout.n_dense + (4 if layout.time_features else 0) + (4 if layout.key_features else 0)
-        arena.reserve(n_ev, int(tok_f_all.size) + n_ev * per_event)
-        b0 = arena.top
-        # Items in order, with their key ids: where a new key would make the featurizer forget keys.
         lb_item_acc = lb_items[acc_idx]
-        at = np.concatenate([ev_items, lb_item_acc])
-        order = np.argsort(at, kind="stable")
-        at, key_at, by_event = at[order], np.concatenate([ev_kid, lb_kid])[order], order < n_ev
-        from dataflows import _kernels
-
-        seg_a = 0
-        while True:
-            # Key history of the batch's keys, gathered into arrays ...
-            states = list(map(keys_state.get, uniq))
-            k_present = np.fromiter(map(_is_not_none, states), np.bool_, nk)
-            cols_k = list(zip(*[_NO_KEY if st is None else st for st in states], strict=True)) if nk else [()] * 5
-            k_n, k_last, k_nlab, k_npos = (np.array(c, np.int64) for c in cols_k[:4])
-            k_rec = np.array(cols_k[4], np.float64)  # None -> NaN
-            k_hasrec = ~np.isnan(k_rec)
-            k_rec[~k_hasrec] = 0.0
-            k_first = np.full(nk, -1, np.int64)
-            was_present = k_present.copy()
-            prune_at = (_prune_point(at, key_at, by_event, k_present, seg_a, len(keys_state), featurizer.max_keys)
-                        if layout.key_features else None)
-            seg_b = n_items if prune_at is None else prune_at + 1
-            # ... the segment up to the event after which the item path would forget keys ...
-            arena.top = _kernels._featurize(
-                kinds, seg_a, seg_b, ev_pos, lb_pos, tok_off, tok_f_all, dense, dense_f, layout_kind, layout_j,
-                ev_t, ev_kid, ev_slot, lb_kid, lb_y,
-                k_n, k_last, k_nlab, k_npos, k_rec, k_hasrec, k_present, k_first, glob,
-                layout.time_features, layout.time_at, layout.key_features, layout.key_at,
-                featurizer.smoothing, featurizer.recent_alpha, featurizer.shared_prior,
-                arena.a_off, arena.a_len, arena.p_f, arena.p_v, arena.top)
-            # ... and the history back into the featurizer (new keys in the order they appeared).
-            featurizer._n_labels, featurizer._n_positive = int(glob[0]), int(glob[1])
-            if layout.key_features:
-                recs = [r if h else None for r, h in zip(k_rec.tolist(), k_hasrec.tolist(), strict=True)]
-                rows_k = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), recs,
-                                  strict=True))
-                for st, row in zip(states, rows_k, strict=True):
-                    if st is not None:
-                        st[:] = row
-                fresh_mask = k_present & ~was_present
-                for i in np.flatnonzero(fresh_mask)[np.argsort(k_first[fresh_mask], kind="stable")].tolist():
-                    keys_state[uniq[i]] = list(rows_k[i])
-            if prune_at is None:
-                break
-            featurizer._prune()  # what the item path's learn_one does at that event
-            seg_a = seg_b
-        b1 = arena.top
-        arena.a_t[base_slot: base_slot + n_ev] = ev_t
-        arena.n += n_ev
+        b0, b1 = self._featurize_columnar(layout, kinds, ev_keys, ev_t, tok_parts, dense, ev_items, lb_item_acc,
+                                          lb_slot, lb_y, ev_pos, lb_pos, ev_slot, base_slot)
         # Every model: predict and learn in item order, checkpointing where the item path would.
         every = cfg.checkpoint_every
         first_order = [s.n_learned + 1 for s in slots]
@@ -774,6 +642,174 @@ class ShardLearner:
         if arena.n > 3 * len(pending) + 32_768:
             arena.compact(pending)
         return Output(shard, tables)
+
+    def _columnar_payload(self, layout: Layout, ev: pl.DataFrame) -> tuple[list[tuple], np.ndarray] | None:
+        """The events' hashed tokens (per hashed field) and named payload features (a matrix), or
+        ``None`` when the item path must decide (a character whose lowercase is ASCII; missing
+        numbers while window statistics still discover names)."""
+        n_ev = ev.height
+        tok_parts = [tokenize(ev.get_column(f).to_arrow(), layout.n_buckets) for f in layout.hash_fields]
+        if any(part[4].any() for part in tok_parts):
+            return None  # Python's str.lower decides those
+        dense = np.empty((n_ev, layout.n_dense), np.float64)
+        for kind, j, col in layout.entries:
+            if kind == 0:
+                continue
+            name = layout.named[j]
+            if name == col + "_len" and col in layout.hash_fields:
+                chars = tok_parts[layout.hash_fields.index(col)][2]
+                dense[:, j] = log1p_counts(chars)
+            elif name == col + "_tokens" and col in layout.hash_fields:
+                part = tok_parts[layout.hash_fields.index(col)]
+                dense[:, j] = log1p_counts(np.where(part[2] >= 0, part[3], -1))
+            else:
+                dense[:, j] = ev.get_column(col).cast(pl.Float64).fill_null(np.nan).to_numpy()
+        if self.monitor.windows is not None and layout.n_dense and np.isnan(dense).any():
+            return None  # the window statistics discover names item by item
+        return tok_parts, dense
+
+    def _resolve_labels(self, layout: Layout, ev_ids: list[str], lb_ids: list[str], ev_items: np.ndarray,
+                        lb_items: np.ndarray) -> tuple | None:
+        """Which pending event (or event of this batch) each label is for, in order, changing nothing:
+        ``(accepted label indices, their arena slots or -1 - event index, dead label indices, pending
+        entries of the item path to convert, ids labelled)``; ``None`` when the item path must decide
+        (a label ahead of its own event; a pending entry with features this layout does not make)."""
+        pending = self.pending
+        n_ev, n_lb = len(ev_ids), len(lb_ids)
+        local = dict(zip(ev_ids, range(-1, -n_ev - 1, -1), strict=True))  # event of this batch: -1 - index
+        done: set[str] = set()
+        acc_j: list[int] = []  # accepted labels (index in the batch's labels)
+        acc_ref: list[int] = []  # their arena slot, or -1 - index of an event of this batch
+        dead_j: list[int] = []
+        convert: list[tuple[int, list[int], tuple]] = []  # (position in acc, feature ids, item-path entry)
+        pget, lget = pending.get, local.get
+        refs = list(map(pget, lb_ids))
+        if set(map(type, refs)) <= _INT_OR_NONE and len(set(lb_ids)) == n_lb:
+            # The common case: every label once, for an event the columnar path took in.
+            for j in [j for j, r in enumerate(refs) if r is None]:
+                e = lget(lb_ids[j])
+                if e is None:
+                    dead_j.append(j)
+                elif ev_items[-1 - e] > lb_items[j]:
+                    return None  # a label ahead of its own event in the batch
+                else:
+                    refs[j] = e
+            if dead_j:
+                gone = set(dead_j)
+                acc_j = [j for j in range(n_lb) if j not in gone]
+                acc_ref = [refs[j] for j in acc_j]
+            else:
+                acc_j, acc_ref = list(range(n_lb)), refs
+        else:
+            for j, eid in enumerate(lb_ids):
+                ref = pget(eid)
+                if ref is None:
+                    ref = lget(eid)
+                    if ref is None or eid in done:
+                        dead_j.append(j)
+                        continue
+                    if ev_items[-1 - ref] > lb_items[j]:
+                        return None  # a label ahead of its own event in the batch
+                elif eid in done:
+                    dead_j.append(j)
+                    continue
+                elif type(ref) is not int:
+                    fs = [layout.index_of(k) for k in ref[0]]
+                    if None in fs:
+                        return None  # features this layout does not make: item by item
+                    convert.append((len(acc_j), fs, ref))
+                    ref = 0
+                done.add(eid)
+                acc_j.append(j)
+                acc_ref.append(ref)
+        return acc_j, acc_ref, dead_j, convert, done
+
+    def _featurize_columnar(self, layout: Layout, kinds: np.ndarray, ev_keys: list[str], ev_t: np.ndarray,
+                            tok_parts: list[tuple], dense: np.ndarray, ev_items: np.ndarray, lb_item_acc: np.ndarray,
+                            lb_slot: np.ndarray, lb_y: np.ndarray, ev_pos: np.ndarray, lb_pos: np.ndarray,
+                            ev_slot: np.ndarray, base_slot: int) -> tuple[int, int]:
+        """Every event's feature row into the arena and the featurizer's history updated, in item order,
+        forgetting keys where the item path would; returns the pool range of the batch's rows."""
+        featurizer = self.featurizer
+        keys_state = featurizer._keys
+        arena = self._arena
+        n_ev, n_acc, n_items = len(ev_keys), lb_slot.size, kinds.size
+        n_hash = len(layout.hash_fields)
+        # Keys: local ids, state gathered from the featurizer.
+        arena.reserve(n_ev, 0)
+        arena.keys.extend(ev_keys)
+        lb_keys = (list(itemgetter(*lb_slot.tolist())(arena.keys)) if n_acc > 1
+                   else [arena.keys[int(lb_slot[0])]] if n_acc else [])
+        uniq = list(dict.fromkeys(chain(ev_keys, lb_keys)))
+        kid = {k: i for i, k in enumerate(uniq)}
+        nk = len(uniq)
+        ev_kid = np.fromiter(map(kid.__getitem__, ev_keys), np.int64, n_ev)
+        lb_kid = np.fromiter(map(kid.__getitem__, lb_keys), np.int64, n_acc)
+        glob = np.array([featurizer._n_labels, featurizer._n_positive], np.int64)
+        # Token CSR of every hashed field, as feature ids.
+        tok_off = np.zeros((max(n_hash, 1), n_ev + 1), np.int64)
+        tok_f = [np.zeros(0, np.int64)]
+        offset = 0
+        for j, part in enumerate(tok_parts):
+            tok_off[j] = part[0] + offset
+            tok_f.append(part[1] + j * layout.n_buckets)
+            offset += part[1].size
+        tok_f_all = np.concatenate(tok_f)
+        layout_kind = np.array([k for k, _, _ in layout.entries], np.int64)
+        layout_j = np.array([j for _, j, _ in layout.entries], np.int64)
+        dense_f = np.arange(layout.base, layout.base + layout.n_dense, dtype=np.int64)
+        per_event = layout.n_dense + (4 if layout.time_features else 0) + (4 if layout.key_features else 0)
+        arena.reserve(n_ev, int(tok_f_all.size) + n_ev * per_event)
+        b0 = arena.top
+        # Items in order, with their key ids: where a new key would make the featurizer forget keys.
+        at = np.concatenate([ev_items, lb_item_acc])
+        order = np.argsort(at, kind="stable")
+        at, key_at, by_event = at[order], np.concatenate([ev_kid, lb_kid])[order], order < n_ev
+        from dataflows import _kernels
+
+        seg_a = 0
+        while True:
+            # Key history of the batch's keys, gathered into arrays ...
+            states = list(map(keys_state.get, uniq))
+            k_present = np.fromiter(map(_is_not_none, states), np.bool_, nk)
+            cols_k = list(zip(*[_NO_KEY if st is None else st for st in states], strict=True)) if nk else [()] * 5
+            k_n, k_last, k_nlab, k_npos = (np.array(c, np.int64) for c in cols_k[:4])
+            k_rec = np.array(cols_k[4], np.float64)  # None -> NaN
+            k_hasrec = ~np.isnan(k_rec)
+            k_rec[~k_hasrec] = 0.0
+            k_first = np.full(nk, -1, np.int64)
+            was_present = k_present.copy()
+            prune_at = (_prune_point(at, key_at, by_event, k_present, seg_a, len(keys_state), featurizer.max_keys)
+                        if layout.key_features else None)
+            seg_b = n_items if prune_at is None else prune_at + 1
+            # ... the segment up to the event after which the item path would forget keys ...
+            arena.top = _kernels._featurize(
+                kinds, seg_a, seg_b, ev_pos, lb_pos, tok_off, tok_f_all, dense, dense_f, layout_kind, layout_j,
+                ev_t, ev_kid, ev_slot, lb_kid, lb_y,
+                k_n, k_last, k_nlab, k_npos, k_rec, k_hasrec, k_present, k_first, glob,
+                layout.time_features, layout.time_at, layout.key_features, layout.key_at,
+                featurizer.smoothing, featurizer.recent_alpha, featurizer.shared_prior,
+                arena.a_off, arena.a_len, arena.p_f, arena.p_v, arena.top)
+            # ... and the history back into the featurizer (new keys in the order they appeared).
+            featurizer._n_labels, featurizer._n_positive = int(glob[0]), int(glob[1])
+            if layout.key_features:
+                recs = [r if h else None for r, h in zip(k_rec.tolist(), k_hasrec.tolist(), strict=True)]
+                rows_k = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), recs,
+                                  strict=True))
+                for st, row in zip(states, rows_k, strict=True):
+                    if st is not None:
+                        st[:] = row
+                fresh_mask = k_present & ~was_present
+                for i in np.flatnonzero(fresh_mask)[np.argsort(k_first[fresh_mask], kind="stable")].tolist():
+                    keys_state[uniq[i]] = list(rows_k[i])
+            if prune_at is None:
+                break
+            featurizer._prune()  # what the item path's learn_one does at that event
+            seg_a = seg_b
+        b1 = arena.top
+        arena.a_t[base_slot: base_slot + n_ev] = ev_t
+        arena.n += n_ev
+        return b0, b1
 
     def _run_linear(self, i: int, layout: Layout, kinds, start: int, stop: int, ev_pos, lb_pos, ev_slot, lb_slot,
                     lb_y, scores: np.ndarray) -> None:
