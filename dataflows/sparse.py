@@ -4,9 +4,10 @@ River's :class:`~river.linear_model.LogisticRegression` is general (any loss,
 optimizer, scheduler, regularisation, gradient clipping) and pays for it on
 every call: ~19 µs to learn and ~6 µs to predict on a 20-feature URL event,
 measured here. For hashed indicators a plain SGD step on the log loss is all
-we need; done in one tight loop it costs a few µs. Weights live in a dict,
-so memory is bounded by the featurizer's hash space (``n_buckets``) plus the
-few numeric features.
+we need; done in one tight loop it costs a few µs. Weights live in an array of
+doubles indexed by a dict of feature names (the columnar path, :mod:`dataflows.columnar`,
+runs the same arithmetic on the array in compiled code), so memory is bounded by the
+featurizer's hash space (``n_buckets``) plus the few numeric features.
 
 >>> m = SparseLogisticRegression(lr=0.5)
 >>> for _ in range(20):
