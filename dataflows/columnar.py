@@ -29,6 +29,7 @@ named features (``url_len``, ``hour_sin``, ``key_n``, numbers) follow.
 
 from __future__ import annotations
 
+import logging
 import math
 from functools import lru_cache
 from operator import itemgetter
@@ -41,6 +42,19 @@ _US_PER_HOUR = 3_600_000_000
 _US_PER_DAY = 24 * _US_PER_HOUR
 _TWO_PI = 2.0 * math.pi
 _MAX_Z = 35.0
+
+
+@lru_cache(maxsize=1)
+def available() -> bool:
+    """Whether the compiled loops load here (numba imports and compiles); if not, every batch takes
+    the item path, which writes the same rows, and the reason is logged once."""
+    try:
+        from dataflows import _kernels  # noqa: F401
+    except Exception as ex:  # noqa: BLE001 - any failure to load means: no columnar path
+        logging.getLogger(__name__).warning("columnar path off, batches go item by item: %s: %s",
+                                            type(ex).__name__, ex)
+        return False
+    return True
 
 
 def _crc_table() -> np.ndarray:

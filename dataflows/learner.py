@@ -30,6 +30,7 @@ import river
 from river.drift import ADWIN
 
 from dataflows.columnar import Arena, Layout, log1p_counts, tokenize
+from dataflows.columnar import available as columnar_available
 from dataflows.features import KeyedFeaturizer
 from dataflows.items import EVENT, LABEL, Batch, Output
 from dataflows.models import get_spec
@@ -410,7 +411,7 @@ class ShardLearner:
         cfg = self.config
         mon = cfg.monitor
         return (not cfg.per_key and mon.drift_action == "none" and mon.anomaly is None and not mon.watch
-                and all(type(s.estimator) is SparseLogisticRegression for s in self.slots))
+                and all(type(s.estimator) is SparseLogisticRegression for s in self.slots) and columnar_available())
 
     def _arena_entry(self, slot: int) -> tuple:
         """A pending entry ``(x, t, key, scores)`` from the arena (for the item-by-item path)."""

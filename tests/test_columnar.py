@@ -663,3 +663,21 @@ def test_ids_forgotten_by_remember_labelled_mid_batch_dead_letter_as_the_item_pa
     learner, _, rows = _replay_both(_config(remember_labelled=8), [first, second])
     assert learner.columnar_batches == 2
     assert rows["dead_letters"] == 3
+
+
+def test_without_the_compiled_loops_every_batch_goes_item_by_item_and_says_why(monkeypatch, caplog):
+    import sys
+
+    import dataflows
+    from dataflows import columnar
+
+    monkeypatch.delattr(dataflows, "_kernels", raising=False)
+    monkeypatch.setitem(sys.modules, "dataflows._kernels", None)  # numba cannot load: the import fails
+    columnar.available.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="dataflows.columnar"):
+            learner, _, rows = _replay_both(_config(), _cut(_stream(200, seed=9), 60))
+        assert learner.columnar_batches == 0 and rows["predictions"] == 200
+        assert "columnar path off, batches go item by item: ModuleNotFoundError" in caplog.text
+    finally:
+        columnar.available.cache_clear()
