@@ -530,10 +530,10 @@ class ShardLearner:
         n_items = kinds.size
         ev_pos = np.zeros(n_items, np.int64)
         ev_pos[ev_items] = np.arange(n_ev)
+        lb_item_acc = lb_items[acc_idx]  # positions of the accepted labels
         lb_pos = np.zeros(n_items, np.int64)
-        lb_pos[lb_items[acc_idx]] = np.arange(n_acc)
+        lb_pos[lb_item_acc] = np.arange(n_acc)
         ev_slot = np.arange(base_slot, base_slot + n_ev, dtype=np.int64)
-        lb_item_acc = lb_items[acc_idx]
         b0, b1 = self._featurize_columnar(layout, kinds, ev_keys, ev_t, tok_parts, dense, ev_items, lb_item_acc,
                                           lb_slot, lb_y, ev_pos, lb_pos, ev_slot, base_slot)
         # Every model: predict and learn in item order, checkpointing where the item path would.
