@@ -128,11 +128,16 @@ def window_features(lake: str | os.PathLike[str], *, run_id: str, features: list
     if stats.height == 0:
         return pl.DataFrame(schema=schema)
     # several shards: weight each shard's window by its count
-    long = (stats.with_columns(pl.col("mean").map.entries().alias("m"), pl.col("std").map.entries().alias("s"))
-            .select("window_start", "n", "m", "s").explode("m", "s")
-            .select("window_start", "n", pl.col("m").struct.field("key").alias("feature"),
-                    pl.col("m").struct.field("value").alias("mean"), pl.col("s").struct.field("value").alias("std"))
-            .drop_nulls("feature")
+    # the maps differ in their keys: a window with one value of a feature has its mean but no std
+    rows = stats.with_row_index("row")
+
+    def entries(col: str) -> pl.DataFrame:
+        return (rows.select("row", "window_start", "n", pl.col(col).map.entries().alias("e")).explode("e")
+                .select("row", "window_start", "n", pl.col("e").struct.field("key").alias("feature"),
+                        pl.col("e").struct.field("value").alias(col))
+                .drop_nulls("feature"))
+
+    long = (entries("mean").join(entries("std").select("row", "feature", "std"), on=["row", "feature"], how="left")
             .group_by("window_start", "feature")
             .agg(pl.col("n").sum(), ((pl.col("mean") * pl.col("n")).sum() / pl.col("n").sum()).alias("mean"),
                  pl.col("std").mean().alias("std")))
