@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LAKE ?= lakehouse
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench lint clean notebooks jupyter
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -30,6 +30,17 @@ test-fast: install
 
 bench: install
 	$(PY) -m dataflows.bench --events 100000
+
+# The notebooks read the lake (any URI polars reads: a folder or s3://...) and write nothing into it;
+# executed copies, figures inline, go to $(NB_OUT). Set RIVERLAKE_FIGURES=DIR to also save the PNGs.
+NB_OUT ?= notebooks-out
+LAKE_URI = $(if $(findstring ://,$(LAKE)),$(LAKE),$(abspath $(LAKE)))
+notebooks: install
+	RIVERLAKE_LAKE=$(LAKE_URI) $(VENV)/bin/jupyter nbconvert --to notebook --execute notebooks/*.ipynb --output-dir $(NB_OUT)
+	@echo "executed notebooks (figures inline): $(NB_OUT)/"
+
+jupyter: install
+	RIVERLAKE_LAKE=$(LAKE_URI) $(VENV)/bin/jupyter lab --ip 127.0.0.1 notebooks/
 
 lint: install
 	$(VENV)/bin/ruff check lake dataflows flows monitoring tests

@@ -66,8 +66,9 @@ def top_drifted_columns(reports: pl.DataFrame, k: int = 10) -> pl.DataFrame:
 
 def rolling_quality(lake: str | os.PathLike[str], *, run_id: str, model: str | None = None,
                     bins: int = 200) -> pl.DataFrame:
-    """Prequential accuracy and log loss in ``bins`` consecutive slices of the learn log (label-arrival
-    order), per model: finer than the metric windows, for plotting against alarms.
+    """Prequential accuracy and log loss in ``bins`` consecutive slices of event time (each learned event
+    scored as it was predicted), per model: finer than the metric windows, for plotting against alarms.
+    Slices follow event time, not label arrival, so they plot monotonically on a time axis.
 
     Columns: model, bin, event_time (the slice's first event time), n, accuracy, log_loss.
     """
@@ -82,7 +83,7 @@ def rolling_quality(lake: str | os.PathLike[str], *, run_id: str, model: str | N
                                     "n": pl.UInt32, "accuracy": pl.Float64, "log_loss": pl.Float64})
     p = pl.col("score").clip(1e-15, 1 - 1e-15)
     size = max(1, -(-log.group_by("model").len()["len"].max() // bins))
-    return (log.sort("model", "shard", "learn_order")
+    return (log.sort("model", "event_time", "shard", "learn_order")
             .with_columns(bin=(pl.int_range(pl.len()).over("model") // size).cast(pl.Int64),
                           correct=((pl.col("score") >= 0.5).cast(pl.Int64) == pl.col("label")),
                           ll=-pl.when(pl.col("label") == 1).then(p.log()).otherwise((1 - p).log()))

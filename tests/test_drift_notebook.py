@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
-import nbformat
 import polars as pl
-from nbclient import NotebookClient
 
 from dataflows.online import run_replay
 from lake.ingest import ingest_scenario
 from lake.scenarios.agrawal import START
 from lake.table import append, read_table
-from monitoring.analysis import drift_overview
+from monitoring.analysis import drift_overview, rolling_quality
 from monitoring.evidently_report import append_report_row, make_report
 from monitoring.monitor import DriftMonitor, drift_events_table
-
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK = ROOT / "notebooks" / "drift_analysis.ipynb"
+from tests.notebooks import execute, lake_files
 
 
 def test_drift_notebook_executes_and_draws_its_figures(tmp_path, monkeypatch):
@@ -39,13 +34,24 @@ def test_drift_notebook_executes_and_draws_its_figures(tmp_path, monkeypatch):
     assert overview.reports.height == 3 and overview.truth.height == 3 and overview.top_columns.height > 0
 
     monkeypatch.setenv("RIVERLAKE_LAKE", lake)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    monkeypatch.delenv("RIVERLAKE_FIGURES", raising=False)
+    before = lake_files(lake)
+    run = execute("drift_analysis.ipynb")
+    outputs = run.text
     assert f"run {run_id}" in outputs and "page-hinkley(threshold=25.0)" in outputs
     assert f"{overview.alarms.height} alarms, 3 true drifts" in outputs
     assert "3 drift reports" in outputs
     assert "windows, features [" in outputs and "0 windows" not in outputs
-    for name in ("quality", "reports", "windows", "columns"):
-        assert (Path(lake) / f"drift_analysis_{name}.png").stat().st_size > 5_000
+    # four figures, each an inline image a person sees in Jupyter; nothing written into the lake
+    assert run.figure_cells == 4 and len(run.figures) == 4 and min(run.figures) > 5_000
+    assert lake_files(lake) == before
+
+
+def test_quality_slices_follow_event_time(tmp_path):
+    """The quality chart's x axis is event time: slices must not go backwards when labels arrive out of order."""
+    lake = str(tmp_path / "lake")
+    ingest_scenario(lake, "flights", limit=6_000)
+    run_id = run_replay(lake, "linear", recovery=False)
+    q = rolling_quality(lake, run_id=run_id, bins=50)
+    assert q.height >= 40
+    assert q["event_time"].is_sorted()
