@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LAKE ?= lakehouse
 
-.PHONY: install demo test test-fast bench lint clean notebooks jupyter
+.PHONY: install demo test test-fast bench lint clean notebooks jupyter ui
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -30,6 +30,11 @@ test-fast: install
 
 bench: install
 	$(PY) -m dataflows.bench --events 100000
+
+# The Prefect UI (deployments served), the MLflow UI (champion alias set) and the newest reports of $(LAKE);
+# Ctrl-C stops them all.
+ui: install
+	$(PY) -m flows.ui --lake $(LAKE)
 
 # The notebooks read the lake (any URI polars reads: a folder or s3://...) and write nothing into it;
 # executed copies, figures inline, go to $(NB_OUT). Set RIVERLAKE_FIGURES=DIR to also save the PNGs.
