@@ -16,6 +16,7 @@ import polars as pl
 
 from dataflows.items import EVENT, LABEL, Batch
 from dataflows.validate import MAX_TIME_US, MIN_TIME_US
+from lake import names as lake_names
 from lake.schemas import EVENTS
 from lake.table import open_table
 
@@ -173,7 +174,7 @@ class ReplayPlan:
         # checked here as columns): only the items failing a check are checked one by one.
         suspects: set[int] = set()
         if self._float_columns and n_ev:
-            mask = ev.select(pl.any_horizontal(pl.col(self._float_columns).is_infinite())).to_series()
+            mask = ev.select(pl.any_horizontal(lake_names.cols(self._float_columns).is_infinite())).to_series()
             if mask.any():
                 suspects.update((cols.event_items[mask.arg_true().to_numpy()] + start).tolist())
         if n_lab:
@@ -240,7 +241,7 @@ class ReplayColumns:
         ev_keys = ev.get_column("key").to_list()
         cols = self.payload_columns
         if cols:
-            values = [c.to_list() for c in ev.select(cols).iter_columns()]
+            values = [c.to_list() for c in lake_names.select(ev, cols).iter_columns()]
             payloads = [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
         else:
             payloads = [{} for _ in range(ev.height)]
