@@ -452,7 +452,10 @@ class _Checks:
             return errors[0][1]
         n_bad = int(self.bad_mask().sum())
         lines = [f"{n_bad:,} of {self.n_rows:,} rows cannot be ingested; {header}:"]
-        lines += [f"  {kind} ({err.n_rows:,}): {err}" for kind, err in errors]
+        counts = self.kinds()
+        for kind in counts:  # one line per kind
+            same = "; ".join(str(err) for k, err in errors if k == kind)
+            lines.append(f"  {kind} ({counts[kind]:,}): {same}")
         every = sorted({r for _, err in errors for r in err.rows})
         return IngestError("\n".join(lines), rows=every, n_rows=n_bad,
                            problems=[err for _, err in errors])
@@ -618,11 +621,12 @@ def _event_ids(col: pl.Series, *, name: str, checks: _Checks, limits: IngestLimi
     missing = ids.is_null()
     empty = ids.str.strip_chars() == ""
     long = ids.str.len_chars() > limits.max_id_chars
-    checks.add("empty id", f"missing ids in column {name!r}", missing, show_ids=False)
-    checks.add("empty id", f"empty ids in column {name!r}", empty, show_ids=False)
+    either = missing | empty.fill_null(False)
+    what = "missing" if not empty.any() else "empty" if not missing.any() else "missing or empty"
+    checks.add("empty id", f"{what} ids in column {name!r}", either, show_ids=False)
     checks.add("oversize", f"ids longer than {limits.max_id_chars:,} characters in column {name!r}",
                long, show_ids=False)
-    usable = ~(missing | empty.fill_null(False) | long.fill_null(False))
+    usable = ~(either | long.fill_null(False))
     dup = usable & ids.is_duplicated()
     if dup.any():
         first = ids.filter(dup).head(1).item()
