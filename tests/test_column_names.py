@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
+from mlflow.tracking import MlflowClient
 
 from dataflows.online import run_replay
+from flows.drift import log_report_to_mlflow, metric_name
 from lake.ingest import ingest_file
 from lake.table import read_table
 from monitoring.evidently_report import make_report
@@ -40,7 +42,8 @@ def _csv(path, *, with_text: bool):
     (False, "linear-hash", {"anomaly": None}),  # numbers only: the columnar path (dataflows.columnar)
     (True, "linear", {}),  # a text column: item by item
 ], ids=["columnar-path", "item-path"])
-def test_pattern_like_names_survive_replay_window_stats_and_drift_reports(tmp_path, with_text, model, settings):
+def test_pattern_like_names_survive_replay_window_stats_and_drift_reports(tmp_path, mlflow_uri, with_text, model,
+                                                                         settings):
     lake = str(tmp_path / "lake")
     report = ingest_file(lake, _csv(tmp_path / "odd.csv", with_text=with_text), id_col="id", time_col="t",
                          label_col="y")
@@ -72,3 +75,5 @@ def test_pattern_like_names_survive_replay_window_stats_and_drift_reports(tmp_pa
         assert {f"{prefix}^x$", f"{prefix}x", f"{prefix}*"} <= set(drift.summary.column_scores), source
         if with_text and source == "events":
             assert "^.*$" in drift.summary.column_scores
+            logged = MlflowClient(mlflow_uri).get_run(log_report_to_mlflow(drift, lake=lake, tracking_uri=mlflow_uri))
+            assert {metric_name("drift", c) for c in ("^x$", "x", "*", "^.*$")} <= set(logged.data.metrics)
