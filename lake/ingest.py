@@ -490,6 +490,10 @@ def _ingest(
         raise IngestError(f"source must be a non-empty name, got {source!r}")
     if on_error not in ON_ERROR:
         raise IngestError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    if columns.get("numbers_from_text") and exists(lake, "events"):  # what the lake holds as text stays text
+        schema = pl.scan_delta(table_uri(lake, "events")).collect_schema()
+        text = [c for c, t in schema.items() if t == pl.String and c in frame.columns and c not in _RESERVED]
+        columns["text_cols"] = (*columns.get("text_cols", ()), *text)
     prep = _prepare(frame, **columns)
     return _write(lake, prep, extra=dict(extra or {}), source=source, fingerprint=fingerprint,
                   on_error=on_error, progress=progress, started=started)

@@ -186,3 +186,41 @@ def test_a_link_swapped_after_the_check_cannot_redirect_the_read(tmp_path, monke
     ingest_file(tmp_path / "lake", link, id_col="id", time_col="t", label_col="y", allowed_roots=[data])
     assert read_table(tmp_path / "lake", "events")["event_id"].to_list() == ["good"]
     assert not exists(tmp_path / "lake", "dead_letters")
+
+
+def test_an_interrupted_dead_letter_ingest_completes_with_the_same_decision(tmp_path, monkeypatch):
+    lake_dir = tmp_path / "lake"
+    ingest_file(lake_dir, _write(tmp_path / "a.csv", "id,t,y\ng0,2024-03-01,1\n"), id_col="id", time_col="t",
+                label_col="y")
+    path = _write(tmp_path / "bad.csv", TWELVE_BAD)
+    monkeypatch.setattr(lake.ingest, "CHUNK_ROWS", 3)
+    calls = []
+
+    def crash_in_the_events(done, total):
+        calls.append(done)
+        if len(calls) == 6:  # 13 dead letters (5 chunks), then the first chunk of events
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest_file(lake_dir, path, id_col="id", time_col="t", label_col="y", on_error="dead-letter",
+                    progress=crash_in_the_events)
+    assert read_table(lake_dir, "events").height == 1 + 3
+    report = ingest_file(lake_dir, path, id_col="id", time_col="t", label_col="y", on_error="dead-letter")
+    assert not report.already_ingested and (report.n_events, report.n_dead_letters) == (7, 13)
+    events = read_table(lake_dir, "events").sort("offset")
+    assert events["offset"].to_list() == list(range(8)) and events["event_id"].n_unique() == 8
+    dead = read_table(lake_dir, "dead_letters")
+    assert dead.height == 13 and dead.filter(pl.col("seq") == 0)["reason"].item().startswith(
+        "duplicate id: ids already in the lake")
+    assert ingest_file(lake_dir, path, id_col="id", time_col="t", label_col="y",
+                       on_error="dead-letter").already_ingested
+
+
+def test_a_column_the_lake_holds_as_text_stays_text(tmp_path):
+    lake_dir = tmp_path / "lake"
+    ingest_file(lake_dir, _write(tmp_path / "a.csv", "id,t,y,size\na,2024-03-01,1,XL\nb,2024-03-01,0,M\n"),
+                id_col="id", time_col="t", label_col="y")
+    ingest_file(lake_dir, _write(tmp_path / "b.csv", "id,t,y,size\nc,2024-03-02,1,10\nd,2024-03-02,0,12\n"
+                                 "e,2024-03-02,0,S\n"), id_col="id", time_col="t", label_col="y")
+    sizes = dict(read_table(lake_dir, "events").select("event_id", "size").iter_rows())
+    assert sizes == {"a": "XL", "b": "M", "c": "10", "d": "12", "e": "S"}
