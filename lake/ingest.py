@@ -84,6 +84,7 @@ _YEARS = "in years 1900-2199"
 _UTC_US = pl.Datetime("us", "UTC")
 _RESERVED = frozenset(EVENTS.names)
 _CSV_NULLS = ["", "NA"]
+_RAW_LIMIT = 65_536  # characters of a dead letter's raw row
 
 
 @dataclass(frozen=True)
@@ -943,12 +944,17 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _clipped(text: str, limit: int = _RAW_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut (as the dataflow's dead letters do)."""
+    return text if len(text) <= limit else text[:limit] + f"...[truncated {len(text) - limit} chars]"
+
+
 def _dead_letters(prep: _Prepared, bad: np.ndarray, *, writer_id: str, source: str) -> pl.DataFrame:
     """``dead_letters`` rows of the input rows ``bad``: the reasons and the row as read, in JSON."""
     reasons = prep.checks.reasons()
     ids = prep.checks.ids or [None] * prep.frame.height
     raws = [
-        json.dumps(_json_value(row), ensure_ascii=False, default=str)
+        _clipped(json.dumps(_json_value(row), ensure_ascii=False, default=str))
         for row in prep.frame[bad.tolist()].iter_rows(named=True)
     ] if bad.size else []
     return pl.DataFrame(
@@ -1020,7 +1026,8 @@ def _write(
                  for name, f in tables.items() if name != "dead_letters"}
     positions["dead_letters"] = [int(bad[min((i + 1) * CHUNK_ROWS, bad.size) - 1])
                                  for i in range(math.ceil(bad.size / CHUNK_ROWS))] if not resumed else []
-    done = {name: sum(1 for p in positions[name] if (writers[name].committed_position or -1) >= p)
+    committed = {name: writers[name].committed_position for name in names}
+    done = {name: sum(1 for p in positions[name] if committed[name] is not None and committed[name] >= p)
             for name in names}
     kinds = checks.kinds() if not resumed else _recorded_kinds(lake, writer_id)
 
@@ -1051,7 +1058,7 @@ def _write(
         error = again.error(header="found since this ingest began; nothing more written")
         if error is not None:
             raise error
-        base = _resumed_offset(lake, events)
+        base = _resumed_offset(lake, events) if events.height else 0
     else:
         base = _first_offset(lake)
     tables["events"] = events.with_columns(

@@ -224,3 +224,12 @@ def test_a_column_the_lake_holds_as_text_stays_text(tmp_path):
                                  "e,2024-03-02,0,S\n"), id_col="id", time_col="t", label_col="y")
     sizes = dict(read_table(lake_dir, "events").select("event_id", "size").iter_rows())
     assert sizes == {"a": "XL", "b": "M", "c": "10", "d": "12", "e": "S"}
+
+
+def test_a_file_of_bad_rows_only_is_dead_lettered_once(tmp_path):
+    path = _write(tmp_path / "all_bad.csv", "id,t,y\n,2024-03-01,1\n")
+    first = ingest_file(tmp_path / "lake", path, id_col="id", time_col="t", label_col="y", on_error="dead-letter")
+    assert (first.n_events, first.n_dead_letters, first.already_ingested) == (0, 1, False)
+    again = ingest_file(tmp_path / "lake", path, id_col="id", time_col="t", label_col="y", on_error="dead-letter")
+    assert again.already_ingested and read_table(tmp_path / "lake", "dead_letters").height == 1
+    assert not exists(tmp_path / "lake", "events")
