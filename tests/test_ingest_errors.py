@@ -11,6 +11,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import lake.ingest
 from lake.errors import IngestError
@@ -233,3 +235,42 @@ def test_a_file_of_bad_rows_only_is_dead_lettered_once(tmp_path):
     again = ingest_file(tmp_path / "lake", path, id_col="id", time_col="t", label_col="y", on_error="dead-letter")
     assert again.already_ingested and read_table(tmp_path / "lake", "dead_letters").height == 1
     assert not exists(tmp_path / "lake", "events")
+
+
+DEFECTS = ("good", "empty id", "duplicate id", "time", "label", "oversize")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(DEFECTS), min_size=1, max_size=25))
+def test_every_bad_row_is_found_and_accounted_for(tmp_path_factory, kinds):
+    """Rows with random defects: the error counts exactly the bad rows by kind; dead-letter mode
+    writes each row once, as an event or a dead letter."""
+    rows, expected = [], {}
+    for i, kind in enumerate(kinds):
+        rid = {"empty id": "", "oversize": "o" * 513}.get(kind, f"r{i}")
+        t = "nope" if kind == "time" else f"2024-03-01T00:00:{i % 60:02d}Z"
+        y = 5 if kind == "label" else i % 2
+        copies = 2 if kind == "duplicate id" else 1
+        for _ in range(copies):
+            if kind != "good":
+                expected.setdefault(kind, set()).add(len(rows))
+            rows.append(f"{rid},{t},{y},{i}.5")
+    tmp = tmp_path_factory.mktemp("prop")
+    path = _write(tmp / "p.csv", "id,t,y,amount\n" + "\n".join(rows) + "\n")
+    n_bad = len(set().union(*expected.values())) if expected else 0
+    if n_bad:
+        with pytest.raises(IngestError) as info:
+            ingest_file(tmp / "lake", path, id_col="id", time_col="t", label_col="y")
+        err = info.value
+        assert err.n_rows == n_bad
+        if len(expected) > 1:  # one line per kind, with its count
+            lines = str(err).splitlines()[1:]
+            assert lines == [line for line in lines if line.startswith("  ")]
+            assert {line.split(" (")[0].strip(): int(line.split("(")[1].split(")")[0]) for line in lines} == {
+                k: len(v) for k, v in expected.items()}
+        assert not exists(tmp / "lake", "events")
+    report = ingest_file(tmp / "lake", path, id_col="id", time_col="t", label_col="y", on_error="dead-letter")
+    assert report.n_dead_letters == n_bad and report.n_events + n_bad == len(rows)
+    assert dict(report.dead_letter_kinds) == {k: len(v) for k, v in expected.items() if v}
+    dead = read_table(tmp / "lake", "dead_letters")["seq"].to_list() if n_bad else []
+    assert sorted(dead) == sorted(set().union(*expected.values()) if expected else [])
