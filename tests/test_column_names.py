@@ -1,5 +1,6 @@
-"""Column names that polars could read as patterns (``^x$``, ``^.*$``, ``*``) are taken literally,
-from ingest through replay, window statistics and drift reports."""
+"""Column names that polars could read as patterns (``^x$``, ``^.*$``, ``*``), or that the replay
+uses for itself (``_ei``), are taken literally, from ingest through replay, window statistics and
+drift reports."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def _csv(path, *, with_text: bool):
         "^x$": [rng.random() for _ in range(N)],
         "x": [10 + rng.random() for _ in range(N)],
         "*": [-5 + rng.random() for _ in range(N)],
+        "_ei": [rng.random() for _ in range(N)],  # the name of the replay's own row index
     }
     if with_text:
         cols["^.*$"] = [rng.choice(["red", "blue"]) for _ in range(N)]
@@ -59,7 +61,7 @@ def test_pattern_like_names_survive_replay_window_stats_and_drift_reports(tmp_pa
     features = preds.sort("event_time").row(0, named=True)["features"]
     features = dict(features) if not isinstance(features, list) else {f["key"]: f["value"] for f in features}
     first = events.sort("offset").row(0, named=True)
-    assert features["^x$"] == first["^x$"] and features["x"] == first["x"] and features["*"] == first["*"]
+    assert all(features[c] == first[c] for c in ("^x$", "x", "*", "_ei"))
     if with_text:
         assert f"^.*$={first['^.*$']}" in features  # one-hot of the text column, under its own name
 
