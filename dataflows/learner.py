@@ -38,6 +38,7 @@ from dataflows.perkey import PerKeyModel
 from dataflows.recent import RecentIds
 from dataflows.sparse import SparseLogisticRegression
 from dataflows.validate import dead_letter
+from lake import names as lake_names
 from lake.arrow import features_array, rows_to_arrow
 from lake.schemas import FEATURES, LEARN_LOG, PREDICTIONS, UTC_TS
 from monitoring.columns import DenseFeatures
@@ -664,7 +665,7 @@ class ShardLearner:
                 part = tok_parts[layout.hash_fields.index(col)]
                 dense[:, j] = log1p_counts(np.where(part[2] >= 0, part[3], -1))
             else:
-                dense[:, j] = ev.get_column(col).cast(pl.Float64).fill_null(np.nan).to_numpy()
+                dense[:, j] = lake_names.plain(ev.get_column(col)).cast(pl.Float64).fill_null(np.nan).to_numpy()
         if self.monitor.windows is not None and layout.n_dense and np.isnan(dense).any():
             return None  # the window statistics discover names item by item
         return tok_parts, dense

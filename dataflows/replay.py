@@ -16,6 +16,7 @@ import polars as pl
 
 from dataflows.items import EVENT, LABEL, Batch
 from dataflows.validate import MAX_TIME_US, MIN_TIME_US
+from lake import names as lake_names
 from lake.schemas import EVENTS
 from lake.table import open_table
 
@@ -103,11 +104,14 @@ class ReplayPlan:
             events = pl.read_delta(events_table)
         events = events.with_columns(pl.col("event_time").dt.epoch("us").alias("event_time"))
         events = events.sort(["event_time", "offset"], maintain_order=True)
-        events = events.with_row_index("_ei")
+        ei = "_ei"  # the events' row index, named apart from every payload column
+        while ei in events.columns:
+            ei += "_"
+        events = events.with_row_index(ei)
         if pin.labels is not None:
             scan = pl.scan_delta(open_table(lake, "labels", version=pin.labels)).with_columns(
                 pl.col("label_time").dt.epoch("us").alias("label_time"))
-            ours = events.lazy().select("event_id", "key", "_ei")
+            ours = events.lazy().select("event_id", "key", ei)
             if shards == 1:
                 labels = scan.join(ours, on="event_id", how="left", maintain_order="left")
             else:
@@ -116,13 +120,13 @@ class ReplayPlan:
                     # Labels of events unknown to the lake go to shard 0, to be dead-lettered there.
                     known = pl.scan_delta(events_table).select("event_id")
                     orphans = scan.join(known, on="event_id", how="anti", maintain_order="left").with_columns(
-                        key=pl.lit(None, pl.String), _ei=pl.lit(None, pl.UInt32))
+                        key=pl.lit(None, pl.String), **{ei: pl.lit(None, pl.UInt32)})
                     labels = pl.concat([labels, orphans])
-            labels = labels.collect().sort(["label_time", "_ei"], nulls_last=True, maintain_order=True)
+            labels = labels.collect().sort(["label_time", ei], nulls_last=True, maintain_order=True)
         else:
             labels = pl.DataFrame(
                 schema={"event_id": pl.String, "label": pl.Int64, "label_time": pl.Int64,
-                        "key": pl.String, "_ei": pl.UInt32}
+                        "key": pl.String, ei: pl.UInt32}
             )
         plan = pl.concat(
             [
@@ -132,7 +136,7 @@ class ReplayPlan:
         )
         # Sort is stable, and within each kind rows are already in order.
         self._kinds = plan.sort(["t", "kind"], maintain_order=True).get_column("kind").to_list()
-        self.payload_columns = [c for c in events.columns if c not in FIXED_EVENT_COLUMNS and c != "_ei"]
+        self.payload_columns = [c for c in events.columns if c not in FIXED_EVENT_COLUMNS and c != ei]
         self._events = events
         self._labels = labels
         self._float_columns = [c for c in self.payload_columns if events.schema[c].is_float()]
@@ -173,7 +177,7 @@ class ReplayPlan:
         # checked here as columns): only the items failing a check are checked one by one.
         suspects: set[int] = set()
         if self._float_columns and n_ev:
-            mask = ev.select(pl.any_horizontal(pl.col(self._float_columns).is_infinite())).to_series()
+            mask = ev.select(pl.any_horizontal(lake_names.cols(self._float_columns).is_infinite())).to_series()
             if mask.any():
                 suspects.update((cols.event_items[mask.arg_true().to_numpy()] + start).tolist())
         if n_lab:
@@ -240,7 +244,7 @@ class ReplayColumns:
         ev_keys = ev.get_column("key").to_list()
         cols = self.payload_columns
         if cols:
-            values = [c.to_list() for c in ev.select(cols).iter_columns()]
+            values = [c.to_list() for c in lake_names.select(ev, cols).iter_columns()]
             payloads = [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
         else:
             payloads = [{} for _ in range(ev.height)]

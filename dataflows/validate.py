@@ -14,12 +14,8 @@
 from __future__ import annotations
 
 from dataflows.items import EVENT, LABEL, Batch, raw_json
+from lake.limits import MAX_ID_LENGTH, MAX_TIME_US, MIN_TIME_US
 
-MAX_ID_LENGTH = 512
-# Times outside 1900..2200 are almost surely unit mistakes (ms or ns taken for s), and
-# readers cannot hold years past 9999: they are rejected, not stored.
-MIN_TIME_US = -2_208_988_800_000_000
-MAX_TIME_US = 7_258_118_400_000_000
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _INF = float("inf")
 

@@ -60,6 +60,25 @@ def add_ingest(parser: argparse.ArgumentParser) -> None:
         "--label-delay", type=float, help="labels become known SECONDS after their event"
     )
     user.add_argument("--positive", help="the label value that means 1, for string labels")
+    user.add_argument(
+        "--text-col",
+        action="append",
+        dest="text_cols",
+        metavar="COLUMN",
+        help="a CSV column to keep as text even where its values look like numbers (repeatable)",
+    )
+    user.add_argument(
+        "--on-error",
+        choices=["refuse", "dead-letter"],
+        help="bad rows: refuse the whole file, writing nothing (default), or write the good rows "
+        "and the bad ones to dead_letters",
+    )
+    user.add_argument(
+        "--max-id-chars", type=int, help="longest event id or key accepted (default 512 characters)"
+    )
+    user.add_argument(
+        "--max-field-bytes", type=int, help="longest text value accepted (default 65536 bytes)"
+    )
 
 
 _SCENARIO_FLAGS = {"limit": "--limit", "key_by": "--key-by", "repeat": "--repeat", "n": "--n", "seed": "--seed"}
@@ -71,6 +90,10 @@ _FILE_FLAGS = {
     "label_time_col": "--label-time-col",
     "label_delay": "--label-delay",
     "positive": "--positive",
+    "text_cols": "--text-col",
+    "on_error": "--on-error",
+    "max_id_chars": "--max-id-chars",
+    "max_field_bytes": "--max-field-bytes",
 }
 _SCENARIO_PARAMS = {
     "flights": {"limit": "limit", "key_by": "key", "repeat": "repeat"},
@@ -80,7 +103,7 @@ _SCENARIO_PARAMS = {
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from lake.ingest import ingest_file, ingest_scenario
+    from lake.ingest import IngestLimits, ingest_file, ingest_scenario
 
     def progress(done: int, total: int) -> None:
         if total >= PROGRESS_MIN_ROWS:
@@ -109,6 +132,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         ]
         if missing:
             raise LakeError(f"--file needs {', '.join(missing)}")
+        sizes = {k: getattr(args, k) for k in ("max_id_chars", "max_field_bytes") if getattr(args, k) is not None}
+        try:
+            limits = IngestLimits(**sizes)
+        except ValueError as ex:
+            raise LakeError(f"--{str(ex).replace('_', '-')}") from None
         report = ingest_file(
             args.lake,
             args.file,
@@ -119,6 +147,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             label_time_col=args.label_time_col,
             label_delay=args.label_delay,
             positive=args.positive,
+            on_error=args.on_error or "refuse",
+            limits=limits,
+            text_cols=args.text_cols or (),
             progress=progress,
             **_file_limits(),
         )

@@ -30,14 +30,31 @@ class IngestError(LakeError):
     """Input handed to ``python -m lake ingest`` cannot be written as it is.
 
     ``rows`` holds the (0-based) row numbers of the input that caused it, at most a
-    handful, so the message stays readable on large files.
+    handful, so the message stays readable on large files; ``n_rows`` counts them all.
+    ``ids`` (shown after the rows) are the event ids of those rows, where the id is not
+    itself the problem. ``problems`` holds one error per kind of bad row when an input
+    had several at once (the message then has one line for each).
     """
 
-    def __init__(self, message: str, *, rows: list[int] | None = None, n_rows: int | None = None) -> None:
+    SHOWN_ROWS = 10
+    SHOWN_IDS = 5
+
+    def __init__(self, message: str, *, rows: list[int] | None = None, n_rows: int | None = None,
+                 ids: list[str | None] | None = None, problems: list[IngestError] | None = None) -> None:
         self.rows = list(rows or [])
         self.n_rows = n_rows if n_rows is not None else len(self.rows)
-        if self.rows:
-            shown = ", ".join(str(r) for r in self.rows[:10])
-            more = f" (and {self.n_rows - 10} more)" if self.n_rows > 10 else ""
+        self.ids = list(ids or [])
+        self.problems = list(problems or [])
+        if self.rows and not self.problems:
+            shown = ", ".join(str(r) for r in self.rows[: self.SHOWN_ROWS])
+            more = f" (and {self.n_rows - self.SHOWN_ROWS} more)" if self.n_rows > self.SHOWN_ROWS else ""
             message = f"{message}: rows {shown}{more}"
+            if self.ids:
+                listed = ", ".join("no id" if i is None else repr(_clip(i)) for i in self.ids[: self.SHOWN_IDS])
+                etc = ", ..." if len(self.ids) > self.SHOWN_IDS or self.n_rows > len(self.ids) else ""
+                message = f"{message} (ids {listed}{etc})"
         super().__init__(message)
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

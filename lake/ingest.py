@@ -1,15 +1,30 @@
 """Ingest a user file, a frame or a scenario into the lake's ``events`` and ``labels``.
 
 Every input goes through one validated path: the whole input is checked first
-(columns, ids, times, labels, ids already in the lake) and only then written,
-in chunks of :data:`CHUNK_ROWS` rows. Each chunk is an idempotent append tagged
-``(writer_id, position)`` where ``writer_id`` is the source name plus a hash of
-the normalised content, so running the same ingest again writes nothing, and an
-interrupted one completes on the next run.
+(columns, ids, times, labels, numbers, sizes, ids already in the lake) and only
+then written, in chunks of :data:`CHUNK_ROWS` rows. Each chunk is an idempotent
+append tagged ``(writer_id, position)`` where ``writer_id`` is the source name plus
+a hash of the normalised content, so running the same ingest again writes
+nothing, and an interrupted one completes on the next run.
+
+One pass finds every bad row, of every kind (:data:`KINDS`). By default
+(``on_error="refuse"``) an input with bad rows is refused as a whole: nothing is
+written and the error has one line per kind of problem, with its count, the first
+row numbers (0-based, header not counted) and their ids. With
+``on_error="dead-letter"`` the good rows are ingested and each bad row goes to the
+``dead_letters`` table (step ``ingest``, the reasons, the row as JSON): events plus
+dead letters make the rows of the input.
 
 Times (event and label times) may be timezone-aware datetimes (converted to
 UTC), naive datetimes (**taken as UTC**), dates (midnight UTC), ISO 8601 strings
-(naive ones taken as UTC) or numbers of seconds since the Unix epoch.
+(naive ones taken as UTC) or numbers of seconds since the Unix epoch, in the
+years 1900 to 2199 (others are bad rows, as the dataflow would refuse them).
+
+Numbers are never changed silently: a fraction (or NaN/inf) for a column the lake
+holds as integers is a bad row, not truncated; text in a column of numbers is a bad
+row, unless the column is named in ``text_cols``; a CSV column of numbers written
+with ``NaN``/``inf`` text is stored as floats, with a note in the report.
+Column names are taken literally, whatever they look like (``^x$``, ``*``).
 
 >>> import tempfile, polars as pl
 >>> lake = tempfile.mkdtemp()
@@ -28,20 +43,26 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
+import json
 import math
 import os
+import stat
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
+import numpy as np
 import polars as pl
 
 from lake.errors import IngestError, LakeError
+from lake.limits import MAX_ID_LENGTH, MAX_TIME_US, MIN_TIME_US
+from lake.names import plain
 from lake.schemas import EVENTS
-from lake.table import TableWriter, exists, table_uri, table_version
+from lake.table import TableWriter, exists, read_table, table_uri, table_version
 
 CHUNK_ROWS = 250_000
 """Rows per idempotent append. Part of the writer id: changing it starts a new ingest."""
@@ -49,12 +70,43 @@ CHUNK_ROWS = 250_000
 Progress = Callable[[int, int], Any]
 """``progress(done_rows, total_rows)``, called after each chunk (all tables counted)."""
 
+OnError = Literal["refuse", "dead-letter"]
+ON_ERROR: tuple[str, ...] = ("refuse", "dead-letter")
+"""What to do with bad rows: refuse the whole input (the default), or dead-letter them."""
+
+KINDS = ("empty id", "duplicate id", "oversize", "time", "key", "label", "number")
+"""Kinds of bad rows, in the order the error lists them."""
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
-_MIN_S, _MAX_S = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31T23:59:59 UTC
+_MIN_S, _MAX_S = MIN_TIME_US // 1_000_000, MAX_TIME_US // 1_000_000
+_YEARS = "in years 1900-2199"
 _UTC_US = pl.Datetime("us", "UTC")
 _RESERVED = frozenset(EVENTS.names)
 _CSV_NULLS = ["", "NA"]
+_RAW_LIMIT = 65_536  # characters of a dead letter's raw row
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Sizes of single values an ingest accepts; a row over them is a bad row (kind ``oversize``).
+
+    >>> IngestLimits(max_field_bytes=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_field_bytes must be an integer >= 1, got 0
+    """
+
+    max_id_chars: int = MAX_ID_LENGTH
+    """Characters in an event id or an entity key (the dataflow refuses longer ids)."""
+    max_field_bytes: int = 65_536
+    """UTF-8 bytes in one text value of a payload column."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_id_chars", "max_field_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -70,17 +122,28 @@ class IngestReport:
     already_ingested: bool
     writer_id: str
     seconds: float
+    n_dead_letters: int = 0
+    """Input rows written to ``dead_letters`` instead (``on_error="dead-letter"``)."""
+    dead_letter_kinds: Mapping[str, int] = field(default_factory=dict)
+    """Dead-lettered rows by kind of problem (a row may have several)."""
+    notes: tuple[str, ...] = ()
+    """What the ingest decided about values on its own (e.g. ``NaN`` text read as floats)."""
 
     def __str__(self) -> str:
         versions = f"events v{self.events_version}, labels v{self.labels_version}"
         counts = f"{self.n_events:,} events, {self.n_labels:,} labels"
+        if self.n_dead_letters:
+            kinds = ", ".join(f"{n:,} {k}" for k, n in self.dead_letter_kinds.items())
+            counts += f", {self.n_dead_letters:,} rows dead-lettered ({kinds})"
         if self.already_ingested:
-            return (
+            line = (
                 f"{self.source}: already ingested in {self.lake} ({counts}; {versions}); "
                 "nothing written"
             )
-        took = f"{self.seconds:.1f} s"
-        return f"{self.source}: ingested {counts} into {self.lake} ({versions}) in {took}"
+        else:
+            took = f"{self.seconds:.1f} s"
+            line = f"{self.source}: ingested {counts} into {self.lake} ({versions}) in {took}"
+        return "\n".join([line, *(f"note: {n}" for n in self.notes)])
 
 
 # --------------------------------------------------------------------------- public API
@@ -98,6 +161,8 @@ def ingest_frame(
     label_time_col: str | None = None,
     label_delay: float | None = None,
     positive: str | None = None,
+    on_error: OnError = "refuse",
+    limits: IngestLimits | None = None,
     progress: Progress | None = None,
 ) -> IngestReport:
     """Validate ``frame`` and append it to ``events`` and ``labels`` (idempotently).
@@ -111,7 +176,8 @@ def ingest_frame(
     label_delay`` seconds, else ``event_time``.
 
     Raises :class:`IngestError` (naming columns and 0-based row numbers) before
-    anything is written when the input cannot be ingested as it is.
+    anything is written when the input cannot be ingested as it is; with
+    ``on_error="dead-letter"`` bad rows go to ``dead_letters`` and the rest is written.
     """
     return _ingest(
         lake,
@@ -120,6 +186,7 @@ def ingest_frame(
         progress=progress,
         fingerprint="",
         started=time.perf_counter(),
+        on_error=on_error,
         id_col=id_col,
         time_col=time_col,
         label_col=label_col,
@@ -127,6 +194,7 @@ def ingest_frame(
         label_time_col=label_time_col,
         label_delay=label_delay,
         positive=positive,
+        limits=limits,
     )
 
 
@@ -141,24 +209,35 @@ def ingest_file(
     label_time_col: str | None = None,
     label_delay: float | None = None,
     positive: str | None = None,
+    on_error: OnError = "refuse",
+    limits: IngestLimits | None = None,
+    text_cols: Sequence[str] = (),
     progress: Progress | None = None,
     max_bytes: int | None = None,
     allowed_roots: list[str | os.PathLike[str]] | None = None,
 ) -> IngestReport:
     """Read a ``.csv`` or ``.parquet`` file and ingest it like :func:`ingest_frame`.
 
-    CSV: ids and keys are read as text, so they stay exact (``"007"``); empty
-    fields and ``NA`` are missing values; other types are inferred from the whole
-    file. The source name is the file name.
+    CSV: ids, keys and ``text_cols`` are read as text, so they stay exact (``"007"``);
+    empty fields and ``NA`` are missing values; other types are inferred from the
+    whole file. A text column whose values are numbers but for ``NaN``/``inf``
+    spellings is stored as floats (with a note); one whose values are mostly numbers
+    makes its other values bad rows (kind ``number``), unless it is in ``text_cols``.
+    The source name is the file name.
 
     ``max_bytes`` refuses larger files, ``allowed_roots`` files outside those
     folders (after resolving links and ``..``); both raise :class:`IngestError`
-    before anything is read.
+    before anything is read. The file checked is the file read: it is opened once,
+    through its resolved path, and the open file is checked again.
     """
     started = time.perf_counter()
     p = Path(path)
-    check_file_limits(p, max_bytes=max_bytes, allowed_roots=allowed_roots)
-    frame = read_input(p, keep_text=[c for c in (id_col, key_col) if c])
+    if isinstance(text_cols, str):
+        raise IngestError(f"text_cols must be a list of column names, got {text_cols!r}")
+    with open_input(p, max_bytes=max_bytes, allowed_roots=allowed_roots) as fh:
+        frame = read_input(
+            fh, name=p.name, keep_text=[c for c in (id_col, key_col, *text_cols) if c]
+        )
     return _ingest(
         lake,
         frame,
@@ -166,6 +245,9 @@ def ingest_file(
         progress=progress,
         fingerprint="",
         started=started,
+        on_error=on_error,
+        numbers_from_text=p.suffix.lower() == ".csv",
+        text_cols=tuple(text_cols),
         id_col=id_col,
         time_col=time_col,
         label_col=label_col,
@@ -173,22 +255,65 @@ def ingest_file(
         label_time_col=label_time_col,
         label_delay=label_delay,
         positive=positive,
+        limits=limits,
     )
 
 
 def check_file_limits(path: Path, *, max_bytes: int | None = None,
-                      allowed_roots: list[str | os.PathLike[str]] | None = None) -> None:
-    """Refuse a file outside ``allowed_roots`` or larger than ``max_bytes``, with a clear message."""
+                      allowed_roots: list[str | os.PathLike[str]] | None = None) -> Path:
+    """The resolved ``path``; refuses one outside ``allowed_roots`` or larger than ``max_bytes``."""
     resolved = Path(path).resolve()
-    if allowed_roots:
-        roots = [Path(r).resolve() for r in allowed_roots]
-        if not any(resolved == r or r in resolved.parents for r in roots):
-            raise IngestError(f"{path} is outside the folders ingest may read: {', '.join(map(str, roots))}")
+    _check_inside(path, resolved, allowed_roots)
     if not resolved.exists():
         raise IngestError(f"no such file: {path}")
     if not resolved.is_file():
         raise IngestError(f"{path} is not a file")
-    size = resolved.stat().st_size
+    _check_size(path, resolved.stat().st_size, max_bytes)
+    return resolved
+
+
+def open_input(path: Path, *, max_bytes: int | None = None,
+               allowed_roots: list[str | os.PathLike[str]] | None = None) -> IO[bytes]:
+    """``path`` opened for reading, after :func:`check_file_limits`; the open file is checked too.
+
+    The file is opened through its resolved path without following a link in its last
+    part, and what was opened must be the regular file that was checked, inside
+    ``allowed_roots``: a link or folder swapped in between cannot redirect the read.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise IngestError(
+            f"unsupported file type {suffix or '(none)'!r} of {str(path)!r}; use .csv or .parquet"
+        )
+    resolved = check_file_limits(path, max_bytes=max_bytes, allowed_roots=allowed_roots)
+    checked = resolved.stat()
+    try:
+        fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as ex:
+        raise IngestError(f"cannot open {str(path)!r}: {ex.strerror}") from ex
+    fh = os.fdopen(fd, "rb")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (checked.st_dev, checked.st_ino):
+            raise IngestError(f"{path} changed while it was being opened; nothing read")
+        proc = Path(f"/proc/self/fd/{fd}")
+        if proc.exists():
+            _check_inside(path, Path(os.readlink(proc)), allowed_roots)
+        _check_size(path, st.st_size, max_bytes)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def _check_inside(path: Path, resolved: Path, allowed_roots: list[str | os.PathLike[str]] | None) -> None:
+    if allowed_roots:
+        roots = [Path(r).resolve() for r in allowed_roots]
+        if not any(resolved == r or r in resolved.parents for r in roots):
+            raise IngestError(f"{path} is outside the folders ingest may read: {', '.join(map(str, roots))}")
+
+
+def _check_size(path: Path, size: int, max_bytes: int | None) -> None:
     if max_bytes is not None and size > max_bytes:
         raise IngestError(f"{path} is {size:,} bytes, over the ingest limit of {max_bytes:,} bytes")
 
@@ -236,6 +361,7 @@ def ingest_scenario(
         extra=extra,
         started=started,
         fingerprint=repr(sorted(params.items())),
+        on_error="refuse",
         id_col="event_id",
         time_col="event_time",
         label_col="label",
@@ -246,29 +372,107 @@ def ingest_scenario(
     )
 
 
-def read_input(path: Path, *, keep_text: list[str] | None = None) -> pl.DataFrame:
-    """Read a ``.csv`` or ``.parquet`` file; CSV columns in ``keep_text`` are read as strings."""
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise IngestError(
-            f"unsupported file type {suffix or '(none)'!r} of {str(path)!r}; use .csv or .parquet"
-        )
-    if not path.is_file():
-        raise IngestError(f"no such file: {str(path)!r}")
+def read_input(source: Path | IO[bytes], *, name: str | None = None,
+               keep_text: list[str] | None = None) -> pl.DataFrame:
+    """Read a ``.csv`` or ``.parquet`` file (a path, or an open file with its ``name``);
+    CSV columns in ``keep_text`` are read as strings."""
+    if isinstance(source, Path):
+        with open_input(source) as fh:
+            return read_input(fh, name=source.name, keep_text=keep_text)
+    label = name or getattr(source, "name", "input")
+    suffix = Path(str(label)).suffix.lower()
     try:
+        data = source.read()
         if suffix != ".csv":
-            return pl.read_parquet(path)
-        header = pl.read_csv(path, n_rows=0).columns
+            return pl.read_parquet(io.BytesIO(data))
+        header = pl.read_csv(io.BytesIO(data), n_rows=0).columns
         text = {c: pl.String for c in keep_text or [] if c in header}
         return pl.read_csv(
-            path, schema_overrides=text, infer_schema_length=None, null_values=_CSV_NULLS
+            io.BytesIO(data), schema_overrides=text, infer_schema_length=None, null_values=_CSV_NULLS
         )
     except (pl.exceptions.PolarsError, OSError, ValueError) as ex:
         first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
-        raise IngestError(f"cannot read {str(path)!r}: {first}") from ex
+        raise IngestError(f"cannot read {str(label)!r}: {first}") from ex
 
 
 # --------------------------------------------------------------------------- validation
+
+
+class _Checks:
+    """Bad rows found so far, by problem: ``add`` records a problem where ``bad`` is true."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows = n_rows
+        self.problems: list[tuple[str, str, np.ndarray, bool]] = []  # kind, message, rows, show ids
+        self.ids: list[str | None] | None = None
+
+    def add(self, kind: str, message: str, bad: pl.Series, *, rows: np.ndarray | None = None,
+            show_ids: bool = True) -> None:
+        """``bad`` is a mask over the input rows, or over ``rows`` (input row numbers) when given."""
+        hit = bad.fill_null(False).to_numpy()
+        if not hit.any():
+            return
+        where = np.flatnonzero(hit)
+        self.problems.append((kind, message, where if rows is None else rows[where], show_ids))
+
+    def bad_mask(self) -> np.ndarray:
+        mask = np.zeros(self.n_rows, dtype=bool)
+        for _, _, rows, _ in self.problems:
+            mask[rows] = True
+        return mask
+
+    def reasons(self) -> dict[int, list[str]]:
+        """Each bad row's reasons, ``"kind: message"``."""
+        out: dict[int, list[str]] = {}
+        for kind, message, rows, _ in self._ordered():
+            for r in rows.tolist():
+                out.setdefault(r, []).append(f"{kind}: {message}")
+        return out
+
+    def kinds(self) -> dict[str, int]:
+        """Bad rows by kind."""
+        by: dict[str, set[int]] = {}
+        for kind, _, rows, _ in self._ordered():
+            by.setdefault(kind, set()).update(rows.tolist())
+        return {k: len(v) for k, v in by.items()}
+
+    def _ordered(self) -> list[tuple[str, str, np.ndarray, bool]]:
+        return sorted(self.problems, key=lambda p: KINDS.index(p[0]))
+
+    def error(self, *, header: str) -> IngestError | None:
+        """One :class:`IngestError` naming every problem, or ``None`` when there is none."""
+        errors = []
+        for kind, message, rows, show_ids in self._ordered():
+            rows = np.sort(rows)
+            shown = rows[: IngestError.SHOWN_ROWS].tolist()
+            ids = [self.ids[r] for r in shown] if show_ids and self.ids is not None else None
+            errors.append((kind, IngestError(message, rows=shown, n_rows=rows.size, ids=ids)))
+        if not errors:
+            return None
+        if len(errors) == 1:
+            return errors[0][1]
+        n_bad = int(self.bad_mask().sum())
+        lines = [f"{n_bad:,} of {self.n_rows:,} rows cannot be ingested; {header}:"]
+        counts = self.kinds()
+        for kind in counts:  # one line per kind
+            same = "; ".join(str(err) for k, err in errors if k == kind)
+            lines.append(f"  {kind} ({counts[kind]:,}): {same}")
+        every = sorted({r for _, err in errors for r in err.rows})
+        return IngestError("\n".join(lines), rows=every, n_rows=n_bad,
+                           problems=[err for _, err in errors])
+
+
+@dataclass
+class _Prepared:
+    """An input, validated on its own: its good rows as ``events``/``labels`` and what was wrong."""
+
+    frame: pl.DataFrame
+    events: pl.DataFrame  # good rows, without offset
+    labels: pl.DataFrame
+    rows: np.ndarray  # input row of each events row
+    label_rows: np.ndarray  # input row of each labels row
+    checks: _Checks
+    notes: list[str]
 
 
 def _ingest(
@@ -279,16 +483,21 @@ def _ingest(
     progress: Progress | None,
     fingerprint: str,
     started: float,
+    on_error: OnError,
     extra: Mapping[str, pl.DataFrame] | None = None,
     **columns: Any,
 ) -> IngestReport:
     if not source:
         raise IngestError(f"source must be a non-empty name, got {source!r}")
-    events, labels = prepare(frame, **columns)
-    tables = {"events": events, "labels": labels, **(extra or {})}
-    return _write(
-        lake, tables, source=source, fingerprint=fingerprint, progress=progress, started=started
-    )
+    if on_error not in ON_ERROR:
+        raise IngestError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    if columns.get("numbers_from_text") and exists(lake, "events"):  # what the lake holds as text stays text
+        schema = pl.scan_delta(table_uri(lake, "events")).collect_schema()
+        text = [c for c, t in schema.items() if t == pl.String and c in frame.columns and c not in _RESERVED]
+        columns["text_cols"] = (*columns.get("text_cols", ()), *text)
+    prep = _prepare(frame, **columns)
+    return _write(lake, prep, extra=dict(extra or {}), source=source, fingerprint=fingerprint,
+                  on_error=on_error, progress=progress, started=started)
 
 
 def prepare(
@@ -301,11 +510,39 @@ def prepare(
     label_time_col: str | None = None,
     label_delay: float | None = None,
     positive: str | None = None,
+    limits: IngestLimits | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The ``events`` (without ``offset``) and ``labels`` frames of a validated input.
 
-    Checks only the input itself; :func:`ingest_frame` also checks it against the lake.
+    Checks only the input itself (every bad row, in one :class:`IngestError`);
+    :func:`ingest_frame` also checks it against the lake.
     """
+    prep = _prepare(frame, id_col=id_col, time_col=time_col, label_col=label_col, key_col=key_col,
+                    label_time_col=label_time_col, label_delay=label_delay, positive=positive,
+                    limits=limits)
+    error = prep.checks.error(header="nothing written")
+    if error is not None:
+        raise error
+    return prep.events, prep.labels
+
+
+def _prepare(
+    frame: pl.DataFrame,
+    *,
+    id_col: str,
+    time_col: str,
+    label_col: str,
+    key_col: str | None = None,
+    label_time_col: str | None = None,
+    label_delay: float | None = None,
+    positive: str | None = None,
+    limits: IngestLimits | None = None,
+    numbers_from_text: bool = False,
+    text_cols: tuple[str, ...] = (),
+) -> _Prepared:
+    limits = limits or IngestLimits()
+    if not isinstance(limits, IngestLimits):
+        raise IngestError(f"limits must be an IngestLimits, got {limits!r}")
     roles = {
         "id_col": id_col,
         "time_col": time_col,
@@ -321,6 +558,9 @@ def prepare(
             raise IngestError(f"column {col!r} ({role}) not found; the input has {frame.columns}")
     if len(set(given.values())) != len(given):
         raise IngestError(f"id, time, label, key and label-time columns must differ, got {given}")
+    missing_text = [c for c in text_cols if c not in frame.columns]
+    if missing_text:
+        raise IngestError(f"text column(s) {missing_text} not found; the input has {frame.columns}")
     if label_time_col is not None and label_delay is not None:
         raise IngestError("give label_time_col or label_delay, not both")
     if label_delay is not None and not (
@@ -331,121 +571,126 @@ def prepare(
         )
     if frame.height == 0:
         raise IngestError("the input has no rows")
-
-    event_id = _event_ids(frame.get_column(id_col))
-    event_time = _times(frame.get_column(time_col), what="event time")
-    if key_col is None:
-        key = pl.Series("key", ["all"] * frame.height, dtype=pl.String)
-    else:
-        key = _text(frame.get_column(key_col), what="key")
-    label = _labels(frame.get_column(label_col), positive=positive)
-    labelled = label.is_not_null()
-    labelled_rows = labelled.arg_true()
-    if label_time_col is not None:
-        raw = frame.get_column(label_time_col)
-        _fail_rows(
-            labelled & raw.is_null(), f"labels without a label time in column {label_time_col!r}"
-        )
-        label_time = _times(raw.filter(labelled), what="label time", rows=labelled_rows)
-    else:
-        delay = timedelta(microseconds=round((label_delay or 0) * 1_000_000))
-        label_time = event_time.filter(labelled) + delay
-    _fail_rows(
-        label_time < event_time.filter(labelled),
-        "label_time is before event_time",
-        rows=labelled_rows,
-    )
-
     payload = [c for c in frame.columns if c not in given.values()]
     clash = [c for c in payload if c in _RESERVED]
     if clash:
         raise IngestError(
             f"payload column(s) {clash} would overwrite the lake's own columns; rename them"
         )
-    events = pl.DataFrame(
-        [event_id.alias("event_id"), event_time.alias("event_time"), key.alias("key")]
-    )
-    events = events.hstack([_payload_column(frame.get_column(c)) for c in payload])
+
+    checks = _Checks(frame.height)
+    column = {c: plain(frame.get_column(c)) for c in frame.columns}  # neutral names: safe in any method
+    event_id = _event_ids(column[id_col], name=id_col, checks=checks, limits=limits)
+    checks.ids = event_id.to_list()
+    event_time = _times(column[time_col], name=time_col, what="event time", checks=checks)
+    if key_col is None:
+        key = pl.Series(["all"] * frame.height, dtype=pl.String)
+    else:
+        key = _keys(column[key_col], name=key_col, checks=checks, limits=limits)
+    label = _labels(column[label_col], name=label_col, positive=positive, checks=checks)
+    labelled = label.is_not_null()
+    if label_time_col is not None:
+        raw = column[label_time_col]
+        checks.add("time", f"labels without a label time in column {label_time_col!r}",
+                   labelled & raw.is_null())
+        label_time = _times(raw, name=label_time_col, what="label time", checks=checks, only=labelled)
+    else:
+        delay = timedelta(microseconds=round((label_delay or 0) * 1_000_000))
+        label_time = event_time + delay
+    checks.add("time", "label_time is before event_time", labelled & (label_time < event_time))
+
+    notes: list[str] = []
+    values = [
+        _payload_column(column[c], name=c, checks=checks, limits=limits, notes=notes,
+                        numbers_from_text=numbers_from_text and c not in text_cols)
+        for c in payload
+    ]
+    good = pl.Series(~checks.bad_mask())
+    events = pl.DataFrame([event_id.alias("event_id"), event_time.alias("event_time"), key.alias("key")])
+    events = events.hstack([v.alias(c) for c, v in zip(payload, values, strict=True)])
+    rows = np.arange(frame.height)
+    with_label = good & labelled
     labels = pl.DataFrame(
-        {
-            "event_id": event_id.filter(labelled),
-            "label": label.filter(labelled),
-            "label_time": label_time,
-        }
-    )
-    return events, labels
+        [event_id.alias("event_id"), label.alias("label"), label_time.alias("label_time")]
+    ).filter(with_label)
+    return _Prepared(frame=frame, events=events.filter(good), labels=labels, rows=rows[good.to_numpy()],
+                     label_rows=rows[with_label.to_numpy()], checks=checks, notes=notes)
 
 
-def _fail_rows(bad: pl.Series, message: str, *, rows: pl.Series | None = None) -> None:
-    """Raise :class:`IngestError` naming the rows where ``bad`` is true.
-
-    ``rows`` maps positions in ``bad`` to input row numbers when ``bad`` covers a subset.
-    """
-    bad = bad.fill_null(False)
-    n = int(bad.sum())
-    if not n:
-        return
-    where = bad.arg_true().head(10)
-    if rows is not None:
-        where = rows.gather(where)
-    raise IngestError(message, rows=where.to_list(), n_rows=n)
-
-
-def _event_ids(col: pl.Series) -> pl.Series:
-    dtype = col.dtype
-    if dtype.is_float():
+def _event_ids(col: pl.Series, *, name: str, checks: _Checks, limits: IngestLimits) -> pl.Series:
+    if col.dtype.is_float():
         raise IngestError(
-            f"id column {col.name!r} holds floats ({dtype}); ids must be strings or integers"
+            f"id column {name!r} holds floats ({col.dtype}); ids must be strings or integers"
         )
-    ids = _text(col, what="id")
-    _fail_rows(ids.str.strip_chars() == "", f"empty ids in column {col.name!r}")
-    dup = ids.is_duplicated()
+    ids = _as_text(col, name=name, what="id")
+    missing = ids.is_null()
+    empty = ids.str.strip_chars() == ""
+    long = ids.str.len_chars() > limits.max_id_chars
+    either = missing | empty.fill_null(False)
+    what = "missing" if not empty.any() else "empty" if not missing.any() else "missing or empty"
+    checks.add("empty id", f"{what} ids in column {name!r}", either, show_ids=False)
+    checks.add("oversize", f"ids longer than {limits.max_id_chars:,} characters in column {name!r}",
+               long, show_ids=False)
+    usable = ~(either | long.fill_null(False))
+    dup = usable & ids.is_duplicated()
     if dup.any():
         first = ids.filter(dup).head(1).item()
-        _fail_rows(dup, f"duplicate ids in column {col.name!r} (e.g. {first!r})")
+        checks.add("duplicate id", f"duplicate ids in column {name!r} (e.g. {first!r})", dup,
+                   show_ids=False)
     return ids
 
 
-def _text(col: pl.Series, *, what: str) -> pl.Series:
-    """``col`` as strings (integers in decimal); null values are an error naming rows."""
+def _keys(col: pl.Series, *, name: str, checks: _Checks, limits: IngestLimits) -> pl.Series:
+    keys = _as_text(col, name=name, what="key")
+    checks.add("key", f"missing keys in column {name!r}", keys.is_null())
+    checks.add("oversize", f"keys longer than {limits.max_id_chars:,} characters in column {name!r}",
+               keys.str.len_chars() > limits.max_id_chars)
+    return keys
+
+
+def _as_text(col: pl.Series, *, name: str, what: str) -> pl.Series:
+    """``col`` as strings (integers in decimal)."""
     dtype = col.dtype
     if not (
         dtype == pl.String or dtype.is_integer() or isinstance(dtype, pl.Categorical | pl.Enum)
     ):
         raise IngestError(
-            f"{what} column {col.name!r} has type {dtype}; expected strings or integers"
+            f"{what} column {name!r} has type {dtype}; expected strings or integers"
         )
-    _fail_rows(col.is_null(), f"missing {what}s in column {col.name!r}")
     return col.cast(pl.String)
 
 
-def _times(col: pl.Series, *, what: str, rows: pl.Series | None = None) -> pl.Series:
-    """``col`` as ``Datetime[us, UTC]``; missing or unparsable values raise naming rows."""
+def _times(col: pl.Series, *, name: str, what: str, checks: _Checks,
+           only: pl.Series | None = None) -> pl.Series:
+    """``col`` as ``Datetime[us, UTC]``; where missing or unparsable (in ``only`` rows) a bad row."""
     parsed = parse_times(col)
     bad = parsed.is_null()
+    if only is not None:
+        bad = bad & only & col.is_not_null()
     if bad.any():
         raw = col.filter(bad & col.is_not_null()).head(1)
         example = f" (e.g. {raw.item()!r})" if raw.len() else ""
-        _fail_rows(
+        checks.add(
+            "time",
+            f"missing or unparsable {what}s in column {name!r}{example}; expected "
+            f"ISO 8601 strings, datetimes or epoch seconds {_YEARS}",
             bad,
-            f"missing or unparsable {what}s in column {col.name!r}{example}; expected "
-            "ISO 8601 strings, datetimes or epoch seconds",
-            rows=rows,
         )
     return parsed
 
 
 def parse_times(col: pl.Series) -> pl.Series:
-    """``col`` as ``Datetime[us, UTC]``, null where missing or unparsable.
+    """``col`` as ``Datetime[us, UTC]``, null where missing, unparsable or outside 1900-2199.
 
     Naive datetimes and naive ISO strings are taken as UTC; numbers are epoch seconds.
 
     >>> parse_times(pl.Series(["2024-01-01T02:00:00+02:00", "2024-01-01", "nope"])).to_list()
     [datetime.datetime(2024, 1, 1, 0, 0, tzinfo=zoneinfo.ZoneInfo(key='UTC')), \
 datetime.datetime(2024, 1, 1, 0, 0, tzinfo=zoneinfo.ZoneInfo(key='UTC')), None]
-    >>> parse_times(pl.Series([1.5])).dt.epoch("us").to_list()
-    [1500000]
+    >>> parse_times(pl.Series([1.5, 1e12])).dt.epoch("us").to_list()
+    [1500000, None]
     """
+    name, col = col.name, plain(col)
     dtype = col.dtype
     if isinstance(dtype, pl.Datetime):
         out = (
@@ -453,25 +698,31 @@ datetime.datetime(2024, 1, 1, 0, 0, tzinfo=zoneinfo.ZoneInfo(key='UTC')), None]
             if dtype.time_zone is None
             else col.dt.convert_time_zone("UTC")
         )
-        return out.dt.cast_time_unit("us")
-    if dtype == pl.Date:
-        return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    if dtype.is_integer() or dtype.is_float():
+        us = out.dt.cast_time_unit("us").dt.epoch("us")
+    elif dtype == pl.Date:
+        us = col.cast(pl.Datetime("us")).dt.epoch("us")
+    elif dtype.is_integer() or dtype.is_float():
         seconds = pl.col("t").cast(pl.Float64)
-        ok = seconds.is_finite() & (seconds >= _MIN_S) & (seconds <= _MAX_S)
+        ok = seconds.is_finite() & (seconds >= _MIN_S) & (seconds < _MAX_S)
         exact = pl.col("t").cast(pl.Int64) * 1_000_000
-        us = exact if dtype.is_integer() else (seconds * 1_000_000).round().cast(pl.Int64)
-        frame = pl.DataFrame({"t": col})
-        return frame.select(pl.when(ok).then(us).cast(_UTC_US).alias(col.name)).to_series()
-    if dtype == pl.String:
+        value = exact if dtype.is_integer() else (seconds * 1_000_000).round().cast(pl.Int64)
+        us = pl.DataFrame({"t": col}).select(pl.when(ok).then(value)).to_series()
+    elif dtype == pl.String:
         unique = col.drop_nulls().unique()
         parsed = pl.Series([_iso_us(s) for s in unique.to_list()], dtype=pl.Int64)
         us = col.replace_strict(unique, parsed, default=None, return_dtype=pl.Int64)
-        return us.cast(_UTC_US)
-    raise IngestError(
-        f"time column {col.name!r} has type {dtype}; expected ISO 8601 strings, "
-        "datetimes or epoch seconds"
-    )
+    else:
+        raise IngestError(
+            f"time column {name!r} has type {dtype}; expected ISO 8601 strings, "
+            "datetimes or epoch seconds"
+        )
+    return _null_where(us, ~((us >= MIN_TIME_US) & (us < MAX_TIME_US))).cast(_UTC_US).alias(name)
+
+
+def _null_where(values: pl.Series, mask: pl.Series) -> pl.Series:
+    """``values`` with nulls where ``mask`` is true (or null)."""
+    frame = pl.DataFrame({"v": values, "m": mask.fill_null(True)})
+    return frame.select(pl.when(~pl.col("m")).then(pl.col("v"))).to_series()
 
 
 def _iso_us(text: str) -> int | None:
@@ -484,72 +735,105 @@ def _iso_us(text: str) -> int | None:
             seconds = float(text)
         except ValueError:
             return None
-        ok = math.isfinite(seconds) and _MIN_S <= seconds <= _MAX_S
+        ok = math.isfinite(seconds) and _MIN_S <= seconds < _MAX_S
         return round(seconds * 1_000_000) if ok else None
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return (t - _EPOCH) // _ONE_US
 
 
-def _labels(col: pl.Series, *, positive: str | None) -> pl.Series:
-    """0/1 labels (``Int64``; null where the input has none)."""
+def _labels(col: pl.Series, *, name: str, positive: str | None, checks: _Checks) -> pl.Series:
+    """0/1 labels (``Int64``; null where the input has none, or a bad one)."""
     dtype = col.dtype
     if dtype == pl.Boolean:
         if positive is not None and str(positive).lower() not in ("true", "1"):
             raise IngestError(
-                f"positive={positive!r} does not fit boolean labels in column {col.name!r}"
+                f"positive={positive!r} does not fit boolean labels in column {name!r}"
             )
         return col.cast(pl.Int64)
     if dtype.is_integer() or dtype.is_float():
         if positive is not None and str(positive) not in ("1", "1.0"):
             raise IngestError(
-                f"positive={positive!r} does not fit 0/1 labels in column {col.name!r}"
+                f"positive={positive!r} does not fit 0/1 labels in column {name!r}"
             )
-        bad = col.is_not_null() & ~col.cast(pl.Float64).is_in([0.0, 1.0])
-        _fail_rows(bad, f"labels in column {col.name!r} must be 0 or 1")
-        return col.cast(pl.Int64)
+        ok = col.cast(pl.Float64).is_in([0.0, 1.0])
+        checks.add("label", f"labels in column {name!r} must be 0 or 1", col.is_not_null() & ~ok)
+        return _null_where(col, ~ok).cast(pl.Int64)
     if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum):
         col = col.cast(pl.String)
         values = sorted(col.drop_nulls().unique().to_list())
         shown = ", ".join(repr(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
         if len(values) > 2:
             raise IngestError(
-                f"label column {col.name!r} has {len(values)} distinct values ({shown}); "
+                f"label column {name!r} has {len(values)} distinct values ({shown}); "
                 "expected two"
             )
         if positive is None:
             raise IngestError(
-                f"label column {col.name!r} holds strings ({shown}); "
+                f"label column {name!r} holds strings ({shown}); "
                 "say which one is the positive class (positive=... / --positive)"
             )
         if len(values) == 2 and positive not in values:
             raise IngestError(
-                f"positive={positive!r} is not one of the labels in column {col.name!r} ({shown})"
+                f"positive={positive!r} is not one of the labels in column {name!r} ({shown})"
             )
         return (col == positive).cast(pl.Int64)
     raise IngestError(
-        f"label column {col.name!r} has type {dtype}; expected booleans, 0/1 or two strings"
+        f"label column {name!r} has type {dtype}; expected booleans, 0/1 or two strings"
     )
 
 
-def _payload_column(col: pl.Series) -> pl.Series:
+def _payload_column(col: pl.Series, *, name: str, checks: _Checks, limits: IngestLimits,
+                    notes: list[str], numbers_from_text: bool) -> pl.Series:
     """A payload column in a type Delta stores (no unsigned integers, no categoricals)."""
     dtype = col.dtype
     if dtype in (pl.UInt8, pl.UInt16, pl.UInt32):
-        return col.cast(pl.Int64)
-    if dtype == pl.UInt64:
+        col = col.cast(pl.Int64)
+    elif dtype == pl.UInt64:
         try:
-            return col.cast(pl.Int64, strict=True)
+            col = col.cast(pl.Int64, strict=True)
         except pl.exceptions.InvalidOperationError as ex:
-            raise IngestError(f"payload column {col.name!r}: UInt64 values beyond Int64") from ex
-    if isinstance(dtype, pl.Categorical | pl.Enum):
-        return col.cast(pl.String)
-    if dtype == pl.Object or isinstance(dtype, pl.Duration | pl.Time):
+            raise IngestError(f"payload column {name!r}: UInt64 values beyond Int64") from ex
+    elif isinstance(dtype, pl.Categorical | pl.Enum):
+        col = col.cast(pl.String)
+    elif dtype == pl.Object or isinstance(dtype, pl.Duration | pl.Time):
         raise IngestError(
-            f"payload column {col.name!r} has type {dtype}, which Delta tables cannot store; "
+            f"payload column {name!r} has type {dtype}, which Delta tables cannot store; "
             "convert it first (e.g. durations to seconds, times of day to strings)"
         )
+    if col.dtype == pl.String and numbers_from_text:
+        col = _numbers_in_text(col, name=name, checks=checks, notes=notes)
+    if col.dtype == pl.String:
+        checks.add("oversize", f"values longer than {limits.max_field_bytes:,} bytes in column {name!r}",
+                   col.str.len_bytes() > limits.max_field_bytes)
+    if col.dtype.is_float():
+        odd = col.is_nan() | col.is_infinite()
+        n_odd = int(odd.sum())
+        if n_odd:
+            where = ", ".join(str(r) for r in odd.arg_true().head(5).to_list())
+            notes.append(f"column {name!r}: {n_odd:,} NaN/inf value(s) stored as floats (rows {where}"
+                         f"{', ...' if n_odd > 5 else ''}); the dataflow dead-letters events with inf")
     return col
+
+
+def _numbers_in_text(col: pl.Series, *, name: str, checks: _Checks, notes: list[str]) -> pl.Series:
+    """A CSV text column read as numbers where its values are numbers (``NaN``/``inf`` spellings
+    the CSV reader left as text), or mostly numbers (the rest are bad rows, kind ``number``)."""
+    given = col.is_not_null()
+    numbers = col.str.strip_chars().cast(pl.Float64, strict=False)
+    n_given, n_numbers = int(given.sum()), int(numbers.is_not_null().sum())
+    if not n_numbers or 2 * n_numbers < n_given:
+        return col  # text
+    if n_numbers < n_given:
+        text = given & numbers.is_null()
+        example = col.filter(text).head(1).item()
+        checks.add("number", f"text in column {name!r} of numbers (e.g. {example!r}); "
+                   "name it in text_cols (--text-col) to keep the column as text", text)
+    else:
+        odd = col.filter(given & ~numbers.is_finite()).unique(maintain_order=True).head(3).to_list()
+        notes.append(f"column {name!r} holds numbers written as text ({', '.join(map(repr, odd))}): "
+                     "stored as floats")
+    return numbers
 
 
 # --------------------------------------------------------------------------- writing
@@ -565,10 +849,12 @@ def _fingerprint(tables: Mapping[str, pl.DataFrame], extra: str) -> str:
 
 
 def _check_against_lake(
-    lake: str | os.PathLike[str], events: pl.DataFrame, *, first_row: int
+    lake: str | os.PathLike[str], events: pl.DataFrame, rows: np.ndarray, checks: _Checks, *,
+    first_row: int = 0,
 ) -> pl.DataFrame:
-    """Reject ids already in the lake; cast payload columns to the lake's types."""
-    if not exists(lake, "events"):
+    """Ids already in the lake and values that do not fit the lake's column types become bad rows
+    (``rows`` maps events rows to input rows); payload columns are cast to the lake's types."""
+    if not exists(lake, "events") or events.height == 0:
         return events
     uri = table_uri(lake, "events")
     pending = events.get_column("event_id").slice(first_row)
@@ -580,25 +866,44 @@ def _check_against_lake(
         .get_column("event_id")
     )
     if seen.len():
-        bad = pending.is_in(seen.implode())
-        _fail_rows(
-            bad,
-            f"ids already in the lake's events table (e.g. {seen[0]!r})",
-            rows=pl.int_range(first_row, events.height, eager=True),
-        )
+        checks.add("duplicate id", f"ids already in the lake's events table (e.g. {seen[0]!r})",
+                   pending.is_in(seen.implode()), rows=rows[first_row:], show_ids=False)
     schema = pl.scan_delta(uri).collect_schema()
     casts = []
     for name, dtype in events.schema.items():
         have = schema.get(name)
         if name in _RESERVED or have is None or have == dtype:
             continue
-        try:
-            casts.append(events.get_column(name).cast(have, strict=True))
-        except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as ex:
-            raise IngestError(
-                f"payload column {name!r} is {dtype} but the lake's events have {have}"
-            ) from ex
+        casts.append(_fit(plain(events.get_column(name)), name=name, have=have, rows=rows,
+                          checks=checks).alias(name))
     return events.with_columns(casts) if casts else events
+
+
+def _fit(col: pl.Series, *, name: str, have: pl.DataType, rows: np.ndarray, checks: _Checks) -> pl.Series:
+    """``col`` cast to the lake's type ``have``: values that do not fit are bad rows, never truncated."""
+    mismatch = f"payload column {name!r} is {col.dtype} but the lake's events have {have}"
+    given = col.is_not_null()
+    numeric = have.is_integer() or have.is_float()
+    if numeric and (col.dtype == pl.String or col.dtype.is_numeric()):
+        source = col.str.strip_chars() if col.dtype == pl.String else col
+        numbers = source.cast(pl.Float64, strict=False)
+        text = given & numbers.is_null()
+        if col.dtype == pl.String and text.all():
+            raise IngestError(mismatch)
+        checks.add("number", f"text in column {name!r}, which the lake's events hold as {have}",
+                   text, rows=rows)
+        if not have.is_integer():
+            return numbers.cast(have)
+        if col.dtype.is_integer():
+            return col.cast(have, strict=False)
+        whole = numbers.is_finite() & (numbers == numbers.floor())
+        checks.add("number", f"fractions (or NaN/inf) in column {name!r}, which the lake's events hold "
+                   f"as {have}", given & numbers.is_not_null() & ~whole, rows=rows)
+        return numbers.cast(have, strict=False)
+    try:
+        return col.cast(have, strict=True)
+    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as ex:
+        raise IngestError(mismatch) from ex
 
 
 def _first_offset(lake: str | os.PathLike[str]) -> int:
@@ -625,19 +930,106 @@ def _resumed_offset(lake: str | os.PathLike[str], events: pl.DataFrame) -> int:
     return int(found.item())
 
 
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, datetime | date | timedelta):
+        return value.isoformat() if not isinstance(value, timedelta) else value.total_seconds()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return value
+
+
+def _clipped(text: str, limit: int = _RAW_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut (as the dataflow's dead letters do)."""
+    return text if len(text) <= limit else text[:limit] + f"...[truncated {len(text) - limit} chars]"
+
+
+def _dead_letters(prep: _Prepared, bad: np.ndarray, *, writer_id: str, source: str) -> pl.DataFrame:
+    """``dead_letters`` rows of the input rows ``bad``: the reasons and the row as read, in JSON."""
+    reasons = prep.checks.reasons()
+    ids = prep.checks.ids or [None] * prep.frame.height
+    raws = [
+        _clipped(json.dumps(_json_value(row), ensure_ascii=False, default=str))
+        for row in prep.frame[bad.tolist()].iter_rows(named=True)
+    ] if bad.size else []
+    return pl.DataFrame(
+        {
+            "run_id": [writer_id] * bad.size,
+            "shard": pl.Series([0] * bad.size, dtype=pl.Int32),
+            "seq": pl.Series(bad, dtype=pl.Int64),
+            "step": ["ingest"] * bad.size,
+            "reason": ["; ".join(reasons.get(r, ["rejected at ingest"])) for r in bad.tolist()],
+            "source": [source] * bad.size,
+            "event_id": pl.Series([ids[r] for r in bad.tolist()], dtype=pl.String),
+            "raw": raws,
+        },
+        schema_overrides={"raw": pl.String},
+    )
+
+
+def _recorded_bad_rows(lake: str | os.PathLike[str], writer_id: str) -> np.ndarray:
+    """Input rows an earlier run of this ingest dead-lettered (its decision, kept on resume)."""
+    if not exists(lake, "dead_letters"):
+        return np.zeros(0, dtype=np.int64)
+    rows = read_table(lake, "dead_letters", columns=["run_id", "seq"]).filter(
+        pl.col("run_id") == writer_id)
+    return np.sort(rows.get_column("seq").to_numpy())
+
+
 def _write(
     lake: str | os.PathLike[str],
-    tables: dict[str, pl.DataFrame],
+    prep: _Prepared,
     *,
+    extra: dict[str, pl.DataFrame],
     source: str,
     fingerprint: str,
+    on_error: OnError,
     progress: Progress | None,
     started: float,
 ) -> IngestReport:
-    writer_id = f"ingest/{source}/{_fingerprint(tables, fingerprint)}"
-    writers = {name: TableWriter(lake, name, writer_id=writer_id) for name in tables}
-    chunks = {name: math.ceil(frame.height / CHUNK_ROWS) for name, frame in tables.items()}
-    done = {name: min(writers[name].committed_position or 0, chunks[name]) for name in tables}
+    checks = prep.checks
+    input_bad = np.flatnonzero(checks.bad_mask())
+    if input_bad.size:  # the same good rows with other bad ones are another input
+        fingerprint += f";bad={hashlib.sha256(input_bad.tobytes()).hexdigest()}"
+    writer_id = f"ingest/{source}/{_fingerprint({'events': prep.events, 'labels': prep.labels, **extra}, fingerprint)}"
+    names = ["dead_letters", "events", "labels", *extra]
+    writers = {name: TableWriter(lake, name, writer_id=writer_id) for name in names}
+    data = [n for n in names if n != "dead_letters"]
+    resumed = any(writers[n].committed_position is not None for n in data)
+
+    if resumed:  # an earlier run decided which rows were bad: keep its decision
+        bad = _recorded_bad_rows(lake, writer_id)
+    else:
+        events = _check_against_lake(lake, prep.events, prep.rows, checks)
+        bad = np.flatnonzero(checks.bad_mask())
+        if bad.size and on_error == "refuse":
+            raise checks.error(header="nothing written (on_error='dead-letter', --on-error dead-letter, "
+                               "ingests the other rows and dead-letters these)")
+        prep.events = events
+    if input_bad.size and on_error == "refuse" and not np.isin(input_bad, bad).all():
+        raise checks.error(header="nothing written")
+    keep = ~np.isin(prep.rows, bad)
+    keep_labels = ~np.isin(prep.label_rows, bad)
+    tables = {
+        "dead_letters": _dead_letters(prep, bad, writer_id=writer_id, source=source) if not resumed
+        else pl.DataFrame(),
+        "events": prep.events.filter(pl.Series(keep)),
+        "labels": prep.labels.filter(pl.Series(keep_labels)),
+        **extra,
+    }
+    positions = {name: [i + 1 for i in range(math.ceil(f.height / CHUNK_ROWS))]
+                 for name, f in tables.items() if name != "dead_letters"}
+    positions["dead_letters"] = [int(bad[min((i + 1) * CHUNK_ROWS, bad.size) - 1])
+                                 for i in range(math.ceil(bad.size / CHUNK_ROWS))] if not resumed else []
+    committed = {name: writers[name].committed_position for name in names}
+    done = {name: sum(1 for p in positions[name] if committed[name] is not None and committed[name] >= p)
+            for name in names}
+    kinds = checks.kinds() if not resumed else _recorded_kinds(lake, writer_id)
 
     def report(already: bool) -> IngestReport:
         return IngestReport(
@@ -650,22 +1042,48 @@ def _write(
             already_ingested=already,
             writer_id=writer_id,
             seconds=time.perf_counter() - started,
+            n_dead_letters=int(bad.size),
+            dead_letter_kinds=kinds,
+            notes=tuple(prep.notes),
         )
 
-    if all(done[name] >= chunks[name] for name in tables):
+    if all(done[name] >= len(positions[name]) for name in names):
         return report(True)
-    events = _check_against_lake(lake, tables["events"], first_row=done["events"] * CHUNK_ROWS)
-    base = _resumed_offset(lake, events) if done["events"] else _first_offset(lake)
+    events = tables["events"]
+    if resumed:  # rows not written yet must still be new to the lake
+        first_row = done["events"] * CHUNK_ROWS
+        again = _Checks(prep.frame.height)
+        again.ids = checks.ids
+        events = _check_against_lake(lake, events, prep.rows[keep], again, first_row=first_row)
+        error = again.error(header="found since this ingest began; nothing more written")
+        if error is not None:
+            raise error
+        base = _resumed_offset(lake, events) if events.height else 0
+    else:
+        base = _first_offset(lake)
     tables["events"] = events.with_columns(
         (pl.int_range(0, events.height, dtype=pl.Int64) + base).alias("offset")
     )
     total = sum(frame.height for frame in tables.values())
-    written = sum(min(done[n] * CHUNK_ROWS, tables[n].height) for n in tables)
+    written = sum(min(done[n] * CHUNK_ROWS, tables[n].height) for n in names)
     for name, frame in tables.items():
-        for i in range(done[name], chunks[name]):
+        for i in range(done[name], len(positions[name])):
             chunk = frame.slice(i * CHUNK_ROWS, CHUNK_ROWS)
-            writers[name].append(chunk, position=i + 1)
+            writers[name].append(chunk, position=positions[name][i])
             written += chunk.height
             if progress is not None:
                 progress(written, total)
     return report(False)
+
+
+def _recorded_kinds(lake: str | os.PathLike[str], writer_id: str) -> dict[str, int]:
+    """Dead-lettered rows by kind, from the reasons an earlier run of this ingest wrote."""
+    if not exists(lake, "dead_letters"):
+        return {}
+    reasons = read_table(lake, "dead_letters", columns=["run_id", "reason"]).filter(
+        pl.col("run_id") == writer_id).get_column("reason").to_list()
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        for kind in {part.split(":", 1)[0] for part in reason.split("; ")}:
+            counts[kind] = counts.get(kind, 0) + 1
+    return {k: counts[k] for k in KINDS if k in counts}

@@ -35,6 +35,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
 
 from lake.errors import SchemaError, TableNotFoundError
+from lake.names import select as select_literal
 from lake.schemas import OPEN_TABLES, schema_of
 
 Version = int | str | datetime
@@ -86,8 +87,9 @@ def read_table(
 ) -> pl.DataFrame:
     """Read ``table`` as a polars frame; ``version`` time-travels by number, timestamp or ISO string."""
     dt = open_table(lake, table, version=version)
-    frame = pl.read_delta(dt, columns=columns)
-    return frame
+    if columns is None:
+        return pl.read_delta(dt)
+    return select_literal(pl.scan_delta(dt), columns).collect()  # names taken literally, never as patterns
 
 
 def conform(table: str, data: Any) -> pa.Table:

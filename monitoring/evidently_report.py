@@ -31,6 +31,7 @@ from typing import Any, Literal, NamedTuple
 
 import polars as pl
 
+from lake import names as lake_names
 from lake.storage import canonical, state_dir
 
 By = Literal["time", "version"]
@@ -202,7 +203,7 @@ def expand_features(frame: pl.DataFrame, *, max_keys: int = 1_000) -> pl.DataFra
     wide = wide.rename({c: f"f:{c}" for c in names})
     # a feature absent from the map is a 0 to the model (River's sparse dicts)
     return (frame.drop("features").join(wide, on="event_id", how="left", maintain_order="left")
-            .with_columns(pl.col(f"f:{c}" for c in names).fill_null(0.0)))
+            .with_columns(lake_names.cols(f"f:{c}" for c in names).fill_null(0.0)))
 
 
 # ------------------------------------------------------------------------------ column selection
@@ -233,7 +234,7 @@ def select_columns(reference: pl.DataFrame, current: pl.DataFrame, *, max_column
     for i, name in enumerate(both.columns):
         if name in skip:
             continue
-        col = both.get_column(name)
+        col = lake_names.plain(both.get_column(name))
         dtype = col.dtype
         if dtype.is_numeric():
             kind = "num"
@@ -261,7 +262,7 @@ def _presence(frame: pl.DataFrame, name: str) -> float:
     hashed or one-hot feature is a 0)."""
     if name not in frame.columns or frame.height == 0:
         return 0.0
-    col = frame.get_column(name)
+    col = lake_names.plain(frame.get_column(name))
     if col.dtype.is_numeric():
         return float((col.fill_nan(0) if col.dtype.is_float() else col).fill_null(0).ne(0).mean())
     return 1.0 - col.null_count() / frame.height
@@ -337,7 +338,8 @@ def build_snapshots(reference: pl.DataFrame, current: pl.DataFrame, columns: Col
     dd = DataDefinition(numerical_columns=columns.numerical, categorical_columns=columns.categorical)
 
     def pandas(frame: pl.DataFrame, names: list[str]) -> Any:
-        return frame.select(names).with_columns(pl.col(columns.categorical).cast(pl.String)).to_pandas()
+        return (lake_names.select(frame, names).with_columns(lake_names.cols(columns.categorical).cast(pl.String))
+                .to_pandas())
 
     drift = Report([DataDriftPreset(columns=cols, drift_share=drift_share)]).run(
         reference_data=Dataset.from_pandas(pandas(reference, cols), data_definition=dd),

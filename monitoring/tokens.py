@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from lake.names import plain
 from monitoring.detectors import DETECTORS, Detector, is_int, parse_spec
 
 _TOKEN = r"[a-z0-9]+"
@@ -266,7 +267,7 @@ def url_signals(lake: str, *, field: str = "url", window: int = 5_000, run_id: s
         "event_time", "offset")
     mon = TokenDriftMonitor(window=window, detectors=detectors)
     for start in range(0, events.height, chunk):
-        mon.update_many(events[field].slice(start, chunk))
+        mon.update_many(plain(events.get_column(field)).slice(start, chunk))
     frame = windows_frame(mon)
     if run_id is not None and frame.height:
         log = read_table(lake, "learn_log").filter(pl.col("run_id") == run_id)
