@@ -20,7 +20,9 @@ logs one MLflow run, a child of a parent run per lake run in experiment
   synced (``*_version_at_sync``): the run id only holds a hash of the pinned ones;
 
 and registers it as a version of ``riverlake-<model>``, tagged
-``riverlake.checkpoint = "<run_id>/<checkpoint_id>"``.
+``riverlake.checkpoint = "<run_id>/<checkpoint_id>"`` and
+``riverlake.artifacts_hmac`` (the HMAC of the logged model's files, checked by
+:func:`flows.registry.load_verified`).
 
 Idempotence lives in MLflow: what is registered is found by that tag, so a run
 twice registers nothing twice, and a store that was reset or moved is simply
@@ -240,9 +242,11 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
 
     from flows import mlflow_model
     from flows.registry import (
+        ARTIFACTS_HMAC_TAG,
         CHECKPOINT_TAG,
         KIND_TAG,
         TAG,
+        artifacts_hmac,
         client_for,
         ensure_experiment,
         ensure_registered_model,
@@ -302,10 +306,13 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
                     uv_project_path=tmp,  # not the cwd's uv project: requirements are the explicit pins
                     model_config={"sha256": ck["sha256"], "checkpoint": key, "hmac": ck["hmac"],
                                   "run_id": item.run_id, "checkpoint_id": item.checkpoint_id})
+            logged = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{info.model_id}",
+                                                         dst_path=str(Path(tmp) / "logged"))
+            signed = all_tags | {ARTIFACTS_HMAC_TAG: artifacts_hmac(logged, checkpoint=key)}
             ensure_registered_model(client, item.registered_model,
                                     description=f"riverlake model spec {item.model!r}: {item.spec}")
             mv = client.create_model_version(item.registered_model, source=f"models:/{info.model_id}",
-                                             run_id=run.info.run_id, tags=all_tags, model_id=info.model_id,
+                                             run_id=run.info.run_id, tags=signed, model_id=info.model_id,
                                              description=f"{item.spec}; {item.checkpoint_id} of run {item.run_id}")
     return {**result, "version": str(mv.version), "mlflow_run_id": run.info.run_id}
 

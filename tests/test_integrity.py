@@ -28,13 +28,14 @@ import yaml
 from bytewax.testing import run_main
 from deltalake import DeltaTable, write_deltalake
 
+from dataflows.models import score_one
 from dataflows.online import build_flow, recovery_dir, run_replay
 from flows.registry import client_for, using
 from flows.versioning import sync_lake
 from lake import integrity
 from lake.cli import main as lake_main
 from lake.integrity import IntegrityError
-from lake.reproduce import reproduce
+from lake.reproduce import load_checkpoint, reproduce
 from lake.table import read_table, table_uri
 
 
@@ -244,12 +245,19 @@ def _rewrite_learner_snapshots(lake: str, blob: bytes) -> None:
     assert n >= 1
 
 
-def test_a_snapshot_that_names_code_stops_the_resume_before_bytewax_unpickles_it(recovered, tmp_path):
+def test_a_snapshot_that_names_code_stops_the_resume_before_bytewax_unpickles_it(recovered, tmp_path, capsys):
+    folder = str(recovery_dir(recovered, "r1"))
+    assert lake_main(["check-recovery", folder]) == 0  # what riverlake wrote is plain data
     marker = tmp_path / "pwned"
     _rewrite_learner_snapshots(recovered, pickle.dumps(_Trap(marker)))
     with pytest.raises(IntegrityError, match=r"recovery snapshot of step 'riverlake-replay.learn', key '0', epoch "
                                              r"\d+ in .*part-0.sqlite3: refers to io.open; only plain data"):
         run_replay(recovered, "linear", run_id="r1", snapshot_s=0.5, batch_size=500, checkpoint_every=1_000)
+    assert not marker.exists()
+    # the check a `bytewax.run -r DIR` deployment runs first
+    capsys.readouterr()
+    assert lake_main(["check-recovery", folder]) == 2
+    assert "refers to io.open; only plain data may be there" in capsys.readouterr().err
     assert not marker.exists()
 
 
@@ -264,4 +272,28 @@ def test_learner_state_without_the_key_is_refused_on_resume(recovered, tmp_path)
     _rewrite_learner_snapshots(recovered, pickle.dumps(pickle.dumps(_Trap(marker))))
     with pytest.raises(IntegrityError, match="recovery state of run 'r1': not sealed with an HMAC"):
         run_replay(recovered, "linear", run_id="r1", snapshot_s=0.5, batch_size=500, checkpoint_every=1_000)
+    assert not marker.exists()
+
+
+def test_verified_loading_checks_every_file_before_mlflow_unpickles_any(lake, tmp_path, mlflow_uri, monkeypatch):
+    import pandas as pd
+
+    from flows.registry import load_verified
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    done = sync_lake(lake, mlflow_uri, checkpoint_ids=["linear:s0:1000"])["registered"]
+    client = client_for(mlflow_uri)
+    version = done[0]["version"]
+    x = read_table(lake, "predictions").tail(3)["features"].to_list()
+    served = load_verified(client, "riverlake-linear", version=version).predict(pd.DataFrame(x))
+    row = read_table(lake, "checkpoints").filter(pl.col("checkpoint_id") == "linear:s0:1000").row(0, named=True)
+    estimator = load_checkpoint(row)
+    assert served.tolist() == [score_one(estimator, xi) for xi in x]
+
+    # the wrapper MLflow unpickles itself (cloudpickle), before any code of ours runs
+    marker = tmp_path / "pwned"
+    (_logged_model_dir(client, version) / "python_model.pkl").write_bytes(pickle.dumps(_Trap(marker)))
+    with pytest.raises(IntegrityError, match=f"MLflow model 'riverlake-linear' version {version}: HMAC does not "
+                                             "match"):
+        load_verified(client, "riverlake-linear", version=version)
     assert not marker.exists()
