@@ -33,6 +33,7 @@ from dataflows.replay import pin_versions
 from dataflows.sinks import URGENT_TABLES, DeltaSink
 from dataflows.sources import ReplaySource
 from dataflows.validate import validate_batch
+from lake import integrity
 from monitoring.stream import MonitorConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)?\s*$")
@@ -195,6 +196,7 @@ def replay_job(
     balance: bool = False,
 ) -> ReplayJob:
     """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
+    integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
     models = _names(model)
     pin = pin_versions(lake, events_version=events_version, labels_version=labels_version)
     featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude)), "categorical": sorted(_names(categorical))}
@@ -308,11 +310,8 @@ def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.testing import run_main
 
-    from lake import integrity
-
     if snapshot_s <= 0:
         raise ValueError(f"snapshot_s must be > 0, got {snapshot_s!r}")
-    integrity.key(create=True, lake=lake)  # before any work: a key file inside the lake is refused
     job = replay_job(lake, model, **settings)
     config = None
     if recovery:
@@ -430,6 +429,7 @@ def build_live_flow(
     """
     from dataflows.kafka import KafkaPredictionsSink, KafkaSource
 
+    integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
     source = KafkaSource(brokers, topic, batch_size=batch_size, stop_at_end=stop_at_end,
                          lake=os.fspath(lake) if record else None, flush_rows=flush_rows,
                          flush_seconds=flush_seconds, config=kafka_config)
