@@ -241,7 +241,7 @@ def check_recovery(db_dir: str | os.PathLike[str]) -> int:
     """
     n = 0
     for part in sorted(Path(db_dir).glob("*.sqlite3")):
-        conn = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{part.resolve().as_uri()}?mode=ro", uri=True)  # read only
         try:
             rows = conn.execute("SELECT step_id, state_key, snap_epoch, ser_change FROM snaps "
                                 "WHERE ser_change IS NOT NULL")
