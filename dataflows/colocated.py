@@ -14,14 +14,13 @@ worker and nothing crosses. The rows written are the same; only placement change
 from __future__ import annotations
 
 import logging
-import pickle
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows.control import PromotionControl
 from dataflows.items import Batch, Output
-from dataflows.learner import RunConfig, ShardLearner
+from dataflows.learner import RunConfig, ShardLearner, resume_learner, seal_learner
 from dataflows.validate import validate_batch
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ class _ColocatedPartition(StatefulSourcePartition[Output, tuple]):
         return self.part.next_awake()
 
     def snapshot(self) -> tuple:
-        return self.part.snapshot(), pickle.dumps(self.learner, protocol=5)
+        return self.part.snapshot(), seal_learner(self.learner, self.config)
 
     def close(self) -> None:
         self.part.close()
@@ -80,8 +79,8 @@ class ColocatedSource(FixedPartitionedSource[Output, tuple]):
         return self.source.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: tuple | None) -> _ColocatedPartition:
-        inner_state, learner_bytes = resume_state if resume_state is not None else (None, None)
-        learner = pickle.loads(learner_bytes) if learner_bytes is not None else None
+        inner_state, sealed = resume_state if resume_state is not None else (None, None)
+        learner = resume_learner(sealed, self.config)
         control = (PromotionControl(self.control_lake, self.config.run_id, interval_s=self.control_interval_s)
                    if self.control_lake is not None else None)
         return _ColocatedPartition(self.source.build_part(step_id, for_part, inner_state), self.config, learner,

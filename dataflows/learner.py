@@ -38,6 +38,7 @@ from dataflows.perkey import PerKeyModel
 from dataflows.recent import RecentIds
 from dataflows.sparse import SparseLogisticRegression
 from dataflows.validate import dead_letter
+from lake import integrity
 from lake import names as lake_names
 from lake.arrow import features_array, rows_to_arrow
 from lake.schemas import FEATURES, LEARN_LOG, PREDICTIONS, UTC_TS
@@ -214,6 +215,7 @@ class ShardLearner:
             self.config.run_id, self.shard, seq, cid, slot.name, self._description(slot.name),
             slot.n_learned, last_event_id, model_digest(data), river.__version__,
             platform.python_version(), RIVERLAKE_VERSION, data, datetime.now(UTC),
+            integrity.sign(data, purpose=integrity.checkpoint_purpose(self.config.run_id, cid)),
         ))
 
     @property
@@ -1016,3 +1018,16 @@ def _expand_runs(runs: list[tuple[int, str]], n: int) -> pa.Array:
     for (row, value), nxt in zip(runs, [*runs[1:], (n, None)], strict=True):
         values.extend([value] * (nxt[0] - row))
     return pa.array(values, pa.string())
+
+
+def seal_learner(learner: ShardLearner | None, config: RunConfig) -> tuple[str, bytes]:
+    """A learner as recovery state: its pickle and that pickle's HMAC (:func:`lake.integrity.seal`)."""
+    return integrity.seal(pickle.dumps(learner, protocol=5), purpose=integrity.recovery_purpose(config.run_id))
+
+
+def resume_learner(sealed: Any, config: RunConfig) -> ShardLearner | None:
+    """The learner of a :func:`seal_learner` snapshot, unpickled only once its HMAC checked out."""
+    if sealed is None:
+        return None
+    return integrity.unseal(sealed, purpose=integrity.recovery_purpose(config.run_id),
+                            what=f"recovery state of run {config.run_id!r}")

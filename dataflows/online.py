@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,11 +28,12 @@ from bytewax.outputs import Sink
 from dataflows.control import PromotionControl
 from dataflows.gc_tuning import tune_gc
 from dataflows.items import Batch, Output
-from dataflows.learner import RunConfig, ShardLearner
+from dataflows.learner import RunConfig, ShardLearner, resume_learner, seal_learner
 from dataflows.replay import pin_versions
 from dataflows.sinks import URGENT_TABLES, DeltaSink
 from dataflows.sources import ReplaySource
 from dataflows.validate import validate_batch
+from lake import integrity
 from monitoring.stream import MonitorConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)?\s*$")
@@ -55,13 +55,14 @@ def parse_duration_us(text: str | int | float) -> int:
     return int(float(m.group(1)) * _UNIT_US[m.group(2) or "s"])
 
 
-class LearnLogic(StatefulBatchLogic[Batch, Output, bytes]):
-    """Bytewax wrapper of :class:`ShardLearner`; its snapshot is the pickled learner."""
+class LearnLogic(StatefulBatchLogic[Batch, Output, tuple[str, bytes]]):
+    """Bytewax wrapper of :class:`ShardLearner`; its snapshot is the pickled learner, sealed with an HMAC."""
 
-    def __init__(self, config: RunConfig, resume: bytes | None, control: PromotionControl | None = None) -> None:
+    def __init__(self, config: RunConfig, resume: tuple[str, bytes] | None,
+                 control: PromotionControl | None = None) -> None:
         self.config = config
         self.control = control
-        self.learner: ShardLearner | None = pickle.loads(resume) if resume is not None else None
+        self.learner: ShardLearner | None = resume_learner(resume, config)
 
     def on_batch(self, values: list[Batch]) -> tuple[Iterable[Output], bool]:
         out = []
@@ -80,8 +81,8 @@ class LearnLogic(StatefulBatchLogic[Batch, Output, bytes]):
             return [], StatefulBatchLogic.RETAIN
         return [self.learner.finish()], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self.learner, protocol=5)
+    def snapshot(self) -> tuple[str, bytes]:
+        return seal_learner(self.learner, self.config)
 
 
 def make_flow(source: Source[Batch], sink: Sink[tuple[str, Output]], config: RunConfig,
@@ -195,6 +196,7 @@ def replay_job(
     balance: bool = False,
 ) -> ReplayJob:
     """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
+    integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
     models = _names(model)
     pin = pin_versions(lake, events_version=events_version, labels_version=labels_version)
     featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude)), "categorical": sorted(_names(categorical))}
@@ -297,7 +299,11 @@ def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     models and the pending state every ``snapshot_s`` seconds into
     ``LAKE/_recovery/RUN_ID`` (created on first use). After a crash, the same call
     resumes where the last snapshot was taken; rows the crashed run had already
-    committed are recognised by their ``seq`` and not written again.
+    committed are recognised by their ``seq`` and not written again. Before it
+    resumes, every snapshot there is checked to be plain data (Bytewax unpickles
+    them; :func:`lake.integrity.check_recovery`), and the learner state in them
+    carries an HMAC with the riverlake key: state written by anyone without the
+    key is refused, never unpickled.
     """
     from datetime import timedelta
 
@@ -313,6 +319,7 @@ def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
         if not db_dir.exists():
             db_dir.mkdir(parents=True)
             init_db_dir(db_dir, 1)
+        integrity.check_recovery(db_dir)
         config = RecoveryConfig(str(db_dir))
     run_main(job.flow(), epoch_interval=timedelta(seconds=snapshot_s), recovery_config=config)
     return job.run_id
@@ -422,6 +429,7 @@ def build_live_flow(
     """
     from dataflows.kafka import KafkaPredictionsSink, KafkaSource
 
+    integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
     source = KafkaSource(brokers, topic, batch_size=batch_size, stop_at_end=stop_at_end,
                          lake=os.fspath(lake) if record else None, flush_rows=flush_rows,
                          flush_seconds=flush_seconds, config=kafka_config)

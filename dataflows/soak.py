@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         from bytewax.recovery import RecoveryConfig, init_db_dir
         from bytewax.testing import run_main
 
+        from lake.integrity import check_recovery
+
         every = args.checkpoint_every or (10_000 if args.scenario == "flights" else 100_000)
         if args.batch_size:
             settings["batch_size"] = args.batch_size
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         db_dir = Path(lake) / "_recovery" / "soak"
         db_dir.mkdir(parents=True, exist_ok=True)
         init_db_dir(db_dir, 1)
+        check_recovery(db_dir)  # Bytewax unpickles what it finds there: plain data only
         sampler = threading.Thread(target=sample, daemon=True)
         started = time.monotonic()
         cpu0 = proc.cpu_times()
@@ -116,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         learner_state["accuracy"] = round(m["n_correct"].sum() / max(1, m["n"].sum()), 4)
         if args.scenario == "urls":
             ckpt = read_table(lake, "checkpoints").sort("n_learned").tail(1)
-            import pickle
+            from lake.reproduce import load_checkpoint
 
-            est = pickle.loads(ckpt["model_bytes"][0])
+            est = load_checkpoint(ckpt.row(0, named=True))  # its sha256 and HMAC checked first
             weights = getattr(est, "weights", None)
             learner_state["final_model_bytes"] = len(ckpt["model_bytes"][0])
             learner_state["weights"] = len(weights) if weights is not None else None

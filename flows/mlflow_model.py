@@ -1,7 +1,9 @@
 """A River checkpoint as an MLflow ``pyfunc`` model.
 
 :class:`RiverModel` loads the pickled River estimator from its artifact in
-``load_context`` (after checking the bytes against their sha256) and predicts
+``load_context`` (after checking the bytes against their sha256, then against
+their HMAC with the riverlake key: ``$RIVERLAKE_KEY`` or the key file, see
+:mod:`lake.integrity`; a model without an HMAC is refused) and predicts
 P(y=1) for each row of a DataFrame of features::
 
     import mlflow, pandas as pd
@@ -14,15 +16,20 @@ its input a ``key`` column (the event's entity key, e.g. ``"JFK-LAX"``); a key
 the model never learned from is scored by the blank model.
 This module imports only what a serving environment has (mlflow, pandas): it is
 copied into the logged model (``code_paths``) together with the riverlake
-transformers a pickled estimator may refer to, so the model loads where
-riverlake is not installed.
+transformers a pickled estimator may refer to and :mod:`lake.integrity` (as the
+top-level module ``riverlake_integrity``, so it never shadows an installed
+``lake`` package), so the model loads where riverlake is not installed.
+
+What the HMAC does not cover: MLflow itself unpickles the wrapper
+(``python_model.pkl``, cloudpickle) and imports the copied code before
+``load_context`` runs, so whoever can write the artifact store can run code in a
+process that loads the model; keep the MLflow store where lake writers cannot write.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,6 +42,8 @@ ARTIFACT = "river"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _CODE = {"flows": ["mlflow_model.py"], "dataflows": ["transformers.py", "sparse.py", "perkey.py"]}
 """Riverlake modules the logged model needs: this wrapper, and our own estimators and transformers."""
+_INTEGRITY = ("lake/integrity.py", "riverlake_integrity.py")
+"""The HMAC check, logged as a top-level module of its own."""
 
 KEY_COLUMN = "key"
 """Input column naming the entity key, for per-key models."""
@@ -48,12 +57,18 @@ class RiverModel(mlflow.pyfunc.PythonModel):
     """Serves a pickled River binary classifier; ``predict`` returns P(y=1) per row."""
 
     def load_context(self, context: Any) -> None:
+        integrity = _integrity()
         data = Path(context.artifacts[ARTIFACT]).read_bytes()
-        expected = (context.model_config or {}).get("sha256")
+        config = context.model_config or {}
+        expected = config.get("sha256")
         actual = hashlib.sha256(data).hexdigest()
         if expected and actual != expected:  # never unpickle bytes that are not what was logged
             raise ModelBytesMismatch(f"model bytes have sha256 {actual}, the model was logged with {expected}")
-        self.estimator = pickle.loads(data)  # verified above
+        run_id, checkpoint = config.get("run_id"), config.get("checkpoint_id")
+        purpose = integrity.checkpoint_purpose(str(run_id), str(checkpoint))
+        # never skipped: a model logged without an HMAC (or with it removed) is refused
+        self.estimator = integrity.loads(data, config.get("hmac"), purpose=purpose,
+                                         what=f"MLflow model of checkpoint {checkpoint!r} of run {run_id!r}")
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a signature
         """P(y=1) for each row of a DataFrame (or each dict of a list) of features."""
@@ -97,9 +112,21 @@ def pip_requirements() -> list[str]:
     return [f"river=={river.__version__}", f"pandas=={pandas.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
 
 
+def _integrity() -> Any:
+    """:mod:`lake.integrity`, or where riverlake is not installed, its copy logged with the model."""
+    try:
+        from lake import integrity
+    except ImportError:
+        import riverlake_integrity as integrity  # type: ignore[import-not-found,no-redef]
+    return integrity
+
+
 def stage_code(directory: str | Path) -> list[str]:
     """Copy the riverlake modules a logged model needs under ``directory``; returns the ``code_paths``."""
-    paths = []
+    source, name = _INTEGRITY
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_PACKAGE_ROOT / source, Path(directory) / name)
+    paths = [str(Path(directory) / name)]
     for package, modules in _CODE.items():
         dest = Path(directory) / package
         dest.mkdir(parents=True, exist_ok=True)

@@ -7,14 +7,21 @@ its artifacts beside its database; a server (``http://...``) decides itself.
 
 Every checkpoint is registered once, as a version of the registered model
 ``f"{prefix}-{model}"`` tagged ``riverlake.checkpoint = f"{run_id}/{checkpoint_id}"``:
-that tag is how the flows find what MLflow already has.
+that tag is how the flows find what MLflow already has. Each version also carries
+``riverlake.artifacts_hmac``, an HMAC with the riverlake key over every file of its
+logged model (:func:`artifacts_hmac`): :func:`load_verified` checks it before MLflow
+unpickles or imports anything of the model, which a plain ``mlflow.pyfunc.load_model``
+does not (it unpickles ``python_model.pkl`` first; see :mod:`flows.mlflow_model`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -25,6 +32,7 @@ TAG = "riverlake."
 CHECKPOINT_TAG = TAG + "checkpoint"
 KIND_TAG = TAG + "kind"
 RUN_TAG = TAG + "run_id"
+ARTIFACTS_HMAC_TAG = TAG + "artifacts_hmac"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARTIFACTS_ENV = "RIVERLAKE_MLFLOW_ARTIFACTS"  # artifact root of new experiments on a database store
@@ -204,3 +212,45 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 def drop_alias(client: MlflowClient, name: str, alias: str) -> None:
     if alias_version(client, name, alias) is not None:
         client.delete_registered_model_alias(name, alias)
+
+
+def _manifest(directory: str | os.PathLike[str]) -> bytes:
+    """Every file under ``directory``: its relative path and the sha256 of its bytes, sorted by path."""
+    root = Path(directory)
+    lines = [f"{p.relative_to(root).as_posix()}\0{hashlib.sha256(p.read_bytes()).hexdigest()}"
+             for p in sorted(root.rglob("*")) if p.is_file()]
+    return "\n".join(lines).encode()
+
+
+def artifacts_hmac(directory: str | os.PathLike[str], *, checkpoint: str) -> str:
+    """HMAC (riverlake key) over every file of a logged model, bound to its checkpoint key."""
+    from lake import integrity
+
+    return integrity.sign(_manifest(directory), purpose=f"mlflow model {checkpoint}")
+
+
+def load_verified(client: MlflowClient, name: str, *, version: str | None = None, alias: str | None = None) -> Any:
+    """The pyfunc model of version (or alias) of registered model ``name``, loaded only once its files check out.
+
+    The files are downloaded to a private folder, their :func:`artifacts_hmac` compared with
+    the version's ``riverlake.artifacts_hmac`` tag, and the model loaded from that folder:
+    nothing of it (``python_model.pkl``, its code, the River bytes) is unpickled or imported
+    before. Raises :class:`lake.integrity.IntegrityError` when they do not.
+    """
+    import mlflow
+
+    from lake import integrity
+
+    if (version is None) == (alias is None):
+        raise ValueError(f"give one of version or alias, got version={version!r}, alias={alias!r}")
+    mv = (client.get_model_version(name, version) if version is not None
+          else client.get_model_version_by_alias(name, alias))
+    what = f"MLflow model {name!r} version {mv.version}"
+    checkpoint = mv.tags.get(CHECKPOINT_TAG)
+    if checkpoint is None:
+        raise integrity.IntegrityError(f"{what}: no {CHECKPOINT_TAG} tag; not registered by riverlake's versioning")
+    with tempfile.TemporaryDirectory(prefix="riverlake-model-") as tmp, using(client.tracking_uri):
+        local = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp)
+        integrity.verify(_manifest(local), mv.tags.get(ARTIFACTS_HMAC_TAG), purpose=f"mlflow model {checkpoint}",
+                         what=what)
+        return mlflow.pyfunc.load_model(local)

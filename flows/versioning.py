@@ -3,7 +3,8 @@
     python -m flows.versioning --lake lakehouse [--tracking-uri URI] [--run-id R]
 
 For each checkpoint MLflow does not have yet, it checks the bytes against their
-sha256 (tampered checkpoints are refused, never unpickled or uploaded), then
+sha256 and their HMAC with the riverlake key (:mod:`lake.integrity`; tampered or
+unsigned checkpoints are refused, never unpickled or uploaded), then
 logs one MLflow run, a child of a parent run per lake run in experiment
 ``riverlake``:
 
@@ -19,7 +20,9 @@ logs one MLflow run, a child of a parent run per lake run in experiment
   synced (``*_version_at_sync``): the run id only holds a hash of the pinned ones;
 
 and registers it as a version of ``riverlake-<model>``, tagged
-``riverlake.checkpoint = "<run_id>/<checkpoint_id>"``.
+``riverlake.checkpoint = "<run_id>/<checkpoint_id>"`` and
+``riverlake.artifacts_hmac`` (the HMAC of the logged model's files, checked by
+:func:`flows.registry.load_verified`).
 
 Idempotence lives in MLflow: what is registered is found by that tag, so a run
 twice registers nothing twice, and a store that was reset or moved is simply
@@ -56,7 +59,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from lake.errors import LakeError
-from lake.reproduce import ChecksumError, verify_checkpoint
+from lake.integrity import IntegrityError
+from lake.reproduce import ChecksumError, verify_signed
 from lake.table import exists, open_table, table_uri
 from lake.table import table_version as lake_table_version
 
@@ -155,19 +159,21 @@ def plan_sync(lake: str, tracking_uri: str, *, experiment: str = "riverlake",
 
 
 def _rejected(scan: pl.LazyFrame, todo: pl.DataFrame) -> dict[str, str]:
-    """Checkpoints among ``todo`` whose bytes do not match their sha256."""
+    """Checkpoints among ``todo`` whose bytes do not match their sha256 or their HMAC."""
     from flows.registry import checkpoint_key
 
     bad: dict[str, str] = {}
     if todo.height == 0:
         return bad
     keys = todo.select(pl.format("{}/{}", "run_id", "checkpoint_id").alias("k"))["k"].to_list()
+    if "hmac" not in scan.collect_schema().names():  # a lake from before checkpoints were signed
+        scan = scan.with_columns(hmac=pl.lit(None, pl.String))
     rows = (scan.filter(pl.format("{}/{}", "run_id", "checkpoint_id").is_in(keys))
-            .select("run_id", "checkpoint_id", "sha256", "model_bytes").collect())
+            .select("run_id", "checkpoint_id", "sha256", "model_bytes", "hmac").collect())
     for r in rows.iter_rows(named=True):
         try:
-            verify_checkpoint(r["model_bytes"], r["sha256"], checkpoint=r["checkpoint_id"])
-        except ChecksumError as ex:
+            verify_signed(r)
+        except IntegrityError as ex:
             bad[checkpoint_key(r["run_id"], r["checkpoint_id"])] = str(ex)
     return bad
 
@@ -236,9 +242,11 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
 
     from flows import mlflow_model
     from flows.registry import (
+        ARTIFACTS_HMAC_TAG,
         CHECKPOINT_TAG,
         KIND_TAG,
         TAG,
+        artifacts_hmac,
         client_for,
         ensure_experiment,
         ensure_registered_model,
@@ -255,7 +263,7 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
     if row.height != 1:
         raise LakeError(f"checkpoint {key!r}: {row.height} rows in the lake, expected 1")
     ck = row.row(0, named=True)
-    verify_checkpoint(ck["model_bytes"], ck["sha256"], checkpoint=item.checkpoint_id)
+    verify_signed(ck)
     result = {"checkpoint": key, "registered_model": item.registered_model}
 
     client = client_for(tracking_uri)
@@ -296,11 +304,15 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
                     artifacts={mlflow_model.ARTIFACT: str(path)}, pip_requirements=mlflow_model.pip_requirements(),
                     code_paths=mlflow_model.stage_code(Path(tmp) / "code"),
                     uv_project_path=tmp,  # not the cwd's uv project: requirements are the explicit pins
-                    model_config={"sha256": ck["sha256"], "checkpoint": key})
+                    model_config={"sha256": ck["sha256"], "checkpoint": key, "hmac": ck["hmac"],
+                                  "run_id": item.run_id, "checkpoint_id": item.checkpoint_id})
+            logged = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{info.model_id}",
+                                                         dst_path=str(Path(tmp) / "logged"))
+            signed = all_tags | {ARTIFACTS_HMAC_TAG: artifacts_hmac(logged, checkpoint=key)}
             ensure_registered_model(client, item.registered_model,
                                     description=f"riverlake model spec {item.model!r}: {item.spec}")
             mv = client.create_model_version(item.registered_model, source=f"models:/{info.model_id}",
-                                             run_id=run.info.run_id, tags=all_tags, model_id=info.model_id,
+                                             run_id=run.info.run_id, tags=signed, model_id=info.model_id,
                                              description=f"{item.spec}; {item.checkpoint_id} of run {item.run_id}")
     return {**result, "version": str(mv.version), "mlflow_run_id": run.info.run_id}
 
@@ -311,7 +323,7 @@ def sync_lake(lake: str, tracking_uri: str | None = None, *, experiment: str = "
     """The versioning flow without Prefect: register every missing checkpoint, in one call.
 
     Returns ``{"registered": [...], "already_synced": n}``; raises :class:`ChecksumError`
-    after registering the others when some checkpoints' bytes do not match their sha256.
+    after registering the others when some checkpoints' bytes do not match their sha256 or HMAC.
     """
     from flows.registry import tracking_uri_for
 

@@ -255,6 +255,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if all(r.bit_equal for r in results) else 1
 
 
+def add_check_recovery(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recovery_dir", help="the Bytewax recovery folder (the -r DIR of bytewax.run)")
+
+
+def cmd_check_recovery(args: argparse.Namespace) -> int:
+    """Exit 0 when every snapshot in the folder is plain data, 2 (and nothing unpickled) otherwise."""
+    from lake.integrity import IntegrityError, check_recovery
+
+    if not os.path.isdir(args.recovery_dir):
+        raise IntegrityError(f"recovery folder {args.recovery_dir!r} does not exist")
+    n = check_recovery(args.recovery_dir)
+    print(f"{n} snapshot(s) in {args.recovery_dir} hold plain data only: safe for Bytewax to resume from")
+    return 0
+
+
 # --------------------------------------------------------------------------- wiring
 
 Command = tuple[
@@ -272,6 +287,8 @@ COMMANDS: list[Command] = [
     ("info", "version and row count of every table", add_info, cmd_info),
     ("reproduce", "rebuild a past prediction's score from its checkpoint and the learn log",
      add_reproduce, cmd_reproduce),
+    ("check-recovery", "check a Bytewax recovery folder before resuming from it (`bytewax.run -r DIR`)",
+     add_check_recovery, cmd_check_recovery),
 ]
 """``(name, help, add_arguments, run)`` of every subcommand."""
 

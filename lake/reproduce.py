@@ -12,8 +12,11 @@ model that made P is::
 
 River's ``predict_proba_one`` does not update the model (no learning during
 prediction), so the rebuilt score is bit-equal to the stored one. The
-checkpoint's bytes are checked against its sha256 before they are unpickled; a
-mismatch raises :class:`ChecksumError` and the command exits with code 2.
+checkpoint's bytes are checked against its sha256 (a mismatch raises
+:class:`ChecksumError`) and against its HMAC with the riverlake key, which the
+lake does not hold (:mod:`lake.integrity`; a mismatch, or a row without one,
+raises :class:`~lake.integrity.IntegrityError`) before they are unpickled; the
+command then exits with code 2.
 
 >>> verify_checkpoint(b"abc", hashlib.sha256(b"abc").hexdigest(), checkpoint="linear:s0:0")
 >>> verify_checkpoint(b"abd", hashlib.sha256(b"abc").hexdigest(), checkpoint="c")  # doctest: +ELLIPSIS
@@ -32,11 +35,13 @@ from typing import Any
 
 import polars as pl
 
+from lake import integrity
 from lake.errors import LakeError, TableNotFoundError
+from lake.integrity import IntegrityError
 from lake.table import exists, table_uri
 
 
-class ChecksumError(LakeError):
+class ChecksumError(IntegrityError):
     """Model bytes do not match the sha256 recorded with them: they were changed after the checkpoint."""
 
 
@@ -56,10 +61,22 @@ def verify_checkpoint(model_bytes: bytes, sha256: str, *, checkpoint: str) -> No
                             f"the lake records {_short(sha256)}; refusing to unpickle them")
 
 
-def load_checkpoint(model_bytes: bytes, sha256: str, *, checkpoint: str) -> Any:
-    """The River estimator of a checkpoint, unpickled only after its sha256 checked out."""
-    verify_checkpoint(model_bytes, sha256, checkpoint=checkpoint)
-    return pickle.loads(model_bytes)  # verified above
+def verify_signed(row: dict[str, Any]) -> None:
+    """Check a ``checkpoints`` row's bytes against its sha256, then its HMAC (:mod:`lake.integrity`).
+
+    The sha256 catches bytes damaged by accident; only the HMAC, made with a key the
+    lake does not hold, proves that whoever wrote them had the key.
+    """
+    run_id, checkpoint = row["run_id"], row["checkpoint_id"]
+    verify_checkpoint(row["model_bytes"], row["sha256"], checkpoint=checkpoint)
+    integrity.verify(row["model_bytes"], row.get("hmac"), purpose=integrity.checkpoint_purpose(run_id, checkpoint),
+                     what=f"checkpoint {checkpoint!r} of run {run_id!r} (table 'checkpoints')")
+
+
+def load_checkpoint(row: dict[str, Any]) -> Any:
+    """The River estimator of a ``checkpoints`` row, unpickled only once :func:`verify_signed` passed."""
+    verify_signed(row)
+    return pickle.loads(row["model_bytes"])  # verified above
 
 
 @dataclass
@@ -96,7 +113,7 @@ class Reproduction:
             f"event          {self.event_id}  (run {self.run_id}, shard {self.shard}, seq {self.seq})",
             f"model          {self.model} ({self.role})",
             f"model version  {self.model_version}  (n_learned {self.checkpoint_n_learned}, "
-            f"sha256 {self.sha256} verified)",
+            f"sha256 {self.sha256} and HMAC verified)",
             f"history        {steps}",
             f"features       {{{feats}}}",
             f"stored score     {self.stored_score!r}  ({float(self.stored_score).hex()})",
@@ -126,7 +143,8 @@ def reproduce(lake: str | os.PathLike[str], event_id: str, *, run_id: str | None
     """Rebuild the score of every prediction made for ``event_id`` (narrowed by run and model).
 
     When the event was predicted in several runs, ``run_id`` must say which.
-    Raises :class:`ChecksumError` on tampered model bytes, :class:`ReproduceError`
+    Raises :class:`ChecksumError` or :class:`~lake.integrity.IntegrityError` on tampered
+    (or unsigned) model bytes, :class:`ReproduceError`
     when the prediction or its history is not in the lake.
     """
     preds = _scan(lake, "predictions").filter(pl.col("event_id") == event_id)
@@ -183,7 +201,7 @@ def _reproduce_one(lake: str | os.PathLike[str], p: dict[str, Any]) -> Reproduct
             raise ReproduceError(f"no stored features for learned event(s) {missing[:5]} of run {run_id!r}")
     else:
         history = learns.with_columns(features=pl.lit(None), key=pl.lit(None, pl.String))
-    estimator = load_checkpoint(c["model_bytes"], c["sha256"], checkpoint=version)
+    estimator = load_checkpoint(c)
     keyed = getattr(estimator, "keyed", False)  # one model per key (dataflows.perkey): learn and score by key
     for row in history.iter_rows(named=True):
         if keyed:

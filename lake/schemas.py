@@ -113,6 +113,7 @@ CHECKPOINTS = pa.schema(
         pa.field("riverlake_version", pa.string(), nullable=False),
         pa.field("model_bytes", pa.large_binary(), nullable=False),
         pa.field("created_at", UTC_TS, nullable=False),
+        pa.field("hmac", pa.string()),  # of model_bytes, with the key outside the lake (lake.integrity)
     ]
 )
 

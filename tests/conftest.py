@@ -11,6 +11,22 @@ from tests.synthetic import make_lake
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def riverlake_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The riverlake key of the whole session, in a tmp file: the suite never writes to the home folder.
+
+    Set in ``os.environ`` so subprocesses (``subprocess_env``) sign and verify with it too.
+    """
+    import secrets
+
+    path = tmp_path_factory.mktemp("riverlake-key") / "key"
+    path.write_text(secrets.token_hex(32) + "\n")
+    path.chmod(0o600)
+    os.environ.pop("RIVERLAKE_KEY", None)
+    os.environ["RIVERLAKE_KEY_FILE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def _synthetic_lake_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "lake"
