@@ -41,3 +41,21 @@ class IngestError(LakeError):
             more = f" (and {self.n_rows - 10} more)" if self.n_rows > 10 else ""
             message = f"{message}: rows {shown}{more}"
         super().__init__(message)
+
+
+class WriterFencedError(LakeError):
+    """Another writer committed under this writer's id: two processes run with one identity.
+
+    Raised at commit time instead of writing a second copy of the rows; the writer
+    that sees it must stop (its process is not the only owner of the writer id).
+    """
+
+    def __init__(self, table: str, writer_id: str, *, expected: int | None, found: int | None) -> None:
+        super().__init__(
+            f"table {table!r}: writer {writer_id!r} is also committing from another process "
+            f"(committed position is {found!r}, this writer last saw {expected!r}); "
+            "stopping instead of writing twice: run one process per run id")
+        self.table = table
+        self.writer_id = writer_id
+        self.expected = expected
+        self.found = found
