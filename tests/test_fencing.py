@@ -58,3 +58,39 @@ def test_writers_racing_on_one_id_never_write_a_row_twice(tmp_path):
     table = read_table(lake, "drift_events")
     assert table["seq"].is_unique().all(), "a row was written twice"
     assert len(fenced) >= 1
+
+
+def _replay_cmd(lake: str) -> list[str]:
+    return [sys.executable, "-m", "dataflows.online", "--lake", lake, "--model", "linear,tree",
+            "--run-id", "twice", "--rate", "1000", "--batch-size", "150", "--snapshot-s", "0.4",
+            "--checkpoint-every", "500"]
+
+
+@pytest.mark.slow
+def test_two_replays_with_one_run_id_at_once_write_every_row_once(synthetic_lake, subprocess_env):
+    # Before fencing: 10,092 predictions and doubled checkpoints for 6,000 (event, model) pairs.
+    first = subprocess.Popen(_replay_cmd(synthetic_lake), env=subprocess_env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    second = subprocess.Popen(_replay_cmd(synthetic_lake), env=subprocess_env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    logs = [p.communicate(timeout=180)[1] for p in (first, second)]
+    codes = [first.returncode, second.returncode]
+
+    def rows(table: str, cols: list[str]) -> pl.DataFrame:
+        return read_table(synthetic_lake, table).filter(pl.col("run_id") == "twice").select(cols)
+
+    assert rows("predictions", ["event_id", "model"]).is_unique().all(), "a prediction was written twice"
+    assert rows("learn_log", ["event_id", "model"]).is_unique().all(), "a label was learned twice"
+    assert rows("checkpoints", ["checkpoint_id"]).is_unique().all(), "a checkpoint was written twice"
+    losers = [log for code, log in zip(codes, logs, strict=True) if code != 0]
+    assert losers, "the two runs overlapped, so one of them must have been stopped"
+    for log in losers:
+        assert "is also committing from another process" in log, log[-3000:]
+    # Whatever the race left, the same command finishes the run: every event once per model.
+    final = subprocess.run(_replay_cmd(synthetic_lake), env=subprocess_env, capture_output=True, text=True,
+                           timeout=180)
+    assert final.returncode == 0, final.stderr[-3000:]
+    preds = rows("predictions", ["event_id", "model"])
+    assert preds.height == 6_000 and preds.is_unique().all()
+    assert rows("learn_log", ["event_id", "model"]).is_unique().all()
