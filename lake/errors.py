@@ -59,3 +59,15 @@ class WriterFencedError(LakeError):
         self.writer_id = writer_id
         self.expected = expected
         self.found = found
+
+
+class RunIdentityError(LakeError):
+    """A run id is already recorded in the lake's ``runs`` table with other inputs or settings."""
+
+    def __init__(self, run_id: str, differences: list[str], *, lake: str) -> None:
+        shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
+        super().__init__(
+            f"run {run_id!r} is recorded in {lake}/runs with other inputs or settings "
+            f"(recorded -> now: {shown}); start it with the recorded ones to resume, or use a new run id")
+        self.run_id = run_id
+        self.differences = differences
