@@ -29,8 +29,11 @@ version is the commit point: a run left behind by a crash before it (MLflow went
 down mid-checkpoint) carries the same tag but has no version; the next sync
 deletes it and starts that checkpoint over. MLflow calls retry with exponential
 backoff; when MLflow stays down the flow fails and the next run catches up.
-Run one versioning flow at a time per store (deploy it with a concurrency limit
-of one): two at once may both register a checkpoint.
+Two syncs at once (versioning and promotion when their schedules meet) may both
+find a checkpoint unregistered and both register it: each checks after
+registering, and the later version is deleted with its run, so one stays
+(:func:`flows.registry.keep_first_version`). Still deploy one versioning flow at
+a time per store: the other's work is wasted.
 
 The store: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///LAKE/mlflow.db`` with artifacts in ``LAKE/mlartifacts``; browse it with
@@ -243,6 +246,7 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
         ensure_experiment,
         ensure_registered_model,
         find_version,
+        keep_first_version,
         runs_tagged,
         using,
     )
@@ -302,7 +306,8 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
             mv = client.create_model_version(item.registered_model, source=f"models:/{info.model_id}",
                                              run_id=run.info.run_id, tags=all_tags, model_id=info.model_id,
                                              description=f"{item.spec}; {item.checkpoint_id} of run {item.run_id}")
-    return {**result, "version": str(mv.version), "mlflow_run_id": run.info.run_id}
+    kept = keep_first_version(client, item.registered_model, key, version=str(mv.version), run_id=run.info.run_id)
+    return {**result, "version": kept, "mlflow_run_id": run.info.run_id if kept == str(mv.version) else ""}
 
 
 def sync_lake(lake: str, tracking_uri: str | None = None, *, experiment: str = "riverlake",
