@@ -97,6 +97,9 @@ def test_two_topics_into_one_lake_are_each_predicted(tmp_path):
             send(brokers, topic, frame_messages(events, labels))
             run_main(build_live_flow(lake, "linear", brokers=brokers, topic=topic, stop_at_end=True,
                                      record=False, flush_seconds=0.5))
+        clicks = read_table(lake, "runs").filter(pl.col("topic") == "clicks")["run_id"].item()
+        with pytest.raises(RunIdentityError, match=r"topic 'clicks' -> 'orders'"):  # an explicit id reused
+            build_live_flow(lake, "linear", brokers=brokers, topic="orders", run_id=clicks, stop_at_end=True)
     preds = read_table(lake, "predictions")
     for topic in ("clicks", "orders"):
         mine = preds.filter(pl.col("event_id").str.starts_with(f"{topic}-"))
