@@ -81,6 +81,10 @@ class ColocatedSource(FixedPartitionedSource[Output, tuple]):
     def build_part(self, step_id: str, for_part: str, resume_state: tuple | None) -> _ColocatedPartition:
         inner_state, sealed = resume_state if resume_state is not None else (None, None)
         learner = resume_learner(sealed, self.config)
+        if learner is not None:
+            from dataflows.online import check_resumed
+
+            check_resumed(learner.config, self.config)
         control = (PromotionControl(self.control_lake, self.config.run_id, interval_s=self.control_interval_s)
                    if self.control_lake is not None else None)
         return _ColocatedPartition(self.source.build_part(step_id, for_part, inner_state), self.config, learner,

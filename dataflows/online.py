@@ -10,12 +10,11 @@ Run it with Bytewax::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from dataflows.sinks import URGENT_TABLES, DeltaSink
 from dataflows.sources import ReplaySource
 from dataflows.validate import validate_batch
 from lake import integrity
+from lake.runs import RunIdentity, record_run
 from monitoring.stream import MonitorConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)?\s*$")
@@ -55,6 +55,23 @@ def parse_duration_us(text: str | int | float) -> int:
     return int(float(m.group(1)) * _UNIT_US[m.group(2) or "s"])
 
 
+def check_resumed(snapshot: RunConfig, config: RunConfig) -> None:
+    """Refuse a recovery snapshot taken by a run with another run id or other settings.
+
+    >>> check_resumed(RunConfig(run_id="a", seed=1), RunConfig(run_id="a", seed=2))
+    Traceback (most recent call last):
+    ...
+    ValueError: the recovery snapshot was taken by run 'a' with other settings (snapshot -> now: seed 1 -> 2); ...
+    """
+    if snapshot == config:
+        return
+    diff = [f"{f.name} {getattr(snapshot, f.name)!r} -> {getattr(config, f.name)!r}" for f in fields(RunConfig)
+            if getattr(snapshot, f.name) != getattr(config, f.name)]
+    raise ValueError(f"the recovery snapshot was taken by run {snapshot.run_id!r} with other settings "
+                     f"(snapshot -> now: {'; '.join(diff[:4])}); resume with the same settings, or start "
+                     "another run id with its own recovery folder")
+
+
 class LearnLogic(StatefulBatchLogic[Batch, Output, tuple[str, bytes]]):
     """Bytewax wrapper of :class:`ShardLearner`; its snapshot is the pickled learner, sealed with an HMAC."""
 
@@ -63,6 +80,8 @@ class LearnLogic(StatefulBatchLogic[Batch, Output, tuple[str, bytes]]):
         self.config = config
         self.control = control
         self.learner: ShardLearner | None = resume_learner(resume, config)
+        if self.learner is not None:
+            check_resumed(self.learner.config, config)
 
     def on_batch(self, values: list[Batch]) -> tuple[Iterable[Output], bool]:
         out = []
@@ -131,12 +150,6 @@ def _names(value: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
     return tuple(value)
-
-
-def run_id_for(identity: dict[str, Any]) -> str:
-    """A run id that is the same exactly when the replay's inputs and settings are."""
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    return f"replay-{digest}"
 
 
 @dataclass(frozen=True)
@@ -208,20 +221,23 @@ def replay_job(
     ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
     monitor = MonitorConfig.from_settings(stats_window=stats_window, lateness=lateness, anomaly=anomaly,
                                           watch=watch, drift_action=drift_action, action_window=action_window)
-    if run_id is None:
-        run_id = run_id_for({
-            "events": pin.events, "labels": pin.labels, "models": models, "seed": seed,
-            "checkpoint_every": checkpoint_every, "window_us": window_us, "grace_us": grace_us,
-            "threshold": threshold, "featurizer": featurizer, "shards": shards, "label_ttl_us": ttl_us,
-            "drift": list(_names(drift)), "monitor": monitor.identity(),
-            **({"per_key": True, "max_key_models": max_key_models} if per_key else {}),
-            **({"balance": True} if balance and shards > 1 else {}),
-        })
+    source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate, balance=balance)
+    # Label expiry runs per batch, so the batch size is part of what the run computes.
+    identity = RunIdentity(kind="replay", lake=os.fspath(lake), events_version=pin.events,
+                           labels_version=pin.labels, batch_size=source.batch_size, settings={
+        "models": models, "seed": seed,
+        "checkpoint_every": checkpoint_every, "window_us": window_us, "grace_us": grace_us,
+        "threshold": threshold, "featurizer": featurizer, "shards": shards, "label_ttl_us": ttl_us,
+        "drift": list(_names(drift)), "monitor": monitor.identity(),
+        **({"per_key": True, "max_key_models": max_key_models} if per_key else {}),
+        **({"balance": True} if balance and shards > 1 else {}),
+    })
+    run_id = identity.run_id() if run_id is None else run_id
+    record_run(lake, run_id, identity)  # another identity under this id is refused here, before any work
     config = RunConfig(run_id=run_id, models=models, seed=seed, checkpoint_every=checkpoint_every,
                        window_us=window_us, grace_us=grace_us, threshold=threshold,
                        featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
                        monitor=monitor, per_key=per_key, max_key_models=max_key_models)
-    source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate, balance=balance)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
                      flush_seconds=flush_seconds, part_names=source.list_parts() if colocate else None)
     return ReplayJob(source, sink, config, os.fspath(lake), control_interval_s, colocate)
@@ -333,7 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataflows.online", description=run_replay.__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
     parser.add_argument("--model", default="linear", help="model specs, champion first (default linear)")
-    parser.add_argument("--run-id", default=None)
+    parser.add_argument("--run-id", default=None,
+                        help="default: derived from the lake, the versions read and the settings")
+    parser.add_argument("--events-version", type=int, default=None, help="Delta version of events (default latest)")
+    parser.add_argument("--labels-version", type=int, default=None, help="Delta version of labels (default latest)")
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="items per replay batch (default 10,000; 2,000 when paced with --rate)")
@@ -366,15 +385,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="--per-key: keys with a model kept per shard and model (default 100,000)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
-                        run_id=args.run_id, shards=args.shards, batch_size=args.batch_size,
-                        checkpoint_every=args.checkpoint_every, window=args.window, exclude=args.exclude,
-                        rate=args.rate, hash_fields=args.hash_fields, n_buckets=args.n_buckets,
-                        drift=args.drift, watch=args.watch,
-                        stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
-                        drift_action=args.drift_action, action_window=args.action_window,
-                        colocate=args.colocate, per_key=args.per_key, max_key_models=args.max_key_models,
-                        balance=args.balance)
+    from lake.errors import RunIdentityError
+
+    try:
+        run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
+                            run_id=args.run_id, events_version=args.events_version, labels_version=args.labels_version,
+                            shards=args.shards, batch_size=args.batch_size,
+                            checkpoint_every=args.checkpoint_every, window=args.window, exclude=args.exclude,
+                            rate=args.rate, hash_fields=args.hash_fields, n_buckets=args.n_buckets,
+                            drift=args.drift, watch=args.watch,
+                            stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
+                            drift_action=args.drift_action, action_window=args.action_window,
+                            colocate=args.colocate, per_key=args.per_key, max_key_models=args.max_key_models,
+                            balance=args.balance)
+    except RunIdentityError as ex:
+        print(f"error: {ex}", file=sys.stderr)
+        return 2
     print(run_id)
     return 0
 
@@ -386,7 +412,7 @@ def build_live_flow(
     brokers: str,
     topic: str,
     predictions_topic: str | None = None,
-    run_id: str = "live",
+    run_id: str | None = None,
     stop_at_end: bool = False,
     record: bool = True,
     kafka_config: dict[str, Any] | None = None,
@@ -421,6 +447,9 @@ def build_live_flow(
     confluent-kafka settings (SASL, TLS, ...) for the consumer and the producer. With
     ``colocate``, each Kafka partition's predict/learn step runs beside its consumer (and
     its lake writer), so on a cluster no batch crosses workers (:mod:`dataflows.colocated`).
+    With no ``run_id``, one is derived from the lake, the topic and its partitions and the
+    settings (``live-...``), so two topics written into one lake never share positions; an
+    explicit ``run_id`` first used with another topic or settings is refused (:mod:`lake.runs`).
     Run it with recovery so a restart resumes at the stored offsets::
 
         python -m bytewax.run "dataflows.online:build_live_flow(lake='lakehouse', \\
@@ -440,13 +469,21 @@ def build_live_flow(
     if per_key:
         featurizer["shared_prior"] = False
     ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
+    window_us, grace_us = parse_duration_us(window), parse_duration_us(grace)
+    monitor = MonitorConfig.from_settings(stats_window=stats_window, lateness=lateness, anomaly=anomaly,
+                                          watch=watch, drift_action=drift_action, action_window=action_window)
+    identity = RunIdentity(kind="live", lake=os.fspath(lake), topic=topic, partitions=tuple(source.partitions()),
+                           batch_size=batch_size, settings={
+        "models": _names(model), "seed": seed, "checkpoint_every": checkpoint_every, "window_us": window_us,
+        "grace_us": grace_us, "featurizer": featurizer, "label_ttl_us": ttl_us, "drift": list(_names(drift)),
+        "monitor": monitor.identity(), **({"per_key": True, "max_key_models": max_key_models} if per_key else {}),
+    })
+    run_id = identity.run_id() if run_id is None else run_id
+    record_run(lake, run_id, identity)
     config = RunConfig(run_id=run_id, models=_names(model), seed=seed, checkpoint_every=checkpoint_every,
-                       window_us=parse_duration_us(window), grace_us=parse_duration_us(grace),
+                       window_us=window_us, grace_us=grace_us,
                        featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
-                       monitor=MonitorConfig.from_settings(
-                           stats_window=stats_window, lateness=lateness, anomaly=anomaly, watch=watch,
-                           drift_action=drift_action, action_window=action_window),
-                       per_key=per_key, max_key_models=max_key_models)
+                       monitor=monitor, per_key=per_key, max_key_models=max_key_models)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds,
                      urgent_tables=URGENT_TABLES, part_names=source.list_parts() if colocate else None)
     extra = [KafkaPredictionsSink(brokers, predictions_topic, config=kafka_config)] if predictions_topic else []

@@ -9,7 +9,9 @@ soon as rows come, on a thread of their own, so a large ``predictions`` commit
 never holds them back. Each
 commit carries the Delta app transaction ``(f"{run_id}/{table}/shard-{n}", max seq)``;
 after a restart, rows whose ``seq`` was already committed are dropped, so the
-lake holds every row exactly once.
+lake holds every row exactly once. A second process writing with the same run id
+is fenced: the first of the two whose commit finds the position moved under it
+logs :class:`~lake.errors.WriterFencedError` and stops, the other goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.items import Output
+from lake.errors import WriterFencedError
 from lake.schemas import TABLES
 from lake.table import TableWriter
 
@@ -43,6 +46,15 @@ class _Buffer:
         self.rows = 0
         self.since = 0.0
         self.max_seq = -1
+
+
+def _result(future: Future[int]) -> int:
+    try:
+        return future.result()
+    except WriterFencedError as ex:
+        # Bytewax may abort without printing the exception: say it here, on one line.
+        log.error("%s", ex)
+        raise
 
 
 class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
@@ -109,7 +121,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
         buf.parts, buf.rows = [], 0
         urgent = table in self.urgent_tables
         while not urgent and len(self._in_flight) >= self.max_in_flight:
-            self._in_flight.popleft().result()
+            _result(self._in_flight.popleft())
         future = (self._urgent_pool if urgent else self._pool).submit(writer.append, data, position=buf.max_seq)
         if urgent:
             self._urgent[key] = future
@@ -117,7 +129,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
 
     def _reap(self, *, block: bool) -> None:
         while self._in_flight and (block or self._in_flight[0].done()):
-            self._in_flight.popleft().result()  # re-raises a failed commit here
+            _result(self._in_flight.popleft())  # re-raises a failed commit here
 
     def flush_all(self) -> None:
         for key, buf in self._buffers.items():

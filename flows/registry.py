@@ -17,6 +17,7 @@ does not (it unpickles ``python_model.pkl`` first; see :mod:`flows.mlflow_model`
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from urllib.parse import unquote, urlparse
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
 
 TAG = "riverlake."
 CHECKPOINT_TAG = TAG + "checkpoint"
@@ -181,6 +184,23 @@ def find_version(client: MlflowClient, name: str, key: str) -> str | None:
         f"name = {_quote(name)} and tags.`{CHECKPOINT_TAG}` = {_quote(key)}", max_results=10)
     versions = sorted((str(mv.version) for mv in page), key=int)
     return versions[0] if versions else None
+
+
+def keep_first_version(client: MlflowClient, name: str, key: str, *, version: str, run_id: str) -> str:
+    """Fence a just-created version of checkpoint ``key``: of versions registered at once, the first stays.
+
+    Two syncs whose schedules meet (versioning and promotion) can both find a checkpoint
+    unregistered and both register it. Each checks after registering; the later one sees
+    the earlier version (numbers grow with creation), deletes its own version and run, and
+    returns the version kept.
+    """
+    first = find_version(client, name, key)
+    if first is None or first == version:
+        return version
+    log.info("%s: registered at once by another sync as version %s; dropping version %s", key, first, version)
+    client.delete_model_version(name, version)
+    client.delete_run(run_id)
+    return first
 
 
 def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:

@@ -29,11 +29,15 @@ twice registers nothing twice, and a store that was reset or moved is simply
 filled again (a lake table of "synced" rows could disagree with the store it
 describes, and would make this flow a writer of the lake). The registered
 version is the commit point: a run left behind by a crash before it (MLflow went
-down mid-checkpoint) carries the same tag but has no version; the next sync
-deletes it and starts that checkpoint over. MLflow calls retry with exponential
+down mid-checkpoint) carries the same tag but has no version; a sync deletes it
+once it is ``ORPHAN_AFTER_S`` old (a younger one may be another sync at work) and
+starts that checkpoint over. MLflow calls retry with exponential
 backoff; when MLflow stays down the flow fails and the next run catches up.
-Run one versioning flow at a time per store (deploy it with a concurrency limit
-of one): two at once may both register a checkpoint.
+Two syncs at once (versioning and promotion when their schedules meet) may both
+find a checkpoint unregistered and both register it: each checks after
+registering, and the later version is deleted with its run, so one stays
+(:func:`flows.registry.keep_first_version`). Still deploy one versioning flow at
+a time per store: the other's work is wasted.
 
 The store: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///LAKE/mlflow.db`` with artifacts in ``LAKE/mlartifacts``; browse it with
@@ -49,6 +53,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +70,9 @@ from lake.table import exists, open_table, table_uri
 from lake.table import table_version as lake_table_version
 
 log = logging.getLogger(__name__)
+
+ORPHAN_AFTER_S = 600
+"""A checkpoint's run without a model version is left behind by a crash once it is this old."""
 
 METRIC_COLUMNS = ("accuracy", "log_loss", "roc_auc", "cum_accuracy", "cum_log_loss", "n")
 """``metrics`` columns logged as MLflow metrics (same names for every model)."""
@@ -251,6 +259,7 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
         ensure_experiment,
         ensure_registered_model,
         find_version,
+        keep_first_version,
         runs_tagged,
         using,
     )
@@ -271,9 +280,11 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
     if existing is not None:
         return {**result, "version": existing, "mlflow_run_id": ""}
     experiment_id = ensure_experiment(client, experiment, tracking_uri)
+    started_before = int(time.time() * 1000) - ORPHAN_AFTER_S * 1000  # younger: another sync may be at work
     for orphan in runs_tagged(client, experiment_id, kind="checkpoint", checkpoint=key):
-        log.warning("%s: deleting run %s left without a model version", key, orphan.info.run_id)
-        client.delete_run(orphan.info.run_id)
+        if orphan.info.start_time < started_before:
+            log.warning("%s: deleting run %s left without a model version", key, orphan.info.run_id)
+            client.delete_run(orphan.info.run_id)
     parent = _parent_run(client, experiment_id, item.run_id, lake)
 
     tags = {
@@ -314,7 +325,8 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
             mv = client.create_model_version(item.registered_model, source=f"models:/{info.model_id}",
                                              run_id=run.info.run_id, tags=signed, model_id=info.model_id,
                                              description=f"{item.spec}; {item.checkpoint_id} of run {item.run_id}")
-    return {**result, "version": str(mv.version), "mlflow_run_id": run.info.run_id}
+    kept = keep_first_version(client, item.registered_model, key, version=str(mv.version), run_id=run.info.run_id)
+    return {**result, "version": kept, "mlflow_run_id": run.info.run_id if kept == str(mv.version) else ""}
 
 
 def sync_lake(lake: str, tracking_uri: str | None = None, *, experiment: str = "riverlake",

@@ -56,5 +56,35 @@ class IngestError(LakeError):
         super().__init__(message)
 
 
+class WriterFencedError(LakeError):
+    """Another writer committed under this writer's id: two processes run with one identity.
+
+    Raised at commit time instead of writing a second copy of the rows; the writer
+    that sees it must stop (its process is not the only owner of the writer id).
+    """
+
+    def __init__(self, table: str, writer_id: str, *, expected: int | None, found: int | None) -> None:
+        super().__init__(
+            f"table {table!r}: writer {writer_id!r} is also committing from another process "
+            f"(committed position is {found!r}, this writer last saw {expected!r}); "
+            "stopping instead of writing twice: run one process per run id")
+        self.table = table
+        self.writer_id = writer_id
+        self.expected = expected
+        self.found = found
+
+
+class RunIdentityError(LakeError):
+    """A run id is already recorded in the lake's ``runs`` table with other inputs or settings."""
+
+    def __init__(self, run_id: str, differences: list[str], *, lake: str) -> None:
+        shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
+        super().__init__(
+            f"run {run_id!r} is recorded in {lake}/runs with other inputs or settings "
+            f"(recorded -> now: {shown}); start it with the recorded ones to resume, or use a new run id")
+        self.run_id = run_id
+        self.differences = differences
+
+
 def _clip(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."

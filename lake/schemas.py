@@ -352,6 +352,23 @@ DRIFT_ACTIONS = pa.schema(
 )
 """What the dataflow did about a drift alarm (``RunConfig.monitor.drift_action``)."""
 
+RUNS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("identity", pa.string(), nullable=False),  # sha256 of the fields below (lake.runs)
+        pa.field("kind", pa.string(), nullable=False),  # replay | live
+        pa.field("lake", pa.string(), nullable=False),  # absolute path or URI of the lake root
+        pa.field("events_version", pa.int64()),  # replay: the Delta versions read
+        pa.field("labels_version", pa.int64()),
+        pa.field("batch_size", pa.int64()),
+        pa.field("topic", pa.string()),  # live: the Kafka topic and its partitions ("0,1,2")
+        pa.field("partitions", pa.string()),
+        pa.field("settings", pa.string(), nullable=False),  # JSON of the run's settings
+        pa.field("started_at", UTC_TS, nullable=False),  # when the run id was first used
+    ]
+)
+"""Identity of every run id used on the lake, recorded once when it first starts (:mod:`lake.runs`)."""
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "labels": LABELS,
@@ -371,6 +388,7 @@ TABLES: dict[str, pa.Schema] = {
     "drift_reports": DRIFT_REPORTS,
     "anomalies": ANOMALIES,
     "drift_actions": DRIFT_ACTIONS,
+    "runs": RUNS,
 }
 """Every table's schema. For ``events`` the schema lists the fixed columns only."""
 

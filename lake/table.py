@@ -5,6 +5,12 @@ Writers are idempotent: every append carries a Delta *app transaction*
 handed again after a restart (Bytewax recovery is at-least-once) is dropped, and
 rows of a partly-written batch are filtered by their ``seq`` column.
 
+Writers are also fenced: a writer id has one owner. Before each commit the writer
+re-reads its committed position, and the commit is made against that snapshot, so
+Delta refuses it if another commit with the same app id lands in between. When the
+position moved under it (a second process writing with the same run id), the writer
+raises :class:`~lake.errors.WriterFencedError` instead of writing the rows twice.
+
 >>> import tempfile, polars as pl
 >>> lake = tempfile.mkdtemp()
 >>> rows = pl.DataFrame({"event_id": ["a"], "label": [1],
@@ -31,10 +37,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
 
-from lake.errors import SchemaError, TableNotFoundError
+from lake.errors import SchemaError, TableNotFoundError, WriterFencedError
 from lake.names import select as select_literal
 from lake.schemas import OPEN_TABLES, schema_of
 
@@ -133,6 +139,10 @@ def conform(table: str, data: Any) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+class _CreateRaceLost(Exception):
+    """Another writer created the table between this writer's look and its commit."""
+
+
 @dataclass
 class CommitStats:
     """What one :meth:`TableWriter.append` did."""
@@ -151,6 +161,11 @@ class TableWriter:
     Every ``compact_every`` commits (if set) the writer compacts the table's small
     files and writes a Delta checkpoint, so commit time stays flat on long runs.
     A compaction that loses a race with another writer's is skipped, not an error.
+
+    The writer owns its ``writer_id``: if the committed position of that id moves
+    other than by this writer's own commits (another process appending with the
+    same id), the next append raises :class:`~lake.errors.WriterFencedError` and
+    writes nothing.
     """
 
     def __init__(self, lake: str | os.PathLike[str], table: str, *, writer_id: str,
@@ -190,18 +205,30 @@ class TableWriter:
         """Append ``data`` in one commit tagged ``(writer_id, position)``; returns rows written.
 
         A commit that loses a race that Delta cannot resolve (two writers creating the
-        table, or merging new columns, at the same moment) is retried on the fresh table:
-        the append is idempotent, so the retry writes only what is still missing.
+        table, or merging new columns, at the same moment) is retried on the fresh table;
+        a race lost to a commit of this same writer id raises :class:`WriterFencedError`.
         """
         for attempt in range(attempts):
             try:
                 return self._append_once(data, position=position)
-            except CommitFailedError:
+            except (CommitFailedError, _CreateRaceLost):
                 if attempt + 1 == attempts:
                     raise
                 time.sleep(0.05 * (attempt + 1))
-                self._dt, self._done, self._loaded = None, None, False
+                self._dt = None  # re-read on the next try; what this writer committed stays known
         raise AssertionError("unreachable")
+
+    def _fence(self) -> None:
+        """Bring the snapshot up to date; fail if this writer id's position moved under it."""
+        if self._dt is None:
+            if not DeltaTable.is_deltatable(self.uri):
+                return
+            self._dt = DeltaTable(self.uri)
+        else:
+            self._dt.update_incremental()
+        found = self._dt.transaction_version(self.writer_id)
+        if found != self._done:
+            raise WriterFencedError(self.table, self.writer_id, expected=self._done, found=found)
 
     def _append_once(self, data: Any, *, position: int) -> int:
         self._load()
@@ -217,19 +244,26 @@ class TableWriter:
         if table.num_rows == 0 and (done is not None and position <= done):
             return 0
         started = time.perf_counter()
-        target: str | DeltaTable = self.uri
-        if self._dt is not None:
-            self._dt.update_incremental()
-            target = self._dt
-        write_deltalake(
-            target,
-            table,
-            mode="append",
-            schema_mode="merge",
-            commit_properties=CommitProperties(
-                app_transactions=[Transaction(app_id=self.writer_id, version=int(position))]
-            ),
-        )
+        self._fence()
+        # Committed against the snapshot just read: a commit of this writer id in between fails it.
+        # A table that did not exist is created only if it still does not ("error" mode, and no
+        # silent retry as version 1 when another writer's creation won version 0).
+        creating = self._dt is None
+        try:
+            write_deltalake(
+                self.uri if creating else self._dt,
+                table,
+                mode="error" if creating else "append",
+                schema_mode="merge",
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(app_id=self.writer_id, version=int(position))],
+                    max_commit_retries=0 if creating else None,
+                ),
+            )
+        except DeltaError as ex:
+            if creating and "already exists" in str(ex):
+                raise _CreateRaceLost(str(ex)) from ex
+            raise
         if self._dt is None:
             self._dt = DeltaTable(self.uri)
         self._done = int(position)

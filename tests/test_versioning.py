@@ -155,8 +155,9 @@ def test_every_checkpoint_is_registered_once_with_its_lake_lineage(lake, store):
 def test_leftovers_of_a_crash_are_replaced_and_tampered_bytes_refused(lake, store, tmp_path):
     client = client_for(store)
     exp = ensure_experiment(client, "riverlake", store)
-    # MLflow went away after the run of linear:s0:1500 was created, before its version was registered
-    orphan = client.create_run(exp, tags={CHECKPOINT_TAG: "r1/linear:s0:1500", KIND_TAG: "checkpoint"})
+    # MLflow went away an hour ago after the run of linear:s0:1500 was created, before its version was registered
+    orphan = client.create_run(exp, start_time=int((time.time() - 3_600) * 1000),
+                               tags={CHECKPOINT_TAG: "r1/linear:s0:1500", KIND_TAG: "checkpoint"})
     # and someone rewrote the bytes of tree:s0:1500
     uri = table_uri(lake, "checkpoints")
     table = DeltaTable(uri).to_pyarrow_table()
@@ -327,3 +328,30 @@ def test_against_a_real_mlflow_server_that_goes_down_mid_way(lake, mlflow_server
                                                                    "r2/linear:s0:3000"]
     assert again["already_synced"] == 6
     assert len(_versions(client_for(mlflow_server.uri), "riverlake-linear")) == 6
+
+
+
+_SYNC_AT = """
+import json, sys, time
+from flows.versioning import plan_sync, sync_checkpoint
+lake, store, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+item = plan_sync(lake, store).pending[0]
+time.sleep(max(0.0, at - time.time()))
+print(json.dumps(sync_checkpoint(lake, item, tracking_uri=store)))
+"""
+
+
+@pytest.mark.slow
+def test_two_syncs_whose_schedules_meet_register_a_checkpoint_once(lake, store, subprocess_env):
+    # Versioning and promotion (or two versioning runs) syncing one checkpoint at the same moment:
+    # before, both found it unregistered and both created a model version.
+    at = str(time.time() + 25)  # both processes have imported MLflow and planned by then
+    procs = [subprocess.Popen([sys.executable, "-c", _SYNC_AT, lake, store, at], env=subprocess_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-6000:] for _, e in outs]
+    results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    name = results[0]["registered_model"]
+    registered = _versions(client_for(store), name)  # fails on a checkpoint registered twice
+    assert registered == {results[0]["checkpoint"]: results[0]["version"]}
+    assert results[1]["version"] == results[0]["version"], "both report the one version kept"

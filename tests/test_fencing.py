@@ -1,0 +1,96 @@
+"""Fencing: one owner per writer id and per run; a second one stops instead of writing twice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import polars as pl
+import pytest
+
+from lake.arrow import rows_to_arrow
+from lake.errors import WriterFencedError
+from lake.table import TableWriter, read_table
+
+
+def _rows(seqs: range):
+    return rows_to_arrow("drift_events", [("r", 0, i, "adwin", "error", "m", i, f"e{i}", 1_000_000 * i)
+                                          for i in seqs])
+
+
+def test_a_second_writer_with_the_same_id_is_fenced_at_commit(tmp_path):
+    lake = str(tmp_path / "lake")
+    first = TableWriter(lake, "drift_events", writer_id="r/drift_events/shard-0")
+    first.append(_rows(range(0, 3)), position=2)
+    second = TableWriter(lake, "drift_events", writer_id="r/drift_events/shard-0")
+    assert second.committed_position == 2
+    second.append(_rows(range(3, 6)), position=5)  # it resumes where the table stands
+    with pytest.raises(WriterFencedError, match=r"drift_events.*r/drift_events/shard-0.*another process"):
+        first.append(_rows(range(3, 6)), position=5)  # it would have written rows 3..5 again
+    table = read_table(lake, "drift_events")
+    assert table.height == 6 and table["seq"].is_unique().all()
+
+
+def test_writers_racing_on_one_id_never_write_a_row_twice(tmp_path):
+    # Both load the empty table, then commit in lockstep: Delta's transaction conflict or the
+    # re-read position stops one of them; before fencing, every row landed twice.
+    lake = str(tmp_path / "lake")
+    fenced: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def write() -> None:
+        w = TableWriter(lake, "drift_events", writer_id="r/drift_events/shard-0")
+        w.committed_position  # noqa: B018 - read the (empty) table first, as a starting run does
+        barrier.wait()
+        try:
+            for start in range(0, 60, 3):
+                w.append(_rows(range(start, start + 3)), position=start + 2)
+        except WriterFencedError as ex:
+            fenced.append(ex)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    table = read_table(lake, "drift_events")
+    assert table["seq"].is_unique().all(), "a row was written twice"
+    assert len(fenced) >= 1
+
+
+def _replay_cmd(lake: str) -> list[str]:
+    return [sys.executable, "-m", "dataflows.online", "--lake", lake, "--model", "linear,tree",
+            "--run-id", "twice", "--rate", "1000", "--batch-size", "150", "--snapshot-s", "0.4",
+            "--checkpoint-every", "500"]
+
+
+@pytest.mark.slow
+def test_two_replays_with_one_run_id_at_once_write_every_row_once(synthetic_lake, subprocess_env):
+    # Before fencing: 10,092 predictions and doubled checkpoints for 6,000 (event, model) pairs.
+    first = subprocess.Popen(_replay_cmd(synthetic_lake), env=subprocess_env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    second = subprocess.Popen(_replay_cmd(synthetic_lake), env=subprocess_env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    logs = [p.communicate(timeout=180)[1] for p in (first, second)]
+    codes = [first.returncode, second.returncode]
+
+    def rows(table: str, cols: list[str]) -> pl.DataFrame:
+        return read_table(synthetic_lake, table).filter(pl.col("run_id") == "twice").select(cols)
+
+    assert rows("predictions", ["event_id", "model"]).is_unique().all(), "a prediction was written twice"
+    assert rows("learn_log", ["event_id", "model"]).is_unique().all(), "a label was learned twice"
+    assert rows("checkpoints", ["checkpoint_id"]).is_unique().all(), "a checkpoint was written twice"
+    losers = [log for code, log in zip(codes, logs, strict=True) if code != 0]
+    assert losers, "the two runs overlapped, so one of them must have been stopped"
+    for log in losers:
+        assert "is also committing from another process" in log, log[-3000:]
+    # Whatever the race left, the same command finishes the run: every event once per model.
+    final = subprocess.run(_replay_cmd(synthetic_lake), env=subprocess_env, capture_output=True, text=True,
+                           timeout=180)
+    assert final.returncode == 0, final.stderr[-3000:]
+    preds = rows("predictions", ["event_id", "model"])
+    assert preds.height == 6_000 and preds.is_unique().all()
+    assert rows("learn_log", ["event_id", "model"]).is_unique().all()
