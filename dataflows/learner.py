@@ -1022,12 +1022,12 @@ def _expand_runs(runs: list[tuple[int, str]], n: int) -> pa.Array:
 
 def seal_learner(learner: ShardLearner | None, config: RunConfig) -> tuple[str, bytes]:
     """A learner as recovery state: its pickle and that pickle's HMAC (:func:`lake.integrity.seal`)."""
-    return integrity.seal(pickle.dumps(learner, protocol=5), purpose=integrity.recovery_purpose(config.run_id))
+    return integrity.seal(pickle.dumps(learner, protocol=5), purpose=integrity.RECOVERY_PURPOSE)
 
 
 def resume_learner(sealed: Any, config: RunConfig) -> ShardLearner | None:
     """The learner of a :func:`seal_learner` snapshot, unpickled only once its HMAC checked out."""
     if sealed is None:
         return None
-    return integrity.unseal(sealed, purpose=integrity.recovery_purpose(config.run_id),
+    return integrity.unseal(sealed, purpose=integrity.RECOVERY_PURPOSE,
                             what=f"recovery state of run {config.run_id!r}")

@@ -189,9 +189,10 @@ def checkpoint_purpose(run_id: str, checkpoint_id: str) -> str:
     return f"checkpoint {run_id}/{checkpoint_id}"
 
 
-def recovery_purpose(run_id: str) -> str:
-    """What a run's sealed recovery state is bound to."""
-    return f"recovery state {run_id}"
+RECOVERY_PURPOSE = "recovery state"
+"""What sealed recovery state is bound to. Not to the run id: a genuine snapshot of another run (a folder
+reused, or moved by someone without the key) unpickles safely and is then refused by the run's own check
+of its recorded settings (``dataflows.online.check_resumed``), whose message names the run and the settings."""
 
 
 def seal(data: bytes, *, purpose: str) -> tuple[str, bytes]:
