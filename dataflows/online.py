@@ -34,6 +34,7 @@ from dataflows.replay import pin_versions
 from dataflows.sinks import URGENT_TABLES, DeltaSink
 from dataflows.sources import ReplaySource
 from dataflows.validate import validate_batch
+from lake.entry import ArgumentParser, run_main
 from monitoring.stream import MonitorConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)?\s*$")
@@ -320,10 +321,9 @@ def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m dataflows.online``: replay a lake with recovery on (see :func:`run_replay`)."""
-    import argparse
     import logging
 
-    parser = argparse.ArgumentParser(prog="python -m dataflows.online", description=run_replay.__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataflows.online", description=run_replay.__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
     parser.add_argument("--model", default="linear", help="model specs, champion first (default linear)")
     parser.add_argument("--run-id", default=None)
@@ -501,4 +501,4 @@ def __getattr__(name: str) -> Any:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -50,6 +49,7 @@ from flows.bench_report import (
 )
 from flows.bench_stream import Stream, build_stream, parse_every
 from flows.strategies import BenchConfig, StrategyRun, StrategySpec, run_isolated, run_strategy
+from lake.entry import ArgumentParser, run_main
 
 DEFAULT_STRATEGIES = (
     "online/linear", "adwin-reset/linear",
@@ -420,7 +420,7 @@ def results_from_lake(lake: str, benchmark_id: str | None = None) -> dict[str, d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.benchmark", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default="lakehouse", help="lake root folder (default ./lakehouse)")
     parser.add_argument("--scenario", default=None, help="fill an empty lake with this scenario first")
     parser.add_argument("--n", type=int, default=None, help="--scenario agrawal-drift, urls: number of events")
@@ -480,4 +480,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -22,15 +22,14 @@ The store: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from lake.entry import ArgumentParser, run_main
 from lake.storage import canonical
 from monitoring.evidently_report import (
     DriftReport,
@@ -157,7 +156,7 @@ def last_vs_previous(lake: str = "lakehouse", window: str = "1d", tracking_uri: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.drift", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.drift", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
     parser.add_argument("--reference", default=None, help="START/END (ISO times or a duration), or versions A[-B]")
     parser.add_argument("--current", default=None, help="same syntax as --reference")
@@ -187,4 +186,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -39,7 +39,6 @@ the shard with the most learning.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -51,6 +50,7 @@ import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from lake.entry import ArgumentParser, run_main
 from lake.errors import LakeError
 from lake.schemas import TABLES
 from lake.table import append, exists, table_uri
@@ -366,7 +366,7 @@ def rollback(lake: str = "lakehouse", run_id: str | None = None, tracking_uri: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.promotion", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.promotion", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"), help="lake root folder")
     parser.add_argument("--run-id", default=None, help="run to decide for (default: the latest)")
     window = parser.add_mutually_exclusive_group()
@@ -398,4 +398,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -11,10 +11,11 @@ this process before the server (SIGTERM pauses the deployments).
 
 from __future__ import annotations
 
-import argparse
 import os
 from datetime import timedelta
 from typing import Any
+
+from lake.entry import ArgumentParser, run_main
 
 
 def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
@@ -42,7 +43,7 @@ def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: LAKE/mlflow.db)")
     args = parser.parse_args(argv)
@@ -53,4 +54,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -33,7 +33,6 @@ runs one strategy in a fresh process (what the benchmark does to isolate timings
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pickle
@@ -51,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from flows.bench_stream import LabelAudit, Stream, parse_every, schedule, training_rows
+from lake.entry import ArgumentParser, run_main
 
 MODES = ("online", "adwin-reset", "periodic-sliding", "periodic-expanding", "static")
 BATCH_LEARNERS = ("sk-logreg", "sk-sgd", "hgb")
@@ -546,7 +546,7 @@ def load_run(out: Path) -> StrategyRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.strategies", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.strategies", description=__doc__.split("\n")[0])
     parser.add_argument("--stream", required=True, help="folder written by Stream.save")
     parser.add_argument("--strategy", required=True, help="MODE/LEARNER, e.g. periodic-sliding/hgb")
     parser.add_argument("--out", required=True, help="folder for scores.npy, latency_ns.npy, run.json")
@@ -565,4 +565,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

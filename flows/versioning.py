@@ -41,7 +41,6 @@ then decide how long to wait (MLflow's client alone retries for minutes).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -55,6 +54,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from lake.entry import ArgumentParser, run_main
 from lake.errors import LakeError
 from lake.reproduce import ChecksumError, verify_checkpoint
 from lake.table import exists, open_table, table_uri
@@ -375,7 +375,7 @@ def version_checkpoints(lake: str = "lakehouse", tracking_uri: str | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.versioning", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.versioning", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"), help="lake root folder")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///LAKE/mlflow.db)")
@@ -398,4 +398,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

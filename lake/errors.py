@@ -41,3 +41,11 @@ class IngestError(LakeError):
             more = f" (and {self.n_rows - 10} more)" if self.n_rows > 10 else ""
             message = f"{message}: rows {shown}{more}"
         super().__init__(message)
+
+
+class UsageError(LakeError, ValueError):
+    """A user mistake caught before any work: a bad setting, an empty window, nothing to work on.
+
+    Also a :class:`ValueError`, so callers that check settings with ``except ValueError`` keep
+    working. Command lines (:func:`lake.entry.run_main`) show it as one line and exit with status 2.
+    """
