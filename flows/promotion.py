@@ -50,7 +50,7 @@ import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from lake.entry import ArgumentParser, run_main
+from lake.entry import ArgumentParser, require_tables, run_main
 from lake.errors import LakeError
 from lake.schemas import TABLES
 from lake.table import append, exists, table_uri
@@ -381,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="riverlake", help="registered models are named PREFIX-MODEL")
     parser.add_argument("--rollback", action="store_true", help="undo the run's latest change of champion")
     args = parser.parse_args(argv)
+    require_tables(args.lake, "predictions", "labels")  # before the flow: a missing table is one line
     try:
         if args.rollback:
             row = rollback(args.lake, args.run_id, args.tracking_uri, registered_model_prefix=args.prefix)

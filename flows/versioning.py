@@ -54,7 +54,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from lake.entry import ArgumentParser, run_main
+from lake.entry import ArgumentParser, require_tables, run_main
 from lake.errors import LakeError
 from lake.reproduce import ChecksumError, verify_checkpoint
 from lake.table import exists, open_table, table_uri
@@ -385,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=3, help="retries of each MLflow step (default 3)")
     parser.add_argument("--retry-delay", type=float, default=5.0, help="first retry delay in s, doubling")
     args = parser.parse_args(argv)
+    require_tables(args.lake, "checkpoints")  # before the flow: a missing table is one line
     try:
         report = version_checkpoints(args.lake, args.tracking_uri, args.experiment, args.prefix, args.run_id,
                                      args.retries, args.retry_delay)

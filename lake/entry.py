@@ -66,3 +66,14 @@ def run_main(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | 
         print("interrupted", file=sys.stderr)
         code = 130
     raise SystemExit(code or 0)
+
+
+def require_tables(lake: str, *tables: str) -> None:
+    """Raise :class:`~lake.errors.TableNotFoundError` for the first of ``tables`` that ``lake`` lacks:
+    a command checks what it reads before it starts a flow, so the mistake is one line."""
+    from lake.errors import TableNotFoundError
+    from lake.table import exists, table_uri
+
+    for table in tables:
+        if not exists(lake, table):
+            raise TableNotFoundError(table, table_uri(lake, table))
