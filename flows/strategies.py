@@ -192,20 +192,23 @@ def _latency_sample(n: int, samples: int) -> int:
 
 def prior_scores(stream: Stream, lo: int, hi: int) -> np.ndarray:
     """What a strategy without a model serves events ``lo..hi-1``: the share of positives among the
-    labels arrived before each, clipped to ``[PRIOR_CLIP, 1 - PRIOR_CLIP]``; ``PRIOR_CLIP`` before any label.
+    labels arrived before each, clipped to ``[PRIOR_CLIP, 1 - PRIOR_CLIP]``; ``PRIOR_CLIP`` before any label;
+    a share of exactly 0.5 just below 0.5 (a tie is a negative).
 
     >>> from flows.bench_stream import Stream
     >>> s = Stream(event_time=np.arange(4), y=np.array([1, 0, 0, 0], dtype=np.int8), label_time=np.arange(4),
     ...            arrival=np.array([0, 1, 2]), labels_before=np.array([0, 1, 2, 3]), indptr=np.zeros(5, dtype=int),
     ...            indices=np.zeros(0, dtype=int), values=np.zeros(0), names=[])
-    >>> prior_scores(s, 0, 4).round(3).tolist()
-    [0.01, 0.99, 0.5, 0.333]
+    >>> p = prior_scores(s, 0, 4).tolist()
+    >>> p[:2], p[2] < 0.5, round(p[3], 3)
+    ([0.01, 0.99], True, 0.333)
     """
     k = np.asarray(stream.labels_before[lo:hi], dtype=np.int64)
     positives = np.concatenate(([0], np.cumsum(np.asarray(stream.y)[np.asarray(stream.arrival)] == 1)))
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.where(k > 0, positives[k] / np.maximum(k, 1), PRIOR_CLIP)
-    return np.clip(p, PRIOR_CLIP, 1.0 - PRIOR_CLIP)
+    p = np.clip(p, PRIOR_CLIP, 1.0 - PRIOR_CLIP)
+    return np.where(p == 0.5, np.nextafter(0.5, 0.0), p)  # a tie is served as a negative
 
 
 Progress = Callable[[int, int], None]
