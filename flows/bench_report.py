@@ -79,7 +79,7 @@ def add_ready_metrics(stream: Stream, results: Sequence[StrategyResult], runs: S
     for result, run in zip(results, runs, strict=True):
         m = overall(stream.y[late], run.scores[late], threshold)
         result.metrics.update({f"{k}_ready": v for k, v in m.items()})
-        result.metrics.update({f"noskill_{k}": base[k] for k in ("accuracy", "log_loss")})
+        result.metrics.update({f"noskill_{k}": base[k] for k in ("accuracy", "log_loss", "roc_auc")})
         result.metrics.update({f"noskill_{k}_ready": base_ready[k] for k in ("accuracy", "log_loss")})
         result.metrics["first_model_event"] = float(run.costs.get("first_model_event", 0))
         result.metrics["ready_event"] = float(ready)

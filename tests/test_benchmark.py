@@ -370,6 +370,14 @@ def test_default_benchmark_on_a_daily_history_reports_choices_budget_and_no_skil
     table = markdown_table(out["results"])
     assert "| *no skill (base rate)* | " + f"{max(y.mean(), 1 - y.mean()):.4f}" in table
     assert "acc (all had a model)" in table
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}")
+    parent = client.get_run(out["mlflow_run_id"])
+    child = client.search_runs([parent.info.experiment_id], filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`riverlake.strategy` = 'online/linear'"))[0]
+    assert child.data.metrics["noskill_accuracy"] == pytest.approx(online["noskill_accuracy"])
+    assert child.data.metrics["noskill_roc_auc"] == 0.5 and "accuracy_ready" in child.data.metrics
 
 
 def html_escape(text: str) -> str:

@@ -42,8 +42,9 @@ def test_a_user_mistake_is_one_line_and_exit_2(daily_lake, subprocess_env, comma
 
 def test_a_missing_table_is_one_line_from_every_flow_entry_point(tmp_path, subprocess_env):
     empty = str(tmp_path / "nothing-here")
-    for module in ("flows.drift", "flows.benchmark", "monitoring.quality"):
+    for module, table in (("flows.drift", "events"), ("flows.benchmark", "events"),
+                          ("flows.versioning", "checkpoints"), ("flows.promotion", "predictions")):
         proc = _run([module, "--lake", empty], subprocess_env)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, (module, proc.stderr)
-        assert lines[0].startswith("error: table 'events' does not exist") or "does not exist" in lines[0], lines
+        assert lines[0].startswith(f"error: table '{table}' does not exist at "), lines

@@ -190,6 +190,7 @@ def test_explicit_windows_that_cannot_work_are_refused_before_any_work(daily_lak
     with pytest.raises(UsageError, match="window 20,000 events: needs 2 to 9,496 here"):
         choose_windows(daily_lake, "20000")
     assert str(choose_windows(daily_lake, "500")).startswith("drift windows: last 500 events vs the 500 before")
-    # a dense stream keeps time windows: 4,500 events a second apart, 25m holds 1,500 each side
-    dense = choose_windows(lake, "auto", min_events=1_000)
-    assert "auto: the shortest of" in dense.reason and dense.current_rows >= 1_000
+    # a dense stream keeps time windows: 4,500 events a second apart, the last hour holds 3,600
+    dense = choose_windows(lake, "auto", min_events=500)
+    assert dense.description == "the last 1h of event time (3,600 events) vs the 1h before (900)"
+    assert dense.reason.startswith("auto: the shortest of 1h, 6h")
