@@ -384,3 +384,25 @@ def html_escape(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+def test_progress_is_a_bar_with_an_eta_on_a_terminal_and_log_lines_otherwise():
+    import io
+
+    from flows.bench_progress import StrategyProgress
+
+    out = io.StringIO()
+    bar = StrategyProgress("periodic-sliding/hgb", index=5, count=9, estimate_s=20.0, out=out, tty=True)
+    bar.update(0, 1_000)
+    bar.update(500, 1_000)
+    bar.close()
+    frames = out.getvalue().split("\r")[1:]
+    assert frames[0].startswith("[5/9] periodic-sliding/hgb [........................]   0%")
+    assert "ETA   20 s" in frames[0] or "ETA   19 s" in frames[0]  # from the estimate before any progress
+    assert frames[1].startswith("[5/9] periodic-sliding/hgb [############............]  50%")
+    assert out.getvalue().endswith("\n")
+    lines: list[str] = []
+    quiet = StrategyProgress("online/linear", index=1, count=9, estimate_s=5.0, log=lines.append, tty=False,
+                             every_s=0.0)
+    quiet.update(250, 1_000)
+    assert lines and lines[0].startswith("[1/9] online/linear: 25% of 1,000 events, ") and "ETA" in lines[0]
