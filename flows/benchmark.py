@@ -57,6 +57,7 @@ from flows.bench_report import (
     window_rows,
 )
 from flows.bench_stream import Stream, build_stream, parse_every
+from flows.runtime import embedded_prefect
 from flows.strategies import BenchConfig, StrategyRun, StrategySpec, run_isolated, run_strategy
 from lake.entry import ArgumentParser, run_main, settings
 from lake.errors import UsageError
@@ -537,8 +538,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "alembic", "sqlalchemy", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a busy 2-core machine
     # Settings are checked before the flow starts: a mistake is one line, not a failed flow run.
     with settings():
         names = strategy_names(args.online, args.adwin, args.batch, args.windows, args.static, args.extra)
@@ -561,13 +560,14 @@ def main(argv: list[str] | None = None) -> int:
     hash_fields = args.hash_fields if args.hash_fields is not None else ("url" if args.scenario == "urls" else "")
     hash_fields = [p for p in hash_fields.split(",") if p]
     started = time.perf_counter()
-    out = benchmark(lake=args.lake, as_of=args.as_of, labels_as_of=args.labels_as_of, strategies=names,
-                    retrain_every=args.retrain_every, sliding=args.sliding, window=args.window, seed=args.seed,
-                    max_train_rows=args.max_train_rows,
-                    exclude=[p for p in args.exclude.split(",") if p], isolate=not args.in_process,
-                    tracking_uri=args.tracking_uri, experiment=args.experiment, scenario=args.scenario,
-                    scenario_params={"n": args.n} if args.n else None, hash_fields=hash_fields,
-                    n_buckets=args.n_buckets, static_rows=static_rows, budget=args.budget)
+    with embedded_prefect():
+        out = benchmark(lake=args.lake, as_of=args.as_of, labels_as_of=args.labels_as_of, strategies=names,
+                        retrain_every=args.retrain_every, sliding=args.sliding, window=args.window, seed=args.seed,
+                        max_train_rows=args.max_train_rows,
+                        exclude=[p for p in args.exclude.split(",") if p], isolate=not args.in_process,
+                        tracking_uri=args.tracking_uri, experiment=args.experiment, scenario=args.scenario,
+                        scenario_params={"n": args.n} if args.n else None, hash_fields=hash_fields,
+                        n_buckets=args.n_buckets, static_rows=static_rows, budget=args.budget)
     table = markdown_table(out["results"])
     print(table)
     s = out["settings"]

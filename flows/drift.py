@@ -198,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         by, reference, current = "time", choice.reference, choice.current
     else:
         check_windows(args.lake, reference, current, by=by)
-    result = drift_report(args.lake, reference, current, by=by, tracking_uri=args.tracking_uri,
-                          max_columns=args.max_columns, model=args.model, run_id=args.run_id,
-                          source=args.source, exclude=exclude)
+    from flows.runtime import embedded_prefect
+
+    with embedded_prefect():
+        result = drift_report(args.lake, reference, current, by=by, tracking_uri=args.tracking_uri,
+                              max_columns=args.max_columns, model=args.model, run_id=args.run_id,
+                              source=args.source, exclude=exclude)
     for key, value in result.items():
         print(f"{key}: {value}")
     return 0
