@@ -368,10 +368,12 @@ def benchmark(
                 for n in left:
                     budget_plan.configs[n] = again.configs[n]
                     budget_plan.estimates[n] = again.estimates[n]
+                    before = budget_plan.notes.pop(n, None)
                     if n in again.notes:
                         budget_plan.notes[n] = again.notes[n] + " (re-planned: the strategies so far took " \
                             f"{spent / estimated:.1f}x their estimates)"
-                        logger.info("%s: %s", n, budget_plan.notes[n])
+                        if again.notes[n] != (before or "").split(" (re-planned")[0]:
+                            logger.info("%s: %s", n, budget_plan.notes[n])
             cfg = budget_plan.configs[name]
             if cfg is None:
                 continue
