@@ -29,6 +29,7 @@ import numpy as np
 from flows.bench_stream import Stream, parse_every, schedule
 from flows.strategies import BenchConfig, StrategySpec, estimate_seconds, n_retrains
 from lake.errors import UsageError
+from lake.summary import span_text
 
 CADENCES = ("1h", "6h", "1d", "7d", "28d")
 """Calendar cadences ``retrain_every="auto"`` tries, shortest first."""
@@ -40,16 +41,6 @@ MIN_TRAIN_ROWS = 1_000
 """Labelled rows a default training set should hold (at most a fifth of the labels)."""
 REFUSE_TRAIN_ROWS = 50
 """An explicit sliding window expected to keep fewer labelled rows per fit is refused."""
-
-
-def span_text(us: float) -> str:
-    """A span of event time in words: ``"2.4 years"``, ``"5.5 days"``, ``"3.0 h"``, ``"40 min"``."""
-    days = us / 86_400e6
-    if days >= 365.25:
-        return f"{days / 365.25:.1f} years"
-    if days >= 2:
-        return f"{days:.1f} days"
-    return f"{us / 3_600e6:.1f} h" if us >= 7_200e6 else f"{us / 60e6:.0f} min"
 
 
 @dataclass(frozen=True)

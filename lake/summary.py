@@ -63,6 +63,20 @@ class RunSummary:
         return "\n".join(lines)
 
 
+def span_text(us: float) -> str:
+    """A span of event time (microseconds) in words.
+
+    >>> span_text(48 * 365.25 * 86_400e6), span_text(5.5 * 86_400e6), span_text(3 * 3_600e6), span_text(40 * 60e6)
+    ('48.0 years', '5.5 days', '3.0 h', '40 min')
+    """
+    days = us / 86_400e6
+    if days >= 365.25:
+        return f"{days / 365.25:.1f} years"
+    if days >= 2:
+        return f"{days:.1f} days"
+    return f"{us / 3_600e6:.1f} h" if us >= 7_200e6 else f"{us / 60e6:.0f} min"
+
+
 def no_skill(positive_rate: float) -> tuple[float, float]:
     """``(accuracy, log loss)`` of a constant score at ``positive_rate``: what a model must beat.
 

@@ -133,16 +133,6 @@ class WindowChoice:
         return f"drift windows: {self.description} ({self.reason})"
 
 
-def _span_text(us: int) -> str:
-    """A span of event time in words: ``"48.0 years"``, ``"3.5 days"``, ``"50 min"``."""
-    days = us / 86_400e6
-    if days >= 730:
-        return f"{days / 365.25:.1f} years"
-    if days >= 2:
-        return f"{days:.1f} days"
-    return f"{us / 3_600e6:.1f} h" if us >= 7_200e6 else f"{us / 60e6:.0f} min"
-
-
 def _iso(us: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))).isoformat()
 
@@ -171,6 +161,7 @@ def choose_windows(lake: str, window: str = "auto", *, min_events: int = MIN_WIN
     import numpy as np
 
     from lake.errors import UsageError
+    from lake.summary import span_text
 
     text = str(window).strip()
     duration = parse_duration(text)
@@ -181,7 +172,7 @@ def choose_windows(lake: str, window: str = "auto", *, min_events: int = MIN_WIN
     if n < 4:
         raise UsageError(f"{lake}: events holds {n} event(s); a drift report needs at least 2 in each window")
     end = int(t[-1]) + 1
-    where = f"{n:,} events over {_span_text(int(t[-1] - t[0]))}"
+    where = f"{n:,} events over {span_text(int(t[-1] - t[0]))}"
 
     def by_time(span: timedelta) -> tuple[int, int, int, int]:
         us = span // timedelta(microseconds=1)
