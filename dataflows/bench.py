@@ -38,6 +38,7 @@ from typing import Any
 from dataflows.features import KeyedFeaturizer
 from dataflows.items import EVENT
 from dataflows.models import get_spec
+from lake.entry import ArgumentParser, run_main
 
 
 def _peak_rss_mb() -> float:
@@ -121,7 +122,7 @@ def _run_phase(phase: str, lake: str, model: str, seed: int, scenario: str = "fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataflows.bench", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataflows.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events to replay (default 100000)")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="flights")
     parser.add_argument("--model", default=None, help="model spec (default linear; linear-hash for urls)")
@@ -199,4 +200,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

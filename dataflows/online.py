@@ -33,6 +33,7 @@ from dataflows.sinks import URGENT_TABLES, DeltaSink
 from dataflows.sources import ReplaySource
 from dataflows.validate import validate_batch
 from lake import integrity
+from lake.entry import ArgumentParser, run_main
 from lake.runs import RunIdentity, record_run
 from monitoring.stream import MonitorConfig
 
@@ -343,10 +344,9 @@ def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m dataflows.online``: replay a lake with recovery on (see :func:`run_replay`)."""
-    import argparse
     import logging
 
-    parser = argparse.ArgumentParser(prog="python -m dataflows.online", description=run_replay.__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataflows.online", description=run_replay.__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
     parser.add_argument("--model", default="linear", help="model specs, champion first (default linear)")
     parser.add_argument("--run-id", default=None,
@@ -546,4 +546,4 @@ def __getattr__(name: str) -> Any:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -13,7 +13,6 @@ did. ``--rate`` paces the messages per second (0: as fast as possible).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from dataflows.replay import shard_of
+from lake.entry import ArgumentParser, run_main
 
 
 def frame_messages(events: pl.DataFrame, labels: pl.DataFrame) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -103,7 +103,7 @@ def produce(brokers: str, topic: str, scenario: str, *, rate: float = 0.0, confi
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataflows.produce", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataflows.produce", description=__doc__.split("\n")[0])
     parser.add_argument("--brokers", required=True)
     parser.add_argument("--topic", default="events")
     parser.add_argument("--scenario", default="flights", choices=["flights", "agrawal-drift", "urls"])
@@ -118,4 +118,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

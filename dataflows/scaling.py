@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lake.entry import ArgumentParser, run_main
+
 
 def machine() -> dict[str, Any]:
     """Cores, memory and CPU of this machine."""
@@ -211,7 +213,7 @@ def costs(lake: str, *, model: str, shards: int, batch_size: int, per_key: bool 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataflows.scaling", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataflows.scaling", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="flights to replay (default 100000)")
     parser.add_argument("--lake", default=None, help="replay this lake's events/labels instead of flights")
     parser.add_argument("--counts", default="1,2,4,8", help="processes (or workers) per run (default 1,2,4,8)")
@@ -339,4 +341,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -13,7 +13,6 @@ RSS after warm-up vs at the end, events/s per interval.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -24,13 +23,15 @@ from pathlib import Path
 import polars as pl
 import psutil
 
+from lake.entry import ArgumentParser, run_main
+
 
 def read_events_count(lake: str) -> int:
     return pl.scan_delta(str(Path(lake) / "events")).select(pl.len()).collect().item()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataflows.soak", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataflows.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=6, help="times the year of flights is played (default 6)")
     parser.add_argument("--scenario", choices=["flights", "urls"], default="flights")
     parser.add_argument("--n", type=int, default=2_000_000, help="urls: events to generate")
@@ -140,4 +141,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -12,9 +12,16 @@ the ``w`` labelled events before the next drift or the end). ``None``: it did no
 there before the next drift, or the segment is shorter than ``2 w`` (not measurable). The
 resolution is ``w`` events: a strategy that does not dip needs ``w`` events.
 
+Beside every metric, the no-skill baseline (:func:`no_skill`): a constant score at the
+base rate of the same labels (accuracy of the majority class, log loss of the base rate,
+ROC AUC 0.5). Whole-run figures are also given from the first event at which every
+strategy had a model (``*_ready``): before it, some strategies served their prior.
+
 >>> y = np.array([1, 0, 1, 1]); p = np.array([0.9, 0.2, 0.4, 0.8])
 >>> {k: round(v, 3) for k, v in overall(y, p).items()}
 {'accuracy': 0.75, 'log_loss': 0.367, 'roc_auc': 1.0}
+>>> {k: round(v, 3) for k, v in no_skill(y).items()}
+{'accuracy': 0.75, 'log_loss': 0.562, 'roc_auc': 0.5}
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from monitoring.prequential import roc_auc
 
 _EPS = 1e-15
 _WINDOWS_US = [(n, s * 1_000_000) for n, s in (("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("6h", 21600),
-                                                ("1d", 86400), ("7d", 604800), ("28d", 2419200))]
+                                                ("1d", 86400), ("7d", 604800), ("28d", 2419200),
+                                                ("91d", 7862400), ("365d", 31536000), ("1826d", 157766400))]
 
 
 def overall(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
@@ -50,8 +58,37 @@ def overall(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, f
             "roc_auc": roc_auc(pos, p)}
 
 
+def no_skill(y: np.ndarray) -> dict[str, float | None]:
+    """Metrics of a constant score at the base rate of ``y`` (0/1): what a model must beat."""
+    if len(y) == 0:
+        return {"accuracy": None, "log_loss": None, "roc_auc": None}
+    base = float(np.mean(y == 1))
+    b = min(max(base, _EPS), 1.0 - _EPS)
+    return {"accuracy": max(base, 1.0 - base), "log_loss": float(-(base * np.log(b) + (1 - base) * np.log(1 - b))),
+            "roc_auc": 0.5}
+
+
+def add_ready_metrics(stream: Stream, results: Sequence[StrategyResult], runs: Sequence[Any], *,
+                      threshold: float = 0.5) -> int:
+    """Add the ``*_ready`` figures (from the first event at which every strategy had a model) and the
+    no-skill baselines to every result's metrics; returns that event's index."""
+    ready = max((int(r.costs.get("first_model_event", 0)) for r in runs), default=0)
+    sc = stream.scored
+    late = sc[sc >= ready]
+    base, base_ready = no_skill(stream.y[sc]), no_skill(stream.y[late])
+    for result, run in zip(results, runs, strict=True):
+        m = overall(stream.y[late], run.scores[late], threshold)
+        result.metrics.update({f"{k}_ready": v for k, v in m.items()})
+        result.metrics.update({f"noskill_{k}": base[k] for k in ("accuracy", "log_loss", "roc_auc")})
+        result.metrics.update({f"noskill_{k}_ready": base_ready[k] for k in ("accuracy", "log_loss")})
+        result.metrics["first_model_event"] = float(run.costs.get("first_model_event", 0))
+        result.metrics["ready_event"] = float(ready)
+        result.metrics["n_scored_ready"] = float(len(late))
+    return ready
+
+
 def auto_window(stream: Stream, *, max_windows: int = 60) -> tuple[str, int]:
-    """The shortest of 1m, 5m, 15m, 1h, 6h, 1d, 7d, 28d giving at most ``max_windows`` windows."""
+    """The shortest of 1m, 5m, 15m, 1h, 6h, 1d, 7d, 28d, 91d, 365d, 1826d giving at most ``max_windows`` windows."""
     if stream.n_events == 0:
         return _WINDOWS_US[-1]
     span = int(stream.event_time[-1]) - int(stream.event_time[0])
@@ -208,8 +245,9 @@ def window_rows(benchmark_id: str, results: Sequence[StrategyResult]) -> list[di
 
 
 def run_rows(benchmark_id: str, results: Sequence[StrategyResult], *, info: dict[str, Any], config: dict[str, Any],
-             report_path: str, created_at: datetime) -> list[dict[str, Any]]:
-    """Rows of ``benchmark_runs``."""
+             report_path: str, created_at: datetime, notes: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows of ``benchmark_runs`` (``notes``: what the time budget changed, per strategy)."""
+    notes = notes or {}
     rows = []
     for r in results:
         mode, _, learner = r.name.partition("/")
@@ -218,7 +256,7 @@ def run_rows(benchmark_id: str, results: Sequence[StrategyResult], *, info: dict
             "benchmark_id": benchmark_id, "strategy": r.name, "mode": mode, "learner": learner,
             "events_version": info["events_version"], "labels_version": info["labels_version"],
             "n_events": info["n_events"], "n_scored": info["n_labels"],
-            **{k: m[k] for k in RUN_METRICS},
+            **{k: m.get(k) for k in RUN_METRICS}, "note": notes.get(r.name),
             "recovery": json.dumps(r.recovery), "config": json.dumps(config, sort_keys=True),
             "report_path": report_path, "created_at": created_at,
         })
@@ -229,7 +267,9 @@ RUN_METRICS = ("accuracy", "log_loss", "roc_auc", "train_cpu_s", "predict_cpu_s"
                "model_bytes", "model_bytes_max", "history_rows_max", "n_retrains", "latency_p50_us",
                "latency_p99_us", "recovery_events_mean", "recovery_events_max", "drifts_measured",
                "drifts_not_recovered",
-               "acc_after_drift_mean")
+               "acc_after_drift_mean", "noskill_accuracy", "noskill_log_loss", "first_model_event", "ready_event",
+               "n_scored_ready", "accuracy_ready", "log_loss_ready", "roc_auc_ready", "noskill_accuracy_ready",
+               "noskill_log_loss_ready")
 """The per-strategy metrics, in ``benchmark_runs`` and in each MLflow child run."""
 
 
@@ -325,12 +365,29 @@ def render_html(*, benchmark_id: str, title: str, info: dict[str, Any], config: 
                 results: Sequence[StrategyResult], drifts: Sequence[int], known: bool, figures: dict[str, str],
                 stream: Stream) -> str:
     """The report page (self-contained: figures embedded as base64 PNGs)."""
-    cols = ["accuracy", "log_loss", "roc_auc", "train_cpu_s", "predict_cpu_s", "wall_s", "peak_rss_mb",
-            "model_bytes_max", "history_rows_max", "n_retrains", "latency_p50_us", "latency_p99_us",
-            "recovery_events_mean", "drifts_not_recovered"]
+    cols = ["accuracy", "log_loss", "roc_auc", "accuracy_ready", "log_loss_ready", "roc_auc_ready", "train_cpu_s",
+            "predict_cpu_s", "wall_s", "peak_rss_mb", "model_bytes_max", "history_rows_max", "n_retrains",
+            "latency_p50_us", "latency_p99_us", "recovery_events_mean", "drifts_not_recovered"]
     head = "".join(f"<th>{c}</th>" for c in ["strategy", *cols])
-    body = "".join("<tr><td>" + html.escape(r.name) + "</td>" + "".join(f"<td>{_fmt(r.metrics[c])}</td>" for c in cols)
+    body = "".join("<tr><td>" + html.escape(r.name) + "</td>" + "".join(f"<td>{_fmt(r.metrics.get(c))}</td>"
+                                                                         for c in cols)
                    + "</tr>" for r in results)
+    m0 = results[0].metrics if results else {}
+    baseline = {"accuracy": m0.get("noskill_accuracy"), "log_loss": m0.get("noskill_log_loss"), "roc_auc": 0.5,
+                "accuracy_ready": m0.get("noskill_accuracy_ready"), "log_loss_ready": m0.get("noskill_log_loss_ready"),
+                "roc_auc_ready": 0.5}
+    body += ("<tr><td><i>no skill (base rate)</i></td>" + "".join(f"<td><i>{_fmt(baseline.get(c))}</i></td>"
+                                                                  for c in cols) + "</tr>")
+    ready = int(m0.get("ready_event") or 0)
+    n_ready = int(m0.get("n_scored_ready") or 0)
+    ready_text = (f"Columns <code>*_ready</code>: the {n_ready:,} labelled events from event "
+                  f"{ready:,} on ({_ts(int(stream.event_time[min(ready, stream.n_events - 1)])).date()}), the first at "
+                  "which every strategy had a model; before it a strategy without one serves the prior of the labels "
+                  "arrived so far. <i>no skill</i>: a constant score at the base rate of the same labels.")
+    notes = config.get("budget", {}).get("notes", {}) if isinstance(config.get("budget"), dict) else {}
+    notes_html = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in notes.items())
+    chosen = config.get("chosen", [])
+    chosen_html = "".join(f"<li>{html.escape(line)}</li>" for line in chosen)
     rec_head = "".join(f"<th>{html.escape(r.name)}</th>" for r in results)
     rec_rows = []
     shown = 40
@@ -354,6 +411,9 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:.5em;font-size:12px}}</styl
 Every strategy scored the same {info['n_labels']:,} labelled events, each at its event time, learning only from labels
 that had arrived by then.</p>
 <h2>Summary</h2><table><tr>{head}</tr>{body}</table>
+<p>{ready_text}</p>
+{f"<h3>Settings chosen</h3><ul>{chosen_html}</ul>" if chosen_html else ""}
+{f"<h3>Time budget</h3><ul>{notes_html}</ul>" if notes_html else ""}
 <h2>Recovery after drifts ({html.escape(kind)}, {len(drifts)})</h2>
 <p>Events to recover; below: accuracy over the labelled events just before → just after → settled level.</p>
 <table><tr><th>drift at event</th>{rec_head}</tr>{''.join(rec_rows)}</table>

@@ -8,9 +8,15 @@
    With ``--scenario``, an empty lake is first filled with that scenario.
 2. Replays it once in the dataflow's order and featurizes every event once
    (:mod:`flows.bench_stream`): every strategy sees the same features and label arrival times.
-3. Runs each strategy (:mod:`flows.strategies`) prequentially over it, each in a fresh
-   process by default so its CPU time and memory are its own.
-4. Scores them (:mod:`flows.bench_report`), writes ``benchmark_windows`` and
+3. Chooses what ``auto`` leaves open from the data and says why (:mod:`flows.bench_plan`:
+   retrain cadence, sliding window, the static models' training slice), estimates each
+   strategy's time from its schedule and fits them into the time budget (``--budget``,
+   default 20m: periodic strategies subsampled, the most expensive skipped if need be).
+4. Runs each strategy (:mod:`flows.strategies`) prequentially over it, each in a fresh
+   process by default so its CPU time and memory are its own, with progress and an ETA
+   (a bar on a terminal, a log line every 15 s otherwise).
+5. Scores them (:mod:`flows.bench_report`; beside each metric the no-skill baseline, and
+   the figures from the first event at which every strategy had a model), writes ``benchmark_windows`` and
    ``benchmark_runs`` to the lake, the HTML report to ``LAKE/reports/benchmark-ID.html``,
    and one MLflow parent run with a child run per strategy (default store
    ``sqlite:///LAKE/mlflow.db``, artifacts in ``LAKE/mlartifacts``; ``MLFLOW_TRACKING_URI``
@@ -19,7 +25,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -37,8 +42,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
+from flows.bench_plan import BudgetPlan, label_clock, parse_budget, plan_budget, resolve_schedule
+from flows.bench_progress import StrategyProgress
 from flows.bench_report import (
     StrategyResult,
+    add_ready_metrics,
     auto_window,
     detect_drifts,
     known_drifts,
@@ -49,7 +57,11 @@ from flows.bench_report import (
     window_rows,
 )
 from flows.bench_stream import Stream, build_stream, parse_every
+from flows.runtime import embedded_prefect
 from flows.strategies import BenchConfig, StrategyRun, StrategySpec, run_isolated, run_strategy
+from lake.entry import ArgumentParser, run_main, settings
+from lake.errors import UsageError
+from lake.table import table_version
 
 DEFAULT_STRATEGIES = (
     "online/linear", "adwin-reset/linear",
@@ -58,7 +70,10 @@ DEFAULT_STRATEGIES = (
     "periodic-sliding/river-linear", "static/sk-logreg", "static/hgb",
 )
 EXPERIMENT = "riverlake-benchmark"
-_EIGHT_WEEKS_US = 8 * 604_800_000_000
+DEFAULT_BUDGET = "20m"
+"""Wall time the strategies of one benchmark may take together (``--budget``)."""
+_PROCESS_START_S = 6.0
+"""Seconds a strategy's own process takes to start and import (2-9 s measured on a busy 2-core machine)."""
 
 
 # --------------------------------------------------------------------------- plain helpers
@@ -81,19 +96,6 @@ def strategy_names(online: str = "linear", adwin: str = "linear", batch: str = "
     if not names:
         raise ValueError("no strategy to run")
     return names
-
-
-def resolve_schedule(stream: Stream, retrain_every: str, sliding: str) -> tuple[str, str]:
-    """``auto``: weekly with a 4-week sliding window on histories of 8 weeks or more, else every n/20 events
-    with a window of 4 retrain periods."""
-    span = int(stream.event_time[-1] - stream.event_time[0]) if stream.n_events else 0
-    if retrain_every == "auto":
-        retrain_every = "7d" if span >= _EIGHT_WEEKS_US else str(max(1, stream.n_events // 20))
-    if sliding == "auto":
-        kind, size = parse_every(retrain_every)
-        sliding = f"{4 * size // 86_400_000_000}d" if kind == "us" and size % 86_400_000_000 == 0 else (
-            f"{4 * size // 1_000_000}s" if kind == "us" else str(4 * size))
-    return retrain_every, sliding
 
 
 def benchmark_id_for(identity: dict[str, Any], *, now: datetime) -> str:
@@ -227,10 +229,16 @@ def featurize(lake: str, pin: dict[str, int | None], featurizer: dict[str, Any])
 
 
 @task(cache_policy=NO_CACHE, task_run_name="strategy {name}")
-def run_one(stream: Stream, stream_dir: str | None, name: str, config: BenchConfig, work: str) -> StrategyRun:
-    if stream_dir is None:
-        return run_strategy(stream, name, config)
-    return run_isolated(stream_dir, name, config, out_dir=Path(work) / name.replace("/", "__"))
+def run_one(stream: Stream, stream_dir: str | None, name: str, config: BenchConfig, work: str,
+            progress: StrategyProgress | None = None) -> StrategyRun:
+    update = None if progress is None else progress.update
+    try:
+        if stream_dir is None:
+            return run_strategy(stream, name, config, progress=update)
+        return run_isolated(stream_dir, name, config, out_dir=Path(work) / name.replace("/", "__"), progress=update)
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 @task(cache_policy=NO_CACHE)
@@ -291,14 +299,18 @@ def benchmark(
     scenario_params: dict[str, Any] | None = None,
     hash_fields: list[str] | None = None,
     n_buckets: int = 2**20,
+    static_rows: int | str | None = "auto",
+    budget: str | float | None = DEFAULT_BUDGET,
 ) -> dict[str, Any]:
     """Pin, replay once, run every strategy on it, score, and write lake rows, report and MLflow runs.
 
     ``as_of``: events version (or an ISO timestamp pinning both tables), default latest;
     ``labels_as_of``: labels version, default latest at the start. ``retrain_every``,
     ``sliding``: a number of events or a duration (``7d``); ``auto`` (see
-    :func:`resolve_schedule`). ``window``: the event-time window of the per-window
-    metrics (``auto``: at most 60 windows). ``isolate``: each strategy in its own process.
+    :func:`flows.bench_plan.resolve_schedule`, as ``static_rows``: labels the static models
+    are fitted on). ``window``: the event-time window of the per-window metrics (``auto``: at
+    most 60 windows). ``isolate``: each strategy in its own process. ``budget``: wall time of
+    all strategies together (``"20m"``, seconds, ``None``), see :func:`flows.bench_plan.plan_budget`.
     ``hash_fields``/``n_buckets``: text fields (a URL) tokenized and hashed, as in the dataflow.
     """
     logger = get_run_logger()
@@ -310,6 +322,7 @@ def benchmark(
     names = list(strategies or DEFAULT_STRATEGIES)
     for name in names:
         StrategySpec.parse(name)
+    budget_s = parse_budget(budget)
     pin = pin_history(lake, as_of, labels_as_of)
     featurizer: dict[str, Any] = {"exclude": sorted(exclude or []), "categorical": sorted(categorical or [])}
     if hash_fields:
@@ -318,13 +331,23 @@ def benchmark(
     stream = featurize(lake, pin, featurizer)
     featurize_s = time.perf_counter() - t
     if stream.n_events == 0 or len(stream.arrival) == 0:
-        raise ValueError(f"nothing to benchmark in {lake}: {stream.n_events} events, {len(stream.arrival)} labels "
+        raise UsageError(f"nothing to benchmark in {lake}: {stream.n_events} events, {len(stream.arrival)} labels "
                          f"at events v{pin['events']}, labels v{pin['labels']}")
-    retrain_every, sliding = resolve_schedule(stream, retrain_every, sliding)
-    config = BenchConfig(seed=seed, retrain_every=retrain_every, sliding=sliding, max_train_rows=max_train_rows)
+    chosen = resolve_schedule(stream, retrain_every, sliding, static_rows)
+    retrain_every, sliding = chosen.retrain_every, chosen.sliding
+    for line in chosen.lines:
+        logger.info("%s", line)
+    config = BenchConfig(seed=seed, retrain_every=retrain_every, sliding=sliding, max_train_rows=max_train_rows,
+                         static_rows=chosen.static_rows)
+    overhead = _PROCESS_START_S if isolate else 0.0
+    budget_plan = plan_budget(stream, names, config, budget_s, overhead_s=overhead)
+    _log_plan(logger, budget_plan, budget_s)
+    if not any(c is not None for c in budget_plan.configs.values()):
+        raise UsageError(f"no strategy fits in the budget of {budget_s:,.0f} s: {budget_plan.notes}")
     window_name, window_us = auto_window(stream) if window == "auto" else (window, parse_every(window)[1])
     identity = {"lake": os.path.abspath(lake), "pin": pin, "strategies": names, "config": asdict(config),
-                "window_us": window_us, "featurizer": featurizer, "recovery_window": recovery_window}
+                "window_us": window_us, "featurizer": featurizer, "recovery_window": recovery_window,
+                "budget_s": budget_s}
     created = datetime.now(UTC)
     benchmark_id = benchmark_id_for(identity, now=created)
     logger.info("benchmark %s: %d events, %d labels (events v%s, labels v%s), %d strategies", benchmark_id,
@@ -334,10 +357,35 @@ def benchmark(
     try:
         stream_dir = str(stream.save(Path(work) / "stream")) if isolate else None
         runs: list[StrategyRun] = []
-        for name in names:
-            run = run_one(quote(stream), stream_dir, name, config, work)
-            logger.info("%s: %.1f s wall, train %.1f s CPU, predict %.1f s CPU", name, run.costs["wall_s"],
-                        run.costs["train_cpu_s"], run.costs["predict_cpu_s"])
+        spent = estimated = 0.0
+        t_runs = time.perf_counter()
+        for i, name in enumerate(names, 1):
+            if budget_s is not None and i > 1 and spent > 0 and estimated > 0:
+                # re-plan what is left with the estimates scaled by what the runs so far took
+                left = [n for n in names[i - 1:] if budget_plan.configs[n] is not None]
+                again = plan_budget(stream, left, config, budget_s - (time.perf_counter() - t_runs),
+                                    scale=max(1.0, spent / estimated), overhead_s=overhead)
+                for n in left:
+                    budget_plan.configs[n] = again.configs[n]
+                    budget_plan.estimates[n] = again.estimates[n]
+                    before = budget_plan.notes.pop(n, None)
+                    if n in again.notes:
+                        budget_plan.notes[n] = again.notes[n] + " (re-planned: the strategies so far took " \
+                            f"{spent / estimated:.1f}x their estimates)"
+                        if again.notes[n] != (before or "").split(" (re-planned")[0]:
+                            logger.info("%s: %s", n, budget_plan.notes[n])
+            cfg = budget_plan.configs[name]
+            if cfg is None:
+                continue
+            progress = StrategyProgress(name, index=i, count=len(names), estimate_s=budget_plan.estimates[name],
+                                        log=logger.info)
+            t = time.perf_counter()
+            run = run_one(quote(stream), stream_dir, name, cfg, work, quote(progress))
+            spent += time.perf_counter() - t
+            estimated += budget_plan.estimates[name]
+            logger.info("%s: %.1f s wall (estimated %.0f s), train %.1f s CPU, predict %.1f s CPU", name,
+                        run.costs["wall_s"], budget_plan.estimates[name], run.costs["train_cpu_s"],
+                        run.costs["predict_cpu_s"])
             runs.append(run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -348,6 +396,9 @@ def benchmark(
                                                            min_gap=2 * recovery_window)
     results = [score_strategy(stream, r, window_us=window_us, drifts=drifts, threshold=config.threshold,
                               w=recovery_window) for r in runs]
+    ready = add_ready_metrics(stream, results, runs, threshold=config.threshold)
+    logger.info("every strategy had a model from event %d on (%s): figures *_ready count from there", ready,
+                datetime.fromtimestamp(int(stream.event_time[min(ready, stream.n_events - 1)]) / 1e6, tz=UTC).date())
     strategies_s = time.perf_counter() - started
     report_path = os.path.join(os.path.abspath(lake), "reports", f"benchmark-{benchmark_id}.html")
     info = {k: stream.info[k] for k in ("events_version", "labels_version", "n_events", "n_labels", "n_features",
@@ -355,10 +406,13 @@ def benchmark(
     settings = {**asdict(config), "window": window_name, "window_us": window_us, "strategies": names,
                 "featurizer": featurizer, "recovery_window": recovery_window, "isolate": isolate,
                 "drifts": "known" if known is not None else f"detected by ADWIN on {reference.name}",
-                "featurize_s": round(featurize_s, 2)}
+                "featurize_s": round(featurize_s, 2), "chosen": list(chosen.lines), "ready_event": ready,
+                "budget": {"budget_s": budget_s,
+                           "estimates_s": {k: round(v, 1) for k, v in budget_plan.estimates.items()},
+                           "notes": budget_plan.notes}}
     write_lake(lake, benchmark_id, window_rows(benchmark_id, results),
                run_rows(benchmark_id, results, info=info, config=settings, report_path=report_path,
-                        created_at=created))
+                        created_at=created, notes=budget_plan.notes))
     title = f"Online vs batch retraining: {os.path.basename(os.path.abspath(lake))}"
     page = render_html(benchmark_id=benchmark_id, title=title, info=info, config=settings, results=results,
                        drifts=drifts, known=known is not None, figures=plots(stream, results, drifts,
@@ -369,7 +423,10 @@ def benchmark(
     params = {"lake": os.path.abspath(lake), "benchmark_id": benchmark_id, **info, **{
         k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in settings.items()}}
     strategy_params = {r.name: {"strategy": r.name, "mode": r.name.split("/")[0], "learner": r.name.split("/")[1],
-                                "retrain_every": retrain_every, "sliding": sliding, "seed": seed} for r in results}
+                                "retrain_every": retrain_every, "sliding": sliding, "seed": seed,
+                                "retrain_stride": budget_plan.configs[r.name].retrain_stride,
+                                "static_rows": chosen.static_rows, "note": budget_plan.notes.get(r.name, "")}
+                       for r in results}
     parent = log_mlflow(tracking_uri=uri, artifact_location=artifacts, experiment=experiment,
                         benchmark_id=benchmark_id, params=params, results=results, strategy_params=strategy_params,
                         report_path=report_path)
@@ -378,7 +435,23 @@ def benchmark(
     return {"benchmark_id": benchmark_id, "pin": pin, "info": info, "settings": settings, "report": report_path,
             "mlflow_run_id": parent, "tracking_uri": uri, "seconds": total_s, "strategies_seconds": strategies_s,
             "drifts": drifts, "results": {r.name: r.metrics for r in results}, "runs": runs,
-            "recovery": {r.name: r.recovery for r in results}}
+            "recovery": {r.name: r.recovery for r in results}, "chosen": list(chosen.lines),
+            "notes": dict(budget_plan.notes), "ready_event": ready}
+
+
+def _log_plan(logger: Any, plan: BudgetPlan, budget_s: float | None) -> None:
+    """The estimates, the budget and what it changed, before any strategy runs."""
+    total = sum(plan.estimates.values())
+    logger.info("estimated %s for %d strategies (%s); budget %s", _secs(plan.total), len(plan.configs),
+                ", ".join(f"{k} {_secs(v)}" for k, v in plan.estimates.items()),
+                "none" if budget_s is None else _secs(budget_s))
+    if plan.notes:
+        logger.info("over the budget at full schedule (estimated %s): %s", _secs(total),
+                    "; ".join(f"{k}: {v}" for k, v in plan.notes.items()))
+
+
+def _secs(s: float) -> str:
+    return f"{s:,.0f} s" if s < 120 else f"{s / 60:,.1f} min"
 
 
 # --------------------------------------------------------------------------- CLI
@@ -392,15 +465,24 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
             ("history_rows_max", "rows kept", "{:,.0f}"), ("latency_p50_us", "p50 µs", "{:,.0f}"),
             ("latency_p99_us", "p99 µs", "{:,.0f}"), ("acc_after_drift_mean", "acc after drift", "{:.3f}"),
             ("recovery_events_mean", "recovery events", "{:,.0f}")]
+    cols[3:3] = [("accuracy_ready", "acc (all had a model)", "{:.4f}"),
+                 ("log_loss_ready", "log loss (all had a model)", "{:.4f}")]
     lines = ["| strategy | " + " | ".join(c[1] for c in cols) + " | not recovered |", "|---" * (len(cols) + 2) + "|"]
-    for name, m in results.items():
+    first = next(iter(results.values()), {})
+    baseline = {"accuracy": first.get("noskill_accuracy"), "log_loss": first.get("noskill_log_loss"), "roc_auc": 0.5,
+                "accuracy_ready": first.get("noskill_accuracy_ready"),
+                "log_loss_ready": first.get("noskill_log_loss_ready")}
+    rows = list(results.items())
+    if first:
+        rows.append(("*no skill (base rate)*", baseline))
+    for name, m in rows:
         cells = []
         for key, _, fmt in cols:
             v = m.get(key)
             if key == "model_bytes_max" and v is not None:
                 v = v / 1024
             cells.append("–" if v is None else fmt.format(v))
-        measured = m.get("drifts_measured")
+        measured = m.get("drifts_measured") if name in results else None
         cells.append("–" if not measured else f"{m['drifts_not_recovered']:.0f} of {measured:.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -420,7 +502,7 @@ def results_from_lake(lake: str, benchmark_id: str | None = None) -> dict[str, d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.benchmark", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default="lakehouse", help="lake root folder (default ./lakehouse)")
     parser.add_argument("--scenario", default=None, help="fill an empty lake with this scenario first")
     parser.add_argument("--n", type=int, default=None, help="--scenario agrawal-drift, urls: number of events")
@@ -441,6 +523,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain-every", default="auto", help="events (5000) or period (7d); default auto")
     parser.add_argument("--sliding", default="auto", help="sliding window, events or period; default auto")
     parser.add_argument("--window", default="auto", help="event-time window of per-window metrics; default auto")
+    parser.add_argument("--static-rows", default="auto", help="labels the static models are fitted on (default "
+                        "auto: the first retrain point's, at least 1,000)")
+    parser.add_argument("--budget", default=DEFAULT_BUDGET, help="wall time of all strategies together (30m, "
+                        f"seconds, none; default {DEFAULT_BUDGET}): over it, periodic strategies are subsampled "
+                        "and the most expensive skipped, and the report says so")
     parser.add_argument("--max-train-rows", type=int, default=None, help="cap on rows per retrain (default none)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--exclude", default="", help="payload fields not used as features (comma list)")
@@ -453,24 +540,49 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "alembic", "sqlalchemy", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    names = strategy_names(args.online, args.adwin, args.batch, args.windows, args.static, args.extra)
+    # Settings are checked before the flow starts: a mistake is one line, not a failed flow run.
+    with settings():
+        names = strategy_names(args.online, args.adwin, args.batch, args.windows, args.static, args.extra)
+        parse_budget(args.budget)
+        static_rows = args.static_rows if args.static_rows == "auto" else int(args.static_rows)
+        BenchConfig(retrain_every="1" if args.retrain_every == "auto" else args.retrain_every,
+                    sliding="1" if args.sliding == "auto" else args.sliding, max_train_rows=args.max_train_rows,
+                    seed=args.seed)
+        if args.window != "auto":
+            parse_every(args.window)
+    if args.scenario is None or table_version(args.lake, "events") is not None:
+        pin = {"events": _as_version(args.as_of), "labels": _as_version(args.labels_as_of)}
+        if isinstance(pin["events"], str) or isinstance(pin["labels"], str):
+            pin = {"events": None, "labels": None}  # timestamps: checked by the flow itself
+        clock = label_clock(args.lake, events_version=pin["events"], labels_version=pin["labels"])
+        if clock.n_events == 0 or len(clock.arrival) == 0:
+            raise UsageError(f"nothing to benchmark in {args.lake}: {clock.n_events} events, "
+                             f"{len(clock.arrival)} labels")
+        resolve_schedule(clock, args.retrain_every, args.sliding, static_rows)
     hash_fields = args.hash_fields if args.hash_fields is not None else ("url" if args.scenario == "urls" else "")
     hash_fields = [p for p in hash_fields.split(",") if p]
     started = time.perf_counter()
-    out = benchmark(lake=args.lake, as_of=args.as_of, labels_as_of=args.labels_as_of, strategies=names,
-                    retrain_every=args.retrain_every, sliding=args.sliding, window=args.window, seed=args.seed,
-                    max_train_rows=args.max_train_rows,
-                    exclude=[p for p in args.exclude.split(",") if p], isolate=not args.in_process,
-                    tracking_uri=args.tracking_uri, experiment=args.experiment, scenario=args.scenario,
-                    scenario_params={"n": args.n} if args.n else None, hash_fields=hash_fields,
-                    n_buckets=args.n_buckets)
+    with embedded_prefect():
+        out = benchmark(lake=args.lake, as_of=args.as_of, labels_as_of=args.labels_as_of, strategies=names,
+                        retrain_every=args.retrain_every, sliding=args.sliding, window=args.window, seed=args.seed,
+                        max_train_rows=args.max_train_rows,
+                        exclude=[p for p in args.exclude.split(",") if p], isolate=not args.in_process,
+                        tracking_uri=args.tracking_uri, experiment=args.experiment, scenario=args.scenario,
+                        scenario_params={"n": args.n} if args.n else None, hash_fields=hash_fields,
+                        n_buckets=args.n_buckets, static_rows=static_rows, budget=args.budget)
     table = markdown_table(out["results"])
     print(table)
     s = out["settings"]
     print(f"\nbenchmark {out['benchmark_id']}: {out['info']['n_events']:,} events, {out['info']['n_labels']:,} labels "
           f"(events v{out['pin']['events']}, labels v{out['pin']['labels']}); retrain every {s['retrain_every']}, "
           f"sliding window {s['sliding']}, metric window {s['window']}; drifts: {s['drifts']} ({len(out['drifts'])})")
+    for line in out["chosen"]:
+        print(f"chosen: {line}")
+    ready = out["ready_event"]
+    print(f"every strategy had a model from event {ready:,} on: the columns '(all had a model)' count from there; "
+          "'no skill': a constant score at the base rate")
+    for name, note in out["notes"].items():
+        print(f"budget: {name}: {note}")
     print(f"report: {out['report']}\nMLflow: {out['tracking_uri']} run {out['mlflow_run_id']}")
     print(f"benchmark flow {out['seconds']:.1f} s (strategies + scoring {out['strategies_seconds']:.1f} s); "
           f"command {time.perf_counter() - started:.1f} s")
@@ -480,4 +592,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

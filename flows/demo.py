@@ -12,11 +12,12 @@ Every step is idempotent: running it again reuses what the lake already holds.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 import time
+
+from lake.entry import ArgumentParser, run_main
 
 
 def _report_window(lake: str, wanted: str) -> str:
@@ -35,7 +36,7 @@ def _report_window(lake: str, wanted: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default="lakehouse", help="lake root folder (default ./lakehouse)")
     parser.add_argument("--scenario", default="flights", help="scenario to ingest (default flights)")
     parser.add_argument("--model", default="linear,tree",
@@ -96,4 +97,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -3,6 +3,12 @@
     python -m flows.drift --lake PATH --reference 2013-03-01/7d --current 2013-12-01/7d
     python -m flows.drift --lake PATH --by version --reference 0 --current 1
     python -m flows.drift --lake PATH --window 1d          # the last day against the day before
+    python -m flows.drift --lake PATH                      # windows chosen from the data (--window auto)
+
+``--window auto`` (the default, also of the scheduled deployment) takes the shortest of
+1h, 6h, 1d, 7d, 28d whose two windows each hold 1,000 events, else the last 2,000
+events against the 2,000 before; the choice and its reason are printed. A window that
+cannot work is refused in one line before any work.
 
 The logic lives in :mod:`monitoring.evidently_report` (windows, column selection,
 Evidently, the summary row); this module is the flow around it:
@@ -22,20 +28,20 @@ The store: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from lake.entry import ArgumentParser, run_main
 from lake.storage import canonical
 from monitoring.evidently_report import (
     DriftReport,
     append_report_row,
-    last_vs_previous_windows,
+    check_windows,
+    choose_windows,
     make_report,
 )
 
@@ -146,23 +152,31 @@ def drift_report(lake: str = "lakehouse", reference: str = "", current: str = ""
 
 
 @flow(name="drift-last-vs-previous")
-def last_vs_previous(lake: str = "lakehouse", window: str = "1d", tracking_uri: str | None = None,
+def last_vs_previous(lake: str = "lakehouse", window: str = "auto", tracking_uri: str | None = None,
                      max_columns: int = 20, model: str | None = None,
                      source: Literal["events", "predictions"] = "events",
                      exclude: list[str] | None = None) -> dict[str, Any]:
-    """The last ``window`` of event time against the one before it (for a scheduled deployment)."""
-    reference, current = last_vs_previous_windows(lake, window)
-    return drift_report(lake, reference, current, by="time", tracking_uri=tracking_uri, max_columns=max_columns,
-                        model=model, source=source, exclude=exclude)
+    """The last ``window`` of the events against the one before it (for a scheduled deployment).
+
+    ``window``: ``auto``, a duration or a number of events (see
+    :func:`monitoring.evidently_report.choose_windows`); the choice is logged and returned.
+    """
+    choice = choose_windows(lake, window)
+    get_run_logger().info("%s", choice)
+    out = drift_report(lake, choice.reference, choice.current, by="time", tracking_uri=tracking_uri,
+                       max_columns=max_columns, model=model, source=source, exclude=exclude)
+    return {**out, "windows": str(choice)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.drift", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.drift", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
     parser.add_argument("--reference", default=None, help="START/END (ISO times or a duration), or versions A[-B]")
     parser.add_argument("--current", default=None, help="same syntax as --reference")
     parser.add_argument("--by", default="time", choices=["time", "version"])
-    parser.add_argument("--window", default="1d", help="without --reference/--current: last window vs previous")
+    parser.add_argument("--window", default="auto", help="without --reference/--current: the last window vs the "
+                        "one before: a duration (1d), a number of events (2000) or auto (default: chosen from "
+                        "the data and printed)")
     parser.add_argument("--max-columns", type=int, default=20)
     parser.add_argument("--model", default=None, help="whose predictions to join (default: the champion)")
     parser.add_argument("--run-id", default=None)
@@ -174,11 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     exclude = [c.strip() for c in args.exclude.split(",") if c.strip()]
     if (args.reference is None) != (args.current is None):
         parser.error("give both --reference and --current, or neither (then --window)")
-    if args.reference is None:
-        result = last_vs_previous(args.lake, args.window, args.tracking_uri, args.max_columns, args.model,
-                                  args.source, exclude)
+    if args.max_columns < 1:
+        parser.error(f"--max-columns must be >= 1, got {args.max_columns}")
+    # Windows are chosen and checked before the flow starts: a mistake is one line, not a failed flow run.
+    by, reference, current = args.by, args.reference, args.current
+    if reference is None:
+        choice = choose_windows(args.lake, args.window)
+        print(choice, flush=True)
+        by, reference, current = "time", choice.reference, choice.current
     else:
-        result = drift_report(args.lake, args.reference, args.current, by=args.by, tracking_uri=args.tracking_uri,
+        check_windows(args.lake, reference, current, by=by)
+    from flows.runtime import embedded_prefect
+
+    with embedded_prefect():
+        result = drift_report(args.lake, reference, current, by=by, tracking_uri=args.tracking_uri,
                               max_columns=args.max_columns, model=args.model, run_id=args.run_id,
                               source=args.source, exclude=exclude)
     for key, value in result.items():
@@ -187,4 +210,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

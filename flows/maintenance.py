@@ -9,10 +9,11 @@ existed when it started, appends land beside them.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+
+from lake.entry import ArgumentParser, run_main
 
 
 @task(retries=2, retry_delay_seconds=[5, 30])
@@ -38,7 +39,7 @@ def maintenance(lake: str = "lakehouse", retention_hours: int = 168) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.maintenance", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.maintenance", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default="lakehouse")
     parser.add_argument("--retention-hours", type=int, default=168)
     args = parser.parse_args(argv)
@@ -48,4 +49,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

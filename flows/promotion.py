@@ -39,7 +39,6 @@ the shard with the most learning.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -51,6 +50,7 @@ import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from lake.entry import ArgumentParser, require_tables, run_main
 from lake.errors import LakeError
 from lake.schemas import TABLES
 from lake.table import append, exists, table_uri
@@ -366,7 +366,7 @@ def rollback(lake: str = "lakehouse", run_id: str | None = None, tracking_uri: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.promotion", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.promotion", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"), help="lake root folder")
     parser.add_argument("--run-id", default=None, help="run to decide for (default: the latest)")
     window = parser.add_mutually_exclusive_group()
@@ -381,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="riverlake", help="registered models are named PREFIX-MODEL")
     parser.add_argument("--rollback", action="store_true", help="undo the run's latest change of champion")
     args = parser.parse_args(argv)
+    require_tables(args.lake, "predictions", "labels")  # before the flow: a missing table is one line
     try:
         if args.rollback:
             row = rollback(args.lake, args.run_id, args.tracking_uri, registered_model_prefix=args.prefix)
@@ -398,4 +399,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

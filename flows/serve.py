@@ -4,21 +4,26 @@
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve --lake lakehouse
 
 Deployments: model versioning every 5 minutes, champion promotion every 15
-minutes, an Evidently drift report of the last day against the day before every
-hour, lake maintenance daily. Each run is a subprocess of this process; stop
-this process before the server (SIGTERM pauses the deployments).
+minutes, an Evidently drift report every hour (its windows chosen from the data:
+``window="auto"``, see :func:`monitoring.evidently_report.choose_windows`), lake
+maintenance daily. Each run is a subprocess of this process; stop this process
+before the server (SIGTERM pauses the deployments).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from datetime import timedelta
 from typing import Any
 
+from lake.entry import ArgumentParser, run_main
 
-def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
-    """The deployments to serve for ``lake`` (built without contacting the API)."""
+
+def deployments(lake: str, *, tracking_uri: str | None = None, window: str = "auto") -> list[Any]:
+    """The deployments to serve for ``lake`` (built without contacting the API).
+
+    ``window``: the drift report's windows (``auto``: chosen from the data at each run).
+    """
     from flows.drift import last_vs_previous
     from flows.maintenance import maintenance
     from flows.promotion import promote
@@ -35,22 +40,29 @@ def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
             parameters={"lake": lake, "tracking_uri": tracking_uri}),
         last_vs_previous.to_deployment(
             name="drift-report", interval=timedelta(hours=1), concurrency_limit=1,
-            parameters={"lake": lake, "window": "1d", "tracking_uri": tracking_uri}),
+            parameters={"lake": lake, "window": window, "tracking_uri": tracking_uri}),
         maintenance.to_deployment(
             name="maintenance", cron="17 3 * * *", concurrency_limit=1, parameters={"lake": lake}),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: LAKE/mlflow.db)")
+    parser.add_argument("--drift-window", default="auto", help="drift report windows: a duration (1d), a number "
+                        "of events (2000) or auto (default: chosen from the data at each run)")
     args = parser.parse_args(argv)
+    from monitoring.evidently_report import parse_duration
+
+    window = args.drift_window.strip()
+    if window != "auto" and not window.isdigit() and parse_duration(window) is None:
+        parser.error(f"--drift-window must be auto, a duration (1d) or a number of events, got {window!r}")
     from prefect import serve
 
-    serve(*deployments(args.lake, tracking_uri=args.tracking_uri))
+    serve(*deployments(args.lake, tracking_uri=args.tracking_uri, window=window))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -11,13 +11,23 @@ serves then, and learns only from labels that have arrived (see
 - ``periodic-sliding/L`` and ``periodic-expanding/L``: a batch learner ``L`` refitted from
   scratch every ``retrain_every`` (events or a calendar period) on the labels arrived so
   far, in a sliding window of ``sliding`` or on everything; the last fit serves in between;
-- ``static/L``: fitted once at the first retrain point, never again.
+- ``static/L``: fitted once at the first retrain point (or, with ``static_rows``, at the
+  first event by which that many labels have arrived), never again.
+
+``retrain_stride`` k keeps every k-th retrain point only (the benchmark's time budget
+subsamples a strategy that way).
 
 Batch learners: ``sk-logreg`` (scikit-learn ``LogisticRegression`` on the sparse feature
 dicts, max-abs scaled), ``sk-sgd`` (``SGDClassifier``, log loss), ``hgb``
 (``HistGradientBoostingClassifier`` on a dense projection: numeric features as they are,
 one categorical column per one-hot field, hashed tokens left out), ``river-SPEC`` (a River spec fitted in one pass
-over the window, in event order). Before its first fit a batch strategy scores 0.5.
+over the window, in event order).
+
+A strategy with no trained model yet (before a batch strategy's first fit, before an
+online model's first label, after an ADWIN reset with nothing to warm-start on) serves
+the prior of the labels arrived so far (:func:`prior_scores`; a low score, so a
+negative, when none has arrived): never a 0.5 tie that the threshold turns into
+"positive". ``first_model_event`` in the costs is the first event it served with a model.
 
 Every strategy runs with ``threads`` (default 1) native threads. Costs: CPU seconds
 (``time.process_time``, all threads) of training and of predicting, model calls only
@@ -33,7 +43,6 @@ runs one strategy in a fresh process (what the benchmark does to isolate timings
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pickle
@@ -42,7 +51,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,11 +60,22 @@ from typing import Any
 import numpy as np
 
 from flows.bench_stream import LabelAudit, Stream, parse_every, schedule, training_rows
+from lake.entry import ArgumentParser, run_main
 
 MODES = ("online", "adwin-reset", "periodic-sliding", "periodic-expanding", "static")
 BATCH_LEARNERS = ("sk-logreg", "sk-sgd", "hgb")
 _MAX_CATEGORIES = 254  # HistGradientBoosting: category codes must be < max_bins (255)
 _PREDICT_CHUNK = 10_000
+PRIOR_CLIP = 0.01
+"""The prior a strategy without a model serves is clipped to ``[PRIOR_CLIP, 1 - PRIOR_CLIP]``;
+with no label arrived it serves ``PRIOR_CLIP`` (negative)."""
+_PROGRESS_EVERY_S = 0.5
+# Cost model of :func:`estimate_seconds`: seconds per event, per fit and per training row, measured
+# on this project's 2-core machine (flights and the daily weather history), one thread. Estimates,
+# printed as such; the benchmark rescales them by what the strategies already run took.
+_ONLINE_S = {"linear": 100e-6, "linear-hash": 60e-6, "naive-bayes": 120e-6, "tree": 400e-6, "forest": 3e-3}
+_FIT_S = {"sk-logreg": (0.02, 20e-6), "sk-sgd": (0.01, 10e-6), "hgb": (0.3, 30e-6), "river": (0.0, 40e-6)}
+_PREDICT_S = {"sk-logreg": 3e-6, "sk-sgd": 3e-6, "hgb": 10e-6, "river": 30e-6}
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,8 @@ class BenchConfig:
     latency_samples: int = 2_000
     adwin_warm_rows: int = 5_000
     threads: int = 1
+    static_rows: int | None = None
+    retrain_stride: int = 1
 
     def __post_init__(self) -> None:
         parse_every(self.retrain_every)
@@ -84,6 +106,10 @@ class BenchConfig:
             raise ValueError(f"adwin_warm_rows must be >= 0, got {self.adwin_warm_rows!r}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads!r}")
+        if self.static_rows is not None and self.static_rows < 1:
+            raise ValueError(f"static_rows must be >= 1 or None, got {self.static_rows!r}")
+        if self.retrain_stride < 1:
+            raise ValueError(f"retrain_stride must be >= 1, got {self.retrain_stride!r}")
 
 
 @dataclass(frozen=True)
@@ -164,10 +190,51 @@ def _latency_sample(n: int, samples: int) -> int:
     return max(1, n // samples)
 
 
+def prior_scores(stream: Stream, lo: int, hi: int) -> np.ndarray:
+    """What a strategy without a model serves events ``lo..hi-1``: the share of positives among the
+    labels arrived before each, clipped to ``[PRIOR_CLIP, 1 - PRIOR_CLIP]``; ``PRIOR_CLIP`` before any label;
+    a share of exactly 0.5 just below 0.5 (a tie is a negative).
+
+    >>> from flows.bench_stream import Stream
+    >>> s = Stream(event_time=np.arange(4), y=np.array([1, 0, 0, 0], dtype=np.int8), label_time=np.arange(4),
+    ...            arrival=np.array([0, 1, 2]), labels_before=np.array([0, 1, 2, 3]), indptr=np.zeros(5, dtype=int),
+    ...            indices=np.zeros(0, dtype=int), values=np.zeros(0), names=[])
+    >>> p = prior_scores(s, 0, 4).tolist()
+    >>> p[:2], p[2] < 0.5, round(p[3], 3)
+    ([0.01, 0.99], True, 0.333)
+    """
+    k = np.asarray(stream.labels_before[lo:hi], dtype=np.int64)
+    positives = np.concatenate(([0], np.cumsum(np.asarray(stream.y)[np.asarray(stream.arrival)] == 1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(k > 0, positives[k] / np.maximum(k, 1), PRIOR_CLIP)
+    p = np.clip(p, PRIOR_CLIP, 1.0 - PRIOR_CLIP)
+    return np.where(p == 0.5, np.nextafter(0.5, 0.0), p)  # a tie is served as a negative
+
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: events served so far out of the stream's events."""
+
+
+class _Throttle:
+    """Calls ``progress`` at most every :data:`_PROGRESS_EVERY_S` seconds (and always at the end)."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.next = progress, total, 0.0
+
+    def __call__(self, done: int) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if now >= self.next or done >= self.total:
+            self.next = now + _PROGRESS_EVERY_S
+            self.progress(done, self.total)
+
+
 # --------------------------------------------------------------------------- online
 
 
-def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_rows: bool = False) -> StrategyRun:
+def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_rows: bool = False,
+               progress: Progress | None = None) -> StrategyRun:
     """``online/SPEC`` or ``adwin-reset/SPEC`` (see module doc)."""
     from dataflows.models import get_spec
     from monitoring.error_drift import DETECTORS
@@ -183,9 +250,13 @@ def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_
     arrival, before = stream.arrival, stream.labels_before
     thr = config.threshold
     scores = np.full(n, 0.5)
+    prior = prior_scores(stream, 0, n)
+    tick = _Throttle(progress, n)
     stride = _latency_sample(n, config.latency_samples)
     latency: list[int] = []
     size_points = set(schedule(stream, parse_every(config.retrain_every)).tolist())
+    learned = 0  # labels the model now serving has learned (0: no model yet)
+    first_model = -1
     sizes = [0]
     pending: dict[int, dict] = {}
     resets: list[int] = []
@@ -203,6 +274,7 @@ def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_
                 x = pending.pop(j)
                 label = y[j] == 1
                 model.learn_one(x, label)
+                learned += 1
                 if adwin:
                     buffer.append((x, label))
                     detector.update(0.0 if (scores[j] >= thr) == label else 1.0)
@@ -212,6 +284,7 @@ def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_
                         warm = list(buffer)[-min(int(detector.width), len(buffer)):] if buffer else []
                         for wx, wy in warm:
                             model.learn_one(wx, wy)
+                        learned = len(warm)
                         if warm:
                             audit.learned(int(times[e]), lt[arrival[k + 1 - len(warm):k + 1]])
                         resets.append(e)
@@ -227,7 +300,14 @@ def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_
         predict_cpu += pt() - c0
         if e % stride == 0:
             latency.append(t1 - t0)
-        scores[e] = p.get(True, 0.0) if p else 0.5
+        if learned:
+            scores[e] = p.get(True, 0.0) if p else 0.5
+            if first_model < 0:
+                first_model = e
+        else:
+            scores[e] = prior[e]
+        if e & 1023 == 0:
+            tick(e)
         if y[e] >= 0:
             pending[e] = x
         if e in size_points:
@@ -235,7 +315,8 @@ def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_
     final = _size(model)
     costs = {"train_cpu_s": train_cpu, "predict_cpu_s": predict_cpu, "model_bytes": final,
              "model_bytes_max": max(*sizes, final), "history_rows_max": history, "n_retrains": len(resets),
-             "n_learn": k}
+             "n_learn": k, "first_model_event": first_model if first_model >= 0 else n}
+    tick(n)
     return StrategyRun(spec.name, scores, np.array(latency, dtype=np.int64), costs, resets, audit)
 
 
@@ -420,7 +501,19 @@ def make_learner(stream: Stream, name: str, seed: int) -> Any:
 # --------------------------------------------------------------------------- periodic / static
 
 
-def run_batch(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_rows: bool = False) -> StrategyRun:
+def retrain_points(stream: Stream, spec: StrategySpec, config: BenchConfig) -> np.ndarray:
+    """Event indices at which a batch strategy fits (before serving that event)."""
+    points = schedule(stream, parse_every(config.retrain_every))
+    if spec.mode == "static":
+        if config.static_rows is not None:
+            at = int(np.searchsorted(stream.labels_before, config.static_rows, side="left"))
+            return np.array([at], dtype=np.int64) if 0 < at < stream.n_events else points[:1]
+        return points[:1]
+    return points[config.retrain_stride - 1::config.retrain_stride]
+
+
+def run_batch(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_rows: bool = False,
+              progress: Progress | None = None) -> StrategyRun:
     """``periodic-sliding/L``, ``periodic-expanding/L`` or ``static/L`` (see module doc)."""
     c0 = time.process_time()
     learner = make_learner(stream, spec.learner, config.seed)
@@ -428,9 +521,9 @@ def run_batch(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_r
     timed_inside = isinstance(learner, RiverBatchLearner)
     audit = LabelAudit(spec.name, keep_rows=keep_rows)
     n = stream.n_events
-    points = schedule(stream, parse_every(config.retrain_every))
-    if spec.mode == "static":
-        points = points[:1]
+    points = retrain_points(stream, spec, config)
+    tick = _Throttle(progress, n)
+    first_model = n
     window = parse_every(config.sliding) if spec.mode == "periodic-sliding" else None
     bounds = [0, *points.tolist(), n]
     scores = np.full(n, 0.5)
@@ -456,7 +549,10 @@ def run_batch(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_r
                 audit.trainings[-1].cpu_s = fit_cpu
                 sizes.append(_size(model))
         if model is None:
+            scores[lo:hi] = prior_scores(stream, lo, hi)
+            tick(hi)
             continue
+        first_model = min(first_model, lo)
         audit.serve(int(stream.event_time[lo]), hi - lo)
         for a in range(lo, hi, _PREDICT_CHUNK):  # scored in chunks, as a batch scorer would: bounded memory
             b = min(hi, a + _PREDICT_CHUNK)
@@ -464,11 +560,54 @@ def run_batch(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_r
             c0 = pt()
             scores[a:b] = learner.predict(model, a, b)
             predict_cpu += (learner.cpu - before) if timed_inside else pt() - c0
+            tick(b)
         latency.extend(learner.latency_ns(model, e) for e in range(lo + (-lo) % stride, hi, stride))
     costs = {"train_cpu_s": train_cpu, "predict_cpu_s": predict_cpu, "prepare_cpu_s": prepare_cpu,
              "model_bytes": sizes[-1], "model_bytes_max": max(sizes), "history_rows_max": history,
-             "n_retrains": len(audit.trainings), "n_learn": int(sum(t.n_rows for t in audit.trainings))}
+             "n_retrains": len(audit.trainings), "n_learn": int(sum(t.n_rows for t in audit.trainings)),
+             "first_model_event": first_model}
+    tick(n)
     return StrategyRun(spec.name, scores, np.array(latency, dtype=np.int64), costs, [], audit)
+
+
+def estimate_seconds(stream: Stream, spec: StrategySpec | str, config: BenchConfig) -> float:
+    """Seconds the strategy is expected to compute, from its schedule and a per-learner cost model
+    (a process start is the caller's to add).
+
+    Online: a cost per event. Batch: per fit a fixed cost plus a cost per training row (the rows
+    :func:`training_rows` would hand it, counted from the label clock, not fitted), plus scoring
+    every event. A rough figure (the model's constants come from this project's machine); the
+    benchmark rescales it by how long the strategies already run took against their estimates.
+    """
+    if isinstance(spec, str):
+        spec = StrategySpec.parse(spec)
+    n = stream.n_events
+    if spec.mode in ("online", "adwin-reset"):
+        per = _ONLINE_S.get(spec.learner, 200e-6) * (1.2 if spec.mode == "adwin-reset" else 1.0)
+        return n * per
+    kind = "river" if spec.learner.startswith("river-") else spec.learner
+    fixed, per_row = _FIT_S[kind]
+    window = parse_every(config.sliding) if spec.mode == "periodic-sliding" else None
+    rows = 0
+    points = retrain_points(stream, spec, config)
+    for at in points.tolist():
+        arrived = int(stream.labels_before[at])
+        if window is None:
+            k = arrived
+        elif window[0] == "events":
+            k = min(arrived, window[1])
+        else:
+            lo = int(np.searchsorted(stream.event_time, stream.event_time[at] - window[1], side="left"))
+            k = max(0, arrived - int(stream.labels_before[lo]))
+        rows += min(k, config.max_train_rows) if config.max_train_rows else k
+    return len(points) * fixed + rows * per_row + n * _PREDICT_S[kind]
+
+
+def n_retrains(stream: Stream, spec: StrategySpec | str, config: BenchConfig) -> int:
+    """Fits a batch strategy makes over ``stream`` (0 for online ones)."""
+    if isinstance(spec, str):
+        spec = StrategySpec.parse(spec)
+    return 0 if spec.mode in ("online", "adwin-reset") else len(retrain_points(stream, spec, config))
 
 
 def preload(spec: StrategySpec) -> None:
@@ -487,7 +626,7 @@ def preload(spec: StrategySpec) -> None:
 
 
 def run_strategy(stream: Stream, spec: StrategySpec | str, config: BenchConfig, *,
-                 keep_rows: bool = False) -> StrategyRun:
+                 keep_rows: bool = False, progress: Progress | None = None) -> StrategyRun:
     """Replay one strategy over ``stream``; adds ``wall_s`` and ``peak_rss_mb`` to its costs.
 
     Native thread pools (OpenMP, BLAS) are limited to ``config.threads`` (default 1, as River
@@ -503,7 +642,7 @@ def run_strategy(stream: Stream, spec: StrategySpec | str, config: BenchConfig, 
     preload(spec)
     started = time.perf_counter()
     with peak_rss() as mem, threadpool_limits(config.threads):
-        run = fn(stream, spec, config, keep_rows=keep_rows)
+        run = fn(stream, spec, config, keep_rows=keep_rows, progress=progress)
     run.costs["wall_s"] = time.perf_counter() - started
     run.costs["peak_rss_mb"] = mem["peak_rss_mb"]
     return run
@@ -513,16 +652,30 @@ def run_strategy(stream: Stream, spec: StrategySpec | str, config: BenchConfig, 
 
 
 def run_isolated(stream_dir: str | os.PathLike[str], spec: StrategySpec | str, config: BenchConfig, *,
-                 out_dir: str | os.PathLike[str]) -> StrategyRun:
-    """:func:`run_strategy` in a fresh Python process over a saved stream (clean timings and memory)."""
+                 out_dir: str | os.PathLike[str], progress: Progress | None = None) -> StrategyRun:
+    """:func:`run_strategy` in a fresh Python process over a saved stream (clean timings and memory).
+
+    The process reports its progress as ``@progress DONE TOTAL`` lines on stdout, handed to ``progress``.
+    """
+    import tempfile
+
     name = spec if isinstance(spec, str) else spec.name
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "flows.strategies", "--stream", os.fspath(stream_dir), "--strategy", name,
            "--out", os.fspath(out), "--config", json.dumps(asdict(config))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"strategy {name} failed in its process (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            parts = line.split()
+            if progress is not None and len(parts) == 3 and parts[0] == "@progress":
+                progress(int(parts[1]), int(parts[2]))
+        code = proc.wait()
+        err.seek(0)
+        stderr = err.read()
+    if code != 0:
+        raise RuntimeError(f"strategy {name} failed in its process (exit {code}):\n{stderr[-4000:]}")
     return load_run(out)
 
 
@@ -546,7 +699,7 @@ def load_run(out: Path) -> StrategyRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.strategies", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.strategies", description=__doc__.split("\n")[0])
     parser.add_argument("--stream", required=True, help="folder written by Stream.save")
     parser.add_argument("--strategy", required=True, help="MODE/LEARNER, e.g. periodic-sliding/hgb")
     parser.add_argument("--out", required=True, help="folder for scores.npy, latency_ns.npy, run.json")
@@ -559,10 +712,13 @@ def main(argv: list[str] | None = None) -> int:
         "event_time", "y", "label_time", "arrival", "labels_before", "indptr", "indices", "values")},
         names=stream.names, info=stream.info)  # in memory before the baseline is taken
 
-    run = run_strategy(stream, spec, config)
+    def report(done: int, total: int) -> None:
+        print(f"@progress {done} {total}", flush=True)
+
+    run = run_strategy(stream, spec, config, progress=report)
     save_run(run, Path(args.out))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -48,7 +48,6 @@ then decide how long to wait (MLflow's client alone retries for minutes).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -63,6 +62,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from lake.entry import ArgumentParser, require_tables, run_main
 from lake.errors import LakeError
 from lake.integrity import IntegrityError
 from lake.reproduce import ChecksumError, verify_signed
@@ -399,7 +399,7 @@ def version_checkpoints(lake: str = "lakehouse", tracking_uri: str | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.versioning", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.versioning", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"), help="lake root folder")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///LAKE/mlflow.db)")
@@ -409,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=3, help="retries of each MLflow step (default 3)")
     parser.add_argument("--retry-delay", type=float, default=5.0, help="first retry delay in s, doubling")
     args = parser.parse_args(argv)
+    require_tables(args.lake, "checkpoints")  # before the flow: a missing table is one line
     try:
         report = version_checkpoints(args.lake, args.tracking_uri, args.experiment, args.prefix, args.run_id,
                                      args.retries, args.retry_delay)
@@ -422,4 +423,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

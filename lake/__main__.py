@@ -1,8 +1,7 @@
 """``python -m lake``: see :mod:`lake.cli`."""
 
-import sys
-
 from lake.cli import main
+from lake.entry import run_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lake.entry import ArgumentParser
 from lake.errors import LakeError
 
 DEFAULT_LAKE = "./lakehouse"
@@ -294,7 +295,7 @@ COMMANDS: list[Command] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lake", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m lake", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--lake", help=f"lake root (default: ${LAKE_ENV} or {DEFAULT_LAKE})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -88,3 +88,11 @@ class RunIdentityError(LakeError):
 
 def _clip(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class UsageError(LakeError, ValueError):
+    """A user mistake caught before any work: a bad setting, an empty window, nothing to work on.
+
+    Also a :class:`ValueError`, so callers that check settings with ``except ValueError`` keep
+    working. Command lines (:func:`lake.entry.run_main`) show it as one line and exit with status 2.
+    """

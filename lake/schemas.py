@@ -236,6 +236,19 @@ BENCHMARK_RUNS = pa.schema(
         pa.field("drifts_measured", pa.float64()),
         pa.field("drifts_not_recovered", pa.float64()),
         pa.field("acc_after_drift_mean", pa.float64()),
+        # no-skill baseline (constant score at the base rate), and figures from the first event at
+        # which every strategy had a model (``ready_event``)
+        pa.field("noskill_accuracy", pa.float64()),
+        pa.field("noskill_log_loss", pa.float64()),
+        pa.field("first_model_event", pa.float64()),
+        pa.field("ready_event", pa.float64()),
+        pa.field("n_scored_ready", pa.float64()),
+        pa.field("accuracy_ready", pa.float64()),
+        pa.field("log_loss_ready", pa.float64()),
+        pa.field("roc_auc_ready", pa.float64()),
+        pa.field("noskill_accuracy_ready", pa.float64()),
+        pa.field("noskill_log_loss_ready", pa.float64()),
+        pa.field("note", pa.string()),  # what the time budget changed (subsampled, ...)
         pa.field("recovery", pa.large_string(), nullable=False),  # JSON: one object per drift
         pa.field("config", pa.large_string(), nullable=False),  # JSON: the benchmark's settings
         pa.field("report_path", pa.string(), nullable=False),

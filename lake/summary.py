@@ -40,9 +40,17 @@ class RunSummary:
                 auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}"
                 lines.append(f"    {row['model']:<12} accuracy {row['accuracy']:.3f}   "
                              f"log loss {row['log_loss']:.3f}   mean window ROC AUC {auc}")
+            if "positive_rate" in self.overall.columns:
+                acc, ll = no_skill(self.overall["positive_rate"][0])
+                lines.append(f"    {'no skill':<12} accuracy {acc:.3f}   log loss {ll:.3f}   mean window ROC AUC 0.500"
+                             f"   (a constant score at the base rate, {self.overall['positive_rate'][0]:.3f})")
         if self.monthly.height:
             lines.append("  accuracy by month of event time (labelled events):")
             wide = self.monthly.pivot(on="model", index="month", values="accuracy").sort("month")
+            if "n_positive" in self.monthly.columns:
+                rates = self.monthly.group_by("month").agg((pl.col("n_positive").max() / pl.col("n").max()).alias("r"))
+                wide = wide.join(rates.select("month", pl.max_horizontal(pl.col("r"), 1 - pl.col("r"))
+                                              .alias("no skill")), on="month", how="left")
             models = [c for c in wide.columns if c != "month"]
             lines.append("    month     " + "".join(f"{m:>14}" for m in models) + "      labelled")
             counts = dict(self.monthly.group_by("month").agg(pl.col("n").max()).iter_rows())
@@ -53,6 +61,32 @@ class RunSummary:
         for name, (path, version) in self.tables.items():
             lines.append(f"    {name:<14} v{version:<6} {path}")
         return "\n".join(lines)
+
+
+def span_text(us: float) -> str:
+    """A span of event time (microseconds) in words.
+
+    >>> span_text(48 * 365.25 * 86_400e6), span_text(5.5 * 86_400e6), span_text(3 * 3_600e6), span_text(40 * 60e6)
+    ('48.0 years', '5.5 days', '3.0 h', '40 min')
+    """
+    days = us / 86_400e6
+    if days >= 365.25:
+        return f"{days / 365.25:.1f} years"
+    if days >= 2:
+        return f"{days:.1f} days"
+    return f"{us / 3_600e6:.1f} h" if us >= 7_200e6 else f"{us / 60e6:.0f} min"
+
+
+def no_skill(positive_rate: float) -> tuple[float, float]:
+    """``(accuracy, log loss)`` of a constant score at ``positive_rate``: what a model must beat.
+
+    >>> [round(v, 3) for v in no_skill(0.25)]
+    [0.75, 0.562]
+    """
+    import math
+
+    b = min(max(positive_rate, 1e-15), 1 - 1e-15)
+    return max(positive_rate, 1 - positive_rate), -(b * math.log(b) + (1 - b) * math.log(1 - b))
 
 
 def latest_run_id(lake: str | os.PathLike[str]) -> str:
@@ -78,13 +112,14 @@ def summarize(lake: str | os.PathLike[str], *, run_id: str | None = None) -> Run
     metrics = read_table(lake, "metrics").filter(mine) if exists(lake, "metrics") else None
     if metrics is not None and metrics.height:
         monthly = (metrics.group_by(pl.col("window_start").dt.strftime("%Y-%m").alias("month"), "model")
-                   .agg(pl.col("n").sum(), pl.col("n_correct").sum())
+                   .agg(pl.col("n").sum(), pl.col("n_correct").sum(), pl.col("n_positive").sum())
                    .with_columns((pl.col("n_correct") / pl.col("n")).alias("accuracy"))
                    .sort("month", "model"))
         overall = (metrics.group_by("model", maintain_order=True)
                    .agg((pl.col("n_correct").sum() / pl.col("n").sum()).alias("accuracy"),
                         (pl.col("sum_log_loss").sum() / pl.col("n").sum()).alias("log_loss"),
-                        pl.col("roc_auc").mean().alias("roc_auc")))
+                        pl.col("roc_auc").mean().alias("roc_auc"),
+                        (pl.col("n_positive").sum() / pl.col("n").sum()).alias("positive_rate")))
     else:
         monthly = pl.DataFrame(schema={"month": pl.String, "model": pl.String, "n": pl.Int64,
                                        "n_correct": pl.Int64, "accuracy": pl.Float64})

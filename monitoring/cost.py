@@ -7,12 +7,13 @@ figure is wall time per item, the median of ``--repeat`` runs.
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+
+from lake.entry import ArgumentParser, run_main
 
 FEATURES = ("salary", "commission", "age", "elevel", "car", "zipcode", "hvalue", "hyears", "loan")
 
@@ -80,7 +81,7 @@ def measure(n: int = 100_000, batch: int = 2_000, repeat: int = 3, only: str = "
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitoring.cost", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m monitoring.cost", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -95,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -107,40 +107,166 @@ def parse_window(spec: str | tuple[Any, Any], *, by: By) -> Window:
     return Window(f"{start.isoformat()}/{end.isoformat()}", start, end, None, None)
 
 
-def last_vs_previous_windows(lake: str, window: str = "1d") -> tuple[str, str]:
-    """``(reference, current)`` time windows: the last ``window`` of event time in ``events`` and the one
-    before it. The last window ends just after the latest event."""
+AUTO_DURATIONS = ("1h", "6h", "1d", "7d", "28d")
+"""Time windows ``window="auto"`` tries, shortest first."""
+MIN_WINDOW_EVENTS = 1_000
+"""Events each time window must hold for ``window="auto"`` to pick it."""
+COUNT_WINDOW_EVENTS = 2_000
+"""Events in each window when ``window="auto"`` falls back to counting events."""
+
+
+@dataclass(frozen=True)
+class WindowChoice:
+    """The two windows of a last-vs-previous report, what they hold and why they were chosen.
+
+    ``str(choice)`` is the line the drift flow prints: ``drift windows: last 2,000 events vs
+    the 2,000 before (...)``.
+    """
+
+    reference: str
+    current: str
+    reference_rows: int
+    current_rows: int
+    description: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"drift windows: {self.description} ({self.reason})"
+
+
+def _iso(us: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))).isoformat()
+
+
+def _event_times(lake: str) -> Any:
+    """Event times of ``events`` as sorted int64 microseconds (a :class:`TableNotFoundError` without it)."""
+    import numpy as np
+
     from lake.table import open_table
 
-    span = parse_duration(window)
-    if span is None:
-        raise ValueError(f"window must be a duration such as '1h' or '1d', got {window!r}")
-    latest = pl.scan_delta(open_table(lake, "events")).select(pl.col("event_time").max()).collect().item()
-    if latest is None:
-        raise ValueError(f"{lake}: events is empty")
-    end = latest + timedelta(microseconds=1)
-    return f"{(end - 2 * span).isoformat()}/{(end - span).isoformat()}", f"{(end - span).isoformat()}/{end.isoformat()}"
+    col = pl.scan_delta(open_table(lake, "events")).select(pl.col("event_time").dt.epoch("us")).collect()
+    return np.sort(col.get_column("event_time").drop_nulls().to_numpy())
+
+
+def choose_windows(lake: str, window: str = "auto", *, min_events: int = MIN_WINDOW_EVENTS,
+                   count: int = COUNT_WINDOW_EVENTS) -> WindowChoice:
+    """The last window of ``events`` and the one before it, chosen before any report is built.
+
+    ``window``: a duration (``"1d"``: the last day of event time against the day before),
+    a number of events (``"2000"``: the last 2,000 events against the 2,000 before), or
+    ``"auto"``: the shortest of :data:`AUTO_DURATIONS` whose two windows each hold
+    ``min_events``, else the last ``count`` events against the ``count`` before (half the
+    events each when there are fewer). A window that cannot work (fewer than 2 events on
+    either side) raises :class:`~lake.errors.UsageError` naming what the lake holds.
+    """
+    import numpy as np
+
+    from lake.errors import UsageError
+    from lake.summary import span_text
+
+    text = str(window).strip()
+    duration = parse_duration(text)
+    if text != "auto" and duration is None and not text.isdigit():
+        raise UsageError(f"window must be 'auto', a duration such as '1d' or a number of events, got {window!r}")
+    t = _event_times(lake)
+    n = len(t)
+    if n < 4:
+        raise UsageError(f"{lake}: events holds {n} event(s); a drift report needs at least 2 in each window")
+    end = int(t[-1]) + 1
+    where = f"{n:,} events over {span_text(int(t[-1] - t[0]))}"
+
+    def by_time(span: timedelta) -> tuple[int, int, int, int]:
+        us = span // timedelta(microseconds=1)
+        a, b = np.searchsorted(t, [end - 2 * us, end - us], side="left").tolist()
+        return end - 2 * us, end - us, b - a, n - b
+
+    def by_count(k: int, reason: str) -> WindowChoice:
+        ref_start, cur_start = int(t[n - 2 * k]), int(t[n - k])
+        a, b = np.searchsorted(t, [ref_start, cur_start], side="left").tolist()
+        if b - a < 2 or n - b < 2:
+            raise UsageError(f"{lake}: the last {2 * k:,} events share too few event times to split in two "
+                             f"windows ({where})")
+        return WindowChoice(f"{_iso(ref_start)}/{_iso(cur_start)}", f"{_iso(cur_start)}/{_iso(end)}", b - a, n - b,
+                            f"last {n - b:,} events vs the {b - a:,} before", reason)
+
+    if text.isdigit():
+        k = int(text)
+        if k < 2 or 2 * k > n:
+            raise UsageError(f"window {k:,} events: needs 2 to {n // 2:,} here ({where})")
+        return by_count(k, "as asked")
+    if duration is not None:
+        ref_start, cur_start, ref_n, cur_n = by_time(duration)
+        if ref_n < 2 or cur_n < 2:
+            raise UsageError(f"window {text}: the last {text} of event time holds {cur_n} event(s) and the {text} "
+                             f"before {ref_n} ({where}); a drift report needs at least 2 in each: try "
+                             f"--window auto or a number of events")
+        return WindowChoice(f"{_iso(ref_start)}/{_iso(cur_start)}", f"{_iso(cur_start)}/{_iso(end)}", ref_n, cur_n,
+                            f"the last {text} of event time ({cur_n:,} events) vs the {text} before ({ref_n:,})",
+                            "as asked")
+    for name in AUTO_DURATIONS:
+        ref_start, cur_start, ref_n, cur_n = by_time(parse_duration(name))
+        if min(ref_n, cur_n) >= min_events:
+            return WindowChoice(
+                f"{_iso(ref_start)}/{_iso(cur_start)}", f"{_iso(cur_start)}/{_iso(end)}", ref_n, cur_n,
+                f"the last {name} of event time ({cur_n:,} events) vs the {name} before ({ref_n:,})",
+                f"auto: the shortest of {', '.join(AUTO_DURATIONS)} holding {min_events:,} events on each side")
+    longest = AUTO_DURATIONS[-1]
+    _, _, ref_n, cur_n = by_time(parse_duration(longest))
+    return by_count(min(count, n // 2),
+                    f"auto: {where}; the last {longest} holds {cur_n:,} and the {longest} before {ref_n:,}, "
+                    f"fewer than {min_events:,}")
+
+
+def last_vs_previous_windows(lake: str, window: str = "1d") -> tuple[str, str]:
+    """``(reference, current)``: the windows :func:`choose_windows` picks for ``window``."""
+    choice = choose_windows(lake, window)
+    return choice.reference, choice.current
+
+
+def check_windows(lake: str, reference: str | tuple[Any, Any], current: str | tuple[Any, Any], *,
+                  by: By = "time") -> tuple[int, int]:
+    """Rows in each window, checked before a report is built: a :class:`~lake.errors.UsageError` when
+    either holds fewer than 2 events (or a window does not parse)."""
+    from lake.entry import settings
+    from lake.errors import UsageError
+    from lake.table import table_version
+
+    with settings():
+        windows = (parse_window(reference, by=by), parse_window(current, by=by))
+    version = table_version(lake, "events") if by == "time" else None
+    counts = []
+    for w in windows:
+        rows = scan_window(lake, w, events_version=version).select(pl.len()).collect().item()
+        if rows < 2:
+            raise UsageError(f"window {w.label} holds {rows} event(s) in {lake}: need at least 2")
+        counts.append(rows)
+    return counts[0], counts[1]
 
 
 # --------------------------------------------------------------------------------------- loading
 
 
-def load_window(lake: str, window: Window, *, events_version: int | None = None) -> pl.DataFrame:
-    """The ``events`` rows of ``window`` (all their columns)."""
+def scan_window(lake: str, window: Window, *, events_version: int | None = None) -> pl.LazyFrame:
+    """The ``events`` rows of ``window`` (all their columns), lazily."""
+    from lake.errors import UsageError
     from lake.table import open_table
 
     if window.first is None:
         dt = open_table(lake, "events", version=events_version)
-        return (pl.scan_delta(dt).filter((pl.col("event_time") >= window.start) & (pl.col("event_time") < window.end))
-                .collect())
+        return pl.scan_delta(dt).filter((pl.col("event_time") >= window.start) & (pl.col("event_time") < window.end))
     latest = open_table(lake, "events").version()
     if window.last > latest:
-        raise ValueError(f"events has no version {window.last} (latest {latest})")
+        raise UsageError(f"events has no version {window.last} (latest {latest})")
     rows = pl.scan_delta(open_table(lake, "events", version=window.last))
     if window.first > 0:
         before = pl.scan_delta(open_table(lake, "events", version=window.first - 1)).select("event_id")
         rows = rows.join(before, on="event_id", how="anti")
-    return rows.collect()
+    return rows
+
+
+def load_window(lake: str, window: Window, *, events_version: int | None = None) -> pl.DataFrame:
+    """The ``events`` rows of ``window`` (all their columns)."""
+    return scan_window(lake, window, events_version=events_version).collect()
 
 
 def attach_predictions(lake: str, frame: pl.DataFrame, *, run_id: str | None = None, model: str | None = None,
@@ -424,14 +550,19 @@ def make_report(lake: str, reference: str | tuple[Any, Any], current: str | tupl
     ref_w, cur_w = parse_window(reference, by=by), parse_window(current, by=by)
     events_version = table_version(lake, "events")
     if events_version is None:
-        raise ValueError(f"{lake}: no events table")
+        from lake.errors import TableNotFoundError
+        from lake.table import table_uri
+
+        raise TableNotFoundError("events", table_uri(lake, "events"))
     labels_version = table_version(lake, "labels")
     pinned = events_version if by == "time" else None
     frames, spans = [], []
     for w in (ref_w, cur_w):
         frame = load_window(lake, w, events_version=pinned)
         if frame.height < 2:
-            raise ValueError(f"window {w.label} holds {frame.height} event(s) in {lake}: need at least 2")
+            from lake.errors import UsageError
+
+            raise UsageError(f"window {w.label} holds {frame.height} event(s) in {lake}: need at least 2")
         frame, run_id, used = attach_predictions(lake, frame, run_id=run_id, model=model,
                                                  features=source == "predictions")
         model = model or used

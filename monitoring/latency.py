@@ -21,7 +21,6 @@ commit and the reader's poll interval (``--poll``, 10 ms by default).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing as mp
@@ -36,6 +35,7 @@ from pathlib import Path
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows.items import EVENT, LABEL, Batch
+from lake.entry import ArgumentParser, run_main
 
 N_FEATURES = 9
 
@@ -200,7 +200,7 @@ def measure(*, rate: float = 5_000, duration_s: float = 60.0, window: str = "1s"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitoring.latency", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m monitoring.latency", description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=5_000, help="events per second (default 5000)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of live stream (default 60)")
     parser.add_argument("--window", default="1s", help="window statistics' tumbling window (default 1s)")
@@ -223,4 +223,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -24,7 +24,6 @@ alarm*, reported per 100k labels.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from lake.entry import ArgumentParser, run_main
 from monitoring.detectors import make_detector, split_specs
 
 DEFAULT_DETECTORS = (
@@ -237,7 +237,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitoring.quality", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m monitoring.quality", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
     parser.add_argument("--scenario", default="agrawal-drift", choices=["agrawal-drift", "flights"])
     parser.add_argument("--model", default="linear", help="model specs whose error streams are scored, comma-separated")
@@ -285,4 +285,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

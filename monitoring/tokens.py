@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from lake.entry import ArgumentParser, run_main
 from lake.names import plain
 from monitoring.detectors import DETECTORS, Detector, is_int, parse_spec
 
@@ -287,9 +288,7 @@ def url_signals(lake: str, *, field: str = "url", window: int = 5_000, run_id: s
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m monitoring.tokens --lake L [--run-id R]``: print the signals and the alarms."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m monitoring.tokens", description=url_signals.__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m monitoring.tokens", description=url_signals.__doc__.split("\n")[0])
     parser.add_argument("--lake", default="lakehouse")
     parser.add_argument("--field", default="url")
     parser.add_argument("--window", type=int, default=5_000)
@@ -307,4 +306,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

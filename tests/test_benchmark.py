@@ -104,9 +104,12 @@ def test_features_are_those_the_dataflow_computes(synthetic_lake):
     assert preds["event_id"].to_list() == stream.event_ids
     for e in (0, 1, 777, 2_999):
         assert dict(preds["features"][e]) == stream.row(e)
-    # and the online strategy's scores are the dataflow's, bit for bit
+    # and the online strategy's scores are the dataflow's, bit for bit, from its first learned label on
+    # (before it the strategy serves the prior of the labels arrived so far: none yet, so a negative)
     run = run_strategy(stream, "online/linear", CONFIG)
-    assert np.array_equal(run.scores, preds["score"].to_numpy())
+    first = int(run.costs["first_model_event"])
+    assert 0 < first < 100 and np.array_equal(run.scores[first:], preds["score"].to_numpy()[first:])
+    assert (run.scores[:first] < 0.5).all()
 
 
 def test_results_reproduce_under_a_seed_in_process_and_isolated(synthetic_lake, tmp_path):
@@ -262,3 +265,144 @@ def test_known_drifts_are_used_for_recovery(prefect_harness, tmp_path):
     tree = out["recovery"]["online/tree"]
     assert len(tree) == 3 and all(r["settled_acc"] is not None for r in tree)
     assert out["results"]["online/tree"]["accuracy"] > out["results"]["static/sk-logreg"]["accuracy"]
+
+
+# --------------------------------------------------------------------------- defaults from the data (issue 22)
+
+
+@pytest.fixture(scope="module")
+def daily_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """3 weather stations, a row a day each while they report, over 48 years; labels a day later."""
+    from flows.bench_daily import write_daily_history
+
+    root = str(tmp_path_factory.mktemp("daily") / "lake")
+    write_daily_history(root)
+    return root
+
+
+def test_auto_schedule_is_bounded_on_a_daily_multi_decade_history(daily_lake):
+    from flows.bench_plan import label_clock, resolve_schedule
+    from lake.errors import UsageError
+
+    stream = build_stream(daily_lake, pin_versions(daily_lake))
+    chosen = resolve_schedule(stream)
+    # weekly would be 2,504 retrains; 20 retrain periods of 949 events instead, said with the reason
+    assert chosen.retrain_every == "949"
+    assert chosen.lines[0] == ("retrain every 949 events (~2.4 years of event time; 20 retrains; auto: weekly would "
+                               "mean 2,504 over 48.0 years)")
+    assert chosen.sliding == "3796" and chosen.static_rows == 1_000  # in rows: 28 days hold ~30 of them
+    assert resolve_schedule(label_clock(daily_lake)) == chosen  # the CLI's pre-check sees the same
+    with pytest.raises(UsageError, match="sliding window 28d keeps ~30 labelled rows per fit"):
+        resolve_schedule(stream, sliding="28d")
+    with pytest.raises(UsageError, match="retrain every 20000: no retrain would happen in 18,992 events"):
+        resolve_schedule(stream, retrain_every="20000")
+    # explicit values win
+    asked = resolve_schedule(stream, retrain_every="365d", sliding="5000", static_rows=300)
+    assert (asked.retrain_every, asked.sliding, asked.static_rows) == ("365d", "5000", 300)
+    assert asked.lines[0] == "retrain every 365d (48 retrains; as asked)"
+
+
+def test_strategies_without_a_model_serve_the_prior_not_a_positive_tie(daily_lake):
+    stream = build_stream(daily_lake, pin_versions(daily_lake))
+    config = BenchConfig(retrain_every="949", sliding="3796", latency_samples=50)
+    negatives = stream.y == 0  # 74% of the labels: "no rain"
+    for name in ("periodic-sliding/sk-logreg", "online/linear", "adwin-reset/linear"):
+        run = run_strategy(stream, name, config)
+        first = int(run.costs["first_model_event"])
+        assert 0 < first < stream.n_events, name
+        before = run.scores[:first]
+        assert before[0] < 0.5 and not (before == 0.5).any(), name  # no label yet: a negative, never a tie
+    # before its first fit (949 events, 2.4 years) the batch strategy served the prior: it said "rain"
+    # for almost no event, so it was right about as often as "no rain" is; 0.5 made every event "rain"
+    batch = run_strategy(stream, "periodic-sliding/sk-logreg", config)
+    first = int(batch.costs["first_model_event"])
+    said_rain = batch.scores[:first] >= 0.5
+    assert first == 949 and said_rain.mean() < 0.05
+    assert (said_rain != negatives[:first]).mean() == pytest.approx(negatives[:first].mean(), abs=0.05)
+
+
+def test_budget_subsamples_then_skips_and_says_why(synthetic_lake):
+    from flows.bench_plan import plan_budget
+    from flows.strategies import estimate_seconds
+
+    stream = build_stream(synthetic_lake, pin_versions(synthetic_lake))
+    config = BenchConfig(retrain_every="30", sliding="900")  # 99 retrains
+    names = ["online/linear", "periodic-expanding/hgb", "static/sk-logreg"]
+    full = {n: estimate_seconds(stream, n, config) for n in names}
+    assert full["periodic-expanding/hgb"] > 10 * full["online/linear"]
+    roomy = plan_budget(stream, names, config, budget_s=None)
+    assert roomy.configs == dict.fromkeys(names, config) and not roomy.notes
+    tight = plan_budget(stream, names, config, budget_s=sum(full.values()) / 3)
+    hgb = tight.configs["periodic-expanding/hgb"]
+    assert hgb.retrain_stride > 1 and tight.total <= sum(full.values()) / 3
+    assert tight.notes["periodic-expanding/hgb"].startswith("subsampled: retrained at every ")
+    assert tight.configs["online/linear"] == config and "online/linear" not in tight.notes
+    tiny = plan_budget(stream, names, config, budget_s=full["online/linear"] + full["static/sk-logreg"])
+    assert tiny.configs["periodic-expanding/hgb"] is None
+    assert tiny.notes["periodic-expanding/hgb"].startswith("skipped: estimated ")
+
+
+def test_default_benchmark_on_a_daily_history_reports_choices_budget_and_no_skill(prefect_harness, daily_lake,
+                                                                                   tmp_path):
+    from flows.benchmark import markdown_table
+
+    names = ["online/linear", "static/sk-logreg", "periodic-expanding/hgb"]  # ~14 s estimated at full schedule
+    out = benchmark(lake=daily_lake, strategies=names, isolate=False, tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}",
+                    budget="6s")
+    assert out["chosen"][0].startswith("retrain every 949 events (~2.4 years of event time; 20 retrains")
+    assert out["settings"]["retrain_every"] == "949"
+    # the budget subsampled (or skipped) the costly strategy, and the lake row and the report say so
+    note = out["notes"]["periodic-expanding/hgb"]
+    assert note.startswith(("subsampled", "skipped"))
+    with open(out["report"], encoding="utf-8") as f:
+        page = f.read()
+    assert "Time budget" in page and html_escape(note.split(" (")[0]) in page and "no skill (base rate)" in page
+    runs = read_table(daily_lake, "benchmark_runs").filter(pl.col("benchmark_id") == out["benchmark_id"])
+    if note.startswith("subsampled"):
+        row = runs.filter(pl.col("strategy") == "periodic-expanding/hgb").row(0, named=True)
+        assert row["note"] == note and row["n_retrains"] < 20
+    # the no-skill baseline beside each metric, and figures from the first event every strategy had a model
+    y = read_table(daily_lake, "labels")["label"].to_numpy()
+    online = runs.filter(pl.col("strategy") == "online/linear").row(0, named=True)
+    assert online["noskill_accuracy"] == pytest.approx(max(y.mean(), 1 - y.mean()))
+    assert online["ready_event"] == out["ready_event"] >= 1_000 - 3  # static waits for 1,000 labels
+    assert online["accuracy_ready"] is not None and online["n_scored_ready"] < len(y)
+    table = markdown_table(out["results"])
+    assert "| *no skill (base rate)* | " + f"{max(y.mean(), 1 - y.mean()):.4f}" in table
+    assert "acc (all had a model)" in table
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}")
+    parent = client.get_run(out["mlflow_run_id"])
+    child = client.search_runs([parent.info.experiment_id], filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`riverlake.strategy` = 'online/linear'"))[0]
+    assert child.data.metrics["noskill_accuracy"] == pytest.approx(online["noskill_accuracy"])
+    assert child.data.metrics["noskill_roc_auc"] == 0.5 and "accuracy_ready" in child.data.metrics
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def test_progress_is_a_bar_with_an_eta_on_a_terminal_and_log_lines_otherwise():
+    import io
+
+    from flows.bench_progress import StrategyProgress
+
+    out = io.StringIO()
+    bar = StrategyProgress("periodic-sliding/hgb", index=5, count=9, estimate_s=20.0, out=out, tty=True)
+    bar.update(0, 1_000)
+    bar.update(500, 1_000)
+    bar.close()
+    frames = out.getvalue().split("\r")[1:]
+    assert frames[0].startswith("[5/9] periodic-sliding/hgb [........................]   0%")
+    assert "ETA   20 s" in frames[0] or "ETA   19 s" in frames[0]  # from the estimate before any progress
+    assert frames[1].startswith("[5/9] periodic-sliding/hgb [############............]  50%")
+    assert out.getvalue().endswith("\n")
+    lines: list[str] = []
+    quiet = StrategyProgress("online/linear", index=1, count=9, estimate_s=5.0, log=lines.append, tty=False,
+                             every_s=0.0)
+    quiet.update(250, 1_000)
+    assert lines and lines[0].startswith("[1/9] online/linear: 25% of 1,000 events, ") and "ETA" in lines[0]

@@ -159,3 +159,38 @@ def test_flow_keeps_the_report_in_the_lake_when_mlflow_is_down(lake, tmp_path, p
         drift_report(lake, B, C, tracking_uri=f"sqlite:///{blocked}/mlflow.db", retries=1, retry_delay_s=0.0)
     rows = read_table(lake, "drift_reports").filter(pl.col("reference_start") == parse_window(B, by="time").start)
     assert rows.height == 1 and rows["mlflow_run_id"][0] is None
+
+
+@pytest.fixture(scope="module")
+def daily_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """3 weather stations, one row a day each while they report, over 48 years (18,992 events)."""
+    from flows.bench_daily import write_daily_history
+
+    root = str(tmp_path_factory.mktemp("daily") / "lake")
+    write_daily_history(root)
+    return root
+
+
+def test_default_windows_on_a_daily_multi_decade_history(daily_lake, mlflow_uri, prefect_harness):
+    # a day holds 1 event per station here: the fixed 1d failed; auto counts events instead
+    result = last_vs_previous(daily_lake, tracking_uri=mlflow_uri)
+    assert result["windows"].startswith("drift windows: last 2,000 events vs the 2,000 before (auto: 18,992 events "
+                                        "over 48.0 years; the last 28d holds")
+    assert (result["reference_rows"], result["current_rows"]) == (2_000, 2_000)
+    row = read_table(daily_lake, "drift_reports").filter(pl.col("report_id") == result["report_id"]).row(0, named=True)
+    assert row["current_end"] > row["current_start"] == row["reference_end"] > row["reference_start"]
+
+
+def test_explicit_windows_that_cannot_work_are_refused_before_any_work(daily_lake, lake):
+    from lake.errors import UsageError
+    from monitoring.evidently_report import choose_windows
+
+    with pytest.raises(UsageError, match=r"window 1d: the last 1d of event time holds 1 event\(s\)"):
+        choose_windows(daily_lake, "1d")
+    with pytest.raises(UsageError, match="window 20,000 events: needs 2 to 9,496 here"):
+        choose_windows(daily_lake, "20000")
+    assert str(choose_windows(daily_lake, "500")).startswith("drift windows: last 500 events vs the 500 before")
+    # a dense stream keeps time windows: 4,500 events a second apart, the last hour holds 3,600
+    dense = choose_windows(lake, "auto", min_events=500)
+    assert dense.description == "the last 1h of event time (3,600 events) vs the 1h before (900)"
+    assert dense.reason.startswith("auto: the shortest of 1h, 6h")

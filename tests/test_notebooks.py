@@ -20,6 +20,9 @@ def test_summary_reports_counts_and_accuracy(synthetic_lake):
     assert s.n_events == 3_000 and s.predictions == {"linear": 3_000, "naive-bayes": 3_000}
     text = str(s)
     assert "accuracy by month" in text and "predictions" in text and str(Path(synthetic_lake) / "events") in text
+    # beside the models, the no-skill baseline of the same labels (a constant score at their base rate)
+    assert "    no skill     accuracy 0." in text
+    assert "no skill" in next(line for line in text.splitlines() if line.strip().startswith("month"))
     w = windows(synthetic_lake)
     assert set(w["model"]) == {"linear", "naive-bayes"}
     assert w.filter(w["model"] == "linear")["n"].sum() == 3_000

@@ -14,4 +14,5 @@ def test_serve_builds_scheduled_deployments_for_the_lake(tmp_path):
     assert deps["versioning"].schedules[0].schedule.interval.total_seconds() == 300
     assert deps["maintenance"].schedules[0].schedule.cron == "17 3 * * *"
     assert deps["drift-report"].schedules[0].schedule.interval.total_seconds() == 3600
-    assert deps["drift-report"].parameters["window"] == "1d"
+    assert deps["drift-report"].parameters["window"] == "auto"  # chosen from the data at each run
+    assert deployments(str(tmp_path / "lake"), window="2000")[2].parameters["window"] == "2000"

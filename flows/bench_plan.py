@@ -1,0 +1,251 @@
+"""The benchmark's defaults chosen from the data, and its time budget, settled before any strategy runs.
+
+:func:`resolve_schedule` turns ``auto`` settings into values that work on the history at
+hand and says why, one line each (the benchmark prints them):
+
+- retrain cadence: the shortest of 1h, 6h, 1d, 7d, 28d giving 8 to 60 retrains, else
+  every n/20 events (``retrain every 908 events (~2.4 years of event time; 20 retrains)``);
+- sliding window: 4 retrain periods, in events where a time window would hold fewer than
+  :data:`MIN_TRAIN_ROWS` labelled rows;
+- static models: fitted at the first retrain point, or on the first :data:`MIN_TRAIN_ROWS`
+  labels where that point holds fewer.
+
+An explicit value wins; one that cannot work (no retrain at all, a window that keeps
+almost nothing) raises :class:`~lake.errors.UsageError` before any work.
+
+:func:`plan_budget` estimates every strategy's wall time from its schedule
+(:func:`flows.strategies.estimate_seconds`) and, when the sum exceeds the budget,
+subsamples the periodic strategies (every k-th retrain, the same k for all of them), and
+skips the most expensive strategies when even that does not fit. Each change comes with
+its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from flows.bench_stream import Stream, parse_every, schedule
+from flows.strategies import BenchConfig, StrategySpec, estimate_seconds, n_retrains
+from lake.errors import UsageError
+from lake.summary import span_text
+
+CADENCES = ("1h", "6h", "1d", "7d", "28d")
+"""Calendar cadences ``retrain_every="auto"`` tries, shortest first."""
+RETRAINS = (8, 60)
+"""A calendar cadence is taken when it gives this many retrains (inclusive)."""
+AUTO_RETRAINS = 20
+"""Otherwise the history is cut in this many retrain periods of equal event counts."""
+MIN_TRAIN_ROWS = 1_000
+"""Labelled rows a default training set should hold (at most a fifth of the labels)."""
+REFUSE_TRAIN_ROWS = 50
+"""An explicit sliding window expected to keep fewer labelled rows per fit is refused."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Resolved cadence, sliding window and static training slice, with a line saying why for each."""
+
+    retrain_every: str
+    sliding: str
+    static_rows: int | None
+    lines: tuple[str, ...] = ()
+
+
+def _span(stream: Stream) -> int:
+    return int(stream.event_time[-1] - stream.event_time[0]) if stream.n_events else 0
+
+
+def _rows_in(stream: Stream, window: tuple[str, int]) -> float:
+    """Labelled rows a window of this size holds on average over the history."""
+    n_labels = len(stream.arrival)
+    kind, size = window
+    if kind == "events":
+        return min(size, stream.n_events) * n_labels / max(stream.n_events, 1)
+    return n_labels * min(1.0, size / max(_span(stream), 1))
+
+
+def resolve_schedule(stream: Stream, retrain_every: str = "auto", sliding: str = "auto",
+                     static_rows: int | str | None = "auto") -> Schedule:
+    """Cadence, sliding window and static slice for ``stream`` (see module doc)."""
+    n, span = stream.n_events, _span(stream)
+    n_labels = len(stream.arrival)
+    target = max(1, min(MIN_TRAIN_ROWS, n_labels // 5))
+    lines = []
+    # cadence
+    if retrain_every == "auto":
+        for name in CADENCES:
+            count = len(schedule(stream, parse_every(name)))
+            if RETRAINS[0] <= count <= RETRAINS[1]:
+                retrain_every = name
+                lines.append(f"retrain every {name} ({count:,} retrains over {span_text(span)}; auto: the "
+                             f"shortest of {', '.join(CADENCES)} giving {RETRAINS[0]} to {RETRAINS[1]})")
+                break
+        else:
+            k = max(1, n // AUTO_RETRAINS)
+            count = len(schedule(stream, ("events", k)))
+            weekly = len(schedule(stream, parse_every("7d")))
+            lines.append(f"retrain every {k:,} events (~{span_text(span * k / max(n, 1))} of event time; "
+                         f"{count:,} retrains; auto: weekly would mean {weekly:,} over {span_text(span)})")
+            retrain_every = str(k)
+    else:
+        try:
+            every = parse_every(retrain_every)
+        except ValueError as ex:
+            raise UsageError(f"retrain_every: {ex}") from None
+        count = len(schedule(stream, every))
+        if count == 0:
+            raise UsageError(f"retrain every {retrain_every}: no retrain would happen in {n:,} events over "
+                             f"{span_text(span)}; give a shorter period or fewer events (or 'auto')")
+        lines.append(f"retrain every {retrain_every} ({count:,} retrains; as asked)")
+    kind, size = parse_every(retrain_every)
+    # sliding window
+    if sliding == "auto":
+        if kind == "us":
+            days = 4 * size // 86_400_000_000
+            candidate = f"{days}d" if size % 86_400_000_000 == 0 else f"{4 * size // 1_000_000}s"
+        else:
+            candidate = str(4 * size)
+        expected = _rows_in(stream, parse_every(candidate))
+        if kind == "us" and expected < target:
+            per_period = int(np.ceil(n * size / max(span, 1)))
+            sliding = str(max(4 * per_period, target))
+            lines.append(f"sliding window: the last {int(sliding):,} events (auto: 4 retrain periods, {candidate}, "
+                         f"would keep ~{expected:,.0f} labelled rows)")
+        else:
+            sliding = candidate
+            lines.append(f"sliding window: {candidate if kind == 'us' else f'the last {int(candidate):,} events'} "
+                         f"(~{expected:,.0f} labelled rows; auto: 4 retrain periods)")
+    else:
+        try:
+            window = parse_every(sliding)
+        except ValueError as ex:
+            raise UsageError(f"sliding: {ex}") from None
+        expected = _rows_in(stream, window)
+        if expected < REFUSE_TRAIN_ROWS:
+            raise UsageError(f"sliding window {sliding} keeps ~{expected:,.0f} labelled rows per fit here "
+                             f"({n:,} events over {span_text(span)}); give a longer window or a number of events "
+                             f"(or 'auto')")
+        lines.append(f"sliding window {sliding} (~{expected:,.0f} labelled rows; as asked)")
+    # static slice
+    points = schedule(stream, (kind, size))
+    at_first = int(stream.labels_before[points[0]]) if len(points) else 0
+    if static_rows in ("auto", None):
+        if static_rows is None or at_first >= target:
+            static_rows = None
+            lines.append(f"static models: fitted once at the first retrain point ({at_first:,} labels)")
+        else:
+            static_rows = target
+            lines.append(f"static models: fitted once on the first {target:,} labels (auto: the first retrain "
+                         f"point holds {at_first:,})")
+    else:
+        static_rows = int(static_rows)
+        if not 1 <= static_rows < n_labels:
+            raise UsageError(f"static_rows must be 1 to {n_labels - 1:,} (the labels of this history), got "
+                             f"{static_rows:,}")
+        lines.append(f"static models: fitted once on the first {static_rows:,} labels (as asked)")
+    return Schedule(retrain_every, sliding, static_rows, tuple(lines))
+
+
+def parse_budget(text: str | float | None) -> float | None:
+    """Seconds of a budget (``"5m"``, ``"300"`` seconds, ``"none"``): ``None`` for no budget."""
+    if text is None or str(text).strip().lower() in ("none", "off", ""):
+        return None
+    s = str(text).strip()
+    try:
+        seconds = float(s) if s.replace(".", "", 1).isdigit() else parse_every(s)[1] / 1e6
+    except ValueError:
+        raise UsageError(f"budget must be a duration (30m), seconds (600) or none, got {text!r}") from None
+    if seconds <= 0:
+        raise UsageError(f"budget must be > 0, got {text!r}")
+    return seconds
+
+
+@dataclass
+class BudgetPlan:
+    """Per strategy: the config it runs with (``None``: skipped), its estimate and why it was changed."""
+
+    configs: dict[str, BenchConfig | None]
+    estimates: dict[str, float]
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return sum(self.estimates[k] for k, c in self.configs.items() if c is not None)
+
+
+def _periodic(name: str) -> bool:
+    return StrategySpec.parse(name).mode.startswith("periodic")
+
+
+def plan_budget(stream: Stream, names: list[str], config: BenchConfig, budget_s: float | None, *,
+                scale: float = 1.0, overhead_s: float = 0.0) -> BudgetPlan:
+    """Fit ``names`` into ``budget_s`` seconds (see module doc); ``scale`` multiplies every estimate
+    (measured over estimated so far), ``overhead_s`` is added per strategy (a process start)."""
+    def est(name: str, cfg: BenchConfig) -> float:
+        return scale * (estimate_seconds(stream, name, cfg) + overhead_s)
+
+    full = {name: est(name, config) for name in names}
+    plan = BudgetPlan(dict.fromkeys(names, config), dict(full))
+    if budget_s is None or plan.total <= budget_s:
+        return plan
+    active = list(names)
+    while active:
+        periodic = [n for n in active if _periodic(n)]
+        most = max((n_retrains(stream, n, config) for n in periodic), default=0)
+        strides = [k for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+                   if most // k >= 2] or [1]
+        for k in strides:
+            cfg = replace(config, retrain_stride=k)
+            estimates = {n: est(n, cfg if _periodic(n) else config) for n in active}
+            if sum(estimates.values()) <= budget_s:
+                break
+        if sum(estimates.values()) <= budget_s:
+            for n in names:
+                plan.configs[n] = None if n not in active else (cfg if _periodic(n) else config)
+                plan.estimates[n] = estimates.get(n, full[n])
+                if n in active and _periodic(n) and k > 1:
+                    plan.notes[n] = (f"subsampled: retrained at every {k}th scheduled point "
+                                     f"({n_retrains(stream, n, cfg):,} of {n_retrains(stream, n, config):,} "
+                                     f"retrains), as all strategies at full schedule were estimated at "
+                                     f"{sum(full.values()):,.0f} s, over the budget of {budget_s:,.0f} s")
+            return plan
+        dropped = max(active, key=lambda n: estimates[n])
+        active.remove(dropped)
+        plan.configs[dropped] = None
+        plan.notes[dropped] = (f"skipped: estimated {full[dropped]:,.0f} s "
+                               f"({estimates[dropped]:,.0f} s even subsampled); the budget of {budget_s:,.0f} s "
+                               f"cannot hold it with the others")
+    return plan
+
+
+def label_clock(lake: str, *, events_version: int | None = None, labels_version: int | None = None) -> Stream:
+    """The history's event times and label clock only (no features): enough for
+    :func:`resolve_schedule` to check settings before the benchmark featurizes anything.
+
+    Events in event-time order, each label counted from its ``label_time`` on (labels of
+    unknown events and second labels left out, as the replay does; ties between events and
+    labels approximated).
+    """
+    import polars as pl
+
+    from lake.table import read_table
+
+    events = (read_table(lake, "events", version=events_version, columns=["event_id", "event_time"])
+              .unique("event_id", keep="first", maintain_order=True).sort("event_time"))
+    labels = (read_table(lake, "labels", version=labels_version, columns=["event_id", "label", "label_time"])
+              .unique("event_id", keep="first", maintain_order=True)
+              .join(events.select("event_id").with_row_index("e"), on="event_id", how="inner")
+              .sort("label_time"))
+    t = events.get_column("event_time").dt.epoch("us").to_numpy()
+    lt_sorted = labels.get_column("label_time").dt.epoch("us").to_numpy()
+    arrival = labels.get_column("e").cast(pl.Int64).to_numpy()
+    y = np.full(len(t), -1, dtype=np.int8)
+    y[arrival] = (labels.get_column("label").to_numpy() == 1).astype(np.int8)
+    label_time = np.zeros(len(t), dtype=np.int64)
+    label_time[arrival] = lt_sorted
+    return Stream(event_time=t, y=y, label_time=label_time, arrival=arrival,
+                  labels_before=np.searchsorted(lt_sorted, t, side="left").astype(np.int64),
+                  indptr=np.zeros(len(t) + 1, dtype=np.int64), indices=np.zeros(0, dtype=np.int32),
+                  values=np.zeros(0), names=[])
