@@ -151,18 +151,52 @@ def drift_report(lake: str = "lakehouse", reference: str = "", current: str = ""
             "mlflow_run_id": report.mlflow_run_id, "seconds": report.seconds}
 
 
+def unchanged_since_last_report(lake: str, reference: str, current: str) -> str | None:
+    """Why a report of these time windows would repeat one the lake holds (it read ``events`` at the version the
+    table is at now: no event arrived since), else None."""
+    import polars as pl
+
+    from lake.table import exists, open_table, read_table
+    from monitoring.evidently_report import parse_window
+
+    if not exists(lake, "drift_reports"):
+        return None
+    ref, cur = parse_window(reference, by="time"), parse_window(current, by="time")
+    version = open_table(lake, "events").version()
+    same = read_table(lake, "drift_reports", columns=[
+        "created_at", "by", "reference_start", "reference_end", "current_start", "current_end",
+        "reference_version", "report_id"]).filter(
+        (pl.col("by") == "time") & (pl.col("reference_version") == version)
+        & (pl.col("reference_start") == ref.start) & (pl.col("reference_end") == ref.end)
+        & (pl.col("current_start") == cur.start) & (pl.col("current_end") == cur.end)).sort("created_at")
+    if same.height == 0:
+        return None
+    return (f"skipped: report {same['report_id'][-1]} already compares these windows and no event arrived since "
+            f"(events at version {version})")
+
+
 @flow(name="drift-last-vs-previous")
 def last_vs_previous(lake: str = "lakehouse", window: str = "auto", tracking_uri: str | None = None,
                      max_columns: int = 20, model: str | None = None,
                      source: Literal["events", "predictions"] = "events",
-                     exclude: list[str] | None = None) -> dict[str, Any]:
+                     exclude: list[str] | None = None, skip_unchanged: bool = True) -> dict[str, Any]:
     """The last ``window`` of the events against the one before it (for a scheduled deployment).
+
+    With ``skip_unchanged`` (the default), nothing is written when the lake already holds a report of the same
+    windows read at the version ``events`` is still at: an hourly schedule on a lake that did not change adds no
+    identical report, HTML file and MLflow run; the result then holds ``skipped`` (the reason).
 
     ``window``: ``auto``, a duration or a number of events (see
     :func:`monitoring.evidently_report.choose_windows`); the choice is logged and returned.
     """
+    logger = get_run_logger()
     choice = choose_windows(lake, window)
-    get_run_logger().info("%s", choice)
+    logger.info("%s", choice)
+    if source == "events" and skip_unchanged:
+        unchanged = unchanged_since_last_report(lake, choice.reference, choice.current)
+        if unchanged is not None:
+            logger.info("%s", unchanged)
+            return {"skipped": unchanged, "windows": str(choice)}
     out = drift_report(lake, choice.reference, choice.current, by="time", tracking_uri=tracking_uri,
                        max_columns=max_columns, model=model, source=source, exclude=exclude)
     return {**out, "windows": str(choice)}

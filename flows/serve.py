@@ -5,8 +5,10 @@
 
 Deployments: model versioning every 5 minutes, champion promotion every 15
 minutes, an Evidently drift report every hour (its windows chosen from the data:
-``window="auto"``, see :func:`monitoring.evidently_report.choose_windows`), lake
-maintenance daily. Each run is a subprocess of this process; stop this process
+``window="auto"``, see :func:`monitoring.evidently_report.choose_windows`; skipped
+when no event arrived since the last report), lake maintenance daily; on demand
+(Run in the UI, parameters editable there): a replay of the newest history
+(:mod:`flows.replay`) and the online-vs-batch benchmark. Each run is a subprocess of this process; stop this process
 before the server (SIGTERM pauses the deployments).
 """
 
@@ -24,9 +26,11 @@ def deployments(lake: str, *, tracking_uri: str | None = None, window: str = "au
 
     ``window``: the drift report's windows (``auto``: chosen from the data at each run).
     """
+    from flows.benchmark import benchmark
     from flows.drift import last_vs_previous
     from flows.maintenance import maintenance
     from flows.promotion import promote
+    from flows.replay import replay
     from flows.versioning import version_checkpoints
     from lake.storage import canonical
 
@@ -43,6 +47,12 @@ def deployments(lake: str, *, tracking_uri: str | None = None, window: str = "au
             parameters={"lake": lake, "window": window, "tracking_uri": tracking_uri}),
         maintenance.to_deployment(
             name="maintenance", cron="17 3 * * *", concurrency_limit=1, parameters={"lake": lake}),
+        # on demand (Run in the UI, parameters editable there): the newest history through the dataflow,
+        # and online learning against batch retraining on it
+        replay.to_deployment(
+            name="replay", concurrency_limit=1, parameters={"lake": lake, "model": "linear,tree"}),
+        benchmark.to_deployment(
+            name="benchmark", concurrency_limit=1, parameters={"lake": lake, "tracking_uri": tracking_uri}),
     ]
 
 

@@ -109,7 +109,7 @@ def test_the_uis_and_reports_in_a_browser(demo_lake, tmp_path, subprocess_env):
 
         # the Prefect UI lists the served deployments, talking to this server (not the default port)
         text = see(shown["Prefect UI (deployments)"], profile=profile, shot=shots / "prefect-deployments.png",
-                   expect=["versioning", "promotion", "drift-report", "maintenance"])
+                   expect=["versioning", "promotion", "drift-report", "maintenance", "replay", "benchmark"])
         assert "Can't connect to Server API" not in text
         # MLflow: the registered model with the champion alias set by the promotion that flows.ui ran
         see(f"http://127.0.0.1:{mlflow_port}/#/models/riverlake-linear", profile=profile,
