@@ -27,6 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import polars as pl
@@ -454,9 +455,11 @@ def read_report(json_path: str | os.PathLike[str]) -> DriftSummary:
 
 
 def build_snapshots(reference: pl.DataFrame, current: pl.DataFrame, columns: Columns, *,
-                    drift_share: float = 0.5) -> tuple[Any, Any | None, Any | None]:
+                    drift_share: float = 0.5, timestamp: datetime | None = None,
+                    metadata: dict[str, str] | None = None) -> tuple[Any, Any | None, Any | None]:
     """Evidently snapshots: data drift over ``columns``; classification quality of current vs reference
-    and of the reference alone, on labelled rows with a score (``None`` when a window has none)."""
+    and of the reference alone, on labelled rows with a score (``None`` when a window has none).
+    ``timestamp`` (the drift snapshot's time in a workspace dashboard) and ``metadata`` go to the drift snapshot."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset, DataDriftPreset
 
@@ -469,7 +472,8 @@ def build_snapshots(reference: pl.DataFrame, current: pl.DataFrame, columns: Col
 
     drift = Report([DataDriftPreset(columns=cols, drift_share=drift_share)]).run(
         reference_data=Dataset.from_pandas(pandas(reference, cols), data_definition=dd),
-        current_data=Dataset.from_pandas(pandas(current, cols), data_definition=dd))
+        current_data=Dataset.from_pandas(pandas(current, cols), data_definition=dd),
+        timestamp=timestamp, metadata=metadata or {})
     if not all({"score", "prediction", "label"} <= set(f.columns) for f in (reference, current)):
         return drift, None, None
     labelled = [f.filter(pl.col("label").is_not_null() & pl.col("score").is_not_null()) for f in (reference, current)]
@@ -585,17 +589,30 @@ def make_report(lake: str, reference: str | tuple[Any, Any], current: str | tupl
                 "max_rows": max_rows, "seed": seed, "exclude": sorted(exclude)}
     created = datetime.now(UTC)
     rid = report_id_for(identity, created)
-    drift, quality, ref_quality = build_snapshots(*frames, columns, drift_share=drift_share)
+    title = f"Drift report: {canonical(lake)}, {ref_w.label} vs {cur_w.label}"
+    about = [f"reference {_span(spans[0])} ({sizes[0]:,} rows) against current {_span(spans[1])} ({sizes[1]:,} rows)",
+             f"{len(columns.numerical) + len(columns.categorical)} columns of {source}"
+             + (f"; scores of model {model} (run {run_id})" if model else "; no model's predictions joined"),
+             f"events version {events_version}, labels version {labels_version}; report {rid}"]
+    drift, quality, ref_quality = build_snapshots(
+        *frames, columns, drift_share=drift_share, timestamp=spans[1][1],
+        metadata={"lake": canonical(lake), "reference": ref_w.label, "current": cur_w.label, "model": model or "",
+                  "run_id": run_id or "", "report_id": rid})
     folder = state_dir(lake, "reports", "drift", rid)  # LAKE/reports/...; local for an object-store lake
     folder.mkdir(parents=True, exist_ok=True)
     html, js = folder / "drift.html", folder / "drift.json"
     drift.save_html(str(html))
+    add_heading(html, title, about)
     drift.save_json(str(js))
+    from monitoring.evidently_workspace import add_report
+
+    add_report(canonical(lake), drift, name=f"{cur_w.label} vs {ref_w.label}")
     q_html = q_json = None
     q_summary = None
     if quality is not None:
         q_html, q_json = str(folder / "quality.html"), str(folder / "quality.json")
         quality.save_html(q_html)
+        add_heading(Path(q_html), title.replace("Drift report", "Classification quality"), about)
         quality.save_json(q_json)
         q_summary = {f"current.{k}": v for k, v in summarize_quality(quality.dict()).items()}
         q_summary.update({f"reference.{k}": v for k, v in summarize_quality(ref_quality.dict()).items()})
@@ -610,6 +627,26 @@ def make_report(lake: str, reference: str | tuple[Any, Any], current: str | tupl
         model=model, run_id=run_id, reference_rows=sizes[0], current_rows=sizes[1], columns=columns,
         summary=summarize_drift(drift.dict()), quality=q_summary, html_path=str(html), json_path=str(js),
         quality_html_path=q_html, quality_json_path=q_json, seconds=time.perf_counter() - started)
+
+
+def _span(span: tuple[Any, Any]) -> str:
+    start, end = span
+    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC" if isinstance(start, datetime) else f"{start}-{end}"
+
+
+def add_heading(path: Path, title: str, lines: list[str]) -> None:
+    """Give an Evidently HTML page a ``<title>`` and a heading that says what it compares (Evidently's own
+    pages have neither: every report looks the same in a browser tab and in a folder of files)."""
+    import html as html_lib
+
+    page = path.read_text(encoding="utf-8")
+    head = f"<head>\n<title>{html_lib.escape(title)}</title>"
+    banner = ("<body>\n<header style=\"font-family: sans-serif; padding: 12px 24px; border-bottom: 1px solid #ddd\">"
+              f"<h1 style=\"font-size: 20px; margin: 0 0 6px 0\">{html_lib.escape(title)}</h1>"
+              + "".join(f"<div style=\"color: #444; font-size: 14px\">{html_lib.escape(line)}</div>" for line in lines)
+              + "</header>")
+    page = page.replace("<head>", head, 1).replace("<body>", banner, 1)
+    path.write_text(page, encoding="utf-8")
 
 
 def report_row(report: DriftReport) -> dict[str, Any]:
