@@ -26,9 +26,7 @@ strategy had a model (``*_ready``): before it, some strategies served their prio
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 import os
@@ -280,103 +278,114 @@ def _ts(us: int) -> datetime:
 # --------------------------------------------------------------------------- HTML report
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+COLUMNS = {
+    "accuracy": "accuracy", "log_loss": "log loss", "roc_auc": "ROC AUC",
+    "accuracy_ready": "accuracy, all ready", "log_loss_ready": "log loss, all ready",
+    "roc_auc_ready": "ROC AUC, all ready", "train_cpu_s": "train CPU (s)", "predict_cpu_s": "predict CPU (s)",
+    "wall_s": "wall (s)", "peak_rss_mb": "peak RSS (MiB)", "model_bytes_max": "largest model (KiB)",
+    "history_rows_max": "rows kept (max)", "n_retrains": "retrains", "latency_p50_us": "latency p50 (µs)",
+    "latency_p99_us": "latency p99 (µs)", "recovery_events_mean": "events to recover (mean)",
+    "drifts_not_recovered": "drifts not recovered",
+}
+"""The summary table's columns and the headers a reader sees."""
 
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+COUNTS = frozenset({"history_rows_max", "n_retrains", "drifts_not_recovered"})
+"""Columns that count things: shown as integers, never as ``0.0000``."""
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, column: str | None = None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
+    if column == "model_bytes_max":
+        return f"{v / 1024:,.1f}"
+    if column in COUNTS or isinstance(v, int):
+        return f"{int(round(v)):,}"
     if isinstance(v, float):
         return f"{v:,.4f}" if abs(v) < 10 else f"{v:,.1f}"
-    if isinstance(v, int):
-        return f"{v:,}"
     return html.escape(str(v))
 
 
 def plots(stream: Stream, results: Sequence[StrategyResult], drifts: Sequence[int], *, known: bool) -> dict[str, str]:
-    """The report's figures as base64 PNGs: metric per window with the drifts marked, cost bars."""
-    import matplotlib
+    """The report's figures as interactive plotly charts (``<div>``s; plotly.js is embedded once by
+    :func:`render_html`): each metric per window with the drifts marked, the cost of each retrain, cost bars."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def div(fig: Any) -> str:
+        fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 40},
+                          legend={"font": {"size": 11}})
+        return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
 
     out = {}
     drift_times = [_ts(int(stream.event_time[min(d, stream.n_events - 1)])) for d in drifts]
-    for metric in ("accuracy", "log_loss", "roc_auc"):
-        fig, ax = plt.subplots(figsize=(13, 4))
+    names = {"accuracy": "accuracy", "log_loss": "log loss", "roc_auc": "ROC AUC"}
+    for metric, label in names.items():
+        fig = go.Figure()
         for r in results:
-            xs = [_ts(w["window_start"]) for w in r.windows]
-            ax.plot(xs, [np.nan if w[metric] is None else w[metric] for w in r.windows], marker=".", lw=1.2,
-                    label=r.name)
-        for i, t in enumerate(drift_times):
-            ax.axvline(t, color="red" if known else "grey", ls="--" if known else ":", lw=1 if known else 0.6,
-                       label=("known drift" if known else "detected drift (ADWIN, reference)") if i == 0 else None)
-        ax.set_title(f"{metric} per event-time window")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        out[metric] = _png(fig)
+            fig.add_trace(go.Scatter(x=[_ts(w["window_start"]) for w in r.windows],
+                                     y=[None if w[metric] is None else w[metric] for w in r.windows],
+                                     mode="lines+markers", marker={"size": 4}, name=r.name))
+        for t in drift_times[:200]:
+            fig.add_vline(x=t, line={"color": "red" if known else "grey", "dash": "dash" if known else "dot",
+                                     "width": 1})
+        what = "known drifts dashed red" if known else "drifts detected by ADWIN on the reference dotted grey"
+        fig.update_layout(title=f"{label} per event-time window ({what})" if drift_times else
+                          f"{label} per event-time window", yaxis_title=label, height=380)
+        out[label] = div(fig)
     fitted = [r for r in results if len(r.fits) > 1]
     if fitted:
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("CPU seconds of each retrain",
+                                                            "training rows of each retrain"))
         for r in fitted:
-            ax.plot([_ts(t) for t, _, _ in r.fits], [c for _, _, c in r.fits], marker=".", label=r.name)
-            ax2.plot([_ts(t) for t, _, _ in r.fits], [n for _, n, _ in r.fits], marker=".", label=r.name)
-        ax.set_title("CPU seconds of each retrain")
-        ax2.set_title("training rows of each retrain")
-        for a in (ax, ax2):
-            a.grid(alpha=0.3)
-            a.legend(fontsize=7)
-        out["retrain cost"] = _png(fig)
-    names = [r.name for r in results]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+            xs = [_ts(t) for t, _, _ in r.fits]
+            fig.add_trace(go.Scatter(x=xs, y=[c for _, _, c in r.fits], mode="lines+markers", name=r.name,
+                                     legendgroup=r.name), row=1, col=1)
+            fig.add_trace(go.Scatter(x=xs, y=[n for _, n, _ in r.fits], mode="lines+markers", name=r.name,
+                                     legendgroup=r.name, showlegend=False), row=1, col=2)
+        fig.update_layout(height=380)
+        out["retrain cost"] = div(fig)
+    strategy = [r.name for r in results]
     bars = [("CPU seconds (train + predict)", None), ("peak RSS above start (MiB)", "peak_rss_mb"),
-            ("model size, pickled (KiB)", "model_bytes_max"), ("rows kept for retraining (max)", "history_rows_max"),
+            ("largest model, pickled (KiB)", "model_bytes_max"), ("rows kept for retraining (max)",
+                                                                  "history_rows_max"),
             ("latency p50 (µs)", "latency_p50_us"), ("latency p99 (µs)", "latency_p99_us")]
-    y = np.arange(len(names))
-    for ax, (title, key) in zip(axes.flat, bars, strict=True):
+    fig = make_subplots(rows=2, cols=3, subplot_titles=[t for t, _ in bars], horizontal_spacing=0.12)
+    for k, (_, key) in enumerate(bars):
+        row, col = k // 3 + 1, k % 3 + 1
         if key is None:
-            train = [r.metrics["train_cpu_s"] or 0 for r in results]
-            pred = [r.metrics["predict_cpu_s"] or 0 for r in results]
-            ax.barh(y, train, label="train")
-            ax.barh(y, pred, left=train, label="predict")
-            ax.legend(fontsize=7)
+            fig.add_trace(go.Bar(y=strategy, x=[r.metrics["train_cpu_s"] or 0 for r in results], name="train",
+                                 orientation="h"), row=row, col=col)
+            fig.add_trace(go.Bar(y=strategy, x=[r.metrics["predict_cpu_s"] or 0 for r in results], name="predict",
+                                 orientation="h"), row=row, col=col)
         else:
             vals = [(r.metrics[key] or 0) / (1024 if key == "model_bytes_max" else 1) for r in results]
-            ax.barh(y, vals)
+            fig.add_trace(go.Bar(y=strategy, x=vals, orientation="h", showlegend=False,
+                                 marker={"color": "#7f7f7f"}), row=row, col=col)
             if key in ("latency_p50_us", "latency_p99_us", "model_bytes_max") and max(vals, default=0) > 0:
-                ax.set_xscale("log")
-        ax.set_yticks(y, names, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_title(title, fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    out["costs"] = _png(fig)
+                fig.update_xaxes(type="log", row=row, col=col)
+        fig.update_yaxes(autorange="reversed", row=row, col=col)
+    fig.update_layout(barmode="stack", height=620)
+    out["costs"] = div(fig)
     return out
 
 
 def render_html(*, benchmark_id: str, title: str, info: dict[str, Any], config: dict[str, Any],
                 results: Sequence[StrategyResult], drifts: Sequence[int], known: bool, figures: dict[str, str],
                 stream: Stream) -> str:
-    """The report page (self-contained: figures embedded as base64 PNGs)."""
-    cols = ["accuracy", "log_loss", "roc_auc", "accuracy_ready", "log_loss_ready", "roc_auc_ready", "train_cpu_s",
-            "predict_cpu_s", "wall_s", "peak_rss_mb", "model_bytes_max", "history_rows_max", "n_retrains",
-            "latency_p50_us", "latency_p99_us", "recovery_events_mean", "drifts_not_recovered"]
-    head = "".join(f"<th>{c}</th>" for c in ["strategy", *cols])
-    body = "".join("<tr><td>" + html.escape(r.name) + "</td>" + "".join(f"<td>{_fmt(r.metrics.get(c))}</td>"
+    """The report page, self-contained: interactive charts with plotly.js embedded once (works offline)."""
+    from plotly.offline import get_plotlyjs
+
+    cols = list(COLUMNS)
+    head = "".join(f'<th title="{c}">{html.escape(COLUMNS[c])}</th>' for c in cols)
+    head = "<th>strategy</th>" + head
+    body = "".join("<tr><td>" + html.escape(r.name) + "</td>" + "".join(f"<td>{_fmt(r.metrics.get(c), c)}</td>"
                                                                          for c in cols)
                    + "</tr>" for r in results)
     m0 = results[0].metrics if results else {}
     baseline = {"accuracy": m0.get("noskill_accuracy"), "log_loss": m0.get("noskill_log_loss"), "roc_auc": 0.5,
                 "accuracy_ready": m0.get("noskill_accuracy_ready"), "log_loss_ready": m0.get("noskill_log_loss_ready"),
                 "roc_auc_ready": 0.5}
-    body += ("<tr><td><i>no skill (base rate)</i></td>" + "".join(f"<td><i>{_fmt(baseline.get(c))}</i></td>"
+    body += ("<tr><td><i>no skill (base rate)</i></td>" + "".join(f"<td><i>{_fmt(baseline.get(c), c)}</i></td>"
                                                                   for c in cols) + "</tr>")
     ready = int(m0.get("ready_event") or 0)
     n_ready = int(m0.get("n_scored_ready") or 0)
@@ -400,11 +409,12 @@ def render_html(*, benchmark_id: str, title: str, info: dict[str, Any], config: 
                          f"{_fmt(x['acc_after'])} → {_fmt(x['settled_acc'])}</small></td>")
         rec_rows.append(f"<tr><td>{d:,}<br><small>{t}</small></td>{''.join(cells)}</tr>")
     kind = "known (scenario_drifts)" if known else "detected by ADWIN on the reference strategy's errors"
-    imgs = "".join(f'<h3>{html.escape(k)}</h3><img src="data:image/png;base64,{v}">' for k, v in figures.items())
+    charts = "".join(f'<h3>{html.escape(k)}</h3><div class="chart">{v}</div>' for k, v in figures.items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:1.5em;max-width:1300px}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
-img{{max-width:100%}}pre{{background:#f6f6f6;padding:.5em;font-size:12px}}</style></head><body>
+pre{{background:#f6f6f6;padding:.5em;font-size:12px}}</style>
+<script type="text/javascript">{get_plotlyjs()}</script></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Benchmark <code>{html.escape(benchmark_id)}</code>: {info['n_events']:,} events, {info['n_labels']:,} labels
 (events v{info['events_version']}, labels v{info['labels_version']}), {info['n_features']:,} distinct features.
@@ -418,6 +428,6 @@ that had arrived by then.</p>
 <p>Events to recover; below: accuracy over the labelled events just before → just after → settled level.</p>
 <table><tr><th>drift at event</th>{rec_head}</tr>{''.join(rec_rows)}</table>
 {f"<p>{len(drifts) - shown} more drifts in <code>benchmark_runs.recovery</code>.</p>" if len(drifts) > shown else ""}
-<h2>Figures</h2>{imgs}
+<h2>Figures</h2><p>Zoom, pan and hover for values; click a legend entry to hide a strategy.</p>{charts}
 <h2>Configuration</h2><pre>{html.escape(json.dumps({**config, **info}, indent=2, sort_keys=True, default=str))}</pre>
 </body></html>"""

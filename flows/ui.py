@@ -89,6 +89,10 @@ def newest_reports(lake: str) -> dict[str, str]:
         if "://" not in lake else []
     if pages:
         found["benchmark report"] = str(pages[-1])
+    from monitoring.evidently_workspace import workspace_dir
+
+    if "://" not in lake and workspace_dir(lake).is_dir():
+        found["drift over time"] = f"{Path(sys.executable).parent / 'evidently'} ui --workspace {workspace_dir(lake)}"
     return found
 
 

@@ -200,7 +200,9 @@ def test_flow_writes_mlflow_runs_report_and_lake_tables(prefect_harness, synthet
     with open(out["report"], encoding="utf-8") as f:
         page = f.read()
     assert out["report"].endswith(f"reports/benchmark-{bid}.html")
-    assert page.count('<img src="data:image/png;base64,') == 5 and "static/sk-logreg" in page
+    # interactive charts, plotly.js embedded once (the page works offline); headers a person reads
+    assert page.count('class="chart"') == 5 and page.count('class="plotly-graph-div"') == 5 and "static/sk-logreg" in page
+    assert "<script src=" not in page and "largest model (KiB)</th>" in page and ">model_bytes_max<" not in page
     runs = read_table(synthetic_lake, "benchmark_runs").filter(pl.col("benchmark_id") == bid)
     assert sorted(runs["strategy"]) == sorted(STRATEGIES)
     online = runs.filter(pl.col("strategy") == "online/linear").row(0, named=True)

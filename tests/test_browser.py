@@ -119,7 +119,7 @@ def test_the_uis_and_reports_in_a_browser(demo_lake, tmp_path, subprocess_env):
             expect=["Dataset Drift", "Drifted Columns", "distance"])
         # the benchmark report names the strategies
         see(Path(bench_page).as_uri(), profile=profile, shot=shots / "benchmark-report.png",
-            expect=["online/linear", "static/sk-logreg"])
+            expect=["online/linear", "static/sk-logreg", "largest model (KiB)", "accuracy per event-time window"])
     finally:
         if ui.poll() is None:
             os.killpg(ui.pid, signal.SIGINT)  # Ctrl-C
