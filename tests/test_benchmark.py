@@ -201,7 +201,8 @@ def test_flow_writes_mlflow_runs_report_and_lake_tables(prefect_harness, synthet
         page = f.read()
     assert out["report"].endswith(f"reports/benchmark-{bid}.html")
     # interactive charts, plotly.js embedded once (the page works offline); headers a person reads
-    assert page.count('class="chart"') == 5 and page.count('class="plotly-graph-div"') == 5 and "static/sk-logreg" in page
+    assert page.count('class="chart"') == 5 and page.count('class="plotly-graph-div"') == 5
+    assert "static/sk-logreg" in page
     assert "<script src=" not in page and "largest model (KiB)</th>" in page and ">model_bytes_max<" not in page
     runs = read_table(synthetic_lake, "benchmark_runs").filter(pl.col("benchmark_id") == bid)
     assert sorted(runs["strategy"]) == sorted(STRATEGIES)
