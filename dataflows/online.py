@@ -27,6 +27,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from dataflows.control import PromotionControl
+from dataflows.defaults import AUTO, History, announce, choose
 from dataflows.gc_tuning import tune_gc
 from dataflows.items import Batch, Output
 from dataflows.learner import RunConfig, ShardLearner
@@ -170,8 +171,8 @@ def replay_job(
     batch_size: int | None = None,
     seed: int = 42,
     checkpoint_every: int = 10_000,
-    window: str = "1d",
-    grace: str = "1d",
+    window: str | None = AUTO,
+    grace: str | None = AUTO,
     threshold: float = 0.5,
     exclude: str | Sequence[str] = (),
     categorical: str | Sequence[str] = (),
@@ -179,11 +180,11 @@ def replay_job(
     flush_seconds: float = 5.0,
     rate: float | None = None,
     control_interval_s: float = 2.0,
-    label_ttl: str | None = "7d",
+    label_ttl: str | None = AUTO,
     hash_fields: str | Sequence[str] = (),
     n_buckets: int = 2**20,
     drift: str | Sequence[str] = "adwin",
-    stats_window: str | None = "1h",
+    stats_window: str | None = AUTO,
     lateness: str = "0s",
     anomaly: str | None = "zscore",
     watch: str | None = None,
@@ -202,10 +203,14 @@ def replay_job(
         featurizer.update(hash_fields=sorted(_names(hash_fields)), n_buckets=n_buckets)
     if per_key:
         featurizer["shared_prior"] = False  # a key's features from its own events: shard-independent
-    window_us, grace_us = parse_duration_us(window), parse_duration_us(grace)
-    ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
-    monitor = MonitorConfig.from_settings(stats_window=stats_window, lateness=lateness, anomaly=anomaly,
-                                          watch=watch, drift_action=drift_action, action_window=action_window)
+    # Time-scale settings not given: from the pinned history (dataflows.defaults), printed below.
+    chosen = choose(History.read(lake, events_version=pin.events, labels_version=pin.labels),
+                    label_ttl=label_ttl, window=window, grace=grace, stats_window=stats_window)
+    window_us, grace_us, ttl_us = (chosen[k].us for k in ("window", "grace", "label_ttl"))
+    stats_us = chosen["stats_window"].us
+    monitor = MonitorConfig.from_settings(stats_window=None if stats_us is None else f"{stats_us}us", lateness=lateness,
+                                          anomaly=anomaly, watch=watch, drift_action=drift_action,
+                                          action_window=action_window)
     if run_id is None:
         run_id = run_id_for({
             "events": pin.events, "labels": pin.labels, "models": models, "seed": seed,
@@ -219,7 +224,9 @@ def replay_job(
                        window_us=window_us, grace_us=grace_us, threshold=threshold,
                        featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
                        monitor=monitor, per_key=per_key, max_key_models=max_key_models)
-    source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate, balance=balance)
+    announce(run_id, pin, chosen.values())
+    source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate, balance=balance,
+                          run_id=run_id)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
                      flush_seconds=flush_seconds, part_names=source.list_parts() if colocate else None)
     return ReplayJob(source, sink, config, os.fspath(lake), control_interval_s, colocate)
