@@ -116,10 +116,11 @@ class Discards:
         n_exp = sum(self.expired_labels)
         reasons = ", ".join(f"{reason} {n:,}" for reason, n in
                             sorted(self.dead_letters.items(), key=lambda kv: (-kv[1], kv[0])))
+        later = (f" ({n_exp:,} labels came later, {_share(self.expired_labels[1], n_exp)} of them positive)"
+                 if n_exp else "")
         return (f"run {run_id} shard {shard} ended: {self.events:,} events predicted, {learned:,} of "
                 f"{self.n_labels:,} labels learned; not learned: {self.expired:,} events expired waiting for "
-                f"their label ({n_exp:,} labels came later, {_share(self.expired_labels[1], n_exp)} of them "
-                f"positive), {sum(self.dead_letters.values()):,} dead letters"
+                f"their label{later}, {sum(self.dead_letters.values()):,} dead letters"
                 + (f" ({reasons})" if reasons else "") + f", {self.late_events:,} late events")
 
     def row(self, *, run_id: str, shard: int, seq: int, label_ttl_us: int | None) -> dict:

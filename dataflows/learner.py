@@ -1025,7 +1025,6 @@ class ShardLearner:
         print(row["summary"], file=sys.stderr, flush=True)
         if row["warning"] is not None:
             print(f"warning: {row['warning']}", file=sys.stderr, flush=True)
-            log.warning("%s", row["warning"])
         return Output(self.shard, tables)
 
 

@@ -257,6 +257,12 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     indicators: bounded memory on feature-evolving streams), ``drift`` (detectors run
     on every model's error stream, alarms in ``drift_events``; ``""`` for none).
 
+    ``window``, ``grace``, ``label_ttl`` and ``stats_window`` default to ``"auto"``: chosen
+    from the pinned history (:mod:`dataflows.defaults`) and printed on stderr with their
+    reasons when the replay is built, with the run id; every shard prints progress lines
+    (events and items done, rate, ETA) and, at the end, what did not reach learning
+    (:mod:`dataflows.discards`, also a ``run_summaries`` row; a warning past the thresholds).
+
     Monitoring (:mod:`monitoring.stream`): ``stats_window`` (event-time tumbling windows
     of feature statistics in ``window_stats``, e.g. ``"15s"``; ``None`` for none) closed
     by a watermark ``lateness`` behind the latest event time (later events go to
@@ -338,7 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="items per replay batch (default 10,000; 2,000 when paced with --rate)")
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
-    parser.add_argument("--window", default="1d")
+    parser.add_argument("--window", default=AUTO,
+                        help="prequential metric windows, e.g. 1d (default: from the data, printed at the start)")
+    parser.add_argument("--grace", default=AUTO, help="how long late labels still count (default: the label TTL)")
+    parser.add_argument("--label-ttl", default=AUTO,
+                        help="give up waiting for a label this long after its event; 'none': wait forever "
+                             "(default: the 99.9th percentile of the observed label delays)")
     parser.add_argument("--exclude", default="")
     parser.add_argument("--hash-fields", default="", help="text fields to tokenize and hash (e.g. url)")
     parser.add_argument("--n-buckets", type=int, default=2**20,
@@ -349,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift", default="adwin", help="detectors on every model's error stream ('' for none)")
     parser.add_argument("--watch", default=None,
                         help="label-free detectors on the champion, e.g. 'feature:x=adwin; new_features=adwin'")
-    parser.add_argument("--stats-window", default="1h", help="window statistics' tumbling window ('none': off)")
+    parser.add_argument("--stats-window", default=AUTO,
+                        help="window statistics' tumbling window ('none': off; default: from the data)")
     parser.add_argument("--lateness", default="0s", help="watermark lag behind the latest event time")
     parser.add_argument("--anomaly", default="zscore", help="anomaly scorer spec: zscore, hst, ... ('none': off)")
     parser.add_argument("--drift-action", default="none", choices=["none", "reset", "retrain"],
@@ -368,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
                         run_id=args.run_id, shards=args.shards, batch_size=args.batch_size,
-                        checkpoint_every=args.checkpoint_every, window=args.window, exclude=args.exclude,
+                        checkpoint_every=args.checkpoint_every, window=args.window, grace=args.grace,
+                        label_ttl=args.label_ttl, exclude=args.exclude,
                         rate=args.rate, hash_fields=args.hash_fields, n_buckets=args.n_buckets,
                         drift=args.drift, watch=args.watch,
                         stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
@@ -473,8 +486,10 @@ ENV = {
     "RIVERLAKE_BATCH_SIZE": ("batch_size", int, None),
     "RIVERLAKE_SEED": ("seed", int, 42),
     "RIVERLAKE_CHECKPOINT_EVERY": ("checkpoint_every", int, 10_000),
-    "RIVERLAKE_WINDOW": ("window", str, "1d"),
-    "RIVERLAKE_GRACE": ("grace", str, "1d"),
+    "RIVERLAKE_WINDOW": ("window", str, AUTO),
+    "RIVERLAKE_GRACE": ("grace", str, AUTO),
+    "RIVERLAKE_LABEL_TTL": ("label_ttl", str, AUTO),
+    "RIVERLAKE_STATS_WINDOW": ("stats_window", str, AUTO),
     "RIVERLAKE_EXCLUDE": ("exclude", str, ""),
     "RIVERLAKE_HASH_FIELDS": ("hash_fields", str, ""),
     "RIVERLAKE_PER_KEY": ("per_key", _flag, False),

@@ -39,6 +39,7 @@ class _ReplayPartition(StatefulSourcePartition[Batch, int]):
         self._started = self._reported_at = time.monotonic()
         self._step = max(batch_size, len(plan) // 10)
         self._next_report = start + self._step
+        self._finished = False
         self._label = f"replay {run_id} shard {plan.shard}" if run_id else f"replay shard {plan.shard}"
         log.info("shard %d: replaying %s items (%s events, %s labels) from seq %d",
                  plan.shard, f"{len(plan):,}", f"{plan.n_events:,}", f"{plan.n_labels:,}", start)
@@ -58,8 +59,16 @@ class _ReplayPartition(StatefulSourcePartition[Batch, int]):
 
     def next_batch(self) -> list[Batch]:
         total = len(self._plan)
+        # Progress of the items emitted so far (the engine asks for the next batch once it took the last).
         if self._pos >= total:
+            if not self._finished and self._pos > self._start:
+                self._report(total)
+            self._finished = True
             raise StopIteration
+        if self._pos >= self._next_report or time.monotonic() - self._reported_at >= PROGRESS_EVERY_S:
+            while self._next_report <= self._pos:
+                self._next_report += self._step
+            self._report(total)
         stop = self._pos + self._batch_size
         batch = self._plan.batch(self._pos, stop)
         if self._rate:
@@ -67,11 +76,6 @@ class _ReplayPartition(StatefulSourcePartition[Batch, int]):
         self._pos = min(stop, total)
         if self._progress is not None:
             self._progress(self._plan.shard, self._pos, total)
-        if (self._pos >= self._next_report or self._pos == total
-                or time.monotonic() - self._reported_at >= PROGRESS_EVERY_S):
-            while self._next_report <= self._pos:
-                self._next_report += self._step
-            self._report(total)
         return [batch]
 
     def next_awake(self) -> datetime | None:

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="linear,tree",
                         help="model specs, champion first (default linear,tree)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N events of the scenario")
-    parser.add_argument("--window", default="1d", help="prequential metric window (default 1d)")
+    parser.add_argument("--window", default="auto",
+                        help="prequential metric window (default: chosen from the data, 1d on flights)")
     parser.add_argument("--exclude", default="tailnum,flight",
                         help="payload fields not used as features (default tailnum,flight: identifiers)")
     parser.add_argument("--report-window", default="7d",
