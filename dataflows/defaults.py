@@ -14,6 +14,10 @@ from that history, each with the reason a person reads at the start of the run:
   every label the models learn from is also scored in its window.
 - ``stats_window``: the window statistics' tumbling windows. The shortest round
   duration whose windows hold a median of :data:`STATS_ROWS` events.
+- ``action_window`` (only with a drift action): the detectors' warm-up, learns of a
+  model before an alarm may replace it (and between two), also the recent labelled
+  events a retrain learns from. A tenth of the history's labels, between
+  :data:`ACTION_MIN` and :data:`ACTION_MAX`, so a short history can act at all.
 
 Explicit values win. An explicit window whose median window holds fewer rows than the
 statistic needs (:data:`METRIC_MIN_ROWS` labelled events, :data:`STATS_MIN_ROWS`
@@ -53,6 +57,8 @@ STATS_ROWS = 50
 """Events a window-statistics window should hold (median over non-empty windows)."""
 STATS_MIN_ROWS = 2
 """Fewer events per statistics window than this (median) and no standard deviation exists."""
+ACTION_MIN, ACTION_MAX = 100, 5_000
+"""Bounds of the data-derived ``action_window`` (learns)."""
 TTL_QUANTILE = 0.999
 """The share of observed label delays the label TTL covers."""
 
@@ -150,13 +156,16 @@ class Choice:
     """One setting's value and why: from the user (``given``) or from the data."""
 
     name: str
-    us: int | None  # None: off (statistics) or forever (TTL)
+    us: int | None  # a duration in microseconds (a count when ``count``); None: off or forever
     reason: str
     given: bool = False
+    count: bool = False
 
     @property
     def text(self) -> str:
-        return "none" if self.us is None else format_us(self.us)
+        if self.us is None:
+            return "none"
+        return f"{self.us:,}" if self.count else format_us(self.us)
 
     def line(self) -> str:
         """``label_ttl: 41d (99.9th percentile of observed label delays, 8,213 labels)``."""
@@ -201,11 +210,13 @@ def _off(value: object) -> bool:
 
 
 def choose(history: History, *, label_ttl: str | int | float | None = AUTO, window: str | int | float | None = AUTO,
-           grace: str | int | float | None = AUTO, stats_window: str | int | float | None = AUTO) -> dict[str, Choice]:
+           grace: str | int | float | None = AUTO, stats_window: str | int | float | None = AUTO,
+           action_window: int | str | None = None) -> dict[str, Choice]:
     """The run's time-scale settings: the given ones (checked), the others chosen from ``history``.
 
     Durations are given as ``"30s"``, ``"1d"`` or seconds; ``label_ttl``/``stats_window`` take ``None``
     (or ``"none"``) for "wait forever" / "off"; ``"auto"`` (the default) lets the data decide.
+    ``action_window`` (learns) is chosen only when asked for with ``"auto"`` (runs with a drift action).
     Raises :class:`ValueError` (one line) for a window the history cannot fill.
     """
     from dataflows.online import parse_duration_us
@@ -251,6 +262,13 @@ def choose(history: History, *, label_ttl: str | int | float | None = AUTO, wind
         us = parse_duration_us(stats_window)
         _check("stats_window", stats_window, us, history.event_times_us, need=STATS_MIN_ROWS, what="events")
         chosen["stats_window"] = Choice("stats_window", us, "given", given=True)
+    # detector warm-up before a drift action
+    if _auto(action_window):
+        n = min(ACTION_MAX, max(ACTION_MIN, n_labels // 10))
+        chosen["action_window"] = Choice("action_window", n, f"learns before a drift action: a tenth of the "
+                                         f"{n_labels:,} labels, within {ACTION_MIN:,}..{ACTION_MAX:,}", count=True)
+    elif action_window is not None:
+        chosen["action_window"] = Choice("action_window", int(action_window), "given", given=True, count=True)
     return chosen
 
 

@@ -189,7 +189,7 @@ def replay_job(
     anomaly: str | None = "zscore",
     watch: str | None = None,
     drift_action: str = "none",
-    action_window: int = 5_000,
+    action_window: int | str = AUTO,
     colocate: bool = False,
     per_key: bool = False,
     max_key_models: int = 100_000,
@@ -205,12 +205,14 @@ def replay_job(
         featurizer["shared_prior"] = False  # a key's features from its own events: shard-independent
     # Time-scale settings not given: from the pinned history (dataflows.defaults), printed below.
     chosen = choose(History.read(lake, events_version=pin.events, labels_version=pin.labels),
-                    label_ttl=label_ttl, window=window, grace=grace, stats_window=stats_window)
+                    label_ttl=label_ttl, window=window, grace=grace, stats_window=stats_window,
+                    action_window=action_window if drift_action not in (None, "", "none") else None)
     window_us, grace_us, ttl_us = (chosen[k].us for k in ("window", "grace", "label_ttl"))
     stats_us = chosen["stats_window"].us
     monitor = MonitorConfig.from_settings(stats_window=None if stats_us is None else f"{stats_us}us", lateness=lateness,
                                           anomaly=anomaly, watch=watch, drift_action=drift_action,
-                                          action_window=action_window)
+                                          action_window=chosen["action_window"].us if "action_window" in chosen
+                                          else 5_000)
     if run_id is None:
         run_id = run_id_for({
             "events": pin.events, "labels": pin.labels, "models": models, "seed": seed,
@@ -366,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anomaly", default="zscore", help="anomaly scorer spec: zscore, hst, ... ('none': off)")
     parser.add_argument("--drift-action", default="none", choices=["none", "reset", "retrain"],
                         help="what to do with a model whose error detector alarmed")
-    parser.add_argument("--action-window", type=int, default=5_000,
-                        help="recent labelled events to retrain from; least learns between two actions")
+    parser.add_argument("--action-window", default=AUTO,
+                        help="recent labelled events to retrain from; least learns between two actions "
+                             "(default: a tenth of the labels, 100..5,000)")
     parser.add_argument("--colocate", action="store_true",
                         help="learn each shard inside its source partition (multi-worker runs: nothing crosses)")
     parser.add_argument("--per-key", action="store_true",

@@ -118,6 +118,16 @@ def test_explicit_values_win_and_a_window_that_cannot_work_is_refused_in_one_lin
         choose(h, stats_window="1d")
 
 
+def test_detector_warm_up_before_a_drift_action_follows_the_history():
+    short = History.of(event_times_us=np.arange(800) * S, label_delays_us=np.full(800, S))
+    long = History.of(event_times_us=np.arange(200_000) * S, label_delays_us=np.full(200_000, S))
+    assert "action_window" not in choose(short)  # no drift action: nothing to warm up
+    assert choose(short, action_window="auto")["action_window"].line() == (
+        "action_window: 100 (learns before a drift action: a tenth of the 800 labels, within 100..5,000)")
+    assert choose(long, action_window="auto")["action_window"].us == 5_000
+    assert choose(short, action_window=300)["action_window"].text == "300"
+
+
 # --------------------------------------------------------------------------- the replay
 
 
