@@ -10,8 +10,8 @@ from that history, each with the reason a person reads at the start of the run:
 - ``window``: the prequential metric windows. The shortest round duration whose
   windows hold a median of :data:`METRIC_ROWS` labelled events (fewer on small
   histories, so there are about ten windows, never under :data:`METRIC_MIN_ROWS`).
-- ``grace``: how long after a window's end late labels still count. The label TTL:
-  every label the models learn from is also scored in its window.
+- ``grace``: how long after a window's end late labels still count. The longest
+  observed label delay, rounded up: every label of the history is scored in its window.
 - ``stats_window``: the window statistics' tumbling windows. The shortest round
   duration whose windows hold a median of :data:`STATS_ROWS` events.
 - ``action_window`` (only with a drift action): the detectors' warm-up, learns of a
@@ -247,10 +247,12 @@ def choose(history: History, *, label_ttl: str | int | float | None = AUTO, wind
         chosen["label_ttl"] = Choice("label_ttl", parse_duration_us(label_ttl), "given", given=True)
     # grace of late labels
     if grace is None or _auto(grace):
-        ttl = chosen["label_ttl"]
-        us = ttl.us if ttl.us is not None else chosen["window"].us
-        chosen["grace"] = Choice("grace", us, "the label TTL: every label learned is also scored in its window"
-                                 if ttl.us is not None else "one window: labels are waited for forever")
+        if n_labels:
+            longest = round_up(float(np.maximum(history.label_delays_us, 0).max()))
+            chosen["grace"] = Choice("grace", longest, "the longest observed label delay: every label of the "
+                                     "history is scored in its window")
+        else:
+            chosen["grace"] = Choice("grace", chosen["window"].us, "one window: no labels in the history")
     else:
         chosen["grace"] = Choice("grace", parse_duration_us(grace), "given", given=True)
     # window statistics

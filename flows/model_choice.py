@@ -24,12 +24,20 @@ CANDIDATES: dict[str, str] = {
     "hat-mc-50": "HoeffdingAdaptiveTree(grace_period=50, leaf_prediction='mc')",
     "hat-mc-200-conf": "HoeffdingAdaptiveTree(grace_period=200, leaf_prediction='mc', delta=1e-5)",
     "ht-mc-200": "HoeffdingTree(grace_period=200, leaf_prediction='mc')",
+    "ht-mc-100": "HoeffdingTree(grace_period=100, leaf_prediction='mc')",
     "hat-mc-200-bin": "HoeffdingAdaptiveTree(grace_period=200, leaf_prediction='mc', binary_split=True, delta=1e-5)",
+    "hat-mc-d1e-3": "HoeffdingAdaptiveTree(grace_period=200, leaf_prediction='mc', delta=1e-3)",
+    "efdt-mc-200": "ExtremelyFastDecisionTree(grace_period=200, leaf_prediction='mc')",
+    "sgt": "StochasticGradientTree(grace_period=200)",
+    "hat-nokeyn": "Discard('key_n') | HoeffdingAdaptiveTree(grace_period=200, leaf_prediction='mc')",
+    "hat-notrend": "Discard('key_n', 'month', 'day') | HoeffdingAdaptiveTree(grace_period=200, leaf_prediction='mc')",
+    "naive-bayes": "the registered spec: Gaussian naive Bayes",
+    "linear": "the registered spec: scaler + logistic regression",
 }
 
 
 def build(name: str, seed: int) -> Any:
-    from river import tree
+    from river import compose, tree
 
     hat = tree.HoeffdingAdaptiveTreeClassifier
     return {
@@ -37,8 +45,15 @@ def build(name: str, seed: int) -> Any:
         "hat-mc-50": lambda: hat(grace_period=50, leaf_prediction="mc", seed=seed),
         "hat-mc-200-conf": lambda: hat(grace_period=200, leaf_prediction="mc", delta=1e-5, seed=seed),
         "ht-mc-200": lambda: tree.HoeffdingTreeClassifier(grace_period=200, leaf_prediction="mc"),
+        "ht-mc-100": lambda: tree.HoeffdingTreeClassifier(grace_period=100, leaf_prediction="mc"),
         "hat-mc-200-bin": lambda: hat(grace_period=200, leaf_prediction="mc", binary_split=True, delta=1e-5,
                                       seed=seed),
+        "hat-mc-d1e-3": lambda: hat(grace_period=200, leaf_prediction="mc", delta=1e-3, seed=seed),
+        "efdt-mc-200": lambda: tree.ExtremelyFastDecisionTreeClassifier(grace_period=200, leaf_prediction="mc"),
+        "sgt": lambda: tree.SGTClassifier(grace_period=200),
+        "hat-nokeyn": lambda: compose.Discard("key_n") | hat(grace_period=200, leaf_prediction="mc", seed=seed),
+        "hat-notrend": lambda: compose.Discard("key_n", "month", "day") | hat(grace_period=200, leaf_prediction="mc",
+                                                                               seed=seed),
     }[name]()
 
 
