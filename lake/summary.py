@@ -34,13 +34,13 @@ class RunSummary:
             lines.append(f"    {n:>8,}  {reason}")
         lines.extend(f"  {line}" for line in self.discards)
         for model, n in self.predictions.items():
-            lines.append(f"  {model:<12} predictions {n:,}   learned {self.learned.get(model, 0):,}   "
+            lines.append(f"  {model:<14} predictions {n:,}   learned {self.learned.get(model, 0):,}   "
                          f"checkpoints {self.checkpoints.get(model, 0)}")
         if self.overall.height:
             lines.append("  prequential, whole run:")
             for row in self.overall.iter_rows(named=True):
                 auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}"
-                lines.append(f"    {row['model']:<12} accuracy {row['accuracy']:.3f}   "
+                lines.append(f"    {row['model']:<14} accuracy {row['accuracy']:.3f}   "
                              f"log loss {row['log_loss']:.3f}   mean window ROC AUC {auc}")
         if self.monthly.height:
             lines.append("  accuracy by month of event time (labelled events):")
