@@ -61,6 +61,8 @@ ACTION_MIN, ACTION_MAX = 100, 5_000
 """Bounds of the data-derived ``action_window`` (learns)."""
 TTL_QUANTILE = 0.999
 """The share of observed label delays the label TTL covers."""
+WARN_SHARE = 0.01
+"""A given label TTL shorter than more than this share of the label delays is flagged at the start."""
 
 _S = 1_000_000
 UNITS: tuple[tuple[str, int], ...] = (("d", 86_400 * _S), ("h", 3_600 * _S), ("m", 60 * _S), ("s", _S),
@@ -244,7 +246,13 @@ def choose(history: History, *, label_ttl: str | int | float | None = AUTO, wind
     elif _off(label_ttl):
         chosen["label_ttl"] = Choice("label_ttl", None, "given: wait forever", given=True)
     else:
-        chosen["label_ttl"] = Choice("label_ttl", parse_duration_us(label_ttl), "given", given=True)
+        us = parse_duration_us(label_ttl)
+        longer = int((history.label_delays_us > us).sum())
+        reason = "given"
+        if longer > WARN_SHARE * n_labels:
+            reason += (f"; {longer:,} of the {n_labels:,} observed label delays ({100 * longer / n_labels:.1f}%) are "
+                       "longer: those labels will not be learned")
+        chosen["label_ttl"] = Choice("label_ttl", us, reason, given=True)
     # grace of late labels
     if grace is None or _auto(grace):
         if n_labels:

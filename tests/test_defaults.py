@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -139,6 +140,9 @@ def test_labels_confirmed_1_to_40_days_later_are_learned_with_the_default_ttl(tm
     # (expiry is decided between batches: batches of a few days of transactions, as on a long history)
     old = run_replay(lake, "linear", recovery=False, label_ttl="7d", batch_size=100)
     err = capsys.readouterr().err
+    # said at the start already
+    assert re.search(r"label_ttl: 7d \(given; 1,\d{3} of the 2,000 observed label delays \(8\d\.\d%\) are longer: "
+                     r"those labels will not be learned\)", err)
     learned_old = read_table(lake, "learn_log").filter(pl.col("run_id") == old).height
     assert learned_old < 0.3 * n_labels
     # said at the end, on stderr and in the lake
