@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
     parser.add_argument("--window", default=AUTO,
                         help="prequential metric windows, e.g. 1d (default: from the data, printed at the start)")
-    parser.add_argument("--grace", default=AUTO, help="how long late labels still count (default: the label TTL)")
+    parser.add_argument("--grace", default=AUTO,
+                        help="how long late labels still count (default: the longest observed label delay)")
     parser.add_argument("--label-ttl", default=AUTO,
                         help="give up waiting for a label this long after its event; 'none': wait forever "
                              "(default: the 99.9th percentile of the observed label delays)")
