@@ -194,9 +194,11 @@ class ShardLearner:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if "discards" not in state:  # a snapshot from before the end-of-run summary
+        if "discards" not in state:  # a snapshot from before the end-of-run summary and the cold-start prior
             self.discards = Discards()
             self.n_positive = 0
+            for slot in self.slots:
+                slot.fresh = slot.n_learned == 0
         if "_arena" not in state:  # a snapshot from before the columnar path
             self._arena = Arena(len(self.slots))
             self._col_layout = None
