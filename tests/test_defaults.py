@@ -263,3 +263,25 @@ def test_a_key_without_a_model_of_its_own_is_not_called_positive(tmp_path, capsy
     assert unseen.height > 100 and unseen["score"].unique().to_list() == [0.0]
     r = reproduce(lake, unseen["event_id"][-1], run_id=run_id)[0]
     assert r.bit_equal
+
+
+def test_a_reset_model_serves_the_prior_of_the_labels_so_far_until_it_learns(tmp_path, capsys):
+    from lake.ingest import ingest_scenario
+
+    lake = str(tmp_path / "lake")
+    ingest_scenario(lake, "agrawal-drift", n=8_000, seed=3)
+    run_id = run_replay(lake, "linear,naive-bayes", recovery=False, window="1h", drift_action="reset",
+                        action_window=1_000, stats_window=None, anomaly=None)
+    capsys.readouterr()
+    act = read_table(lake, "drift_actions").filter(pl.col("run_id") == run_id).sort("seq").row(0, named=True)
+    learns = read_table(lake, "learn_log").filter((pl.col("run_id") == run_id) & (pl.col("model") == act["model"]))
+    before = learns.filter(pl.col("seq") <= act["seq"])
+    prior = before["label"].sum() / before.height
+    assert 0.05 < prior < 0.95
+    next_learn = learns.filter(pl.col("seq") > act["seq"])["seq"].min()
+    served = read_table(lake, "predictions").filter(
+        (pl.col("run_id") == run_id) & (pl.col("model") == act["model"]) & (pl.col("seq") > act["seq"])
+        & (pl.col("seq") < next_learn))
+    assert served.height >= 1 and served["score"].unique().to_list() == [prior]
+    r = reproduce(lake, served["event_id"][0], run_id=run_id, model=act["model"])[0]
+    assert r.bit_equal and r.model_version == act["model_version"]
