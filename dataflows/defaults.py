@@ -75,6 +75,10 @@ ROUND_DURATIONS: tuple[str, ...] = (
 """Candidate window lengths, shortest first."""
 
 
+class SettingsError(ValueError):
+    """A setting the history cannot serve (a window it cannot fill); its message is one line."""
+
+
 def duration_us(text: str) -> int:
     """Microseconds of a round duration such as ``"15m"`` or ``"7d"``.
 
@@ -199,7 +203,7 @@ def _window(name: str, times: np.ndarray, *, want: int, what: str) -> Choice:
 def _check(name: str, value: str, us: int, times: np.ndarray, *, need: int, what: str) -> None:
     median = _median_per_window(times, us)
     if times.size and median < need:
-        raise ValueError(f"{name}={value!r} holds a median of {median:,.0f} {what} per window in this history; "
+        raise SettingsError(f"{name}={value!r} holds a median of {median:,.0f} {what} per window in this history; "
                          f"at least {need} are needed: give a longer {name}, or leave it out to let the data choose")
 
 
@@ -219,7 +223,7 @@ def choose(history: History, *, label_ttl: str | int | float | None = AUTO, wind
     Durations are given as ``"30s"``, ``"1d"`` or seconds; ``label_ttl``/``stats_window`` take ``None``
     (or ``"none"``) for "wait forever" / "off"; ``"auto"`` (the default) lets the data decide.
     ``action_window`` (learns) is chosen only when asked for with ``"auto"`` (runs with a drift action).
-    Raises :class:`ValueError` (one line) for a window the history cannot fill.
+    Raises :class:`SettingsError` (one line) for a window the history cannot fill.
     """
     from dataflows.online import parse_duration_us
 

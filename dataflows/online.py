@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from dataflows.control import PromotionControl
-from dataflows.defaults import AUTO, History, announce, choose
+from dataflows.defaults import AUTO, History, SettingsError, announce, choose
 from dataflows.gc_tuning import tune_gc
 from dataflows.items import Batch, Output
 from dataflows.learner import RunConfig, ShardLearner
@@ -382,16 +383,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="--per-key: keys with a model kept per shard and model (default 100,000)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
-                        run_id=args.run_id, shards=args.shards, batch_size=args.batch_size,
-                        checkpoint_every=args.checkpoint_every, window=args.window, grace=args.grace,
-                        label_ttl=args.label_ttl, exclude=args.exclude,
-                        rate=args.rate, hash_fields=args.hash_fields, n_buckets=args.n_buckets,
-                        drift=args.drift, watch=args.watch,
-                        stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
-                        drift_action=args.drift_action, action_window=args.action_window,
-                        colocate=args.colocate, per_key=args.per_key, max_key_models=args.max_key_models,
-                        balance=args.balance)
+    try:
+        run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
+                            run_id=args.run_id, shards=args.shards, batch_size=args.batch_size,
+                            checkpoint_every=args.checkpoint_every, window=args.window, grace=args.grace,
+                            label_ttl=args.label_ttl, exclude=args.exclude,
+                            rate=args.rate, hash_fields=args.hash_fields, n_buckets=args.n_buckets,
+                            drift=args.drift, watch=args.watch,
+                            stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
+                            drift_action=args.drift_action, action_window=args.action_window,
+                            colocate=args.colocate, per_key=args.per_key, max_key_models=args.max_key_models,
+                            balance=args.balance)
+    except SettingsError as ex:  # refused before any work: one line
+        print(f"error: {ex}", file=sys.stderr)
+        return 2
     print(run_id)
     return 0
 

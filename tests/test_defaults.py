@@ -285,3 +285,14 @@ def test_a_reset_model_serves_the_prior_of_the_labels_so_far_until_it_learns(tmp
     assert served.height >= 1 and served["score"].unique().to_list() == [prior]
     r = reproduce(lake, served["event_id"][0], run_id=run_id, model=act["model"])[0]
     assert r.bit_equal and r.model_version == act["model_version"]
+
+
+def test_the_command_refuses_a_window_the_history_cannot_fill_in_one_line(tmp_path, subprocess_env):
+    lake = _lake(tmp_path / "cards", _card_frames(300))
+    proc = subprocess.run([sys.executable, "-m", "dataflows.online", "--lake", lake, "--window", "1m",
+                           "--no-recovery"], capture_output=True, text=True, env=subprocess_env, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: window='1m' holds a median of 1 labelled events per window in this history; at least 10 are "
+        "needed: give a longer window, or leave it out to let the data choose"]
+    assert not (tmp_path / "cards" / "predictions").exists()  # refused before any work
