@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import platform
+import sys
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from river.drift import ADWIN
 
 from dataflows.columnar import Arena, Layout, log1p_counts, tokenize
 from dataflows.columnar import available as columnar_available
+from dataflows.discards import Discards
 from dataflows.features import KeyedFeaturizer
 from dataflows.items import EVENT, LABEL, Batch, Output
 from dataflows.models import get_spec
@@ -41,7 +43,7 @@ from dataflows.validate import dead_letter
 from lake import integrity
 from lake import names as lake_names
 from lake.arrow import features_array, rows_to_arrow
-from lake.schemas import FEATURES, LEARN_LOG, PREDICTIONS, UTC_TS
+from lake.schemas import FEATURES, LEARN_LOG, PREDICTIONS, RUN_SUMMARIES, UTC_TS
 from monitoring.columns import DenseFeatures
 from monitoring.error_drift import ErrorDriftDetector, make_detector
 from monitoring.prequential import WindowedPrequential
@@ -112,7 +114,7 @@ class _Slot:
     """One model on this shard."""
 
     __slots__ = ("name", "role", "estimator", "n_learned", "version", "checkpointed_at", "metrics", "detectors",
-                 "acted_at")
+                 "acted_at", "fresh")
 
     def __init__(self, name: str, role: str, estimator: Any, metrics: WindowedPrequential,
                  detectors: list[ErrorDriftDetector]) -> None:
@@ -125,6 +127,9 @@ class _Slot:
         self.checkpointed_at = -1
         self.metrics = metrics
         self.acted_at = 0  # n_learned at the last drift action (a new model gets action_window learns first)
+        # Nothing learned yet: the model's 0.5 would be a tie read as "positive"; the learner serves the
+        # prior of the labels learned so far instead (see ShardLearner.prior).
+        self.fresh = True
 
 
 def model_digest(model_bytes: bytes) -> str:
@@ -162,6 +167,8 @@ class ShardLearner:
         self.last_seq = -1
         self.n_events = 0
         self.n_labels = 0
+        self.n_positive = 0  # positives among the n_labels learned (the prior a fresh model serves)
+        self.discards = Discards()  # what did not reach learning, said at the end (dataflows.discards)
         self.last_labelled: str | None = None  # event id of the last label learned
         self.started = False
         self.monitor = StreamMonitor(config.monitor, run_id=config.run_id, shard=shard, seed=config.seed)
@@ -189,6 +196,11 @@ class ShardLearner:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "discards" not in state:  # a snapshot from before the end-of-run summary and the cold-start prior
+            self.discards = Discards()
+            self.n_positive = 0
+            for slot in self.slots:
+                slot.fresh = slot.n_learned == 0
         if "_arena" not in state:  # a snapshot from before the columnar path
             self._arena = Arena(len(self.slots))
             self._col_layout = None
@@ -238,6 +250,16 @@ class ShardLearner:
     # -- the step ------------------------------------------------------------------
     def process(self, batch: Batch) -> Output:
         """Run a validated batch; returns the rows to write, as one Arrow table per table."""
+        out = self._process(batch)
+        self.discards.tally(out.tables, n_models=len(self.slots))
+        return out
+
+    def prior(self) -> float:
+        """What a model that has learned nothing serves: the share of positives among the labels learned
+        so far on this shard, 0.0 (negative) when none."""
+        return self.n_positive / self.n_labels if self.n_labels else 0.0
+
+    def _process(self, batch: Batch) -> Output:
         if self.columnar and batch.columns is not None and not batch.materialized and self._columnar_ok():
             out = self._process_columnar(batch)
             if out is not None:
@@ -282,6 +304,9 @@ class ShardLearner:
         arrivals = self._arrivals
         track_arrivals = cfg.label_ttl_us is not None
         clock = self._clock_us
+        fresh = [s.fresh for s in slots]
+        cold = any(fresh) or keyed  # some model has learned nothing (per key: a key may have no model)
+        n_lab, n_pos = self.n_labels, self.n_positive
         for item in batch.items:
             if item[1] == EVENT:
                 _, _, event_id, t, key, payload = item
@@ -291,10 +316,13 @@ class ShardLearner:
                     continue
                 try:
                     x = transform(payload, key=key, event_time_us=t)
-                    scores = []
-                    for i in slot_range:
-                        p = probas[i](x, key) if keyed else probas[i](x)
-                        scores.append(p.get(True, 0.0) if p else 0.5)
+                    if cold:
+                        scores = self._cold_scores(x, key, probas, fresh, n_lab, n_pos)
+                    else:
+                        scores = []
+                        for i in slot_range:
+                            p = probas[i](x)
+                            scores.append(p.get(True, 0.0) if p else 0.5)
                 except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
                     dead.append((run_id, shard, *dead_letter(
                         item, step="predict", reason=f"{type(ex).__name__}: {ex}", source=batch.source)))
@@ -335,6 +363,12 @@ class ShardLearner:
                         item, step="learn", reason=f"{type(ex).__name__}: {ex}", source=batch.source)))
                     continue
                 learn_label(key=key, y=y)
+                n_lab += 1
+                n_pos += y
+                if cold and not keyed:
+                    for i in slot_range:
+                        fresh[i] = slots[i].fresh = False
+                    cold = False
                 if recent is not None:
                     recent.append((x, y, key))
                 alarmed: list[tuple[int, str]] = []
@@ -366,6 +400,8 @@ class ShardLearner:
                 for i, detector in alarmed:
                     if self._act(slots[i], item[0], event_id, t, detector, checkpoints, actions):
                         probas[i], learners[i] = slots[i].estimator.predict_proba_one, slots[i].estimator.learn_one
+                        fresh[i] = slots[i].fresh
+                        cold = cold or fresh[i]
                         ev_runs[i].append((len(ev_items), slots[i].version))
                         lb_runs[i].append((row + 1, slots[i].version))
                 labelled.add(event_id)
@@ -375,6 +411,7 @@ class ShardLearner:
         expired = self._expire(batch.items[-1][0] if batch.items else self.last_seq)
         self.n_events += len(ev_items)
         self.n_labels += len(lb_items)
+        self.n_positive = n_pos
         if batch.items:
             self.last_seq = max(self.last_seq, batch.items[-1][0])
         if batch.dead:
@@ -407,6 +444,22 @@ class ShardLearner:
             tables["drift_events"] = (pa.concat_tables([tables["drift_events"], monitored_drifts])
                                       if "drift_events" in tables else monitored_drifts)
         return Output(shard, tables)
+
+    def _cold_scores(self, x: dict, key: Any, probas: list, fresh: list[bool], n_lab: int, n_pos: int) -> list[float]:
+        """Every model's score of one event when some model has learned nothing: such a model serves the
+        prior of the labels learned so far (:meth:`prior`); a per-key model without a model for ``key``
+        (never learned from, or forgotten) serves 0.0, the prior of the key's labels it holds (none)."""
+        scores = []
+        keyed = self.config.per_key
+        for i, slot in enumerate(self.slots):
+            p = probas[i](x, key) if keyed else probas[i](x)  # (asked all the same: its errors dead-letter the event)
+            if keyed and not slot.estimator.has_model(key):
+                scores.append(0.0)
+            elif not keyed and fresh[i]:
+                scores.append(n_pos / n_lab if n_lab else 0.0)
+            else:
+                scores.append(p.get(True, 0.0) if p else 0.5)
+        return scores
 
     # -- the columnar path ------------------------------------------------------------
     def _columnar_ok(self) -> bool:
@@ -562,6 +615,12 @@ class ShardLearner:
                     ev_runs[i].append((n_ev_before, slots[i].version))
                     lb_runs[i].append((cut + 1, slots[i].version))
             seg_start = seg_stop
+        if any(s.fresh for s in slots):  # models that had learned nothing serve the prior until their first label
+            before = int(np.searchsorted(ev_items, lb_item_acc[0])) if n_acc else n_ev
+            for i, slot in enumerate(slots):
+                if slot.fresh:
+                    ev_scores[i, :before] = self.prior()
+                    slot.fresh = not n_acc
         arena.scores[base_slot: base_slot + n_ev] = ev_scores.T
         # Bookkeeping the item path does per item.
         acc_ids = [lb_ids[j] for j in acc_j]
@@ -593,6 +652,7 @@ class ShardLearner:
         expired_rows = self._expire(last_seq)
         self.n_events += n_ev
         self.n_labels += n_acc
+        self.n_positive += int(lb_y.sum())
         self.last_seq = max(self.last_seq, last_seq)
         if batch.dead:
             self.last_seq = max(self.last_seq, batch.dead[-1][0])
@@ -860,6 +920,7 @@ class ShardLearner:
             trained_on = len(self.recent)
         before = slot.n_learned
         slot.estimator = fresh
+        slot.fresh = trained_on == 0
         slot.acted_at = slot.n_learned
         slot.detectors = [make_detector(d) for d in self.config.drift_detectors]
         self._checkpoint(slot, seq, event_id, checkpoints, suffix=f"-{mon.drift_action}")
@@ -962,6 +1023,13 @@ class ShardLearner:
         tables = {name: rows_to_arrow(name, rows)
                   for name, rows in (("metrics", metrics), ("checkpoints", checkpoints)) if rows}
         tables.update(self.monitor.finish(seq))
+        self.discards.tally(tables, n_models=len(self.slots))
+        row = self.discards.row(run_id=self.config.run_id, shard=self.shard, seq=seq,
+                                label_ttl_us=self.config.label_ttl_us)
+        tables["run_summaries"] = pa.Table.from_pylist([row], schema=RUN_SUMMARIES)
+        print(row["summary"], file=sys.stderr, flush=True)
+        if row["warning"] is not None:
+            print(f"warning: {row['warning']}", file=sys.stderr, flush=True)
         return Output(self.shard, tables)
 
 

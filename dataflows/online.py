@@ -25,6 +25,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from dataflows.control import PromotionControl
+from dataflows.defaults import AUTO, History, SettingsError, announce, choose
 from dataflows.gc_tuning import tune_gc
 from dataflows.items import Batch, Output
 from dataflows.learner import RunConfig, ShardLearner, resume_learner, seal_learner
@@ -185,8 +186,8 @@ def replay_job(
     batch_size: int | None = None,
     seed: int = 42,
     checkpoint_every: int = 10_000,
-    window: str = "1d",
-    grace: str = "1d",
+    window: str | None = AUTO,
+    grace: str | None = AUTO,
     threshold: float = 0.5,
     exclude: str | Sequence[str] = (),
     categorical: str | Sequence[str] = (),
@@ -194,16 +195,16 @@ def replay_job(
     flush_seconds: float = 5.0,
     rate: float | None = None,
     control_interval_s: float = 2.0,
-    label_ttl: str | None = "7d",
+    label_ttl: str | None = AUTO,
     hash_fields: str | Sequence[str] = (),
     n_buckets: int = 2**20,
     drift: str | Sequence[str] = "adwin",
-    stats_window: str | None = "1h",
+    stats_window: str | None = AUTO,
     lateness: str = "0s",
     anomaly: str | None = "zscore",
     watch: str | None = None,
     drift_action: str = "none",
-    action_window: int = 5_000,
+    action_window: int | str = AUTO,
     colocate: bool = False,
     per_key: bool = False,
     max_key_models: int = 100_000,
@@ -218,10 +219,16 @@ def replay_job(
         featurizer.update(hash_fields=sorted(_names(hash_fields)), n_buckets=n_buckets)
     if per_key:
         featurizer["shared_prior"] = False  # a key's features from its own events: shard-independent
-    window_us, grace_us = parse_duration_us(window), parse_duration_us(grace)
-    ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
-    monitor = MonitorConfig.from_settings(stats_window=stats_window, lateness=lateness, anomaly=anomaly,
-                                          watch=watch, drift_action=drift_action, action_window=action_window)
+    # Time-scale settings not given: from the pinned history (dataflows.defaults), printed below.
+    chosen = choose(History.read(lake, events_version=pin.events, labels_version=pin.labels),
+                    label_ttl=label_ttl, window=window, grace=grace, stats_window=stats_window,
+                    action_window=action_window if drift_action not in (None, "", "none") else None)
+    window_us, grace_us, ttl_us = (chosen[k].us for k in ("window", "grace", "label_ttl"))
+    stats_us = chosen["stats_window"].us
+    monitor = MonitorConfig.from_settings(stats_window=None if stats_us is None else f"{stats_us}us", lateness=lateness,
+                                          anomaly=anomaly, watch=watch, drift_action=drift_action,
+                                          action_window=chosen["action_window"].us if "action_window" in chosen
+                                          else 5_000)
     source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate, balance=balance)
     # Label expiry runs per batch, so the batch size is part of what the run computes.
     identity = RunIdentity(kind="replay", lake=os.fspath(lake), events_version=pin.events,
@@ -235,10 +242,12 @@ def replay_job(
     })
     run_id = identity.run_id() if run_id is None else run_id
     record_run(lake, run_id, identity)  # another identity under this id is refused here, before any work
+    source.run_id = run_id  # named in the progress lines on stderr
     config = RunConfig(run_id=run_id, models=models, seed=seed, checkpoint_every=checkpoint_every,
                        window_us=window_us, grace_us=grace_us, threshold=threshold,
                        featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
                        monitor=monitor, per_key=per_key, max_key_models=max_key_models)
+    announce(run_id, pin, chosen.values())
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
                      flush_seconds=flush_seconds, part_names=source.list_parts() if colocate else None)
     return ReplayJob(source, sink, config, os.fspath(lake), control_interval_s, colocate)
@@ -268,6 +277,12 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     (text fields such as a URL split into tokens hashed into ``n_buckets``
     indicators: bounded memory on feature-evolving streams), ``drift`` (detectors run
     on every model's error stream, alarms in ``drift_events``; ``""`` for none).
+
+    ``window``, ``grace``, ``label_ttl`` and ``stats_window`` default to ``"auto"``: chosen
+    from the pinned history (:mod:`dataflows.defaults`) and printed on stderr with their
+    reasons when the replay is built, with the run id; every shard prints progress lines
+    (events and items done, rate, ETA) and, at the end, what did not reach learning
+    (:mod:`dataflows.discards`, also a ``run_summaries`` row; a warning past the thresholds).
 
     Monitoring (:mod:`monitoring.stream`): ``stats_window`` (event-time tumbling windows
     of feature statistics in ``window_stats``, e.g. ``"15s"``; ``None`` for none) closed
@@ -357,7 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="items per replay batch (default 10,000; 2,000 when paced with --rate)")
     parser.add_argument("--checkpoint-every", type=int, default=10_000)
-    parser.add_argument("--window", default="1d")
+    parser.add_argument("--window", default=AUTO,
+                        help="prequential metric windows, e.g. 1d (default: from the data, printed at the start)")
+    parser.add_argument("--grace", default=AUTO,
+                        help="how long late labels still count (default: the longest observed label delay)")
+    parser.add_argument("--label-ttl", default=AUTO,
+                        help="give up waiting for a label this long after its event; 'none': wait forever "
+                             "(default: the 99.9th percentile of the observed label delays)")
     parser.add_argument("--exclude", default="")
     parser.add_argument("--hash-fields", default="", help="text fields to tokenize and hash (e.g. url)")
     parser.add_argument("--n-buckets", type=int, default=2**20,
@@ -368,13 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift", default="adwin", help="detectors on every model's error stream ('' for none)")
     parser.add_argument("--watch", default=None,
                         help="label-free detectors on the champion, e.g. 'feature:x=adwin; new_features=adwin'")
-    parser.add_argument("--stats-window", default="1h", help="window statistics' tumbling window ('none': off)")
+    parser.add_argument("--stats-window", default=AUTO,
+                        help="window statistics' tumbling window ('none': off; default: from the data)")
     parser.add_argument("--lateness", default="0s", help="watermark lag behind the latest event time")
     parser.add_argument("--anomaly", default="zscore", help="anomaly scorer spec: zscore, hst, ... ('none': off)")
     parser.add_argument("--drift-action", default="none", choices=["none", "reset", "retrain"],
                         help="what to do with a model whose error detector alarmed")
-    parser.add_argument("--action-window", type=int, default=5_000,
-                        help="recent labelled events to retrain from; least learns between two actions")
+    parser.add_argument("--action-window", default=AUTO,
+                        help="recent labelled events to retrain from; least learns between two actions "
+                             "(default: a tenth of the labels, 100..5,000)")
     parser.add_argument("--colocate", action="store_true",
                         help="learn each shard inside its source partition (multi-worker runs: nothing crosses)")
     parser.add_argument("--per-key", action="store_true",
@@ -391,14 +414,15 @@ def main(argv: list[str] | None = None) -> int:
         run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
                             run_id=args.run_id, events_version=args.events_version, labels_version=args.labels_version,
                             shards=args.shards, batch_size=args.batch_size,
-                            checkpoint_every=args.checkpoint_every, window=args.window, exclude=args.exclude,
+                            checkpoint_every=args.checkpoint_every, window=args.window, grace=args.grace,
+                            label_ttl=args.label_ttl, exclude=args.exclude,
                             rate=args.rate, hash_fields=args.hash_fields, n_buckets=args.n_buckets,
                             drift=args.drift, watch=args.watch,
                             stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
                             drift_action=args.drift_action, action_window=args.action_window,
                             colocate=args.colocate, per_key=args.per_key, max_key_models=args.max_key_models,
                             balance=args.balance)
-    except RunIdentityError as ex:
+    except (RunIdentityError, SettingsError) as ex:  # refused before any work: one line
         print(f"error: {ex}", file=sys.stderr)
         return 2
     print(run_id)
@@ -511,8 +535,10 @@ ENV = {
     "RIVERLAKE_BATCH_SIZE": ("batch_size", int, None),
     "RIVERLAKE_SEED": ("seed", int, 42),
     "RIVERLAKE_CHECKPOINT_EVERY": ("checkpoint_every", int, 10_000),
-    "RIVERLAKE_WINDOW": ("window", str, "1d"),
-    "RIVERLAKE_GRACE": ("grace", str, "1d"),
+    "RIVERLAKE_WINDOW": ("window", str, AUTO),
+    "RIVERLAKE_GRACE": ("grace", str, AUTO),
+    "RIVERLAKE_LABEL_TTL": ("label_ttl", str, AUTO),
+    "RIVERLAKE_STATS_WINDOW": ("stats_window", str, AUTO),
     "RIVERLAKE_EXCLUDE": ("exclude", str, ""),
     "RIVERLAKE_HASH_FIELDS": ("hash_fields", str, ""),
     "RIVERLAKE_PER_KEY": ("per_key", _flag, False),

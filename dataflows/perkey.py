@@ -67,6 +67,10 @@ class PerKeyModel:
         """Keys with a model of their own."""
         return len(self.models)
 
+    def has_model(self, key: Any) -> bool:
+        """Whether ``key`` has a model of its own (it learned, and was not forgotten since)."""
+        return key in self.models
+
     def model_for(self, key: Any) -> Any:
         """The model that serves ``key`` (the blank model for a key never learned from)."""
         return self.models.get(key, self.blank)

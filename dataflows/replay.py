@@ -154,6 +154,13 @@ class ReplayPlan:
     def n_labels(self) -> int:
         return self._labels.height
 
+    def events_before(self, seq: int) -> int:
+        """Events among the items ``0 <= seq' < seq`` (the progress of a replay, in events)."""
+        s, e, _ = self._cursor
+        if s == seq:
+            return e
+        return self._seek(seq)[0]
+
     def _seek(self, seq: int) -> tuple[int, int]:
         s, e, lab = self._cursor
         if seq < s:

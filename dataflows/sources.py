@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,25 +22,53 @@ DEFAULT_PACED_BATCH = 2_000
 """Items per replay batch when it is paced (``rate``): one batch per ``2,000 / rate`` seconds."""
 
 
+PROGRESS_EVERY_S = 10.0
+"""Seconds between two progress lines of a replay partition (also one per 10% of its items)."""
+
+
 class _ReplayPartition(StatefulSourcePartition[Batch, int]):
     def __init__(self, plan: ReplayPlan, *, start: int, batch_size: int, rate: float | None = None,
-                 progress: Callable[[int, int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int, int], None] | None = None, run_id: str | None = None) -> None:
         self._progress = progress
         self._plan = plan
         self._pos = start
+        self._start = start
         self._batch_size = batch_size
         self._rate = rate
         self._awake: datetime | None = None
-        self._started = time.monotonic()
+        self._started = self._reported_at = time.monotonic()
         self._step = max(batch_size, len(plan) // 10)
         self._next_report = start + self._step
+        self._finished = False
+        self._label = f"replay {run_id} shard {plan.shard}" if run_id else f"replay shard {plan.shard}"
         log.info("shard %d: replaying %s items (%s events, %s labels) from seq %d",
                  plan.shard, f"{len(plan):,}", f"{plan.n_events:,}", f"{plan.n_labels:,}", start)
 
+    def _report(self, total: int) -> None:
+        """One progress line on stderr: events and items done, rate, time left."""
+        now = time.monotonic()
+        self._reported_at = now
+        elapsed = max(now - self._started, 1e-9)
+        rate = (self._pos - self._start) / elapsed
+        eta = (total - self._pos) / rate if rate > 0 else float("inf")
+        events = self._plan.events_before(self._pos)
+        print(f"{self._label}: {events:,}/{self._plan.n_events:,} events, {self._pos:,}/{total:,} items "
+              f"({100.0 * self._pos / max(total, 1):.0f}%), {rate:,.0f} items/s, "
+              f"{'done' if self._pos >= total else f'ETA {_clock(eta)}'} after {_clock(elapsed)}",
+              file=sys.stderr, flush=True)
+
     def next_batch(self) -> list[Batch]:
         total = len(self._plan)
+        # Progress of the items emitted so far (the engine asks for the next batch once it took the last).
         if self._pos >= total:
+            if not self._finished and self._pos > self._start:
+                self._report(total)
+            self._finished = True
             raise StopIteration
+        if self._pos >= self._next_report or time.monotonic() - self._reported_at >= PROGRESS_EVERY_S:
+            while self._next_report <= self._pos:
+                self._next_report += self._step
+            self._report(total)
         stop = self._pos + self._batch_size
         batch = self._plan.batch(self._pos, stop)
         if self._rate:
@@ -47,11 +76,6 @@ class _ReplayPartition(StatefulSourcePartition[Batch, int]):
         self._pos = min(stop, total)
         if self._progress is not None:
             self._progress(self._plan.shard, self._pos, total)
-        if self._pos >= self._next_report or self._pos == total:
-            self._next_report += self._step
-            rate = self._pos / max(time.monotonic() - self._started, 1e-9)
-            log.info("shard %d: %s/%s items (%.0f%%, %s items/s)", self._plan.shard, f"{self._pos:,}",
-                     f"{total:,}", 100.0 * self._pos / total, f"{rate:,.0f}")
         return [batch]
 
     def next_awake(self) -> datetime | None:
@@ -69,7 +93,8 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
 
     def __init__(self, lake: str | os.PathLike[str], *, pin: Pin, shards: int = 1,
                  batch_size: int | None = None, rate: float | None = None,
-                 progress: Callable[[int, int, int], None] | None = None, balance: bool = False) -> None:
+                 progress: Callable[[int, int, int], None] | None = None, balance: bool = False,
+                 run_id: str | None = None) -> None:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be > 0 items per second, got {rate!r}")
         if shards < 1:
@@ -87,6 +112,7 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
         self.rate = rate
         self.progress = progress  # called as progress(shard, items emitted, items in total)
         self.balance = balance  # keys placed on shards by event counts, not CRC-32 (replay.balanced_shards)
+        self.run_id = run_id  # named in the progress lines on stderr
 
     def list_parts(self) -> list[str]:
         return [f"shard-{i}" for i in range(self.shards)]
@@ -95,4 +121,20 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
         shard = int(for_part.rsplit("-", 1)[1])
         plan = ReplayPlan(self.lake, pin=self.pin, shard=shard, shards=self.shards, balance=self.balance)
         return _ReplayPartition(plan, start=resume_state or 0, batch_size=self.batch_size, rate=self.rate,
-                                progress=self.progress)
+                                progress=self.progress, run_id=self.run_id)
+
+
+def _clock(seconds: float) -> str:
+    """``"1h02m"``, ``"3m05s"``, ``"42s"`` (``"?"`` when unknown).
+
+    >>> _clock(3725), _clock(185), _clock(4.2), _clock(float("inf"))
+    ('1h02m', '3m05s', '4s', '?')
+    """
+    if not seconds < float("inf"):
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"

@@ -1,6 +1,6 @@
 """The main job on the embedded default: fill a local lake with a scenario, replay it, run the flows.
 
-    python -m flows.demo [--lake lakehouse] [--scenario flights] [--model linear,tree] [--limit N]
+    python -m flows.demo [--lake lakehouse] [--scenario flights] [--model linear,hoeffding-tree] [--limit N]
 
 Steps: ingest the scenario; replay it through the dataflow (models, prequential
 metrics, drift detectors, window statistics, anomaly scores); version the
@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default="lakehouse", help="lake root folder (default ./lakehouse)")
     parser.add_argument("--scenario", default="flights", help="scenario to ingest (default flights)")
-    parser.add_argument("--model", default="linear,tree",
-                        help="model specs, champion first (default linear,tree)")
+    parser.add_argument("--model", default="linear,hoeffding-tree",
+                        help="model specs, champion first (default linear,hoeffding-tree)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N events of the scenario")
-    parser.add_argument("--window", default="1d", help="prequential metric window (default 1d)")
+    parser.add_argument("--window", default="auto",
+                        help="prequential metric window (default: chosen from the data, 1d on flights)")
     parser.add_argument("--exclude", default="tailnum,flight",
                         help="payload fields not used as features (default tailnum,flight: identifiers)")
     parser.add_argument("--report-window", default="7d",

@@ -235,6 +235,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         dt = open_table(args.lake, name)
         rows = sum(pa.table(dt.get_add_actions(flatten=True)).column("num_records").to_pylist())
         print(f"{name:<16} version {dt.version():>6}   rows {rows:>12,}")
+    from lake.summary import discard_lines
+
+    lines = discard_lines(args.lake)
+    if lines:
+        print("what runs did not learn from (run_summaries):")
+        for line in lines:
+            print(f"  {line}")
     return 0
 
 
@@ -285,7 +292,7 @@ COMMANDS: list[Command] = [
         cmd_ingest,
     ),
     ("maintain", "compact, checkpoint and vacuum tables", add_maintain, cmd_maintain),
-    ("info", "version and row count of every table", add_info, cmd_info),
+    ("info", "version and row count of every table, and what runs did not learn from", add_info, cmd_info),
     ("reproduce", "rebuild a past prediction's score from its checkpoint and the learn log",
      add_reproduce, cmd_reproduce),
     ("check-recovery", "check a Bytewax recovery folder before resuming from it (`bytewax.run -r DIR`)",

@@ -10,6 +10,11 @@ model that made P is::
 
     load(checkpoint) → learn_one(features(e), bool(label)) for each such learn → predict_proba_one(P.features)
 
+except where that model had learned nothing (the run's first checkpoint or a ``-reset`` one,
+no learn since): the dataflow then served the prior of the labels learned so far on the
+shard (positives / labels in the learn log before P, 0.0 when none), and a per-key model
+with no model for P's key served 0.0.
+
 River's ``predict_proba_one`` does not update the model (no learning during
 prediction), so the rebuilt score is bit-equal to the stored one. The
 checkpoint's bytes are checked against its sha256 (a mismatch raises
@@ -209,8 +214,21 @@ def _reproduce_one(lake: str | os.PathLike[str], p: dict[str, Any]) -> Reproduct
         else:
             estimator.learn_one(_as_dict(row["features"]), bool(row["label"]))
     x = _as_dict(p["features"])
+    if keyed and not estimator.has_model(p.get("key")):
+        score = 0.0  # a key without a model of its own: the dataflow serves the prior of its labels (none)
+    elif not keyed and not orders and (n0 == 0 or version.endswith("-reset")):
+        # A model that had learned nothing: the dataflow served the prior of the labels learned so far.
+        before = (_scan(lake, "learn_log")
+                  .filter((pl.col("run_id") == run_id) & (pl.col("model") == model) & (pl.col("shard") == shard)
+                          & (pl.col("seq") < p["seq"]))
+                  .select(pl.len().alias("n"), pl.col("label").sum().alias("pos"))
+                  .collect())
+        n, pos = before["n"][0], before["pos"][0] or 0
+        score = pos / n if n else 0.0
+    else:
+        score = score_one(estimator, x, p.get("key"))
     return Reproduction(
         run_id=run_id, shard=shard, seq=p["seq"], event_id=p["event_id"], model=model, role=p["role"],
         model_version=version, checkpoint_n_learned=n0, sha256=c["sha256"], learned=len(orders), features=x,
-        stored_score=p["score"], reproduced_score=score_one(estimator, x, p.get("key")),
+        stored_score=p["score"], reproduced_score=score,
     )

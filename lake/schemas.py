@@ -382,6 +382,32 @@ RUNS = pa.schema(
 )
 """Identity of every run id used on the lake, recorded once when it first starts (:mod:`lake.runs`)."""
 
+RUN_SUMMARIES = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("n_events", pa.int64(), nullable=False),  # events predicted
+        pa.field("n_labels", pa.int64(), nullable=False),  # labels that arrived (learned + lost)
+        pa.field("n_learned", pa.int64(), nullable=False),
+        pa.field("n_positive_learned", pa.int64(), nullable=False),
+        # Labels that arrived and were not learned (dead letters); positives among those whose value is known.
+        pa.field("n_labels_lost", pa.int64(), nullable=False),
+        pa.field("n_positive_lost", pa.int64(), nullable=False),
+        pa.field("n_negative_lost", pa.int64(), nullable=False),
+        pa.field("n_expired", pa.int64(), nullable=False),  # events whose label was no longer waited for
+        pa.field("n_expired_labels", pa.int64(), nullable=False),  # of those, labels that came afterwards
+        pa.field("n_expired_positive", pa.int64(), nullable=False),
+        pa.field("label_ttl_us", pa.int64()),
+        pa.field("n_dead_letters", pa.int64(), nullable=False),
+        pa.field("dead_letters", pa.map_(pa.string(), pa.int64()), nullable=False),  # reason -> count
+        pa.field("n_late_events", pa.int64(), nullable=False),
+        pa.field("warning", pa.string()),  # set when past the thresholds of dataflows.discards
+        pa.field("summary", pa.string(), nullable=False),  # the line printed at the end of the run
+    ]
+)
+"""What one shard of a run did not learn from, written when its input ends (``dataflows.discards``)."""
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "labels": LABELS,
@@ -402,6 +428,8 @@ TABLES: dict[str, pa.Schema] = {
     "anomalies": ANOMALIES,
     "drift_actions": DRIFT_ACTIONS,
     "runs": RUNS,
+
+    "run_summaries": RUN_SUMMARIES,
 }
 """Every table's schema. For ``events`` the schema lists the fixed columns only."""
 

@@ -25,20 +25,22 @@ class RunSummary:
     monthly: pl.DataFrame
     overall: pl.DataFrame
     tables: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    discards: list[str] = field(default_factory=list)  # end-of-run lines and warnings (run_summaries)
 
     def __str__(self) -> str:
         lines = [f"run {self.run_id} in lake {self.lake}",
                  f"  events {self.n_events:,}   labels {self.n_labels:,}   dead letters {self.dead_letters:,}"]
         for reason, n in sorted(self.dead_letter_reasons.items(), key=lambda kv: -kv[1])[:5]:
             lines.append(f"    {n:>8,}  {reason}")
+        lines.extend(f"  {line}" for line in self.discards)
         for model, n in self.predictions.items():
-            lines.append(f"  {model:<12} predictions {n:,}   learned {self.learned.get(model, 0):,}   "
+            lines.append(f"  {model:<14} predictions {n:,}   learned {self.learned.get(model, 0):,}   "
                          f"checkpoints {self.checkpoints.get(model, 0)}")
         if self.overall.height:
             lines.append("  prequential, whole run:")
             for row in self.overall.iter_rows(named=True):
                 auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}"
-                lines.append(f"    {row['model']:<12} accuracy {row['accuracy']:.3f}   "
+                lines.append(f"    {row['model']:<14} accuracy {row['accuracy']:.3f}   "
                              f"log loss {row['log_loss']:.3f}   mean window ROC AUC {auc}")
             if "positive_rate" in self.overall.columns:
                 acc, ll = no_skill(self.overall["positive_rate"][0])
@@ -134,8 +136,23 @@ def summarize(lake: str | os.PathLike[str], *, run_id: str | None = None) -> Run
         lake=os.fspath(lake), run_id=run_id, n_events=events, n_labels=labels,
         predictions=counts(preds, "model"), learned=counts(learns, "model"), dead_letters=dead.height,
         dead_letter_reasons=counts(dead, "reason"), checkpoints=counts(ckpts, "model"),
-        monthly=monthly, overall=overall, tables=tables,
+        monthly=monthly, overall=overall, tables=tables, discards=discard_lines(lake, run_id=run_id),
     )
+
+
+def discard_lines(lake: str | os.PathLike[str], *, run_id: str | None = None) -> list[str]:
+    """What runs did not learn from, from ``run_summaries``: one line per run and shard, then each
+    warning (``warning: ...``); only ``run_id``'s when given."""
+    if not exists(lake, "run_summaries"):
+        return []
+    rows = read_table(lake, "run_summaries", columns=["run_id", "shard", "seq", "summary", "warning"])
+    if run_id is not None:
+        rows = rows.filter(pl.col("run_id") == run_id)
+    # one row per (run, shard): the latest (a run resumed after its end writes no second row)
+    rows = rows.sort("run_id", "shard", "seq").unique(["run_id", "shard"], keep="last", maintain_order=True)
+    lines = rows.get_column("summary").to_list()
+    lines += [f"warning: {w}" for w in rows.get_column("warning").drop_nulls().to_list()]
+    return lines
 
 
 def windows(lake: str | os.PathLike[str], *, run_id: str | None = None) -> pl.DataFrame:
