@@ -32,6 +32,7 @@ from river.drift import ADWIN
 from dataflows.columnar import Arena, Layout, log1p_counts, tokenize
 from dataflows.columnar import available as columnar_available
 from dataflows.features import KeyedFeaturizer
+from dataflows.guard import MAX_ABS_FEATURE, LearnUndo, feature_problem, score_problem, weights_problem
 from dataflows.items import EVENT, LABEL, Batch, Output
 from dataflows.models import get_spec
 from dataflows.perkey import PerKeyModel
@@ -56,6 +57,7 @@ def _is_not_none(value: Any) -> bool:
     return value is not None  # per-key history of a key the featurizer does not know
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+_REJECTED = "label for an event dead-lettered at predict"
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ class ShardLearner:
         self.pending: dict[str, tuple] = {}
         self.labelled = RecentIds(config.remember_labelled)
         self.expired = RecentIds(config.remember_labelled)  # ids given up on
+        self.rejected = RecentIds(config.remember_labelled)  # ids dead-lettered at predict (dataflows.guard)
+        self._undo = LearnUndo()  # makes a label's learn step all or nothing across the models
         self._arrivals: deque[tuple[int, str]] = deque()  # (event_time_us, event_id) of pending events
         self._clock_us = -(2**62)  # latest event time seen
         self.last_seq = -1
@@ -181,7 +185,7 @@ class ShardLearner:
         if self._arena.n > len(self.pending) + 1024:
             self._arena.compact(self.pending)  # snapshots carry the rows still waiting, no more
         state = self.__dict__.copy()
-        for name in ("_layouts", "_names", "_tr", "columnar_batches"):  # caches
+        for name in ("_layouts", "_names", "_tr", "columnar_batches", "_undo"):  # caches
             state.pop(name, None)
         return state
 
@@ -190,6 +194,9 @@ class ShardLearner:
         if "_arena" not in state:  # a snapshot from before the columnar path
             self._arena = Arena(len(self.slots))
             self._col_layout = None
+        if "rejected" not in state:  # a snapshot from before the guards
+            self.rejected = RecentIds(self.config.remember_labelled)
+        self._undo = LearnUndo()
         self._init_caches()
 
     def _build(self, name: str, index: int) -> Any:
@@ -204,7 +211,8 @@ class ShardLearner:
         return f"one model per key: {description}" if self.config.per_key else description
 
     # -- checkpoints ---------------------------------------------------------------
-    def _checkpoint(self, slot: _Slot, seq: int, last_event_id: str | None, rows: list, suffix: str = "") -> None:
+    def _checkpoint(self, slot: _Slot, seq: int, last_event_id: str | None, rows: list, suffix: str = "") -> bytes:
+        """Snapshot ``slot``'s model into a ``checkpoints`` row; returns the pickled bytes."""
         data = pickle.dumps(slot.estimator, protocol=5)
         cid = f"{slot.name}:s{self.shard}:{slot.n_learned}{suffix}"
         slot.version = cid
@@ -214,6 +222,7 @@ class ShardLearner:
             slot.n_learned, last_event_id, model_digest(data), river.__version__,
             platform.python_version(), RIVERLAKE_VERSION, data, datetime.now(UTC),
         ))
+        return data
 
     @property
     def champion(self) -> str:
@@ -252,8 +261,7 @@ class ShardLearner:
         slots = self.slots
         if not self.started:
             first_seq = batch.items[0][0] if batch.items else (batch.dead[0][0] if batch.dead else 0)
-            for slot in slots:
-                self._checkpoint(slot, first_seq, None, checkpoints)
+            self._undo.rebase([self._checkpoint(slot, first_seq, None, checkpoints) for slot in slots])
             self.started = True
         featurizer = self.featurizer
         transform, observe, learn_label = featurizer.transform_one, featurizer.learn_one, featurizer.learn_label
@@ -263,6 +271,8 @@ class ShardLearner:
         n_slots = len(slots)
         probas = [s.estimator.predict_proba_one for s in slots]
         learners = [s.estimator.learn_one for s in slots]
+        names = [s.name for s in slots]
+        undo = self._undo
         first_order = [s.n_learned + 1 for s in slots]
         # Model versions change only at checkpoints: keep them as (row, version) runs.
         ev_runs = [[(0, s.version)] for s in slots]
@@ -288,13 +298,19 @@ class ShardLearner:
                     continue
                 try:
                     x = transform(payload, key=key, event_time_us=t)
-                    scores = []
-                    for i in slot_range:
-                        p = probas[i](x, key) if keyed else probas[i](x)
-                        scores.append(p.get(True, 0.0) if p else 0.5)
+                    problem = feature_problem(x)
+                    if problem is None:
+                        scores = []
+                        for i in slot_range:
+                            p = probas[i](x, key) if keyed else probas[i](x)
+                            scores.append(p.get(True, 0.0) if p else 0.5)
+                        problem = score_problem(scores, names)
                 except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
-                    dead.append((run_id, shard, *dead_letter(
-                        item, step="predict", reason=f"{type(ex).__name__}: {ex}", source=batch.source)))
+                    problem = f"{type(ex).__name__}: {ex}"
+                if problem is not None:
+                    dead.append((run_id, shard, *dead_letter(item, step="predict", reason=problem,
+                                                             source=batch.source)))
+                    self.rejected.add(event_id)
                     continue
                 observe(payload, key=key, event_time_us=t)
                 for i in slot_range:
@@ -312,6 +328,7 @@ class ShardLearner:
                 if entry is None:
                     reason = ("label arrived twice" if event_id in labelled
                               else "label arrived after its event expired" if event_id in self.expired
+                              else _REJECTED if event_id in self.rejected
                               else "label for an unknown event")
                     dead.append((run_id, shard, *dead_letter(
                         item, step="learn", reason=reason, source=batch.source)))
@@ -320,6 +337,8 @@ class ShardLearner:
                     entry = self._arena_entry(entry)
                 x, t, key, scores = entry
                 y = item[3] == 1
+                undo.before_learn([s.estimator for s in slots])
+                problem = None
                 try:
                     if keyed:
                         for i in slot_range:
@@ -327,10 +346,22 @@ class ShardLearner:
                     else:
                         for i in slot_range:
                             learners[i](x, y)
+                    for i in slot_range:
+                        if weights_problem(slots[i].estimator, x, key):
+                            problem = f"model {slots[i].name!r} would be left with non-finite weights"
+                            break
                 except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
+                    problem = f"{type(ex).__name__}: {ex}"
+                if problem is not None:
+                    # All or nothing: every model back to its state before this step (dataflows.guard).
+                    for slot, model in zip(slots, undo.restore(keyed=keyed), strict=True):
+                        slot.estimator = model
+                    probas = [s.estimator.predict_proba_one for s in slots]
+                    learners = [s.estimator.learn_one for s in slots]
                     dead.append((run_id, shard, *dead_letter(
-                        item, step="learn", reason=f"{type(ex).__name__}: {ex}", source=batch.source)))
+                        item, step="learn", reason=f"not learned by any model: {problem}", source=batch.source)))
                     continue
+                undo.learned(x, y, key)
                 learn_label(key=key, y=y)
                 if recent is not None:
                     recent.append((x, y, key))
@@ -356,13 +387,16 @@ class ShardLearner:
                 for other in slots[1:]:
                     other.n_learned += 1
                 if slot.n_learned % every == 0:
+                    base = []
                     for i in slot_range:
-                        self._checkpoint(slots[i], item[0], event_id, checkpoints)
+                        base.append(self._checkpoint(slots[i], item[0], event_id, checkpoints))
                         ev_runs[i].append((len(ev_items), slots[i].version))
                         lb_runs[i].append((row + 1, slots[i].version))
+                    undo.rebase(base)
                 for i, detector in alarmed:
                     if self._act(slots[i], item[0], event_id, t, detector, checkpoints, actions):
                         probas[i], learners[i] = slots[i].estimator.predict_proba_one, slots[i].estimator.learn_one
+                        undo.rebase(None)
                         ev_runs[i].append((len(ev_items), slots[i].version))
                         lb_runs[i].append((row + 1, slots[i].version))
                 labelled.add(event_id)
@@ -494,6 +528,7 @@ class ShardLearner:
         arena = self._arena
         # -- from here on, state changes --------------------------------------------------------
         self.columnar_batches += 1
+        self._undo.rebase(None)  # the models learn here without the undo's log
         run_id, shard = cfg.run_id, self.shard
         checkpoints: list[tuple] = []
         slots = self.slots
@@ -512,6 +547,7 @@ class ShardLearner:
                     bisect_left(acc_j, j) <= room or labelled.age(eid) >= bisect_left(acc_j, j) - room)
                 reason = ("label arrived twice" if known
                           else "label arrived after its event expired" if eid in expired
+                          else _REJECTED if eid in self.rejected
                           else "label for an unknown event")
                 dead.append((run_id, shard, *dead_letter(item, step="learn", reason=reason, source=batch.source)))
                 kinds[lb_items[j]] = 2
@@ -667,6 +703,8 @@ class ShardLearner:
                 dense[:, j] = ev.get_column(col).cast(pl.Float64).fill_null(np.nan).to_numpy()
         if self.monitor.windows is not None and layout.n_dense and np.isnan(dense).any():
             return None  # the window statistics discover names item by item
+        if layout.n_dense and (np.abs(dense) > MAX_ABS_FEATURE).any():
+            return None  # a value the models must not see: dead-lettered item by item (dataflows.guard)
         return tok_parts, dense
 
     def _resolve_labels(self, layout: Layout, ev_ids: list[str], lb_ids: list[str], ev_items: np.ndarray,

@@ -464,7 +464,7 @@ def test_featurizer_settings_and_payload_types_give_the_item_paths_rows(featuriz
     items = []
     for it in _stream(500, seed=1, t0_s=-2_000_000_000, nulls=True):  # 1906: event times before the epoch
         if it[1] == EVENT:
-            it[5].update(n=rng.choice([None, 1, -3, 2**60 + 1]), ratio=rng.choice([None, 0.5, -0.0, 1e300]),
+            it[5].update(n=rng.choice([None, 1, -3, 2**60 + 1]), ratio=rng.choice([None, 0.5, -0.0, 1e90]),
                          flag=rng.choice([None, True, False]), path=rng.choice([None, "", "Über/straße", "a/b"]),
                          big=rng.choice([None, 0, 2**64 - 1]), small=rng.choice([None, 0.1, float("nan")]))
         items.append(it)
@@ -498,6 +498,26 @@ def test_a_url_whose_lowercase_python_decides_sends_its_batch_item_by_item(odd):
     tokens = re.findall(r"[a-z0-9]+", url.lower())
     x = reference.featurizer.transform_one(items[i][5], key="k", event_time_us=0)
     assert x["url_tokens"] == math.log1p(len(tokens)) and tokenize(pa.array([url]), 2**8)[3][0] < len(tokens)
+
+
+def test_a_value_beyond_the_models_range_sends_its_batch_item_by_item_and_is_dead_lettered():
+    items = _stream(90, seed=4)
+    size = len(items) // 3 + 1
+    label_at = {it[2]: k for k, it in enumerate(items) if it[1] == LABEL}
+    events = [k for k, it in enumerate(items) if it[1] == EVENT]
+    # an event of the first batch whose label comes in a later batch (which takes the columnar path)
+    bad = max(k for k in events if k < size and label_at.get(items[k][2], 0) >= size)
+    for k in events:
+        items[k][5]["amount"] = 1e308 if k == bad else float(k)
+    batches = _cut(items, size, {**URL_SCHEMA, "amount": pl.Float64})
+    learner, reference, rows = _replay_both(_config(), batches)
+    assert learner.columnar_batches == len(batches) - 1  # the batch holding it went item by item
+    ref = ShardLearner(_config(), shard=0)
+    dead = [d for cols in batches for d in ref.process(_batch(cols, materialize=True)).tables.get(
+        "dead_letters", pa.table({})).to_pylist()]
+    assert [(d["seq"], d["step"]) for d in dead] == [(bad, "predict"), (label_at[items[bad][2]], "learn")]
+    assert "1e+308" in dead[0]["reason"] and dead[1]["reason"] == "label for an event dead-lettered at predict"
+    assert rows["predictions"] == len(events) - 1
 
 
 def test_duplicate_event_ids_dead_letter_as_item_by_item():
