@@ -32,7 +32,7 @@ from river.drift import ADWIN
 from dataflows.columnar import Arena, Layout, log1p_counts, tokenize
 from dataflows.columnar import available as columnar_available
 from dataflows.features import KeyedFeaturizer
-from dataflows.guard import MAX_ABS_FEATURE, LearnUndo, feature_problem, score_problem, weights_problem
+from dataflows.guard import LearnUndo, score_problem, weights_check
 from dataflows.items import EVENT, LABEL, Batch, Output
 from dataflows.models import get_spec
 from dataflows.perkey import PerKeyModel
@@ -57,7 +57,6 @@ def _is_not_none(value: Any) -> bool:
     return value is not None  # per-key history of a key the featurizer does not know
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-_REJECTED = "label for an event dead-lettered at predict"
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,6 @@ class ShardLearner:
         self.pending: dict[str, tuple] = {}
         self.labelled = RecentIds(config.remember_labelled)
         self.expired = RecentIds(config.remember_labelled)  # ids given up on
-        self.rejected = RecentIds(config.remember_labelled)  # ids dead-lettered at predict (dataflows.guard)
         self._undo = LearnUndo()  # makes a label's learn step all or nothing across the models
         self._arrivals: deque[tuple[int, str]] = deque()  # (event_time_us, event_id) of pending events
         self._clock_us = -(2**62)  # latest event time seen
@@ -194,8 +192,6 @@ class ShardLearner:
         if "_arena" not in state:  # a snapshot from before the columnar path
             self._arena = Arena(len(self.slots))
             self._col_layout = None
-        if "rejected" not in state:  # a snapshot from before the guards
-            self.rejected = RecentIds(self.config.remember_labelled)
         self._undo = LearnUndo()
         self._init_caches()
 
@@ -273,6 +269,7 @@ class ShardLearner:
         learners = [s.estimator.learn_one for s in slots]
         names = [s.name for s in slots]
         undo = self._undo
+        checks = _weight_checks(slots)
         first_order = [s.n_learned + 1 for s in slots]
         # Model versions change only at checkpoints: keep them as (row, version) runs.
         ev_runs = [[(0, s.version)] for s in slots]
@@ -298,19 +295,16 @@ class ShardLearner:
                     continue
                 try:
                     x = transform(payload, key=key, event_time_us=t)
-                    problem = feature_problem(x)
-                    if problem is None:
-                        scores = []
-                        for i in slot_range:
-                            p = probas[i](x, key) if keyed else probas[i](x)
-                            scores.append(p.get(True, 0.0) if p else 0.5)
-                        problem = score_problem(scores, names)
+                    scores = []
+                    for i in slot_range:
+                        p = probas[i](x, key) if keyed else probas[i](x)
+                        scores.append(p.get(True, 0.0) if p else 0.5)
+                    problem = score_problem(scores, names)  # (features are bounded by validation)
                 except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
                     problem = f"{type(ex).__name__}: {ex}"
                 if problem is not None:
                     dead.append((run_id, shard, *dead_letter(item, step="predict", reason=problem,
                                                              source=batch.source)))
-                    self.rejected.add(event_id)
                     continue
                 observe(payload, key=key, event_time_us=t)
                 for i in slot_range:
@@ -328,7 +322,6 @@ class ShardLearner:
                 if entry is None:
                     reason = ("label arrived twice" if event_id in labelled
                               else "label arrived after its event expired" if event_id in self.expired
-                              else _REJECTED if event_id in self.rejected
                               else "label for an unknown event")
                     dead.append((run_id, shard, *dead_letter(
                         item, step="learn", reason=reason, source=batch.source)))
@@ -337,7 +330,8 @@ class ShardLearner:
                     entry = self._arena_entry(entry)
                 x, t, key, scores = entry
                 y = item[3] == 1
-                undo.before_learn([s.estimator for s in slots])
+                if undo.base is None:
+                    undo.before_learn([s.estimator for s in slots])
                 problem = None
                 try:
                     if keyed:
@@ -346,8 +340,8 @@ class ShardLearner:
                     else:
                         for i in slot_range:
                             learners[i](x, y)
-                    for i in slot_range:
-                        if weights_problem(slots[i].estimator, x, key):
+                    for i, check in checks:
+                        if check(x, key):
                             problem = f"model {slots[i].name!r} would be left with non-finite weights"
                             break
                 except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
@@ -358,8 +352,9 @@ class ShardLearner:
                         slot.estimator = model
                     probas = [s.estimator.predict_proba_one for s in slots]
                     learners = [s.estimator.learn_one for s in slots]
+                    checks = _weight_checks(slots)
                     dead.append((run_id, shard, *dead_letter(
-                        item, step="learn", reason=f"not learned by any model: {problem}", source=batch.source)))
+                        item, step="learn", reason=problem, source=batch.source)))
                     continue
                 undo.learned(x, y, key)
                 learn_label(key=key, y=y)
@@ -396,6 +391,7 @@ class ShardLearner:
                 for i, detector in alarmed:
                     if self._act(slots[i], item[0], event_id, t, detector, checkpoints, actions):
                         probas[i], learners[i] = slots[i].estimator.predict_proba_one, slots[i].estimator.learn_one
+                        checks = _weight_checks(slots)
                         undo.rebase(None)
                         ev_runs[i].append((len(ev_items), slots[i].version))
                         lb_runs[i].append((row + 1, slots[i].version))
@@ -547,7 +543,6 @@ class ShardLearner:
                     bisect_left(acc_j, j) <= room or labelled.age(eid) >= bisect_left(acc_j, j) - room)
                 reason = ("label arrived twice" if known
                           else "label arrived after its event expired" if eid in expired
-                          else _REJECTED if eid in self.rejected
                           else "label for an unknown event")
                 dead.append((run_id, shard, *dead_letter(item, step="learn", reason=reason, source=batch.source)))
                 kinds[lb_items[j]] = 2
@@ -703,8 +698,6 @@ class ShardLearner:
                 dense[:, j] = ev.get_column(col).cast(pl.Float64).fill_null(np.nan).to_numpy()
         if self.monitor.windows is not None and layout.n_dense and np.isnan(dense).any():
             return None  # the window statistics discover names item by item
-        if layout.n_dense and (np.abs(dense) > MAX_ABS_FEATURE).any():
-            return None  # a value the models must not see: dead-lettered item by item (dataflows.guard)
         return tok_parts, dense
 
     def _resolve_labels(self, layout: Layout, ev_ids: list[str], lb_ids: list[str], ev_items: np.ndarray,
@@ -1018,6 +1011,11 @@ def _prune_point(at: np.ndarray, key_at: np.ndarray, by_event: np.ndarray, prese
     count = np.arange(1, first.size + 1)
     over = np.flatnonzero((count > room) & events[first])
     return int(positions[first[over[0]]]) if over.size else None
+
+
+def _weight_checks(slots: list[_Slot]) -> list[tuple[int, Any]]:
+    """``(index, check)`` of the models whose weights a learn step must leave finite (dataflows.guard)."""
+    return [(i, check) for i, check in enumerate(weights_check(s.estimator) for s in slots) if check is not None]
 
 
 def _alarms(det: Any, errors: list[float]) -> list[int]:

@@ -500,24 +500,32 @@ def test_a_url_whose_lowercase_python_decides_sends_its_batch_item_by_item(odd):
     assert x["url_tokens"] == math.log1p(len(tokens)) and tokenize(pa.array([url]), 2**8)[3][0] < len(tokens)
 
 
-def test_a_value_beyond_the_models_range_sends_its_batch_item_by_item_and_is_dead_lettered():
-    items = _stream(90, seed=4)
-    size = len(items) // 3 + 1
-    label_at = {it[2]: k for k, it in enumerate(items) if it[1] == LABEL}
-    events = [k for k, it in enumerate(items) if it[1] == EVENT]
-    # an event of the first batch whose label comes in a later batch (which takes the columnar path)
-    bad = max(k for k in events if k < size and label_at.get(items[k][2], 0) >= size)
-    for k in events:
-        items[k][5]["amount"] = 1e308 if k == bad else float(k)
-    batches = _cut(items, size, {**URL_SCHEMA, "amount": pl.Float64})
-    learner, reference, rows = _replay_both(_config(), batches)
-    assert learner.columnar_batches == len(batches) - 1  # the batch holding it went item by item
-    ref = ShardLearner(_config(), shard=0)
-    dead = [d for cols in batches for d in ref.process(_batch(cols, materialize=True)).tables.get(
-        "dead_letters", pa.table({})).to_pylist()]
-    assert [(d["seq"], d["step"]) for d in dead] == [(bad, "predict"), (label_at[items[bad][2]], "learn")]
-    assert "1e+308" in dead[0]["reason"] and dead[1]["reason"] == "label for an event dead-lettered at predict"
-    assert rows["predictions"] == len(events) - 1
+def test_a_float_beyond_the_models_range_is_dead_lettered_and_its_batch_goes_item_by_item(tmp_path: Path):
+    rng = random.Random(6)
+    n, bad = 300, 120
+    frame = pl.DataFrame({
+        "id": [f"e{i}" for i in range(n)], "ts": [1_770_000_000 + 7 * i for i in range(n)],
+        "url": [f"http://{rng.choice('abc')}.com/{rng.randrange(40)}" for _ in range(n)],
+        "amount": [1e308 if i == bad else float(i) for i in range(n)],
+        "y": [int(rng.random() < 0.3) for _ in range(n)]})
+    lake = str(tmp_path / "lake")
+    ingest_frame(lake, frame, source="t", id_col="id", time_col="ts", label_col="y", label_delay=60)
+    plan = ReplayPlan(lake, pin=pin_versions(lake))
+    learner, reference = ShardLearner(_config(), shard=0), ShardLearner(_config(), shard=0)
+    dead = []
+    starts = range(0, len(plan), 100)
+    for s in starts:
+        got = learner.process(validate_batch(plan.batch(s, s + 100)))
+        items = plan.batch(s, s + 100)
+        assert items.items  # the item-by-item path
+        want = reference.process(validate_batch(items))
+        _assert_same(got, want, f"batch at seq {s}")
+        dead += want.tables.get("dead_letters", pa.table({})).to_pylist()
+    assert learner.columnar_batches == len(starts) - 1  # the batch holding it went item by item
+    assert [(d["event_id"], d["step"], d["reason"]) for d in dead] == [
+        (f"e{bad}", "validate", "value 1e+308 in field 'amount' is beyond what the models can learn from "
+                                "(|value| <= 1e+100)"),
+        (f"e{bad}", "learn", "label for an unknown event")]
 
 
 def test_duplicate_event_ids_dead_letter_as_item_by_item():

@@ -10,13 +10,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dataflows.guard import MAX_ABS_FEATURE, LearnUndo, feature_problem, weights_problem
+from dataflows.guard import MAX_ABS_FEATURE, LearnUndo, weights_check
 from dataflows.items import EVENT, LABEL, Batch
 from dataflows.learner import RunConfig, ShardLearner
 from dataflows.models import SPECS, ModelSpec, get_spec
 from dataflows.online import run_replay
 from dataflows.sparse import SparseLogisticRegression
-from dataflows.validate import validate_batch
+from dataflows.validate import check_event, validate_batch
 from lake.cli import main as lake_main
 from lake.ingest import ingest_file
 from lake.reproduce import reproduce
@@ -50,11 +50,11 @@ def test_two_rows_of_1e308_are_dead_lettered_and_no_score_is_nan(poisoned_lake):
     assert preds.group_by("model").len().sort("model").rows() == [("linear", 398), ("tree", 398)]
     assert preds["score"].is_finite().all()
     dead = read_table(lake, "dead_letters").sort("seq")
-    assert dead.select("event_id", "step").rows() == [("e100", "predict"), ("e100", "learn"),
-                                                      ("e250", "predict"), ("e250", "learn")]
+    assert dead.select("event_id", "step").rows() == [("e100", "validate"), ("e100", "learn"),
+                                                      ("e250", "validate"), ("e250", "learn")]
     assert dead["reason"].to_list()[0] == (
-        "feature 'x1' is 1e+308, beyond what the models can learn from (|value| <= 1e+100)")
-    assert dead["reason"].to_list()[1] == "label for an event dead-lettered at predict"
+        "value 1e+308 in field 'x1' is beyond what the models can learn from (|value| <= 1e+100)")
+    assert dead["reason"].to_list()[1] == "label for an unknown event"  # (as for any event dead-lettered)
     metrics = read_table(lake, "metrics")
     assert metrics["log_loss"].is_finite().all() and metrics["cum_log_loss"].is_finite().all()
 
@@ -131,7 +131,7 @@ def test_a_model_that_raises_while_learning_leaves_every_model_as_if_the_label_n
     clean, want = _process(models, items, skip_label_of="e60", checkpoint_every=checkpoint_every)
     dead = [d for d in got["dead_letters"] if d["event_id"] == "e60"]
     assert [(d["step"], d["reason"]) for d in dead] == [
-        ("learn", "not learned by any model: OverflowError: learning from v overflows")]
+        ("learn", "OverflowError: learning from v overflows")]
     assert not [r for r in got["learn_log"] if r["event_id"] == "e60"]
     # the linear model did learn e60 before its challenger raised: that step was undone
     assert _rows(got["predictions"], "score", "model_version") == _rows(want["predictions"], "score", "model_version")
@@ -156,8 +156,8 @@ def test_a_step_that_would_leave_non_finite_weights_is_not_applied(fragile_model
     learner, got = _process(models, items)
     assert all(math.isfinite(p["score"]) for p in got["predictions"])
     dead = got["dead_letters"]
-    assert dead and all(d["reason"] == "not learned by any model: model 'sgd-overflow' would be left with "
-                                       "non-finite weights" for d in dead)
+    assert dead and all(d["reason"] == "model 'sgd-overflow' would be left with non-finite weights"
+                        for d in dead)
     assert all(math.isfinite(w) for w in learner.slots[1].estimator.weights.values())
     # nothing was learned by any model: the linear model is still the blank one
     assert _state(learner.slots[0].estimator) == _state(get_spec("linear").build(seed=42))
@@ -178,18 +178,21 @@ def test_a_restored_learner_takes_a_new_base_and_still_undoes(fragile_models):
 
 
 # -- the pieces --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("value", [1e308, -1e101, float("inf"), float("nan")])
-def test_feature_problem_names_the_feature_and_value(value):
-    assert feature_problem({"a": 1.0, "b": value}).startswith(f"feature 'b' is {value!r}")
-    assert feature_problem({"a": MAX_ABS_FEATURE, "b": -MAX_ABS_FEATURE}) is None
+@pytest.mark.parametrize("value", [1e308, -1e101, float("inf")])
+def test_validation_names_the_field_and_value(value):
+    reason = check_event((0, EVENT, "e", 0, "k", {"a": 1.0, "b": value}))
+    assert "field 'b'" in reason and (repr(value) in reason or "non-finite" in reason)
+    assert check_event((0, EVENT, "e", 0, "k", {"a": MAX_ABS_FEATURE, "b": -MAX_ABS_FEATURE, "c": math.nan})) is None
 
 
 def test_weights_problem_sees_an_infinite_weight_of_a_river_pipeline():
     model = get_spec("linear").build(seed=0)
     model.learn_one({"a": 1.0}, True)
-    assert not weights_problem(model, {"a": 1.0})
+    check = weights_check(model)
+    assert not check({"a": 1.0}, None)
     model.steps["LogisticRegression"]._weights["a"] = float("inf")
-    assert weights_problem(model, {"a": 1.0})
+    assert check({"a": 1.0}, None)
+    assert weights_check(get_spec("tree").build(seed=0)) is None
 
 
 def test_undo_keeps_a_bounded_log(monkeypatch):
