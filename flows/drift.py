@@ -171,14 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///LAKE/mlflow.db)")
     args = parser.parse_args(argv)
+    from flows.registry import use_tracking_uri
+
+    use_tracking_uri(args.tracking_uri)  # not a flow parameter: Prefect stores those
     exclude = [c.strip() for c in args.exclude.split(",") if c.strip()]
     if (args.reference is None) != (args.current is None):
         parser.error("give both --reference and --current, or neither (then --window)")
     if args.reference is None:
-        result = last_vs_previous(args.lake, args.window, args.tracking_uri, args.max_columns, args.model,
+        result = last_vs_previous(args.lake, args.window, None, args.max_columns, args.model,
                                   args.source, exclude)
     else:
-        result = drift_report(args.lake, args.reference, args.current, by=args.by, tracking_uri=args.tracking_uri,
+        result = drift_report(args.lake, args.reference, args.current, by=args.by, tracking_uri=None,
                               max_columns=args.max_columns, model=args.model, run_id=args.run_id,
                               source=args.source, exclude=exclude)
     for key, value in result.items():

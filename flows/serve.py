@@ -17,8 +17,10 @@ from datetime import timedelta
 from typing import Any
 
 
-def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
-    """The deployments to serve for ``lake`` (built without contacting the API)."""
+def deployments(lake: str) -> list[Any]:
+    """The deployments to serve for ``lake`` (built without contacting the API). Their runs find the
+    MLflow store as the flows do: ``$MLFLOW_TRACKING_URI`` of the serving process, else the lake's own
+    (a URI may hold a password: it is no deployment parameter)."""
     from flows.drift import last_vs_previous
     from flows.maintenance import maintenance
     from flows.promotion import promote
@@ -29,13 +31,13 @@ def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
     return [
         version_checkpoints.to_deployment(
             name="versioning", interval=timedelta(minutes=5), concurrency_limit=1,
-            parameters={"lake": lake, "tracking_uri": tracking_uri}),
+            parameters={"lake": lake}),
         promote.to_deployment(
             name="promotion", interval=timedelta(minutes=15), concurrency_limit=1,
-            parameters={"lake": lake, "tracking_uri": tracking_uri}),
+            parameters={"lake": lake}),
         last_vs_previous.to_deployment(
             name="drift-report", interval=timedelta(hours=1), concurrency_limit=1,
-            parameters={"lake": lake, "window": "1d", "tracking_uri": tracking_uri}),
+            parameters={"lake": lake, "window": "1d"}),
         maintenance.to_deployment(
             name="maintenance", cron="17 3 * * *", concurrency_limit=1, parameters={"lake": lake}),
     ]
@@ -44,11 +46,15 @@ def deployments(lake: str, *, tracking_uri: str | None = None) -> list[Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: LAKE/mlflow.db)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else LAKE/mlflow.db)")
     args = parser.parse_args(argv)
     from prefect import serve
 
-    serve(*deployments(args.lake, tracking_uri=args.tracking_uri))
+    from flows.registry import use_tracking_uri
+
+    use_tracking_uri(args.tracking_uri)  # the flow runs (subprocesses) inherit it
+    serve(*deployments(args.lake))
     return 0
 
 
