@@ -150,6 +150,16 @@ def _rows(rows: list[dict], *columns: str) -> list[tuple]:
     return sorted((r["model"], int(r["event_id"][1:]), *(r[c] for c in columns)) for r in rows)
 
 
+def test_per_key_models_are_rolled_back_too(fragile_models):
+    models = ("linear", "fails-on-large")
+    items = _stream(120, bad=60)
+    _, got = _process(models, items, per_key=True, checkpoint_every=11)
+    _, want = _process(models, items, skip_label_of="e60", per_key=True, checkpoint_every=11)
+    assert [d["reason"] for d in got["dead_letters"]] == ["OverflowError: learning from v overflows"]
+    assert _rows(got["predictions"], "score", "model_version") == _rows(want["predictions"], "score", "model_version")
+    assert _rows(got["learn_log"], "learn_order") == _rows(want["learn_log"], "learn_order")
+
+
 def test_a_step_that_would_leave_non_finite_weights_is_not_applied(fragile_models):
     models = ("linear", "sgd-overflow")
     items = _stream(40, bad=None, scale=100.0)
