@@ -55,44 +55,46 @@ def weights_check(estimator: Any) -> Callable[[dict[Any, float], Any], bool] | N
     """A check ``(x, key) -> bool``: whether a learn step on ``x`` left ``estimator`` with a
     non-finite weight; ``None`` for models without weights. Other models show non-finite
     arithmetic by raising, or by a score that :func:`score_problem` catches before any model
-    learns from the event."""
-    keyed = getattr(estimator, "keyed", False)  # one model per key (dataflows.perkey)
-    inner = _model_check(estimator.blank if keyed else estimator)
-    if inner is None:
-        return None
-    if keyed:
+    learns from the event. Built once per model (the learner rebuilds it when a model is replaced)."""
+    if getattr(estimator, "keyed", False):  # one model per key (dataflows.perkey): resolve per key
+        if _linear_part(estimator.blank) is None:
+            return None
         model_for = estimator.model_for
-        return lambda x, key: inner(model_for(key), x)
-    return lambda x, key: inner(estimator, x)
+
+        def keyed(x: dict[Any, float], key: Any) -> bool:
+            return _non_finite(_linear_part(model_for(key)), x)
+        return keyed
+    model = _linear_part(estimator)
+    if model is None:
+        return None
+    return lambda x, key: _non_finite(model, x)
 
 
-def _model_check(model: Any) -> Callable[[Any, dict[Any, float]], bool] | None:
-    if type(model) is SparseLogisticRegression:
-        return _sparse_non_finite
-    steps = getattr(model, "steps", None)  # a River pipeline: its final linear model
+def _linear_part(estimator: Any) -> Any:
+    """The weighted linear model of ``estimator`` (itself, or a pipeline's last step), else ``None``."""
+    if type(estimator) is SparseLogisticRegression:
+        return estimator
+    steps = getattr(estimator, "steps", None)  # a River pipeline
     if steps:
-        last = list(steps)[-1]
-        inner = _model_check(steps[last])
-        return None if inner is None else lambda m, x: inner(m.steps[last], x)
-    if isinstance(getattr(model, "intercept", None), float) and hasattr(model, "weights"):
-        return _linear_non_finite
+        estimator = steps[next(reversed(steps))]
+    if isinstance(getattr(estimator, "intercept", None), float) and hasattr(estimator, "weights"):
+        return estimator
     return None
 
 
-def _sparse_non_finite(model: SparseLogisticRegression, x: dict[Any, float]) -> bool:
-    # The weights of x's features and the intercept: the only ones a learn step changes.
-    get, w = model.index.get, model.values
+def _non_finite(model: Any, x: dict[Any, float]) -> bool:
+    """Whether the weights a learn step on ``x`` changes (those of ``x``'s features, the intercept)
+    hold a NaN or an infinity: then their sum is not finite."""
     total = model.intercept
-    for name in x:
-        i = get(name)
-        if i is not None:
-            total += w[i]
-    return not math.isfinite(total)  # a NaN or an infinity anywhere makes the sum non-finite
-
-
-def _linear_non_finite(model: Any, x: dict[Any, float]) -> bool:
+    if type(model) is SparseLogisticRegression:
+        get, w = model.index.get, model.values
+        for name in x:
+            i = get(name)
+            if i is not None:
+                total += w[i]
+        return not math.isfinite(total)
     # River's linear models: `weights` (a copy, ~1 us for a hundred) is their only public read.
-    return not math.isfinite(model.intercept + sum(model.weights.values()))
+    return not math.isfinite(total + sum(model.weights.values()))
 
 
 class LearnUndo:
