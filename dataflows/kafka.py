@@ -487,12 +487,26 @@ class KafkaSource(FixedPartitionedSource[Batch, int]):
                                flush_rows=self.flush_rows, flush_seconds=self.flush_seconds)
 
 
+class DeliveryError(RuntimeError):
+    """Predictions the brokers did not acknowledge; the dataflow stops before its next snapshot."""
+
+
 class _PredictionsPartition(StatelessSinkPartition[Output]):
-    def __init__(self, brokers: str, topic: str, config: dict[str, Any] | None) -> None:
+    def __init__(self, brokers: str, topic: str, config: dict[str, Any] | None, *, timeout_s: float) -> None:
         self._topic = topic
+        self._timeout_s = timeout_s
         self._producer = ck.Producer({"bootstrap.servers": brokers, "linger.ms": 20, **(config or {})})
+        self._failed = 0
+        self._first_error: str | None = None
+
+    def _delivered(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
+        if err is not None:
+            self._failed += 1
+            if self._first_error is None:
+                self._first_error = str(err)
 
     def write_batch(self, items: list[Output]) -> None:
+        produce, sent = self._producer.produce, 0
         for out in items:
             preds = out.tables.get("predictions")
             if preds is None:
@@ -502,23 +516,48 @@ class _PredictionsPartition(StatelessSinkPartition[Output]):
                 if row.pop("role") != "champion":
                     continue
                 row["event_time"] = row["event_time"].astimezone(UTC).isoformat()
-                self._producer.produce(self._topic, key=row["key"].encode(), value=json.dumps(row).encode())
-            self._producer.poll(0)
+                key, value = row["key"].encode(), json.dumps(row).encode()
+                try:
+                    produce(self._topic, key=key, value=value, on_delivery=self._delivered)
+                except BufferError:  # the local queue is full: let it drain, then send
+                    self._settle()
+                    produce(self._topic, key=key, value=value, on_delivery=self._delivered)
+                sent += 1
+        if sent:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait until the brokers acknowledged every message sent; raise if one failed or is still
+        waiting. Bytewax commits an epoch's snapshot only after its outputs were written, so a
+        snapshot never covers a prediction that is not in the topic: after a crash the predictions
+        since the last snapshot are sent again (at-least-once), none is lost."""
+        left = self._producer.flush(self._timeout_s)
+        if self._failed or left:
+            failed, first = self._failed, self._first_error
+            self._failed, self._first_error = 0, None
+            what = f"{failed} failed ({first})" if failed else f"{left} unacknowledged after {self._timeout_s:g} s"
+            raise DeliveryError(f"predictions topic {self._topic!r}: {what}; stopping before the next snapshot "
+                                "so that a restart sends them again")
 
     def close(self) -> None:
-        self._producer.flush(30)
+        self._settle()
 
 
 class KafkaPredictionsSink(DynamicSink[Output]):
     """Served (champion) predictions to a Kafka topic as JSON, keyed by entity key.
 
-    At-least-once: after a crash, predictions since the last snapshot are sent
-    again (the lake's copy stays exactly-once).
+    At-least-once: each written batch waits for the brokers' acknowledgements (a delivery
+    callback counts failures); a failed or timed-out delivery raises :class:`DeliveryError`,
+    so the dataflow stops before a snapshot could cover it, and a restart sends the
+    predictions since the last snapshot again (the lake's copy stays exactly-once).
     """
 
-    def __init__(self, brokers: str, topic: str, *, config: dict[str, Any] | None = None) -> None:
-        self.brokers, self.topic, self.config = brokers, topic, config
+    def __init__(self, brokers: str, topic: str, *, config: dict[str, Any] | None = None,
+                 timeout_s: float = 30.0) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        self.brokers, self.topic, self.config, self.timeout_s = brokers, topic, config, timeout_s
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PredictionsPartition:
-        return _PredictionsPartition(self.brokers, self.topic, self.config)
+        return _PredictionsPartition(self.brokers, self.topic, self.config, timeout_s=self.timeout_s)
 

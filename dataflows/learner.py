@@ -34,6 +34,7 @@ from dataflows.columnar import Arena, Layout, log1p_counts, tokenize
 from dataflows.columnar import available as columnar_available
 from dataflows.discards import Discards
 from dataflows.features import KeyedFeaturizer
+from dataflows.guard import LearnUndo, score_problem, weights_check
 from dataflows.items import EVENT, LABEL, Batch, Output
 from dataflows.models import get_spec
 from dataflows.perkey import PerKeyModel
@@ -162,6 +163,7 @@ class ShardLearner:
         self.pending: dict[str, tuple] = {}
         self.labelled = RecentIds(config.remember_labelled)
         self.expired = RecentIds(config.remember_labelled)  # ids given up on
+        self._undo = LearnUndo()  # makes a label's learn step all or nothing across the models
         self._arrivals: deque[tuple[int, str]] = deque()  # (event_time_us, event_id) of pending events
         self._clock_us = -(2**62)  # latest event time seen
         self.last_seq = -1
@@ -190,7 +192,7 @@ class ShardLearner:
         if self._arena.n > len(self.pending) + 1024:
             self._arena.compact(self.pending)  # snapshots carry the rows still waiting, no more
         state = self.__dict__.copy()
-        for name in ("_layouts", "_names", "_tr", "columnar_batches"):  # caches
+        for name in ("_layouts", "_names", "_tr", "columnar_batches", "_undo"):  # caches
             state.pop(name, None)
         return state
 
@@ -204,6 +206,7 @@ class ShardLearner:
         if "_arena" not in state:  # a snapshot from before the columnar path
             self._arena = Arena(len(self.slots))
             self._col_layout = None
+        self._undo = LearnUndo()
         self._init_caches()
 
     def _build(self, name: str, index: int) -> Any:
@@ -218,7 +221,8 @@ class ShardLearner:
         return f"one model per key: {description}" if self.config.per_key else description
 
     # -- checkpoints ---------------------------------------------------------------
-    def _checkpoint(self, slot: _Slot, seq: int, last_event_id: str | None, rows: list, suffix: str = "") -> None:
+    def _checkpoint(self, slot: _Slot, seq: int, last_event_id: str | None, rows: list, suffix: str = "") -> bytes:
+        """Snapshot ``slot``'s model into a ``checkpoints`` row; returns the pickled bytes."""
         data = pickle.dumps(slot.estimator, protocol=5)
         cid = f"{slot.name}:s{self.shard}:{slot.n_learned}{suffix}"
         slot.version = cid
@@ -229,6 +233,7 @@ class ShardLearner:
             platform.python_version(), RIVERLAKE_VERSION, data, datetime.now(UTC),
             integrity.sign(data, purpose=integrity.checkpoint_purpose(self.config.run_id, cid)),
         ))
+        return data
 
     @property
     def champion(self) -> str:
@@ -277,8 +282,7 @@ class ShardLearner:
         slots = self.slots
         if not self.started:
             first_seq = batch.items[0][0] if batch.items else (batch.dead[0][0] if batch.dead else 0)
-            for slot in slots:
-                self._checkpoint(slot, first_seq, None, checkpoints)
+            self._undo.rebase([self._checkpoint(slot, first_seq, None, checkpoints) for slot in slots])
             self.started = True
         featurizer = self.featurizer
         transform, observe, learn_label = featurizer.transform_one, featurizer.learn_one, featurizer.learn_label
@@ -288,6 +292,9 @@ class ShardLearner:
         n_slots = len(slots)
         probas = [s.estimator.predict_proba_one for s in slots]
         learners = [s.estimator.learn_one for s in slots]
+        names = [s.name for s in slots]
+        undo = self._undo
+        checks = _weight_checks(slots)
         first_order = [s.n_learned + 1 for s in slots]
         # Model versions change only at checkpoints: keep them as (row, version) runs.
         ev_runs = [[(0, s.version)] for s in slots]
@@ -323,9 +330,12 @@ class ShardLearner:
                         for i in slot_range:
                             p = probas[i](x)
                             scores.append(p.get(True, 0.0) if p else 0.5)
+                    problem = score_problem(scores, names)  # (features are bounded by validation)
                 except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
-                    dead.append((run_id, shard, *dead_letter(
-                        item, step="predict", reason=f"{type(ex).__name__}: {ex}", source=batch.source)))
+                    problem = f"{type(ex).__name__}: {ex}"
+                if problem is not None:
+                    dead.append((run_id, shard, *dead_letter(item, step="predict", reason=problem,
+                                                             source=batch.source)))
                     continue
                 observe(payload, key=key, event_time_us=t)
                 for i in slot_range:
@@ -351,6 +361,9 @@ class ShardLearner:
                     entry = self._arena_entry(entry)
                 x, t, key, scores = entry
                 y = item[3] == 1
+                if undo.base is None:
+                    undo.before_learn([s.estimator for s in slots])
+                problem = None
                 try:
                     if keyed:
                         for i in slot_range:
@@ -358,10 +371,23 @@ class ShardLearner:
                     else:
                         for i in slot_range:
                             learners[i](x, y)
+                    for i, check in checks:
+                        if check(x, key):
+                            problem = f"model {slots[i].name!r} would be left with non-finite weights"
+                            break
                 except Exception as ex:  # noqa: BLE001 - no input may stop the dataflow
+                    problem = f"{type(ex).__name__}: {ex}"
+                if problem is not None:
+                    # All or nothing: every model back to its state before this step (dataflows.guard).
+                    for slot, model in zip(slots, undo.restore(keyed=keyed), strict=True):
+                        slot.estimator = model
+                    probas = [s.estimator.predict_proba_one for s in slots]
+                    learners = [s.estimator.learn_one for s in slots]
+                    checks = _weight_checks(slots)
                     dead.append((run_id, shard, *dead_letter(
-                        item, step="learn", reason=f"{type(ex).__name__}: {ex}", source=batch.source)))
+                        item, step="learn", reason=problem, source=batch.source)))
                     continue
+                undo.learned(x, y, key)
                 learn_label(key=key, y=y)
                 n_lab += 1
                 n_pos += y
@@ -393,15 +419,19 @@ class ShardLearner:
                 for other in slots[1:]:
                     other.n_learned += 1
                 if slot.n_learned % every == 0:
+                    base = []
                     for i in slot_range:
-                        self._checkpoint(slots[i], item[0], event_id, checkpoints)
+                        base.append(self._checkpoint(slots[i], item[0], event_id, checkpoints))
                         ev_runs[i].append((len(ev_items), slots[i].version))
                         lb_runs[i].append((row + 1, slots[i].version))
+                    undo.rebase(base)
                 for i, detector in alarmed:
                     if self._act(slots[i], item[0], event_id, t, detector, checkpoints, actions):
                         probas[i], learners[i] = slots[i].estimator.predict_proba_one, slots[i].estimator.learn_one
                         fresh[i] = slots[i].fresh
                         cold = cold or fresh[i]
+                        checks = _weight_checks(slots)
+                        undo.rebase(None)
                         ev_runs[i].append((len(ev_items), slots[i].version))
                         lb_runs[i].append((row + 1, slots[i].version))
                 labelled.add(event_id)
@@ -550,6 +580,7 @@ class ShardLearner:
         arena = self._arena
         # -- from here on, state changes --------------------------------------------------------
         self.columnar_batches += 1
+        self._undo.rebase(None)  # the models learn here without the undo's log
         run_id, shard = cfg.run_id, self.shard
         checkpoints: list[tuple] = []
         slots = self.slots
@@ -1051,6 +1082,11 @@ def _prune_point(at: np.ndarray, key_at: np.ndarray, by_event: np.ndarray, prese
     count = np.arange(1, first.size + 1)
     over = np.flatnonzero((count > room) & events[first])
     return int(positions[first[over[0]]]) if over.size else None
+
+
+def _weight_checks(slots: list[_Slot]) -> list[tuple[int, Any]]:
+    """``(index, check)`` of the models whose weights a learn step must leave finite (dataflows.guard)."""
+    return [(i, check) for i, check in enumerate(weights_check(s.estimator) for s in slots) if check is not None]
 
 
 def _alarms(det: Any, errors: list[float]) -> list[int]:

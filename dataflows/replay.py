@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from dataflows.guard import MAX_ABS_FEATURE
 from dataflows.items import EVENT, LABEL, Batch
 from dataflows.validate import MAX_TIME_US, MIN_TIME_US
 from lake import names as lake_names
@@ -180,11 +181,13 @@ class ReplayPlan:
         lb = self._labels.slice(l0, n_lab)
         self._cursor = (stop, e0 + n_ev, l0 + n_lab)
         cols = ReplayColumns(start, np.array(kinds, np.int8), ev, lb, self.payload_columns)
-        # Typed columns vouch for every value but infinities (and labels' values and times,
-        # checked here as columns): only the items failing a check are checked one by one.
+        # Typed columns vouch for every value but infinities and floats too large for the models
+        # (and labels' values and times, checked here as columns): only the items failing a check
+        # are checked one by one.
         suspects: set[int] = set()
         if self._float_columns and n_ev:
-            mask = ev.select(pl.any_horizontal(lake_names.cols(self._float_columns).is_infinite())).to_series()
+            floats = lake_names.cols(self._float_columns)
+            mask = ev.select(pl.any_horizontal((floats.abs() > MAX_ABS_FEATURE) & floats.is_not_nan())).to_series()
             if mask.any():
                 suspects.update((cols.event_items[mask.arg_true().to_numpy()] + start).tolist())
         if n_lab:

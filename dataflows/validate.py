@@ -9,10 +9,13 @@
 [0]
 >>> [(d[0], d[2]) for d in out.dead]
 [(1, "non-finite value in field 'x'"), (2, 'label must be 0 or 1, got 7')]
+>>> check_event((3, EVENT, "e3", 0, "k", {"x": -1e308}))
+"value -1e+308 in field 'x' is beyond what the models can learn from (|value| <= 1e+100)"
 """
 
 from __future__ import annotations
 
+from dataflows.guard import MAX_ABS_FEATURE
 from dataflows.items import EVENT, LABEL, Batch, raw_json
 from lake.limits import MAX_ID_LENGTH, MAX_TIME_US, MIN_TIME_US
 
@@ -40,6 +43,9 @@ def check_event(item: tuple) -> str | None:
         if kind is float:
             if value == _INF or value == -_INF:
                 return f"non-finite value in field {name!r}"
+            if abs(value) > MAX_ABS_FEATURE:  # (NaN is missing: it passes)
+                return (f"value {value!r} in field {name!r} is beyond what the models can learn from "
+                        f"(|value| <= {MAX_ABS_FEATURE:g})")
         elif kind not in _SCALARS:
             return f"field {name!r} must be a number, string, bool or null, got {kind.__name__}"
         elif kind is int and not -(2**63) <= value < 2**63:

@@ -147,12 +147,15 @@ def log_to_mlflow(*, tracking_uri: str, artifact_location: str | None, experimen
     and a try that had completed is returned as it is.
     """
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    from flows.registry import client_for
+
+    client = client_for(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_location)
-    earlier = client.search_runs([exp_id], filter_string=f"tags.`riverlake.benchmark_id` = '{benchmark_id}'")
+    from flows.registry import runs_tagged
+
+    earlier = runs_tagged(client, exp_id, benchmark_id=benchmark_id)
     for run in earlier:
         if run.data.tags.get("riverlake.complete") == "true":
             return run.info.run_id
@@ -419,6 +422,8 @@ def benchmark(
                                                                              known=known is not None),
                        stream=stream)
     write_report(report_path, page)
+    from flows.registry import redact_uri
+
     uri, artifacts = (tracking_uri, artifact_location_for(tracking_uri)) if tracking_uri else default_tracking(lake)
     params = {"lake": os.path.abspath(lake), "benchmark_id": benchmark_id, **info, **{
         k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in settings.items()}}
@@ -433,7 +438,8 @@ def benchmark(
     total_s = time.perf_counter() - started
     logger.info("benchmark %s done in %.1f s; report %s; MLflow run %s", benchmark_id, total_s, report_path, parent)
     return {"benchmark_id": benchmark_id, "pin": pin, "info": info, "settings": settings, "report": report_path,
-            "mlflow_run_id": parent, "tracking_uri": uri, "seconds": total_s, "strategies_seconds": strategies_s,
+            "mlflow_run_id": parent, "tracking_uri": redact_uri(uri), "seconds": total_s,
+            "strategies_seconds": strategies_s,
             "drifts": drifts, "results": {r.name: r.metrics for r in results}, "runs": runs,
             "recovery": {r.name: r.recovery for r in results}, "chosen": list(chosen.lines),
             "notes": dict(budget_plan.notes), "ready_event": ready}
@@ -562,12 +568,15 @@ def main(argv: list[str] | None = None) -> int:
     hash_fields = args.hash_fields if args.hash_fields is not None else ("url" if args.scenario == "urls" else "")
     hash_fields = [p for p in hash_fields.split(",") if p]
     started = time.perf_counter()
+    from flows.registry import use_tracking_uri
+
+    use_tracking_uri(args.tracking_uri)  # not a flow parameter: Prefect stores those
     with embedded_prefect():
         out = benchmark(lake=args.lake, as_of=args.as_of, labels_as_of=args.labels_as_of, strategies=names,
                         retrain_every=args.retrain_every, sliding=args.sliding, window=args.window, seed=args.seed,
                         max_train_rows=args.max_train_rows,
                         exclude=[p for p in args.exclude.split(",") if p], isolate=not args.in_process,
-                        tracking_uri=args.tracking_uri, experiment=args.experiment, scenario=args.scenario,
+                        tracking_uri=None, experiment=args.experiment, scenario=args.scenario,
                         scenario_params={"n": args.n} if args.n else None, hash_fields=hash_fields,
                         n_buckets=args.n_buckets, static_rows=static_rows, budget=args.budget)
     table = markdown_table(out["results"])

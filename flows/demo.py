@@ -72,17 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # a busy 2-core machine
     from flows.drift import last_vs_previous
     from flows.maintenance import maintenance
+    from flows.registry import use_tracking_uri
     from flows.versioning import version_checkpoints
 
+    use_tracking_uri(args.tracking_uri)  # not a flow parameter: Prefect stores those
+
     print("[3/6] version the model checkpoints in MLflow (Prefect flow)", flush=True)
-    versions = version_checkpoints(args.lake, tracking_uri=args.tracking_uri)
+    versions = version_checkpoints(args.lake)
     print(f"      {len(versions['registered'])} checkpoints registered, {versions['already_synced']} already there "
           f"({versions['tracking_uri']}; see them with `mlflow ui --backend-store-uri {versions['tracking_uri']}`)",
           flush=True)
     window = _report_window(args.lake, args.report_window)
     print(f"[4/6] drift report: the last {window} of event time against the {window} before "
           "(Prefect flow, Evidently)", flush=True)
-    report = last_vs_previous(args.lake, window, tracking_uri=args.tracking_uri,
+    report = last_vs_previous(args.lake, window,
                               exclude=sorted({"year", "month", "day", "time_hour", *args.exclude.split(",")} - {""}))
     print(f"      {report['n_drifted']}/{report['n_columns']} columns drifted (share {report['drifted_share']:.2f}); "
           f"report: {report['html_path']}", flush=True)

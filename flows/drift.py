@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///LAKE/mlflow.db)")
     args = parser.parse_args(argv)
+    from flows.registry import use_tracking_uri
+
+    use_tracking_uri(args.tracking_uri)  # not a flow parameter: Prefect stores those
     exclude = [c.strip() for c in args.exclude.split(",") if c.strip()]
     if (args.reference is None) != (args.current is None):
         parser.error("give both --reference and --current, or neither (then --window)")
@@ -232,10 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         by, reference, current = "time", choice.reference, choice.current
     else:
         check_windows(args.lake, reference, current, by=by)
+    from flows.registry import use_tracking_uri
     from flows.runtime import embedded_prefect
 
+    use_tracking_uri(args.tracking_uri)  # not a flow parameter: Prefect stores those
+
     with embedded_prefect():
-        result = drift_report(args.lake, reference, current, by=by, tracking_uri=args.tracking_uri,
+        result = drift_report(args.lake, reference, current, by=by, tracking_uri=None,
                               max_columns=args.max_columns, model=args.model, run_id=args.run_id,
                               source=args.source, exclude=exclude)
     for key, value in result.items():

@@ -382,12 +382,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollback", action="store_true", help="undo the run's latest change of champion")
     args = parser.parse_args(argv)
     require_tables(args.lake, "predictions", "labels")  # before the flow: a missing table is one line
+    from flows.registry import use_tracking_uri
+
+    use_tracking_uri(args.tracking_uri)  # not a flow parameter: Prefect stores those
     try:
         if args.rollback:
-            row = rollback(args.lake, args.run_id, args.tracking_uri, registered_model_prefix=args.prefix)
+            row = rollback(args.lake, args.run_id, None, registered_model_prefix=args.prefix)
         else:
             row = promote(args.lake, args.run_id, args.last if args.last is not None else args.window,
-                          args.min_labels, args.margin, args.metric, args.tracking_uri,
+                          args.min_labels, args.margin, args.metric, None,
                           registered_model_prefix=args.prefix, threshold=args.threshold)
     except (LakeError, ValueError) as ex:
         print(f"error: {ex}", file=sys.stderr)

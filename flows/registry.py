@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +59,36 @@ def tracking_uri_for(lake: str | os.PathLike[str], tracking_uri: str | None = No
     return f"sqlite:///{os.path.join(os.path.abspath(root), 'mlflow.db')}"
 
 
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#]*@")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|pwd|secret|token|access_key|secret_key)=)[^&#]*")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with its password (and secret query values) as ``***``: what logs, results and
+    Prefect parameters may show of a tracking store.
+
+    >>> redact_uri("postgresql+psycopg2://mlflow:s3cr:et@db.internal:5432/mlflow?sslmode=require&password=x")
+    'postgresql+psycopg2://mlflow:***@db.internal:5432/mlflow?sslmode=require&password=***'
+    >>> redact_uri("sqlite:////data/lake/mlflow.db")
+    'sqlite:////data/lake/mlflow.db'
+    """
+    return _SECRET_QUERY.sub(r"\1***", _PASSWORD.sub(r"\1:***@", uri))
+
+
+def _keep_secret(tracking_uri: str) -> None:
+    """A store whose URI holds a password: stop MLflow printing run links built from that URI."""
+    if redact_uri(tracking_uri) != tracking_uri:
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
+def use_tracking_uri(tracking_uri: str | None) -> None:
+    """Make ``tracking_uri`` (a command-line setting) this process's ``MLFLOW_TRACKING_URI``: the
+    flows, and the flow runs a served deployment starts as subprocesses, read it at run time, so
+    it is never a flow or deployment parameter, which Prefect stores and shows."""
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+
+
 def artifact_location(tracking_uri: str) -> str | None:
     """Artifact folder of a new experiment: ``mlartifacts`` beside a SQLite/file store, the server's choice otherwise.
 
@@ -88,6 +119,7 @@ def artifact_location(tracking_uri: str) -> str | None:
 
 def client_for(tracking_uri: str) -> MlflowClient:
     """A client on ``tracking_uri`` (registry on the same store); makes the folder of a SQLite store."""
+    _keep_secret(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(os.path.abspath(unquote(tracking_uri[len("sqlite:///"):]))), exist_ok=True)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -108,6 +140,7 @@ def using(tracking_uri: str) -> Iterator[None]:
     from mlflow.tracking._model_registry import utils as registry_utils
 
     saved_registry = registry_utils._registry_uri
+    _keep_secret(tracking_uri)
     try:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
@@ -159,30 +192,62 @@ def ensure_registered_model(client: MlflowClient, name: str, *, description: str
             raise
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def quote_filter_value(value: str) -> str | None:
+    r"""``value`` as a string literal of MLflow's search filters, or ``None`` when none can hold it.
+
+    MLflow strips the quotes of a literal and undoes no escape (``'it\'s'`` searches for
+    ``it\'s``), so a value is written as it is, between quotes it does not hold; one holding
+    both kinds of quote cannot be written, and is matched after the search instead.
+
+    >>> print(quote_filter_value("r1"), quote_filter_value("it's"), quote_filter_value('say "hi"'))
+    'r1' "it's" 'say "hi"'
+    >>> print(quote_filter_value("it's \"both\""))
+    None
+    """
+    for q in ("'", '"'):
+        if q not in value:
+            return f"{q}{value}{q}"
+    return None
+
+
+def _equal(field: str, value: str) -> tuple[str | None, bool]:
+    """``(filter clause or None, whether the result must be checked after the search)``."""
+    quoted = quote_filter_value(value)
+    return (None, True) if quoted is None else (f"{field} = {quoted}", False)
+
+
+def _versions(client: MlflowClient, name: str, tags: dict[str, str] | None = None, *,
+              max_results: int = 1000) -> Iterator[Any]:
+    """Every version of registered model ``name`` whose tags have the given values."""
+    tags = tags or {}
+    parts = [_equal("name", name), *(_equal(f"tags.`{k}`", v) for k, v in tags.items())]
+    filter_string = " and ".join(c for c, _ in parts if c is not None)
+    recheck = any(r for _, r in parts)
+    token = None
+    while True:
+        page = client.search_model_versions(filter_string, max_results=max_results, page_token=token)
+        for mv in page:
+            if not recheck or (mv.name == name and all(mv.tags.get(k) == v for k, v in tags.items())):
+                yield mv
+        token = page.token
+        if not token:
+            return
 
 
 def registered_checkpoints(client: MlflowClient, name: str) -> dict[str, str]:
     """``{checkpoint key: version}`` of every version of registered model ``name`` (none if it does not exist)."""
     found: dict[str, str] = {}
-    token = None
-    while True:
-        page = client.search_model_versions(f"name = {_quote(name)}", max_results=1000, page_token=token)
-        for mv in page:
-            key = mv.tags.get(CHECKPOINT_TAG)
-            if key is not None:
-                found.setdefault(key, str(mv.version))
-        token = page.token
-        if not token:
-            return found
+    for mv in _versions(client, name):
+        key = mv.tags.get(CHECKPOINT_TAG)
+        if key is not None:
+            found.setdefault(key, str(mv.version))
+    return found
 
 
 def find_version(client: MlflowClient, name: str, key: str) -> str | None:
     """Version of registered model ``name`` holding checkpoint ``key``, ``None`` if not registered."""
-    page = client.search_model_versions(
-        f"name = {_quote(name)} and tags.`{CHECKPOINT_TAG}` = {_quote(key)}", max_results=10)
-    versions = sorted((str(mv.version) for mv in page), key=int)
+    versions = sorted((str(mv.version) for mv in _versions(client, name, {CHECKPOINT_TAG: key}, max_results=10)),
+                      key=int)
     return versions[0] if versions else None
 
 
@@ -215,8 +280,11 @@ def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str
 
 def runs_tagged(client: MlflowClient, experiment_id: str, **tags: str) -> list[Any]:
     """Active runs of the experiment whose ``riverlake.<name>`` tags have the given values."""
-    clauses = [f"tags.`{TAG}{k}` = {_quote(v)}" for k, v in tags.items()]
-    return search_all_runs(client, experiment_id, " and ".join(clauses))
+    parts = [_equal(f"tags.`{TAG}{k}`", v) for k, v in tags.items()]
+    runs = search_all_runs(client, experiment_id, " and ".join(c for c, _ in parts if c is not None))
+    if any(r for _, r in parts):
+        runs = [run for run in runs if all(run.data.tags.get(TAG + k) == v for k, v in tags.items())]
+    return runs
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:

@@ -21,8 +21,10 @@ from typing import Any
 from lake.entry import ArgumentParser, run_main
 
 
-def deployments(lake: str, *, tracking_uri: str | None = None, window: str = "auto") -> list[Any]:
-    """The deployments to serve for ``lake`` (built without contacting the API).
+def deployments(lake: str, *, window: str = "auto") -> list[Any]:
+    """The deployments to serve for ``lake`` (built without contacting the API). Their runs find the
+    MLflow store as the flows do: ``$MLFLOW_TRACKING_URI`` of the serving process, else the lake's own
+    (a URI may hold a password: it is no deployment parameter).
 
     ``window``: the drift report's windows (``auto``: chosen from the data at each run).
     """
@@ -38,13 +40,13 @@ def deployments(lake: str, *, tracking_uri: str | None = None, window: str = "au
     return [
         version_checkpoints.to_deployment(
             name="versioning", interval=timedelta(minutes=5), concurrency_limit=1,
-            parameters={"lake": lake, "tracking_uri": tracking_uri}),
+            parameters={"lake": lake}),
         promote.to_deployment(
             name="promotion", interval=timedelta(minutes=15), concurrency_limit=1,
-            parameters={"lake": lake, "tracking_uri": tracking_uri}),
+            parameters={"lake": lake}),
         last_vs_previous.to_deployment(
             name="drift-report", interval=timedelta(hours=1), concurrency_limit=1,
-            parameters={"lake": lake, "window": window, "tracking_uri": tracking_uri}),
+            parameters={"lake": lake, "window": window}),
         maintenance.to_deployment(
             name="maintenance", cron="17 3 * * *", concurrency_limit=1, parameters={"lake": lake}),
         # on demand (Run in the UI, parameters editable there): the newest history through the dataflow,
@@ -52,14 +54,15 @@ def deployments(lake: str, *, tracking_uri: str | None = None, window: str = "au
         replay.to_deployment(
             name="replay", concurrency_limit=1, parameters={"lake": lake, "model": "linear,tree"}),
         benchmark.to_deployment(
-            name="benchmark", concurrency_limit=1, parameters={"lake": lake, "tracking_uri": tracking_uri}),
+            name="benchmark", concurrency_limit=1, parameters={"lake": lake}),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: LAKE/mlflow.db)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else LAKE/mlflow.db)")
     parser.add_argument("--drift-window", default="auto", help="drift report windows: a duration (1d), a number "
                         "of events (2000) or auto (default: chosen from the data at each run)")
     args = parser.parse_args(argv)
@@ -70,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--drift-window must be auto, a duration (1d) or a number of events, got {window!r}")
     from prefect import serve
 
-    serve(*deployments(args.lake, tracking_uri=args.tracking_uri, window=window))
+    from flows.registry import use_tracking_uri
+
+    use_tracking_uri(args.tracking_uri)  # the flow runs (subprocesses) inherit it
+    serve(*deployments(args.lake, window=window))
     return 0
 
 

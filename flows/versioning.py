@@ -378,14 +378,14 @@ def version_checkpoints(lake: str = "lakehouse", tracking_uri: str | None = None
                         registered_model_prefix: str = "riverlake", run_id: str | None = None,
                         retries: int = 3, retry_delay_s: float = 5.0) -> dict[str, Any]:
     """Register every checkpoint of ``lake`` (or of one run) that MLflow does not have yet."""
-    from flows.registry import tracking_uri_for
+    from flows.registry import redact_uri, tracking_uri_for
 
     logger = get_run_logger()
     uri = tracking_uri_for(lake, tracking_uri)
     retry = {"retries": retries, "retry_delay_seconds": backoff(retries, retry_delay_s)}
     plan = plan_task.with_options(**retry)(lake, uri, experiment, registered_model_prefix, run_id)
     logger.info("%d checkpoint(s) to register, %d already in MLflow (%s)", len(plan.pending),
-                plan.already_synced, uri)
+                plan.already_synced, redact_uri(uri))
     done = []
     for item in plan.pending:
         done.append(sync_task.with_options(**retry)(lake, item, uri, experiment, plan.checkpoints_version,
@@ -395,7 +395,7 @@ def version_checkpoints(lake: str = "lakehouse", tracking_uri: str | None = None
         for why in plan.rejected:
             logger.error("refused: %s", why)
         raise ChecksumError(_rejected_message(plan.rejected, len(done)))
-    return {"registered": done, "already_synced": plan.already_synced, "tracking_uri": uri}
+    return {"registered": done, "already_synced": plan.already_synced, "tracking_uri": redact_uri(uri)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,8 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-delay", type=float, default=5.0, help="first retry delay in s, doubling")
     args = parser.parse_args(argv)
     require_tables(args.lake, "checkpoints")  # before the flow: a missing table is one line
+    from flows.registry import use_tracking_uri
+
     try:
-        report = version_checkpoints(args.lake, args.tracking_uri, args.experiment, args.prefix, args.run_id,
+        use_tracking_uri(args.tracking_uri)  # not a flow parameter: Prefect stores those
+        report = version_checkpoints(args.lake, None, args.experiment, args.prefix, args.run_id,
                                      args.retries, args.retry_delay)
     except LakeError as ex:  # e.g. tampered checkpoints; the others were registered
         print(f"error: {ex}", file=sys.stderr)

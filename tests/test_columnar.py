@@ -464,7 +464,7 @@ def test_featurizer_settings_and_payload_types_give_the_item_paths_rows(featuriz
     items = []
     for it in _stream(500, seed=1, t0_s=-2_000_000_000, nulls=True):  # 1906: event times before the epoch
         if it[1] == EVENT:
-            it[5].update(n=rng.choice([None, 1, -3, 2**60 + 1]), ratio=rng.choice([None, 0.5, -0.0, 1e300]),
+            it[5].update(n=rng.choice([None, 1, -3, 2**60 + 1]), ratio=rng.choice([None, 0.5, -0.0, 1e90]),
                          flag=rng.choice([None, True, False]), path=rng.choice([None, "", "Über/straße", "a/b"]),
                          big=rng.choice([None, 0, 2**64 - 1]), small=rng.choice([None, 0.1, float("nan")]))
         items.append(it)
@@ -498,6 +498,34 @@ def test_a_url_whose_lowercase_python_decides_sends_its_batch_item_by_item(odd):
     tokens = re.findall(r"[a-z0-9]+", url.lower())
     x = reference.featurizer.transform_one(items[i][5], key="k", event_time_us=0)
     assert x["url_tokens"] == math.log1p(len(tokens)) and tokenize(pa.array([url]), 2**8)[3][0] < len(tokens)
+
+
+def test_a_float_beyond_the_models_range_is_dead_lettered_and_its_batch_goes_item_by_item(tmp_path: Path):
+    rng = random.Random(6)
+    n, bad = 300, 120
+    frame = pl.DataFrame({
+        "id": [f"e{i}" for i in range(n)], "ts": [1_770_000_000 + 7 * i for i in range(n)],
+        "url": [f"http://{rng.choice('abc')}.com/{rng.randrange(40)}" for _ in range(n)],
+        "amount": [1e308 if i == bad else float(i) for i in range(n)],
+        "y": [int(rng.random() < 0.3) for _ in range(n)]})
+    lake = str(tmp_path / "lake")
+    ingest_frame(lake, frame, source="t", id_col="id", time_col="ts", label_col="y", label_delay=60)
+    plan = ReplayPlan(lake, pin=pin_versions(lake))
+    learner, reference = ShardLearner(_config(), shard=0), ShardLearner(_config(), shard=0)
+    dead = []
+    starts = range(0, len(plan), 100)
+    for s in starts:
+        got = learner.process(validate_batch(plan.batch(s, s + 100)))
+        items = plan.batch(s, s + 100)
+        assert items.items  # the item-by-item path
+        want = reference.process(validate_batch(items))
+        _assert_same(got, want, f"batch at seq {s}")
+        dead += want.tables.get("dead_letters", pa.table({})).to_pylist()
+    assert learner.columnar_batches == len(starts) - 1  # the batch holding it went item by item
+    assert [(d["event_id"], d["step"], d["reason"]) for d in dead] == [
+        (f"e{bad}", "validate", "value 1e+308 in field 'amount' is beyond what the models can learn from "
+                                "(|value| <= 1e+100)"),
+        (f"e{bad}", "learn", "label for an unknown event")]
 
 
 def test_duplicate_event_ids_dead_letter_as_item_by_item():

@@ -70,3 +70,36 @@ def test_live_kafka_flow_writes_the_lake_and_the_predictions_topic(mock_kafka, t
     assert preds["shard"].n_unique() > 1
     joined = learned.join(preds.select("event_id", pl.col("shard").alias("pshard")), on="event_id")
     assert (joined["shard"] == joined["pshard"]).all()
+
+
+def _served_outputs(n: int) -> list:
+    """The Output of a linear (champion) + tree (challenger) learner on ``n`` events."""
+    from dataflows.items import EVENT, Batch
+    from dataflows.learner import RunConfig, ShardLearner
+    from dataflows.validate import validate_batch
+
+    items = [(i, EVENT, f"e{i}", i * 1_000_000, f"k{i % 3}", {"x": float(i)}) for i in range(n)]
+    return [ShardLearner(RunConfig(run_id="k", models=("linear", "tree")), shard=0).process(
+        validate_batch(Batch(0, items)))]
+
+
+def test_predictions_are_acknowledged_before_a_batch_counts_as_written(mock_kafka):
+    from dataflows.kafka import KafkaPredictionsSink
+
+    # a long linger: without waiting for the brokers the messages would sit in the producer for 60 s
+    part = KafkaPredictionsSink(mock_kafka, "served", config={"linger.ms": 60_000}).build("s", 0, 1)
+    part.write_batch(_served_outputs(40))
+    served = _read_all(mock_kafka, "served")  # the sink is still open: nothing flushed at close
+    assert sorted(m["event_id"] for m in served) == sorted(f"e{i}" for i in range(40))
+    assert {m["model"] for m in served} == {"linear"}
+    part.close()
+
+
+def test_an_undelivered_prediction_stops_the_dataflow_before_its_snapshot():
+    from dataflows.kafka import DeliveryError, KafkaPredictionsSink
+
+    # nothing listens on port 1: every message times out after 1 s
+    part = KafkaPredictionsSink("127.0.0.1:1", "served", config={"message.timeout.ms": 1_000},
+                                timeout_s=10).build("s", 0, 1)
+    with pytest.raises(DeliveryError, match=r"predictions topic 'served': 5 failed \(.*timed out.*\)"):
+        part.write_batch(_served_outputs(5))
