@@ -53,6 +53,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +78,11 @@ ORPHAN_AFTER_S = 600
 
 METRIC_COLUMNS = ("accuracy", "log_loss", "roc_auc", "cum_accuracy", "cum_log_loss", "n")
 """``metrics`` columns logged as MLflow metrics (same names for every model)."""
+
+SHOWN_TAGS = ("lake", "run_id", "checkpoint_id", "model", "n_learned", "sha256")
+"""Lineage kept as ``riverlake.*`` tags on each model version (with the checkpoint key, kind and HMAC tags);
+the rest (events learned, Delta versions at checkpoint and sync, library versions) is in the run's params
+and its ``lineage.json`` artifact."""
 
 _META = ["run_id", "shard", "seq", "checkpoint_id", "model", "spec", "n_learned", "last_event_id", "sha256",
          "river_version", "python_version", "riverlake_version", "created_at"]
@@ -112,6 +119,7 @@ class SyncPlan:
     pending: list[Pending]
     already_synced: int
     rejected: list[str]  # "run_id/checkpoint_id: why"
+    untrained: int = 0  # checkpoints of models that had learned nothing: never versioned
 
 
 def _history(lake: str, table: str) -> list[tuple[int, int]]:
@@ -145,6 +153,9 @@ def plan_sync(lake: str, tracking_uri: str, *, experiment: str = "riverlake",
     if checkpoint_ids is not None:
         scan = scan.filter(pl.col("checkpoint_id").is_in(list(checkpoint_ids)))
     meta = scan.select(_META).collect().sort(["created_at", "run_id", "shard", "n_learned", "model"])
+    # a model that learned nothing is no version worth comparing or serving (it predicts the prior)
+    untrained = int((meta["n_learned"] == 0).sum())
+    meta = meta.filter(pl.col("n_learned") > 0)
     client = client_for(tracking_uri)
     ensure_experiment(client, experiment, tracking_uri)  # fails fast when MLflow is down
     registered: dict[str, dict[str, str]] = {
@@ -163,7 +174,7 @@ def plan_sync(lake: str, tracking_uri: str, *, experiment: str = "riverlake",
         if checkpoint_key(r["run_id"], r["checkpoint_id"]) not in rejected
     ]
     return SyncPlan(at_sync["checkpoints"], at_sync, pending, meta.height - todo.height,
-                    [f"{k}: {why}" for k, why in rejected.items()])
+                    [f"{k}: {why}" for k, why in rejected.items()], untrained)
 
 
 def _rejected(scan: pl.LazyFrame, todo: pl.DataFrame) -> dict[str, str]:
@@ -238,6 +249,55 @@ def _parent_run(client: Any, experiment_id: str, run_id: str, lake: str) -> str:
     return run.info.run_id
 
 
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """MLflow's notices that say nothing about a riverlake model: the advice to add type hints to ``predict``
+    (the signature is left out on purpose: a column signature would drop features that appear later), pip and
+    cloudpickle version notes, and the artifact progress bars (one per checkpoint, dozens in a demo)."""
+    import warnings
+
+    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
+            warnings.filterwarnings("ignore", message=".*(type hint|cloudpickle|pip).*")
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
+
+
+def summarize_parent(lake: str, run_id: str, *, tracking_uri: str, experiment: str = "riverlake") -> dict[str, float]:
+    """Log the lake run's latest prequential figures on its parent MLflow run, one metric per model and figure
+    (``linear.cum_accuracy``, ``linear.n_learned``, ...), so runs compare side by side in the MLflow UI."""
+    from mlflow.entities import Metric
+
+    from flows.registry import client_for, ensure_experiment
+
+    summary: dict[str, float] = {}
+    if exists(lake, "metrics"):
+        last = (pl.scan_delta(table_uri(lake, "metrics")).filter(pl.col("run_id") == run_id)
+                .select("model", "shard", "cum_n", "cum_accuracy", "cum_log_loss").collect()
+                .sort("cum_n").group_by("model", "shard").last()
+                .group_by("model").agg(pl.col("cum_n").sum(),
+                                       (pl.col("cum_accuracy") * pl.col("cum_n")).sum() / pl.col("cum_n").sum(),
+                                       (pl.col("cum_log_loss") * pl.col("cum_n")).sum() / pl.col("cum_n").sum()))
+        for r in last.iter_rows(named=True):
+            for name in ("cum_n", "cum_accuracy", "cum_log_loss"):
+                if r[name] is not None:
+                    summary[f"{r['model']}.{name}"] = float(r[name])
+    if not summary:
+        return summary
+    client = client_for(tracking_uri)
+    parent = _parent_run(client, ensure_experiment(client, experiment, tracking_uri), run_id, lake)
+    now = int(time.time() * 1000)
+    client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in sorted(summary.items())])
+    return summary
+
+
 def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: str = "riverlake",
                     checkpoints_version: int | None = None,
                     versions_at_sync: dict[str, int | None] | None = None) -> dict[str, str]:
@@ -296,19 +356,21 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
         **{f"{t}_version_at_checkpoint": str(v) for t, v in item.versions_at_checkpoint.items() if v is not None},
         **{f"{t}_version_at_sync": str(v) for t, v in (versions_at_sync or {}).items() if v is not None},
     }
-    all_tags = {TAG + k: v for k, v in tags.items()} | {CHECKPOINT_TAG: key, KIND_TAG: "checkpoint"}
+    # a handful of tags to find and trust a version by; the rest of the lineage as run params and lineage.json
+    all_tags = {TAG + k: tags[k] for k in SHOWN_TAGS} | {CHECKPOINT_TAG: key, KIND_TAG: "checkpoint"}
     run = client.create_run(experiment_id, run_name=item.checkpoint_id,
                             tags=all_tags | {"mlflow.parentRunId": parent})
-    params = [Param(k, str(ck[k])) for k in ("model", "spec", "shard", "n_learned", "river_version",
-                                              "python_version", "riverlake_version")]
+    lineage = {**tags, "python_version": ck["python_version"], "riverlake_version": ck["riverlake_version"]}
+    params = [Param(k, str(v)[:500]) for k, v in sorted(lineage.items()) if k not in ("lake",)]
     client.log_batch(run.info.run_id, params=params)
+    client.log_dict(run.info.run_id, lineage, "lineage.json")
     metrics = _metrics(lake, item)
     for i in range(0, len(metrics), 900):
         client.log_batch(run.info.run_id, metrics=metrics[i:i + 900])
     with tempfile.TemporaryDirectory(prefix="riverlake-ckpt-") as tmp:
         path = Path(tmp) / "model.pkl"
         path.write_bytes(ck["model_bytes"])
-        with using(tracking_uri):  # the registry resolves models:/<id> through the fluent tracking URI
+        with using(tracking_uri), quiet_mlflow():  # the registry resolves models:/<id> through the fluent URI
             with mlflow.start_run(run_id=run.info.run_id):
                 info = mlflow.pyfunc.log_model(
                     name="model", python_model=mlflow_model.RiverModel(),
@@ -345,9 +407,11 @@ def sync_lake(lake: str, tracking_uri: str | None = None, *, experiment: str = "
     done = [sync_checkpoint(lake, item, tracking_uri=uri, experiment=experiment,
                             checkpoints_version=plan.checkpoints_version, versions_at_sync=plan.versions_at_sync)
             for item in plan.pending]
+    for run in sorted({item.run_id for item in plan.pending}):
+        summarize_parent(lake, run, tracking_uri=uri, experiment=experiment)
     if plan.rejected:
         raise ChecksumError(_rejected_message(plan.rejected, len(done)))
-    return {"registered": done, "already_synced": plan.already_synced}
+    return {"registered": done, "already_synced": plan.already_synced, "untrained": plan.untrained}
 
 
 def _rejected_message(rejected: list[str], n_done: int) -> str:
@@ -391,11 +455,14 @@ def version_checkpoints(lake: str = "lakehouse", tracking_uri: str | None = None
         done.append(sync_task.with_options(**retry)(lake, item, uri, experiment, plan.checkpoints_version,
                                                     plan.versions_at_sync))
         logger.info("%s -> %s version %s", item.key, done[-1]["registered_model"], done[-1]["version"])
+    for run in sorted({item.run_id for item in plan.pending}):
+        summarize_parent(lake, run, tracking_uri=uri, experiment=experiment)
     if plan.rejected:
         for why in plan.rejected:
             logger.error("refused: %s", why)
         raise ChecksumError(_rejected_message(plan.rejected, len(done)))
-    return {"registered": done, "already_synced": plan.already_synced, "tracking_uri": redact_uri(uri)}
+    return {"registered": done, "already_synced": plan.already_synced, "untrained": plan.untrained,
+            "tracking_uri": redact_uri(uri)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for r in report["registered"]:
         print(f"{r['checkpoint']} -> {r['registered_model']} version {r['version']}")
-    print(f"{len(report['registered'])} registered, {report['already_synced']} already in {report['tracking_uri']}")
+    print(f"{len(report['registered'])} registered, {report['already_synced']} already in {report['tracking_uri']}"
+          + (f" ({report['untrained']} untrained checkpoint(s) not versioned)" if report.get("untrained") else ""))
     return 0
 
 

@@ -178,13 +178,13 @@ def test_forged_checkpoint_is_never_registered(lake, tmp_path, mlflow_uri, monke
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     marker = tmp_path / "pwned"
     _forge(lake, "linear:s0:500", pickle.dumps(_Trap(marker)))
-    with pytest.raises(IntegrityError, match=r"1 checkpoint\(s\) refused, 2 registered; refused: "
+    with pytest.raises(IntegrityError, match=r"1 checkpoint\(s\) refused, 1 registered; refused: "
                                              r"r1/linear:s0:500: checkpoint 'linear:s0:500' .*HMAC does not match"):
         sync_lake(lake, mlflow_uri)
     assert not marker.exists()
     client = client_for(mlflow_uri)
     registered = {mv.tags["riverlake.checkpoint"] for mv in client.search_model_versions("name = 'riverlake-linear'")}
-    assert registered == {"r1/linear:s0:0", "r1/linear:s0:1000"}
+    assert registered == {"r1/linear:s0:1000"}  # the untrained linear:s0:0 is no version
 
 
 # -- MLflow models ---------------------------------------------------------------------------------

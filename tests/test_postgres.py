@@ -227,7 +227,7 @@ def test_model_versioning_on_a_postgresql_tracking_store(postgres, mlflow_templa
     monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path / "mlartifacts"))
 
     report = sync_lake(replayed, store)
-    assert len(report["registered"]) == 6 and report["already_synced"] == 0
+    assert len(report["registered"]) == 4 and report["already_synced"] == 0
     again = sync_lake(replayed, store)
     assert again == {"registered": [], "already_synced": 6}
     client = client_for(store)
@@ -238,7 +238,7 @@ def test_model_versioning_on_a_postgresql_tracking_store(postgres, mlflow_templa
     assert rows == [("riverlake-linear", 3), ("riverlake-tree", 3)]
     tagged = _query(postgres, "mlflow_direct",
                     f"SELECT count(*) FROM model_version_tags WHERE key = '{CHECKPOINT_TAG}'")
-    assert tagged == [(6,)]
+    assert tagged == [(4,)]
     # artifacts went to the configured store, nothing to the working directory
     assert any((tmp_path / "mlartifacts").rglob("model.pkl"))
     assert list(clean_env.iterdir()) == []
@@ -262,11 +262,11 @@ def test_mlflow_server_on_postgresql_serves_the_versioning_flow(postgres, mlflow
         _wait_http(f"http://127.0.0.1:{port}/health", proc, log, "MLflow server")
         store = f"http://127.0.0.1:{port}"
         report = sync_lake(replayed, store)
-        assert len(report["registered"]) == 6
-        assert sync_lake(replayed, store)["already_synced"] == 6
+        assert len(report["registered"]) == 4
+        assert sync_lake(replayed, store)["already_synced"] == 4
         _assert_registered_and_served(client_for(store), store, replayed)
         rows = _query(postgres, "mlflow_server", "SELECT count(*) FROM model_versions")
-        assert rows == [(6,)]
+        assert rows == [(4,)]
         assert any((tmp_path / "server-artifacts").rglob("model.pkl")), "the server stored the artifacts"
         assert list(clean_env.iterdir()) == []
     finally:
@@ -295,11 +295,11 @@ def test_prefect_server_on_postgresql_records_a_flow_run(postgres, mlflow_templa
         done = subprocess.run([sys.executable, "-m", "flows.versioning", "--lake", replayed], env=flow_env,
                               cwd=clean_env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr + log.read_text()[-2000:]
-        assert "6 registered, 0 already in postgresql+psycopg2://" in done.stdout
+        assert "4 registered, 0 already in postgresql+psycopg2://" in done.stdout
         runs = _query(postgres, "prefect",
                       "SELECT f.name, r.state_type::text FROM flow_run r JOIN flow f ON f.id = r.flow_id")
         assert runs == [("version-checkpoints", "COMPLETED")]
         tasks = _query(postgres, "prefect", "SELECT count(*) FROM task_run WHERE state_type = 'COMPLETED'")
-        assert tasks[0][0] >= 7  # the plan and one sync per checkpoint
+        assert tasks[0][0] >= 5  # the plan and one sync per trained checkpoint
     finally:
         _stop(proc)

@@ -105,30 +105,44 @@ def test_every_checkpoint_is_registered_once_with_its_lake_lineage(lake, store):
     ckpts = read_table(lake, "checkpoints")
     assert ckpts.height == 6
     report = sync_lake(lake, store)
-    assert len(report["registered"]) == 6 and report["already_synced"] == 0
+    # the checkpoints taken before a model learned anything are no versions (they serve the prior)
+    assert len(report["registered"]) == 4 and report["already_synced"] == 0 and report["untrained"] == 2
     client = client_for(store)
     registered = _all_registered(client)
-    assert set(registered) == {f"r1/{c}" for c in ckpts["checkpoint_id"]}
+    assert set(registered) == {f"r1/{c}" for c in ckpts.filter(pl.col("n_learned") > 0)["checkpoint_id"]}
     # versions of one model follow its learning
-    assert [registered[f"r1/linear:s0:{n}"] for n in (0, 1500, 3000)] == ["1", "2", "3"]
+    assert [registered[f"r1/linear:s0:{n}"] for n in (1500, 3000)] == ["1", "2"]
 
     final = ckpts.filter(pl.col("checkpoint_id") == "linear:s0:3000").row(0, named=True)
     mv = client.get_model_version("riverlake-linear", registered["r1/linear:s0:3000"])
     learns = read_table(lake, "learn_log").filter(pl.col("model") == "linear").sort("learn_order")
-    expected = {
+    # a handful of tags on the version: what finds it and what vouches for it
+    assert {k: mv.tags.get(k) for k in ("riverlake.run_id", "riverlake.checkpoint_id", "riverlake.n_learned",
+                                        "riverlake.sha256", "riverlake.lake")} == {
         "riverlake.run_id": "r1", "riverlake.checkpoint_id": "linear:s0:3000", "riverlake.n_learned": "3000",
-        "riverlake.sha256": final["sha256"], "riverlake.lake": os.path.abspath(lake),
-        "riverlake.first_event_id": learns["event_id"][0], "riverlake.last_event_id": learns["event_id"][-1],
-        "riverlake.last_event_time": learns["event_time"][-1].isoformat(),
-        "riverlake.events_version_at_checkpoint": "0", "riverlake.labels_version_at_checkpoint": "0",
-        "riverlake.events_version_at_sync": str(table_version(lake, "events")),
+        "riverlake.sha256": final["sha256"], "riverlake.lake": os.path.abspath(lake)}
+    assert len([k for k in mv.tags if k.startswith("riverlake.")]) <= 9
+    # the lineage: run params and lineage.json
+    lineage = {
+        "first_event_id": learns["event_id"][0], "last_event_id": learns["event_id"][-1],
+        "last_event_time": learns["event_time"][-1].isoformat(),
+        "events_version_at_checkpoint": "0", "labels_version_at_checkpoint": "0",
+        "events_version_at_sync": str(table_version(lake, "events")),
     }
-    assert {k: mv.tags.get(k) for k in expected} == expected
+    params = client.get_run(mv.run_id).data.params
+    assert {k: params.get(k) for k in lineage} == lineage
+    assert {k: mlflow.artifacts.load_dict(f"{client.get_run(mv.run_id).info.artifact_uri}/lineage.json").get(k)
+            for k in lineage} == lineage
 
     # the run: a child of the lake run's parent, prequential metrics as steps up to the checkpoint
     run = client.get_run(mv.run_id)
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.info.run_name == "r1"
+    # the parent run sums the lake run up: each model's prequential figures, side by side
+    last = read_table(lake, "metrics").filter(pl.col("model") == "linear").sort("cum_n")[-1]
+    assert parent.data.metrics["linear.cum_n"] == last["cum_n"][0]
+    assert parent.data.metrics["linear.cum_accuracy"] == pytest.approx(last["cum_accuracy"][0])
+    assert {"tree.cum_accuracy", "tree.cum_log_loss"} <= set(parent.data.metrics)
     history = client.get_metric_history(mv.run_id, "cum_log_loss")
     windows = read_table(lake, "metrics").filter((pl.col("model") == "linear") & (pl.col("seq") <= final["seq"]))
     assert len(history) == windows.height >= 5
@@ -147,7 +161,7 @@ def test_every_checkpoint_is_registered_once_with_its_lake_lineage(lake, store):
     # a second sync finds everything and registers nothing
     runs_before = len(client.search_runs([run.info.experiment_id], max_results=1000))
     again = sync_lake(lake, store)
-    assert again == {"registered": [], "already_synced": 6}
+    assert again == {"registered": [], "already_synced": 4, "untrained": 2}
     assert _all_registered(client) == registered
     assert len(client.search_runs([run.info.experiment_id], max_results=1000)) == runs_before
 
@@ -167,10 +181,10 @@ def test_leftovers_of_a_crash_are_replaced_and_tampered_bytes_refused(lake, stor
     write_deltalake(uri, table.set_column(table.schema.get_field_index("model_bytes"), field, tampered),
                     mode="overwrite")
 
-    with pytest.raises(ChecksumError, match=r"1 checkpoint\(s\) refused, 5 registered; refused: r1/tree:s0:1500"):
+    with pytest.raises(ChecksumError, match=r"1 checkpoint\(s\) refused, 3 registered; refused: r1/tree:s0:1500"):
         sync_lake(lake, store)
     registered = _all_registered(client)
-    assert len(registered) == 5 and "r1/tree:s0:1500" not in registered
+    assert len(registered) == 3 and "r1/tree:s0:1500" not in registered
     assert client.get_run(orphan.info.run_id).info.lifecycle_stage == "deleted"
     live = client.search_runs([exp], f"tags.`{CHECKPOINT_TAG}` = 'r1/linear:s0:1500'")
     assert len(live) == 1 and live[0].info.status == RunStatus.to_string(RunStatus.FINISHED)
@@ -215,9 +229,9 @@ def test_flow_fails_cleanly_while_mlflow_is_down_and_the_next_run_catches_up(lak
     # MLflow is back (here: the default store in the lake); the next run registers everything
     report = version_checkpoints(lake, retries=2, retry_delay_s=0.1)
     assert report["tracking_uri"] == f"sqlite:///{os.path.abspath(lake)}/mlflow.db"
-    assert len(report["registered"]) == 6
+    assert len(report["registered"]) == 4
     assert any((Path(lake) / "mlartifacts").rglob("model.pkl"))
-    assert len(_all_registered(client_for(report["tracking_uri"]))) == 6
+    assert len(_all_registered(client_for(report["tracking_uri"]))) == 4
     assert version_checkpoints(lake)["registered"] == []
 
 
@@ -295,7 +309,7 @@ def mlflow_server(tmp_path: Path):
 @pytest.mark.slow
 def test_against_a_real_mlflow_server_that_goes_down_mid_way(lake, mlflow_server, prefect_harness, subprocess_env):
     report = version_checkpoints(lake, tracking_uri=mlflow_server.uri, run_id="r1", retries=1, retry_delay_s=0.1)
-    assert len(report["registered"]) == 6
+    assert len(report["registered"]) == 4
 
     # the model loads from the server where riverlake is not importable, and predicts P(y=1)
     final = read_table(lake, "checkpoints").filter(pl.col("checkpoint_id") == "tree:s0:3000").row(0, named=True)
@@ -324,10 +338,9 @@ def test_against_a_real_mlflow_server_that_goes_down_mid_way(lake, mlflow_server
     assert state.is_failed()
     mlflow_server.start()
     again = version_checkpoints(lake, tracking_uri=mlflow_server.uri, retries=1, retry_delay_s=0.1)
-    assert sorted(r["checkpoint"] for r in again["registered"]) == ["r2/linear:s0:0", "r2/linear:s0:1500",
-                                                                   "r2/linear:s0:3000"]
-    assert again["already_synced"] == 6
-    assert len(_versions(client_for(mlflow_server.uri), "riverlake-linear")) == 6
+    assert sorted(r["checkpoint"] for r in again["registered"]) == ["r2/linear:s0:1500", "r2/linear:s0:3000"]
+    assert again["already_synced"] == 4
+    assert len(_versions(client_for(mlflow_server.uri), "riverlake-linear")) == 4
 
 
 
