@@ -41,7 +41,7 @@ def quoted_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_a_run_id_with_a_quote_keeps_one_parent_run(quoted_lake, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = sync_lake(quoted_lake, uri, checkpoint_ids=["linear:s0:0"])
+    first = sync_lake(quoted_lake, uri, checkpoint_ids=["linear:s0:200"])  # (s0:0 learned nothing: no version)
     rest = sync_lake(quoted_lake, uri)  # a later sync: it must find the run's parent, not make another
     assert len(first["registered"]) == 1 and len(rest["registered"]) >= 2
     client = client_for(uri)
