@@ -1,0 +1,251 @@
+"""The prediction API: answers, rows in the lake exactly once, learning from served features, the
+feature store (embedded and a real redis-server), and a real uvicorn server killed with -9."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from serving.config import ServeConfig
+from serving.engine import Engine, ServingError
+from serving.launch import RedisProcess, ServerProcess
+from serving.store import MemoryStore, open_store
+
+T0 = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp())  # epoch seconds
+
+
+def stream(n: int, *, seed: int = 3, keys: int = 5) -> list[tuple[str, dict, dict]]:
+    """``(kind, body)`` in time order: events a minute apart, each label 90 s after its event."""
+    rng = random.Random(seed)
+    timed: list[tuple[float, int, str, dict]] = []
+    for i in range(n):
+        key = f"k{rng.randrange(keys)}"
+        x = rng.uniform(0, 10)
+        t = T0 + 60 * i
+        ev = {"event_id": f"e{i}", "key": key, "event_time": t,
+              "payload": {"x": x, "n": rng.randrange(100), "tag": rng.choice(["a", "b"])}}
+        timed.append((t, 0, "predict", ev))
+        y = int(x + (3 if key in ("k0", "k1") else 0) + rng.gauss(0, 1) > 6)
+        timed.append((t + 90, 1, "labels", {"event_id": f"e{i}", "label": y, "label_time": t + 90}))
+    timed.sort(key=lambda r: (r[0], r[1]))
+    return [(kind, body) for _, _, kind, body in timed]
+
+
+def feed(engine: Engine, requests) -> dict[str, dict]:
+    answers = {}
+    for kind, body in requests:
+        status, out = (engine.predict if kind == "predict" else engine.labels)(json.dumps(body).encode())
+        assert status == 200, out
+        if kind == "predict":
+            answers[out["event_id"]] = out
+    return answers
+
+
+def table(lake, name) -> pl.DataFrame:
+    return pl.read_delta(f"{lake}/{name}")
+
+
+@pytest.fixture
+def lake(tmp_path) -> str:
+    return str(tmp_path / "lake")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisProcess(str(tmp_path_factory.mktemp("redis")))
+    yield server.url
+    server.stop()
+
+
+def test_predict_answers_once_per_event_id_and_the_lake_holds_each_row_once(lake):
+    engine = Engine(ServeConfig(lake=lake))
+    try:
+        reqs = stream(40)
+        answers = feed(engine, reqs)
+        first = answers["e3"]
+        status, again = engine.predict(json.dumps({"event_id": "e3", "key": "k9", "payload": {"x": 99.0}}).encode())
+        assert (status, again) == (200, first)  # the first answer, not a second prediction
+        status, batch = engine.predict(json.dumps([reqs[0][1], {"event_id": "new", "payload": {"x": 1.0}}]).encode())
+        assert status == 200 and batch[0] == answers["e0"] and batch[1]["event_id"] == "new"
+        assert set(first) == {"event_id", "score", "prediction", "model", "model_version"}
+    finally:
+        engine.close()
+    preds = table(lake, "predictions")
+    assert preds.height == 41 and preds["event_id"].n_unique() == 41
+    assert table(lake, "events").height == 41
+    labels = table(lake, "labels")
+    assert labels.height == 40 and labels["event_id"].n_unique() == 40
+    learned = table(lake, "learn_log")
+    assert learned.height == 40
+    served = preds.filter(pl.col("event_id") == "e3").row(0, named=True)
+    assert served["score"] == first["score"] and served["model_version"] == first["model_version"]
+
+
+def test_bad_input_is_refused_with_the_field_and_dead_lettered(lake):
+    engine = Engine(ServeConfig(lake=lake))
+    try:
+        assert engine.predict(b'{"event_id": "a", "payload": {"x": 1.5}}')[0] == 200
+        status, out = engine.predict(b'{"event_id": "b", "payload": {"x": "high"}}')
+        assert status == 422
+        assert out["detail"][0]["field"] == "payload.x" and "must be a number" in out["detail"][0]["reason"]
+        status, out = engine.predict(b'{"event_id": "c", "event_time": "yesterday", "payload": {}}')
+        assert status == 422 and out["detail"][0]["field"] == "event_time"
+        assert engine.predict(b'{"event_id": "d", ')[0] == 400
+        status, out = engine.labels(b'{"event_id": "a", "label": 7}')
+        assert status == 422 and out["detail"][0]["field"] == "label"
+        assert engine.labels(b'{"event_id": "nobody", "label": 1}')[0] == 404
+        assert engine.labels(b'{"event_id": "a", "label": 1}')[0] == 200
+        assert engine.labels(b'{"event_id": "a", "label": 0}')[0] == 409
+    finally:
+        engine.close()
+    dead = table(lake, "dead_letters").sort("seq")
+    assert dead.height == 6
+    assert dead["event_id"].to_list()[:2] == ["b", "c"]
+    assert table(lake, "predictions").height == 1  # nothing refused was predicted
+    assert table(lake, "labels")["label"].to_list() == [1]  # only the label learned
+
+
+def test_the_model_learns_from_labels_between_requests_and_models_reports_it(lake):
+    engine = Engine(ServeConfig(lake=lake, checkpoint_every=10))
+    try:
+        feed(engine, stream(30))
+        probe = {"key": "k0", "event_time": T0 + 60 * 31, "payload": {"x": 9.0, "n": 1, "tag": "a"}}
+        s1 = engine.predict(json.dumps({"event_id": "p1", **probe}).encode())[1]["score"]
+        engine.labels(json.dumps([{"event_id": "p1", "label": 0}]).encode())
+        s2 = engine.predict(json.dumps({"event_id": "p2", **probe}).encode())[1]["score"]
+        assert s2 < s1  # the label sent back changed the very next answer
+        (m,) = engine.models()
+        assert m["labels_learned"] == 31 and m["model_version"] == "linear:s0:30"
+        assert m["seconds_behind_newest_label"] == 0.0
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_served_features_and_scores_equal_the_replay_of_the_lake(lake, store, request):
+    """Serving and the dataflow's replay of what was served compute the same features and scores."""
+    from dataflows.online import run_replay
+
+    url = request.getfixturevalue("redis_url") if store == "redis" else "memory"
+    engine = Engine(ServeConfig(lake=lake, store=url, server_id=f"eq-{store}"))
+    try:
+        feed(engine, stream(150, keys=7))
+    finally:
+        engine.close()
+    run_id = run_replay(lake, "linear", recovery=False, run_id=f"replay-{store}", anomaly=None, stats_window=None)
+    preds = table(lake, "predictions")
+    served = preds.filter(pl.col("run_id") == f"eq-{store}").sort("event_id")
+    replayed = preds.filter(pl.col("run_id") == run_id).sort("event_id")
+    assert served.height == replayed.height == 150
+    assert served["features"].to_list() == replayed["features"].to_list()
+    assert served["score"].to_list() == replayed["score"].to_list()
+    assert any(dict(f)["key_n"] > 0 for f in served["features"].to_list())  # per-key history was used
+
+
+def test_feature_store_updates_are_idempotent_by_position(redis_url):
+    for store in (MemoryStore(), open_store(redis_url, namespace="idem")):
+        assert store.position is None
+        assert store.apply({"a": (1, 10, 0, 0, None)}, (0, 0), position=5)
+        assert not store.apply({"a": (2, 20, 0, 0, None)}, (1, 1), position=5)
+        assert not store.apply({"a": (2, 20, 0, 0, None)}, (1, 1), position=4)
+        assert store.apply({"a": (2, 20, 1, 1, 0.25), "b": (1, 3, 0, 0, None)}, (1, 1), position=6)
+        assert store.read(["a", "b", "c"]) == ({"a": (2, 20, 1, 1, 0.25), "b": (1, 3, 0, 0, None)}, (1, 1))
+        assert store.apply({"b": None}, (1, 1), position=7)
+        assert store.read(["b"]) == ({}, (1, 1)) and store.position == 7
+        store.close()
+
+
+def test_restart_replays_the_log_and_the_redis_store_neither_skips_nor_repeats(lake, redis_url):
+    cfg = ServeConfig(lake=lake, store=redis_url, server_id="restart")
+    reqs = stream(60, keys=3)
+    engine = Engine(cfg)
+    first = feed(engine, reqs[:50])
+    engine.close()
+    engine = Engine(cfg)
+    try:
+        assert engine.replayed == 50
+        again = feed(engine, [r for r in reqs[:50] if r[0] == "predict"])
+        assert again == {k: first[k] for k in again}  # the first answers, after a restart
+        feed(engine, reqs[50:])
+        learned = engine.models()[0]["labels_learned"]
+    finally:
+        engine.close()
+    store = open_store(redis_url, namespace="restart")
+    states, totals = store.read(["k0", "k1", "k2"])
+    counts = dict(table(lake, "events").group_by("key").len().iter_rows())
+    assert sum(counts.values()) == 60
+    assert {k: s[0] for k, s in states.items()} == counts  # each event counted once per key
+    assert totals[0] == learned == table(lake, "labels").height
+    with pytest.raises(ServingError, match="settings"):
+        Engine(ServeConfig(lake=lake, store=redis_url, server_id="restart", models=("tree",)))
+
+
+def test_a_second_server_with_the_same_id_is_refused(lake):
+    engine = Engine(ServeConfig(lake=lake))
+    try:
+        with pytest.raises(ServingError, match="another server"):
+            Engine(ServeConfig(lake=lake))
+    finally:
+        engine.close()
+
+
+def _answers(client, bodies):
+    out = {}
+    for body in bodies:
+        status, a = client.post("/predict", body)
+        assert status == 200, a
+        out[a["event_id"]] = a
+    return out
+
+
+def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subprocess_env):
+    """A real server on 127.0.0.1: answers, kill -9 before its lake commits, restart, same answers,
+    every row once, and ``lake reproduce`` rebuilds a served score bit for bit."""
+    from lake.reproduce import reproduce
+
+    lake = str(tmp_path / "lake")
+    args = ["--flush-seconds", "30", "--checkpoint-every", "20"]  # nothing committed before the kill
+    server = ServerProcess(lake, args=args, env=subprocess_env).wait_ready()
+    reqs = stream(120, keys=4)
+    try:
+        client = server.client()
+        served = {}
+        for kind, body in reqs[:160]:
+            status, out = client.post("/" + kind, body)
+            assert status == 200, out
+            if kind == "predict":
+                served[out["event_id"]] = out
+        status, docs = client.get("/openapi.json")
+        assert status == 200 and "/predict" in docs["paths"]
+        client.close()
+    finally:
+        server.kill()
+    server = ServerProcess(lake, args=args, env=subprocess_env).wait_ready()
+    try:
+        client = server.client()
+        status, health = client.get("/health")
+        assert health["replayed_requests"] == 160
+        assert _answers(client, [b for k, b in reqs[:160] if k == "predict"]) == served
+        for kind, body in reqs[160:]:
+            assert client.post("/" + kind, body)[0] == 200
+        status, models = client.get("/models")
+        assert models[0]["labels_learned"] == 120
+        client.close()
+    finally:
+        # uvicorn shuts down on SIGTERM, then exits by the signal it caught
+        assert server.stop() in (0, -15), server.log()
+    events, preds, labels = table(lake, "events"), table(lake, "predictions"), table(lake, "labels")
+    assert events.height == events["event_id"].n_unique() == 120
+    assert preds.height == preds["event_id"].n_unique() == 120
+    assert labels.height == labels["event_id"].n_unique() == 120
+    assert table(lake, "learn_log").height == 120
+    late = sorted(served, key=lambda e: int(e[1:]))[-1]
+    (rep,) = reproduce(lake, late, run_id="serve")
+    assert rep.bit_equal and rep.stored_score == served[late]["score"] and rep.learned > 0
