@@ -43,7 +43,7 @@ class ServeConfig:
     stats_window: str | None = None
     flush_rows: int = 5_000
     flush_seconds: float = 1.0
-    remember: int = 1_000_000
+    remember: int = 500_000  # first answers kept for at least this many recent event ids
     fsync: bool = False
 
     def __post_init__(self) -> None:

@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import time
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from typing import Any
 from zlib import crc32
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dataflows.decode import decode_event, decode_label
 from dataflows.items import EVENT, Batch, Output, raw_json
@@ -99,6 +99,38 @@ def serving_offset(server_id: str, seq: int) -> int:
     (1, True)
     """
     return ((1 << 21) + crc32(server_id.encode()) % (1 << 21)) << 40 | seq
+
+
+class Answers:
+    """The first answer of each of the last ``limit`` to ``2 * limit`` event ids (two generations of dicts:
+    O(1) per id, memory bounded).
+
+    >>> a = Answers(2)
+    >>> for i in range(5):
+    ...     a.add(f"e{i}", i)
+    >>> a.get("e0"), a.get("e3"), "e4" in a
+    (None, 3, True)
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._new: dict[str, Any] = {}
+        self._old: dict[str, Any] = {}
+
+    def add(self, event_id: str, answer: Any) -> None:
+        self._new[event_id] = answer
+        if len(self._new) >= self.limit:
+            self._old, self._new = self._new, {}
+
+    def get(self, event_id: str) -> Any:
+        a = self._new.get(event_id)
+        return self._old.get(event_id) if a is None else a
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._new or event_id in self._old
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
 
 
 class _Recorder:
@@ -202,7 +234,7 @@ class Engine:
                                            flush_seconds=config.flush_seconds, urgent_tables=URGENT_TABLES)
             self.recorder = _Recorder(config, self.types)
             self.log = ServingLog(os.path.join(config.state_path, "log.jsonl"), fsync=config.fsync)
-            self.answers: OrderedDict[str, tuple] = OrderedDict()
+            self.answers = Answers(config.remember)
             self._versions: dict[str, str] = {}
             self.next_seq = 0
             self.started_at = time.time()
@@ -303,16 +335,14 @@ class Engine:
         preds = out.tables.get("predictions")
         if preds is None:
             return
-        cols = preds.select(["event_id", "role", "model", "model_version", "score", "prediction"]).to_pydict()
+        if len(self.learner.slots) > 1:
+            preds = preds.filter(pc.equal(preds.column("role"), CHAMPION))
         answers, versions = self.answers, self._versions
-        for eid, role, model, version, score, prediction in zip(*cols.values(), strict=True):
-            if role != CHAMPION:
-                continue
-            version = versions.setdefault(version, version)
-            answers[eid] = (model, version, score, prediction)
-            self.events_served += 1
-        while len(answers) > self.config.remember:
-            answers.popitem(last=False)
+        model = self.champion
+        for eid, version, score, prediction in zip(*(preds.column(c).to_pylist() for c in (
+                "event_id", "model_version", "score", "prediction")), strict=True):
+            answers.add(eid, (model, versions.setdefault(version, version), score, prediction))
+        self.events_served += preds.num_rows
 
     def _log_and_step(self, items: list[tuple], dead: list[tuple]) -> Output:
         seq = self.next_seq
