@@ -224,6 +224,26 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if all(r.bit_equal for r in results) else 1
 
 
+# --------------------------------------------------------------------------- training-set
+
+
+def add_training_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--entities", required=True, help="CSV or Parquet file of entity rows")
+    parser.add_argument("--as-of-col", required=True, help="column with each row's time (UTC if naive)")
+    parser.add_argument("--key-col", default="key", help="column with the entity key (default: key)")
+    parser.add_argument("--out", required=True, help="output file: Parquet, or CSV when it ends in .csv")
+
+
+def cmd_training_set(args: argparse.Namespace) -> int:
+    """Each entity row with its key's features as of its time (dataflows.training_set)."""
+    from dataflows.training_set import read_entities, training_set, write_frame
+
+    out = training_set(args.lake, read_entities(args.entities), as_of_col=args.as_of_col, key_col=args.key_col)
+    write_frame(out, args.out)
+    print(f"{out.height:,} rows with point-in-time features -> {args.out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- wiring
 
 Command = tuple[
@@ -241,6 +261,8 @@ COMMANDS: list[Command] = [
     ("info", "version and row count of every table", add_info, cmd_info),
     ("reproduce", "rebuild a past prediction's score from its checkpoint and the learn log",
      add_reproduce, cmd_reproduce),
+    ("training-set", "join entity rows to their key's features as of each row's time (nothing from later)",
+     add_training_set, cmd_training_set),
 ]
 """``(name, help, add_arguments, run)`` of every subcommand."""
 

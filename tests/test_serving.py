@@ -8,6 +8,7 @@ import random
 import shutil
 from datetime import UTC, datetime
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -249,3 +250,50 @@ def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subproc
     late = sorted(served, key=lambda e: int(e[1:]))[-1]
     (rep,) = reproduce(lake, late, run_id="serve")
     assert rep.bit_equal and rep.stored_score == served[late]["score"] and rep.learned > 0
+
+
+def test_training_set_takes_nothing_from_after_each_rows_time(lake, tmp_path):
+    """Point-in-time: an event and a label that arrive after a row's time do not reach its features."""
+    from dataflows.training_set import training_set
+    from lake.cli import main as lake_main
+
+    engine = Engine(ServeConfig(lake=lake))
+    try:
+        for i, t in enumerate([T0, T0 + 60, T0 + 600]):  # the third event comes after the row's time
+            assert engine.predict(json.dumps({"event_id": f"a{i}", "key": "a", "event_time": t,
+                                              "payload": {"x": 1.0}}).encode())[0] == 200
+        # the first label arrives before the row's time, the second after it
+        assert engine.labels(json.dumps({"event_id": "a0", "label": 1, "label_time": T0 + 30}).encode())[0] == 200
+        assert engine.labels(json.dumps({"event_id": "a1", "label": 1, "label_time": T0 + 400}).encode())[0] == 200
+    finally:
+        engine.close()
+    as_of = datetime.fromtimestamp(T0 + 300, UTC)
+    entities = pl.DataFrame({"key": ["a", "a", "b"], "at": [as_of, datetime.fromtimestamp(T0 + 700, UTC), as_of]})
+    out = training_set(lake, entities, as_of_col="at")
+    assert out["key_events"].to_list() == [2, 3, 0]
+    assert out["key_labels"].to_list() == [1, 2, 0]
+    assert out["key_gap"][0] == pytest.approx(float(np.log1p(240)))  # since the event at T0 + 60
+    path = tmp_path / "entities.csv"
+    entities.with_columns(pl.col("at").dt.to_string("%Y-%m-%dT%H:%M:%S%z")).write_csv(path)
+    assert lake_main(["training-set", "--lake", lake, "--entities", str(path), "--as-of-col", "at",
+                      "--out", str(tmp_path / "ts.parquet")]) == 0
+    assert pl.read_parquet(tmp_path / "ts.parquet").drop("at").equals(out.drop("at"))
+
+
+def test_training_set_features_equal_the_features_served(lake):
+    from dataflows.training_set import FEATURE_COLUMNS, training_set
+
+    engine = Engine(ServeConfig(lake=lake))
+    try:
+        answers = feed(engine, stream(80, keys=4))
+    finally:
+        engine.close()
+    served = table(lake, "predictions").select("event_id", "key", "event_time", "features")
+    entities = served.select("key", (pl.col("event_time") - pl.duration(microseconds=1)).alias("at"))
+    out = training_set(lake, entities, as_of_col="at")
+    exact = ("key_n", "key_rate", "key_recent")
+    for row, feats in zip(out.iter_rows(named=True), served["features"].to_list(), strict=True):
+        f = dict(feats)
+        assert [row[n] for n in exact] == [f[n] for n in exact]
+        assert row["key_gap"] == pytest.approx(f["key_gap"], rel=1e-8)  # a microsecond earlier
+    assert len(answers) == 80 and set(FEATURE_COLUMNS) <= set(out.columns)
