@@ -45,6 +45,8 @@ class ServeConfig:
     flush_seconds: float = 1.0
     remember: int = 500_000  # first answers kept for at least this many recent event ids
     fsync: bool = False
+    # On a first start (an empty log): learn the lake's events + labels before serving (a replay in process).
+    warm_start: bool = False
 
     def __post_init__(self) -> None:
         if not _ID.match(self.server_id):

@@ -45,8 +45,9 @@ from dataflows.decode import decode_event, decode_label
 from dataflows.items import EVENT, Batch, Output, raw_json
 from dataflows.kafka import PayloadTypes
 from dataflows.learner import CHAMPION, ShardLearner
+from dataflows.replay import Pin, ReplayPlan, pin_versions
 from dataflows.sinks import URGENT_TABLES, DeltaSinkPartition
-from dataflows.validate import check_event, check_label
+from dataflows.validate import check_event, check_label, validate_batch
 from lake.schemas import UTC_TS
 from lake.table import TableWriter, exists, open_table
 from serving.config import ServeConfig
@@ -277,12 +278,22 @@ class Engine:
         scratch = MemoryStore()  # the state as of each logged request (the real store may be ahead)
         n = 0
         for record in self.log.records():
+            if "warm" in record:
+                self._warm_up(record["warm"], scratch)
+                n += 1
+                continue
             items = [tuple(it) for it in record["items"]]
             for it in items:
                 if it[1] == EVENT:
                     self.types.normalize(it[5])  # learn the kinds of new fields; the logged payload is used as is
             dead = [tuple(d) for d in record["dead"]]
             self._step(items, dead, read=scratch, also=self.store)
+            n += 1
+        if n == 0 and self.config.warm_start and exists(self.config.lake, "events"):
+            pin = pin_versions(self.config.lake)
+            warm = {"events": pin.events, "labels": pin.labels}
+            self.log.append({"warm": warm})  # the first record: a restart warms up from the same versions
+            self._warm_up(warm, scratch)
             n += 1
         if n:
             log.info("%s: replayed %d logged requests up to position %d", self.server_id, n, self.next_seq - 1)
@@ -293,9 +304,21 @@ class Engine:
                                "another server; clear the store's namespace or use another --server-id")
         return n
 
+    def _warm_up(self, pin: dict[str, int | None], scratch: FeatureStore, batch_size: int = 5_000) -> None:
+        """Learn the lake's history (``events`` + ``labels`` at the pinned versions) in the dataflow's replay
+        order, as a replay run would: its rows go to the lake under this server's id; its events and labels
+        are not recorded again."""
+        plan = ReplayPlan(self.config.lake, pin=Pin(pin["events"], pin["labels"]))
+        started = time.perf_counter()
+        for start in range(0, len(plan), batch_size):
+            batch = validate_batch(plan.batch(start, start + batch_size))
+            self._step(batch.items, batch.dead, read=scratch, also=self.store, record=False)
+        log.info("%s: warmed up on %d events and %d labels in %.1f s", self.server_id, plan.n_events,
+                 plan.n_labels, time.perf_counter() - started)
+
     # -- the step ---------------------------------------------------------------------
     def _step(self, items: list[tuple], dead: list[tuple], *, read: FeatureStore,
-              also: FeatureStore | None = None) -> Output:
+              also: FeatureStore | None = None, record: bool = True) -> Output:
         learner = self.learner
         featurizer = learner.featurizer
         pending = learner.pending
@@ -314,7 +337,7 @@ class Engine:
                 featurizer.set_key_state(k, states.get(k))
             featurizer.set_label_totals(*totals)
         out = learner.process(Batch(0, items, source=self.source, dead=dead))
-        top = max(it[0] for it in (items or dead))
+        top = max(items[-1][0] if items else -1, dead[-1][0] if dead else -1)
         self.next_seq = max(self.next_seq, top + 1)
         if keys:
             changed = {k: featurizer.key_state(k) for k in keys}
@@ -327,7 +350,8 @@ class Engine:
         # Labels go to the lake once learned (the refused ones are dead letters, with the reason).
         learned = out.tables.get("learn_log")
         ids = set() if learned is None else set(learned.column("event_id").to_pylist())
-        self.recorder.add([it for it in items if it[1] == EVENT or it[2] in ids])
+        if record:
+            self.recorder.add([it for it in items if it[1] == EVENT or it[2] in ids])
         self._remember(out)
         return out
 

@@ -297,3 +297,35 @@ def test_training_set_features_equal_the_features_served(lake):
         assert [row[n] for n in exact] == [f[n] for n in exact]
         assert row["key_gap"] == pytest.approx(f["key_gap"], rel=1e-8)  # a microsecond earlier
     assert len(answers) == 80 and set(FEATURE_COLUMNS) <= set(out.columns)
+
+
+def test_warm_start_learns_the_lakes_history_and_serves_with_its_types(lake):
+    """Serving the demo lake: the server first learns the flights already in the lake (in the replay's
+    order, nothing recorded twice), then answers with the lake's column types."""
+    from lake.cli import main as lake_main
+
+    assert lake_main(["ingest", "--lake", lake, "--scenario", "flights", "--limit", "2000"]) == 0
+    n_events, n_labels = table(lake, "events").height, table(lake, "labels").height
+    flight = {"key": "UA", "event_time": "2013-01-02T14:00:00Z",
+              "payload": {"month": 1, "day": 2, "hour": 9, "minute": 0, "sched_dep_time": 900, "carrier": "UA",
+                          "origin": "EWR", "dest": "ORD", "route": "EWR-ORD", "distance": 719}}
+    cfg = ServeConfig(lake=lake, warm_start=True, exclude=("tailnum", "flight"))
+    engine = Engine(cfg)
+    try:
+        (m,) = engine.models()
+        assert m["labels_learned"] > 0.9 * n_labels
+        status, a = engine.predict(json.dumps({"event_id": "live-1", **flight}).encode())
+        assert status == 200 and a["score"] != 0.5 and a["model_version"].startswith("linear:s0:")
+        bad = {**flight, "payload": {**flight["payload"], "distance": 719.5}}
+        status, out = engine.predict(json.dumps({"event_id": "live-2", **bad}).encode())
+        assert status == 422 and "int64" in out["detail"][0]["reason"]
+    finally:
+        engine.close()
+    engine = Engine(cfg)  # a restart warms up from the same versions and gives the same answer
+    try:
+        assert engine.predict(json.dumps({"event_id": "live-1", **flight}).encode()) == (200, a)
+    finally:
+        engine.close()
+    assert table(lake, "events").height == n_events + 1 and table(lake, "labels").height == n_labels
+    preds = table(lake, "predictions")
+    assert preds.height == preds["event_id"].n_unique() == n_events + 1
