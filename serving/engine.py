@@ -238,6 +238,7 @@ class Engine:
             self.answers = Answers(config.remember)
             self._versions: dict[str, str] = {}
             self.next_seq = 0
+            self._outputs: list[Output] = []
             self.started_at = time.time()
             self.events_served = 0
             self.last_label_accepted_us: int | None = None  # wall clock
@@ -346,7 +347,10 @@ class Engine:
             if also is not None:
                 also.apply(changed, totals, position=top)
             featurizer.forget_keys(keys)  # the store holds them
-        self.sink.write_batch([out])
+        self._outputs.append(out)  # handed to the lake writer on the next tick (one call for many requests)
+        if len(self._outputs) >= 256:  # (a replay or a burst between ticks)
+            outputs, self._outputs = self._outputs, []
+            self.sink.write_batch(outputs)
         # Labels go to the lake once learned (the refused ones are dead letters, with the reason).
         learned = out.tables.get("learn_log")
         ids = set() if learned is None else set(learned.column("event_id").to_pylist())
@@ -520,11 +524,14 @@ class Engine:
     # -- upkeep and status -----------------------------------------------------------------
     def tick(self) -> None:
         """Commit what is due to the lake (called every few hundred ms between requests)."""
-        self.sink.write_batch([])
+        outputs, self._outputs = self._outputs, []
+        self.sink.write_batch(outputs)
         self.recorder.maybe_flush()
 
     def flush(self) -> None:
         """Commit everything buffered and wait for it."""
+        outputs, self._outputs = self._outputs, []
+        self.sink.write_batch(outputs)
         self.sink.flush_all()
         self.recorder.wait()
 
