@@ -7,6 +7,8 @@ Starts its own server (``python -m serving``, pinned to one core with ``taskset`
 ``--server-cpu`` is given) on a fresh lake under a temporary folder, and, with
 ``--store redis``, its own ``redis-server``. Then, each phase bounded:
 
+- **closed**: one event per ``POST /predict``, each sent when the last was answered, for ``--seconds``
+  (labels flowing as below): the server's own latency and its capacity;
 - **single**: one event per ``POST /predict`` at ``--rate`` requests/s (open loop: latency is
   counted from the time a request was due, so a stall shows up in the percentiles instead of
   slowing the load), with learning on: every 10th request is followed by a ``POST /labels``
@@ -79,17 +81,23 @@ def _pct(values: list[float]) -> dict[str, float]:
             "max_ms": round(float(a.max()), 3), "n": len(values)}
 
 
-def phase_single(client: Client, load: Load, *, rate: float, seconds: float) -> dict[str, Any]:
-    """Open loop at ``rate`` predictions/s with labels flowing."""
+def phase_single(client: Client, load: Load, *, rate: float | None, seconds: float) -> dict[str, Any]:
+    """Open loop at ``rate`` predictions/s with labels flowing (``None``: closed loop, one request after
+    the other, for ``seconds``: the server's capacity and its own latency)."""
     lat: list[float] = []
     label_lat: list[float] = []
-    interval = 1.0 / rate
-    n = int(rate * seconds)
+    interval = 0.0 if rate is None else 1.0 / rate
+    n = int(rate * seconds) if rate is not None else 10**9
     start = time.perf_counter()
     for i in range(n):
         due = start + i * interval
         now = time.perf_counter()
-        if now < due:
+        if rate is None:
+            due = now
+            if now - start >= seconds:
+                n = i
+                break
+        elif now < due:
             time.sleep(due - now)
         status, _ = client.post("/predict", load.event())
         lat.append(time.perf_counter() - due)
@@ -177,6 +185,7 @@ def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: i
         client = server.client()
         load = Load()
         phase_single(client, load, rate=rate, seconds=2)  # warm up
+        result["closed"] = phase_single(client, load, rate=None, seconds=seconds)
         result["single"] = phase_single(client, load, rate=rate, seconds=seconds)
         result["batch"] = phase_batch(client, load, batch=batch, seconds=seconds)
         result["freshness"] = phase_freshness(client, load)
@@ -192,13 +201,15 @@ def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: i
 
 
 def markdown(r: dict[str, Any]) -> str:
-    s, b, f = r["single"], r["batch"], r["freshness"]
+    c, s, b, f = r["closed"], r["single"], r["batch"], r["freshness"]
     lines = [
         f"store `{r['store']}`, server on CPU {r['server_cpu']}, load average {r['loadavg_before'][0]:.1f} "
         f"before / {r['loadavg_after'][0]:.1f} after",
         "",
         "| phase | load | p50 | p99 | max | throughput |",
         "|---|---|---|---|---|---|",
+        f"| single `/predict`, labels flowing | closed loop (one after the other) | {c['p50_ms']} ms "
+        f"| {c['p99_ms']} ms | {c['max_ms']} ms | {c['achieved_rps']} req/s |",
         f"| single `/predict`, labels flowing | {s['target_rps']:.0f} req/s open loop | {s['p50_ms']} ms "
         f"| {s['p99_ms']} ms | {s['max_ms']} ms | {s['achieved_rps']} req/s |",
         f"| batched `/predict` ({b['batch']} events) | closed loop | {b['p50_ms']} ms | {b['p99_ms']} ms "

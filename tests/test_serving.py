@@ -206,13 +206,16 @@ def _answers(client, bodies):
     return out
 
 
-def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subprocess_env):
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subprocess_env, store, request):
     """A real server on 127.0.0.1: answers, kill -9 before its lake commits, restart, same answers,
     every row once, and ``lake reproduce`` rebuilds a served score bit for bit."""
     from lake.reproduce import reproduce
 
     lake = str(tmp_path / "lake")
-    args = ["--flush-seconds", "30", "--checkpoint-every", "20"]  # nothing committed before the kill
+    url = request.getfixturevalue("redis_url") if store == "redis" else "memory"
+    args = ["--flush-seconds", "30", "--checkpoint-every", "20",  # nothing committed before the kill
+            "--store", url, "--server-id", f"kill-{store}"]
     server = ServerProcess(lake, args=args, env=subprocess_env).wait_ready()
     reqs = stream(120, keys=4)
     try:
@@ -247,8 +250,12 @@ def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subproc
     assert preds.height == preds["event_id"].n_unique() == 120
     assert labels.height == labels["event_id"].n_unique() == 120
     assert table(lake, "learn_log").height == 120
+    if store == "redis":  # the store neither skipped nor repeated an update across the kill
+        states, totals = open_store(url, namespace="kill-redis").read([f"k{i}" for i in range(4)])
+        assert {k: s[0] for k, s in states.items()} == dict(events.group_by("key").len().iter_rows())
+        assert totals[0] == 120
     late = sorted(served, key=lambda e: int(e[1:]))[-1]
-    (rep,) = reproduce(lake, late, run_id="serve")
+    (rep,) = reproduce(lake, late, run_id=f"kill-{store}")
     assert rep.bit_equal and rep.stored_score == served[late]["score"] and rep.learned > 0
 
 
