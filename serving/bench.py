@@ -172,24 +172,39 @@ def phase_memory(client: Client, load: Load, server_pid: int, *, events: int, ba
 
 
 def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: int, server_cpu: int | None,
-        client_cpu: int | None, folder: str) -> dict[str, Any]:
+        client_cpu: int | None, folder: str, flush_seconds: float = 5.0) -> dict[str, Any]:
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
     redis = RedisProcess(os.path.join(folder, "redis")) if store == "redis" else None
     prefix = ["taskset", "-c", str(server_cpu)] if server_cpu is not None else []
     env = dict(os.environ)
-    server = ServerProcess(os.path.join(folder, "lake"), args=["--store", redis.url if redis else "memory"],
+    args = ["--store", redis.url if redis else "memory", "--flush-seconds", str(flush_seconds)]
+    server = ServerProcess(os.path.join(folder, "lake"), args=args,
                            prefix=prefix, env=env).wait_ready()
-    result: dict[str, Any] = {"store": store, "server_cpu": server_cpu, "loadavg_before": os.getloadavg()}
+    result: dict[str, Any] = {"store": store, "server_cpu": server_cpu, "flush_seconds": flush_seconds,
+                              "loadavg_before": os.getloadavg()}
     try:
         client = server.client()
         load = Load()
         phase_single(client, load, rate=rate, seconds=2)  # warm up
-        result["closed"] = phase_single(client, load, rate=None, seconds=seconds)
-        result["single"] = phase_single(client, load, rate=rate, seconds=seconds)
-        result["batch"] = phase_batch(client, load, batch=batch, seconds=seconds)
+        cpu = psutil.Process(server.proc.pid)  # (taskset execs the server: its pid is the child's)
+
+        def measured(phase: dict[str, Any], used: float, events: int) -> dict[str, Any]:
+            # The server's CPU time per prediction (labels included): on a shared machine, what a
+            # dedicated core would sustain is 1 / that.
+            phase["server_cpu_ms_per_prediction"] = round(used * 1e3 / events, 3)
+            phase["predictions_per_core_s"] = round(events / used, 1)
+            return phase
+
+        for name, kwargs in (("closed", {"rate": None}), ("single", {"rate": rate})):
+            t0 = sum(cpu.cpu_times()[:2])
+            r = phase_single(client, load, seconds=seconds, **kwargs)
+            result[name] = measured(r, sum(cpu.cpu_times()[:2]) - t0, r["requests"])
+        t0 = sum(cpu.cpu_times()[:2])
+        r = phase_batch(client, load, batch=batch, seconds=seconds)
+        result["batch"] = measured(r, sum(cpu.cpu_times()[:2]) - t0, r["predictions"])
         result["freshness"] = phase_freshness(client, load)
-        if memory_events:  # (taskset execs the server: its pid is the child's)
+        if memory_events:
             result["memory"] = phase_memory(client, load, server.proc.pid, events=memory_events, batch=batch)
         client.close()
     finally:
@@ -203,24 +218,28 @@ def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: i
 def markdown(r: dict[str, Any]) -> str:
     c, s, b, f = r["closed"], r["single"], r["batch"], r["freshness"]
     lines = [
-        f"store `{r['store']}`, server on CPU {r['server_cpu']}, load average {r['loadavg_before'][0]:.1f} "
+        f"store `{r['store']}`, lake commits every {r['flush_seconds']} s, server on CPU {r['server_cpu']}, "
+        f"load average {r['loadavg_before'][0]:.1f} "
         f"before / {r['loadavg_after'][0]:.1f} after",
         "",
-        "| phase | load | p50 | p99 | max | throughput |",
-        "|---|---|---|---|---|---|",
+        "| phase | load | p50 | p99 | max | throughput | server CPU per prediction (→ per core) |",
+        "|---|---|---|---|---|---|---|",
         f"| single `/predict`, labels flowing | closed loop (one after the other) | {c['p50_ms']} ms "
-        f"| {c['p99_ms']} ms | {c['max_ms']} ms | {c['achieved_rps']} req/s |",
+        f"| {c['p99_ms']} ms | {c['max_ms']} ms | {c['achieved_rps']} req/s "
+        f"| {c['server_cpu_ms_per_prediction']} ms ({c['predictions_per_core_s']}/s) |",
         f"| single `/predict`, labels flowing | {s['target_rps']:.0f} req/s open loop | {s['p50_ms']} ms "
-        f"| {s['p99_ms']} ms | {s['max_ms']} ms | {s['achieved_rps']} req/s |",
+        f"| {s['p99_ms']} ms | {s['max_ms']} ms | {s['achieved_rps']} req/s "
+        f"| {s['server_cpu_ms_per_prediction']} ms ({s['predictions_per_core_s']}/s) |",
         f"| batched `/predict` ({b['batch']} events) | closed loop | {b['p50_ms']} ms | {b['p99_ms']} ms "
-        f"| {b['max_ms']} ms | {b['predictions_per_s']} predictions/s |",
+        f"| {b['max_ms']} ms | {b['predictions_per_s']} predictions/s "
+        f"| {b['server_cpu_ms_per_prediction']} ms ({b['predictions_per_core_s']}/s) |",
         f"| freshness: label sent → served model learned it | {f['samples']} labels | {f['p50_ms']} ms "
-        f"| {f['p99_ms']} ms | {f['max_ms']} ms | |",
+        f"| {f['p99_ms']} ms | {f['max_ms']} ms | | |",
     ]
     if "memory" in r:
         m = r["memory"]
         lines.append(f"| memory over {m['events']:,} predictions (+ labels) | {m['seconds']} s | "
-                     f"RSS {m['rss_before_mb']} → {m['rss_after_mb']} MB, peak {m['rss_peak_mb']} MB | | | |")
+                     f"RSS {m['rss_before_mb']} → {m['rss_after_mb']} MB, peak {m['rss_peak_mb']} MB | | | | |")
     return "\n".join(lines)
 
 
@@ -233,13 +252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--memory-events", type=int, default=0, help="predictions of the memory phase (0: skip)")
     p.add_argument("--server-cpu", type=int, default=None, help="pin the server to this CPU (taskset)")
     p.add_argument("--client-cpu", type=int, default=None, help="pin this load generator to this CPU")
+    p.add_argument("--flush-seconds", type=float, default=5.0, help="the server's lake commit interval")
     p.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = p.parse_args(argv)
     folder = tempfile.mkdtemp(prefix="riverlake-serving-bench-")
     try:
         r = run(store=args.store, rate=args.rate, seconds=args.seconds, batch=args.batch,
                 memory_events=args.memory_events, server_cpu=args.server_cpu, client_cpu=args.client_cpu,
-                folder=folder)
+                folder=folder, flush_seconds=args.flush_seconds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(markdown(r))

@@ -336,3 +336,15 @@ def test_warm_start_learns_the_lakes_history_and_serves_with_its_types(lake):
     assert table(lake, "events").height == n_events + 1 and table(lake, "labels").height == n_labels
     preds = table(lake, "predictions")
     assert preds.height == preds["event_id"].n_unique() == n_events + 1
+
+
+def test_load_generator_reports_latency_throughput_freshness_and_memory(tmp_path):
+    from serving.bench import markdown, run
+
+    r = run(store="memory", rate=50, seconds=1, batch=20, memory_events=400, server_cpu=None, client_cpu=None,
+            folder=str(tmp_path))
+    assert r["closed"]["requests"] > 10 and r["single"]["requests"] == 50
+    assert r["batch"]["predictions_per_s"] > 0 and r["batch"]["server_cpu_ms_per_prediction"] > 0
+    assert r["freshness"]["p50_ms"] < 5_000  # a label is learned before its request returns
+    assert r["memory"]["events"] == 400 and r["memory"]["rss_after_mb"] > 0
+    assert "freshness" in markdown(r)
