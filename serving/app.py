@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -79,8 +81,10 @@ def create_app(config: ServeConfig, *, tick_seconds: float = 0.2) -> FastAPI:
                 await asyncio.sleep(tick_seconds)
                 try:
                     engine.tick()
-                except Exception:  # a failed commit: logged, retried on the next tick (the log holds the rows)
-                    log.exception("lake commit failed")
+                except Exception:  # a failed commit stops the server (the engine answers 503 until then);
+                    log.exception("lake commit failed; stopping: a restart replays the log")  # restart replays
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
 
         task = asyncio.create_task(ticker())
         try:
@@ -107,7 +111,8 @@ def create_app(config: ServeConfig, *, tick_seconds: float = 0.2) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        return JSONResponse(state["engine"].health())
+        h = state["engine"].health()
+        return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
 
     @app.get("/models")
     async def models() -> JSONResponse:

@@ -26,12 +26,14 @@ is in the lake exactly once, and every stored score is what was served.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -238,6 +240,7 @@ class Engine:
             self.answers = Answers(config.remember)
             self._versions: dict[str, str] = {}
             self.next_seq = 0
+            self.failed: str | None = None
             self._outputs: list[Output] = []
             self.started_at = time.time()
             self.events_served = 0
@@ -390,6 +393,9 @@ class Engine:
     # -- requests ---------------------------------------------------------------------
     def predict(self, body: bytes) -> tuple[int, Any]:
         """``(HTTP status, JSON answer)`` for a ``/predict`` body: one event or a list."""
+        refused = self._refuse()
+        if refused is not None:
+            return refused
         objs, single, problem = self._parse(body, what="event")
         if problem is not None:
             return problem
@@ -425,6 +431,9 @@ class Engine:
 
     def labels(self, body: bytes) -> tuple[int, Any]:
         """``(HTTP status, JSON answer)`` for a ``/labels`` body: one label or a list."""
+        refused = self._refuse()
+        if refused is not None:
+            return refused
         objs, single, problem = self._parse(body, what="label")
         if problem is not None:
             return problem
@@ -524,16 +533,36 @@ class Engine:
     # -- upkeep and status -----------------------------------------------------------------
     def tick(self) -> None:
         """Commit what is due to the lake (called every few hundred ms between requests)."""
-        outputs, self._outputs = self._outputs, []
-        self.sink.write_batch(outputs)
-        self.recorder.maybe_flush()
+        with self._failing():
+            outputs, self._outputs = self._outputs, []
+            self.sink.write_batch(outputs)
+            self.recorder.maybe_flush()
 
     def flush(self) -> None:
         """Commit everything buffered and wait for it."""
-        outputs, self._outputs = self._outputs, []
-        self.sink.write_batch(outputs)
-        self.sink.flush_all()
-        self.recorder.wait()
+        with self._failing():
+            outputs, self._outputs = self._outputs, []
+            self.sink.write_batch(outputs)
+            self.sink.flush_all()
+            self.recorder.wait()
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """A failed lake commit stops the engine: a later commit would pass the failed rows' positions, and
+        the writers would then drop them for good. Stopped, it answers 503 and commits nothing more; a
+        restart replays the log and writes what is missing."""
+        if self.failed is not None:
+            raise ServingError(self.failed)
+        try:
+            yield
+        except Exception as ex:
+            self.failed = f"lake commit failed, restart the server to resume from its log: {type(ex).__name__}: {ex}"
+            raise
+
+    def _refuse(self) -> tuple[int, Any] | None:
+        if self.failed is None:
+            return None
+        return 503, {"detail": [{"index": None, "event_id": None, "field": None, "reason": self.failed}]}
 
     def models(self) -> list[dict[str, Any]]:
         out = []
@@ -552,15 +581,18 @@ class Engine:
         return out
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "server_id": self.server_id, "lake": os.path.abspath(self.config.lake),
+        return {"status": "ok" if self.failed is None else "failed", "reason": self.failed,
+                "server_id": self.server_id, "lake": os.path.abspath(self.config.lake),
                 "store": self.store.url, "position": self.next_seq - 1, "replayed_requests": self.replayed,
                 "uptime_s": round(time.time() - self.started_at, 3)}
 
     def close(self) -> None:
+        """Commit what is buffered (unless a commit failed: then the log keeps it for the restart) and stop."""
         try:
-            self.flush()
-            self.sink.close()
-            self.recorder.close()
+            if self.failed is None:
+                self.flush()
+                self.sink.close()
+                self.recorder.close()
             self.store.close()
             self.log.close()
         finally:

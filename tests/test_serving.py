@@ -348,3 +348,30 @@ def test_load_generator_reports_latency_throughput_freshness_and_memory(tmp_path
     assert r["freshness"]["p50_ms"] < 5_000  # a label is learned before its request returns
     assert r["memory"]["events"] == 400 and r["memory"]["rss_after_mb"] > 0
     assert "freshness" in markdown(r)
+
+
+def test_a_failed_lake_commit_stops_serving_and_a_restart_writes_every_row(lake):
+    """After a commit fails, nothing later may be committed (the writers would skip the failed rows for
+    good): the server refuses requests with 503, and a restart writes what the failed commit held."""
+    import os
+
+    engine = Engine(ServeConfig(lake=lake))
+    try:
+        answers = feed(engine, stream(20))
+        with open(os.path.join(lake, "predictions"), "w") as f:  # a file where the table's folder goes
+            f.write("not a table")
+        with pytest.raises(Exception):  # noqa: B017 - whatever the writer raises
+            engine.flush()
+        assert engine.predict(b'{"event_id": "late", "payload": {"x": 1.0}}')[0] == 503
+        assert engine.health()["status"] == "failed"
+    finally:
+        engine.close()
+    os.remove(os.path.join(lake, "predictions"))
+    engine = Engine(ServeConfig(lake=lake))
+    try:
+        assert feed(engine, [r for r in stream(20) if r[0] == "predict"]) == answers
+    finally:
+        engine.close()
+    preds = table(lake, "predictions")
+    assert preds.height == preds["event_id"].n_unique() == 20
+    assert table(lake, "labels").height == table(lake, "learn_log").height == 20
