@@ -1,4 +1,4 @@
-"""The prediction API: FastAPI on uvicorn, one :class:`serving.engine.Engine` per process.
+"""The prediction API: FastAPI on uvicorn, one serving engine (learner, store, log) per process.
 
     python -m serving --lake L [--host 127.0.0.1] [--port 8000] [--model linear] [--store redis://...]
 
@@ -158,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as ex:
         raise SystemExit(f"serving: {ex}") from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: the API has no authentication; put it behind a proxy that has", args.host)
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
                 access_log=False, lifespan="on")
     return 0
