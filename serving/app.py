@@ -2,10 +2,13 @@
 
     python -m serving --lake L [--host 127.0.0.1] [--port 8000] [--model linear] [--store redis://...]
 
-Requests are handled on the event loop one at a time (the handlers do not await
-while they predict or learn), so the learner needs no lock and a model never
-changes in the middle of a request: it changes *between* requests. Lake commits
-run on background threads; a timer task hands them what is due.
+Requests go through one queue, served by one task on the event loop: it takes the
+requests that are waiting (one when the server is idle, all that arrived meanwhile
+when it is busy, up to ``max_batch``) and runs them, in arrival order, as one step
+of the engine. So the learner needs no lock, a model never changes in the middle of
+a request (it changes *between* requests), and under load the requests share the
+step's fixed costs. Lake commits run on background threads; a timer task hands
+them what is due.
 """
 
 from __future__ import annotations
@@ -65,9 +68,42 @@ class _Json(Response):
         return json.dumps(content, separators=(",", ":")).encode()
 
 
-def create_app(config: ServeConfig, *, tick_seconds: float = 0.2) -> FastAPI:
+class _Queue:
+    """Requests waiting for the engine, served in arrival order by one task, together when they queue up."""
+
+    def __init__(self, engine: Engine, *, max_batch: int) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[str, bytes, asyncio.Future]] = asyncio.Queue()
+
+    async def submit(self, kind: str, body: bytes) -> tuple[int, Any]:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((kind, body, future))
+        return await future
+
+    async def serve(self) -> None:
+        queue = self._queue
+        while True:
+            jobs = [await queue.get()]
+            await asyncio.sleep(0)  # requests already read from their sockets join this step
+            while not queue.empty() and len(jobs) < self.max_batch:
+                jobs.append(queue.get_nowait())
+            try:
+                answers = self.engine.handle([(kind, body) for kind, body, _ in jobs])
+            except Exception as ex:  # noqa: BLE001 - e.g. the log cannot be written: each request fails
+                log.exception("serving %d request(s) failed", len(jobs))
+                for _, _, future in jobs:
+                    if not future.done():
+                        future.set_exception(ex)
+                continue
+            for (_, _, future), answer in zip(jobs, answers, strict=True):
+                if not future.done():  # (a client that went away)
+                    future.set_result(answer)
+
+
+def create_app(config: ServeConfig, *, tick_seconds: float = 0.2, max_batch: int = 256) -> FastAPI:
     """The ASGI app of one server; the engine starts (and replays its log) when the app starts."""
-    state: dict[str, Engine] = {}
+    state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,11 +122,13 @@ def create_app(config: ServeConfig, *, tick_seconds: float = 0.2) -> FastAPI:
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
 
-        task = asyncio.create_task(ticker())
+        queue = state["queue"] = _Queue(engine, max_batch=max_batch)
+        tasks = [asyncio.create_task(ticker()), asyncio.create_task(queue.serve())]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
             engine.close()
 
     app = FastAPI(title="riverlake serving", lifespan=lifespan,
@@ -99,14 +137,14 @@ def create_app(config: ServeConfig, *, tick_seconds: float = 0.2) -> FastAPI:
     @app.post("/predict", openapi_extra=_body(EventIn), response_model=Answer | list[Answer],
               responses={422: {"description": "a field is wrong: the detail names it and why"}})
     async def predict(request: Request) -> Response:
-        status, content = state["engine"].predict(await request.body())
+        status, content = await state["queue"].submit("predict", await request.body())
         return _Json(content, status_code=status)
 
     @app.post("/labels", openapi_extra=_body(LabelIn),
               responses={404: {"description": "no served event has this id"},
                          409: {"description": "the event was labelled before"}})
     async def labels(request: Request) -> Response:
-        status, content = state["engine"].labels(await request.body())
+        status, content = await state["queue"].submit("labels", await request.body())
         return _Json(content, status_code=status)
 
     @app.get("/health")

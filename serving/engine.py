@@ -217,6 +217,26 @@ class _Recorder:
         self._pool.shutdown(wait=True)
 
 
+class _Job:
+    """One request within a step: its items (or its final answer) and where its items start."""
+
+    __slots__ = ("kind", "single", "items", "dead", "order", "answer", "first")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.single = False
+        self.items: list[tuple] = []
+        self.dead: list[tuple] = []
+        self.order: list[str] = []  # predict: the event ids in request order, answered ones included
+        self.answer: tuple[int, Any] | None = None
+        self.first = 0
+
+    def refuse(self, status: int, reason: str, source: str, raw: Any) -> _Job:
+        self.dead.append((0, "decode", reason, source, None, raw_json(raw)))
+        self.answer = (status, {"detail": [{"index": 0, "event_id": None, "field": None, "reason": reason}]})
+        return self
+
+
 class Engine:
     """One server's learner, feature store, log and lake writers. Not thread-safe: call from one thread."""
 
@@ -241,6 +261,8 @@ class Engine:
             self._versions: dict[str, str] = {}
             self.next_seq = 0
             self.failed: str | None = None
+            self.steps = 0  # steps run for requests, and the requests they served
+            self.requests = 0
             self._outputs: list[Output] = []
             self.started_at = time.time()
             self.events_served = 0
@@ -393,97 +415,105 @@ class Engine:
     # -- requests ---------------------------------------------------------------------
     def predict(self, body: bytes) -> tuple[int, Any]:
         """``(HTTP status, JSON answer)`` for a ``/predict`` body: one event or a list."""
-        refused = self._refuse()
-        if refused is not None:
-            return refused
-        objs, single, problem = self._parse(body, what="event")
-        if problem is not None:
-            return problem
-        items: list[tuple] = []
-        dead: list[tuple] = []
-        problems: list[Problem] = []
-        order: list[str] = []
-        seen: set[str] = set()
-        for i, obj in enumerate(objs):
-            item, reason, event_id = self._event_item(obj)
-            if reason is not None:
-                problems.append(Problem(i, event_id, _field_of(reason), reason))
-                dead.append((0, "validate", reason, self.source, event_id, raw_json(obj)))
-                continue
-            order.append(item[2])
-            if item[2] in seen or item[2] in self.answers:
-                continue  # answered before (or earlier in this request): the first answer stands
-            seen.add(item[2])
-            items.append(item)
-        if problems:
-            self._log_and_step([], dead)
-            return 422, {"detail": [p.as_dict() for p in problems]}
-        if items:
-            self._log_and_step(items, [])
-        answers = []
-        for i, eid in enumerate(order):
-            a = self._answer(eid)
-            if a is None:  # the step refused it (e.g. a duplicate older than the answers kept)
-                return 409, {"detail": [{"index": i, "event_id": eid, "field": "event_id",
-                                         "reason": "event_id was predicted before; its answer is no longer kept"}]}
-            answers.append(a)
-        return 200, (answers[0] if single else answers)
+        return self.handle([("predict", body)])[0]
 
     def labels(self, body: bytes) -> tuple[int, Any]:
         """``(HTTP status, JSON answer)`` for a ``/labels`` body: one label or a list."""
+        return self.handle([("labels", body)])[0]
+
+    def handle(self, requests: list[tuple[str, bytes]]) -> list[tuple[int, Any]]:
+        """Answers to ``("predict" | "labels", body)`` requests, in arrival order, run as one step (one log
+        record, one learner batch): the requests that arrived while the previous ones were served share the
+        step's fixed costs, and each sees the model as the requests before it left it."""
         refused = self._refuse()
         if refused is not None:
-            return refused
-        objs, single, problem = self._parse(body, what="label")
-        if problem is not None:
-            return problem
+            return [refused] * len(requests)
+        self.steps += 1
+        self.requests += len(requests)
+        jobs: list[_Job] = []
         items: list[tuple] = []
         dead: list[tuple] = []
-        problems: list[Problem] = []
+        fresh: set[str] = set()  # event ids predicted in this step
         received = now_us()
-        for i, obj in enumerate(objs):
-            item, reason, event_id = self._label_item(obj, received)
-            if reason is not None:
-                problems.append(Problem(i, event_id, _field_of(reason), reason))
-                dead.append((0, "validate", reason, self.source, event_id, raw_json(obj)))
-            else:
-                items.append(item)
-        if problems:
-            self._log_and_step([], dead)
-            return 422, {"detail": [p.as_dict() for p in problems]}
-        self.last_label_accepted_us = received
-        out = self._log_and_step(items, [])
-        learned = set()
-        if "learn_log" in out.tables:
-            learned = set(out.tables["learn_log"].column("event_id").to_pylist())
-        refused = {}
-        if "dead_letters" in out.tables:
-            d = out.tables["dead_letters"].select(["event_id", "reason"]).to_pydict()
-            refused = dict(zip(d["event_id"], d["reason"], strict=True))
-        self.last_learned_us = now_us()
-        results = [{"event_id": it[2], "learned": it[2] in learned, **({"reason": refused[it[2]]}
-                    if it[2] in refused else {})} for it in items]
-        if single and not results[0]["learned"]:
-            reason = results[0].get("reason", "not learned")
-            status = 404 if "unknown event" in reason else 409
-            return status, {"detail": [{"index": 0, "event_id": items[0][2], "field": "event_id", "reason": reason}]}
-        return 200, (results[0] if single else results)
+        for kind, body in requests:
+            job = self._prepare(kind, body, fresh, received)
+            job.first = len(items)
+            items.extend(job.items)
+            dead.extend(job.dead)
+            jobs.append(job)
+        if not items and not dead:
+            return [self._finish(job, None, 0) for job in jobs]
+        base = self.next_seq
+        if any(job.kind == "labels" and job.items for job in jobs):
+            self.last_label_accepted_us = received
+        out = self._log_and_step(items, dead)
+        if any(job.kind == "labels" and job.items for job in jobs):
+            self.last_learned_us = now_us()
+        return [self._finish(job, out, base) for job in jobs]
 
-    def _parse(self, body: bytes, *, what: str) -> tuple[list, bool, tuple[int, Any] | None]:
+    def _prepare(self, kind: str, body: bytes, fresh: set[str], received_us: int) -> _Job:
+        """Parse and check one request: its items for the step, or its dead letters and final answer."""
+        job = _Job(kind)
+        what = "event" if kind == "predict" else "label"
         try:
             obj = json.loads(body)
         except (ValueError, UnicodeDecodeError) as ex:
-            reason = f"undecodable JSON: {ex}"
-            self._log_and_step([], [(0, "decode", reason, self.source, None,
-                                     raw_json(body.decode("utf-8", "replace")))])
-            return [], False, (400, {"detail": [{"index": 0, "event_id": None, "field": None, "reason": reason}]})
-        single = isinstance(obj, dict)
-        objs = [obj] if single else obj
+            return job.refuse(400, f"undecodable JSON: {ex}", self.source, body.decode("utf-8", "replace"))
+        job.single = isinstance(obj, dict)
+        objs = [obj] if job.single else obj
         if not isinstance(objs, list) or not objs:
-            reason = f"body must be a JSON object (one {what}) or a non-empty list of them"
-            self._log_and_step([], [(0, "decode", reason, self.source, None, raw_json(obj))])
-            return [], False, (400, {"detail": [{"index": 0, "event_id": None, "field": None, "reason": reason}]})
-        return objs, single, None
+            return job.refuse(400, f"body must be a JSON object (one {what}) or a non-empty list of them",
+                              self.source, obj)
+        problems: list[Problem] = []
+        for i, o in enumerate(objs):
+            item, reason, event_id = self._event_item(o) if kind == "predict" else self._label_item(o, received_us)
+            if reason is not None:
+                problems.append(Problem(i, event_id, _field_of(reason), reason))
+                job.dead.append((0, "validate", reason, self.source, event_id, raw_json(o)))
+                continue
+            if kind == "predict":
+                job.order.append(item[2])
+                if item[2] in fresh or item[2] in self.answers:
+                    continue  # answered before (or earlier in this step): the first answer stands
+                fresh.add(item[2])
+            job.items.append(item)
+        if problems:
+            job.items = []  # a request with a wrong input is refused whole; its wrong inputs are dead letters
+            job.answer = (422, {"detail": [p.as_dict() for p in problems]})
+        return job
+
+    def _finish(self, job: _Job, out: Output | None, base: int) -> tuple[int, Any]:
+        if job.answer is not None:
+            return job.answer
+        if job.kind == "predict":
+            answers = []
+            for i, eid in enumerate(job.order):
+                a = self._answer(eid)
+                if a is None:  # the step refused it (e.g. a duplicate older than the answers kept)
+                    return 409, {"detail": [{"index": i, "event_id": eid, "field": "event_id",
+                                             "reason": "event_id was predicted before; its answer is no longer kept"}]}
+                answers.append(a)
+            return 200, (answers[0] if job.single else answers)
+        learned: set[int] = set()
+        refused: dict[int, str] = {}
+        if out is not None and "learn_log" in out.tables:
+            learned = set(out.tables["learn_log"].column("seq").to_pylist())
+        if out is not None and "dead_letters" in out.tables:
+            d = out.tables["dead_letters"].select(["seq", "reason"]).to_pydict()
+            refused = dict(zip(d["seq"], d["reason"], strict=True))
+        results = []
+        for i, it in enumerate(job.items):
+            seq = base + job.first + i
+            r = {"event_id": it[2], "learned": seq in learned}
+            if seq in refused:
+                r["reason"] = refused[seq]
+            results.append(r)
+        if job.single and not results[0]["learned"]:
+            reason = results[0].get("reason", "not learned")
+            status = 404 if "unknown event" in reason else 409
+            return status, {"detail": [{"index": 0, "event_id": job.items[0][2], "field": "event_id",
+                                        "reason": reason}]}
+        return 200, (results[0] if job.single else results)
 
     def _event_item(self, obj: Any) -> tuple[tuple | None, str | None, str | None]:
         """``(item, None, event_id)`` or ``(None, reason, event_id)`` for one event object."""
@@ -584,6 +614,7 @@ class Engine:
         return {"status": "ok" if self.failed is None else "failed", "reason": self.failed,
                 "server_id": self.server_id, "lake": os.path.abspath(self.config.lake),
                 "store": self.store.url, "position": self.next_seq - 1, "replayed_requests": self.replayed,
+                "requests": self.requests, "steps": self.steps,
                 "uptime_s": round(time.time() - self.started_at, 3)}
 
     def close(self) -> None:

@@ -375,3 +375,59 @@ def test_a_failed_lake_commit_stops_serving_and_a_restart_writes_every_row(lake)
     preds = table(lake, "predictions")
     assert preds.height == preds["event_id"].n_unique() == 20
     assert table(lake, "labels").height == table(lake, "learn_log").height == 20
+
+
+def test_requests_that_queue_up_run_as_one_step_in_arrival_order(lake):
+    engine = Engine(ServeConfig(lake=lake))
+    try:
+        ev = {"event_id": "q1", "key": "k", "payload": {"x": 2.0}}
+        answers = engine.handle([
+            ("predict", json.dumps(ev).encode()),
+            ("labels", json.dumps({"event_id": "q1", "label": 1}).encode()),  # its event came just before
+            ("predict", json.dumps({**ev, "payload": {"x": 3.0}}).encode()),  # the same id: the first answer
+            ("predict", json.dumps({"event_id": "q2", "payload": {"x": "two"}}).encode()),  # refused alone
+            ("labels", json.dumps([{"event_id": "q1", "label": 1}, {"event_id": "q3", "label": 0}]).encode()),
+            ("predict", json.dumps({"event_id": "q3", "key": "k", "payload": {"x": 1.0}}).encode()),
+        ])
+        assert [a[0] for a in answers] == [200, 200, 200, 422, 200, 200]
+        assert answers[1][1] == {"event_id": "q1", "learned": True}
+        assert answers[2][1] == answers[0][1]
+        assert [r["learned"] for r in answers[4][1]] == [False, False]  # twice; q3 not served yet
+        assert "twice" in answers[4][1][0]["reason"] and "unknown" in answers[4][1][1]["reason"]
+        assert engine.health()["steps"] == 1 and engine.models()[0]["labels_learned"] == 1
+    finally:
+        engine.close()
+    assert table(lake, "predictions")["event_id"].to_list() == ["q1", "q3"]
+    assert table(lake, "dead_letters").height == 3
+
+
+def test_concurrent_clients_of_a_uvicorn_server_get_every_answer_once(tmp_path, subprocess_env):
+    from concurrent.futures import ThreadPoolExecutor
+
+    lake = str(tmp_path / "lake")
+    server = ServerProcess(lake, env=subprocess_env).wait_ready()
+
+    def client(c: int) -> dict[str, dict]:
+        cl = server.client()
+        out = {}
+        for i in range(40):
+            eid = f"c{c}-{i}"
+            status, a = cl.post("/predict", {"event_id": eid, "key": f"k{i % 3}", "payload": {"x": float(i)}})
+            assert status == 200 and a["event_id"] == eid
+            out[eid] = a
+            assert cl.post("/labels", {"event_id": eid, "label": i % 2})[1] == {"event_id": eid, "learned": True}
+        cl.close()
+        return out
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = {k: v for part in pool.map(client, range(8)) for k, v in part.items()}
+        status, health = server.client().get("/health")
+        assert health["requests"] == 640 and health["steps"] <= 640
+    finally:
+        assert server.stop() in (0, -15), server.log()
+    preds = table(lake, "predictions")
+    assert preds.height == preds["event_id"].n_unique() == len(answers) == 320
+    assert table(lake, "learn_log").height == table(lake, "labels").height == 320
+    stored = dict(zip(preds["event_id"].to_list(), preds["score"].to_list(), strict=True))
+    assert all(stored[k] == a["score"] for k, a in answers.items())
