@@ -1,6 +1,6 @@
 """Load generator for the prediction API: latency, throughput, freshness and memory, on 127.0.0.1.
 
-    python -m serving.bench [--store memory|redis] [--rate 1000] [--seconds 20] [--batch 100]
+    python -m serving.bench [--store memory|redis] [--rate 1000] [--seconds 20] [--batch 100] [--connections 8]
                             [--memory-events 1000000] [--server-cpu 0] [--client-cpu 1] [--out FILE]
 
 Starts its own server (``python -m serving``, pinned to one core with ``taskset`` when
@@ -13,6 +13,8 @@ Starts its own server (``python -m serving``, pinned to one core with ``taskset`
   counted from the time a request was due, so a stall shows up in the percentiles instead of
   slowing the load), with learning on: every 10th request is followed by a ``POST /labels``
   carrying the labels of 10 earlier events;
+- **concurrent**: the same ``--rate`` in all from ``--connections`` clients (threads, one connection each),
+  open loop: requests that arrive while the server is busy share its steps;
 - **batch**: ``--batch`` events per request, as fast as the server answers, labels flowing the
   same way; reports predictions/s;
 - **freshness**: a label sent, then the model that answers the next request has learned it:
@@ -48,9 +50,10 @@ LABEL_LAG = 200  # labels come for events this many events back
 class Load:
     """Synthetic events and their labels (flights-like: a distance, a carrier, an hour)."""
 
-    def __init__(self, seed: int = 1, keys: int = 1_000) -> None:
+    def __init__(self, seed: int = 1, keys: int = 1_000, prefix: str = "e") -> None:
         self.rng = random.Random(seed)
         self.keys = keys
+        self.prefix = prefix
         self.n = 0
         self.truth: dict[str, int] = {}
 
@@ -60,15 +63,15 @@ class Load:
         self.n += 1
         key = f"route-{rng.randrange(self.keys)}"
         distance = rng.uniform(100, 3000)
-        self.truth[f"e{i}"] = int(distance / 3000 + rng.random() * 0.6 > 0.8)
-        return {"event_id": f"e{i}", "key": key, "event_time": _T0 + i * 0.01,
+        self.truth[f"{self.prefix}{i}"] = int(distance / 3000 + rng.random() * 0.6 > 0.8)
+        return {"event_id": f"{self.prefix}{i}", "key": key, "event_time": _T0 + i * 0.01,
                 "payload": {"distance": distance, "carrier": rng.choice("ABCDEFGH"), "dep_hour": rng.randrange(24)}}
 
     def labels(self, upto: int, count: int) -> list[dict[str, Any]]:
         """Labels of the ``count`` events before ``upto`` (events served a while ago)."""
         out = []
         for i in range(max(0, upto - count), upto):
-            eid = f"e{i}"
+            eid = f"{self.prefix}{i}"
             y = self.truth.pop(eid, None)
             if y is not None:
                 out.append({"event_id": eid, "label": y})
@@ -111,6 +114,42 @@ def phase_single(client: Client, load: Load, *, rate: float | None, seconds: flo
     wall = time.perf_counter() - start
     return {"requests": n, "target_rps": rate, "achieved_rps": round(n / wall, 1), **_pct(lat),
             "labels": _pct(label_lat) if label_lat else None}
+
+
+def phase_concurrent(port: int, *, rate: float, seconds: float, connections: int) -> dict[str, Any]:
+    """Open loop at ``rate`` predictions/s in all, spread over ``connections`` clients (threads), labels
+    flowing: requests that arrive while the server is busy share its steps."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    per = rate / connections
+    n = int(per * seconds)
+    start = time.perf_counter() + 0.2
+
+    def client(c: int) -> tuple[list[float], int]:
+        cl, load, lat = Client(port), Load(seed=100 + c, prefix=f"c{c}-"), []
+        offset = c / rate
+        for i in range(n):
+            due = start + offset + i / per
+            now = time.perf_counter()
+            if now < due:
+                time.sleep(due - now)
+            status, _ = cl.post("/predict", load.event())
+            lat.append(time.perf_counter() - due)
+            assert status == 200
+            if i % 10 == 9:
+                labels = load.labels(load.n - LABEL_LAG // connections, 10)
+                if labels:
+                    cl.post("/labels", labels)
+        cl.close()
+        return lat, n
+
+    with ThreadPoolExecutor(connections) as pool:
+        parts = list(pool.map(client, range(connections)))
+    wall = time.perf_counter() - start
+    lat = [x for part, _ in parts for x in part]
+    total = sum(k for _, k in parts)
+    return {"requests": total, "target_rps": rate, "connections": connections,
+            "achieved_rps": round(total / wall, 1), **_pct(lat)}
 
 
 def phase_batch(client: Client, load: Load, *, batch: int, seconds: float) -> dict[str, Any]:
@@ -172,7 +211,7 @@ def phase_memory(client: Client, load: Load, server_pid: int, *, events: int, ba
 
 
 def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: int, server_cpu: int | None,
-        client_cpu: int | None, folder: str, flush_seconds: float = 5.0) -> dict[str, Any]:
+        client_cpu: int | None, folder: str, flush_seconds: float = 5.0, connections: int = 1) -> dict[str, Any]:
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
     redis = RedisProcess(os.path.join(folder, "redis")) if store == "redis" else None
@@ -200,6 +239,12 @@ def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: i
             t0 = sum(cpu.cpu_times()[:2])
             r = phase_single(client, load, seconds=seconds, **kwargs)
             result[name] = measured(r, sum(cpu.cpu_times()[:2]) - t0, r["requests"])
+        if connections > 1:
+            t0, s0 = sum(cpu.cpu_times()[:2]), client.get("/health")[1]
+            r = phase_concurrent(server.port, rate=rate, seconds=seconds, connections=connections)
+            s1 = client.get("/health")[1]
+            r["requests_per_step"] = round((s1["requests"] - s0["requests"]) / max(1, s1["steps"] - s0["steps"]), 2)
+            result["concurrent"] = measured(r, sum(cpu.cpu_times()[:2]) - t0, r["requests"])
         t0 = sum(cpu.cpu_times()[:2])
         r = phase_batch(client, load, batch=batch, seconds=seconds)
         result["batch"] = measured(r, sum(cpu.cpu_times()[:2]) - t0, r["predictions"])
@@ -230,6 +275,11 @@ def markdown(r: dict[str, Any]) -> str:
         f"| single `/predict`, labels flowing | {s['target_rps']:.0f} req/s open loop | {s['p50_ms']} ms "
         f"| {s['p99_ms']} ms | {s['max_ms']} ms | {s['achieved_rps']} req/s "
         f"| {s['server_cpu_ms_per_prediction']} ms ({s['predictions_per_core_s']}/s) |",
+        *([f"| single `/predict`, labels flowing | {r['concurrent']['target_rps']:.0f} req/s open loop from "
+           f"{r['concurrent']['connections']} clients ({r['concurrent']['requests_per_step']} requests per step) "
+           f"| {r['concurrent']['p50_ms']} ms | {r['concurrent']['p99_ms']} ms | {r['concurrent']['max_ms']} ms "
+           f"| {r['concurrent']['achieved_rps']} req/s | {r['concurrent']['server_cpu_ms_per_prediction']} ms "
+           f"({r['concurrent']['predictions_per_core_s']}/s) |"] if "concurrent" in r else []),
         f"| batched `/predict` ({b['batch']} events) | closed loop | {b['p50_ms']} ms | {b['p99_ms']} ms "
         f"| {b['max_ms']} ms | {b['predictions_per_s']} predictions/s "
         f"| {b['server_cpu_ms_per_prediction']} ms ({b['predictions_per_core_s']}/s) |",
@@ -252,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--memory-events", type=int, default=0, help="predictions of the memory phase (0: skip)")
     p.add_argument("--server-cpu", type=int, default=None, help="pin the server to this CPU (taskset)")
     p.add_argument("--client-cpu", type=int, default=None, help="pin this load generator to this CPU")
+    p.add_argument("--connections", type=int, default=8,
+                   help="clients of the concurrent phase (the same --rate in all; 1: skip the phase)")
     p.add_argument("--flush-seconds", type=float, default=5.0, help="the server's lake commit interval")
     p.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = p.parse_args(argv)
@@ -259,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         r = run(store=args.store, rate=args.rate, seconds=args.seconds, batch=args.batch,
                 memory_events=args.memory_events, server_cpu=args.server_cpu, client_cpu=args.client_cpu,
-                folder=folder, flush_seconds=args.flush_seconds)
+                folder=folder, flush_seconds=args.flush_seconds, connections=args.connections)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(markdown(r))

@@ -342,7 +342,8 @@ def test_load_generator_reports_latency_throughput_freshness_and_memory(tmp_path
     from serving.bench import markdown, run
 
     r = run(store="memory", rate=50, seconds=1, batch=20, memory_events=400, server_cpu=None, client_cpu=None,
-            folder=str(tmp_path))
+            folder=str(tmp_path), connections=2)
+    assert r["concurrent"]["requests"] == 50 and r["concurrent"]["requests_per_step"] >= 1
     assert r["closed"]["requests"] > 10 and r["single"]["requests"] == 50
     assert r["batch"]["predictions_per_s"] > 0 and r["batch"]["server_cpu_ms_per_prediction"] > 0
     assert r["freshness"]["p50_ms"] < 5_000  # a label is learned before its request returns
