@@ -265,6 +265,30 @@ class KeyedFeaturizer:
         names = list(keys)
         self.keys_forgotten += self.forget_keys([names[i] for i in drop.tolist()])
 
+    # -- per-key state as plain values (an online feature store holds it between events) ----
+    def key_state(self, key: str) -> tuple[int, int, int, int, float | None] | None:
+        """``(n_events, last_event_time_us, n_labels, n_positive, recent_rate)`` of ``key``, or ``None``."""
+        state = self._keys.get(key)
+        return None if state is None else (state[0], state[1], state[2], state[3], state[4])
+
+    def set_key_state(self, key: str, state: tuple[int, int, int, int, float | None] | None) -> None:
+        """Give ``key`` the history ``state`` (as :meth:`key_state` returns it); ``None`` forgets the key."""
+        if state is None:
+            self._keys.pop(key, None)
+        else:
+            self._keys[key] = list(state)
+
+    @property
+    def label_totals(self) -> tuple[int, int]:
+        """``(labels, positive labels)`` seen over all keys (the shared prior of ``key_rate``)."""
+        return self._n_labels, self._n_positive
+
+    def set_label_totals(self, n_labels: int, n_positive: int) -> None:
+        """Restore the totals :attr:`label_totals` returned."""
+        if not 0 <= n_positive <= n_labels:
+            raise ValueError(f"need 0 <= n_positive <= n_labels, got {n_positive!r} of {n_labels!r}")
+        self._n_labels, self._n_positive = int(n_labels), int(n_positive)
+
     def forget_keys(self, keys: Iterable[str]) -> int:
         """Drop the state of ``keys`` (bounded memory on unbounded key spaces); returns how many."""
         n = 0

@@ -278,6 +278,26 @@ def cmd_check_recovery(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- training-set
+
+
+def add_training_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--entities", required=True, help="CSV or Parquet file of entity rows")
+    parser.add_argument("--as-of-col", required=True, help="column with each row's time (UTC if naive)")
+    parser.add_argument("--key-col", default="key", help="column with the entity key (default: key)")
+    parser.add_argument("--out", required=True, help="output file: Parquet, or CSV when it ends in .csv")
+
+
+def cmd_training_set(args: argparse.Namespace) -> int:
+    """Each entity row with its key's features as of its time (dataflows.training_set)."""
+    from dataflows.training_set import read_entities, training_set, write_frame
+
+    out = training_set(args.lake, read_entities(args.entities), as_of_col=args.as_of_col, key_col=args.key_col)
+    write_frame(out, args.out)
+    print(f"{out.height:,} rows with point-in-time features -> {args.out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- wiring
 
 Command = tuple[
@@ -297,6 +317,8 @@ COMMANDS: list[Command] = [
      add_reproduce, cmd_reproduce),
     ("check-recovery", "check a Bytewax recovery folder before resuming from it (`bytewax.run -r DIR`)",
      add_check_recovery, cmd_check_recovery),
+    ("training-set", "join entity rows to their key's features as of each row's time (nothing from later)",
+     add_training_set, cmd_training_set),
 ]
 """``(name, help, add_arguments, run)`` of every subcommand."""
 

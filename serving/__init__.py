@@ -1,0 +1,1 @@
+"""Real-time serving: a prediction API over the online learner, with an online feature store."""

@@ -1,0 +1,5 @@
+import sys
+
+from serving.app import main
+
+sys.exit(main())

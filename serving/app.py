@@ -1,0 +1,203 @@
+"""The prediction API: FastAPI on uvicorn, one serving engine (learner, store, log) per process.
+
+    python -m serving --lake L [--host 127.0.0.1] [--port 8000] [--model linear] [--store redis://...]
+
+Requests go through one queue, served by one task on the event loop: it takes the
+requests that are waiting (one when the server is idle, all that arrived meanwhile
+when it is busy, up to ``max_batch``) and runs them, in arrival order, as one step
+of the engine. So the learner needs no lock, a model never changes in the middle of
+a request (it changes *between* requests), and under load the requests share the
+step's fixed costs. Lake commits run on background threads; a timer task hands
+them what is due.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from serving.config import ServeConfig
+from serving.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class EventIn(BaseModel):
+    event_id: str | int = Field(description="unique id; a second request with it gets the first answer")
+    key: str | None = Field(None, description="entity key (per-key features); default 'all'")
+    event_time: str | float | None = Field(None, description="ISO time or epoch seconds, UTC; default now")
+    payload: dict[str, str | float | int | bool | None] = Field(default_factory=dict,
+                                                                 description="feature values")
+
+
+class Answer(BaseModel):
+    event_id: str
+    score: float = Field(description="P(label = 1)")
+    prediction: int
+    model: str
+    model_version: str = Field(description="checkpoint id; with the learn log it rebuilds the score")
+
+
+class LabelIn(BaseModel):
+    event_id: str | int
+    label: int = Field(description="0 or 1")
+    label_time: str | float | None = Field(None, description="ISO time or epoch seconds; default now")
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "anyOf": [schema, {"type": "array", "items": schema}]}}}}}
+
+
+class _Json(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
+class _Queue:
+    """Requests waiting for the engine, served in arrival order by one task, together when they queue up."""
+
+    def __init__(self, engine: Engine, *, max_batch: int) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[str, bytes, asyncio.Future]] = asyncio.Queue()
+
+    async def submit(self, kind: str, body: bytes) -> tuple[int, Any]:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((kind, body, future))
+        return await future
+
+    async def serve(self) -> None:
+        queue = self._queue
+        while True:
+            jobs = [await queue.get()]
+            await asyncio.sleep(0)  # requests already read from their sockets join this step
+            while not queue.empty() and len(jobs) < self.max_batch:
+                jobs.append(queue.get_nowait())
+            try:
+                answers = self.engine.handle([(kind, body) for kind, body, _ in jobs])
+            except Exception as ex:  # noqa: BLE001 - e.g. the log cannot be written: each request fails
+                log.exception("serving %d request(s) failed", len(jobs))
+                for _, _, future in jobs:
+                    if not future.done():
+                        future.set_exception(ex)
+                continue
+            for (_, _, future), answer in zip(jobs, answers, strict=True):
+                if not future.done():  # (a client that went away)
+                    future.set_result(answer)
+
+
+def create_app(config: ServeConfig, *, tick_seconds: float = 0.2, max_batch: int = 256) -> FastAPI:
+    """The ASGI app of one server; the engine starts (and replays its log) when the app starts."""
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = Engine(config)
+        state["engine"] = engine
+        log.info("serving %s from %s (store %s), position %d", config.models, config.lake, config.store,
+                 engine.next_seq - 1)
+
+        async def ticker() -> None:
+            while True:
+                await asyncio.sleep(tick_seconds)
+                try:
+                    engine.tick()
+                except Exception:  # a failed commit stops the server (the engine answers 503 until then);
+                    log.exception("lake commit failed; stopping: a restart replays the log")  # restart replays
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+        queue = state["queue"] = _Queue(engine, max_batch=max_batch)
+        tasks = [asyncio.create_task(ticker()), asyncio.create_task(queue.serve())]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            engine.close()
+
+    app = FastAPI(title="riverlake serving", lifespan=lifespan,
+                  description="Predictions from an online model that keeps learning from the labels sent back.")
+
+    @app.post("/predict", openapi_extra=_body(EventIn), response_model=Answer | list[Answer],
+              responses={422: {"description": "a field is wrong: the detail names it and why"}})
+    async def predict(request: Request) -> Response:
+        status, content = await state["queue"].submit("predict", await request.body())
+        return _Json(content, status_code=status)
+
+    @app.post("/labels", openapi_extra=_body(LabelIn),
+              responses={404: {"description": "no served event has this id"},
+                         409: {"description": "the event was labelled before"}})
+    async def labels(request: Request) -> Response:
+        status, content = await state["queue"].submit("labels", await request.body())
+        return _Json(content, status_code=status)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        h = state["engine"].health()
+        return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
+
+    @app.get("/models")
+    async def models() -> JSONResponse:
+        return JSONResponse(state["engine"].models())
+
+    return app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n\n")[0])
+    p.add_argument("--lake", required=True, help="lake root")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", default="linear", help="model specs, comma-separated; the first is served")
+    p.add_argument("--server-id", default="serve", help="identity: run_id in the lake, store namespace")
+    p.add_argument("--store", default="memory", help="feature store: memory or redis://HOST:PORT/DB")
+    p.add_argument("--state-dir", default=None, help="log and lock folder (default LAKE/_serving/ID)")
+    p.add_argument("--exclude", default="", help="payload fields not used as features (comma list)")
+    p.add_argument("--checkpoint-every", type=int, default=1_000, help="new model version every N labels")
+    p.add_argument("--flush-seconds", type=float, default=1.0, help="lake commit interval")
+    p.add_argument("--anomaly", default=None, help="anomaly scorer (e.g. zscore); default off")
+    p.add_argument("--fsync", action="store_true", help="fsync the log per request (survives power loss)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="on a first start, learn the lake's events and labels before serving")
+    p.add_argument("--log-level", default="warning")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    names = tuple(m.strip() for m in args.model.split(",") if m.strip())
+    return ServeConfig(lake=args.lake, server_id=args.server_id, models=names, store=args.store,
+                       state_dir=args.state_dir, exclude=tuple(e for e in args.exclude.split(",") if e),
+                       checkpoint_every=args.checkpoint_every, flush_seconds=args.flush_seconds,
+                       anomaly=args.anomaly, fsync=args.fsync, warm_start=args.warm_start)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import uvicorn
+
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as ex:
+        raise SystemExit(f"serving: {ex}") from None
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: the API has no authentication; put it behind a proxy that has", args.host)
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
+                access_log=False, lifespan="on")
+    return 0
