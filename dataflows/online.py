@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -323,6 +324,28 @@ def recovery_dir(lake: str | os.PathLike[str], run_id: str) -> Path:
     return state_dir(lake, "_recovery", run_id)
 
 
+@contextmanager
+def run_lock(db_dir: Path, run_id: str) -> Iterator[None]:
+    """Hold ``DB_DIR.lock`` (beside the recovery folder, not in it) for the run; the OS drops it when the process
+    ends, also by kill -9. A second process of the same run on this machine is refused before any work
+    (:class:`~lake.errors.RunLockedError`); across machines, the writers' fencing stops it at commit time."""
+    import fcntl
+
+    from lake.errors import RunLockedError
+
+    path = db_dir.parent / f"{db_dir.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(run_id, str(path)) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *, recovery: bool = True,
                snapshot_s: float = 10.0, **settings: Any) -> str:
     """Run a replay to the end in this process (one worker); returns its run id.
@@ -346,14 +369,17 @@ def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
         raise ValueError(f"snapshot_s must be > 0, got {snapshot_s!r}")
     job = replay_job(lake, model, **settings)
     config = None
-    if recovery:
-        db_dir = recovery_dir(lake, job.run_id)
-        if not db_dir.exists():
-            db_dir.mkdir(parents=True)
-            init_db_dir(db_dir, 1)
-        integrity.check_recovery(db_dir)
-        config = RecoveryConfig(str(db_dir))
-    run_main(job.flow(), epoch_interval=timedelta(seconds=snapshot_s), recovery_config=config)
+    with ExitStack() as held:
+        if recovery:
+            db_dir = recovery_dir(lake, job.run_id)
+            # one process per run and recovery folder: a second one would corrupt the snapshots both resume from
+            held.enter_context(run_lock(db_dir, job.run_id))
+            if not db_dir.exists():
+                db_dir.mkdir(parents=True)
+                init_db_dir(db_dir, 1)
+            integrity.check_recovery(db_dir)
+            config = RecoveryConfig(str(db_dir))
+        run_main(job.flow(), epoch_interval=timedelta(seconds=snapshot_s), recovery_config=config)
     return job.run_id
 
 

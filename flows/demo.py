@@ -80,15 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     print("[3/6] version the model checkpoints in MLflow (Prefect flow)", flush=True)
     versions = version_checkpoints(args.lake)
     print(f"      {len(versions['registered'])} checkpoints registered, {versions['already_synced']} already there "
-          f"({versions['tracking_uri']}; see them with `mlflow ui --backend-store-uri {versions['tracking_uri']}`)",
-          flush=True)
+          f"({versions['tracking_uri']}; see them, and the Prefect UI, with `make ui`)", flush=True)
     window = _report_window(args.lake, args.report_window)
     print(f"[4/6] drift report: the last {window} of event time against the {window} before "
           "(Prefect flow, Evidently)", flush=True)
     report = last_vs_previous(args.lake, window,
                               exclude=sorted({"year", "month", "day", "time_hour", *args.exclude.split(",")} - {""}))
-    print(f"      {report['n_drifted']}/{report['n_columns']} columns drifted (share {report['drifted_share']:.2f}); "
-          f"report: {report['html_path']}", flush=True)
+    if "skipped" in report:  # run again on an unchanged lake: the report it made stands
+        print(f"      {report['skipped']}", flush=True)
+    else:
+        print(f"      {report['n_drifted']}/{report['n_columns']} columns drifted (share "
+              f"{report['drifted_share']:.2f}); report: {report['html_path']}", flush=True)
     print("[5/6] lake maintenance (Prefect flow)", flush=True)
 
     for table, row in maintenance(args.lake).items():

@@ -74,6 +74,16 @@ class WriterFencedError(LakeError):
         self.found = found
 
 
+class RunLockedError(LakeError):
+    """Another process on this machine is running the same run id with recovery (one recovery folder each)."""
+
+    def __init__(self, run_id: str, lock: str) -> None:
+        super().__init__(f"run {run_id!r} is already running in another process on this machine (it holds {lock}); "
+                         "wait for it to end or stop it, then rerun to resume")
+        self.run_id = run_id
+        self.lock = lock
+
+
 class RunIdentityError(LakeError):
     """A run id is already recorded in the lake's ``runs`` table with other inputs or settings."""
 

@@ -60,20 +60,22 @@ def test_writers_racing_on_one_id_never_write_a_row_twice(tmp_path):
     assert len(fenced) >= 1
 
 
-def _replay_cmd(lake: str) -> list[str]:
+def _replay_cmd(lake: str, recovery: bool = True) -> list[str]:
     return [sys.executable, "-m", "dataflows.online", "--lake", lake, "--model", "linear,tree",
             "--run-id", "twice", "--rate", "1000", "--batch-size", "150", "--snapshot-s", "0.4",
-            "--checkpoint-every", "500"]
+            "--checkpoint-every", "500", *([] if recovery else ["--no-recovery"])]
 
 
 @pytest.mark.slow
-def test_two_replays_with_one_run_id_at_once_write_every_row_once(synthetic_lake, subprocess_env):
+@pytest.mark.parametrize("recovery", [True, False], ids=["recovery", "no-recovery"])
+def test_two_replays_with_one_run_id_at_once_write_every_row_once(synthetic_lake, subprocess_env, recovery):
     # Before fencing: 10,092 predictions and doubled checkpoints for 6,000 (event, model) pairs.
-    first = subprocess.Popen(_replay_cmd(synthetic_lake), env=subprocess_env, stdout=subprocess.DEVNULL,
+    # With recovery the second process is refused at once (the run's lock); without, the writers fence it.
+    first = subprocess.Popen(_replay_cmd(synthetic_lake, recovery), env=subprocess_env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     time.sleep(1.5)
-    second = subprocess.Popen(_replay_cmd(synthetic_lake), env=subprocess_env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(_replay_cmd(synthetic_lake, recovery), env=subprocess_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     logs = [p.communicate(timeout=180)[1] for p in (first, second)]
     codes = [first.returncode, second.returncode]
 
@@ -85,11 +87,15 @@ def test_two_replays_with_one_run_id_at_once_write_every_row_once(synthetic_lake
     assert rows("checkpoints", ["checkpoint_id"]).is_unique().all(), "a checkpoint was written twice"
     losers = [log for code, log in zip(codes, logs, strict=True) if code != 0]
     assert losers, "the two runs overlapped, so one of them must have been stopped"
+    expected = "is already running in another process" if recovery else "is also committing from another process"
     for log in losers:
-        assert "is also committing from another process" in log, log[-3000:]
+        assert expected in log, log[-3000:]
+    if recovery:
+        assert codes == [0, 2] and "Traceback" not in logs[1]  # one line, before any work
+        assert logs[1].strip().splitlines()[-1].startswith("error: run 'twice' is already running")
     # Whatever the race left, the same command finishes the run: every event once per model.
-    final = subprocess.run(_replay_cmd(synthetic_lake), env=subprocess_env, capture_output=True, text=True,
-                           timeout=180)
+    final = subprocess.run(_replay_cmd(synthetic_lake, recovery), env=subprocess_env, capture_output=True,
+                           text=True, timeout=180)
     assert final.returncode == 0, final.stderr[-3000:]
     preds = rows("predictions", ["event_id", "model"])
     assert preds.height == 6_000 and preds.is_unique().all()
