@@ -348,7 +348,8 @@ def run_lock(db_dir: Path, run_id: str) -> Iterator[None]:
 
 def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *, recovery: bool = True,
                snapshot_s: float = 10.0, **settings: Any) -> str:
-    """Run a replay to the end in this process (one worker); returns its run id.
+    """Run a replay to the end in this process (one worker, on Bytewax's production runner ``cli_main``, as
+    ``python -m bytewax.run`` runs it); returns its run id.
 
     With ``recovery`` (the default), Bytewax snapshots the source position, the
     models and the pending state every ``snapshot_s`` seconds into
@@ -363,7 +364,7 @@ def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     from datetime import timedelta
 
     from bytewax.recovery import RecoveryConfig, init_db_dir
-    from bytewax.testing import run_main
+    from bytewax.run import cli_main  # Bytewax's production runner, as under python -m bytewax.run
 
     if snapshot_s <= 0:
         raise ValueError(f"snapshot_s must be > 0, got {snapshot_s!r}")
@@ -379,7 +380,8 @@ def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
                 init_db_dir(db_dir, 1)
             integrity.check_recovery(db_dir)
             config = RecoveryConfig(str(db_dir))
-        run_main(job.flow(), epoch_interval=timedelta(seconds=snapshot_s), recovery_config=config)
+        cli_main(job.flow(), workers_per_process=1, epoch_interval=timedelta(seconds=snapshot_s),
+                 recovery_config=config)
     return job.run_id
 
 
