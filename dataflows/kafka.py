@@ -53,12 +53,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC
 from typing import Any
 
 import confluent_kafka as ck
 import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from deltalake.exceptions import CommitFailedError
@@ -66,6 +69,7 @@ from deltalake.exceptions import CommitFailedError
 from dataflows.decode import decode_event, decode_label
 from dataflows.items import EVENT, Batch, Output, raw_json
 from dataflows.replay import FIXED_EVENT_COLUMNS, shard_of
+from dataflows.trace import StageTrace
 from dataflows.validate import validate_batch
 from lake.schemas import UTC_TS
 from lake.table import TableWriter, exists, open_table
@@ -165,19 +169,26 @@ class PayloadTypes:
     def __init__(self, schema: pa.Schema | None = None) -> None:
         self._types: dict[str, pa.DataType] = {}
         self._kinds: dict[str, str] = {}
+        self._lock = threading.Lock()  # the recorder's commit thread adopts a schema another writer merged
         if schema is not None:
             self.adopt(schema)
 
     @property
     def order(self) -> list[str]:
         """Payload columns in table order (new fields after the table's, as they came)."""
-        return list(self._types)
+        with self._lock:
+            return list(self._types)
 
     def arrow_type(self, name: str) -> pa.DataType:
-        return self._types[name]
+        with self._lock:
+            return self._types[name]
 
     def adopt(self, schema: pa.Schema) -> None:
         """Take the types of ``schema``'s payload columns (the table's types win)."""
+        with self._lock:
+            self._adopt(schema)
+
+    def _adopt(self, schema: pa.Schema) -> None:
         for field in schema:
             if field.name in FIXED_EVENT_COLUMNS:
                 continue
@@ -186,6 +197,10 @@ class PayloadTypes:
 
     def normalize(self, payload: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """``(payload in column order and types, None)``, or ``(None, reason)`` for a wrong-schema payload."""
+        with self._lock:
+            return self._normalize(payload)
+
+    def _normalize(self, payload: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         known: dict[str, Any] = {}
         new: dict[str, Any] = {}
         new_kinds: dict[str, str] = {}
@@ -220,11 +235,11 @@ class PayloadTypes:
 
     def column(self, name: str, values: list[Any]) -> pa.Array:
         """An Arrow column of ``name``; values that do not fit its type (a race between writers) become null."""
-        type_ = self._types[name]
+        with self._lock:
+            type_, kind = self._types[name], self._kinds[name]
         try:
             return pa.array(values, type_)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            kind = self._kinds[name]
             fitted = [_convert(v, kind) for v in values]
             lost = sum(1 for v, ok in fitted if not ok)
             log.warning("events: %d value(s) of %r do not fit its column type %s; stored as null",
@@ -235,12 +250,22 @@ class PayloadTypes:
 # --------------------------------------------------------------------------- recording
 
 class _Recorder:
-    """Appends the events and labels one partition accepted to the lake, once per Kafka offset."""
+    """Appends the events and labels one partition accepted to the lake, once per Kafka offset.
+
+    Commits run on a thread of the recorder's own, off the prediction path: the
+    source hands rows over and goes on polling. One commit runs at a time (rows
+    that come meanwhile wait for the next, so a slow commit grows the next one
+    rather than a queue); :meth:`wait` returns once everything handed over is
+    committed, which the source's snapshot calls before it gives out an offset.
+    """
 
     def __init__(self, lake: str, topic: str, partition: int, types: PayloadTypes, *, flush_rows: int,
-                 flush_seconds: float) -> None:
+                 flush_seconds: float, trace: StageTrace | None = None) -> None:
         self._lake, self._partition, self._types = lake, partition, types
         self._flush_rows, self._flush_seconds = flush_rows, flush_seconds
+        self._trace = trace
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"riverlake-record-{partition}")
+        self._running: Future[None] | None = None
         prefix = f"kafka/{topic}/{partition}"
         self._events = TableWriter(lake, "events", writer_id=f"{prefix}/events", compact_every=100)
         self._labels = TableWriter(lake, "labels", writer_id=f"{prefix}/labels", compact_every=100)
@@ -257,17 +282,49 @@ class _Recorder:
             (self._ev if item[1] == EVENT else self._lb).append(item)
 
     def maybe_flush(self) -> None:
+        """Start a commit when the rows are due and none runs (raises a failed commit's error)."""
+        if self._running is not None:
+            if not self._running.done():
+                return
+            self._reap()
         n = len(self._ev) + len(self._lb)
         if n and (n >= self._flush_rows or time.monotonic() - self._since >= self._flush_seconds):
             self.flush()
 
     def flush(self) -> None:
+        """Start committing every row handed over (after the running commit, if any)."""
         ev, self._ev = self._ev, []
         lb, self._lb = self._lb, []
+        if ev or lb:
+            if self._running is not None:
+                self._reap()
+            self._running = self._pool.submit(self._commit, ev, lb)
+
+    def wait(self) -> None:
+        """Commit every row handed over; returns when they are in the lake."""
+        self.flush()
+        if self._running is not None:
+            self._reap()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _reap(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.result()  # re-raises a failed commit here, in the dataflow
+
+    def _commit(self, ev: list[tuple], lb: list[tuple]) -> None:
         if ev:
             self._append(self._events, ev, self._event_rows)
         if lb:
             self._append(self._labels, lb, self._label_rows)
+        if self._trace is not None:
+            done = ev + lb
+            self._trace.mark("recorded", self._partition, min(it[0] for it in done), max(it[0] for it in done))
 
     def _append(self, writer: TableWriter, items: list[tuple], rows) -> None:
         for attempt in range(_COMMIT_ATTEMPTS):
@@ -328,6 +385,10 @@ def _consumer(brokers: str, extra: dict[str, Any] | None) -> ck.Consumer:
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        # A fetch with nothing to return waits at most this long: the bound on how late a
+        # message that comes to an idle partition is seen (librdkafka's default, 500 ms, is
+        # that much latency on brokers that do not answer a waiting fetch early).
+        "fetch.wait.max.ms": 5,
         **(extra or {}),
     })
 
@@ -336,25 +397,28 @@ class _KafkaPartition(StatefulSourcePartition[Batch, int]):
     def __init__(self, brokers: str, topic: str, partition: int, *, start: int | None, batch_size: int,
                  poll_timeout_s: float, stop_at_end: bool, config: dict[str, Any] | None,
                  n_partitions: int = 1, lake: str | None = None, flush_rows: int = 25_000,
-                 flush_seconds: float = 5.0) -> None:
+                 flush_seconds: float = 5.0, trace: StageTrace | None = None) -> None:
         self._topic, self._partition, self._n_partitions = topic, partition, n_partitions
         self._batch_size, self._timeout, self._stop_at_end = batch_size, poll_timeout_s, stop_at_end
         self._next = start
         self._at_end = False  # librdkafka reports a partition's end once, when reached
         self._misplaced = False
         self._source = f"kafka:{topic}/{partition}"
+        self._trace = trace
         self._types: PayloadTypes | None = None
         self._recorder: _Recorder | None = None
         if lake is not None:
             schema = open_table(lake, "events").schema().to_arrow() if exists(lake, "events") else None
             self._types = PayloadTypes(pa.schema(schema) if schema is not None else None)
             self._recorder = _Recorder(lake, topic, partition, self._types, flush_rows=flush_rows,
-                                       flush_seconds=flush_seconds)
+                                       flush_seconds=flush_seconds, trace=trace)
         self._consumer = _consumer(brokers, config)
         offset = start if start is not None else ck.OFFSET_BEGINNING
         self._consumer.assign([ck.TopicPartition(topic, partition, offset)])
 
     def next_batch(self) -> list[Batch]:
+        # What has arrived, up to batch_size: librdkafka fetches in the background, so a zero
+        # timeout never waits (Bytewax calls again at once after items, 1 ms later after none).
         items: list[tuple] = []
         dead: list[tuple] = []
         for msg in self._consumer.consume(self._batch_size, self._timeout):
@@ -374,6 +438,8 @@ class _KafkaPartition(StatefulSourcePartition[Batch, int]):
             else:
                 dead.append(bad)
         batch = Batch(self._partition, items, source=self._source, dead=dead) if items or dead else None
+        if batch is not None and self._trace is not None and items:
+            self._trace.mark("consumed", self._partition, items[0][0], items[-1][0])
         if batch is not None and self._recorder is not None:
             # What is recorded is what the models get: checked here, once.
             batch = validate_batch(batch)
@@ -423,13 +489,13 @@ class _KafkaPartition(StatefulSourcePartition[Batch, int]):
     def snapshot(self) -> int | None:
         # The resume offset may only pass rows that are in the lake.
         if self._recorder is not None:
-            self._recorder.flush()
+            self._recorder.wait()
         return self._next
 
     def close(self) -> None:
         try:
             if self._recorder is not None:
-                self._recorder.flush()
+                self._recorder.close()
         finally:
             self._consumer.close()
 
@@ -441,12 +507,20 @@ class KafkaSource(FixedPartitionedSource[Batch, int]):
     catch-up jobs); otherwise it runs live. With ``lake``, every accepted event and
     label is also appended to the lake's ``events``/``labels`` (see the module
     docstring), committed when a partition holds ``flush_rows`` of them, when the
-    oldest is ``flush_seconds`` old, and at every snapshot.
+    oldest is ``flush_seconds`` old, and at every snapshot, on a thread beside the
+    dataflow's (the batch goes on to the models at once).
+
+    A batch is what has arrived, up to ``batch_size``: with the default
+    ``poll_timeout_s=0`` a poll never waits for more, so a message is handed on
+    as soon as librdkafka has fetched it. A timeout above zero makes each poll wait
+    up to that long for a full batch (the partitions of a worker are polled in turn,
+    so the waits add up): larger batches, higher latency. ``trace`` names a file
+    prefix for a :class:`~dataflows.trace.StageTrace` (``consumed``, ``recorded``).
     """
 
-    def __init__(self, brokers: str, topic: str, *, batch_size: int = 1_000, poll_timeout_s: float = 0.2,
+    def __init__(self, brokers: str, topic: str, *, batch_size: int = 1_000, poll_timeout_s: float = 0.0,
                  stop_at_end: bool = False, config: dict[str, Any] | None = None, lake: str | None = None,
-                 flush_rows: int = 25_000, flush_seconds: float = 5.0) -> None:
+                 flush_rows: int = 25_000, flush_seconds: float = 5.0, trace: str | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if not topic:
@@ -455,10 +529,13 @@ class KafkaSource(FixedPartitionedSource[Batch, int]):
             raise ValueError(f"flush_rows must be >= 1, got {flush_rows!r}")
         if flush_seconds <= 0:
             raise ValueError(f"flush_seconds must be > 0, got {flush_seconds!r}")
+        if poll_timeout_s < 0:
+            raise ValueError(f"poll_timeout_s must be >= 0, got {poll_timeout_s!r}")
         self.brokers, self.topic = brokers, topic
         self.batch_size, self.poll_timeout_s, self.stop_at_end = batch_size, poll_timeout_s, stop_at_end
         self.config = config
         self.lake, self.flush_rows, self.flush_seconds = lake, flush_rows, flush_seconds
+        self.trace = trace
         self._partitions: list[int] | None = None
 
     def partitions(self) -> list[int]:
@@ -484,19 +561,27 @@ class KafkaSource(FixedPartitionedSource[Batch, int]):
                                batch_size=self.batch_size, poll_timeout_s=self.poll_timeout_s,
                                stop_at_end=self.stop_at_end, config=self.config,
                                n_partitions=len(self.partitions()), lake=self.lake,
-                               flush_rows=self.flush_rows, flush_seconds=self.flush_seconds)
+                               flush_rows=self.flush_rows, flush_seconds=self.flush_seconds,
+                               trace=StageTrace(self.trace) if self.trace else None)
 
 
 class _PredictionsPartition(StatelessSinkPartition[Output]):
-    def __init__(self, brokers: str, topic: str, config: dict[str, Any] | None) -> None:
+    def __init__(self, brokers: str, topic: str, config: dict[str, Any] | None,
+                 trace: StageTrace | None = None) -> None:
         self._topic = topic
-        self._producer = ck.Producer({"bootstrap.servers": brokers, "linger.ms": 20, **(config or {})})
+        self._trace = trace
+        # No linger: a batch's predictions are sent as soon as they are produced (librdkafka
+        # still batches what is queued while a request is in flight).
+        self._producer = ck.Producer({"bootstrap.servers": brokers, "linger.ms": 0, **(config or {})})
 
     def write_batch(self, items: list[Output]) -> None:
         for out in items:
             preds = out.tables.get("predictions")
             if preds is None:
                 continue
+            if self._trace is not None and preds.num_rows:
+                span = (pc.min(preds.column("seq")).as_py(), pc.max(preds.column("seq")).as_py())
+                self._trace.mark("scored", out.shard, *span)
             cols = ["event_id", "event_time", "key", "model", "model_version", "score", "prediction", "role"]
             for row in preds.select(cols).to_pylist():
                 if row.pop("role") != "champion":
@@ -504,6 +589,8 @@ class _PredictionsPartition(StatelessSinkPartition[Output]):
                 row["event_time"] = row["event_time"].astimezone(UTC).isoformat()
                 self._producer.produce(self._topic, key=row["key"].encode(), value=json.dumps(row).encode())
             self._producer.poll(0)
+            if self._trace is not None and preds.num_rows:
+                self._trace.mark("sent", out.shard, *span)
 
     def close(self) -> None:
         self._producer.flush(30)
@@ -516,9 +603,11 @@ class KafkaPredictionsSink(DynamicSink[Output]):
     again (the lake's copy stays exactly-once).
     """
 
-    def __init__(self, brokers: str, topic: str, *, config: dict[str, Any] | None = None) -> None:
-        self.brokers, self.topic, self.config = brokers, topic, config
+    def __init__(self, brokers: str, topic: str, *, config: dict[str, Any] | None = None,
+                 trace: str | None = None) -> None:
+        self.brokers, self.topic, self.config, self.trace = brokers, topic, config, trace
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PredictionsPartition:
-        return _PredictionsPartition(self.brokers, self.topic, self.config)
+        return _PredictionsPartition(self.brokers, self.topic, self.config,
+                                     StageTrace(self.trace) if self.trace else None)
 

@@ -436,6 +436,7 @@ def build_live_flow(
     per_key: bool = False,
     max_key_models: int = 100_000,
     colocate: bool = False,
+    trace: str | None = None,
 ) -> Dataflow:
     """The same dataflow fed live from Kafka (see :mod:`dataflows.kafka`).
 
@@ -450,6 +451,8 @@ def build_live_flow(
     With no ``run_id``, one is derived from the lake, the topic and its partitions and the
     settings (``live-...``), so two topics written into one lake never share positions; an
     explicit ``run_id`` first used with another topic or settings is refused (:mod:`lake.runs`).
+    ``trace`` (a file prefix) records when each batch was consumed, recorded, scored and
+    sent (:mod:`dataflows.trace`, read by ``python -m dataflows.bench_live``).
     Run it with recovery so a restart resumes at the stored offsets::
 
         python -m bytewax.run "dataflows.online:build_live_flow(lake='lakehouse', \\
@@ -461,7 +464,7 @@ def build_live_flow(
     integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
     source = KafkaSource(brokers, topic, batch_size=batch_size, stop_at_end=stop_at_end,
                          lake=os.fspath(lake) if record else None, flush_rows=flush_rows,
-                         flush_seconds=flush_seconds, config=kafka_config)
+                         flush_seconds=flush_seconds, config=kafka_config, trace=trace)
     shards = len(source.partitions())
     featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude))}
     if hash_fields:
@@ -486,7 +489,8 @@ def build_live_flow(
                        monitor=monitor, per_key=per_key, max_key_models=max_key_models)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds,
                      urgent_tables=URGENT_TABLES, part_names=source.list_parts() if colocate else None)
-    extra = [KafkaPredictionsSink(brokers, predictions_topic, config=kafka_config)] if predictions_topic else []
+    extra = ([KafkaPredictionsSink(brokers, predictions_topic, config=kafka_config, trace=trace)]
+             if predictions_topic else [])
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),
                      extra_sinks=extra, colocate=colocate)
 
