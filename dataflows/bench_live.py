@@ -56,14 +56,36 @@ def _flow_args(lake: str, brokers: str, *, model: str, per_key: bool, trace: str
             f"topic='events', predictions_topic='predictions'{extra})")
 
 
+def _thread_cpu(procs: list[subprocess.Popen]) -> dict[str, float]:
+    """User + system CPU seconds so far of the flow processes' threads, by thread name (Linux)."""
+    out: dict[str, float] = defaultdict(float)
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in procs:
+        for task in Path(f"/proc/{p.pid}/task").glob("*"):
+            try:
+                head, tail = (task / "stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue
+            name = head.split("(", 1)[1].rstrip("0123456789_-")  # librdkafka and pool threads by kind
+            fields = tail.split()
+            out[name] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _cpu_seconds(procs: list[subprocess.Popen]) -> float:
+    """User + system CPU seconds of the flow processes so far (all their threads)."""
+    return sum(_thread_cpu(procs).values())
+
+
 def _start_flow(flow: str, rec: Path, *, workers: int, processes: int, snapshot_s: float,
-                log: Path) -> list[subprocess.Popen]:
+                log: Path, profile: str | None = None) -> list[subprocess.Popen]:
     from bytewax.recovery import init_db_dir
 
     rec.mkdir(parents=True, exist_ok=True)
     init_db_dir(rec, max(1, workers * processes))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    base = [sys.executable, "-m", "bytewax.run", flow, "-r", str(rec), "-s", f"{snapshot_s:g}", "-b", "0"]
+    python = [sys.executable, "-m", "cProfile", "-o", profile] if profile else [sys.executable]
+    base = [*python, "-m", "bytewax.run", flow, "-r", str(rec), "-s", f"{snapshot_s:g}", "-b", "0"]
     if processes == 1:
         cmds = [base + (["-w", str(workers)] if workers > 1 else [])]
     else:
@@ -158,7 +180,7 @@ def _stage_latencies(trace_files: list[Path], produced: dict[tuple[int, int], fl
 
 def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, per_key: bool = False,
         snapshot_s: float = 10.0, model: str = "linear", tmp: str | None = None, stages: bool = True,
-        keep: bool = False) -> dict[str, Any]:
+        keep: bool = False, profile: str | None = None) -> dict[str, Any]:
     """One measured run; returns the figures (latencies in ms)."""
     import confluent_kafka as ck
 
@@ -191,7 +213,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     flow = _flow_args(str(root / "lake"), brokers, model=model, per_key=per_key,
                       trace=str(trace) if trace else None)
     procs = _start_flow(flow, root / "rec", workers=workers, processes=processes, snapshot_s=snapshot_s,
-                        log=root / "flow.log")
+                        log=root / "flow.log", profile=profile)
     try:
         warm = {m[2] for m in msgs[:WARMUP] if m[2] is not None}
         deadline = time.monotonic() + 180
@@ -200,6 +222,11 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
                 raise RuntimeError(f"the live flow did not answer the warm-up; see {root / 'flow.log'}")
             time.sleep(0.05)
         time.sleep(1.0)
+        idle0 = _cpu_seconds(procs)
+        time.sleep(2.0)
+        threads0 = _thread_cpu(procs)
+        cpu0 = sum(threads0.values())
+        idle_cpu = (cpu0 - idle0) / 2.0
         started = time.monotonic()
         for i, (key, value, event_id) in enumerate(msgs[WARMUP:]):
             t0 = time.time()
@@ -222,6 +249,10 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
         deadline = time.monotonic() + 60
         while len(sent_at.keys() - collector.arrived.keys()) and time.monotonic() < deadline:
             time.sleep(0.1)
+        threads1 = _thread_cpu(procs)
+        flow_cpu = sum(threads1.values()) - cpu0
+        measured_s = time.monotonic() - started
+        by_thread = {k: round((v - threads0.get(k, 0.0)) / measured_s, 3) for k, v in threads1.items()}
         if stages:
             time.sleep(min(12.0, snapshot_s + 2))  # the lake commits of the last messages
     finally:
@@ -244,6 +275,9 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
         "predicted": len(latencies), "produce_rate": round(n_measured / produce_s, 1),
         "predictions_per_s": round(len(arrivals) / span, 1) if span else None,
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "flow_cpu_share": round(flow_cpu / measured_s, 2),  # cores the flow kept busy while measured
+        "idle_cpu_share": round(idle_cpu, 2),  # and before, with no messages coming
+        "cpu_share_by_thread": dict(sorted(by_thread.items(), key=lambda kv: -kv[1])[:8]),
         "end_to_end_ms": {k: round(v, 1) for k, v in _percentiles(latencies).items()},
     }
     if stages and trace is not None:
@@ -279,15 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", default=None, help="folder for the lake and recovery state")
     parser.add_argument("--keep", action="store_true", help="keep the lake, recovery state and flow log")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--profile", default=None, help="run the flow (one process) under cProfile into this file")
     args = parser.parse_args(argv)
     res = run(rate=args.rate, seconds=args.seconds, workers=args.workers, processes=args.processes,
               per_key=args.per_key, snapshot_s=args.snapshot_s, model=args.model, tmp=args.tmp,
-              stages=not args.no_stages, keep=args.keep)
+              stages=not args.no_stages, keep=args.keep, profile=args.profile)
     print(f"live path: {res['messages']:,} messages at {args.rate:,.0f}/s (sent at {res['produce_rate']:,.0f}/s), "
           f"model {res['model']}, workers {res['workers']} x processes {res['processes']}, "
           f"per_key {res['per_key']}, snapshots every {res['snapshot_s']} s; load average {res['load_average']}")
     print(f"predicted {res['predicted']:,} of {res['events']:,} events, {res['predictions_per_s'] or 0:,.0f} "
-          "predictions/s")
+          f"predictions/s; the flow used {res['flow_cpu_share']} cores ({res['idle_cpu_share']} when idle)")
     print(_row("end to end", res["end_to_end_ms"]))
     for stage, p in res.get("stages_ms", {}).items():
         print(_row(stage, p))

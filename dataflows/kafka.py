@@ -17,8 +17,10 @@ to the lake's ``events`` and ``labels`` tables, so today's live stream is
 tomorrow's replay. Each partition appends with its own Delta app transaction
 ``kafka/{topic}/{partition}/{table}`` at the highest Kafka offset it covers, and
 drops rows at or below the committed offset: after a restart from the recovery
-snapshot (which only advances once the rows before it are committed) nothing is
-skipped and nothing is written twice, whichever run consumes the topic. An event
+snapshot (whose offset only passes rows that are committed or held in the
+snapshot itself, and a restart commits those first) nothing is skipped and
+nothing is written twice, whichever run consumes the topic. Commits run on a
+thread of their own, so a prediction never waits for the lake. An event
 row's ``offset`` is :func:`lake_offset` of its partition and Kafka offset, so a
 replay orders events of equal ``event_time`` as they arrived.
 
@@ -249,14 +251,19 @@ class PayloadTypes:
 
 # --------------------------------------------------------------------------- recording
 
+def _offset(item: tuple) -> int:
+    return item[0]
+
+
 class _Recorder:
     """Appends the events and labels one partition accepted to the lake, once per Kafka offset.
 
     Commits run on a thread of the recorder's own, off the prediction path: the
     source hands rows over and goes on polling. One commit runs at a time (rows
     that come meanwhile wait for the next, so a slow commit grows the next one
-    rather than a queue); :meth:`wait` returns once everything handed over is
-    committed, which the source's snapshot calls before it gives out an offset.
+    rather than a queue). :meth:`pending` gives the rows not yet known to be in the
+    lake, which the source's snapshot holds beside its offset; :meth:`wait` returns
+    once everything handed over is committed.
     """
 
     def __init__(self, lake: str, topic: str, partition: int, types: PayloadTypes, *, flush_rows: int,
@@ -266,6 +273,7 @@ class _Recorder:
         self._trace = trace
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"riverlake-record-{partition}")
         self._running: Future[None] | None = None
+        self._running_items: list[tuple] = []
         prefix = f"kafka/{topic}/{partition}"
         self._events = TableWriter(lake, "events", writer_id=f"{prefix}/events", compact_every=100)
         self._labels = TableWriter(lake, "labels", writer_id=f"{prefix}/labels", compact_every=100)
@@ -299,6 +307,13 @@ class _Recorder:
             if self._running is not None:
                 self._reap()
             self._running = self._pool.submit(self._commit, ev, lb)
+            self._running_items = sorted(ev + lb, key=_offset)
+
+    def pending(self) -> list[tuple]:
+        """The items handed over and not known to be committed, in offset order."""
+        running = self._running_items if self._running is not None and not (
+            self._running.done() and self._running.exception() is None) else []
+        return running + sorted(self._ev + self._lb, key=_offset)
 
     def wait(self) -> None:
         """Commit every row handed over; returns when they are in the lake."""
@@ -314,6 +329,7 @@ class _Recorder:
 
     def _reap(self) -> None:
         running, self._running = self._running, None
+        self._running_items = []
         if running is not None:
             running.result()  # re-raises a failed commit here, in the dataflow
 
@@ -393,13 +409,18 @@ def _consumer(brokers: str, extra: dict[str, Any] | None) -> ck.Consumer:
     })
 
 
-class _KafkaPartition(StatefulSourcePartition[Batch, int]):
-    def __init__(self, brokers: str, topic: str, partition: int, *, start: int | None, batch_size: int,
+_State = int | tuple[int | None, list[tuple]] | None
+"""A partition's resume state: the next offset, with the items before it not yet in the lake."""
+
+
+class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
+    def __init__(self, brokers: str, topic: str, partition: int, *, start: _State, batch_size: int,
                  poll_timeout_s: float, stop_at_end: bool, config: dict[str, Any] | None,
                  n_partitions: int = 1, lake: str | None = None, flush_rows: int = 25_000,
                  flush_seconds: float = 5.0, trace: StageTrace | None = None) -> None:
         self._topic, self._partition, self._n_partitions = topic, partition, n_partitions
         self._batch_size, self._timeout, self._stop_at_end = batch_size, poll_timeout_s, stop_at_end
+        start, unrecorded = start if isinstance(start, tuple) else (start, [])
         self._next = start
         self._at_end = False  # librdkafka reports a partition's end once, when reached
         self._misplaced = False
@@ -412,6 +433,12 @@ class _KafkaPartition(StatefulSourcePartition[Batch, int]):
             self._types = PayloadTypes(pa.schema(schema) if schema is not None else None)
             self._recorder = _Recorder(lake, topic, partition, self._types, flush_rows=flush_rows,
                                        flush_seconds=flush_seconds, trace=trace)
+            if unrecorded:  # what the snapshot held: into the lake before anything after it
+                for item in unrecorded:  # fields the table has not got yet take the type they had
+                    if item[1] == EVENT:
+                        self._types.normalize(item[5])
+                self._recorder.add(unrecorded)
+                self._recorder.wait()
         self._consumer = _consumer(brokers, config)
         offset = start if start is not None else ck.OFFSET_BEGINNING
         self._consumer.assign([ck.TopicPartition(topic, partition, offset)])
@@ -486,10 +513,13 @@ class _KafkaPartition(StatefulSourcePartition[Batch, int]):
                             self._partition, shard_of(item[4], self._n_partitions), self._n_partitions)
                 return
 
-    def snapshot(self) -> int | None:
-        # The resume offset may only pass rows that are in the lake.
+    def snapshot(self) -> _State:
+        # The resume offset may only pass rows that are in the lake or in this snapshot: the ones a
+        # commit has not yet written travel with it, and polling goes on without waiting.
         if self._recorder is not None:
-            self._recorder.wait()
+            unrecorded = self._recorder.pending()
+            if unrecorded:
+                return self._next, unrecorded
         return self._next
 
     def close(self) -> None:
@@ -500,15 +530,16 @@ class _KafkaPartition(StatefulSourcePartition[Batch, int]):
             self._consumer.close()
 
 
-class KafkaSource(FixedPartitionedSource[Batch, int]):
+class KafkaSource(FixedPartitionedSource[Batch, _State]):
     """Events and labels from one Kafka topic, a batch per poll, one shard per partition.
 
     ``stop_at_end`` ends the stream when every partition is read to its end (tests,
     catch-up jobs); otherwise it runs live. With ``lake``, every accepted event and
     label is also appended to the lake's ``events``/``labels`` (see the module
-    docstring), committed when a partition holds ``flush_rows`` of them, when the
-    oldest is ``flush_seconds`` old, and at every snapshot, on a thread beside the
-    dataflow's (the batch goes on to the models at once).
+    docstring), committed when a partition holds ``flush_rows`` of them and when the
+    oldest is ``flush_seconds`` old, on a thread beside the dataflow's (the batch
+    goes on to the models at once); a snapshot holds the rows not yet committed
+    beside the offset, and a restart commits them first.
 
     A batch is what has arrived, up to ``batch_size``: with the default
     ``poll_timeout_s=0`` a poll never waits for more, so a message is handed on
@@ -555,7 +586,7 @@ class KafkaSource(FixedPartitionedSource[Batch, int]):
     def list_parts(self) -> list[str]:
         return [f"{self.topic}#{p}" for p in self.partitions()]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: _State) -> _KafkaPartition:
         partition = int(for_part.rsplit("#", 1)[1])
         return _KafkaPartition(self.brokers, self.topic, partition, start=resume_state,
                                batch_size=self.batch_size, poll_timeout_s=self.poll_timeout_s,
