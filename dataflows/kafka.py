@@ -70,6 +70,7 @@ from deltalake.exceptions import CommitFailedError
 
 from dataflows.decode import decode_event, decode_label
 from dataflows.items import EVENT, Batch, Output, raw_json
+from dataflows.priority import lower_writer_priority
 from dataflows.replay import FIXED_EVENT_COLUMNS, shard_of
 from dataflows.trace import StageTrace
 from dataflows.validate import validate_batch
@@ -271,7 +272,8 @@ class _Recorder:
         self._lake, self._partition, self._types = lake, partition, types
         self._flush_rows, self._flush_seconds = flush_rows, flush_seconds
         self._trace = trace
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"riverlake-record-{partition}")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"riverlake-record-{partition}",
+                                        initializer=lower_writer_priority)
         self._running: Future[None] | None = None
         self._running_items: list[tuple] = []
         prefix = f"kafka/{topic}/{partition}"

@@ -405,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+LIVE_SWITCH_INTERVAL_S = 0.0005
+"""The interpreter's thread switch interval in a live run (Python's default is 5 ms)."""
+
+
 def build_live_flow(
     lake: str = "lakehouse",
     model: str | Sequence[str] = "linear",
@@ -462,6 +466,9 @@ def build_live_flow(
     from dataflows.kafka import KafkaPredictionsSink, KafkaSource
 
     integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
+    # The lake's commit threads hold the GIL in turns of the switch interval; each time the
+    # prediction path releases it (a poll, a produce) it may wait a whole turn: 5 ms by default.
+    sys.setswitchinterval(min(sys.getswitchinterval(), LIVE_SWITCH_INTERVAL_S))
     source = KafkaSource(brokers, topic, batch_size=batch_size, stop_at_end=stop_at_end,
                          lake=os.fspath(lake) if record else None, flush_rows=flush_rows,
                          flush_seconds=flush_seconds, config=kafka_config, trace=trace)

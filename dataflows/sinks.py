@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.items import Output
+from dataflows.priority import lower_writer_priority
 from lake.errors import WriterFencedError
 from lake.schemas import TABLES
 from lake.table import TableWriter
@@ -98,7 +99,8 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
         self.max_in_flight = max_in_flight
         self._buffers: dict[tuple[str, int], _Buffer] = {}
         self._writers: dict[tuple[str, int], TableWriter] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta",
+                                        initializer=lower_writer_priority)
         self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta-urgent")
         # Each commit with its rows, kept until it is known to be in the lake (a snapshot holds them).
         self._in_flight: deque[tuple[Future[int], str, int, pa.Table, int]] = deque()
