@@ -256,7 +256,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
         measured_s = time.monotonic() - started
         by_thread = {k: round((v - threads0.get(k, 0.0)) / measured_s, 3) for k, v in threads1.items()}
         if stages:
-            time.sleep(min(12.0, snapshot_s + 2))  # the lake commits of the last messages
+            time.sleep(6.5)  # the lake commits of the last messages (every flush_seconds=5 by default)
     finally:
         for p in procs:
             if p.poll() is None:

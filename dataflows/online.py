@@ -495,7 +495,8 @@ def build_live_flow(
                        featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
                        monitor=monitor, per_key=per_key, max_key_models=max_key_models)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds,
-                     urgent_tables=URGENT_TABLES, part_names=source.list_parts() if colocate else None)
+                     urgent_tables=URGENT_TABLES, part_names=source.list_parts() if colocate else None,
+                     snapshot_rows=True)
     extra = ([KafkaPredictionsSink(brokers, predictions_topic, config=kafka_config, trace=trace)]
              if predictions_topic else [])
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),

@@ -1,11 +1,12 @@
 """The Delta sink: buffers the rows a dataflow produces and appends them idempotently.
 
 Rows are buffered per (table, shard) and committed when a table's buffer holds
-``flush_rows`` rows, when the oldest buffered row is ``flush_seconds`` old and at
-the end. A Bytewax snapshot does not wait for commits: it holds the rows not yet
-known to be committed (buffered, or in a commit still running), as Arrow IPC, and
-a restart from it commits them first, so recovery never skips a row and the
-dataflow never stops for the lake. In
+``flush_rows`` rows, when the oldest buffered row is ``flush_seconds`` old, when
+Bytewax snapshots (so recovery never skips a buffered row) and at the end. With
+``snapshot_rows`` (live runs) a snapshot does not wait for commits instead: it
+holds the rows not yet known to be committed (buffered, or in a commit still
+running), as Arrow IPC, and a restart from it commits them first, so recovery
+never skips a row and the prediction path never stops for the lake. In
 live runs the small tables people wait for (``urgent_tables``, e.g.
 :data:`URGENT_TABLES`: window statistics, alarms, drift actions) are committed as
 soon as rows come, on a thread of their own, so a large ``predictions`` commit
@@ -80,15 +81,17 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
 
     Delta's Rust writer releases the GIL, so Parquet encoding and the commit
     overlap with the dataflow's Python work. Commits of one writer stay in order
-    (a single thread) and at most ``max_in_flight`` are queued. A snapshot takes
-    the rows not yet committed (``resume`` gives them back, committed before
-    anything else); close waits for every commit.
+    (a single thread) and at most ``max_in_flight`` are queued. A snapshot waits
+    for every commit, or, with ``snapshot_rows``, takes the rows not yet committed
+    (``resume`` gives them back, committed before anything else); close waits for
+    every commit.
     """
 
     def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float,
                  max_in_flight: int = 4, compact_every: int | None = 100,
                  urgent_tables: frozenset[str] = frozenset(), urgent_interval_s: float = 0.5,
-                 resume: list[_Pending] | None = None) -> None:
+                 snapshot_rows: bool = False, resume: list[_Pending] | None = None) -> None:
+        self.snapshot_rows = snapshot_rows
         self.urgent_tables = urgent_tables
         self.urgent_interval_s = urgent_interval_s
         self.compact_every = compact_every
@@ -174,8 +177,11 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
         self._reap(block=True)
 
     def snapshot(self) -> list[_Pending] | None:
-        # Recovery must not skip a row before this snapshot: the ones not yet known to be in the
-        # lake travel in it, and the dataflow goes on without waiting for the commits.
+        # Recovery must not skip a row before this snapshot: they are all committed now, or (live)
+        # the ones not yet known to be in the lake travel in it and the dataflow does not wait.
+        if not self.snapshot_rows:
+            self.flush_all()  # a second process with this run id is fenced here, before its snapshot
+            return None
         self._reap(block=False)
         pending = [(table, shard, _ipc(data), position)
                    for future, table, shard, data, position in self._in_flight
@@ -215,6 +221,9 @@ class DeltaSink(FixedPartitionedSink[Output, list[_Pending] | None]):
         Tables committed as soon as rows arrive (live runs: :data:`URGENT_TABLES`).
     urgent_interval_s
         The least time between two commits of one urgent table's buffer.
+    snapshot_rows
+        Snapshots hold the rows not yet committed instead of waiting for their commits
+        (live runs: a snapshot never holds up a prediction).
     part_names
         Names of the partitions (default ``lake-000``, ...); giving the source's names
         places each sink partition on the worker of the same source partition.
@@ -223,7 +232,8 @@ class DeltaSink(FixedPartitionedSink[Output, list[_Pending] | None]):
     def __init__(self, lake: str | os.PathLike[str], *, run_id: str, partitions: int = 1,
                  flush_rows: int = 25_000, flush_seconds: float = 5.0,
                  urgent_tables: frozenset[str] | set[str] = frozenset(),
-                 part_names: list[str] | None = None, urgent_interval_s: float = 0.5) -> None:
+                 part_names: list[str] | None = None, urgent_interval_s: float = 0.5,
+                 snapshot_rows: bool = False) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions!r}")
         if flush_rows < 1:
@@ -233,6 +243,7 @@ class DeltaSink(FixedPartitionedSink[Output, list[_Pending] | None]):
         if urgent_interval_s < 0:
             raise ValueError(f"urgent_interval_s must be >= 0, got {urgent_interval_s!r}")
         self.urgent_interval_s = urgent_interval_s
+        self.snapshot_rows = snapshot_rows
         self.lake = os.fspath(lake)
         self.run_id = run_id
         self.partitions = partitions
@@ -255,4 +266,5 @@ class DeltaSink(FixedPartitionedSink[Output, list[_Pending] | None]):
     def build_part(self, step_id: str, for_part: str, resume_state: list[_Pending] | None) -> DeltaSinkPartition:
         return DeltaSinkPartition(self.lake, run_id=self.run_id, flush_rows=self.flush_rows,
                                   flush_seconds=self.flush_seconds, urgent_tables=self.urgent_tables,
-                                  urgent_interval_s=self.urgent_interval_s, resume=resume_state)
+                                  urgent_interval_s=self.urgent_interval_s, snapshot_rows=self.snapshot_rows,
+                                  resume=resume_state)

@@ -38,17 +38,19 @@ def _output(shard: int, seqs: range) -> Output:
 
 def test_a_snapshot_does_not_wait_for_the_lake_and_a_restart_from_it_loses_and_doubles_nothing(tmp_path):
     lake = str(tmp_path / "lake")
-    part = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600.0)
+    part = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600.0, snapshot_rows=True)
     part.write_batch([_output(0, range(0, 100)), _output(1, range(0, 50))])
     state = part.snapshot()
     assert not exists(lake, "learn_log"), "the snapshot returned before any commit"
     part.write_batch([_output(0, range(100, 120))])  # after the snapshot: the restart replays these
     # kill -9 here: nothing was committed; a restart from the snapshot writes its rows first
-    again = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600.0, resume=state)
+    again = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600.0, snapshot_rows=True,
+                               resume=state)
     again.write_batch([_output(0, range(100, 120))])
     again.close()
     rows = read_table(lake, "learn_log")
     assert rows.height == 170 and rows["event_id"].is_unique().all()
     # a second restart from the same snapshot (the run died again before its next one) doubles nothing
-    DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600.0, resume=state).close()
+    DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600.0, snapshot_rows=True,
+                       resume=state).close()
     assert read_table(lake, "learn_log").height == 170
