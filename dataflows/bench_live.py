@@ -49,8 +49,10 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"n": len(s), "p50": q(0.5), "p75": q(0.75), "p99": q(0.99), "max": s[-1]}
 
 
-def _flow_args(lake: str, brokers: str, *, model: str, per_key: bool, trace: str | None) -> str:
+def _flow_args(lake: str, brokers: str, *, model: str, per_key: bool, trace: str | None,
+               flush_seconds: float | None = None) -> str:
     extra = ", per_key=True" if per_key else ""
+    extra += f", flush_seconds={flush_seconds!r}" if flush_seconds is not None else ""
     extra += f", trace='{trace}'" if trace else ""
     return (f"dataflows.online:build_live_flow(lake='{lake}', model='{model}', brokers='{brokers}', "
             f"topic='events', predictions_topic='predictions'{extra})")
@@ -180,7 +182,7 @@ def _stage_latencies(trace_files: list[Path], produced: dict[tuple[int, int], fl
 
 def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, per_key: bool = False,
         snapshot_s: float = 10.0, model: str = "linear", tmp: str | None = None, stages: bool = True,
-        keep: bool = False, profile: str | None = None) -> dict[str, Any]:
+        keep: bool = False, profile: str | None = None, flush_seconds: float | None = None) -> dict[str, Any]:
     """One measured run; returns the figures (latencies in ms)."""
     import confluent_kafka as ck
 
@@ -213,7 +215,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     collector = _Collector(brokers)
     trace = root / "trace.jsonl" if stages else None
     flow = _flow_args(str(root / "lake"), brokers, model=model, per_key=per_key,
-                      trace=str(trace) if trace else None)
+                      trace=str(trace) if trace else None, flush_seconds=flush_seconds)
     procs = _start_flow(flow, root / "rec", workers=workers, processes=processes, snapshot_s=snapshot_s,
                         log=root / "flow.log", profile=profile)
     try:
@@ -256,7 +258,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
         measured_s = time.monotonic() - started
         by_thread = {k: round((v - threads0.get(k, 0.0)) / measured_s, 3) for k, v in threads1.items()}
         if stages:
-            time.sleep(6.5)  # the lake commits of the last messages (every flush_seconds=5 by default)
+            time.sleep((flush_seconds or 5.0) + 1.5)  # the lake commits of the last messages
     finally:
         for p in procs:
             if p.poll() is None:
@@ -273,7 +275,8 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     result: dict[str, Any] = {
         "rate": rate, "seconds": seconds, "workers": workers, "processes": processes, "per_key": per_key,
-        "snapshot_s": snapshot_s, "model": model, "messages": n_measured, "events": len(sent_at),
+        "snapshot_s": snapshot_s, "flush_seconds": flush_seconds, "model": model, "messages": n_measured,
+        "events": len(sent_at),
         "predicted": len(latencies), "produce_rate": round(n_measured / produce_s, 1),
         "predictions_per_s": round(len(arrivals) / span, 1) if span else None,
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -311,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-key", action="store_true", help="one model per key (build_live_flow(per_key=True))")
     parser.add_argument("--snapshot-s", type=float, default=10.0, help="recovery snapshot interval (-s)")
     parser.add_argument("--model", default="linear")
+    parser.add_argument("--flush-seconds", type=float, default=None,
+                        help="build_live_flow(flush_seconds=...): how often the lake commits (default 5)")
     parser.add_argument("--no-stages", action="store_true", help="end to end only (code without the trace)")
     parser.add_argument("--tmp", default=None, help="folder for the lake and recovery state")
     parser.add_argument("--keep", action="store_true", help="keep the lake, recovery state and flow log")
@@ -319,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     res = run(rate=args.rate, seconds=args.seconds, workers=args.workers, processes=args.processes,
               per_key=args.per_key, snapshot_s=args.snapshot_s, model=args.model, tmp=args.tmp,
-              stages=not args.no_stages, keep=args.keep, profile=args.profile)
+              stages=not args.no_stages, keep=args.keep, profile=args.profile, flush_seconds=args.flush_seconds)
     print(f"live path: {res['messages']:,} messages at {args.rate:,.0f}/s (sent at {res['produce_rate']:,.0f}/s), "
           f"model {res['model']}, workers {res['workers']} x processes {res['processes']}, "
           f"per_key {res['per_key']}, snapshots every {res['snapshot_s']} s; load average {res['load_average']}")
