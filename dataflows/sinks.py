@@ -102,8 +102,10 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
         self.max_in_flight = max_in_flight
         self._buffers: dict[tuple[str, int], _Buffer] = {}
         self._writers: dict[tuple[str, int], TableWriter] = {}
+        # Live (snapshot_rows): no snapshot waits for a commit, so commits take the CPU the prediction
+        # path leaves; in a replay a snapshot waits for them and they run at the usual priority.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta",
-                                        initializer=lower_writer_priority)
+                                        initializer=lower_writer_priority if snapshot_rows else None)
         self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta-urgent")
         # Each commit with its rows, kept until it is known to be in the lake (a snapshot holds them).
         self._in_flight: deque[tuple[Future[int], str, int, pa.Table, int]] = deque()
