@@ -17,8 +17,10 @@ to the lake's ``events`` and ``labels`` tables, so today's live stream is
 tomorrow's replay. Each partition appends with its own Delta app transaction
 ``kafka/{topic}/{partition}/{table}`` at the highest Kafka offset it covers, and
 drops rows at or below the committed offset: after a restart from the recovery
-snapshot (which only advances once the rows before it are committed) nothing is
-skipped and nothing is written twice, whichever run consumes the topic. An event
+snapshot (whose offset only passes rows that are committed or held in the
+snapshot itself, and a restart commits those first) nothing is skipped and
+nothing is written twice, whichever run consumes the topic. Commits run on a
+thread of their own, so a prediction never waits for the lake. An event
 row's ``offset`` is :func:`lake_offset` of its partition and Kafka offset, so a
 replay orders events of equal ``event_time`` as they arrived.
 
@@ -53,19 +55,24 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC
 from typing import Any
 
 import confluent_kafka as ck
 import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from deltalake.exceptions import CommitFailedError
 
 from dataflows.decode import decode_event, decode_label
 from dataflows.items import EVENT, Batch, Output, raw_json
+from dataflows.priority import lower_writer_priority
 from dataflows.replay import FIXED_EVENT_COLUMNS, shard_of
+from dataflows.trace import StageTrace
 from dataflows.validate import validate_batch
 from lake.schemas import UTC_TS
 from lake.table import TableWriter, exists, open_table
@@ -165,19 +172,26 @@ class PayloadTypes:
     def __init__(self, schema: pa.Schema | None = None) -> None:
         self._types: dict[str, pa.DataType] = {}
         self._kinds: dict[str, str] = {}
+        self._lock = threading.Lock()  # the recorder's commit thread adopts a schema another writer merged
         if schema is not None:
             self.adopt(schema)
 
     @property
     def order(self) -> list[str]:
         """Payload columns in table order (new fields after the table's, as they came)."""
-        return list(self._types)
+        with self._lock:
+            return list(self._types)
 
     def arrow_type(self, name: str) -> pa.DataType:
-        return self._types[name]
+        with self._lock:
+            return self._types[name]
 
     def adopt(self, schema: pa.Schema) -> None:
         """Take the types of ``schema``'s payload columns (the table's types win)."""
+        with self._lock:
+            self._adopt(schema)
+
+    def _adopt(self, schema: pa.Schema) -> None:
         for field in schema:
             if field.name in FIXED_EVENT_COLUMNS:
                 continue
@@ -186,6 +200,10 @@ class PayloadTypes:
 
     def normalize(self, payload: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """``(payload in column order and types, None)``, or ``(None, reason)`` for a wrong-schema payload."""
+        with self._lock:
+            return self._normalize(payload)
+
+    def _normalize(self, payload: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         known: dict[str, Any] = {}
         new: dict[str, Any] = {}
         new_kinds: dict[str, str] = {}
@@ -220,11 +238,11 @@ class PayloadTypes:
 
     def column(self, name: str, values: list[Any]) -> pa.Array:
         """An Arrow column of ``name``; values that do not fit its type (a race between writers) become null."""
-        type_ = self._types[name]
+        with self._lock:
+            type_, kind = self._types[name], self._kinds[name]
         try:
             return pa.array(values, type_)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            kind = self._kinds[name]
             fitted = [_convert(v, kind) for v in values]
             lost = sum(1 for v, ok in fitted if not ok)
             log.warning("events: %d value(s) of %r do not fit its column type %s; stored as null",
@@ -234,13 +252,30 @@ class PayloadTypes:
 
 # --------------------------------------------------------------------------- recording
 
+def _offset(item: tuple) -> int:
+    return item[0]
+
+
 class _Recorder:
-    """Appends the events and labels one partition accepted to the lake, once per Kafka offset."""
+    """Appends the events and labels one partition accepted to the lake, once per Kafka offset.
+
+    Commits run on a thread of the recorder's own, off the prediction path: the
+    source hands rows over and goes on polling. One commit runs at a time (rows
+    that come meanwhile wait for the next, so a slow commit grows the next one
+    rather than a queue). :meth:`pending` gives the rows not yet known to be in the
+    lake, which the source's snapshot holds beside its offset; :meth:`wait` returns
+    once everything handed over is committed.
+    """
 
     def __init__(self, lake: str, topic: str, partition: int, types: PayloadTypes, *, flush_rows: int,
-                 flush_seconds: float) -> None:
+                 flush_seconds: float, trace: StageTrace | None = None) -> None:
         self._lake, self._partition, self._types = lake, partition, types
         self._flush_rows, self._flush_seconds = flush_rows, flush_seconds
+        self._trace = trace
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"riverlake-record-{partition}",
+                                        initializer=lower_writer_priority)
+        self._running: Future[None] | None = None
+        self._running_items: list[tuple] = []
         prefix = f"kafka/{topic}/{partition}"
         self._events = TableWriter(lake, "events", writer_id=f"{prefix}/events", compact_every=100)
         self._labels = TableWriter(lake, "labels", writer_id=f"{prefix}/labels", compact_every=100)
@@ -257,17 +292,57 @@ class _Recorder:
             (self._ev if item[1] == EVENT else self._lb).append(item)
 
     def maybe_flush(self) -> None:
+        """Start a commit when the rows are due and none runs (raises a failed commit's error)."""
+        if self._running is not None:
+            if not self._running.done():
+                return
+            self._reap()
         n = len(self._ev) + len(self._lb)
         if n and (n >= self._flush_rows or time.monotonic() - self._since >= self._flush_seconds):
             self.flush()
 
     def flush(self) -> None:
+        """Start committing every row handed over (after the running commit, if any)."""
         ev, self._ev = self._ev, []
         lb, self._lb = self._lb, []
+        if ev or lb:
+            if self._running is not None:
+                self._reap()
+            self._running = self._pool.submit(self._commit, ev, lb)
+            self._running_items = sorted(ev + lb, key=_offset)
+
+    def pending(self) -> list[tuple]:
+        """The items handed over and not known to be committed, in offset order."""
+        running = self._running_items if self._running is not None and not (
+            self._running.done() and self._running.exception() is None) else []
+        return running + sorted(self._ev + self._lb, key=_offset)
+
+    def wait(self) -> None:
+        """Commit every row handed over; returns when they are in the lake."""
+        self.flush()
+        if self._running is not None:
+            self._reap()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _reap(self) -> None:
+        running, self._running = self._running, None
+        self._running_items = []
+        if running is not None:
+            running.result()  # re-raises a failed commit here, in the dataflow
+
+    def _commit(self, ev: list[tuple], lb: list[tuple]) -> None:
         if ev:
             self._append(self._events, ev, self._event_rows)
         if lb:
             self._append(self._labels, lb, self._label_rows)
+        if self._trace is not None:
+            done = ev + lb
+            self._trace.mark("recorded", self._partition, min(it[0] for it in done), max(it[0] for it in done))
 
     def _append(self, writer: TableWriter, items: list[tuple], rows) -> None:
         for attempt in range(_COMMIT_ATTEMPTS):
@@ -328,33 +403,51 @@ def _consumer(brokers: str, extra: dict[str, Any] | None) -> ck.Consumer:
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        # A fetch with nothing to return waits at most this long: the bound on how late a
+        # message that comes to an idle partition is seen (librdkafka's default, 500 ms, is
+        # that much latency on brokers that do not answer a waiting fetch early).
+        "fetch.wait.max.ms": 5,
         **(extra or {}),
     })
 
 
-class _KafkaPartition(StatefulSourcePartition[Batch, int]):
-    def __init__(self, brokers: str, topic: str, partition: int, *, start: int | None, batch_size: int,
+_State = int | tuple[int | None, list[tuple]] | None
+"""A partition's resume state: the next offset, with the items before it not yet in the lake."""
+
+
+class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
+    def __init__(self, brokers: str, topic: str, partition: int, *, start: _State, batch_size: int,
                  poll_timeout_s: float, stop_at_end: bool, config: dict[str, Any] | None,
                  n_partitions: int = 1, lake: str | None = None, flush_rows: int = 25_000,
-                 flush_seconds: float = 5.0) -> None:
+                 flush_seconds: float = 5.0, trace: StageTrace | None = None) -> None:
         self._topic, self._partition, self._n_partitions = topic, partition, n_partitions
         self._batch_size, self._timeout, self._stop_at_end = batch_size, poll_timeout_s, stop_at_end
+        start, unrecorded = start if isinstance(start, tuple) else (start, [])
         self._next = start
         self._at_end = False  # librdkafka reports a partition's end once, when reached
         self._misplaced = False
         self._source = f"kafka:{topic}/{partition}"
+        self._trace = trace
         self._types: PayloadTypes | None = None
         self._recorder: _Recorder | None = None
         if lake is not None:
             schema = open_table(lake, "events").schema().to_arrow() if exists(lake, "events") else None
             self._types = PayloadTypes(pa.schema(schema) if schema is not None else None)
             self._recorder = _Recorder(lake, topic, partition, self._types, flush_rows=flush_rows,
-                                       flush_seconds=flush_seconds)
+                                       flush_seconds=flush_seconds, trace=trace)
+            if unrecorded:  # what the snapshot held: into the lake before anything after it
+                for item in unrecorded:  # fields the table has not got yet take the type they had
+                    if item[1] == EVENT:
+                        self._types.normalize(item[5])
+                self._recorder.add(unrecorded)
+                self._recorder.wait()
         self._consumer = _consumer(brokers, config)
         offset = start if start is not None else ck.OFFSET_BEGINNING
         self._consumer.assign([ck.TopicPartition(topic, partition, offset)])
 
     def next_batch(self) -> list[Batch]:
+        # What has arrived, up to batch_size: librdkafka fetches in the background, so a zero
+        # timeout never waits (Bytewax calls again at once after items, 1 ms later after none).
         items: list[tuple] = []
         dead: list[tuple] = []
         for msg in self._consumer.consume(self._batch_size, self._timeout):
@@ -374,6 +467,8 @@ class _KafkaPartition(StatefulSourcePartition[Batch, int]):
             else:
                 dead.append(bad)
         batch = Batch(self._partition, items, source=self._source, dead=dead) if items or dead else None
+        if batch is not None and self._trace is not None and items:
+            self._trace.mark("consumed", self._partition, items[0][0], items[-1][0])
         if batch is not None and self._recorder is not None:
             # What is recorded is what the models get: checked here, once.
             batch = validate_batch(batch)
@@ -420,33 +515,45 @@ class _KafkaPartition(StatefulSourcePartition[Batch, int]):
                             self._partition, shard_of(item[4], self._n_partitions), self._n_partitions)
                 return
 
-    def snapshot(self) -> int | None:
-        # The resume offset may only pass rows that are in the lake.
+    def snapshot(self) -> _State:
+        # The resume offset may only pass rows that are in the lake or in this snapshot: the ones a
+        # commit has not yet written travel with it, and polling goes on without waiting.
         if self._recorder is not None:
-            self._recorder.flush()
+            unrecorded = self._recorder.pending()
+            if unrecorded:
+                return self._next, unrecorded
         return self._next
 
     def close(self) -> None:
         try:
             if self._recorder is not None:
-                self._recorder.flush()
+                self._recorder.close()
         finally:
             self._consumer.close()
 
 
-class KafkaSource(FixedPartitionedSource[Batch, int]):
+class KafkaSource(FixedPartitionedSource[Batch, _State]):
     """Events and labels from one Kafka topic, a batch per poll, one shard per partition.
 
     ``stop_at_end`` ends the stream when every partition is read to its end (tests,
     catch-up jobs); otherwise it runs live. With ``lake``, every accepted event and
     label is also appended to the lake's ``events``/``labels`` (see the module
-    docstring), committed when a partition holds ``flush_rows`` of them, when the
-    oldest is ``flush_seconds`` old, and at every snapshot.
+    docstring), committed when a partition holds ``flush_rows`` of them and when the
+    oldest is ``flush_seconds`` old, on a thread beside the dataflow's (the batch
+    goes on to the models at once); a snapshot holds the rows not yet committed
+    beside the offset, and a restart commits them first.
+
+    A batch is what has arrived, up to ``batch_size``: with the default
+    ``poll_timeout_s=0`` a poll never waits for more, so a message is handed on
+    as soon as librdkafka has fetched it. A timeout above zero makes each poll wait
+    up to that long for a full batch (the partitions of a worker are polled in turn,
+    so the waits add up): larger batches, higher latency. ``trace`` names a file
+    prefix for a :class:`~dataflows.trace.StageTrace` (``consumed``, ``recorded``).
     """
 
-    def __init__(self, brokers: str, topic: str, *, batch_size: int = 1_000, poll_timeout_s: float = 0.2,
+    def __init__(self, brokers: str, topic: str, *, batch_size: int = 1_000, poll_timeout_s: float = 0.0,
                  stop_at_end: bool = False, config: dict[str, Any] | None = None, lake: str | None = None,
-                 flush_rows: int = 25_000, flush_seconds: float = 5.0) -> None:
+                 flush_rows: int = 25_000, flush_seconds: float = 5.0, trace: str | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if not topic:
@@ -455,10 +562,13 @@ class KafkaSource(FixedPartitionedSource[Batch, int]):
             raise ValueError(f"flush_rows must be >= 1, got {flush_rows!r}")
         if flush_seconds <= 0:
             raise ValueError(f"flush_seconds must be > 0, got {flush_seconds!r}")
+        if poll_timeout_s < 0:
+            raise ValueError(f"poll_timeout_s must be >= 0, got {poll_timeout_s!r}")
         self.brokers, self.topic = brokers, topic
         self.batch_size, self.poll_timeout_s, self.stop_at_end = batch_size, poll_timeout_s, stop_at_end
         self.config = config
         self.lake, self.flush_rows, self.flush_seconds = lake, flush_rows, flush_seconds
+        self.trace = trace
         self._partitions: list[int] | None = None
 
     def partitions(self) -> list[int]:
@@ -478,13 +588,14 @@ class KafkaSource(FixedPartitionedSource[Batch, int]):
     def list_parts(self) -> list[str]:
         return [f"{self.topic}#{p}" for p in self.partitions()]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: _State) -> _KafkaPartition:
         partition = int(for_part.rsplit("#", 1)[1])
         return _KafkaPartition(self.brokers, self.topic, partition, start=resume_state,
                                batch_size=self.batch_size, poll_timeout_s=self.poll_timeout_s,
                                stop_at_end=self.stop_at_end, config=self.config,
                                n_partitions=len(self.partitions()), lake=self.lake,
-                               flush_rows=self.flush_rows, flush_seconds=self.flush_seconds)
+                               flush_rows=self.flush_rows, flush_seconds=self.flush_seconds,
+                               trace=StageTrace(self.trace) if self.trace else None)
 
 
 class DeliveryError(RuntimeError):
@@ -492,10 +603,14 @@ class DeliveryError(RuntimeError):
 
 
 class _PredictionsPartition(StatelessSinkPartition[Output]):
-    def __init__(self, brokers: str, topic: str, config: dict[str, Any] | None, *, timeout_s: float) -> None:
+    def __init__(self, brokers: str, topic: str, config: dict[str, Any] | None, *, timeout_s: float,
+                 trace: StageTrace | None = None) -> None:
         self._topic = topic
         self._timeout_s = timeout_s
-        self._producer = ck.Producer({"bootstrap.servers": brokers, "linger.ms": 20, **(config or {})})
+        self._trace = trace
+        # No linger: a batch's predictions are sent as soon as they are produced (librdkafka
+        # still batches what is queued while a request is in flight).
+        self._producer = ck.Producer({"bootstrap.servers": brokers, "linger.ms": 0, **(config or {})})
         self._failed = 0
         self._first_error: str | None = None
 
@@ -511,6 +626,9 @@ class _PredictionsPartition(StatelessSinkPartition[Output]):
             preds = out.tables.get("predictions")
             if preds is None:
                 continue
+            if self._trace is not None and preds.num_rows:
+                span = (pc.min(preds.column("seq")).as_py(), pc.max(preds.column("seq")).as_py())
+                self._trace.mark("scored", out.shard, *span)
             cols = ["event_id", "event_time", "key", "model", "model_version", "score", "prediction", "role"]
             for row in preds.select(cols).to_pylist():
                 if row.pop("role") != "champion":
@@ -523,6 +641,9 @@ class _PredictionsPartition(StatelessSinkPartition[Output]):
                     self._settle()
                     produce(self._topic, key=key, value=value, on_delivery=self._delivered)
                 sent += 1
+            self._producer.poll(0)
+            if self._trace is not None and preds.num_rows:
+                self._trace.mark("sent", out.shard, *span)
         if sent:
             self._settle()
 
@@ -530,7 +651,8 @@ class _PredictionsPartition(StatelessSinkPartition[Output]):
         """Wait until the brokers acknowledged every message sent; raise if one failed or is still
         waiting. Bytewax commits an epoch's snapshot only after its outputs were written, so a
         snapshot never covers a prediction that is not in the topic: after a crash the predictions
-        since the last snapshot are sent again (at-least-once), none is lost."""
+        since the last snapshot are sent again (at-least-once), none is lost. (The messages left
+        when produced; this waits for their acknowledgements, a round trip to the brokers.)"""
         left = self._producer.flush(self._timeout_s)
         if self._failed or left:
             failed, first = self._failed, self._first_error
@@ -553,11 +675,13 @@ class KafkaPredictionsSink(DynamicSink[Output]):
     """
 
     def __init__(self, brokers: str, topic: str, *, config: dict[str, Any] | None = None,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, trace: str | None = None) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         self.brokers, self.topic, self.config, self.timeout_s = brokers, topic, config, timeout_s
+        self.trace = trace
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PredictionsPartition:
-        return _PredictionsPartition(self.brokers, self.topic, self.config, timeout_s=self.timeout_s)
+        return _PredictionsPartition(self.brokers, self.topic, self.config, timeout_s=self.timeout_s,
+                                     trace=StageTrace(self.trace) if self.trace else None)
 

@@ -457,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+LIVE_SWITCH_INTERVAL_S = 0.0005
+"""The interpreter's thread switch interval in a live run (Python's default is 5 ms)."""
+
+
 def build_live_flow(
     lake: str = "lakehouse",
     model: str | Sequence[str] = "linear",
@@ -488,6 +492,7 @@ def build_live_flow(
     per_key: bool = False,
     max_key_models: int = 100_000,
     colocate: bool = False,
+    trace: str | None = None,
 ) -> Dataflow:
     """The same dataflow fed live from Kafka (see :mod:`dataflows.kafka`).
 
@@ -502,6 +507,8 @@ def build_live_flow(
     With no ``run_id``, one is derived from the lake, the topic and its partitions and the
     settings (``live-...``), so two topics written into one lake never share positions; an
     explicit ``run_id`` first used with another topic or settings is refused (:mod:`lake.runs`).
+    ``trace`` (a file prefix) records when each batch was consumed, recorded, scored and
+    sent (:mod:`dataflows.trace`, read by ``python -m dataflows.bench_live``).
     Run it with recovery so a restart resumes at the stored offsets::
 
         python -m bytewax.run "dataflows.online:build_live_flow(lake='lakehouse', \\
@@ -511,9 +518,12 @@ def build_live_flow(
     from dataflows.kafka import KafkaPredictionsSink, KafkaSource
 
     integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
+    # The lake's commit threads hold the GIL in turns of the switch interval; each time the
+    # prediction path releases it (a poll, a produce) it may wait a whole turn: 5 ms by default.
+    sys.setswitchinterval(min(sys.getswitchinterval(), LIVE_SWITCH_INTERVAL_S))
     source = KafkaSource(brokers, topic, batch_size=batch_size, stop_at_end=stop_at_end,
                          lake=os.fspath(lake) if record else None, flush_rows=flush_rows,
-                         flush_seconds=flush_seconds, config=kafka_config)
+                         flush_seconds=flush_seconds, config=kafka_config, trace=trace)
     shards = len(source.partitions())
     featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude))}
     if hash_fields:
@@ -537,8 +547,10 @@ def build_live_flow(
                        featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
                        monitor=monitor, per_key=per_key, max_key_models=max_key_models)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds,
-                     urgent_tables=URGENT_TABLES, part_names=source.list_parts() if colocate else None)
-    extra = [KafkaPredictionsSink(brokers, predictions_topic, config=kafka_config)] if predictions_topic else []
+                     urgent_tables=URGENT_TABLES, part_names=source.list_parts() if colocate else None,
+                     snapshot_rows=True)
+    extra = ([KafkaPredictionsSink(brokers, predictions_topic, config=kafka_config, trace=trace)]
+             if predictions_topic else [])
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),
                      extra_sinks=extra, colocate=colocate)
 

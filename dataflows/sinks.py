@@ -2,11 +2,17 @@
 
 Rows are buffered per (table, shard) and committed when a table's buffer holds
 ``flush_rows`` rows, when the oldest buffered row is ``flush_seconds`` old, when
-Bytewax snapshots (so recovery never skips a buffered row) and at the end. In
+Bytewax snapshots (so recovery never skips a buffered row) and at the end. With
+``snapshot_rows`` (live runs) a snapshot does not wait for commits instead: it
+holds the rows not yet known to be committed (buffered, or in a commit still
+running), as Arrow IPC, and a restart from it commits them first, so recovery
+never skips a row and the prediction path never stops for the lake. In
 live runs the small tables people wait for (``urgent_tables``, e.g.
 :data:`URGENT_TABLES`: window statistics, alarms, drift actions) are committed as
 soon as rows come, on a thread of their own, so a large ``predictions`` commit
-never holds them back. Each
+never holds them back; a buffer is committed at most every ``urgent_interval_s``
+(rows that come sooner join the next commit), so a stream that closes windows
+faster than that (a fast replay of history) does not spend its CPU on commits. Each
 commit carries the Delta app transaction ``(f"{run_id}/{table}/shard-{n}", max seq)``;
 after a restart, rows whose ``seq`` was already committed are dropped, so the
 lake holds every row exactly once. A second process writing with the same run id
@@ -17,6 +23,7 @@ logs :class:`~lake.errors.WriterFencedError` and stops, the other goes on.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -27,6 +34,7 @@ import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.items import Output
+from dataflows.priority import lower_writer_priority
 from lake.errors import WriterFencedError
 from lake.schemas import TABLES
 from lake.table import TableWriter
@@ -57,19 +65,35 @@ def _result(future: Future[int]) -> int:
         raise
 
 
-class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
+_Pending = tuple[str, int, bytes, int]
+"""Rows of a snapshot not known to be in the lake: ``(table, shard, Arrow IPC stream, position)``."""
+
+
+def _ipc(data: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, data.schema) as writer:
+        writer.write_table(data)
+    return sink.getvalue().to_pybytes()
+
+
+class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
     """Buffers per (table, shard); commits run on one background thread.
 
     Delta's Rust writer releases the GIL, so Parquet encoding and the commit
     overlap with the dataflow's Python work. Commits of one writer stay in order
-    (a single thread), at most ``max_in_flight`` are queued, and a snapshot or
-    close waits for all of them, so recovery never skips an unwritten row.
+    (a single thread) and at most ``max_in_flight`` are queued. A snapshot waits
+    for every commit, or, with ``snapshot_rows``, takes the rows not yet committed
+    (``resume`` gives them back, committed before anything else); close waits for
+    every commit.
     """
 
     def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float,
                  max_in_flight: int = 4, compact_every: int | None = 100,
-                 urgent_tables: frozenset[str] = frozenset()) -> None:
+                 urgent_tables: frozenset[str] = frozenset(), urgent_interval_s: float = 0.5,
+                 snapshot_rows: bool = False, resume: list[_Pending] | None = None) -> None:
+        self.snapshot_rows = snapshot_rows
         self.urgent_tables = urgent_tables
+        self.urgent_interval_s = urgent_interval_s
         self.compact_every = compact_every
         self.lake = lake
         self.run_id = run_id
@@ -78,10 +102,20 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
         self.max_in_flight = max_in_flight
         self._buffers: dict[tuple[str, int], _Buffer] = {}
         self._writers: dict[tuple[str, int], TableWriter] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta")
+        # Live (snapshot_rows): no snapshot waits for a commit, so commits take the CPU the prediction
+        # path leaves; in a replay a snapshot waits for them and they run at the usual priority.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta",
+                                        initializer=lower_writer_priority if snapshot_rows else None)
         self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta-urgent")
-        self._in_flight: deque[Future[int]] = deque()
+        # Each commit with its rows, kept until it is known to be in the lake (a snapshot holds them).
+        self._in_flight: deque[tuple[Future[int], str, int, pa.Table, int]] = deque()
         self._urgent: dict[tuple[str, int], Future[int]] = {}  # the running commit of each urgent buffer
+        self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
+        for table, shard, data, position in resume or ():
+            # The rows the snapshot held: committed now, before any row after them (rows of them a
+            # commit had already written are dropped by the writer's position).
+            with pa.ipc.open_stream(data) as reader:
+                self._writer((table, shard)).append(reader.read_all(), position=position)
 
     def write_batch(self, values: list[Output]) -> None:
         now = time.monotonic()
@@ -104,32 +138,39 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
                 continue
             if key[0] in self.urgent_tables:
                 running = self._urgent.get(key)
-                if running is None or running.done():
+                if ((running is None or running.done())
+                        and now - self._urgent_at.get(key, -math.inf) >= self.urgent_interval_s):
+                    self._urgent_at[key] = now
                     self._flush(key, buf)
             elif buf.rows >= self.flush_rows or now - buf.since >= self.flush_seconds:
                 self._flush(key, buf)
         self._reap(block=False)
 
-    def _flush(self, key: tuple[str, int], buf: _Buffer) -> None:
-        table, shard = key
+    def _writer(self, key: tuple[str, int]) -> TableWriter:
         writer = self._writers.get(key)
         if writer is None:
+            table, shard = key
             writer = self._writers[key] = TableWriter(
                 self.lake, table, writer_id=f"{self.run_id}/{table}/shard-{shard}",
                 compact_every=self.compact_every)
+        return writer
+
+    def _flush(self, key: tuple[str, int], buf: _Buffer) -> None:
+        table, shard = key
+        writer = self._writer(key)
         data = buf.parts[0] if len(buf.parts) == 1 else pa.concat_tables(buf.parts)
         buf.parts, buf.rows = [], 0
         urgent = table in self.urgent_tables
         while not urgent and len(self._in_flight) >= self.max_in_flight:
-            _result(self._in_flight.popleft())
+            _result(self._in_flight.popleft()[0])
         future = (self._urgent_pool if urgent else self._pool).submit(writer.append, data, position=buf.max_seq)
         if urgent:
             self._urgent[key] = future
-        self._in_flight.append(future)
+        self._in_flight.append((future, table, shard, data, buf.max_seq))
 
     def _reap(self, *, block: bool) -> None:
-        while self._in_flight and (block or self._in_flight[0].done()):
-            _result(self._in_flight.popleft())  # re-raises a failed commit here
+        while self._in_flight and (block or self._in_flight[0][0].done()):
+            _result(self._in_flight.popleft()[0])  # re-raises a failed commit here
 
     def flush_all(self) -> None:
         for key, buf in self._buffers.items():
@@ -137,10 +178,22 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
                 self._flush(key, buf)
         self._reap(block=True)
 
-    def snapshot(self) -> None:
-        # Everything before this snapshot must be in the lake, or recovery would skip it.
-        self.flush_all()
-        return None
+    def snapshot(self) -> list[_Pending] | None:
+        # Recovery must not skip a row before this snapshot: they are all committed now, or (live)
+        # the ones not yet known to be in the lake travel in it and the dataflow does not wait.
+        if not self.snapshot_rows:
+            self.flush_all()  # a second process with this run id is fenced here, before its snapshot
+            return None
+        self._reap(block=False)
+        pending = [(table, shard, _ipc(data), position)
+                   for future, table, shard, data, position in self._in_flight
+                   if not future.done() or future.exception() is not None]
+        for (table, shard), buf in self._buffers.items():
+            if buf.parts:
+                data = buf.parts[0] if len(buf.parts) == 1 else pa.concat_tables(buf.parts)
+                buf.parts = [data]
+                pending.append((table, shard, _ipc(data), buf.max_seq))
+        return pending or None
 
     def close(self) -> None:
         try:
@@ -153,7 +206,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, None]):
                      w.commits, w.commit_seconds)
 
 
-class DeltaSink(FixedPartitionedSink[Output, None]):
+class DeltaSink(FixedPartitionedSink[Output, list[_Pending] | None]):
     """Writes :class:`Output` rows keyed by shard (``"0"``, ``"1"``, ...) to the lake.
 
     Parameters
@@ -168,6 +221,11 @@ class DeltaSink(FixedPartitionedSink[Output, None]):
         Commit a table's buffer once it holds this many rows or is this old.
     urgent_tables
         Tables committed as soon as rows arrive (live runs: :data:`URGENT_TABLES`).
+    urgent_interval_s
+        The least time between two commits of one urgent table's buffer.
+    snapshot_rows
+        Snapshots hold the rows not yet committed instead of waiting for their commits
+        (live runs: a snapshot never holds up a prediction).
     part_names
         Names of the partitions (default ``lake-000``, ...); giving the source's names
         places each sink partition on the worker of the same source partition.
@@ -176,13 +234,18 @@ class DeltaSink(FixedPartitionedSink[Output, None]):
     def __init__(self, lake: str | os.PathLike[str], *, run_id: str, partitions: int = 1,
                  flush_rows: int = 25_000, flush_seconds: float = 5.0,
                  urgent_tables: frozenset[str] | set[str] = frozenset(),
-                 part_names: list[str] | None = None) -> None:
+                 part_names: list[str] | None = None, urgent_interval_s: float = 0.5,
+                 snapshot_rows: bool = False) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions!r}")
         if flush_rows < 1:
             raise ValueError(f"flush_rows must be >= 1, got {flush_rows!r}")
         if flush_seconds <= 0:
             raise ValueError(f"flush_seconds must be > 0, got {flush_seconds!r}")
+        if urgent_interval_s < 0:
+            raise ValueError(f"urgent_interval_s must be >= 0, got {urgent_interval_s!r}")
+        self.urgent_interval_s = urgent_interval_s
+        self.snapshot_rows = snapshot_rows
         self.lake = os.fspath(lake)
         self.run_id = run_id
         self.partitions = partitions
@@ -202,6 +265,8 @@ class DeltaSink(FixedPartitionedSink[Output, None]):
     def part_fn(self, item_key: str) -> int:
         return int(item_key)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> DeltaSinkPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: list[_Pending] | None) -> DeltaSinkPartition:
         return DeltaSinkPartition(self.lake, run_id=self.run_id, flush_rows=self.flush_rows,
-                                  flush_seconds=self.flush_seconds, urgent_tables=self.urgent_tables)
+                                  flush_seconds=self.flush_seconds, urgent_tables=self.urgent_tables,
+                                  urgent_interval_s=self.urgent_interval_s, snapshot_rows=self.snapshot_rows,
+                                  resume=resume_state)
