@@ -249,6 +249,24 @@ class PayloadTypes:
                         lost, name, type_)
             return pa.array([v if ok else None for v, ok in fitted], type_)
 
+    def event_rows(self, items: list[tuple], offsets: list[int], *, order: list[str] | None = None) -> pa.Table:
+        """``events`` rows of event items ``(position, EVENT, event_id, time_us, key, payload)``, with their
+        lake offsets; payload columns in ``order`` (default: as of now); all-null ones are left out (readers
+        see null anyway)."""
+        cols: dict[str, pa.Array] = {
+            "event_id": pa.array([it[2] for it in items], pa.string()),
+            "event_time": pa.array([it[3] for it in items], UTC_TS),
+            "key": pa.array([it[4] for it in items], pa.string()),
+            "offset": pa.array(offsets, pa.int64()),
+        }
+        present: set[str] = set()
+        for it in items:
+            present.update(k for k, v in it[5].items() if v is not None)
+        for name in self.order if order is None else order:
+            if name in present:
+                cols[name] = self.column(name, [it[5].get(name) for it in items])
+        return pa.table(cols)
+
 
 # --------------------------------------------------------------------------- recording
 
@@ -370,20 +388,7 @@ class _Recorder:
                     self._labels = writer
 
     def _event_rows(self, items: list[tuple]) -> pa.Table:
-        p = self._partition
-        cols: dict[str, pa.Array] = {
-            "event_id": pa.array([it[2] for it in items], pa.string()),
-            "event_time": pa.array([it[3] for it in items], UTC_TS),
-            "key": pa.array([it[4] for it in items], pa.string()),
-            "offset": pa.array([lake_offset(p, it[0]) for it in items], pa.int64()),
-        }
-        present: set[str] = set()
-        for it in items:
-            present.update(k for k, v in it[5].items() if v is not None)
-        for name in self._types.order:
-            if name in present:  # all-null columns are left out: readers see null anyway
-                cols[name] = self._types.column(name, [it[5].get(name) for it in items])
-        return pa.table(cols)
+        return self._types.event_rows(items, [lake_offset(self._partition, it[0]) for it in items])
 
     @staticmethod
     def _label_rows(items: list[tuple]) -> pa.Table:

@@ -190,19 +190,7 @@ class _Recorder:
         types = self.types
 
         def build(its: list[tuple]) -> pa.Table:
-            cols: dict[str, pa.Array] = {
-                "event_id": pa.array([it[2] for it in its], pa.string()),
-                "event_time": pa.array([it[3] for it in its], UTC_TS),
-                "key": pa.array([it[4] for it in its], pa.string()),
-                "offset": pa.array([serving_offset(sid, it[0]) for it in its], pa.int64()),
-            }
-            present: set[str] = set()
-            for it in its:
-                present.update(k for k, v in it[5].items() if v is not None)
-            for name in order:
-                if name in present:
-                    cols[name] = types.column(name, [it[5].get(name) for it in its])
-            return pa.table(cols)
+            return types.event_rows(its, [serving_offset(sid, it[0]) for it in its], order=order)
 
         return build
 
