@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", default=",".join(COMMANDS), help="comma-separated commands (default: all)")
     parser.add_argument("--budget", default=None, help="the benchmark's --budget (default: its own default)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one command may take (default 900)")
+    parser.add_argument("--out", default=None, help="also write the table here, rewritten after every shape")
     args = parser.parse_args(argv)
     names = [s for s in args.shapes.split(",") if s]
     unknown = [s for s in names if s not in SHAPES]
@@ -160,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     if bad := [c for c in commands if c not in COMMANDS]:
         parser.error(f"unknown command(s) {', '.join(bad)}; known: {', '.join(COMMANDS)}")
     env = dict(os.environ)
-    results = {name: run_shape(name, Path(args.root), commands=commands, budget=args.budget,
-                               timeout=args.timeout, env=env) for name in names}
+    results: dict[str, list[Outcome]] = {}
+    for name in names:
+        results[name] = run_shape(name, Path(args.root), commands=commands, budget=args.budget,
+                                  timeout=args.timeout, env=env)
+        if args.out:
+            Path(args.out).write_text(markdown(results) + "\n")
     print(markdown(results))
     return 1 if any(o.status == "FAILED" for outcomes in results.values() for o in outcomes) else 0
 
