@@ -12,8 +12,10 @@ for. Every file has the same columns, so one ingest command line fits all::
 >>> sorted(SHAPES)[:3]
 ['all-one-class', 'categorical-only', 'daily-decades']
 >>> rows = shape_rows("tiny", seed=1)
->>> len(rows), sorted(rows[0])[:3]
-(50, ['amount', 'colour', 'count'])
+>>> len(rows), list(rows[0])
+(50, ['id', 'time', 'key', 'colour', 'channel', 'amount', 'count', 'label', 'label_time'])
+>>> {r["label"] for r in shape_rows("labels-never-come", n=20)}
+{None}
 """
 
 from __future__ import annotations
