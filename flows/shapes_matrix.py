@@ -136,7 +136,11 @@ def markdown(results: dict[str, list[Outcome]]) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{o.status} {o.seconds:.1f} s" for o in outcomes) + " |")
     lines.append("")
     for name, outcomes in results.items():
-        chosen = [f"{o.command}: {', '.join(o.chosen)}" for o in outcomes if o.chosen]
+        chosen, previous = [], None
+        for o in outcomes:
+            if o.chosen:  # the replay under bytewax.run chooses what the replay chose: said once
+                chosen.append(f"{o.command}: " + ("the same" if o.chosen == previous else ", ".join(o.chosen)))
+                previous = o.chosen
         said = [f"{o.command} {o.status}: `{o.refusal}`" for o in outcomes if o.refusal]
         lines.append(f"- **{name}**: " + "; ".join(chosen + said))
     return "\n".join(lines)
