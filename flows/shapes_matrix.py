@@ -1,6 +1,6 @@
 """Every README command, with its defaults, on every stream shape: a Markdown table of what happened.
 
-    python -m flows.shapes_matrix [--root /tmp/shapes] [--shapes tiny,one-key] [--budget 20m] [--timeout 900] \
+    python -m flows.shapes_matrix [--root /tmp/shapes] [--shapes tiny,one-key] [--budget 20m] [--timeout 900] \\
         [--out table.md]
 
 For each shape of :mod:`lake.scenarios.shapes` it writes the shape's CSV file and runs, as
