@@ -11,7 +11,11 @@ class TableNotFoundError(LakeError):
     """A table was read before anything was written to it."""
 
     def __init__(self, table: str, uri: str) -> None:
-        super().__init__(f"table {table!r} does not exist at {uri!r}; run `python -m lake ingest` first")
+        hint = {"labels": "no label has been ingested yet",
+                "predictions": "run a replay (`python -m dataflows.online`) first",
+                "checkpoints": "run a replay (`python -m dataflows.online`) first"}.get(
+            table, "run `python -m lake ingest` first")
+        super().__init__(f"table {table!r} does not exist at {uri!r}; {hint}")
         self.table = table
         self.uri = uri
 

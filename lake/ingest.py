@@ -744,6 +744,8 @@ def _iso_us(text: str) -> int | None:
 
 def _labels(col: pl.Series, *, name: str, positive: str | None, checks: _Checks) -> pl.Series:
     """0/1 labels (``Int64``; null where the input has none, or a bad one)."""
+    if col.null_count() == col.len():  # no label yet (a CSV reads an empty column as text): events only
+        return pl.Series(col.name, [None] * col.len(), dtype=pl.Int64)
     dtype = col.dtype
     if dtype == pl.Boolean:
         if positive is not None and str(positive).lower() not in ("true", "1"):

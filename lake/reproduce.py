@@ -43,6 +43,7 @@ import polars as pl
 from lake import integrity
 from lake.errors import LakeError, TableNotFoundError
 from lake.integrity import IntegrityError
+from lake.schemas import schema_of
 from lake.table import exists, table_uri
 
 
@@ -133,6 +134,13 @@ def _scan(lake: str | os.PathLike[str], table: str) -> pl.LazyFrame:
     return pl.scan_delta(table_uri(lake, table))
 
 
+def _learn_log(lake: str | os.PathLike[str]) -> pl.LazyFrame:
+    """``learn_log``; empty when nothing was learned yet (no label came): the table is written on the first."""
+    if exists(lake, "learn_log"):
+        return _scan(lake, "learn_log")
+    return pl.LazyFrame(pl.from_arrow(schema_of("learn_log").empty_table()))
+
+
 def _as_dict(features: Any) -> dict[str, float]:
     """A ``features`` map cell as the dict the model saw, in the same key order."""
     if features is None:
@@ -183,7 +191,7 @@ def _reproduce_one(lake: str | os.PathLike[str], p: dict[str, Any]) -> Reproduct
         raise ReproduceError(f"checkpoint {version!r} is of model {c['model']!r} shard {c['shard']}, "
                              f"the prediction of model {model!r} shard {shard}")
     n0 = c["n_learned"]
-    learns = (_scan(lake, "learn_log")
+    learns = (_learn_log(lake)
               .filter((pl.col("run_id") == run_id) & (pl.col("model") == model) & (pl.col("shard") == shard)
                       & (pl.col("learn_order") > n0) & (pl.col("seq") < p["seq"]))
               .select("event_id", "label", "learn_order")
@@ -218,7 +226,7 @@ def _reproduce_one(lake: str | os.PathLike[str], p: dict[str, Any]) -> Reproduct
         score = 0.0  # a key without a model of its own: the dataflow serves the prior of its labels (none)
     elif not keyed and not orders and (n0 == 0 or version.endswith("-reset")):
         # A model that had learned nothing: the dataflow served the prior of the labels learned so far.
-        before = (_scan(lake, "learn_log")
+        before = (_learn_log(lake)
                   .filter((pl.col("run_id") == run_id) & (pl.col("model") == model) & (pl.col("shard") == shard)
                           & (pl.col("seq") < p["seq"]))
                   .select(pl.len().alias("n"), pl.col("label").sum().alias("pos"))
