@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     run_id = run_replay(args.lake, args.model, window=args.window, exclude=args.exclude)
     print(f"      done in {time.perf_counter() - t:.1f} s", flush=True)
+    # the flow runs go to ./.prefect (the folder `make ui` serves), not to ~/.prefect
+    os.environ.setdefault("PREFECT_HOME", os.path.abspath(".prefect"))
+    print(f"      Prefect flow runs are recorded in {os.environ['PREFECT_HOME']} (see them with `make ui`)",
+          flush=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # a busy 2-core machine

@@ -55,12 +55,16 @@ def test_flights_slice_end_to_end(flights_lake):
 def test_demo_command_runs_and_summarises(tmp_path, subprocess_env):
     lake = tmp_path / "lake"
     cmd = [sys.executable, "-m", "flows.demo", "--lake", str(lake), "--limit", "3000"]
+    subprocess_env = {**subprocess_env, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     proc = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "events 3,000" in out and "accuracy by month" in out and str(lake / "predictions") in out
     # the flows ran: checkpoints in MLflow, a drift report in the lake, window statistics from the dataflow
     assert "2 checkpoints registered" in out  # the final ones; those taken before any learning are no versions
+    # the flow runs were recorded where `make ui` serves them from
+    assert f"Prefect flow runs are recorded in {tmp_path / 'prefect-home'}" in out
+    assert (tmp_path / "prefect-home" / "prefect.db").exists()
     reports = pl.read_delta(str(lake / "drift_reports"))
     assert reports.height == 1 and os.path.exists(reports["html_path"][0])
     assert pl.read_delta(str(lake / "window_stats"))["n"].sum() == 3_000
