@@ -97,7 +97,9 @@ def test_a_password_in_the_tracking_uri_never_reaches_output_logs_or_flow_parame
 
     lake = str(tmp_path / "lake")
     shutil.copytree(quoted_lake, lake)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # (restored after the test)
+    # recorded by monkeypatch, so the value main exports (--tracking-uri) is undone after the test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     secret_uri = mlflow_server.uri.replace("http://", f"http://riverlake:{SECRET}@")  # basic auth, ignored here
     caplog.set_level(logging.DEBUG)
     assert versioning_main(["--lake", lake, "--tracking-uri", secret_uri, "--retries", "0"]) == 0

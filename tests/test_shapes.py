@@ -29,6 +29,7 @@ def flow_env(prefect_harness, tmp_path_factory) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
     env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)  # each lake's own store, as a user's shell has it
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
     env["MPLCONFIGDIR"] = str(tmp_path_factory.mktemp("mpl"))
