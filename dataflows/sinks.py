@@ -195,6 +195,14 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
                 pending.append((table, shard, _ipc(data), buf.max_seq))
         return pending or None
 
+    def abort(self) -> None:
+        """Stop after a failed commit, committing nothing more: queued commits are dropped (their rows are
+        not known to be in the lake, so a restart writes them), a running one is waited for."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._urgent_pool.shutdown(wait=True, cancel_futures=True)
+        self._buffers.clear()
+        self._in_flight.clear()
+
     def close(self) -> None:
         try:
             self.flush_all()

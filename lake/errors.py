@@ -78,6 +78,17 @@ class WriterFencedError(LakeError):
         self.found = found
 
 
+class WriterStoppedError(LakeError):
+    """An earlier commit of this writer failed: it commits nothing more, since a later commit would pass the
+    failed rows' positions and a restart would then skip those rows for good."""
+
+    def __init__(self, table: str, writer_id: str, *, cause: str) -> None:
+        super().__init__(f"table {table!r}: writer {writer_id!r} stopped after a failed commit ({cause}); "
+                         "restart the run to resume from its last committed position")
+        self.table = table
+        self.writer_id = writer_id
+
+
 class RunLockedError(LakeError):
     """Another process on this machine is running the same run id with recovery (one recovery folder each)."""
 

@@ -40,7 +40,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
 
-from lake.errors import SchemaError, TableNotFoundError, WriterFencedError
+from lake.errors import SchemaError, TableNotFoundError, WriterFencedError, WriterStoppedError
 from lake.names import select as select_literal
 from lake.schemas import OPEN_TABLES, schema_of
 
@@ -183,6 +183,7 @@ class TableWriter:
         self._dt: DeltaTable | None = None
         self._done: int | None = None
         self._loaded = False
+        self._failed: str | None = None
         self.commits = 0
         self.rows_written = 0
         self.commit_seconds = 0.0
@@ -208,14 +209,21 @@ class TableWriter:
         table, or merging new columns, at the same moment) is retried on the fresh table;
         a race lost to a commit of this same writer id raises :class:`WriterFencedError`.
         """
-        for attempt in range(attempts):
-            try:
-                return self._append_once(data, position=position)
-            except (CommitFailedError, _CreateRaceLost):
-                if attempt + 1 == attempts:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-                self._dt = None  # re-read on the next try; what this writer committed stays known
+        if self._failed is not None:
+            # A later commit would pass the failed rows' positions, and a restart would then skip them.
+            raise WriterStoppedError(self.table, self.writer_id, cause=self._failed)
+        try:
+            for attempt in range(attempts):
+                try:
+                    return self._append_once(data, position=position)
+                except (CommitFailedError, _CreateRaceLost):
+                    if attempt + 1 == attempts:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+                    self._dt = None  # re-read on the next try; what this writer committed stays known
+        except Exception as ex:
+            self._failed = f"{type(ex).__name__}: {ex}"[:200]
+            raise
         raise AssertionError("unreachable")
 
     def _fence(self) -> None:

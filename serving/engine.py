@@ -204,6 +204,10 @@ class _Recorder:
         self.wait()
         self._pool.shutdown(wait=True)
 
+    def abort(self) -> None:
+        """Stop without committing more: a queued commit is dropped, a running one is waited for."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
 
 class _Job:
     """One request within a step: its items (or its final answer) and where its items start."""
@@ -612,6 +616,9 @@ class Engine:
                 self.flush()
                 self.sink.close()
                 self.recorder.close()
+            else:  # no commit of this process may land once a restart has begun reading the positions
+                self.sink.abort()
+                self.recorder.abort()
             self.store.close()
             self.log.close()
         finally:
