@@ -14,7 +14,7 @@ An explicit value wins; one that cannot work (no retrain at all, a window that k
 almost nothing) raises :class:`~lake.errors.UsageError` before any work.
 
 :func:`plan_budget` estimates every strategy's wall time from its schedule
-(:func:`flows.strategies.estimate_seconds`) and, when the sum exceeds the budget,
+(:func:`flows.bench.strategies.estimate_seconds`) and, when the sum exceeds the budget,
 subsamples the periodic strategies (every k-th retrain, the same k for all of them), and
 skips the most expensive strategies when even that does not fit. Each change comes with
 its reason.
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from flows.bench_stream import Stream, parse_every, schedule
-from flows.strategies import BenchConfig, StrategySpec, estimate_seconds, n_retrains
+from flows.bench.strategies import BenchConfig, StrategySpec, estimate_seconds, n_retrains
+from flows.bench.stream import Stream, parse_every, schedule
 from lake.errors import UsageError
 from lake.summary import span_text
 

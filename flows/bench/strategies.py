@@ -1,8 +1,8 @@
-"""Learning strategies replayed over one :class:`~flows.bench_stream.Stream`, prequentially.
+"""Learning strategies replayed over one :class:`~flows.bench.stream.Stream`, prequentially.
 
 A strategy gives every event a score at the event's time, with whatever model it
 serves then, and learns only from labels that have arrived (see
-:func:`flows.bench_stream.training_rows`). Strategies are named ``MODE/LEARNER``:
+:func:`flows.bench.stream.training_rows`). Strategies are named ``MODE/LEARNER``:
 
 - ``online/linear``: a River spec (:mod:`dataflows.models`) learning every label as it arrives;
 - ``adwin-reset/linear``: the same, plus ADWIN on its 0/1 error stream; at an alarm the
@@ -36,7 +36,7 @@ prediction latency of single-event calls (``perf_counter_ns``) on the same sampl
 events for every strategy; pickled model size; rows kept for retraining; peak RSS above
 the start of the strategy, sampled every 5 ms.
 
-    python -m flows.strategies --stream DIR --strategy online/linear --out DIR [--config JSON]
+    python -m flows.bench.strategies --stream DIR --strategy online/linear --out DIR [--config JSON]
 
 runs one strategy in a fresh process (what the benchmark does to isolate timings and memory).
 """
@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.bench_stream import LabelAudit, Stream, parse_every, schedule, training_rows
+from flows.bench.stream import LabelAudit, Stream, parse_every, schedule, training_rows
 from lake.entry import ArgumentParser, run_main
 
 MODES = ("online", "adwin-reset", "periodic-sliding", "periodic-expanding", "static")
@@ -195,7 +195,7 @@ def prior_scores(stream: Stream, lo: int, hi: int) -> np.ndarray:
     labels arrived before each, clipped to ``[PRIOR_CLIP, 1 - PRIOR_CLIP]``; ``PRIOR_CLIP`` before any label;
     a share of exactly 0.5 just below 0.5 (a tie is a negative).
 
-    >>> from flows.bench_stream import Stream
+    >>> from flows.bench.stream import Stream
     >>> s = Stream(event_time=np.arange(4), y=np.array([1, 0, 0, 0], dtype=np.int8), label_time=np.arange(4),
     ...            arrival=np.array([0, 1, 2]), labels_before=np.array([0, 1, 2, 3]), indptr=np.zeros(5, dtype=int),
     ...            indices=np.zeros(0, dtype=int), values=np.zeros(0), names=[])
@@ -662,7 +662,7 @@ def run_isolated(stream_dir: str | os.PathLike[str], spec: StrategySpec | str, c
     name = spec if isinstance(spec, str) else spec.name
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "flows.strategies", "--stream", os.fspath(stream_dir), "--strategy", name,
+    cmd = [sys.executable, "-m", "flows.bench.strategies", "--stream", os.fspath(stream_dir), "--strategy", name,
            "--out", os.fspath(out), "--config", json.dumps(asdict(config))]
     with tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -689,7 +689,7 @@ def save_run(run: StrategyRun, out: Path) -> None:
 
 
 def load_run(out: Path) -> StrategyRun:
-    from flows.bench_stream import Training
+    from flows.bench.stream import Training
 
     meta = json.loads((out / "run.json").read_text())
     audit = LabelAudit(meta["name"])
@@ -699,7 +699,7 @@ def load_run(out: Path) -> StrategyRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m flows.strategies", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.bench.strategies", description=__doc__.split("\n")[0])
     parser.add_argument("--stream", required=True, help="folder written by Stream.save")
     parser.add_argument("--strategy", required=True, help="MODE/LEARNER, e.g. periodic-sliding/hgb")
     parser.add_argument("--out", required=True, help="folder for scores.npy, latency_ns.npy, run.json")
