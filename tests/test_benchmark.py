@@ -325,8 +325,7 @@ def test_strategies_without_a_model_serve_the_prior_not_a_positive_tie(daily_lak
 
 
 def test_budget_subsamples_then_skips_and_says_why(synthetic_lake):
-    from flows.bench.plan import plan_budget
-    from flows.bench.strategies import estimate_seconds
+    from flows.bench.plan import estimate_seconds, plan_budget
 
     stream = build_stream(synthetic_lake, pin_versions(synthetic_lake))
     config = BenchConfig(retrain_every="30", sliding="900")  # 99 retrains

@@ -127,7 +127,8 @@ def test_benchmark_learners_on_hashed_url_features(tmp_path):
     import numpy as np
 
     from dataflows.replay import pin_versions
-    from flows.bench.strategies import BenchConfig, DenseProjection, run_strategy
+    from flows.bench.learners import DenseProjection
+    from flows.bench.strategies import BenchConfig, run_strategy
     from flows.bench.stream import build_stream
 
     lake = str(tmp_path / "lake")
