@@ -225,7 +225,7 @@ def choose(history: History, *, label_ttl: str | int | float | None = AUTO, wind
     ``action_window`` (learns) is chosen only when asked for with ``"auto"`` (runs with a drift action).
     Raises :class:`SettingsError` (one line) for a window the history cannot fill.
     """
-    from dataflows.online import parse_duration_us
+    from lake.durations import parse_duration_us
 
     chosen: dict[str, Choice] = {}
     labelled, n_labels = history.labelled_times_us, int(history.label_delays_us.size)

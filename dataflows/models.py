@@ -21,6 +21,7 @@ from river import forest, linear_model, naive_bayes, optim, tree
 
 from dataflows.sparse import SparseLogisticRegression
 from dataflows.transformers import NumericStandardScaler
+from lake.scoring import score_one as score_one  # the rule lives below the dataflow (lake.reproduce uses it)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def _hoeffding_tree(seed: int) -> Any:
     # The demo's second model. On the 2013 flights the adaptive tree above ends below the no-skill
     # accuracy (0.741 vs 0.763, mean daily ROC AUC 0.498): its drift adaptation keeps swapping
     # subtrees for ones that rank nothing. This plain Hoeffding tree gives 0.779, log loss 0.518,
-    # ROC AUC 0.608 at a third of the CPU (flows/model_choice.py; BENCHMARKS.md). No seed to take:
+    # ROC AUC 0.608 at a third of the CPU (flows/bench/model_choice.py; BENCHMARKS.md). No seed to take:
     # it draws nothing at random.
     del seed
     return tree.HoeffdingTreeClassifier(grace_period=200, leaf_prediction="mc")
@@ -101,14 +102,3 @@ def get_spec(name: str) -> ModelSpec:
         return SPECS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(SPECS))}") from None
-
-
-def score_one(model: Any, x: dict[str, float], key: str | None = None) -> float:
-    """Probability of the positive class; 0.5 before the model has seen any class.
-
-    ``key`` is the event's entity key, used by per-key models (:mod:`dataflows.perkey`).
-    """
-    proba = model.predict_proba_one(x, key) if getattr(model, "keyed", False) else model.predict_proba_one(x)
-    if not proba:
-        return 0.5
-    return float(proba.get(True, 0.0))

@@ -11,7 +11,6 @@ Run it with Bytewax::
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -35,27 +34,10 @@ from dataflows.sinks import URGENT_TABLES, DeltaSink
 from dataflows.sources import ReplaySource
 from dataflows.validate import validate_batch
 from lake import integrity
+from lake.durations import parse_duration_us
 from lake.entry import ArgumentParser, run_main
 from lake.runs import RunIdentity, record_run
 from monitoring.stream import MonitorConfig
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)?\s*$")
-_UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000,
-            "d": 86_400_000_000, "w": 604_800_000_000}
-
-
-def parse_duration_us(text: str | int | float) -> int:
-    """Microseconds in ``"15m"``, ``"1h"``, ``"1d"``, ``"30s"`` or a number of seconds.
-
-    >>> parse_duration_us("15m"), parse_duration_us(2)
-    (900000000, 2000000)
-    """
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return int(text * 1_000_000)
-    m = _DURATION.match(str(text))
-    if not m:
-        raise ValueError(f"duration must look like '30s', '15m', '1h' or '1d', got {text!r}")
-    return int(float(m.group(1)) * _UNIT_US[m.group(2) or "s"])
 
 
 def check_resumed(snapshot: RunConfig, config: RunConfig) -> None:

@@ -3,7 +3,7 @@
 ``StageTrace(path).mark("consumed", partition, lo, hi)`` appends one JSON line
 ``{"stage", "p", "lo", "hi", "t"}`` (``t``: wall-clock seconds) to ``{path}.{pid}``,
 one file per process, shared by the partitions and threads of that process.
-:mod:`dataflows.bench_live` joins these lines with the produce time of each
+:mod:`dataflows.bench.live` joins these lines with the produce time of each
 offset to tell where a message's latency goes. One line per batch, not per
 message: a few microseconds per batch when on, nothing when off.
 """

@@ -7,15 +7,15 @@
 1. Pins one Delta version of ``events`` + ``labels`` (``--as-of``; default the latest).
    With ``--scenario``, an empty lake is first filled with that scenario.
 2. Replays it once in the dataflow's order and featurizes every event once
-   (:mod:`flows.bench_stream`): every strategy sees the same features and label arrival times.
-3. Chooses what ``auto`` leaves open from the data and says why (:mod:`flows.bench_plan`:
+   (:mod:`flows.bench.stream`): every strategy sees the same features and label arrival times.
+3. Chooses what ``auto`` leaves open from the data and says why (:mod:`flows.bench.plan`:
    retrain cadence, sliding window, the static models' training slice), estimates each
    strategy's time from its schedule and fits them into the time budget (``--budget``,
    default 20m: periodic strategies subsampled, the most expensive skipped if need be).
-4. Runs each strategy (:mod:`flows.strategies`) prequentially over it, each in a fresh
+4. Runs each strategy (:mod:`flows.bench.strategies`) prequentially over it, each in a fresh
    process by default so its CPU time and memory are its own, with progress and an ETA
    (a bar on a terminal, a log line every 15 s otherwise).
-5. Scores them (:mod:`flows.bench_report`; beside each metric the no-skill baseline, and
+5. Scores them (:mod:`flows.bench.report`; beside each metric the no-skill baseline, and
    the figures from the first event at which every strategy had a model), writes ``benchmark_windows`` and
    ``benchmark_runs`` to the lake, the HTML report to ``LAKE/reports/benchmark-ID.html``,
    and one MLflow parent run with a child run per strategy (default store
@@ -42,9 +42,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from flows.bench_plan import BudgetPlan, label_clock, parse_budget, plan_budget, resolve_schedule
-from flows.bench_progress import StrategyProgress
-from flows.bench_report import (
+from flows.bench.plan import BudgetPlan, label_clock, parse_budget, plan_budget, resolve_schedule
+from flows.bench.progress import StrategyProgress
+from flows.bench.report import (
     StrategyResult,
     add_ready_metrics,
     auto_window,
@@ -56,9 +56,9 @@ from flows.bench_report import (
     score_strategy,
     window_rows,
 )
-from flows.bench_stream import Stream, build_stream, parse_every
+from flows.bench.strategies import BenchConfig, StrategyRun, StrategySpec, run_isolated, run_strategy
+from flows.bench.stream import Stream, build_stream, parse_every
 from flows.runtime import embedded_prefect
-from flows.strategies import BenchConfig, StrategyRun, StrategySpec, run_isolated, run_strategy
 from lake.entry import ArgumentParser, run_main, settings
 from lake.errors import UsageError
 from lake.table import table_version
@@ -310,10 +310,10 @@ def benchmark(
     ``as_of``: events version (or an ISO timestamp pinning both tables), default latest;
     ``labels_as_of``: labels version, default latest at the start. ``retrain_every``,
     ``sliding``: a number of events or a duration (``7d``); ``auto`` (see
-    :func:`flows.bench_plan.resolve_schedule`, as ``static_rows``: labels the static models
+    :func:`flows.bench.plan.resolve_schedule`, as ``static_rows``: labels the static models
     are fitted on). ``window``: the event-time window of the per-window metrics (``auto``: at
     most 60 windows). ``isolate``: each strategy in its own process. ``budget``: wall time of
-    all strategies together (``"20m"``, seconds, ``None``), see :func:`flows.bench_plan.plan_budget`.
+    all strategies together (``"20m"``, seconds, ``None``), see :func:`flows.bench.plan.plan_budget`.
     ``hash_fields``/``n_buckets``: text fields (a URL) tokenized and hashed, as in the dataflow.
     """
     logger = get_run_logger()

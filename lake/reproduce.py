@@ -44,6 +44,7 @@ from lake import integrity
 from lake.errors import LakeError, TableNotFoundError
 from lake.integrity import IntegrityError
 from lake.schemas import schema_of
+from lake.scoring import score_one  # the dataflow's own scoring rule
 from lake.table import exists, table_uri
 
 
@@ -178,8 +179,6 @@ def reproduce(lake: str | os.PathLike[str], event_id: str, *, run_id: str | None
 
 
 def _reproduce_one(lake: str | os.PathLike[str], p: dict[str, Any]) -> Reproduction:
-    from dataflows.models import score_one  # the dataflow's own scoring rule
-
     run_id, model, shard, version = p["run_id"], p["model"], p["shard"], p["model_version"]
     ck = (_scan(lake, "checkpoints")
           .filter((pl.col("run_id") == run_id) & (pl.col("checkpoint_id") == version))

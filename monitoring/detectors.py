@@ -183,7 +183,7 @@ DETECTORS: dict[str, DetectorKind] = {
 }
 """Detector name → :class:`DetectorKind`. Defaults are River's except ``adwin``'s ``delta``
 (1e-3 instead of 2e-3: as many or fewer false alarms for a few labels more delay on
-``agrawal-drift``; see ``python -m monitoring.quality`` and BENCHMARKS.md)."""
+``agrawal-drift``; see ``python -m dataflows.bench.drift_quality`` and BENCHMARKS.md)."""
 
 _SPEC = re.compile(r"^\s*([a-z][a-z0-9_-]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lake.durations import parse_duration_us
 from monitoring.anomaly import make_scorer
 from monitoring.monitor import LABEL_SIGNALS, DriftMonitor, drift_events_table, parse_watch
 from monitoring.windows import WindowStats, late_events_table, window_stats_table
@@ -46,8 +47,6 @@ with a fresh one, or with a fresh one trained on the most recent labelled events
 def _duration_us(text: str | int | float | None) -> int | None:
     if text is None or text in ("", "none", "off"):
         return None
-    from dataflows.online import parse_duration_us
-
     return parse_duration_us(text)
 
 

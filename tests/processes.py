@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from dataflows.scaling import free_ports
+from dataflows.bench.scaling import free_ports
 
 
 def run_processes(flow: str, env: dict[str, str], n: int = 2, timeout: float = 120) -> list[str]:

@@ -32,13 +32,13 @@ def test_bench_on_urls_compares_the_columnar_dataflow_with_the_bare_loop(subproc
 
 def test_soak_on_urls_reports_throughput_memory_and_the_columnar_models_accuracy(subprocess_env, tmp_path):
     lake = str(tmp_path / "lake")
-    columnar = _run(["dataflows.soak", "--scenario", "urls", "--n", "6000", "--every", "0.2", "--lake", lake],
+    columnar = _run(["dataflows.bench.soak", "--scenario", "urls", "--n", "6000", "--every", "0.2", "--lake", lake],
                     subprocess_env)
     assert re.search(r"replayed 12,000 items \(6,000 events\) in [0-9.]+ s: .* events per CPU second", columnar)
     assert "'checkpoint_every': 100000" in columnar
     # the item-by-item path on the same stream: the same accuracy, weights and checkpoint size
     env = {**subprocess_env, "RIVERLAKE_COLUMNAR": "0"}
-    items = _run(["dataflows.soak", "--scenario", "urls", "--n", "6000", "--every", "0.2",
+    items = _run(["dataflows.bench.soak", "--scenario", "urls", "--n", "6000", "--every", "0.2",
                   "--lake", str(tmp_path / "lake-items")], env)
 
     def state(out: str) -> str:

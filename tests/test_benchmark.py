@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 
 from dataflows.replay import Pin, pin_versions
-from flows.bench_report import recovery, windows
-from flows.bench_stream import LeakError, Stream, build_stream, training_rows
+from flows.bench.report import recovery, windows
+from flows.bench.strategies import BenchConfig, StrategySpec, run_isolated, run_strategy
+from flows.bench.stream import LeakError, Stream, build_stream, training_rows
 from flows.benchmark import benchmark, is_io_error, strategy_names
-from flows.strategies import BenchConfig, StrategySpec, run_isolated, run_strategy
 from lake.table import append, read_table, table_version
 from tests.synthetic import T0, synthetic_frames
 
@@ -276,7 +276,7 @@ def test_known_drifts_are_used_for_recovery(prefect_harness, tmp_path):
 @pytest.fixture(scope="module")
 def daily_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
     """3 weather stations, a row a day each while they report, over 48 years; labels a day later."""
-    from flows.bench_daily import write_daily_history
+    from flows.bench.daily import write_daily_history
 
     root = str(tmp_path_factory.mktemp("daily") / "lake")
     write_daily_history(root)
@@ -284,7 +284,7 @@ def daily_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_auto_schedule_is_bounded_on_a_daily_multi_decade_history(daily_lake):
-    from flows.bench_plan import label_clock, resolve_schedule
+    from flows.bench.plan import label_clock, resolve_schedule
     from lake.errors import UsageError
 
     stream = build_stream(daily_lake, pin_versions(daily_lake))
@@ -325,8 +325,7 @@ def test_strategies_without_a_model_serve_the_prior_not_a_positive_tie(daily_lak
 
 
 def test_budget_subsamples_then_skips_and_says_why(synthetic_lake):
-    from flows.bench_plan import plan_budget
-    from flows.strategies import estimate_seconds
+    from flows.bench.plan import estimate_seconds, plan_budget
 
     stream = build_stream(synthetic_lake, pin_versions(synthetic_lake))
     config = BenchConfig(retrain_every="30", sliding="900")  # 99 retrains
@@ -392,7 +391,7 @@ def html_escape(text: str) -> str:
 def test_progress_is_a_bar_with_an_eta_on_a_terminal_and_log_lines_otherwise():
     import io
 
-    from flows.bench_progress import StrategyProgress
+    from flows.bench.progress import StrategyProgress
 
     out = io.StringIO()
     bar = StrategyProgress("periodic-sliding/hgb", index=5, count=9, estimate_s=20.0, out=out, tty=True)

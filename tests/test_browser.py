@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from dataflows.bench.scaling import free_ports
 from dataflows.online import run_replay
-from dataflows.scaling import free_ports
 from lake.ingest import ingest_scenario
 from monitoring.evidently_report import append_report_row, make_report
 

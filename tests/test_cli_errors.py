@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from flows.bench_daily import write_daily_history
+from flows.bench.daily import write_daily_history
 
 
 @pytest.fixture(scope="module")

@@ -161,7 +161,7 @@ def test_two_workers_live_from_kafka_record_one_lake_and_predict_as_one_worker(t
 
 
 def test_scaling_benchmark_replays_the_same_history_at_each_count(synthetic_lake, tmp_path, capsys):
-    from dataflows.scaling import main
+    from dataflows.bench.scaling import main
 
     out = tmp_path / "scaling.json"
     assert main(["--lake", synthetic_lake, "--counts", "1,2", "--mode", "workers", "--json", str(out)]) == 0

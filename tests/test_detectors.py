@@ -9,10 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from dataflows.bench.drift_quality import main
 from lake.table import append, conform, read_table
 from monitoring.detectors import DETECTORS, Detector, make_detector, parse_spec, split_specs
 from monitoring.monitor import Alarm, DriftMonitor, NewFeatureRate, drift_events_table, parse_watch
-from monitoring.quality import evaluate_known_drifts, main, score_alarms
+from monitoring.quality import evaluate_known_drifts, score_alarms
 
 
 def error_stream(n: int = 20_000, drift: int = 10_000, before: float = 0.1, after: float = 0.4,

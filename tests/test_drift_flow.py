@@ -164,7 +164,7 @@ def test_flow_keeps_the_report_in_the_lake_when_mlflow_is_down(lake, tmp_path, p
 @pytest.fixture(scope="module")
 def daily_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
     """3 weather stations, one row a day each while they report, over 48 years (18,992 events)."""
-    from flows.bench_daily import write_daily_history
+    from flows.bench.daily import write_daily_history
 
     root = str(tmp_path_factory.mktemp("daily") / "lake")
     write_daily_history(root)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from dataflows.bench.scaling import free_ports
 from dataflows.online import run_replay
-from dataflows.scaling import free_ports
 from monitoring.evidently_report import append_report_row, make_report
 from monitoring.evidently_workspace import PROJECT_PREFIX, workspace_dir
 from tests.synthetic import T0

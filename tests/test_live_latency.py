@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pytest
 
-from dataflows.bench_live import run as bench_live
+from dataflows.bench.live import run as bench_live
 from dataflows.items import Output
 from dataflows.sinks import DeltaSinkPartition
 from lake.table import exists, read_table

@@ -28,9 +28,9 @@ import polars as pl
 import pytest
 from bytewax.testing import run_main
 
+from dataflows.bench.scaling import free_ports
 from dataflows.models import score_one
 from dataflows.online import build_flow
-from dataflows.scaling import free_ports
 from flows.registry import ARTIFACTS_ENV, CHECKPOINT_TAG, artifact_location, client_for, using
 from flows.versioning import sync_lake
 from lake.table import read_table

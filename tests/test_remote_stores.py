@@ -21,8 +21,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from dataflows.bench.scaling import free_ports
 from dataflows.online import recovery_dir, run_replay
-from dataflows.scaling import free_ports
 from lake.ingest import ingest_scenario
 from lake.schemas import FEATURES
 from lake.storage import state_dir

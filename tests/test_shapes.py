@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.shapes_matrix import Outcome, run_shape
+from flows.bench.shapes_matrix import Outcome, run_shape
 from lake.scenarios.shapes import SHAPES, shape_rows
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 from bytewax.testing import run_main
 
+from dataflows.bench.monitoring_latency import LiveGenerator
 from dataflows.items import EVENT, Batch
 from dataflows.learner import RunConfig, ShardLearner
 from dataflows.online import make_flow, run_replay
@@ -15,7 +16,6 @@ from dataflows.validate import validate_batch
 from lake.errors import UsageError
 from lake.ingest import ingest_scenario
 from lake.table import open_table, read_table
-from monitoring.latency import LiveGenerator
 from monitoring.stream import MonitorConfig
 
 S = 1_000_000

@@ -127,8 +127,9 @@ def test_benchmark_learners_on_hashed_url_features(tmp_path):
     import numpy as np
 
     from dataflows.replay import pin_versions
-    from flows.bench_stream import build_stream
-    from flows.strategies import BenchConfig, DenseProjection, run_strategy
+    from flows.bench.learners import DenseProjection
+    from flows.bench.strategies import BenchConfig, run_strategy
+    from flows.bench.stream import build_stream
 
     lake = str(tmp_path / "lake")
     ingest_scenario(lake, "urls", n=4_000, seed=2, rate=0.1)

@@ -1,6 +1,6 @@
 """Latency of the live path: from a message's produce call to its prediction on the predictions topic.
 
-    python -m dataflows.bench_live [--rate 5000] [--seconds 20] [--workers 1 | --processes 2]
+    python -m dataflows.bench.live [--rate 5000] [--seconds 20] [--workers 1 | --processes 2]
                                    [--per-key] [--snapshot-s 10] [--model linear] [--json PATH]
 
 A librdkafka mock cluster on 127.0.0.1 (4 partitions) carries the flights scenario.
@@ -306,7 +306,7 @@ def _row(name: str, p: dict[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataflows.bench_live", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dataflows.bench.live", description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=5_000.0, help="messages per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds of messages")
     parser.add_argument("--workers", type=int, default=1, help="worker threads per process (-w)")

@@ -1,4 +1,4 @@
-"""Per-item cost of the monitoring parts in the dataflow's batch API: ``python -m monitoring.cost``.
+"""Per-item cost of the monitoring parts in the dataflow's batch API: ``python -m dataflows.bench.monitoring_cost``.
 
 Each part gets the same seeded stream of Agrawal-like events (9 numeric features)
 in batches of ``--batch`` items, as the predict/learn step would hand them; the
@@ -81,7 +81,7 @@ def measure(n: int = 100_000, batch: int = 2_000, repeat: int = 3, only: str = "
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m monitoring.cost", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataflows.bench.monitoring_cost", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3)

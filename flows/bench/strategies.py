@@ -1,8 +1,8 @@
-"""Learning strategies replayed over one :class:`~flows.bench_stream.Stream`, prequentially.
+"""Learning strategies replayed over one :class:`~flows.bench.stream.Stream`, prequentially.
 
 A strategy gives every event a score at the event's time, with whatever model it
 serves then, and learns only from labels that have arrived (see
-:func:`flows.bench_stream.training_rows`). Strategies are named ``MODE/LEARNER``:
+:func:`flows.bench.stream.training_rows`). Strategies are named ``MODE/LEARNER``:
 
 - ``online/linear``: a River spec (:mod:`dataflows.models`) learning every label as it arrives;
 - ``adwin-reset/linear``: the same, plus ADWIN on its 0/1 error stream; at an alarm the
@@ -17,7 +17,7 @@ serves then, and learns only from labels that have arrived (see
 ``retrain_stride`` k keeps every k-th retrain point only (the benchmark's time budget
 subsamples a strategy that way).
 
-Batch learners: ``sk-logreg`` (scikit-learn ``LogisticRegression`` on the sparse feature
+Batch learners (:mod:`flows.bench.learners`): ``sk-logreg`` (scikit-learn ``LogisticRegression`` on the sparse feature
 dicts, max-abs scaled), ``sk-sgd`` (``SGDClassifier``, log loss), ``hgb``
 (``HistGradientBoostingClassifier`` on a dense projection: numeric features as they are,
 one categorical column per one-hot field, hashed tokens left out), ``river-SPEC`` (a River spec fitted in one pass
@@ -36,7 +36,7 @@ prediction latency of single-event calls (``perf_counter_ns``) on the same sampl
 events for every strategy; pickled model size; rows kept for retraining; peak RSS above
 the start of the strategy, sampled every 5 ms.
 
-    python -m flows.strategies --stream DIR --strategy online/linear --out DIR [--config JSON]
+    python -m flows.bench.strategies --stream DIR --strategy online/linear --out DIR [--config JSON]
 
 runs one strategy in a fresh process (what the benchmark does to isolate timings and memory).
 """
@@ -59,23 +59,17 @@ from typing import Any
 
 import numpy as np
 
-from flows.bench_stream import LabelAudit, Stream, parse_every, schedule, training_rows
+from flows.bench.learners import RiverBatchLearner, make_learner
+from flows.bench.stream import LabelAudit, Stream, parse_every, schedule, training_rows
 from lake.entry import ArgumentParser, run_main
 
 MODES = ("online", "adwin-reset", "periodic-sliding", "periodic-expanding", "static")
 BATCH_LEARNERS = ("sk-logreg", "sk-sgd", "hgb")
-_MAX_CATEGORIES = 254  # HistGradientBoosting: category codes must be < max_bins (255)
 _PREDICT_CHUNK = 10_000
 PRIOR_CLIP = 0.01
 """The prior a strategy without a model serves is clipped to ``[PRIOR_CLIP, 1 - PRIOR_CLIP]``;
 with no label arrived it serves ``PRIOR_CLIP`` (negative)."""
 _PROGRESS_EVERY_S = 0.5
-# Cost model of :func:`estimate_seconds`: seconds per event, per fit and per training row, measured
-# on this project's 2-core machine (flights and the daily weather history), one thread. Estimates,
-# printed as such; the benchmark rescales them by what the strategies already run took.
-_ONLINE_S = {"linear": 100e-6, "linear-hash": 60e-6, "naive-bayes": 120e-6, "tree": 400e-6, "forest": 3e-3}
-_FIT_S = {"sk-logreg": (0.02, 20e-6), "sk-sgd": (0.01, 10e-6), "hgb": (0.3, 30e-6), "river": (0.0, 40e-6)}
-_PREDICT_S = {"sk-logreg": 3e-6, "sk-sgd": 3e-6, "hgb": 10e-6, "river": 30e-6}
 
 
 @dataclass(frozen=True)
@@ -195,7 +189,7 @@ def prior_scores(stream: Stream, lo: int, hi: int) -> np.ndarray:
     labels arrived before each, clipped to ``[PRIOR_CLIP, 1 - PRIOR_CLIP]``; ``PRIOR_CLIP`` before any label;
     a share of exactly 0.5 just below 0.5 (a tie is a negative).
 
-    >>> from flows.bench_stream import Stream
+    >>> from flows.bench.stream import Stream
     >>> s = Stream(event_time=np.arange(4), y=np.array([1, 0, 0, 0], dtype=np.int8), label_time=np.arange(4),
     ...            arrival=np.array([0, 1, 2]), labels_before=np.array([0, 1, 2, 3]), indptr=np.zeros(5, dtype=int),
     ...            indices=np.zeros(0, dtype=int), values=np.zeros(0), names=[])
@@ -320,184 +314,6 @@ def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_
     return StrategyRun(spec.name, scores, np.array(latency, dtype=np.int64), costs, resets, audit)
 
 
-# --------------------------------------------------------------------------- batch learners
-
-
-class _Constant:
-    """What a batch learner serves when its training set holds one class only."""
-
-    def __init__(self, p: float) -> None:
-        self.p = p
-
-
-class SkLearner:
-    """scikit-learn on the sparse features (``sk-logreg``, ``sk-sgd``)."""
-
-    def __init__(self, stream: Stream, name: str, seed: int) -> None:
-        self.name = name
-        self.seed = seed
-        self.stream = stream
-        self.y = stream.y
-
-    def _estimator(self) -> Any:
-        from sklearn.linear_model import LogisticRegression, SGDClassifier
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import MaxAbsScaler
-
-        if self.name == "sk-sgd":
-            clf = SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=5, tol=None, random_state=self.seed)
-        else:
-            # lbfgs capped at 50 iterations. Measured on 164k flights rows: held-out log loss 0.543 at
-            # 50 iterations, 0.546 at 100, 0.548 at 200 (none converged); 50 costs a quarter of 200.
-            clf = LogisticRegression(C=1.0, max_iter=50)
-        return make_pipeline(MaxAbsScaler(), clf)
-
-    def matrix(self, rows: np.ndarray) -> Any:
-        return self.stream.csr(rows)
-
-    def fit(self, rows: np.ndarray) -> Any:
-        ys = self.y[rows]
-        if ys.min() == ys.max():
-            return _Constant(float(ys[0]))
-        model = self._estimator()
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter is part of the budget
-            model.fit(self.matrix(rows), ys)
-        return model
-
-    def predict(self, model: Any, lo: int, hi: int) -> np.ndarray:
-        if isinstance(model, _Constant):
-            return np.full(hi - lo, model.p)
-        return model.predict_proba(self.matrix(np.arange(lo, hi)))[:, 1]
-
-    def latency_ns(self, model: Any, e: int) -> int:
-        return _time_one(model, self.matrix(np.array([e])))
-
-
-def _time_one(model: Any, row: Any) -> int:
-    if isinstance(model, _Constant):
-        return 0
-    t0 = time.perf_counter_ns()
-    model.predict_proba(row)
-    return time.perf_counter_ns() - t0
-
-
-class HgbLearner(SkLearner):
-    """``HistGradientBoostingClassifier`` on a dense projection of the features.
-
-    Numeric features are columns as they are (missing: NaN); each one-hot field
-    (``"carrier=UA"``) becomes one categorical column whose codes follow the order in
-    which the stream first showed the values; past the 254th value a field's values
-    are missing to the model (a limit of the estimator).
-    """
-
-    def __init__(self, stream: Stream, name: str, seed: int) -> None:
-        super().__init__(stream, name, seed)
-        self.projection = DenseProjection(stream)
-
-    def _estimator(self) -> Any:
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, early_stopping=False,
-                                              categorical_features=self.projection.categorical,
-                                              random_state=self.seed)
-
-    def matrix(self, rows: np.ndarray) -> np.ndarray:
-        return self.projection(rows)
-
-
-class DenseProjection:
-    """Rows of the stream as a dense float32 matrix: see :class:`HgbLearner`."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        columns: dict[str, int] = {}
-        self.col = np.empty(len(stream.names), dtype=np.int64)
-        self.code = np.full(len(stream.names), np.nan)
-        self.is_cat = np.zeros(len(stream.names), dtype=bool)
-        seen: dict[str, int] = {}
-        # Hashed tokens (``url=#1f3a``) are multi-hot: many per row, so they cannot share one
-        # categorical column; the projection leaves them out (numeric features only for such fields).
-        self.keep = np.array([not n.partition("=")[2].startswith("#") for n in stream.names], dtype=bool)
-        for j, name in enumerate(stream.names):
-            if not self.keep[j]:
-                self.col[j] = -1
-                continue
-            field, eq, _ = name.partition("=")
-            self.col[j] = columns.setdefault(field + eq, len(columns))
-            if eq:
-                self.is_cat[j] = True
-                c = seen.get(field, 0)
-                seen[field] = c + 1
-                if c < _MAX_CATEGORIES:
-                    self.code[j] = c
-        self.columns = list(columns)
-        self.categorical = np.array([c.endswith("=") for c in self.columns], dtype=bool)
-
-    def __call__(self, rows: np.ndarray) -> np.ndarray:
-        indptr, pos = self.stream.entries(rows)
-        j = np.asarray(self.stream.indices)[pos]
-        out = np.full((len(indptr) - 1, len(self.columns)), np.nan, dtype=np.float32)
-        which = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-        kept = self.keep[j]
-        which, j, pos = which[kept], j[kept], pos[kept]
-        out[which, self.col[j]] = np.where(self.is_cat[j], self.code[j], np.asarray(self.stream.values)[pos])
-        return out
-
-
-class RiverBatchLearner:
-    """A River spec (``river-linear``) fitted from scratch in one pass over the training rows."""
-
-    def __init__(self, stream: Stream, name: str, seed: int) -> None:
-        from dataflows.models import get_spec
-
-        self.stream = stream
-        self.spec = get_spec(name.removeprefix("river-"))
-        self.seed = seed
-        self.cpu = 0.0  # model calls only; dicts are built outside the timed parts
-
-    def fit(self, rows: np.ndarray) -> Any:
-        model = self.spec.build(seed=self.seed)
-        y = self.stream.y
-        pos = 0
-        for xs in self.stream.rows(rows):
-            ys = (y[rows[pos:pos + len(xs)]] == 1).tolist()
-            c0 = time.process_time()
-            for x, label in zip(xs, ys, strict=True):
-                model.learn_one(x, label)
-            self.cpu += time.process_time() - c0
-            pos += len(xs)
-        return model
-
-    def predict(self, model: Any, lo: int, hi: int) -> np.ndarray:
-        out = np.empty(hi - lo)
-        i = 0
-        for xs in self.stream.rows(np.arange(lo, hi)):
-            c0 = time.process_time()
-            for x in xs:
-                p = model.predict_proba_one(x)
-                out[i] = p.get(True, 0.0) if p else 0.5
-                i += 1
-            self.cpu += time.process_time() - c0
-        return out
-
-    def latency_ns(self, model: Any, e: int) -> int:
-        x = self.stream.row(e)
-        t0 = time.perf_counter_ns()
-        model.predict_proba_one(x)
-        return time.perf_counter_ns() - t0
-
-
-def make_learner(stream: Stream, name: str, seed: int) -> Any:
-    if name == "hgb":
-        return HgbLearner(stream, name, seed)
-    if name.startswith("river-"):
-        return RiverBatchLearner(stream, name, seed)
-    return SkLearner(stream, name, seed)
-
-
 # --------------------------------------------------------------------------- periodic / static
 
 
@@ -570,46 +386,6 @@ def run_batch(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_r
     return StrategyRun(spec.name, scores, np.array(latency, dtype=np.int64), costs, [], audit)
 
 
-def estimate_seconds(stream: Stream, spec: StrategySpec | str, config: BenchConfig) -> float:
-    """Seconds the strategy is expected to compute, from its schedule and a per-learner cost model
-    (a process start is the caller's to add).
-
-    Online: a cost per event. Batch: per fit a fixed cost plus a cost per training row (the rows
-    :func:`training_rows` would hand it, counted from the label clock, not fitted), plus scoring
-    every event. A rough figure (the model's constants come from this project's machine); the
-    benchmark rescales it by how long the strategies already run took against their estimates.
-    """
-    if isinstance(spec, str):
-        spec = StrategySpec.parse(spec)
-    n = stream.n_events
-    if spec.mode in ("online", "adwin-reset"):
-        per = _ONLINE_S.get(spec.learner, 200e-6) * (1.2 if spec.mode == "adwin-reset" else 1.0)
-        return n * per
-    kind = "river" if spec.learner.startswith("river-") else spec.learner
-    fixed, per_row = _FIT_S[kind]
-    window = parse_every(config.sliding) if spec.mode == "periodic-sliding" else None
-    rows = 0
-    points = retrain_points(stream, spec, config)
-    for at in points.tolist():
-        arrived = int(stream.labels_before[at])
-        if window is None:
-            k = arrived
-        elif window[0] == "events":
-            k = min(arrived, window[1])
-        else:
-            lo = int(np.searchsorted(stream.event_time, stream.event_time[at] - window[1], side="left"))
-            k = max(0, arrived - int(stream.labels_before[lo]))
-        rows += min(k, config.max_train_rows) if config.max_train_rows else k
-    return len(points) * fixed + rows * per_row + n * _PREDICT_S[kind]
-
-
-def n_retrains(stream: Stream, spec: StrategySpec | str, config: BenchConfig) -> int:
-    """Fits a batch strategy makes over ``stream`` (0 for online ones)."""
-    if isinstance(spec, str):
-        spec = StrategySpec.parse(spec)
-    return 0 if spec.mode in ("online", "adwin-reset") else len(retrain_points(stream, spec, config))
-
-
 def preload(spec: StrategySpec) -> None:
     """Import what the strategy needs, so imports count in neither its CPU time nor its memory."""
     import psutil  # noqa: F401
@@ -662,7 +438,7 @@ def run_isolated(stream_dir: str | os.PathLike[str], spec: StrategySpec | str, c
     name = spec if isinstance(spec, str) else spec.name
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "flows.strategies", "--stream", os.fspath(stream_dir), "--strategy", name,
+    cmd = [sys.executable, "-m", "flows.bench.strategies", "--stream", os.fspath(stream_dir), "--strategy", name,
            "--out", os.fspath(out), "--config", json.dumps(asdict(config))]
     with tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -689,7 +465,7 @@ def save_run(run: StrategyRun, out: Path) -> None:
 
 
 def load_run(out: Path) -> StrategyRun:
-    from flows.bench_stream import Training
+    from flows.bench.stream import Training
 
     meta = json.loads((out / "run.json").read_text())
     audit = LabelAudit(meta["name"])
@@ -699,7 +475,7 @@ def load_run(out: Path) -> StrategyRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m flows.strategies", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.bench.strategies", description=__doc__.split("\n")[0])
     parser.add_argument("--stream", required=True, help="folder written by Stream.save")
     parser.add_argument("--strategy", required=True, help="MODE/LEARNER, e.g. periodic-sliding/hgb")
     parser.add_argument("--out", required=True, help="folder for scores.npy, latency_ns.npy, run.json")

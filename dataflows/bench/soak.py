@@ -1,8 +1,8 @@
 """Soak run: millions of events through the dataflow, memory and throughput over time.
 
-    python -m dataflows.soak [--repeat 6] [--model linear] [--lake DIR] [--every 10]
-    python -m dataflows.soak --scenario urls --n 2000000     # model linear-hash on hashed URL tokens
-    taskset -c 0 python -m dataflows.soak --scenario urls --n 2000000   # the same on one core
+    python -m dataflows.bench.soak [--repeat 6] [--model linear] [--lake DIR] [--every 10]
+    python -m dataflows.bench.soak --scenario urls --n 2000000     # model linear-hash on hashed URL tokens
+    taskset -c 0 python -m dataflows.bench.soak --scenario urls --n 2000000   # the same on one core
 
 Fills a lake with the 2013 flights played ``--repeat`` times (6 × 336,776 ≈ 2.0M
 events) or with ``--n`` generated URL visits, replays it with recovery on (a
@@ -31,7 +31,7 @@ def read_events_count(lake: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m dataflows.soak", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataflows.bench.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=6, help="times the year of flights is played (default 6)")
     parser.add_argument("--scenario", choices=["flights", "urls"], default="flights")
     parser.add_argument("--n", type=int, default=2_000_000, help="urls: events to generate")

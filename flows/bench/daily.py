@@ -1,6 +1,6 @@
 """A daily multi-decade history to check that defaults chosen from the data hold on it.
 
-    python -m flows.bench_daily --lake /tmp/weather [--stations 3] [--years 48] [--seed 42]
+    python -m flows.bench.daily --lake /tmp/weather [--stations 3] [--years 48] [--seed 42]
     python -m flows.benchmark --lake /tmp/weather          # every default chosen from the data, printed
 
 One row per station per day while the station reports: 3 stations over 48 years, each
@@ -77,7 +77,7 @@ def write_daily_history(lake: str, **kwargs) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m flows.bench_daily", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.bench.daily", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", required=True)
     parser.add_argument("--stations", type=int, default=3)
     parser.add_argument("--years", type=int, default=48)

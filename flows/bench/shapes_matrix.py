@@ -1,6 +1,6 @@
 """Every README command, with its defaults, on every stream shape: a Markdown table of what happened.
 
-    python -m flows.shapes_matrix [--root /tmp/shapes] [--shapes tiny,one-key] [--budget 20m] [--timeout 900] \\
+    python -m flows.bench.shapes_matrix [--root /tmp/shapes] [--shapes tiny,one-key] [--budget 20m] [--timeout 900] \\
         [--out table.md]
 
 For each shape of :mod:`lake.scenarios.shapes` it writes the shape's CSV file and runs, as
@@ -150,7 +150,7 @@ def markdown(results: dict[str, list[Outcome]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from lake.scenarios.shapes import SHAPES
 
-    parser = ArgumentParser(prog="python -m flows.shapes_matrix", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.bench.shapes_matrix", description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="/tmp/riverlake-shapes", help="folder for the shapes' files and lakes")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shape names (default: all)")
     parser.add_argument("--commands", default=",".join(COMMANDS), help="comma-separated commands (default: all)")

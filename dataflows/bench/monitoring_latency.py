@@ -1,6 +1,6 @@
 """Live monitoring latency: from a window's close to its statistics being readable in the lake.
 
-``python -m monitoring.latency --rate 5000 --duration 60`` runs the real dataflow
+``python -m dataflows.bench.monitoring_latency --rate 5000 --duration 60`` runs the real dataflow
 (featurize → predict → learn → monitor → Delta sink, one Bytewax worker) on a live
 generator: ``rate`` events per second whose event time is the wall clock, labels
 ``--label-delay`` seconds later, and an abrupt shift of feature ``x0`` half-way
@@ -162,8 +162,9 @@ def measure(*, rate: float = 5_000, duration_s: float = 60.0, window: str = "1s"
     from bytewax.testing import run_main
 
     from dataflows.learner import RunConfig
-    from dataflows.online import make_flow, parse_duration_us
+    from dataflows.online import make_flow
     from dataflows.sinks import URGENT_TABLES, DeltaSink
+    from lake.durations import parse_duration_us
     from monitoring.stream import MonitorConfig
 
     lake = lake or tempfile.mkdtemp(prefix="riverlake-latency-")
@@ -200,7 +201,7 @@ def measure(*, rate: float = 5_000, duration_s: float = 60.0, window: str = "1s"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m monitoring.latency", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataflows.bench.monitoring_latency", description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=5_000, help="events per second (default 5000)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of live stream (default 60)")
     parser.add_argument("--window", default="1s", help="window statistics' tumbling window (default 1s)")

@@ -1,6 +1,6 @@
 """Scaling out: the same replay with 1, 2, 4, 8 Bytewax processes (or workers), measured.
 
-    python -m dataflows.scaling [--events 100000] [--counts 1,2,4,8] [--mode processes|workers]
+    python -m dataflows.bench.scaling [--events 100000] [--counts 1,2,4,8] [--mode processes|workers]
                                 [--shards 8] [--model linear] [--repeat 1] [--json FILE]
                                 [--per-key] [--key carrier|route] [--colocate]
 
@@ -122,7 +122,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
 def _run(lake: str, *, n: int, mode: str, run_id: str, model: str, shards: int, batch_size: int,
          colocate: bool = False, per_key: bool = False, balance: bool = False) -> dict[str, Any]:
     """Run the replay with ``n`` processes or workers; returns the phase times."""
-    base = [sys.executable, "-m", "dataflows.scaling", "--child", "--lake", lake, "--run-id", run_id,
+    base = [sys.executable, "-m", "dataflows.bench.scaling", "--child", "--lake", lake, "--run-id", run_id,
             "--model", model, "--shards", str(shards), "--batch-size", str(batch_size),
             *(["--colocate"] if colocate else []), *(["--per-key"] if per_key else []),
             *(["--balance"] if balance else [])]
@@ -213,7 +213,7 @@ def costs(lake: str, *, model: str, shards: int, batch_size: int, per_key: bool 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m dataflows.scaling", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataflows.bench.scaling", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="flights to replay (default 100000)")
     parser.add_argument("--lake", default=None, help="replay this lake's events/labels instead of flights")
     parser.add_argument("--counts", default="1,2,4,8", help="processes (or workers) per run (default 1,2,4,8)")

@@ -1,11 +1,11 @@
 """Measure candidate tree models for the demo's second model on a lake's pinned history.
 
-    python -m flows.model_choice --lake /tmp/flights [--candidates tree,hat-mc-50,ht-mc-200]
+    python -m flows.bench.model_choice --lake /tmp/flights [--candidates tree,hat-mc-50,ht-mc-200]
 
 (``sgt``, River's stochastic gradient tree, is not offered: it divides by zero on flights.)
 
 Every candidate learns online on the same events, features and label arrival times as the
-dataflow (:func:`flows.bench_stream.build_stream`, :func:`flows.strategies.run_online`); an
+dataflow (:func:`flows.bench.stream.build_stream`, :func:`flows.bench.strategies.run_online`); an
 event served before any label arrived gets the dataflow's cold-start score (0.0, the prior
 of no labels). Printed per candidate: accuracy and log loss over the labelled events, the
 mean ROC AUC of the event-time windows (1 day by default), training CPU; and the no-skill
@@ -52,7 +52,7 @@ def build(name: str, seed: int) -> Any:
 
 def measure(stream: Any, name: str, *, window_us: int, seed: int = 42) -> dict[str, float]:
     from dataflows.models import SPECS, ModelSpec, register
-    from flows.strategies import BenchConfig, StrategySpec, run_online
+    from flows.bench.strategies import BenchConfig, StrategySpec, run_online
     from monitoring.prequential import roc_auc
 
     if name not in SPECS:
@@ -73,11 +73,11 @@ def measure(stream: Any, name: str, *, window_us: int, seed: int = 42) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dataflows.online import parse_duration_us
     from dataflows.replay import pin_versions
-    from flows.bench_stream import build_stream
+    from flows.bench.stream import build_stream
+    from lake.durations import parse_duration_us
 
-    parser = argparse.ArgumentParser(prog="python -m flows.model_choice", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.bench.model_choice", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", required=True)
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--exclude", default="tailnum,flight", help="payload fields not used (as the demo)")

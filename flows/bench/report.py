@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.bench_stream import Stream
+from flows.bench.stream import Stream
 from monitoring.prequential import roc_auc
 
 _EPS = 1e-15
@@ -198,7 +198,7 @@ class StrategyResult:
 
 def score_strategy(stream: Stream, run: Any, *, window_us: int, drifts: Sequence[int],
                    threshold: float = 0.5, w: int = 1_000, tol: float = 0.02) -> StrategyResult:
-    """Metrics of one :class:`flows.strategies.StrategyRun` (see module doc)."""
+    """Metrics of one :class:`flows.bench.strategies.StrategyRun` (see module doc)."""
     sc = stream.scored
     m: dict[str, float | None] = dict(overall(stream.y[sc], run.scores[sc], threshold))
     c = run.costs
