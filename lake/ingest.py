@@ -385,7 +385,7 @@ def ingest_scenario(
         label_time_col="label_time",
         label_delay=None,
         positive=None,
-        task=task,
+        task=task if task is not None or frames.task is None else Task(frames.task, reason=f"scenario {name!r}"),
     )
 
 
