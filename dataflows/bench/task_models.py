@@ -1,0 +1,145 @@
+"""Measure the model specs of each task against the no-skill baselines, prequentially.
+
+Test then train, one event at a time in event order (labels learned right after
+their prediction: the best case of label delay). Streams:
+
+- ``temperature`` (regression): a generated daily station series, 20 years: seasonal
+  cycle plus AR(1) weather (phi 0.8, sd 1.5 °C), features today's temperature, the
+  day of year (sin/cos) and yesterday's; label tomorrow's temperature. A stand-in
+  for the daily weather history in issue 18 (not shipped).
+- ``flights-delay`` (regression): flights ``--task regression`` (arrival delay, minutes).
+- ``friedman-drift`` (regression), ``rbf-drift`` and ``flights-multiclass`` (multiclass).
+
+Run: ``PYTHONPATH=. python dataflows/bench/task_models.py [--n N] [--specs linear,tree]``;
+prints one line per stream and spec (MAE, RMSE for regression; accuracy, log loss for
+multiclass; CPU seconds). Candidates for the regression ``linear`` default are measured
+beside the registered specs (``river-default`` is River's StandardScaler | LinearRegression).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from dataflows.features import KeyedFeaturizer
+from dataflows.models import TASK_SPECS
+from monitoring.tasks import error, log_loss, predict
+
+Stream = Callable[[int], Iterator[tuple[dict[str, float], Any]]]
+
+
+def temperature(n: int, seed: int = 7) -> Iterator[tuple[dict[str, float], float]]:
+    rng = random.Random(seed)
+    weather, temps = 0.0, []
+    for day in range(n + 2):
+        weather = 0.8 * weather + rng.gauss(0.0, 1.5)
+        temps.append(10.0 + 8.0 * math.sin(2 * math.pi * (day - 100) / 365.25) + weather)
+    for day in range(1, n + 1):
+        angle = 2 * math.pi * (day % 365.25) / 365.25
+        x = {"temp": temps[day], "temp_yesterday": temps[day - 1], "doy_sin": math.sin(angle),
+             "doy_cos": math.cos(angle)}
+        yield x, temps[day + 1]
+
+
+def _scenario(name: str, **params: Any) -> Stream:
+    def stream(n: int) -> Iterator[tuple[dict[str, float], Any]]:
+        from lake.scenarios import SCENARIOS
+
+        frames = SCENARIOS[name](**({"limit": n} if name == "flights" else {"n": n}), **params)
+        rows = frames.events.join(frames.labels, on="event_id", how="inner", maintain_order="left")
+        featurizer = KeyedFeaturizer(time_features=True, exclude=("label", "label_time"))
+        for row in rows.iter_rows(named=True):
+            t = row["event_time"]
+            us = int(t.timestamp() * 1_000_000)
+            payload = {k: v for k, v in row.items() if k not in ("event_id", "event_time", "key")}
+            x = featurizer.transform_one(payload, key=row["key"], event_time_us=us)
+            featurizer.learn_one(payload, key=row["key"], event_time_us=us)
+            yield x, row["label"]
+    return stream
+
+
+STREAMS: dict[str, tuple[str, Stream]] = {
+    "temperature": ("regression", temperature),
+    "flights-delay": ("regression", _scenario("flights", task="regression")),
+    "friedman-drift": ("regression", _scenario("friedman-drift")),
+    "rbf-drift": ("multiclass", _scenario("rbf-drift")),
+    "flights-multiclass": ("multiclass", _scenario("flights", task="multiclass")),
+}
+
+
+def candidates() -> dict[str, Callable[[int], Any]]:
+    """Regression ``linear`` and ``tree`` settings measured before choosing the defaults."""
+    from river import linear_model, optim, preprocessing, tree
+
+    from dataflows.transformers import NumericStandardScaler
+
+    def target_scaled(opt: Callable[[], Any], clip: float = 1e12) -> Callable[[int], Any]:
+        return lambda seed: NumericStandardScaler() | preprocessing.TargetStandardScaler(
+            regressor=linear_model.LinearRegression(optimizer=opt(), clip_gradient=clip))
+
+    return {
+        "river-default": lambda seed: preprocessing.StandardScaler() | linear_model.LinearRegression(),
+        "sgd-0.001": lambda seed: NumericStandardScaler() | linear_model.LinearRegression(
+            optimizer=optim.SGD(0.001)),
+        "target-sgd-0.01": target_scaled(lambda: optim.SGD(0.01)),
+        "target-adam": target_scaled(lambda: optim.Adam(0.01)),
+        "target-adagrad-0.05-clip": target_scaled(lambda: optim.AdaGrad(0.05), 10.0),
+        "tree-river-default": lambda seed: tree.HoeffdingAdaptiveTreeRegressor(seed=seed),
+        "tree-adaptive-target": lambda seed: preprocessing.TargetStandardScaler(
+            regressor=tree.HoeffdingAdaptiveTreeRegressor(grace_period=200, leaf_prediction="adaptive",
+                                                          seed=seed)),
+        "tree-model-target": lambda seed: preprocessing.TargetStandardScaler(
+            regressor=tree.HoeffdingAdaptiveTreeRegressor(grace_period=200, leaf_prediction="model",
+                                                          seed=seed)),
+    }
+
+
+def run(task: str, stream: Stream, build: Callable[[int], Any], n: int) -> dict[str, float]:
+    model = build(42)
+    sums = {"n": 0, "abs": 0.0, "sq": 0.0, "correct": 0, "ll": 0.0}
+    started = time.process_time()
+    for x, y in stream(n):
+        p = predict(task, model, x)
+        e = error(task, p, y)
+        sums["n"] += 1
+        if task == "regression":
+            sums["abs"] += e
+            sums["sq"] += e * e
+        else:
+            sums["correct"] += e == 0.0
+            sums["ll"] += log_loss(task, p, y)
+        model.learn_one(x, y)
+    k = max(sums["n"], 1)
+    out = {"n": sums["n"], "cpu_s": time.process_time() - started}
+    if task == "regression":
+        out |= {"mae": sums["abs"] / k, "rmse": math.sqrt(sums["sq"] / k)}
+    else:
+        out |= {"accuracy": sums["correct"] / k, "log_loss": sums["ll"] / k}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20_000, help="events per stream")
+    parser.add_argument("--streams", default=",".join(STREAMS))
+    parser.add_argument("--specs", default="", help="comma-separated spec names (default: all but forest)")
+    parser.add_argument("--candidates", action="store_true", help="also the regression linear candidates")
+    args = parser.parse_args()
+    for name in args.streams.split(","):
+        task, stream = STREAMS[name]
+        specs = {s: spec.factory for s, spec in TASK_SPECS[task].items()
+                 if (s in args.specs.split(",") if args.specs else s != "forest")}
+        if args.candidates and task == "regression":
+            specs |= candidates()
+        for spec, build in specs.items():
+            result = run(task, stream, build, args.n)
+            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+            print(f"{name:18s} {spec:26s} {shown}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
