@@ -197,7 +197,8 @@ def get_spec(name: str, *, task: str = "binary") -> ModelSpec:
     try:
         return known[name]
     except KeyError:
-        raise ValueError(f"unknown {task} model {name!r}; known: {', '.join(sorted(known))}") from None
+        which = "known" if task == "binary" else f"known for {task}"
+        raise ValueError(f"unknown model {name!r}; {which}: {', '.join(sorted(known))}") from None
 
 
 def score_one(model: Any, x: dict[str, float], key: str | None = None) -> float:

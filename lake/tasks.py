@@ -238,18 +238,20 @@ def resolve_task(lake: str | os.PathLike[str], col: pl.Series, *, name: str,
         return wanted
     if recorded is None:
         return inferred
-    if inferred is None or _fits(inferred.name, recorded.name):
+    numeric = col.dtype.is_numeric() or col.dtype == pl.Boolean
+    if inferred is None or _fits(inferred.name, recorded.name, numeric=numeric):
         return recorded
     raise TaskMismatchError(
         f"the lake {where} holds a {recorded.name} task, but labels in column {name!r} look like "
         f"{inferred.name} ({inferred.reason}); one task per lake: use another lake, or --task {recorded.name}")
 
 
-def _fits(inferred: str, recorded: str) -> bool:
-    """Whether labels inferred as ``inferred`` can be labels of a ``recorded`` lake."""
-    return inferred == recorded or (inferred, recorded) in {("binary", "multiclass"),
-                                                             ("binary", "regression"),
-                                                             ("multiclass", "regression")}
+def _fits(inferred: str, recorded: str, *, numeric: bool) -> bool:
+    """Whether labels inferred as ``inferred`` can be labels of a ``recorded`` lake
+    (two classes are some of a multiclass lake's; whole numbers are values of a regression)."""
+    if inferred == recorded or (inferred, recorded) == ("binary", "multiclass"):
+        return True
+    return recorded == "regression" and numeric
 
 
 def record_task(lake: str | os.PathLike[str], task: Task) -> None:
