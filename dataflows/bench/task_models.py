@@ -92,6 +92,11 @@ def candidates() -> dict[str, Callable[[int], Any]]:
         "tree-adaptive-target": lambda seed: preprocessing.TargetStandardScaler(
             regressor=tree.HoeffdingAdaptiveTreeRegressor(grace_period=200, leaf_prediction="adaptive",
                                                           seed=seed)),
+        "tree-adaptive-adagrad-leaves": lambda seed: preprocessing.TargetStandardScaler(
+            regressor=tree.HoeffdingAdaptiveTreeRegressor(
+                grace_period=200, leaf_prediction="adaptive", seed=seed,
+                leaf_model=NumericStandardScaler() | linear_model.LinearRegression(
+                    optimizer=optim.AdaGrad(0.05), clip_gradient=10.0))),
         "tree-model-target": lambda seed: preprocessing.TargetStandardScaler(
             regressor=tree.HoeffdingAdaptiveTreeRegressor(grace_period=200, leaf_prediction="model",
                                                           seed=seed)),
@@ -128,13 +133,14 @@ def main() -> None:
     parser.add_argument("--streams", default=",".join(STREAMS))
     parser.add_argument("--specs", default="", help="comma-separated spec names (default: all but forest)")
     parser.add_argument("--candidates", action="store_true", help="also the regression linear candidates")
+    parser.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
     args = parser.parse_args()
     for name in args.streams.split(","):
         task, stream = STREAMS[name]
         specs = {s: spec.factory for s, spec in TASK_SPECS[task].items()
                  if (s in args.specs.split(",") if args.specs else s != "forest")}
         if args.candidates and task == "regression":
-            specs |= candidates()
+            specs |= {c: f for c, f in candidates().items() if not args.only or c in args.only.split(",")}
         for spec, build in specs.items():
             result = run(task, stream, build, args.n)
             shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
