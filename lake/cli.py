@@ -243,6 +243,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         dt = open_table(args.lake, name)
         rows = sum(pa.table(dt.get_add_actions(flatten=True)).column("num_records").to_pylist())
         print(f"{name:<16} version {dt.version():>6}   rows {rows:>12,}")
+    from lake.tasks import read_task
+
+    task = read_task(args.lake)
+    if task is not None:
+        print(task)
     from lake.summary import discard_lines
 
     lines = discard_lines(args.lake)

@@ -136,6 +136,9 @@ def test_cli_ingest_takes_task_and_refuses_mixing(tmp_path):
     first = subprocess.run(base, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "task regression (column 'y' holds numbers with fractions" in first.stdout
+    info = subprocess.run([sys.executable, "-m", "lake", "info", "--lake", str(lake)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "task regression (recorded with the lake)" in info.stdout.splitlines()
     again = subprocess.run([*base, "--task", "multiclass"], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=120)
     assert again.returncode != 0

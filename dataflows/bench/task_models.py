@@ -71,11 +71,16 @@ STREAMS: dict[str, tuple[str, Stream]] = {
 }
 
 
-def candidates() -> dict[str, Callable[[int], Any]]:
-    """Regression ``linear`` and ``tree`` settings measured before choosing the defaults."""
+def candidates(task: str) -> dict[str, Callable[[int], Any]]:
+    """Settings measured before choosing the defaults (regression ``linear`` and ``tree``; multiclass ``tree``)."""
     from river import linear_model, optim, preprocessing, tree
 
     from dataflows.transformers import NumericStandardScaler
+
+    if task == "multiclass":
+        return {"tree-nba-leaves": lambda seed: tree.HoeffdingAdaptiveTreeClassifier(grace_period=200, seed=seed),
+                "tree-nb-leaves": lambda seed: tree.HoeffdingAdaptiveTreeClassifier(
+                    grace_period=200, leaf_prediction="nb", seed=seed)}
 
     def target_scaled(opt: Callable[[], Any], clip: float = 1e12) -> Callable[[int], Any]:
         return lambda seed: NumericStandardScaler() | preprocessing.TargetStandardScaler(
@@ -139,8 +144,8 @@ def main() -> None:
         task, stream = STREAMS[name]
         specs = {s: spec.factory for s, spec in TASK_SPECS[task].items()
                  if (s in args.specs.split(",") if args.specs else s != "forest")}
-        if args.candidates and task == "regression":
-            specs |= {c: f for c, f in candidates().items() if not args.only or c in args.only.split(",")}
+        if args.candidates:
+            specs |= {c: f for c, f in candidates(task).items() if not args.only or c in args.only.split(",")}
         for spec, build in specs.items():
             result = run(task, stream, build, args.n)
             shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
