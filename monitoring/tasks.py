@@ -83,6 +83,40 @@ def predict(task: str, model: Any, x: Mapping[str, float], *, key: Any = None,
     return Prediction(best, probabilities[best], probabilities)
 
 
+def label_value(task: str, y: Any) -> Any:
+    """``y`` as the task learns it, or :class:`ValueError` naming it (the dataflow dead-letters those).
+
+    Binary: 0/1 (bools and 0.0/1.0 too); multiclass: the class as text, not empty;
+    regression: a finite float.
+
+    >>> label_value("regression", "2.5"), label_value("multiclass", 3), label_value("binary", True)
+    (2.5, '3', 1)
+    >>> label_value("regression", float("nan"))
+    Traceback (most recent call last):
+    ...
+    ValueError: label must be a finite number, got nan
+    """
+    _check(task)
+    if task == "regression":
+        try:
+            value = float(y)
+        except (TypeError, ValueError):
+            raise ValueError(f"label must be a finite number, got {y!r}") from None
+        if not math.isfinite(value) or isinstance(y, bool):
+            raise ValueError(f"label must be a finite number, got {y!r}")
+        return value
+    if task == "multiclass":
+        if y is None or isinstance(y, float) and not math.isfinite(y):
+            raise ValueError(f"label must be a class, got {y!r}")
+        text = str(int(y)) if isinstance(y, float) and y == int(y) else str(y)
+        if not text.strip():
+            raise ValueError(f"label must be a class, got {y!r}")
+        return text
+    if y in (0, 1) and not isinstance(y, str):
+        return int(y)
+    raise ValueError(f"label must be 0 or 1, got {y!r}")
+
+
 def error(task: str, prediction: Prediction, y: Any) -> float:
     """The error a drift detector sees for label ``y``: 0/1 (binary, multiclass), ``|y - ŷ|`` (regression)."""
     _check(task)

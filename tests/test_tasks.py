@@ -362,3 +362,16 @@ def test_flights_tasks_share_events_and_label_what_the_binary_task_labels():
     assert ((joined["label_class"] == "on-time") == (joined["label"] == 0)).all()
     assert set(multi.labels["label"]) == {"on-time", "late", "very-late", "cancelled"}
     assert multi.labels.height > binary.labels.height  # cancelled flights are labelled too
+
+
+def test_label_values_per_task_match_what_the_lake_stores():
+    from lake.tasks import Task, task_labels
+    from monitoring.tasks import label_value
+
+    col = pl.Series("y", [3.0, 1.0, 2.5])
+    stored = task_labels(Task("multiclass"), col, name="y")[0].to_list()
+    assert [label_value("multiclass", v) for v in col.to_list()] == stored == ["3", "1", "2.5"]
+    assert label_value("regression", 7) == 7.0 and label_value("binary", 1.0) == 1
+    for task, bad in (("regression", "x"), ("regression", float("inf")), ("multiclass", ""), ("binary", 2)):
+        with pytest.raises(ValueError, match="label must be"):
+            label_value(task, bad)
