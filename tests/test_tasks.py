@@ -375,3 +375,29 @@ def test_label_values_per_task_match_what_the_lake_stores():
     for task, bad in (("regression", "x"), ("regression", float("inf")), ("multiclass", ""), ("binary", 2)):
         with pytest.raises(ValueError, match="label must be"):
             label_value(task, bad)
+
+
+def test_two_ingests_recording_different_tasks_at_once_leave_one_task(tmp_path):
+    import threading
+
+    lake = tmp_path / "tasks-race"
+    results: dict[str, object] = {}
+
+    def run(name, frame):
+        try:
+            results[name] = _ingest(lake, frame).task.name
+        except Exception as ex:  # noqa: BLE001 - the loser's error is the assertion
+            results[name] = ex
+
+    frames = {"reg": _frame([0.5, 1.5, 2.5, 3.5]),
+              "multi": _frame(["a", "b", "c", "d"]).with_columns(pl.col("id") + "-m")}
+    threads = [threading.Thread(target=run, args=item) for item in frames.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recorded = read_task(lake).name
+    winners = [n for n, r in results.items() if isinstance(r, str)]
+    assert recorded in ("regression", "multiclass") and len(winners) == 1, results
+    loser = next(r for r in results.values() if not isinstance(r, str))
+    assert isinstance(loser, TaskMismatchError) and f"holds a {recorded} task" in str(loser)
