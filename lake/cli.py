@@ -32,7 +32,12 @@ PROGRESS_MIN_ROWS = 100_000
 def add_ingest(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
-        "--scenario", choices=["flights", "agrawal-drift", "urls"], help="a built-in scenario"
+        "--scenario", choices=["flights", "agrawal-drift", "urls", "friedman-drift", "rbf-drift"],
+        help="a built-in scenario"
+    )
+    parser.add_argument(
+        "--task", choices=["binary", "multiclass", "regression"],
+        help="the learning task (default: inferred from the labels and printed; one task per lake)",
     )
     what.add_argument("--file", help="a .csv or .parquet file")
     scen = parser.add_argument_group("scenario options")
@@ -41,8 +46,8 @@ def add_ingest(parser: argparse.ArgumentParser) -> None:
         "--key-by", choices=["carrier", "route"], help="flights: entity key (default carrier)"
     )
     scen.add_argument("--repeat", type=int, help="flights: play the year this many times (soak tests)")
-    scen.add_argument("--n", type=int, help="agrawal-drift, urls: number of events (default 100000 / 200000)")
-    scen.add_argument("--seed", type=int, help="agrawal-drift, urls: random seed (default 42)")
+    scen.add_argument("--n", type=int, help="agrawal-drift, urls, friedman-drift, rbf-drift: number of events")
+    scen.add_argument("--seed", type=int, help="agrawal-drift, urls, friedman-drift, rbf-drift: random seed")
     user = parser.add_argument_group("file options")
     user.add_argument("--id-col", help="column of unique event ids (strings or integers)")
     user.add_argument(
@@ -100,6 +105,8 @@ _SCENARIO_PARAMS = {
     "flights": {"limit": "limit", "key_by": "key", "repeat": "repeat"},
     "agrawal-drift": {"n": "n", "seed": "seed"},
     "urls": {"n": "n", "seed": "seed"},
+    "friedman-drift": {"n": "n", "seed": "seed"},
+    "rbf-drift": {"n": "n", "seed": "seed"},
 }
 
 
@@ -122,7 +129,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             flags = ", ".join(_SCENARIO_FLAGS.get(w) or _FILE_FLAGS[w] for w in wrong)
             raise LakeError(f"not an option of --scenario {args.scenario}: {flags}")
         params = {allowed[name]: getattr(args, name) for name in given}
-        report = ingest_scenario(args.lake, args.scenario, progress=progress, **params)
+        report = ingest_scenario(args.lake, args.scenario, progress=progress, task=args.task, **params)
     else:
         wrong = sorted(given & set(_SCENARIO_FLAGS))
         if wrong:
@@ -152,6 +159,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             limits=limits,
             text_cols=args.text_cols or (),
             progress=progress,
+            task=args.task,
             **_file_limits(),
         )
     print(report)
@@ -235,6 +243,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         dt = open_table(args.lake, name)
         rows = sum(pa.table(dt.get_add_actions(flatten=True)).column("num_records").to_pylist())
         print(f"{name:<16} version {dt.version():>6}   rows {rows:>12,}")
+    from lake.tasks import read_task
+
+    task = read_task(args.lake)
+    if task is not None:
+        print(task)
     from lake.summary import discard_lines
 
     lines = discard_lines(args.lake)

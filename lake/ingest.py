@@ -61,8 +61,9 @@ import polars as pl
 from lake.errors import IngestError, LakeError
 from lake.limits import MAX_ID_LENGTH, MAX_TIME_US, MIN_TIME_US
 from lake.names import plain
-from lake.schemas import EVENTS
+from lake.schemas import EVENTS, task_schema
 from lake.table import TableWriter, exists, read_table, table_uri, table_version
+from lake.tasks import Task, record_task, resolve_task, task_labels
 
 CHUNK_ROWS = 250_000
 """Rows per idempotent append. Part of the writer id: changing it starts a new ingest."""
@@ -128,6 +129,8 @@ class IngestReport:
     """Dead-lettered rows by kind of problem (a row may have several)."""
     notes: tuple[str, ...] = ()
     """What the ingest decided about values on its own (e.g. ``NaN`` text read as floats)."""
+    task: Task | None = None
+    """The lake's task (:mod:`lake.tasks`) and why; ``None`` when the input has no labels."""
 
     def __str__(self) -> str:
         versions = f"events v{self.events_version}, labels v{self.labels_version}"
@@ -143,7 +146,8 @@ class IngestReport:
         else:
             took = f"{self.seconds:.1f} s"
             line = f"{self.source}: ingested {counts} into {self.lake} ({versions}) in {took}"
-        return "\n".join([line, *(f"note: {n}" for n in self.notes)])
+        told = [f"{self.task}"] if self.task is not None else []
+        return "\n".join([line, *told, *(f"note: {n}" for n in self.notes)])
 
 
 # --------------------------------------------------------------------------- public API
@@ -164,6 +168,7 @@ def ingest_frame(
     on_error: OnError = "refuse",
     limits: IngestLimits | None = None,
     progress: Progress | None = None,
+    task: str | None = None,
 ) -> IngestReport:
     """Validate ``frame`` and append it to ``events`` and ``labels`` (idempotently).
 
@@ -174,6 +179,10 @@ def ingest_frame(
     ``label`` is 0/1 from booleans, 0/1 numbers or two strings (``positive`` names
     the one meaning 1); ``label_time`` is ``label_time_col``, else ``event_time +
     label_delay`` seconds, else ``event_time``.
+
+    ``task`` (``binary``, ``multiclass``, ``regression``) overrides the task inferred from
+    the labels (:func:`lake.tasks.infer_task`); multiclass labels are stored as text,
+    regression labels as floats. Labels of another task than the lake's are refused.
 
     Raises :class:`IngestError` (naming columns and 0-based row numbers) before
     anything is written when the input cannot be ingested as it is; with
@@ -195,6 +204,7 @@ def ingest_frame(
         label_delay=label_delay,
         positive=positive,
         limits=limits,
+        task=task,
     )
 
 
@@ -215,6 +225,7 @@ def ingest_file(
     progress: Progress | None = None,
     max_bytes: int | None = None,
     allowed_roots: list[str | os.PathLike[str]] | None = None,
+    task: str | None = None,
 ) -> IngestReport:
     """Read a ``.csv`` or ``.parquet`` file and ingest it like :func:`ingest_frame`.
 
@@ -256,6 +267,7 @@ def ingest_file(
         label_delay=label_delay,
         positive=positive,
         limits=limits,
+        task=task,
     )
 
 
@@ -323,12 +335,14 @@ def ingest_scenario(
     name: str,
     *,
     progress: Progress | None = None,
+    task: str | None = None,
     **params: Any,
 ) -> IngestReport:
     """Generate scenario ``name`` (see :data:`lake.scenarios.SCENARIOS`) and ingest it.
 
     ``params`` go to the scenario (e.g. ``limit=2000``); unknown ones raise
-    :class:`IngestError` listing the accepted ones.
+    :class:`IngestError` listing the accepted ones. ``task`` goes to scenarios that
+    take one (``flights``) and is the ingest's task (see :func:`ingest_frame`).
     """
     from lake.scenarios import SCENARIOS
 
@@ -340,6 +354,8 @@ def ingest_scenario(
             f"unknown scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}"
         ) from None
     accepted = [p for p in inspect.signature(make).parameters]
+    if task is not None and "task" in accepted:
+        params["task"] = task
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise IngestError(f"scenario {name!r} takes no parameter(s) {unknown}; it takes {accepted}")
@@ -369,6 +385,7 @@ def ingest_scenario(
         label_time_col="label_time",
         label_delay=None,
         positive=None,
+        task=task if task is not None or frames.task is None else Task(frames.task, reason=f"scenario {name!r}"),
     )
 
 
@@ -495,9 +512,20 @@ def _ingest(
         schema = pl.scan_delta(table_uri(lake, "events")).collect_schema()
         text = [c for c, t in schema.items() if t == pl.String and c in frame.columns and c not in _RESERVED]
         columns["text_cols"] = (*columns.get("text_cols", ()), *text)
+    columns["task"] = _task(lake, frame, columns)
     prep = _prepare(frame, **columns)
     return _write(lake, prep, extra=dict(extra or {}), source=source, fingerprint=fingerprint,
-                  on_error=on_error, progress=progress, started=started)
+                  on_error=on_error, progress=progress, started=started, task=columns["task"])
+
+
+def _task(lake: str | os.PathLike[str], frame: pl.DataFrame, columns: dict[str, Any]) -> Task | None:
+    """The task the labels are ingested as (:func:`lake.tasks.resolve_task`); ``positive`` means binary."""
+    label_col, requested = columns.get("label_col"), columns.get("task")
+    if not isinstance(label_col, str) or label_col not in frame.columns:
+        return None  # _prepare names the problem
+    if requested is None and columns.get("positive") is not None:
+        requested = Task("binary", reason="--positive given")
+    return resolve_task(lake, plain(frame.get_column(label_col)), name=label_col, requested=requested)
 
 
 def prepare(
@@ -539,6 +567,7 @@ def _prepare(
     limits: IngestLimits | None = None,
     numbers_from_text: bool = False,
     text_cols: tuple[str, ...] = (),
+    task: Task | None = None,
 ) -> _Prepared:
     limits = limits or IngestLimits()
     if not isinstance(limits, IngestLimits):
@@ -587,7 +616,11 @@ def _prepare(
         key = pl.Series(["all"] * frame.height, dtype=pl.String)
     else:
         key = _keys(column[key_col], name=key_col, checks=checks, limits=limits)
-    label = _labels(column[label_col], name=label_col, positive=positive, checks=checks)
+    if task is None or task.name == "binary":
+        label = _labels(column[label_col], name=label_col, positive=positive, checks=checks)
+    else:
+        label, bad_label, why = task_labels(task, column[label_col], name=label_col)
+        checks.add("label", why, bad_label)
     labelled = label.is_not_null()
     if label_time_col is not None:
         raw = column[label_time_col]
@@ -993,6 +1026,7 @@ def _write(
     on_error: OnError,
     progress: Progress | None,
     started: float,
+    task: Task | None = None,
 ) -> IngestReport:
     checks = prep.checks
     input_bad = np.flatnonzero(checks.bad_mask())
@@ -1000,7 +1034,8 @@ def _write(
         fingerprint += f";bad={hashlib.sha256(input_bad.tobytes()).hexdigest()}"
     writer_id = f"ingest/{source}/{_fingerprint({'events': prep.events, 'labels': prep.labels, **extra}, fingerprint)}"
     names = ["dead_letters", "events", "labels", *extra]
-    writers = {name: TableWriter(lake, name, writer_id=writer_id) for name in names}
+    schemas = {"labels": task_schema("labels", task.name)} if task is not None and task.name != "binary" else {}
+    writers = {name: TableWriter(lake, name, writer_id=writer_id, schema=schemas.get(name)) for name in names}
     data = [n for n in names if n != "dead_letters"]
     resumed = any(writers[n].committed_position is not None for n in data)
 
@@ -1047,10 +1082,13 @@ def _write(
             n_dead_letters=int(bad.size),
             dead_letter_kinds=kinds,
             notes=tuple(prep.notes),
+            task=task if tables["labels"].height else None,
         )
 
     if all(done[name] >= len(positions[name]) for name in names):
         return report(True)
+    if task is not None and tables["labels"].height:
+        record_task(lake, task)  # before the first labels; refuses a lake that holds another task
     events = tables["events"]
     if resumed:  # rows not written yet must still be new to the lake
         first_row = done["events"] * CHUNK_ROWS

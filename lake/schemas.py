@@ -408,6 +408,81 @@ RUN_SUMMARIES = pa.schema(
 )
 """What one shard of a run did not learn from, written when its input ends (``dataflows.discards``)."""
 
+LAKE_META = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),  # e.g. task
+        pa.field("value", pa.string(), nullable=False),  # e.g. regression
+        pa.field("recorded_at", UTC_TS, nullable=False),
+    ]
+)
+"""Facts about the whole lake, written once (:mod:`lake.tasks`: the task of a multiclass or regression lake)."""
+
+PROBABILITIES = pa.map_(pa.string(), pa.float64())
+
+_TASK_METRICS = {
+    "regression": [
+        pa.field("sum_abs_error", pa.float64(), nullable=False),
+        pa.field("sum_sq_error", pa.float64(), nullable=False),
+        pa.field("mae", pa.float64()),
+        pa.field("rmse", pa.float64()),
+        pa.field("r2", pa.float64()),  # null with fewer than two labels or labels all equal
+        pa.field("n_late_labels", pa.int64(), nullable=False),
+        pa.field("cum_n", pa.int64(), nullable=False),
+        pa.field("cum_mae", pa.float64()),
+        pa.field("cum_rmse", pa.float64()),
+        pa.field("cum_r2", pa.float64()),
+    ],
+    "multiclass": [
+        pa.field("n_correct", pa.int64(), nullable=False),
+        pa.field("n_classes", pa.int64(), nullable=False),  # distinct labels in the window
+        pa.field("sum_log_loss", pa.float64(), nullable=False),
+        pa.field("accuracy", pa.float64()),
+        pa.field("macro_f1", pa.float64()),  # over the classes seen in the window (labels or predictions)
+        pa.field("log_loss", pa.float64()),
+        pa.field("n_late_labels", pa.int64(), nullable=False),
+        pa.field("cum_n", pa.int64(), nullable=False),
+        pa.field("cum_accuracy", pa.float64()),
+        pa.field("cum_log_loss", pa.float64()),
+    ],
+}
+
+
+def task_schema(table: str, task: str) -> pa.Schema:
+    """Schema of ``table`` in a lake of ``task`` (``binary``, ``multiclass``, ``regression``).
+
+    Binary lakes keep the schemas above, unchanged. In the others the label columns hold
+    the label's own type (a float, or the class as text), ``predictions.prediction`` the
+    predicted value or class, ``score`` the predicted value (regression) or the predicted
+    class's probability (multiclass), multiclass ``predictions`` add ``probabilities``
+    (class -> probability), and ``metrics`` carry the task's metrics.
+
+    >>> task_schema("labels", "regression").field("label").type
+    DataType(double)
+    >>> task_schema("predictions", "multiclass").field("probabilities").type
+    MapType(map<string, double>)
+    >>> task_schema("predictions", "binary") == PREDICTIONS
+    True
+    """
+    base = schema_of(table)
+    if task == "binary":
+        return base
+    if task not in _TASK_METRICS:
+        raise ValueError(f"task must be one of binary, multiclass, regression, got {task!r}")
+    value = pa.string() if task == "multiclass" else pa.float64()
+    if table == "metrics":
+        common = [f for f in METRICS if f.name in ("run_id", "shard", "seq", "model", "window_start",
+                                                    "window_end", "n")]
+        return pa.schema([*common, *_TASK_METRICS[task]])
+    fields = []
+    for f in base:
+        if (table, f.name) in (("labels", "label"), ("learn_log", "label"), ("predictions", "prediction")):
+            f = f.with_type(value)
+        fields.append(f)
+        if table == "predictions" and f.name == "prediction" and task == "multiclass":
+            fields.append(pa.field("probabilities", PROBABILITIES, nullable=False))
+    return pa.schema(fields)
+
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "labels": LABELS,
@@ -430,6 +505,7 @@ TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
 
     "run_summaries": RUN_SUMMARIES,
+    "lake_meta": LAKE_META,
 }
 """Every table's schema. For ``events`` the schema lists the fixed columns only."""
 

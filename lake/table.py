@@ -98,12 +98,13 @@ def read_table(
     return select_literal(pl.scan_delta(dt), columns).collect()  # names taken literally, never as patterns
 
 
-def conform(table: str, data: Any) -> pa.Table:
+def conform(table: str, data: Any, *, schema: pa.Schema | None = None) -> pa.Table:
     """Cast ``data`` (Arrow, polars or pandas) to ``table``'s schema, or raise :class:`SchemaError`.
 
-    Columns come out in schema order; for ``events`` the payload columns follow.
+    Columns come out in schema order; for ``events`` the payload columns follow. ``schema``
+    replaces the table's usual one (a task's, :func:`lake.schemas.task_schema`).
     """
-    schema = schema_of(table)
+    schema = schema_of(table) if schema is None else schema
     if isinstance(data, pl.DataFrame):
         data = data.to_arrow()
     elif not isinstance(data, pa.Table):
@@ -169,12 +170,13 @@ class TableWriter:
     """
 
     def __init__(self, lake: str | os.PathLike[str], table: str, *, writer_id: str,
-                 compact_every: int | None = None) -> None:
+                 compact_every: int | None = None, schema: pa.Schema | None = None) -> None:
         if not writer_id:
             raise ValueError(f"writer_id must be a non-empty string, got {writer_id!r}")
         if compact_every is not None and compact_every < 1:
             raise ValueError(f"compact_every must be >= 1 or None, got {compact_every!r}")
         self.compact_every = compact_every
+        self.schema = schema  # None: the table's usual schema; else e.g. a task's (lake.schemas.task_schema)
         self.compactions = 0
         self.lake = os.fspath(lake)
         self.table = table
@@ -240,7 +242,7 @@ class TableWriter:
 
     def _append_once(self, data: Any, *, position: int) -> int:
         self._load()
-        table = conform(self.table, data)
+        table = conform(self.table, data, schema=self.schema)
         done = self._done
         if done is not None:
             if position <= done and "seq" not in table.column_names:

@@ -134,7 +134,7 @@ def test_ingest_agrawal_writes_the_drifts(tmp_path):
 
 
 def test_scenario_errors(tmp_path):
-    assert sorted(SCENARIOS) == ["agrawal-drift", "flights", "urls"]
+    assert sorted(SCENARIOS) == ["agrawal-drift", "flights", "friedman-drift", "rbf-drift", "urls"]
     with pytest.raises(IngestError, match="unknown scenario 'nope'"):
         ingest_scenario(tmp_path, "nope")
     with pytest.raises(IngestError, match=r"takes no parameter\(s\) \['n'\]"):

@@ -12,6 +12,12 @@ departure is in the payload; the label arrives at the actual arrival time.
   ``airports.csv`` (SJU, BQN, STT, PSE): departure + ``dep_delay`` + ``air_time``
   + 10 minutes of taxiing. Never earlier than one minute after departure.
 - Cancelled or diverted flights (no ``arr_delay``) are events without a label.
+
+``task`` picks the label (:mod:`lake.tasks`): ``binary`` (the default, above),
+``regression`` (the arrival delay in minutes, a float; same events and label
+times) or ``multiclass`` (``on-time`` up to 15 minutes late, ``late`` up to 60,
+``very-late`` beyond, ``cancelled``: never departed, known one minute after the
+scheduled departure; diverted flights stay without a label).
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ RAW_SCHEMA = {
 
 KEYS = ("carrier", "route")
 DELAYED_MINUTES = 15
+VERY_LATE_MINUTES = 60
+TASKS = ("binary", "regression", "multiclass")
 _TAXI_MINUTES = 10
 
 
@@ -94,7 +102,8 @@ def _hhmm(col: str) -> pl.Expr:
     return pl.duration(hours=pl.col(col) // 100, minutes=pl.col(col) % 100)
 
 
-def flights(*, limit: int | None = None, key: str = "carrier", repeat: int = 1) -> ScenarioFrames:
+def flights(*, limit: int | None = None, key: str = "carrier", repeat: int = 1,
+            task: str = "binary") -> ScenarioFrames:
     """Events and labels of the NYC 2013 departures, in scheduled-departure order.
 
     ``key`` is the entity each event belongs to: ``"carrier"`` or ``"route"``
@@ -105,8 +114,10 @@ def flights(*, limit: int | None = None, key: str = "carrier", repeat: int = 1) 
     """
     if not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat must be a positive integer, got {repeat!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if repeat > 1:
-        once = flights(limit=limit, key=key)
+        once = flights(limit=limit, key=key, task=task)
         shift = pl.duration(days=364)
         copies = [
             (
@@ -116,7 +127,7 @@ def flights(*, limit: int | None = None, key: str = "carrier", repeat: int = 1) 
             for f, times in ((once.events, ["event_time"]), (once.labels, ["label_time"]))
             for k in range(repeat)
         ]
-        return ScenarioFrames(pl.concat(copies[:repeat]), pl.concat(copies[repeat:]))
+        return ScenarioFrames(pl.concat(copies[:repeat]), pl.concat(copies[repeat:]), task=task)
     if key not in KEYS:
         raise ValueError(f"key must be one of {KEYS}, got {key!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -154,12 +165,21 @@ def flights(*, limit: int | None = None, key: str = "carrier", repeat: int = 1) 
     frame = frame.with_columns(_label_time(frame).alias("label_time"))
 
     events = frame.select("event_id", "event_time", pl.col(key).alias("key"), *PAYLOAD)
-    labels = frame.filter(pl.col("arr_delay").is_not_null()).select(
-        "event_id",
-        (pl.col("arr_delay") > DELAYED_MINUTES).cast(pl.Int64).alias("label"),
-        "label_time",
-    )
-    return ScenarioFrames(events, labels)
+    delay = pl.col("arr_delay")
+    if task == "multiclass":
+        cancelled = pl.col("dep_time").is_null()
+        labelled = delay.is_not_null() | cancelled
+        label = (
+            pl.when(cancelled).then(pl.lit("cancelled"))
+            .when(delay <= DELAYED_MINUTES).then(pl.lit("on-time"))
+            .when(delay <= VERY_LATE_MINUTES).then(pl.lit("late"))
+            .otherwise(pl.lit("very-late"))
+        )
+    else:
+        labelled = delay.is_not_null()
+        label = delay.cast(pl.Float64) if task == "regression" else (delay > DELAYED_MINUTES).cast(pl.Int64)
+    labels = frame.filter(labelled).select("event_id", label.alias("label"), "label_time")
+    return ScenarioFrames(events, labels, task=task)
 
 
 def _disambiguated(col: str) -> pl.Expr:

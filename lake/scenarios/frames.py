@@ -12,10 +12,12 @@ class ScenarioFrames(NamedTuple):
 
     ``events``: ``event_id``, ``event_time`` (UTC), ``key``, then the payload, in
     ingest order (``offset`` is assigned by the ingest). ``labels``: ``event_id``,
-    ``label`` (0/1), ``label_time``. ``drifts``: rows of ``scenario_drifts`` for
-    scenarios with known concept drifts, else ``None``.
+    ``label`` (0/1, a class or a value), ``label_time``. ``drifts``: rows of ``scenario_drifts`` for
+    scenarios with known concept drifts, else ``None``. ``task``: the learning task of
+    the labels (:mod:`lake.tasks`), ``None`` to infer it as for a user's file.
     """
 
     events: pl.DataFrame
     labels: pl.DataFrame
     drifts: pl.DataFrame | None = None
+    task: str | None = None
