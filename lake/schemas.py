@@ -5,6 +5,9 @@ Every table lives in its own folder under the lake root (``LAKE/events``,
 feature payload, whose columns are whatever the source had: new columns may
 appear at any time (writers append with ``schema_mode="merge"``).
 
+Size: one declaration per table and task, read top to bottom; split, the lake's schema would be in
+several places.
+
 >>> sorted(TABLES)[:3]
 ['anomalies', 'benchmark_runs', 'benchmark_windows']
 >>> TABLES["predictions"].field("score").type
