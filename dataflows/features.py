@@ -233,7 +233,7 @@ class KeyedFeaturizer:
         if state is None:
             self._keys[key] = [1, event_time_us, 0, 0, None]
             if len(self._keys) > self.max_keys:
-                self._prune()
+                self.prune()
         else:
             state[0] += 1
             if event_time_us > state[1]:
@@ -254,8 +254,9 @@ class KeyedFeaturizer:
         target = 1.0 if y else 0.0
         state[4] = target if recent is None else recent + self.recent_alpha * (target - recent)
 
-    def _prune(self) -> None:
-        """Forget the keys idle longest, down to 80% of ``max_keys`` (amortised O(log n) per key)."""
+    def prune(self) -> None:
+        """Forget the keys idle longest, down to 80% of ``max_keys`` (amortised O(log n) per key):
+        what :meth:`learn_one` does when a new key makes more than ``max_keys``."""
         keep = int(self.max_keys * 0.8)
         keys = self._keys
         # The keys idle longest (ties: the oldest first, as a stable sort of the items by time would):
