@@ -39,7 +39,7 @@ from dataflows.recent import RecentIds
 from dataflows.rows import CHALLENGER, CHAMPION, dead_letter_row, drift_event_row, metric_row
 from dataflows.validate import dead_letter
 from lake.arrow import features_array
-from lake.schemas import RUN_SUMMARIES, UTC_TS
+from lake.schemas import RUN_SUMMARIES
 from monitoring.error_drift import ErrorDriftDetector, make_detector
 from monitoring.prequential import WindowedPrequential
 from monitoring.stream import MonitorConfig, StreamMonitor
@@ -273,7 +273,6 @@ class ShardLearner:
         pending = self.pending
         labelled = self.labelled
         every = cfg.checkpoint_every
-        n_slots = len(slots)
         probas = [s.estimator.predict_proba_one for s in slots]
         learners = [s.estimator.learn_one for s in slots]
         names = [s.name for s in slots]
@@ -290,7 +289,7 @@ class ShardLearner:
         lb_t: list[int] = []
         lb_y: list[int] = []
         lb_scores: list[list[float]] = [[] for _ in slots]
-        slot_range = range(n_slots)
+        slot_range = range(len(slots))
         keyed = cfg.per_key
         expiry = self.expiry
         arrivals = expiry.arrivals
@@ -434,14 +433,10 @@ class ShardLearner:
         if batch.dead:
             self.last_seq = max(self.last_seq, batch.dead[-1][0])
         if lb_items:
-            # Prequential metrics for the whole batch at once (same result as label by label).
-            times = np.fromiter(lb_t, np.int64, len(lb_t))
-            label_times = np.fromiter((it[4] for it in lb_items), np.int64, len(lb_items))
-            ys = np.fromiter(lb_y, bool, len(lb_y))
-            for i, slot in enumerate(slots):
-                scores_i = np.fromiter(lb_scores[i], np.float64, len(lb_scores[i]))
-                for pos, row in slot.metrics.update_many(times, label_times, ys, scores_i):
-                    metrics.append(metric_row(run_id, shard, lb_items[pos][0], slot.name, row))
+            metrics = rows.window_rows(
+                run_id, shard, slots, [it[0] for it in lb_items], np.fromiter(lb_t, np.int64, len(lb_t)),
+                np.fromiter((it[4] for it in lb_items), np.int64, len(lb_items)), np.fromiter(lb_y, bool, len(lb_y)),
+                [np.fromiter(sc, np.float64, len(sc)) for sc in lb_scores])
         champ = next(i for i, s in enumerate(slots) if s.role == CHAMPION)
         anomaly, tables = self.monitor.on_events(
             [it[0] for it in ev_items], [it[2] for it in ev_items], [it[3] for it in ev_items], ev_x,
@@ -452,23 +447,17 @@ class ShardLearner:
         if ev_items:
             tables["predictions"] = rows.predictions(
                 run_id=run_id, shard=shard, models=[(s.name, s.role) for s in slots], threshold=threshold,
-                seq=pa.array([it[0] for it in ev_items], pa.int64()),
-                event_id=pa.array([it[2] for it in ev_items], pa.string()),
-                event_time=pa.array([it[3] for it in ev_items], UTC_TS),
-                key=pa.array([it[4] for it in ev_items], pa.string()), features=features_array(ev_x),
-                scores=ev_scores, runs=ev_runs, anomaly=anomaly)
+                **rows.event_columns(ev_items), features=features_array(ev_x), scores=ev_scores, runs=ev_runs,
+                anomaly=anomaly)
         if lb_items:
             tables["learn_log"] = rows.learn_log(
-                run_id=run_id, shard=shard, models=names, seq=pa.array([it[0] for it in lb_items], pa.int64()),
-                event_id=pa.array([it[2] for it in lb_items], pa.string()), event_time=pa.array(lb_t, UTC_TS),
-                label_time=pa.array([it[4] for it in lb_items], UTC_TS),
+                run_id=run_id, shard=shard, models=names, **rows.label_columns(lb_items, lb_t),
                 label=pa.array(lb_y, pa.bool_()).cast(pa.int64()), scores=lb_scores, first_order=first_order,
                 runs=lb_runs)
         rows.add_tables(tables, {"metrics": metrics, "checkpoints": checkpoints, "dead_letters": dead,
                                  "expired": expired, "drift_events": drifts, "drift_actions": actions},
                         monitored_drifts)
         return Output(shard, tables)
-
 
     def _cold_scores(self, x: dict, key: Any, probas: list, fresh: list[bool], n_lab: int, n_pos: int) -> list[float]:
         """Every model's score of one event when some model has learned nothing: such a model serves the

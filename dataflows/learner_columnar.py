@@ -23,10 +23,10 @@ import polars as pl
 import pyarrow as pa
 
 from dataflows import rows
-from dataflows.columnar import Arena, Layout, log1p_counts, tokenize
+from dataflows.columnar import Arena, Layout, log1p_counts, prune_point, resolve_labels, tokenize
 from dataflows.columnar import available as columnar_available
 from dataflows.items import LABEL, Batch, Output
-from dataflows.rows import CHAMPION, dead_letter_row, drift_event_row, metric_row
+from dataflows.rows import CHAMPION, dead_letter_row, drift_event_row
 from dataflows.sparse import SparseLogisticRegression
 from dataflows.validate import dead_letter
 from lake import names as lake_names
@@ -34,7 +34,6 @@ from lake.schemas import FEATURES, UTC_TS
 from monitoring.columns import DenseFeatures
 
 _NO_KEY = (0, 0, 0, 0, None)
-_INT_OR_NONE = {int, type(None)}
 
 
 def _is_not_none(value: Any) -> bool:
@@ -152,7 +151,7 @@ class ColumnarStep:
         lb_ids = lb.get_column("event_id").to_list()
         ev_items = cols.event_items
         lb_items = cols.label_items
-        resolved = self._resolve_labels(learner.pending, layout, ev_ids, lb_ids, ev_items, lb_items)
+        resolved = resolve_labels(learner.pending, layout, ev_ids, lb_ids, ev_items, lb_items)
         if resolved is None:
             return None
         acc_j, acc_ref, dead_j, convert, done = resolved
@@ -273,9 +272,7 @@ class ColumnarStep:
         if n_acc:
             label_times = lb.get_column("label_time").to_numpy()[acc_idx].astype(np.int64)
             seqs_lb = (lb_item_acc + start).tolist()
-            for i, slot in enumerate(slots):
-                for pos, row in slot.metrics.update_many(lb_t, label_times, ys, lb_scores[i]):
-                    metrics.append(metric_row(run_id, shard, seqs_lb[pos], slot.name, row))
+            metrics = rows.window_rows(run_id, shard, slots, seqs_lb, lb_t, label_times, ys, lb_scores)
         champ = next(i for i, s in enumerate(slots) if s.role == CHAMPION)
         ev_seqs = (ev_items + start).tolist()
         if n_ev:
@@ -343,62 +340,6 @@ class ColumnarStep:
             return None  # the window statistics discover names item by item
         return tok_parts, dense
 
-    @staticmethod
-    def _resolve_labels(pending: dict[str, Any], layout: Layout, ev_ids: list[str], lb_ids: list[str],
-                        ev_items: np.ndarray, lb_items: np.ndarray) -> tuple | None:
-        """Which pending event (or event of this batch) each label is for, in order, changing nothing:
-        ``(accepted label indices, their arena slots or -1 - event index, dead label indices, pending
-        entries of the item path to convert, ids labelled)``; ``None`` when the item path must decide
-        (a label ahead of its own event; a pending entry with features this layout does not make)."""
-        n_ev, n_lb = len(ev_ids), len(lb_ids)
-        local = dict(zip(ev_ids, range(-1, -n_ev - 1, -1), strict=True))  # event of this batch: -1 - index
-        done: set[str] = set()
-        acc_j: list[int] = []  # accepted labels (index in the batch's labels)
-        acc_ref: list[int] = []  # their arena slot, or -1 - index of an event of this batch
-        dead_j: list[int] = []
-        convert: list[tuple[int, list[int], tuple]] = []  # (position in acc, feature ids, item-path entry)
-        pget, lget = pending.get, local.get
-        refs = list(map(pget, lb_ids))
-        if set(map(type, refs)) <= _INT_OR_NONE and len(set(lb_ids)) == n_lb:
-            # The common case: every label once, for an event the columnar path took in.
-            for j in [j for j, r in enumerate(refs) if r is None]:
-                e = lget(lb_ids[j])
-                if e is None:
-                    dead_j.append(j)
-                elif ev_items[-1 - e] > lb_items[j]:
-                    return None  # a label ahead of its own event in the batch
-                else:
-                    refs[j] = e
-            if dead_j:
-                gone = set(dead_j)
-                acc_j = [j for j in range(n_lb) if j not in gone]
-                acc_ref = [refs[j] for j in acc_j]
-            else:
-                acc_j, acc_ref = list(range(n_lb)), refs
-        else:
-            for j, eid in enumerate(lb_ids):
-                ref = pget(eid)
-                if ref is None:
-                    ref = lget(eid)
-                    if ref is None or eid in done:
-                        dead_j.append(j)
-                        continue
-                    if ev_items[-1 - ref] > lb_items[j]:
-                        return None  # a label ahead of its own event in the batch
-                elif eid in done:
-                    dead_j.append(j)
-                    continue
-                elif type(ref) is not int:
-                    fs = [layout.index_of(k) for k in ref[0]]
-                    if None in fs:
-                        return None  # features this layout does not make: item by item
-                    convert.append((len(acc_j), fs, ref))
-                    ref = 0
-                done.add(eid)
-                acc_j.append(j)
-                acc_ref.append(ref)
-        return acc_j, acc_ref, dead_j, convert, done
-
     def _featurize(self, learner: Any, layout: Layout, kinds: np.ndarray, ev_keys: list[str], ev_t: np.ndarray,
                    tok_parts: list[tuple], dense: np.ndarray, ev_items: np.ndarray, lb_item_acc: np.ndarray,
                    lb_slot: np.ndarray, lb_y: np.ndarray, ev_pos: np.ndarray, lb_pos: np.ndarray,
@@ -453,7 +394,7 @@ class ColumnarStep:
             k_rec[~k_hasrec] = 0.0
             k_first = np.full(nk, -1, np.int64)
             was_present = k_present.copy()
-            prune_at = (_prune_point(at, key_at, by_event, k_present, seg_a, featurizer.n_keys, featurizer.max_keys)
+            prune_at = (prune_point(at, key_at, by_event, k_present, seg_a, featurizer.n_keys, featurizer.max_keys)
                         if layout.key_features else None)
             seg_b = n_items if prune_at is None else prune_at + 1
             # ... the segment up to the event after which the item path would forget keys ...
@@ -511,24 +452,4 @@ class ColumnarStep:
             est.index.update(zip(self._names.take(pa.array(new_f[:k])).to_pylist(), range(n_w, n_w + k), strict=True))
         index = est.index
         self._tr[i] = (est, len(index), tr)
-
-
-def _prune_point(at: np.ndarray, key_at: np.ndarray, by_event: np.ndarray, present: np.ndarray, start: int,
-                 n_keys: int, max_keys: int) -> int | None:
-    """The position of the first item from ``start`` on after which the featurizer forgets keys: an
-    event whose key is new when the featurizer already holds ``max_keys`` keys (labels add keys
-    without forgetting). ``at``: item positions in order; ``key_at``: their key ids; ``present``:
-    which key ids the featurizer holds now."""
-    room = max_keys - n_keys
-    sel = at >= start
-    keys = key_at[sel]
-    new = ~present[keys]
-    if int(new.sum()) <= room:  # (an upper bound of the keys the segment adds)
-        return None
-    positions, events = at[sel][new], by_event[sel][new]
-    _, first = np.unique(keys[new], return_index=True)
-    first.sort()  # each new key's first item, in order
-    count = np.arange(1, first.size + 1)
-    over = np.flatnonzero((count > room) & events[first])
-    return int(positions[first[over[0]]]) if over.size else None
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake.arrow import rows_to_arrow, schema_of
-from lake.schemas import LEARN_LOG, PREDICTIONS
+from lake.schemas import LEARN_LOG, PREDICTIONS, UTC_TS
 
 CHAMPION = "champion"  # the ``role`` of the model whose predictions are served
 CHALLENGER = "challenger"
@@ -53,6 +53,17 @@ def metric_row(run_id: str, shard: int, seq: int, model: str, window: dict[str, 
     return row("metrics", run_id=run_id, shard=shard, seq=seq, model=model, **window)
 
 
+def window_rows(run_id: str, shard: int, slots: list[Any], seqs: list[int], event_times: np.ndarray,
+                label_times: np.ndarray, ys: np.ndarray, scores: Any) -> list[tuple]:
+    """Score a batch's labels (in arrival order) in every model's prequential windows, all at once (the
+    same as label by label); the ``metrics`` rows of the windows that closed, at their label's ``seq``."""
+    out = []
+    for i, slot in enumerate(slots):
+        for pos, window in slot.metrics.update_many(event_times, label_times, ys, scores[i]):
+            out.append(metric_row(run_id, shard, seqs[pos], slot.name, window))
+    return out
+
+
 def drift_event_row(run_id: str, shard: int, seq: int, *, detector: str, model: str, position: int,
                     event_id: str, event_time: int) -> tuple:
     """A ``drift_events`` row of an alarm on a model's 0/1 error stream."""
@@ -83,6 +94,22 @@ def expand_runs(runs: list[tuple[int, str]], n: int) -> pa.Array:
     for (first, value), nxt in zip(runs, [*runs[1:], (n, None)], strict=True):
         values.extend([value] * (nxt[0] - first))
     return pa.array(values, pa.string())
+
+
+def event_columns(items: list[tuple]) -> dict[str, pa.Array]:
+    """``seq``, ``event_id``, ``event_time`` and ``key`` columns of event items (:mod:`dataflows.items`)."""
+    return {"seq": pa.array([it[0] for it in items], pa.int64()),
+            "event_id": pa.array([it[2] for it in items], pa.string()),
+            "event_time": pa.array([it[3] for it in items], UTC_TS),
+            "key": pa.array([it[4] for it in items], pa.string())}
+
+
+def label_columns(items: list[tuple], event_times: list[int]) -> dict[str, pa.Array]:
+    """``seq``, ``event_id``, ``event_time`` and ``label_time`` columns of label items and their events' times."""
+    return {"seq": pa.array([it[0] for it in items], pa.int64()),
+            "event_id": pa.array([it[2] for it in items], pa.string()),
+            "event_time": pa.array(event_times, UTC_TS),
+            "label_time": pa.array([it[4] for it in items], UTC_TS)}
 
 
 def _columns(schema: pa.Schema, **columns: pa.Array) -> pa.Table:
