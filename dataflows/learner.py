@@ -120,7 +120,6 @@ class _Slot:
         self.fresh = True
 
 
-
 class ShardLearner:
     """State and logic of the predict/learn step for one shard."""
 
