@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from zlib import crc32
 
@@ -278,6 +278,15 @@ class KeyedFeaturizer:
             self._keys.pop(key, None)
         else:
             self._keys[key] = list(state)
+
+    def key_states(self, keys: Iterable[str]) -> list[list[Any] | None]:
+        """The histories of ``keys`` in bulk, as :meth:`key_state` gives them (``None``: an unknown key).
+        The lists are the featurizer's own, for reading: change them through :meth:`set_key_states`."""
+        return list(map(self._keys.get, keys))
+
+    def set_key_states(self, keys: Iterable[str], states: Iterable[Sequence[Any]]) -> None:
+        """:meth:`set_key_state` in bulk; keys new to the featurizer are added in the order given."""
+        self._keys.update(zip(keys, map(list, states), strict=True))
 
     @property
     def label_totals(self) -> tuple[int, int]:

@@ -385,7 +385,7 @@ class ColumnarStep:
         seg_a = 0
         while True:
             # Key history of the batch's keys, gathered into arrays ...
-            states = list(map(featurizer.key_state, uniq))
+            states = featurizer.key_states(uniq)
             k_present = np.fromiter(map(_is_not_none, states), np.bool_, nk)
             cols_k = list(zip(*[_NO_KEY if st is None else st for st in states], strict=True)) if nk else [()] * 5
             k_n, k_last, k_nlab, k_npos = (np.array(c, np.int64) for c in cols_k[:4])
@@ -411,13 +411,11 @@ class ColumnarStep:
                 recs = [r if h else None for r, h in zip(k_rec.tolist(), k_hasrec.tolist(), strict=True)]
                 rows_k = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), recs,
                                   strict=True))
-                set_key_state = featurizer.set_key_state
-                for key, st, row_k in zip(uniq, states, rows_k, strict=True):
-                    if st is not None:
-                        set_key_state(key, row_k)
+                known = [i for i, st in enumerate(states) if st is not None]
+                featurizer.set_key_states([uniq[i] for i in known], [rows_k[i] for i in known])
                 fresh_mask = k_present & ~was_present
-                for i in np.flatnonzero(fresh_mask)[np.argsort(k_first[fresh_mask], kind="stable")].tolist():
-                    set_key_state(uniq[i], rows_k[i])
+                fresh = np.flatnonzero(fresh_mask)[np.argsort(k_first[fresh_mask], kind="stable")].tolist()
+                featurizer.set_key_states([uniq[i] for i in fresh], [rows_k[i] for i in fresh])
             if prune_at is None:
                 break
             featurizer.prune()  # what the item path's learn_one does at that event

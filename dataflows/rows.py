@@ -34,10 +34,13 @@ def _fields(table: str) -> tuple[str, ...]:
 def row(table: str, **fields: Any) -> tuple:
     """One row of ``table`` from its fields by name (in the schema's order, for :func:`rows_to_arrow`)."""
     names = _fields(table)
-    if len(fields) != len(names) or not fields.keys() <= set(names):
-        missing, unknown = sorted(set(names) - fields.keys()), sorted(fields.keys() - set(names))
-        raise ValueError(f"table {table!r}: row fields missing {missing}, unknown {unknown}")
-    return tuple(map(fields.__getitem__, names))
+    if len(fields) == len(names):  # (then every name present means no field unknown)
+        try:
+            return tuple(map(fields.__getitem__, names))
+        except KeyError:
+            pass
+    missing, unknown = sorted(set(names) - fields.keys()), sorted(fields.keys() - set(names))
+    raise ValueError(f"table {table!r}: row fields missing {missing}, unknown {unknown}")
 
 
 def dead_letter_row(run_id: str, shard: int, dead: tuple) -> tuple:

@@ -127,6 +127,8 @@ def test_prune_forgets_the_keys_idle_longest_down_to_80_percent():
     assert f.key_state("k0") == (1, 100 * 10**6, 1, 1, 1.0)
     f.set_key_state("k9", (3, 5, 1, 0, 0.0))
     assert f.key_state("k9") == (3, 5, 1, 0, 0.0) and f.n_keys == 9
+    f.set_key_states(["new", "k0"], [(1, 7, 0, 0, None), (2, 8, 1, 1, 1.0)])
+    assert f.key_states(["new", "k0", "gone"]) == [[1, 7, 0, 0, None], [2, 8, 1, 1, 1.0], None]
 
 
 # -- no reaching into other classes' private state -----------------------------------------------------------
