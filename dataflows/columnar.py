@@ -15,6 +15,8 @@ hashed tokens (the ``urls`` setting) the same work fits arrays:
 - :func:`linear_step` predicts every event and learns every label, in item order,
   with the weights of a :class:`~dataflows.sparse.SparseLogisticRegression` viewed
   as an array.
+- :func:`resolve_labels` and :func:`prune_point` find, changing nothing, which
+  waiting event each label is for and where the featurizer would forget keys.
 
 The columnar path gives *the same floats* as the dict path, bit for bit: every
 feature row is summed in the dict's order, and ``math.exp``, ``math.sin`` and
@@ -311,3 +313,82 @@ class Arena:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.reserve(1024, 16_384)
+
+
+_INT_OR_NONE = {int, type(None)}
+
+
+def resolve_labels(pending: dict[str, Any], layout: Layout, ev_ids: list[str], lb_ids: list[str],
+                   ev_items: np.ndarray, lb_items: np.ndarray) -> tuple | None:
+    """Which pending event (or event of this batch) each label is for, in order, changing nothing:
+    ``(accepted label indices, their arena slots or -1 - event index, dead label indices, pending
+    entries of the item path to convert, ids labelled)``; ``None`` when the item path must decide
+    (a label ahead of its own event; a pending entry with features this layout does not make)."""
+    n_ev, n_lb = len(ev_ids), len(lb_ids)
+    local = dict(zip(ev_ids, range(-1, -n_ev - 1, -1), strict=True))  # event of this batch: -1 - index
+    done: set[str] = set()
+    acc_j: list[int] = []  # accepted labels (index in the batch's labels)
+    acc_ref: list[int] = []  # their arena slot, or -1 - index of an event of this batch
+    dead_j: list[int] = []
+    convert: list[tuple[int, list[int], tuple]] = []  # (position in acc, feature ids, item-path entry)
+    pget, lget = pending.get, local.get
+    refs = list(map(pget, lb_ids))
+    if set(map(type, refs)) <= _INT_OR_NONE and len(set(lb_ids)) == n_lb:
+        # The common case: every label once, for an event the columnar path took in.
+        for j in [j for j, r in enumerate(refs) if r is None]:
+            e = lget(lb_ids[j])
+            if e is None:
+                dead_j.append(j)
+            elif ev_items[-1 - e] > lb_items[j]:
+                return None  # a label ahead of its own event in the batch
+            else:
+                refs[j] = e
+        if dead_j:
+            gone = set(dead_j)
+            acc_j = [j for j in range(n_lb) if j not in gone]
+            acc_ref = [refs[j] for j in acc_j]
+        else:
+            acc_j, acc_ref = list(range(n_lb)), refs
+    else:
+        for j, eid in enumerate(lb_ids):
+            ref = pget(eid)
+            if ref is None:
+                ref = lget(eid)
+                if ref is None or eid in done:
+                    dead_j.append(j)
+                    continue
+                if ev_items[-1 - ref] > lb_items[j]:
+                    return None  # a label ahead of its own event in the batch
+            elif eid in done:
+                dead_j.append(j)
+                continue
+            elif type(ref) is not int:
+                fs = [layout.index_of(k) for k in ref[0]]
+                if None in fs:
+                    return None  # features this layout does not make: item by item
+                convert.append((len(acc_j), fs, ref))
+                ref = 0
+            done.add(eid)
+            acc_j.append(j)
+            acc_ref.append(ref)
+    return acc_j, acc_ref, dead_j, convert, done
+
+
+def prune_point(at: np.ndarray, key_at: np.ndarray, by_event: np.ndarray, present: np.ndarray, start: int,
+                n_keys: int, max_keys: int) -> int | None:
+    """The position of the first item from ``start`` on after which the featurizer forgets keys: an
+    event whose key is new when the featurizer already holds ``max_keys`` keys (labels add keys
+    without forgetting). ``at``: item positions in order; ``key_at``: their key ids; ``present``:
+    which key ids the featurizer holds now."""
+    room = max_keys - n_keys
+    sel = at >= start
+    keys = key_at[sel]
+    new = ~present[keys]
+    if int(new.sum()) <= room:  # (an upper bound of the keys the segment adds)
+        return None
+    positions, events = at[sel][new], by_event[sel][new]
+    _, first = np.unique(keys[new], return_index=True)
+    first.sort()  # each new key's first item, in order
+    count = np.arange(1, first.size + 1)
+    over = np.flatnonzero((count > room) & events[first])
+    return int(positions[first[over[0]]]) if over.size else None

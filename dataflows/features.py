@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from zlib import crc32
 
@@ -233,7 +233,7 @@ class KeyedFeaturizer:
         if state is None:
             self._keys[key] = [1, event_time_us, 0, 0, None]
             if len(self._keys) > self.max_keys:
-                self._prune()
+                self.prune()
         else:
             state[0] += 1
             if event_time_us > state[1]:
@@ -254,8 +254,9 @@ class KeyedFeaturizer:
         target = 1.0 if y else 0.0
         state[4] = target if recent is None else recent + self.recent_alpha * (target - recent)
 
-    def _prune(self) -> None:
-        """Forget the keys idle longest, down to 80% of ``max_keys`` (amortised O(log n) per key)."""
+    def prune(self) -> None:
+        """Forget the keys idle longest, down to 80% of ``max_keys`` (amortised O(log n) per key):
+        what :meth:`learn_one` does when a new key makes more than ``max_keys``."""
         keep = int(self.max_keys * 0.8)
         keys = self._keys
         # The keys idle longest (ties: the oldest first, as a stable sort of the items by time would):
@@ -277,6 +278,15 @@ class KeyedFeaturizer:
             self._keys.pop(key, None)
         else:
             self._keys[key] = list(state)
+
+    def key_states(self, keys: Iterable[str]) -> list[list[Any] | None]:
+        """The histories of ``keys`` in bulk, as :meth:`key_state` gives them (``None``: an unknown key).
+        The lists are the featurizer's own, for reading: change them through :meth:`set_key_states`."""
+        return list(map(self._keys.get, keys))
+
+    def set_key_states(self, keys: Iterable[str], states: Iterable[Sequence[Any]]) -> None:
+        """:meth:`set_key_state` in bulk; keys new to the featurizer are added in the order given."""
+        self._keys.update(zip(keys, map(list, states), strict=True))
 
     @property
     def label_totals(self) -> tuple[int, int]:

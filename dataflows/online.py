@@ -37,6 +37,7 @@ from lake import integrity
 from lake.durations import parse_duration_us
 from lake.entry import ArgumentParser, run_main
 from lake.runs import RunIdentity, record_run
+from monitoring.detectors import split_specs
 from monitoring.stream import MonitorConfig
 
 
@@ -137,6 +138,11 @@ def _names(value: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _specs(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Detector specs, split at commas outside parentheses (the grammar of ``watch=``)."""
+    return tuple(split_specs(value))
+
+
 @dataclass(frozen=True)
 class ReplayJob:
     """The parts of a replay dataflow, before they are wired together."""
@@ -219,7 +225,7 @@ def replay_job(
         "models": models, "seed": seed,
         "checkpoint_every": checkpoint_every, "window_us": window_us, "grace_us": grace_us,
         "threshold": threshold, "featurizer": featurizer, "shards": shards, "label_ttl_us": ttl_us,
-        "drift": list(_names(drift)), "monitor": monitor.identity(),
+        "drift": list(_specs(drift)), "monitor": monitor.identity(),
         **({"per_key": True, "max_key_models": max_key_models} if per_key else {}),
         **({"balance": True} if balance and shards > 1 else {}),
     })
@@ -228,7 +234,7 @@ def replay_job(
     source.run_id = run_id  # named in the progress lines on stderr
     config = RunConfig(run_id=run_id, models=models, seed=seed, checkpoint_every=checkpoint_every,
                        window_us=window_us, grace_us=grace_us, threshold=threshold,
-                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
+                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_specs(drift),
                        monitor=monitor, per_key=per_key, max_key_models=max_key_models)
     announce(run_id, pin, chosen.values())
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
@@ -519,14 +525,14 @@ def build_live_flow(
     identity = RunIdentity(kind="live", lake=os.fspath(lake), topic=topic, partitions=tuple(source.partitions()),
                            batch_size=batch_size, settings={
         "models": _names(model), "seed": seed, "checkpoint_every": checkpoint_every, "window_us": window_us,
-        "grace_us": grace_us, "featurizer": featurizer, "label_ttl_us": ttl_us, "drift": list(_names(drift)),
+        "grace_us": grace_us, "featurizer": featurizer, "label_ttl_us": ttl_us, "drift": list(_specs(drift)),
         "monitor": monitor.identity(), **({"per_key": True, "max_key_models": max_key_models} if per_key else {}),
     })
     run_id = identity.run_id() if run_id is None else run_id
     record_run(lake, run_id, identity)
     config = RunConfig(run_id=run_id, models=_names(model), seed=seed, checkpoint_every=checkpoint_every,
                        window_us=window_us, grace_us=grace_us,
-                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_names(drift),
+                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_specs(drift),
                        monitor=monitor, per_key=per_key, max_key_models=max_key_models)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds,
                      urgent_tables=URGENT_TABLES, part_names=source.list_parts() if colocate else None,

@@ -260,17 +260,29 @@ def resolve(name: str, params: Mapping[str, Any] | None = None) -> tuple[Detecto
     return kind, full
 
 
+def build_river(name: str, params: Mapping[str, Any] | None = None) -> Any:
+    """A fresh River detector of the kind ``name`` with ``params`` validated (:func:`resolve`)."""
+    kind, full = resolve(name, params)
+    return kind.build(**{k: v for k, v in full.items() if k not in COMMON})
+
+
 class Detector:
-    """One River drift detector built from a name and parameters; ``update`` says whether it alarmed."""
+    """One River drift detector built from a name and parameters; ``update`` says whether it alarmed.
+
+    ``DEFAULTS`` (name -> parameters) overrides the registry's defaults for a family of detectors
+    (see :class:`monitoring.error_drift.ErrorDriftDetector`); ``label`` names what differs from them.
+    """
 
     __slots__ = ("name", "params", "label", "binary", "cooldown", "flip", "_det", "_quiet")
+    DEFAULTS: Mapping[str, Mapping[str, Any]] = {}
 
     def __init__(self, name: str, **params: Any) -> None:
-        kind, full = resolve(name, params)
+        own = self.DEFAULTS.get(name, {})
+        kind, full = resolve(name, {**own, **params})
         self.name = name
         self.params = full
-        defaults = {**kind.params, **COMMON}
-        changed = {k: v for k, v in full.items() if v != defaults[k].default}
+        defaults = {k: p.default for k, p in {**kind.params, **COMMON}.items()} | dict(own)
+        changed = {k: v for k, v in full.items() if v != defaults[k]}
         self.label = name + ("(" + ", ".join(f"{k}={v!r}" for k, v in sorted(changed.items())) + ")"
                              if changed else "")
         self.binary = kind.binary

@@ -406,7 +406,7 @@ def test_arena_compaction_keeps_the_rows_still_waiting(urls_lake):
         _assert_same(learner.process(_batch(cols, materialize=i % 5 == 3)),
                      reference.process(_batch(cols, materialize=True)), f"batch {i}")
         if i % 4 == 1:
-            arena = learner._arena
+            arena = learner.columnar_step.arena
             waiting = {e: arena.row(s) + (int(arena.a_t[s]), arena.keys[s], arena.scores[s].tolist())
                        for e, s in learner.pending.items() if type(s) is int}
             before = arena.n

@@ -181,7 +181,7 @@ def test_a_restored_learner_takes_a_new_base_and_still_undoes(fragile_models):
     cut = next(i for i, it in enumerate(items) if it[1] == EVENT and it[2] == "e30")
     learner.process(validate_batch(Batch(0, items[:cut])))
     restored = pickle.loads(pickle.dumps(learner))  # a recovery snapshot holds no undo bytes
-    assert restored._undo.base is None
+    assert restored.undo.base is None
     got = restored.process(validate_batch(Batch(0, items[cut:]))).tables["predictions"].to_pylist()
     _, want = _process(models, items, skip_label_of="e50")
     assert _rows(got, "score") == _rows([p for p in want["predictions"] if int(p["event_id"][1:]) >= 30], "score")

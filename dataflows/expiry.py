@@ -1,0 +1,46 @@
+"""Giving up on labels: events that waited longer than the label TTL (event time) stop waiting."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from dataflows.rows import row
+
+
+class LabelExpiry:
+    """The pending events in arrival order with their event times, and the clock (latest event time seen).
+
+    ``arrivals`` and ``clock_us`` are public: the step's hot loops append to and advance them directly.
+    """
+
+    def __init__(self, arrivals: deque[tuple[int, str]] | None = None, clock_us: int = -(2**62)) -> None:
+        self.arrivals: deque[tuple[int, str]] = deque() if arrivals is None else arrivals  # (event_time_us, id)
+        self.clock_us = clock_us
+
+    def expire(self, *, ttl_us: int | None, pending: dict[str, Any], expired: Any, seq: int, run_id: str,
+               shard: int, time_and_key: Callable[[int], tuple[int, str]]) -> list[tuple]:
+        """Stop waiting for labels of events older than ``ttl_us`` before the clock: they leave
+        ``pending`` for ``expired``; returns their ``expired`` rows. ``time_and_key`` reads an entry
+        the columnar path keeps as an arena slot."""
+        arrivals = self.arrivals
+        if ttl_us is None or not arrivals:
+            return []
+        clock = self.clock_us
+        cutoff = clock - ttl_us
+        rows = []
+        while arrivals and arrivals[0][0] < cutoff:
+            _, event_id = arrivals.popleft()
+            entry = pending.pop(event_id, None)
+            if entry is None:  # labelled meanwhile
+                continue
+            t, key = time_and_key(entry) if type(entry) is int else (entry[1], entry[2])
+            rows.append(row("expired", run_id=run_id, shard=shard, seq=seq, event_id=event_id, event_time=t,
+                            key=key, expired_at=clock))
+            expired.add(event_id)
+        if len(arrivals) > 2 * len(pending) + 10_000:
+            # Labelled events linger here until the TTL (days of traffic): drop them, in order, so
+            # memory and recovery snapshots follow the pending events (amortised O(1) per event).
+            self.arrivals = deque(a for a in arrivals if a[1] in pending)
+        return rows
