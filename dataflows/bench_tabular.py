@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list[float]] = {"bare": [], "item": [], "compiled": []}
         for r in range(args.repeat):
             for name in ("bare", "compiled", "item") if r % 2 == 0 else ("item", "compiled", "bare"):
-                secs = run_bare(items) if name == "bare" else run_item(items) if name == "item" else run_compiled(prepared)
+                secs = {"bare": run_bare, "item": run_item}[name](items) if name != "compiled" \
+                    else run_compiled(prepared)
                 times[name].append(secs)
                 print(f"{kind} run {r + 1}: {name} {args.events / secs:,.0f} events/s ({secs:.2f} s), "
                       f"load {os.getloadavg()[0]:.2f}", flush=True)

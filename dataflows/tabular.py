@@ -348,16 +348,17 @@ class TabularResult:
 
     ``scores``: every model's score of every event (models x events), as River's
     ``predict_proba_one(x)[True]``; ``accepted``: indices (in the batch's labels) of the labels
-    learned, in order, with ``label_scores`` (models x accepted: the scores their events got) and
-    ``label_times`` (their events' times); ``dead``: indices of labels for no pending event (unknown,
-    or a second label); ``offsets``/``ids``/``values``: the events' feature rows (CSR in the
+    learned, in order, with ``label_scores`` (models x accepted: the scores their events got),
+    ``label_event_times`` (their events' times, as the learn log keeps them) and ``label_keys``
+    (their events' keys); ``dead``: indices of labels for no pending event (unknown, or a second
+    label); ``offsets``/``ids``/``values``: the events' feature rows (CSR in the
     featurizer's order; :meth:`TabularStep.names` turns ids into names).
     """
 
     scores: np.ndarray
     accepted: np.ndarray
     label_scores: np.ndarray
-    label_times: np.ndarray
+    label_event_times: np.ndarray
     dead: list[int]
     offsets: np.ndarray
     ids: np.ndarray
@@ -577,12 +578,13 @@ class TabularStep:
         for j in accepted:
             del pending[lb_ids[j]]
         label_scores = arena.scores[lb_slot_a].T.copy() if acc.size else np.zeros((len(self.states), 0))
-        label_times = arena.a_t[lb_slot_a].copy()
+        label_event_times = arena.a_t[lb_slot_a].copy()
         offsets = np.empty(n_ev + 1, np.int64)
         offsets[:-1] = arena.a_off[base: base + n_ev] - b0
         offsets[-1] = b1 - b0
-        result = TabularResult(scores=scores, accepted=acc, label_scores=label_scores, label_times=label_times,
-                               dead=dead, offsets=offsets, ids=arena.p_f[b0:b1].copy(),
+        result = TabularResult(scores=scores, accepted=acc, label_scores=label_scores,
+                               label_event_times=label_event_times, dead=dead,
+                               offsets=offsets, ids=arena.p_f[b0:b1].copy(),
                                values=arena.p_v[b0:b1].copy(), label_keys=lb_keys)
         if arena.n > 3 * len(pending) + 32_768:
             arena.compact(pending)

@@ -231,6 +231,40 @@ def test_payloads_without_an_exact_layout_decline() -> None:
         {"event_id": [], "label": []}, schema={"event_id": pl.String, "label": pl.Int64})) is None
 
 
+def test_checkpoints_mid_batch_pickle_as_the_item_path() -> None:
+    """The River pipeline handed to a checkpoint after the k-th label equals the item path's."""
+    items = _stream(4, 1200, new_column_at=None)
+    every = 37
+    ref_f, ref_model = KeyedFeaturizer(), get_spec("linear").build(seed=0)
+    expected, pending, n = [], {}, 0
+    for item in items:
+        if item[0] == EV:
+            _, eid, t, key, payload = item
+            x = ref_f.transform_one(payload, key=key, event_time_us=t)
+            ref_model.predict_proba_one(x)
+            ref_f.learn_one(payload, key=key, event_time_us=t)
+            pending[eid] = (x, key)
+        elif item[1] in pending:
+            x, key = pending.pop(item[1])
+            ref_model.learn_one(x, item[2] == 1)
+            ref_f.learn_label(key=key, y=item[2] == 1)
+            n += 1
+            if n % every == 0:
+                expected.append(pickle.dumps(ref_model))
+    model = get_spec("linear").build(seed=0)
+    step = TabularStep(KeyedFeaturizer(), [model])
+    got, learned = [], 0
+    for a in range(0, len(items), 300):
+        kinds, ev, lb = _frames(items[a: a + 300])
+        n_acc = int(lb.height)  # an upper bound: cuts past the accepted labels are ignored
+        cuts = [k for k in range(1, n_acc + 1) if (learned + k) % every == 0]
+        out = step.process(kinds=kinds, events=ev, labels=lb, checkpoint_after=cuts,
+                           on_checkpoint=lambda k: got.append(pickle.dumps(model)))
+        learned += out.accepted.size
+    assert len(got) == len(expected) > 20
+    assert got == expected
+
+
 def test_state_round_trips_through_river() -> None:
     items = _stream(3, 800, new_column_at=None)
     _, got = _run_both(items, batch=200, n_models=1)
@@ -245,11 +279,12 @@ def test_state_round_trips_through_river() -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 400), batch=st.integers(1, 120),
        new_column=st.booleans(), categorical_count=st.booleans(), key_features=st.booleans(),
-       shared_prior=st.booleans())
+       shared_prior=st.booleans(), max_keys=st.sampled_from([3, 200_000]))
 def test_random_tabular_streams_match_river(seed, n, batch, new_column, categorical_count, key_features,
-                                            shared_prior) -> None:
+                                            shared_prior, max_keys) -> None:
+    # (max_keys=3 with 4 keys: batches where the featurizer would forget keys go item by item)
     items = _stream(seed, n, new_column_at=n // 3 if new_column else None, dup_every=97)
     args = {"categorical": ["count"] if categorical_count else [], "key_features": key_features,
-            "shared_prior": shared_prior}
+            "shared_prior": shared_prior, "max_keys": max_keys}
     ref, got = _run_both(items, batch=batch, featurizer_args=args)
     _assert_same(ref, got)
