@@ -288,3 +288,46 @@ def test_random_tabular_streams_match_river(seed, n, batch, new_column, categori
             "shared_prior": shared_prior, "max_keys": max_keys}
     ref, got = _run_both(items, batch=batch, featurizer_args=args)
     _assert_same(ref, got)
+
+
+def test_column_types_match_the_item_path() -> None:
+    """Float32, small and unsigned ints, Categorical and Enum strings, categorical booleans and floats
+    (NaN one-hot as "nan"), an all-null column: each value as the item path's dict has it."""
+    rng = random.Random(5)
+    n = 400
+    enum = pl.Enum(["lo", "mid", "hi"])
+    ev = pl.DataFrame({
+        "event_id": [f"e{i}" for i in range(n)],
+        "event_time": [1_700_000_000_000_000 + i * 7_000_000_000 for i in range(n)],
+        "key": [rng.choice(["a", "b"]) for _ in range(n)],
+        "f32": pl.Series([rng.gauss(0, 3) for _ in range(n)], dtype=pl.Float32),
+        "u8": pl.Series([rng.randrange(256) for _ in range(n)], dtype=pl.UInt8),
+        "big": pl.Series([rng.randrange(2**63, 2**64) for _ in range(n)], dtype=pl.UInt64),
+        "cat": pl.Series([rng.choice(["x", "y", None]) for _ in range(n)], dtype=pl.Categorical),
+        "level": pl.Series([rng.choice(["lo", "mid", "hi", None]) for _ in range(n)], dtype=enum),
+        "flagc": [rng.choice([True, False, None]) for _ in range(n)],
+        "fc": [rng.choice([1.5, float("nan"), None, 2.0]) for _ in range(n)],
+        "nothing": pl.Series([None] * n, dtype=pl.Null),
+    })
+    args = {"categorical": ["flagc", "fc"]}
+    kinds, items = [], []
+    payload_cols = [c for c in ev.columns if c not in ("event_id", "event_time", "key")]
+    rows = ev.select(payload_cols).rows(named=True)
+    for i in range(n):
+        kinds.append(EV)
+        items.append((EV, f"e{i}", ev["event_time"][i], ev["key"][i], rows[i]))
+        if i >= 3:
+            kinds.append(LB)
+            items.append((LB, f"e{i - 3}", i % 2))
+    ref_f, ref_m, ref_scores = KeyedFeaturizer(**args), get_spec("linear").build(seed=0), {}
+    _item_path(items, ref_f, [ref_m], _Dict(), set(), ref_scores)
+    f, m = KeyedFeaturizer(**args), get_spec("linear").build(seed=0)
+    step = TabularStep(f, [m])
+    lb = pl.DataFrame({"event_id": [it[1] for it in items if it[0] == LB],
+                       "label": [it[2] for it in items if it[0] == LB]})
+    out = step.process(kinds=np.array(kinds, np.int8), events=ev, labels=lb)
+    assert out is not None
+    step.sync_models()
+    got = {f"e{e}": out.scores[:, e].tolist() for e in range(n)}
+    _assert_same((ref_f, [ref_m], ref_scores), (f, [m], got, step, 0))
+    assert "fc=nan" in m["LogisticRegression"].weights and "flagc=True" in m["LogisticRegression"].weights
