@@ -287,7 +287,7 @@ class LinearState:
         scaler, lr = model.steps.values()
         if list(scaler.means) != list(scaler.counts):
             return None  # (River's own learn_one cannot leave them apart)
-        weights = lr._weights.to_dict()
+        weights = lr.weights
         state = cls(lr=lr.optimizer.lr.learning_rate, intercept_lr=lr.intercept_lr.learning_rate,
                     intercept=lr.intercept, n_iterations=lr.optimizer.n_iterations,
                     stamp=max(len(scaler.counts), len(scaler.vars), len(weights)))
@@ -419,8 +419,8 @@ class TabularStep:
         """The pending entry ``(x, event_time_us, key, scores)`` of ``event_id`` as the item path
         keeps it (removed from ``pending``), or ``None``."""
         slot = self.pending.pop(event_id, None)
-        if slot is None:
-            return None
+        if slot is None or type(slot) is not int:
+            return slot  # (none, or an entry the item path left as it keeps them)
         fs, vs = self.arena.row(slot)
         names = self.space.names
         x = {names[f]: v for f, v in zip(fs.tolist(), vs.tolist(), strict=True)}
@@ -440,7 +440,8 @@ class TabularStep:
 
     def process(self, *, kinds: np.ndarray, events: Any, labels: Any,
                 checkpoint_after: Sequence[int] = (),
-                on_checkpoint: Callable[[int], None] | None = None) -> TabularResult | None:
+                on_checkpoint: Callable[[int], None] | None = None,
+                fresh_prior: Sequence[float | None] | None = None) -> TabularResult | None:
         """Run a batch: ``kinds`` (0 event, 1 label per item, in order), ``events`` (a polars frame:
         ``event_id``, ``event_time`` in µs, ``key``, the payload columns) and ``labels``
         (``event_id``, ``label`` 0/1), both in item order.
@@ -450,7 +451,12 @@ class TabularStep:
         label ahead of its event, keys the featurizer would have to forget. (The caller rejects
         ids it has already labelled.) After the models learned ``k`` of the batch's accepted labels
         for each ``k`` in ``checkpoint_after``, the River pipelines are synced and
-        ``on_checkpoint(k)`` is called.
+        ``on_checkpoint(k)`` is called. ``fresh_prior[m]``, when not ``None``, is what model ``m``
+        serves while it has learned nothing (the learner's prior): its scores of the events before
+        the batch's first learned label.
+
+        ``pending`` may also hold entries ``(x, event_time_us, key, scores)`` the item path left
+        (a dict shared with it): they are taken into the arena when their label comes.
         """
         from dataflows import _kernels, _tabular_kernels
 
@@ -478,10 +484,15 @@ class TabularStep:
         # Labels: the pending slot of their event, or an event of this batch (before them).
         local = {eid: e for e, eid in enumerate(ev_ids)}
         arena = self.arena
+        lb_ids = labels.get_column("event_id").to_list()
+        for eid in lb_ids:  # entries the item path left: into the arena (their form only changes)
+            entry = pending.get(eid)
+            if entry is not None and type(entry) is not int:
+                self.adopt(eid, *entry)
         base = arena.n
         accepted, lb_slot, dead = [], [], []
         taken: set[str] = set()
-        for j, eid in enumerate(labels.get_column("event_id").to_list()):
+        for j, eid in enumerate(lb_ids):
             slot = pending.get(eid)
             if eid in taken or slot is None and eid not in local:
                 dead.append(j)
@@ -571,10 +582,12 @@ class TabularStep:
                 if on_checkpoint is not None:
                     on_checkpoint(cut)
             seg_a = seg_b
+        for m, prior in enumerate(fresh_prior or ()):
+            if prior is not None:  # a model that had learned nothing served the prior until its first label
+                scores[m, : int(np.searchsorted(ev_items, lb_items[acc[0]])) if acc.size else n_ev] = prior
         arena.scores[base: base + n_ev] = scores.T
         # Bookkeeping: the batch's events wait, the labelled ones leave.
         pending.update(zip(ev_ids, range(base, base + n_ev), strict=True))
-        lb_ids = labels.get_column("event_id").to_list()
         for j in accepted:
             del pending[lb_ids[j]]
         label_scores = arena.scores[lb_slot_a].T.copy() if acc.size else np.zeros((len(self.states), 0))

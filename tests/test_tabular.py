@@ -94,8 +94,11 @@ class _StepStore:
         return self.step.pop_entry(eid)
 
     def put(self, eid: str, entry: tuple) -> None:
-        x, t, key, scores = entry
-        self.step.adopt(eid, x, t, key, scores)
+        if len(eid) % 2:
+            x, t, key, scores = entry
+            self.step.adopt(eid, x, t, key, scores)
+        else:  # left as the item path keeps it (a pending dict shared with the learner)
+            self.step.pending[eid] = entry
 
 
 def _item_path(items, featurizer, models, store, labelled: set, scores_out: dict) -> None:
@@ -331,3 +334,13 @@ def test_column_types_match_the_item_path() -> None:
     got = {f"e{e}": out.scores[:, e].tolist() for e in range(n)}
     _assert_same((ref_f, [ref_m], ref_scores), (f, [m], got, step, 0))
     assert "fc=nan" in m["LogisticRegression"].weights and "flagc=True" in m["LogisticRegression"].weights
+
+
+def test_a_fresh_model_serves_the_prior_until_its_first_label() -> None:
+    step = TabularStep(KeyedFeaturizer(), [get_spec("linear").build(seed=0), get_spec("linear").build(seed=0)])
+    ev = pl.DataFrame({"event_id": ["a", "b", "c"], "event_time": [0, 1, 2], "key": ["k"] * 3, "v": [1.0, 2.0, 3.0]})
+    lb = pl.DataFrame({"event_id": ["a"], "label": [1]})
+    out = step.process(kinds=np.array([0, 0, 1, 0], np.int8), events=ev, labels=lb, fresh_prior=[0.25, None])
+    assert out.scores[0, :2].tolist() == [0.25, 0.25] and out.scores[1, :2].tolist() == [0.5, 0.5]
+    assert out.scores[0, 2] == out.scores[1, 2] != 0.25  # learned: both models score alike
+    assert out.label_scores[:, 0].tolist() == [0.25, 0.5]  # the learn log keeps what was served
