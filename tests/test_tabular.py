@@ -344,3 +344,13 @@ def test_a_fresh_model_serves_the_prior_until_its_first_label() -> None:
     assert out.scores[0, :2].tolist() == [0.25, 0.25] and out.scores[1, :2].tolist() == [0.5, 0.5]
     assert out.scores[0, 2] == out.scores[1, 2] != 0.25  # learned: both models score alike
     assert out.label_scores[:, 0].tolist() == [0.25, 0.5]  # the learn log keeps what was served
+
+
+def test_bench_script_runs_and_prints_the_ratios(capsys) -> None:
+    from dataflows import bench_tabular
+
+    assert bench_tabular.main(["--events", "1500", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    for kind in ("numeric", "categorical"):
+        assert f"{kind}: 1,500 events" in out
+    assert out.count("compiled_vs_bare_river:") == 2 and "load average" in out
