@@ -507,7 +507,8 @@ class TabularStep:
             lb_slot.append(slot)
         acc = np.array(accepted, np.int64)
         lb_slot_a = np.array(lb_slot, np.int64)
-        lb_y = labels.get_column("label").to_numpy().astype(np.int64)[acc] if acc.size else np.zeros(0, np.int64)
+        lb_y = ((labels.get_column("label").to_numpy() == 1).astype(np.int64)[acc] if acc.size  # (y == 1, as
+                else np.zeros(0, np.int64))  # the item path reads a label)
         lb_keys = [ev_keys[s - base] if s >= base else arena.keys[s] for s in lb_slot]
         # Keys: the featurizer's history of the batch's keys, as arrays.
         f = self.featurizer
