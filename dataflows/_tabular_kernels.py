@@ -132,3 +132,87 @@ def _linear_tabular(kinds, start, stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y, 
                 q += 1 if pass_num else 0
                 w[f] -= lr * (xv * g)
         counters[C_ITER] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _gaussian_nb(kinds, start, stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y,  # pragma: no cover
+                 a_off, a_len, p_f, p_v, cls_count, cls_stamp, cls_gstamp, n, mean, s2, stamp, counters,
+                 consts, jll, cls_at, n_cls):
+    """GaussianNB over a batch, in item order: a label updates its class's count and running
+    mean/variance (River's ``stats.Var``, ddof 0) of every feature of its row; an event gets each
+    known class's joint log-likelihood, in ``class_counts`` order (``jll[e, k]`` of class
+    ``cls_at[e, k]``, ``n_cls[e]`` classes). ``stamp[c, f]`` orders the class's Gaussians (-1:
+    none), ``cls_stamp``/``cls_gstamp`` the classes in ``class_counts``/``gaussians``.
+    ``consts``: the pdf's epsilon, its log, sqrt(2 pi). (The log-sum-exp over classes is numpy's,
+    in :mod:`dataflows.tabular_nb`.)"""
+    eps = consts[0]
+    log_eps = consts[1]
+    sqrt_tau = consts[2]
+    for i in range(start, stop):
+        kind = kinds[i]
+        if kind == 0:
+            slot = ev_slot[ev_pos[i]]
+        elif kind == 1:
+            slot = lb_slot[lb_pos[i]]
+        else:
+            continue
+        a = a_off[slot]
+        b = a + a_len[slot]
+        if kind == 1:
+            c = 1 if lb_y[lb_pos[i]] else 0
+            if cls_stamp[c] < 0:
+                cls_stamp[c] = counters[0]
+                counters[0] += 1
+            cls_count[c] += 1
+            for m in range(a, b):
+                f = p_f[m]
+                x = p_v[m]
+                if cls_gstamp[c] < 0:
+                    cls_gstamp[c] = counters[0]
+                    counters[0] += 1
+                if stamp[c, f] < 0:
+                    stamp[c, f] = counters[0]
+                    counters[0] += 1
+                    n[c, f] = 0.0
+                    mean[c, f] = 0.0
+                    s2[c, f] = 0.0
+                old = mean[c, f]
+                n[c, f] += 1.0
+                mean[c, f] += (1.0 / n[c, f]) * (x - old)
+                s2[c, f] += 1.0 * (x - old) * (x - mean[c, f])
+            continue
+        e = ev_pos[i]
+        total = cls_count[0] + cls_count[1]
+        k = 0
+        first = 0 if cls_stamp[1] < 0 or (cls_stamp[0] >= 0 and cls_stamp[0] < cls_stamp[1]) else 1
+        for q in range(2):
+            c = first if q == 0 else 1 - first
+            if cls_stamp[c] < 0:
+                continue
+            lp = math.log(cls_count[c] / total)
+            s = 0.0
+            for m in range(a, b):
+                f = p_f[m]
+                if stamp[c, f] < 0:
+                    s += log_eps
+                    continue
+                pdf = 0.0
+                nn = n[c, f]
+                if nn > 0:
+                    variance = s2[c, f] / nn
+                    if variance > 0.0:
+                        sigma = math.sqrt(variance)
+                        z = (p_v[m] - mean[c, f]) / sigma
+                        pdf = math.exp(-0.5 * z * z) / sqrt_tau / sigma
+                s += math.log(eps + pdf)
+            jll[e, k] = lp + s
+            cls_at[e, k] = c
+            k += 1
+        n_cls[e] = k
+
+
+@numba.njit(cache=True, nogil=True)
+def _exp_diff(a, b, out):  # pragma: no cover
+    """``math.exp(a - b)`` elementwise (the C library's exp, as River's ``math.exp``)."""
+    for i in range(a.size):
+        out[i] = math.exp(a[i] - b[i])

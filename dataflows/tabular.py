@@ -1,24 +1,23 @@
 """The columnar step for tabular payloads: numbers, booleans, categories and nulls, compiled.
 
-The item path builds a dict per event with :class:`~dataflows.features.KeyedFeaturizer`
-and runs River's ``NumericStandardScaler | LogisticRegression`` (the ``linear`` spec) on it.
-:class:`TabularStep` does the same work on a batch of columns and gives *the same floats*,
-bit for bit (``tests/test_tabular.py``):
+The item path builds a dict per event with :class:`~dataflows.features.KeyedFeaturizer` and runs
+River's ``NumericStandardScaler | LogisticRegression`` (``linear``) or ``GaussianNB``
+(``naive-bayes``) on it. :class:`TabularStep` does that work on a batch of columns and gives *the
+same floats*, bit for bit (``tests/test_tabular.py``):
 
-- :class:`TabularLayout` says how a batch's payload columns become features: numbers and
-  booleans as floats (nulls and NaN left out), strings (and the featurizer's ``categorical``
-  columns) as one-hot indicators ``"column=value"``, new categories registered as they come.
-  A payload it cannot reproduce exactly (hashed text, timestamps, decimals, nested values,
-  infinities) gets no layout: the batch takes the item path.
+- :class:`TabularLayout`: payload columns to features. Numbers and booleans as floats (nulls and
+  NaN left out), strings (and ``categorical`` columns) one-hot ``"column=value"``, new categories
+  registered as they come. What it cannot reproduce exactly (hashed text, timestamps, decimals,
+  nested values, infinities) gets no layout: the batch takes the item path.
 - :class:`FeatureSpace` numbers every feature name a run has seen (ids, never reused).
-- The event rows (payload, time and per-key history features, in the dict's order) are written
-  by the urls path's compiled featurizer (:func:`dataflows._kernels._featurize`) into an
+- The event rows (payload, time and per-key history features, in the dict's order) are written by
+  the urls path's compiled featurizer (:func:`dataflows._kernels._featurize`) into an
   :class:`~dataflows.columnar.Arena`, where they wait for their labels.
-- :class:`~dataflows.tabular_linear.LinearState` holds one model as arrays over the feature ids
-  and converts to and from the River pipeline (``from_river``, ``to_river``): a batch the step
-  declines continues on the same model, and checkpoints pickle the River objects.
-- :func:`dataflows._tabular_kernels._linear_tabular` predicts every event and learns every label
-  in item order with River's arithmetic, operation by operation.
+- Each model as arrays over the ids (:class:`~dataflows.tabular_linear.LinearState`,
+  :class:`~dataflows.tabular_nb.NBState`), converted to and from the River objects (``from_river``,
+  ``to_river``): a declined batch continues on the same model; checkpoints pickle River objects.
+  Their compiled loops (:mod:`dataflows._tabular_kernels`) predict every event and learn every
+  label in item order with River's arithmetic, operation by operation.
 
 >>> import polars as pl
 >>> from dataflows.features import KeyedFeaturizer
@@ -40,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -49,9 +48,10 @@ import pyarrow as pa
 
 from dataflows.columnar import Arena
 from dataflows.tabular_linear import LinearState, supports
+from dataflows.tabular_nb import NBState, supports_nb
 
-__all__ = ["FeatureSpace", "LinearState", "TabularLayout", "TabularResult", "TabularStep", "available",
-           "supports"]
+__all__ = ["FeatureSpace", "LinearState", "NBState", "TabularLayout", "TabularResult", "TabularStep", "available",
+           "model_state", "supports"]
 
 EVENT, LABEL, SKIP = 0, 1, 2
 TIME_FEATURES = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
@@ -77,7 +77,7 @@ class FeatureSpace:
     (:class:`~dataflows.transformers.NumericStandardScaler` draws the same line).
 
     >>> s = FeatureSpace()
-    >>> s.id("amount"), s.id("shop=x"), s.id("amount"), s.name(9), bool(s.is_num[9])
+    >>> s.id("amount"), s.id("shop=x"), s.id("amount"), s.names[9], bool(s.is_num[9])
     (8, 9, 8, 'shop=x', False)
     """
 
@@ -104,9 +104,6 @@ class FeatureSpace:
                 self.is_num = grown
             self.is_num[f] = "=" not in name
         return f
-
-    def name(self, f: int) -> str:
-        return self.names[f]
 
     def arrow_names(self) -> pa.Array:
         """Every id's name as an Arrow string array (``take`` turns ids into names)."""
@@ -233,13 +230,13 @@ def _text(value: Any) -> str:
 class TabularResult:
     """What :meth:`TabularStep.process` did with a batch.
 
-    ``scores``: every model's score of every event (models x events), as River's
-    ``predict_proba_one(x)[True]``; ``accepted``: indices (in the batch's labels) of the labels
-    learned, in order, with ``label_scores`` (models x accepted: the scores their events got),
-    ``label_event_times`` (their events' times, as the learn log keeps them) and ``label_keys``
-    (their events' keys); ``dead``: indices of labels for no pending event (unknown, or a second
-    label); ``offsets``/``ids``/``values``: the events' feature rows (CSR in the
-    featurizer's order; :meth:`TabularStep.names` turns ids into names).
+    ``scores``: every model's score of every event (models x events), River's
+    ``predict_proba_one(x)`` read as :func:`~dataflows.models.score_one` reads it; ``accepted``:
+    indices (in the batch's labels) of the labels learned, in order, with ``label_scores`` (models x
+    accepted: the scores their events got), ``label_event_times`` and ``label_keys`` (their events'
+    times and keys); ``dead``: indices of labels for no pending event (unknown, or a second label);
+    ``offsets``/``ids``/``values``: the events' feature rows (CSR in the featurizer's order;
+    :meth:`TabularStep.names` turns ids into names).
     """
 
     scores: np.ndarray
@@ -250,7 +247,16 @@ class TabularResult:
     offsets: np.ndarray
     ids: np.ndarray
     values: np.ndarray
-    label_keys: list[Any] = field(default_factory=list)
+    label_keys: list[Any]
+
+
+def model_state(model: Any, space: FeatureSpace) -> LinearState | NBState | None:
+    """The array state of a model the step runs (the ``linear`` or ``naive-bayes`` spec), else ``None``."""
+    if supports(model):
+        return LinearState.from_river(model, space)
+    if supports_nb(model):
+        return NBState.from_river(model, space)
+    return None
 
 
 class TabularStep:
@@ -268,11 +274,11 @@ class TabularStep:
         self.featurizer = featurizer
         self.models = list(models)
         self.space = FeatureSpace()
-        states = [LinearState.from_river(m, self.space) for m in self.models]
+        states = [model_state(m, self.space) for m in self.models]
         if None in states:
             bad = next(m for m, s in zip(self.models, states, strict=True) if s is None)
-            raise ValueError(f"TabularStep runs the 'linear' spec's pipeline only, got {bad!r}")
-        self.states: list[LinearState] = states  # type: ignore[assignment]
+            raise ValueError(f"TabularStep runs the 'linear' and 'naive-bayes' specs only, got {bad!r}")
+        self.states: list[LinearState | NBState] = states  # type: ignore[assignment]
         self.arena = Arena(len(self.models))
         self.pending: dict[str, int] = {}
         self._layouts: dict[tuple, TabularLayout | None] = {}
@@ -293,9 +299,9 @@ class TabularStep:
         """Read the River pipelines again (``models``: new objects, e.g. after a hot swap)."""
         if models is not None:
             self.models = list(models)
-        states = [LinearState.from_river(m, self.space) for m in self.models]
+        states = [model_state(m, self.space) for m in self.models]
         if None in states:
-            raise ValueError("a model is no longer the 'linear' spec's pipeline")
+            raise ValueError("a model is no longer one of the 'linear' and 'naive-bayes' specs")
         self.states = states  # type: ignore[assignment]
 
     def names(self) -> pa.Array:
@@ -345,7 +351,7 @@ class TabularStep:
         ``pending`` may also hold entries ``(x, event_time_us, key, scores)`` the item path left
         (a dict shared with it): they are taken into the arena when their label comes.
         """
-        from dataflows import _kernels, _tabular_kernels
+        from dataflows import _kernels
 
         payload = [c for c in events.columns if c not in ("event_id", "event_time", "key")]
         layout = self.layout({c: events.schema[c] for c in payload})
@@ -455,21 +461,21 @@ class TabularStep:
         buf = np.empty(max(longest, 1), np.float64)
         for state in self.states:
             state.ensure(len(self.space))
+            state.begin(n_ev)
         cuts = sorted(k for k in set(checkpoint_after) if 0 < k <= acc.size)
         seg_a = 0
         for cut in [*cuts, None]:
             seg_b = kinds.size if cut is None else int(lb_items[acc[cut - 1]]) + 1
             for m, state in enumerate(self.states):
-                _tabular_kernels._linear_tabular(
-                    kinds, seg_a, seg_b, ev_pos, lb_pos, ev_slot, lb_slot_a, lb_y,
-                    arena.a_off, arena.a_len, arena.p_f, arena.p_v, self.space.is_num,
-                    state.count, state.mean, state.var, state.lstamp, state.vstamp, state.w, state.wstamp,
-                    state.params, state.counters, buf, scores[m])
+                state.run(kinds, seg_a, seg_b, ev_pos, lb_pos, ev_slot, lb_slot_a, lb_y, arena, self.space.is_num,
+                          buf, scores[m])
             if cut is not None:
                 self.sync_models()
                 if on_checkpoint is not None:
                     on_checkpoint(cut)
             seg_a = seg_b
+        for m, state in enumerate(self.states):
+            state.finish(scores[m])
         for m, prior in enumerate(fresh_prior or ()):
             if prior is not None:  # a model that had learned nothing served the prior until its first label
                 scores[m, : int(np.searchsorted(ev_items, lb_items[acc[0]])) if acc.size else n_ev] = prior

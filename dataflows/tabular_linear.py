@@ -126,6 +126,23 @@ class LinearState:
         lr.optimizer.n_iterations = int(self.counters[1])
 
 
+    # -- a batch (the interface :class:`~dataflows.tabular.TabularStep` drives) --------------------
+    def begin(self, n_ev: int) -> None:
+        """A batch of ``n_ev`` events starts."""
+
+    def run(self, kinds, start, stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y, arena, is_num, buf, scores) -> None:
+        """Items ``start <= i < stop``: scores of the events into ``scores``, labels learned."""
+        from dataflows import _tabular_kernels
+
+        _tabular_kernels._linear_tabular(kinds, start, stop, ev_pos, lb_pos, ev_slot, lb_slot, lb_y,
+                                         arena.a_off, arena.a_len, arena.p_f, arena.p_v, is_num,
+                                         self.count, self.mean, self.var, self.lstamp, self.vstamp, self.w,
+                                         self.wstamp, self.params, self.counters, buf, scores)
+
+    def finish(self, scores: np.ndarray) -> None:
+        """The batch is done (its ``scores`` are final)."""
+
+
 def _by_stamp(stamps: np.ndarray) -> list[int]:
     present = np.flatnonzero(stamps >= 0)
     return present[np.argsort(stamps[present], kind="stable")].tolist()

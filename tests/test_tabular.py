@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataflows.features import KeyedFeaturizer
-from dataflows.models import get_spec
+from dataflows.models import get_spec, score_one
 from dataflows.tabular import TabularLayout, TabularStep, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba does not load here")
@@ -108,7 +108,7 @@ def _item_path(items, featurizer, models, store, labelled: set, scores_out: dict
             if eid in store or eid in labelled:
                 continue  # a dead letter
             x = featurizer.transform_one(payload, key=key, event_time_us=t)
-            scores = [m.predict_proba_one(x)[True] for m in models]
+            scores = [score_one(m, x) for m in models]  # (the learner's reading: 0.5 with no class yet)
             featurizer.learn_one(payload, key=key, event_time_us=t)
             store.put(eid, (x, t, key, scores))
             scores_out[eid] = scores
@@ -141,15 +141,16 @@ def _frames(items: list[tuple]) -> tuple[np.ndarray, pl.DataFrame, pl.DataFrame]
     return kinds, ev, lb
 
 
-def _run_both(items, *, batch: int, n_models: int = 2, featurizer_args: dict | None = None):
+def _run_both(items, *, batch: int, n_models: int = 2, featurizer_args: dict | None = None,
+              specs: tuple[str, ...] = ("linear",)):
     args = featurizer_args or {}
     ref_f = KeyedFeaturizer(**args)
-    ref_models = [get_spec("linear").build(seed=0) for _ in range(n_models)]
+    ref_models = [get_spec(specs[i % len(specs)]).build(seed=0) for i in range(n_models)]
     ref_scores: dict = {}
     _item_path(items, ref_f, ref_models, _Dict(), set(), ref_scores)
 
     f = KeyedFeaturizer(**args)
-    models = [get_spec("linear").build(seed=0) for _ in range(n_models)]
+    models = [get_spec(specs[i % len(specs)]).build(seed=0) for i in range(n_models)]
     step = TabularStep(f, models)
     scores: dict = {}
     labelled: set = set()
@@ -184,6 +185,13 @@ def _assert_same(ref, got) -> None:
     b = np.array(list(ref_scores.values()), np.float64)
     assert np.array_equal(a.view(np.int64), b.view(np.int64))  # bit for bit
     for m, r in zip(models, ref_models, strict=True):
+        if not hasattr(m, "steps"):  # GaussianNB: its Gaussians carry a random generator, compare the numbers
+            assert list(m.class_counts.items()) == list(r.class_counts.items())
+            assert list(m.gaussians) == list(r.gaussians)
+            for c in r.gaussians:
+                assert [(k, g._var.mean.n, g._var.mean._mean, g._var._S) for k, g in m.gaussians[c].items()] == [
+                    (k, g._var.mean.n, g._var.mean._mean, g._var._S) for k, g in r.gaussians[c].items()]
+            continue
         scaler, lr = m.steps.values()
         r_scaler, r_lr = r.steps.values()
         assert list(lr.weights.items()) == list(r_lr.weights.items())
@@ -203,6 +211,15 @@ def test_tabular_stream_matches_river_bit_for_bit() -> None:
     assert got[4] == 0  # every batch took the compiled step
     assert "shop=" + "e" * 64 in step.space.index  # the long category cut as the featurizer cuts it
     assert len(ref[1][0]["LogisticRegression"].weights) > 15
+
+
+def test_naive_bayes_beside_linear_matches_river_bit_for_bit() -> None:
+    items = _stream(6, 2500, new_column_at=1500, dup_every=300)
+    ref, got = _run_both(items, batch=211, n_models=3, specs=("naive-bayes", "linear"))
+    _assert_same(ref, got)
+    assert 0 < got[4] < 2500 // 211  # some batches declined (duplicates), the others compiled
+    nb_scores = [s[0] for s in got[2].values()]
+    assert len(set(nb_scores)) > 100 and 0.0 < np.mean(nb_scores) < 1.0
 
 
 def test_duplicate_ids_decline_and_continue_on_the_same_models() -> None:
@@ -282,14 +299,15 @@ def test_state_round_trips_through_river() -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 400), batch=st.integers(1, 120),
        new_column=st.booleans(), categorical_count=st.booleans(), key_features=st.booleans(),
-       shared_prior=st.booleans(), max_keys=st.sampled_from([3, 200_000]))
+       shared_prior=st.booleans(), max_keys=st.sampled_from([3, 200_000]),
+       specs=st.sampled_from([("linear",), ("naive-bayes", "linear")]))
 def test_random_tabular_streams_match_river(seed, n, batch, new_column, categorical_count, key_features,
-                                            shared_prior, max_keys) -> None:
+                                            shared_prior, max_keys, specs) -> None:
     # (max_keys=3 with 4 keys: batches where the featurizer would forget keys go item by item)
     items = _stream(seed, n, new_column_at=n // 3 if new_column else None, dup_every=97)
     args = {"categorical": ["count"] if categorical_count else [], "key_features": key_features,
             "shared_prior": shared_prior, "max_keys": max_keys}
-    ref, got = _run_both(items, batch=batch, featurizer_args=args)
+    ref, got = _run_both(items, batch=batch, featurizer_args=args, specs=specs)
     _assert_same(ref, got)
 
 
