@@ -13,7 +13,8 @@ Three loops on the same data, alternated, medians reported (the machine is share
 - ``bare``: River's ``StandardScaler | LogisticRegression(SGD(0.005), l2=0)`` predicting and
   learning on the raw features (a dict per event; strings one-hot, nulls dropped, in the loop);
 - ``item``: the learner's item path: :class:`~dataflows.features.KeyedFeaturizer` (payload, time
-  and per-key history features) and the ``linear`` spec, dict by dict;
+  and per-key history features) and the ``linear`` spec (``--model naive-bayes``: GaussianNB),
+  dict by dict;
 - ``compiled``: :class:`~dataflows.tabular.TabularStep` on batches of columns (the same features
   and model as ``item``, the same floats), batches built beforehand.
 """
@@ -95,12 +96,12 @@ def run_bare(items: list[tuple]) -> float:
     return time.perf_counter() - started
 
 
-def run_item(items: list[tuple]) -> float:
+def run_item(items: list[tuple], model_name: str = "linear") -> float:
     from dataflows.features import KeyedFeaturizer
     from dataflows.models import get_spec
 
     f = KeyedFeaturizer()
-    model = get_spec("linear").build(seed=0)
+    model = get_spec(model_name).build(seed=0)
     pending: dict[str, tuple] = {}
     started = time.perf_counter()
     for item in items:
@@ -136,12 +137,12 @@ def batches(items: list[tuple], size: int) -> list[tuple[np.ndarray, pl.DataFram
     return out
 
 
-def run_compiled(prepared: list[tuple]) -> float:
+def run_compiled(prepared: list[tuple], model_name: str = "linear") -> float:
     from dataflows.features import KeyedFeaturizer
     from dataflows.models import get_spec
     from dataflows.tabular import TabularStep
 
-    step = TabularStep(KeyedFeaturizer(), [get_spec("linear").build(seed=0)])
+    step = TabularStep(KeyedFeaturizer(), [get_spec(model_name).build(seed=0)])
     started = time.perf_counter()
     for kinds, ev, lb in prepared:
         if step.process(kinds=kinds, events=ev, labels=lb) is None:
@@ -156,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4096, help="items per batch of the compiled step")
     parser.add_argument("--streams", default="numeric,categorical")
+    parser.add_argument("--model", default="linear", choices=["linear", "naive-bayes"],
+                        help="the model of the item path and the compiled step (bare River stays linear)")
     args = parser.parse_args(argv)
-    run_compiled(batches(stream("categorical", 500), 100))  # compile (or load) the kernels first
+    run_compiled(batches(stream("categorical", 500), 100), args.model)  # compile (or load) the kernels first
     results: dict[str, Any] = {}
     for kind in args.streams.split(","):
         items = stream(kind, args.events)
@@ -167,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.repeat):
             for name in ("bare", "compiled", "item") if r % 2 == 0 else ("item", "compiled", "bare"):
                 c0 = time.process_time()
-                secs = {"bare": run_bare, "item": run_item}[name](items) if name != "compiled" \
-                    else run_compiled(prepared)
+                secs = (run_bare(items) if name == "bare" else run_item(items, args.model) if name == "item"
+                        else run_compiled(prepared, args.model))
                 cpu[name].append(time.process_time() - c0)  # (a shared machine: CPU time varies less)
                 times[name].append(secs)
                 print(f"{kind} run {r + 1}: {name} {args.events / secs:,.0f} events/s ({secs:.2f} s wall, "
