@@ -333,7 +333,7 @@ class TabularStep:
 
     def process(self, *, kinds: np.ndarray, events: Any, labels: Any,
                 checkpoint_after: Sequence[int] = (),
-                on_checkpoint: Callable[[int], None] | None = None,
+                on_checkpoint: Callable[[int, int], None] | None = None,
                 fresh_prior: Sequence[float | None] | None = None) -> TabularResult | None:
         """Run a batch: ``kinds`` (0 event, 1 label per item, in order), ``events`` (a polars frame:
         ``event_id``, ``event_time`` in µs, ``key``, the payload columns) and ``labels``
@@ -344,9 +344,9 @@ class TabularStep:
         label ahead of its event, keys the featurizer would have to forget. (The caller rejects
         ids it has already labelled.) After the models learned ``k`` of the batch's accepted labels
         for each ``k`` in ``checkpoint_after``, the River pipelines are synced and
-        ``on_checkpoint(k)`` is called. ``fresh_prior[m]``, when not ``None``, is what model ``m``
-        serves while it has learned nothing (the learner's prior): its scores of the events before
-        the batch's first learned label.
+        ``on_checkpoint(k, j)`` is called (``j``: that label's index in ``labels``).
+        ``fresh_prior[m]``, when not ``None``, is what model ``m`` serves while it has learned
+        nothing (the learner's prior): its scores of the events before the first label learned.
 
         ``pending`` may also hold entries ``(x, event_time_us, key, scores)`` the item path left
         (a dict shared with it): they are taken into the arena when their label comes.
@@ -472,7 +472,7 @@ class TabularStep:
             if cut is not None:
                 self.sync_models()
                 if on_checkpoint is not None:
-                    on_checkpoint(cut)
+                    on_checkpoint(cut, int(acc[cut - 1]))
             seg_a = seg_b
         for m, state in enumerate(self.states):
             state.finish(scores[m])

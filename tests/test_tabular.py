@@ -271,7 +271,7 @@ def test_checkpoints_mid_batch_pickle_as_the_item_path() -> None:
             ref_f.learn_label(key=key, y=item[2] == 1)
             n += 1
             if n % every == 0:
-                expected.append(pickle.dumps(ref_model))
+                expected.append((pickle.dumps(ref_model), item[1]))
     model = get_spec("linear").build(seed=0)
     step = TabularStep(KeyedFeaturizer(), [model])
     got, learned = [], 0
@@ -279,11 +279,13 @@ def test_checkpoints_mid_batch_pickle_as_the_item_path() -> None:
         kinds, ev, lb = _frames(items[a: a + 300])
         n_acc = int(lb.height)  # an upper bound: cuts past the accepted labels are ignored
         cuts = [k for k in range(1, n_acc + 1) if (learned + k) % every == 0]
+        ids = lb.get_column("event_id").to_list()
         out = step.process(kinds=kinds, events=ev, labels=lb, checkpoint_after=cuts,
-                           on_checkpoint=lambda k: got.append(pickle.dumps(model)))
+                           on_checkpoint=lambda k, j, ids=ids: got.append((pickle.dumps(model), ids[j])))
         learned += out.accepted.size
     assert len(got) == len(expected) > 20
-    assert got == expected
+    assert [g[0] for g in got] == [e[0] for e in expected]
+    assert [g[1] for g in got] == [e[1] for e in expected]  # the label each checkpoint follows
 
 
 def test_state_round_trips_through_river() -> None:
