@@ -368,7 +368,7 @@ def test_a_fresh_model_serves_the_prior_until_its_first_label() -> None:
 
 
 def test_bench_script_runs_and_prints_the_ratios(capsys) -> None:
-    from dataflows import bench_tabular
+    from dataflows.bench import tabular as bench_tabular
 
     assert bench_tabular.main(["--events", "1500", "--repeat", "1"]) == 0
     out = capsys.readouterr().out

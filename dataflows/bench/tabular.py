@@ -1,6 +1,6 @@
 """Events/s of the tabular columnar step against the bare River loop, in memory (a script, not a test).
 
-    python -m dataflows.bench_tabular [--events 300000] [--repeat 3]
+    python -m dataflows.bench.tabular [--events 300000] [--repeat 3]
 
 Two generated streams, each event labelled 20-60 events later:
 
