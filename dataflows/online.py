@@ -171,11 +171,17 @@ class ReplayJob:
                          colocate=self.colocate)
 
 
+def _given(lake: str | None, model: str | Sequence[str] | None, values: dict[str, Any]) -> dict[str, Any]:
+    """The keyword settings of a flow factory; ``lake``/``model`` left as ``None`` take the settings' own."""
+    return {**({"lake": lake} if lake is not None else {}), **({"model": model} if model is not None else {}),
+            **values}
+
+
 def replay_job(lake: str | None = None, model: str | Sequence[str] | None = None, *,
                settings: RunSettings | None = None, **values: Any) -> ReplayJob:
     """Resolve the settings of a replay (:class:`~dataflows.settings.RunSettings`, or keyword
     arguments turned into them; keywords given with ``settings`` override it); see :func:`build_flow`."""
-    settings = settings_of("replay", settings, {"lake": lake, "model": model, **values})
+    settings = settings_of("replay", settings, _given(lake, model, values))
     lake = settings.sinks.lake
     integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
     src, md, mon = settings.source, settings.models, settings.monitoring
@@ -382,7 +388,7 @@ def build_live_flow(lake: str | None = None, model: str | Sequence[str] | None =
     """
     from dataflows.kafka import KafkaPredictionsSink, KafkaSource
 
-    settings = settings_of("live", settings, {"lake": lake, "model": model, **values})
+    settings = settings_of("live", settings, _given(lake, model, values))
     src, sinks = settings.source, settings.sinks
     lake = sinks.lake
     integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake

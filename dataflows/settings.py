@@ -371,8 +371,9 @@ class RunSettings:
     @classmethod
     def build(cls, kind: Literal["replay", "live"], values: Mapping[str, Any] | None = None, *,
               environ: Mapping[str, str] | None = None) -> RunSettings:
-        """From flat ``values`` by setting name (``None`` means "not given"), then ``environ`` when given."""
-        values = {k: v for k, v in (values or {}).items() if v is not None or k in ("run_id",)}
+        """From flat ``values`` by setting name, then ``environ`` when given (``None`` is a value:
+        ``label_ttl=None`` waits forever; leave a setting out for its default)."""
+        values = dict(values or {})
         owner = field_names(kind)
         unknown = sorted(set(values) - set(owner))
         if unknown:
@@ -384,7 +385,7 @@ class RunSettings:
 
     @classmethod
     def replay(cls, **values: Any) -> RunSettings:
-        """A replay's settings from keyword arguments (``None`` values mean "the default")."""
+        """A replay's settings from keyword arguments."""
         return cls.build("replay", values)
 
     @classmethod
@@ -453,7 +454,7 @@ def settings_of(kind: Literal["replay", "live"], settings: RunSettings | None, v
         return RunSettings.build(kind, values)
     if settings.kind != kind:
         raise SettingsValueError(f"these settings are for a {settings.kind} run, not a {kind} run")
-    return settings.update(**{k: v for k, v in values.items() if v is not None})
+    return settings.update(**values)
 
 
 def fields_of(kind: Literal["replay", "live"]) -> Sequence[tuple[str, FieldInfo, type[Group]]]:

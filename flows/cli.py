@@ -116,6 +116,7 @@ def replay(*, snapshot_s: float = 10.0, no_recovery: bool = False, **given: Any)
     from lake.errors import RunIdentityError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    given = {k: v for k, v in given.items() if v is not None}  # options not given: the settings' own
     given["lake"] = resolve_lake(given.get("lake"))
     with reading_settings():  # a bad value: one line naming it, exit status 2
         run = RunSettings.from_env(**given)
