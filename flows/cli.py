@@ -174,16 +174,12 @@ def _check_recovery(recovery_dir: Annotated[str, typer.Argument(help="the -r DIR
     return lake_main(["check-recovery", recovery_dir])
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = "riverlake") -> int:
-    """Run ``riverlake`` with ``argv``; returns the exit status. A bad option raises
-    :class:`~lake.errors.UsageError` (one line under :func:`lake.entry.run_main`)."""
+def _invoke(command: Any, args: list[str], prog: str) -> int:
+    """Run a typer/click command in this process; a bad option raises :class:`~lake.errors.UsageError`."""
     from lake.errors import UsageError
 
-    command = typer.main.get_command(build_app())
-    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
     try:
-        code = command.main(args=args, prog_name=prog,
-                            standalone_mode=False)
+        code = command.main(args=args, prog_name=prog, standalone_mode=False)
     except typer.Abort:
         print("interrupted", file=sys.stderr)
         return 130
@@ -192,15 +188,22 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "riverlake") -> int:
         where = f"{ctx.command_path}: " if ctx is not None else f"{prog}: "
         message = ex.format_message() if hasattr(ex, "format_message") else str(ex)
         raise UsageError(" ".join(f"{where}{message}".split())) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     return int(code or 0)
 
 
+def main(argv: Sequence[str] | None = None, *, prog: str = "riverlake") -> int:
+    """Run ``riverlake`` with ``argv``; returns the exit status. A bad option raises
+    :class:`~lake.errors.UsageError` (one line under :func:`lake.entry.run_main`)."""
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
+    return _invoke(typer.main.get_command(build_app()), args, prog)
+
+
 def replay_main(argv: Sequence[str] | None = None, *, prog: str = "riverlake replay") -> int:
-    """``riverlake replay ARGS`` (also ``python -m dataflows.online ARGS``)."""
-    return main(["replay", *(sys.argv[1:] if argv is None else argv)], prog=prog.removesuffix(" replay"))
+    """``riverlake replay ARGS``, also run as ``python -m dataflows.online ARGS``."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    app.command(help=replay.__doc__)(_replay_command())
+    return _invoke(typer.main.get_command(app), list(sys.argv[1:] if argv is None else argv), prog)
 
 
 def run() -> None:
