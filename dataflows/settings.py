@@ -239,6 +239,19 @@ class LiveSettings(Group):
                                 affects_results=False)
 
 
+    @field_validator("kafka_config", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        if isinstance(value, str):  # from the command line
+            import json
+
+            try:
+                return json.loads(value) if value.strip() else None
+            except json.JSONDecodeError as ex:
+                raise ValueError(f"must be a JSON object ({ex.msg})") from None
+        return value
+
+
 class FeaturizerSettings(Group):
     """How payloads become features (:class:`dataflows.features.KeyedFeaturizer`)."""
 

@@ -2,11 +2,12 @@
 
     riverlake ingest --scenario flights                  # fill the lake
     riverlake replay --model linear,tree --shards 2      # replay it through the models
+    riverlake live --brokers host:9092 --topic events    # or learn from a Kafka topic live
     riverlake info                                       # what the lake holds
     riverlake version | promote | drift | benchmark | serve | ...
 
 Every subcommand takes ``--lake`` (else ``$RIVERLAKE_LAKE``, else ``lakehouse``).
-``replay``'s options are made from the settings classes (:mod:`dataflows.settings`),
+``replay``'s and ``live``'s options are made from the settings classes (:mod:`dataflows.settings`),
 one per setting, and each also reads ``RIVERLAKE_<NAME>``; the other subcommands
 run the existing ``python -m`` commands with their own options (``riverlake drift
 --help``). A user mistake ends with one line on stderr and exit status 2.
@@ -129,22 +130,65 @@ def replay(*, snapshot_s: float = 10.0, no_recovery: bool = False, **given: Any)
     return 0
 
 
-def _replay_command() -> Callable[..., int]:
-    run_options = [
+def live(*, snapshot_s: float = 10.0, recovery: str | None = None, **given: Any) -> int:
+    """Predict and learn from a Kafka topic live, into the lake (with --stop-at-end: until the topic's end)."""
+    import logging
+    from datetime import timedelta
+    from pathlib import Path
+
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.run import cli_main
+
+    from dataflows.online import build_live_flow
+    from dataflows.settings import RunSettings
+    from lake import integrity
+    from lake.entry import settings as reading_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    given = {k: v for k, v in given.items() if v is not None}
+    given["lake"] = resolve_lake(given.get("lake"))
+    with reading_settings():
+        run = RunSettings.from_env(kind="live", **given)
+    config = None
+    if recovery is not None:
+        if not Path(recovery).exists():
+            Path(recovery).mkdir(parents=True)
+            init_db_dir(Path(recovery), 1)
+        integrity.check_recovery(recovery)
+        config = RecoveryConfig(recovery)
+    flow = build_live_flow(settings=run)
+    cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=snapshot_s), recovery_config=config)
+    return 0
+
+
+RUN_OPTIONS: dict[str, list[inspect.Parameter]] = {
+    "replay": [
         inspect.Parameter("snapshot_s", inspect.Parameter.KEYWORD_ONLY, default=10.0, annotation=Annotated[
             float, typer.Option("--snapshot-s", help="seconds between recovery snapshots", rich_help_panel="run")]),
         inspect.Parameter("no_recovery", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
             bool, typer.Option("--no-recovery", help="do not keep recovery state", rich_help_panel="run")]),
-    ]
+    ],
+    "live": [
+        inspect.Parameter("snapshot_s", inspect.Parameter.KEYWORD_ONLY, default=10.0, annotation=Annotated[
+            float, typer.Option("--snapshot-s", help="seconds between recovery snapshots", rich_help_panel="run")]),
+        inspect.Parameter("recovery", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            str | None, typer.Option("--recovery", help="Bytewax recovery folder (made if new): a restart resumes "
+                                     "at the stored offsets", rich_help_panel="run")]),
+    ],
+}
+"""Options of a run that are not settings (how the process runs it)."""
 
+
+def _settings_command(kind: str, run: Callable[..., int]) -> Callable[..., int]:
+    """A typer command for ``run``: its run options, then one option per setting of a ``kind`` run."""
     def command(**kwargs: Any) -> int:
-        return replay(**kwargs)
+        return run(**kwargs)
 
-    params = [*run_options, *setting_parameters("replay")]
+    params = [*RUN_OPTIONS[kind], *setting_parameters(kind)]
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__doc__ = replay.__doc__
-    command.__name__ = "replay"
+    command.__doc__ = run.__doc__
+    command.__name__ = kind
     return command
 
 
@@ -157,7 +201,8 @@ def build_app() -> typer.Typer:
                       f"--lake (else ${LAKE_ENV}, else {DEFAULT_LAKE}).",
                       no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                       context_settings={"help_option_names": ["-h", "--help"]})
-    app.command("replay", help=replay.__doc__)(_replay_command())
+    app.command("replay", help=replay.__doc__)(_settings_command("replay", replay))
+    app.command("live", help=live.__doc__)(_settings_command("live", live))
     for name, (module, help_, leading) in PASS_THROUGH.items():
         old = f"python -m {module.removesuffix('.cli')}{' ' + ' '.join(leading) if leading else ''}"
         app.command(name, help=f"{help_} (as {old}; its options)",
@@ -202,7 +247,7 @@ def replay_main(argv: Sequence[str] | None = None, *, prog: str = "riverlake rep
     """``riverlake replay ARGS``, also run as ``python -m dataflows.online ARGS``."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                       context_settings={"help_option_names": ["-h", "--help"]})
-    app.command(help=replay.__doc__)(_replay_command())
+    app.command(help=replay.__doc__)(_settings_command("replay", replay))
     return _invoke(typer.main.get_command(app), list(sys.argv[1:] if argv is None else argv), prog)
 
 

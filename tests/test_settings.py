@@ -54,6 +54,8 @@ def test_a_setting_added_in_one_place_reaches_replay_live_cli_environment_and_id
     assert riverlake(["replay", "--help"]) == 0
     shown = capsys.readouterr().out
     assert "--warmup" in shown and "RIVERLAKE_WARMUP" in shown
+    assert riverlake(["live", "--help"]) == 0
+    assert "--warmup" in capsys.readouterr().out
     assert riverlake(["replay", "--lake", synthetic_lake, "--no-recovery", "--warmup", "9",
                       "--run-id", "warm-cli"]) == 0
     assert _recorded_settings(synthetic_lake, "warm-cli")["warmup"] == 9
@@ -115,6 +117,20 @@ def test_a_live_run_reads_auto_as_its_fixed_time_scales_and_takes_the_threshold(
     recorded = _recorded_settings(lake, "l")
     assert {k: recorded[k] for k in LIVE_AUTO} == LIVE_AUTO
     assert recorded["threshold"] == 0.7 and recorded["categorical"] == ["key"]
+
+
+def test_riverlake_live_runs_a_topic_with_the_settings_as_options(tmp_path):
+    lake = str(tmp_path / "lake")
+    with mock_cluster() as brokers:
+        events, labels = synthetic_frames(80, seed=3)
+        send(brokers, "cli", frame_messages(events, labels))
+        assert riverlake(["live", "--lake", lake, "--brokers", brokers, "--topic", "cli", "--run-id", "lcli",
+                          "--stop-at-end", "--no-record", "--flush-seconds", "0.5", "--threshold", "0.6",
+                          "--kafka-config", '{"client.id": "riverlake-test"}']) == 0
+    assert read_table(lake, "predictions").filter(pl.col("run_id") == "lcli").height == 80
+    assert _recorded_settings(lake, "lcli")["threshold"] == 0.6
+    with pytest.raises(UsageError, match=r"^kafka_config: must be a JSON object"):
+        riverlake(["live", "--lake", lake, "--kafka-config", "{nope"])
 
 
 def test_bad_values_are_one_line_naming_the_setting_and_the_value():
