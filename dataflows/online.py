@@ -5,7 +5,12 @@ Run it with Bytewax::
     python -m bytewax.run dataflows.online:flow                       # settings from env
     python -m bytewax.run "dataflows.online:build_flow(lake='lakehouse', model='linear,tree')"
 
-``flow`` reads its settings from environment variables (see :func:`defaults_from_env`).
+``flow`` reads its settings from ``RIVERLAKE_*`` environment variables. Every setting is
+declared once, in :mod:`dataflows.settings`; :func:`build_flow`, :func:`replay_job`,
+:func:`run_replay` and :func:`build_live_flow` take them as one
+:class:`~dataflows.settings.RunSettings` (``settings=``) or as keyword arguments, and derive
+the run identity and the learner's :class:`~dataflows.learner.RunConfig` from them.
+``python -m dataflows.online`` is ``riverlake replay`` (:mod:`flows.cli`).
 """
 
 from __future__ import annotations

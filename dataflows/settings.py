@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -144,19 +145,19 @@ class Group(BaseSettings):
                                    dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource,
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        environ = _ENVIRON.get(settings_cls)
+        environ = _ENVIRON.get()
         return (init_settings,) if environ is None else (init_settings, _Environ(settings_cls, environ))
 
     @classmethod
     def build(cls, values: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> Group:
         """The group from ``values`` (by field name), then ``environ``; a bad value is one line."""
-        _ENVIRON[cls] = environ
+        token = _ENVIRON.set(environ)
         try:
             return cls(**values)
         except ValidationError as ex:
             raise SettingsValueError(_one_line(ex, cls, values, environ)) from None
         finally:
-            _ENVIRON.pop(cls, None)
+            _ENVIRON.reset(token)
 
     @classmethod
     def env_var(cls, name: str) -> str:
@@ -168,7 +169,8 @@ class Group(BaseSettings):
         return {name: data[name] for name, info in type(self).model_fields.items() if affects_results(info)}
 
 
-_ENVIRON: dict[type, Mapping[str, str] | None] = {}
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("riverlake_settings_environ", default=None)
+"""The environment a group being built reads (``None``: keyword arguments only)."""
 
 
 def _one_line(ex: ValidationError, cls: type[Group], values: Mapping[str, Any],
