@@ -353,13 +353,6 @@ def run_replay(lake: str | None = None, model: str | Sequence[str] | None = None
     return job.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m dataflows.online``: ``riverlake replay`` (:mod:`flows.cli`) under its old name."""
-    from flows.cli import replay_main  # the command line lives on top; imported only when run as a command
-
-    return replay_main(argv, prog="python -m dataflows.online")
-
-
 LIVE_SWITCH_INTERVAL_S = 0.0005
 """The interpreter's thread switch interval in a live run (Python's default is 5 ms)."""
 
@@ -435,5 +428,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-if __name__ == "__main__":
-    run_main(main)
+if __name__ == "__main__":  # `python -m dataflows.online` is `riverlake replay`; the command line lives on top
+    from flows.cli import replay_main
+
+    run_main(lambda argv: replay_main(argv, prog="python -m dataflows.online"))

@@ -16,7 +16,6 @@ run the existing ``python -m`` commands with their own options (``riverlake drif
 from __future__ import annotations
 
 import inspect
-import os
 import sys
 import types
 import typing
@@ -25,8 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
-LAKE_ENV = "RIVERLAKE_LAKE"
-DEFAULT_LAKE = "lakehouse"
+from lake.entry import DEFAULT_LAKE, LAKE_ENV, resolve_lake
 
 PASS_THROUGH: dict[str, tuple[str, str, Sequence[str]]] = {
     # name: (module with main(argv), help, leading arguments)
@@ -47,11 +45,6 @@ PASS_THROUGH: dict[str, tuple[str, str, Sequence[str]]] = {
     "maintenance-flow": ("flows.maintenance", "lake maintenance as a Prefect flow", ()),
 }
 """Subcommands that run an existing ``main(argv)`` with the arguments given (and ``--lake`` resolved)."""
-
-def resolve_lake(lake: str | None) -> str:
-    """The lake rule of every subcommand: the flag, else ``$RIVERLAKE_LAKE``, else ``lakehouse``."""
-    return lake or os.environ.get(LAKE_ENV) or DEFAULT_LAKE
-
 
 def _with_lake(args: list[str]) -> list[str]:
     given = any(a == "--lake" or a.startswith("--lake=") for a in args)
