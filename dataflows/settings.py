@@ -42,6 +42,7 @@ import os
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
@@ -77,11 +78,11 @@ def _names(value: object) -> object:
     return value
 
 
-def _duration(value: object) -> object:
-    """A duration as given (``"15m"``, ``"auto"``; a number means seconds), checked; off -> ``None``."""
+def _duration(value: object, *, auto: bool = False) -> object:
+    """A duration as given (``"15m"``, ``"auto"`` where allowed; a number means seconds), checked; off -> ``None``."""
     if value is None or (isinstance(value, str) and value.strip().lower() in _OFF):
         return None
-    if isinstance(value, str) and value.strip().lower() == AUTO:
+    if auto and isinstance(value, str) and value.strip().lower() == AUTO:
         return AUTO
     from dataflows.online import parse_duration_us
 
@@ -97,7 +98,7 @@ Names = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_names)]
 """A list of names: ``"a,b"`` or a sequence."""
 Duration = Annotated[str | int | float | None, NoDecode, BeforeValidator(_duration)]
 """A duration (``"30s"``, ``"15m"``, ``"1d"``; numbers are seconds); ``None``/``"none"``: off or forever."""
-AutoDuration = Annotated[str | int | float | None, NoDecode, BeforeValidator(_duration)]
+AutoDuration = Annotated[str | int | float | None, NoDecode, BeforeValidator(partial(_duration, auto=True))]
 """A :data:`Duration` that may also be ``"auto"`` (chosen from the data)."""
 Spec = Annotated[str | None, BeforeValidator(_optional_text)]
 """A spec string; ``None``/``""``/``"none"``: off."""
@@ -131,8 +132,9 @@ class _Environ(EnvSettingsSource):
 class Group(BaseSettings):
     """One group of settings: frozen, validated, unknown names refused.
 
-    Built from keyword arguments (``ModelSettings(seed=7)``) or from the environment
-    (:meth:`from_env`); the two are never mixed behind the caller's back.
+    Built from keyword arguments (``ModelSettings(seed=7)``), and from the environment only
+    when asked (:meth:`build` with ``environ``, :meth:`RunSettings.from_env`): a group built
+    from keywords never reads ``RIVERLAKE_*`` behind the caller's back.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid", validate_default=True,
