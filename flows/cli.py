@@ -46,6 +46,7 @@ PASS_THROUGH: dict[str, tuple[str, str, Sequence[str]]] = {
 }
 """Subcommands that run an existing ``main(argv)`` with the arguments given (and ``--lake`` resolved)."""
 
+
 def _with_lake(args: list[str]) -> list[str]:
     given = any(a == "--lake" or a.startswith("--lake=") for a in args)
     wants_help = any(a in ("-h", "--help") for a in args)
