@@ -345,8 +345,8 @@ class SinkSettings(Group):
                                  affects_results=False)
     flush_rows: int = setting(25_000, "rows buffered before a Delta commit", affects_results=False, ge=1)
     flush_seconds: float = setting(5.0, "seconds between Delta commits at most", affects_results=False, gt=0)
-    control_interval_s: float = setting(2.0, "how often the running flow looks for a new champion",
-                                        affects_results=False, gt=0)
+    control_interval_s: float = setting(2.0, "seconds between the running flow's looks for a new champion "
+                                             "(0: at every batch)", affects_results=False, ge=0)
     colocate: bool = setting(False, "learn each shard inside its source partition (nothing crosses workers)",
                              affects_results=False)
 
