@@ -207,9 +207,9 @@ def replay_job(lake: str | None = None, model: str | Sequence[str] | None = None
     identity = RunIdentity(kind="replay", lake=os.fspath(lake), events_version=pin.events,
                            labels_version=pin.labels, batch_size=source.batch_size, settings=settings.identity())
     run_id = identity.run_id() if settings.sinks.run_id is None else settings.sinks.run_id
+    config = settings.run_config(run_id)
     record_run(lake, run_id, identity)  # another identity under this id is refused here, before any work
     source.run_id = run_id  # named in the progress lines on stderr
-    config = settings.run_config(run_id)
     announce(run_id, pin, chosen.values())
     sinks = settings.sinks
     sink = DeltaSink(lake, run_id=run_id, partitions=src.shards, flush_rows=sinks.flush_rows,
@@ -404,8 +404,8 @@ def build_live_flow(lake: str | None = None, model: str | Sequence[str] | None =
     identity = RunIdentity(kind="live", lake=os.fspath(lake), topic=src.topic, partitions=tuple(source.partitions()),
                            batch_size=src.batch_size, settings=settings.identity())
     run_id = identity.run_id() if sinks.run_id is None else sinks.run_id
-    record_run(lake, run_id, identity)
     config = settings.run_config(run_id)
+    record_run(lake, run_id, identity)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=sinks.flush_rows,
                      flush_seconds=sinks.flush_seconds, urgent_tables=URGENT_TABLES,
                      part_names=source.list_parts() if sinks.colocate else None, snapshot_rows=True)

@@ -303,8 +303,19 @@ class ModelSettings(Group):
 
         if not value:
             raise ValueError("name at least one model spec")
+        if len(set(value)) != len(value):
+            raise ValueError(f"models must be distinct, got {','.join(value)!r}")
         for name in value:
             get_spec(name)
+        return value
+
+    @field_validator("drift")
+    @classmethod
+    def _known_detectors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from monitoring.error_drift import make_detector
+
+        for spec in value:
+            make_detector(spec)  # names the known detectors
         return value
 
 
@@ -323,6 +334,16 @@ class MonitoringSettings(Group):
     action_window: int | Literal["auto"] = setting(AUTO, "recent labelled events to retrain from; least learns "
                                                          "between two actions (auto: a tenth of the labels, "
                                                          f"100..5,000; live {LIVE_AUTO['action_window']:,})")
+
+    @field_validator("anomaly", "watch")
+    @classmethod
+    def _known_specs(cls, value: str | None, info: Any) -> str | None:
+        from monitoring.stream import MonitorConfig
+
+        if value is not None:  # the monitor's own checks: known scorers, detectors and label-free signals
+            MonitorConfig(stats_window_us=None, anomaly=value if info.field_name == "anomaly" else None,
+                          watch=value if info.field_name == "watch" else None)
+        return value
 
     @field_validator("action_window", mode="before")
     @classmethod

@@ -144,8 +144,16 @@ def test_bad_values_are_one_line_naming_the_setting_and_the_value():
         RunSettings.replay(shard=2)
     with pytest.raises(SettingsValueError, match=r"^model: unknown model 'nope'"):
         RunSettings.replay(model="linear,nope")
+    with pytest.raises(SettingsValueError, match=r"^anomaly: unknown anomaly scorer 'nope'"):
+        RunSettings.live(anomaly="nope")
     with pytest.raises(UsageError, match=r"^riverlake replay: Invalid value for '--shards'"):
         riverlake(["replay", "--shards", "two"])
+
+
+def test_a_bad_monitoring_spec_is_refused_before_the_run_is_recorded(synthetic_lake):
+    with pytest.raises(SettingsValueError, match=r"^watch: unknown drift detector 'zzz'"):
+        replay_job(synthetic_lake, "linear", watch="score=zzz", run_id="bad-watch")
+    assert recorded_run(synthetic_lake, "bad-watch") is None
 
 
 def test_the_environment_sets_every_setting_and_keywords_win():
