@@ -5,14 +5,19 @@ Run it with Bytewax::
     python -m bytewax.run dataflows.online:flow                       # settings from env
     python -m bytewax.run "dataflows.online:build_flow(lake='lakehouse', model='linear,tree')"
 
-``flow`` reads its settings from environment variables (see :func:`defaults_from_env`).
+``flow`` reads its settings from ``RIVERLAKE_*`` environment variables. Every setting is
+declared once, in :mod:`dataflows.settings`; :func:`build_flow`, :func:`replay_job`,
+:func:`run_replay` and :func:`build_live_flow` take them as one
+:class:`~dataflows.settings.RunSettings` (``settings=``) or as keyword arguments, and derive
+the run identity and the learner's :class:`~dataflows.learner.RunConfig` from them.
+``python -m dataflows.online`` is ``riverlake replay`` (:mod:`flows.cli`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,20 +30,19 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from dataflows.control import PromotionControl
-from dataflows.defaults import AUTO, History, SettingsError, announce, choose
+from dataflows.defaults import AUTO, History, announce, choose, format_us
 from dataflows.gc_tuning import tune_gc
 from dataflows.items import Batch, Output
 from dataflows.learner import RunConfig, ShardLearner, resume_learner, seal_learner
 from dataflows.replay import pin_versions
+from dataflows.settings import LIVE_AUTO, RunSettings, settings_of
 from dataflows.sinks import URGENT_TABLES, DeltaSink
 from dataflows.sources import ReplaySource
 from dataflows.validate import validate_batch
 from lake import integrity
-from lake.durations import parse_duration_us
-from lake.entry import ArgumentParser, run_main
+from lake.durations import parse_duration_us  # noqa: F401 - re-exported: the one duration grammar
+from lake.entry import run_main
 from lake.runs import RunIdentity, record_run
-from monitoring.detectors import split_specs
-from monitoring.stream import MonitorConfig
 
 
 def check_resumed(snapshot: RunConfig, config: RunConfig) -> None:
@@ -132,17 +136,6 @@ def make_flow(source: Source[Batch], sink: Sink[tuple[str, Output]], config: Run
     return flow
 
 
-def _names(value: str | Sequence[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    return tuple(value)
-
-
-def _specs(value: str | Sequence[str]) -> tuple[str, ...]:
-    """Detector specs, split at commas outside parentheses (the grammar of ``watch=``)."""
-    return tuple(split_specs(value))
-
-
 @dataclass(frozen=True)
 class ReplayJob:
     """The parts of a replay dataflow, before they are wired together."""
@@ -153,6 +146,7 @@ class ReplayJob:
     lake: str
     control_interval_s: float = 2.0
     colocate: bool = False
+    settings: RunSettings | None = None  # as resolved at start ("auto" time scales chosen)
 
     @property
     def run_id(self) -> str:
@@ -164,86 +158,54 @@ class ReplayJob:
                          colocate=self.colocate)
 
 
-def replay_job(
-    lake: str = "lakehouse",
-    model: str | Sequence[str] = "linear",
-    *,
-    run_id: str | None = None,
-    events_version: int | None = None,
-    labels_version: int | None = None,
-    shards: int = 1,
-    batch_size: int | None = None,
-    seed: int = 42,
-    checkpoint_every: int = 10_000,
-    window: str | None = AUTO,
-    grace: str | None = AUTO,
-    threshold: float = 0.5,
-    exclude: str | Sequence[str] = (),
-    categorical: str | Sequence[str] = (),
-    flush_rows: int = 25_000,
-    flush_seconds: float = 5.0,
-    rate: float | None = None,
-    control_interval_s: float = 2.0,
-    label_ttl: str | None = AUTO,
-    hash_fields: str | Sequence[str] = (),
-    n_buckets: int = 2**20,
-    drift: str | Sequence[str] = "adwin",
-    stats_window: str | None = AUTO,
-    lateness: str = "0s",
-    anomaly: str | None = "zscore",
-    watch: str | None = None,
-    drift_action: str = "none",
-    action_window: int | str = AUTO,
-    colocate: bool = False,
-    per_key: bool = False,
-    max_key_models: int = 100_000,
-    balance: bool = False,
-) -> ReplayJob:
-    """Resolve the settings of a replay; see :func:`build_flow` for what they mean."""
+def _given(lake: str | None, model: str | Sequence[str] | None, values: dict[str, Any]) -> dict[str, Any]:
+    """The keyword settings of a flow factory; ``lake``/``model`` left as ``None`` take the settings' own."""
+    return {**({"lake": lake} if lake is not None else {}), **({"model": model} if model is not None else {}),
+            **values}
+
+
+def replay_job(lake: str | None = None, model: str | Sequence[str] | None = None, *,
+               settings: RunSettings | None = None, **values: Any) -> ReplayJob:
+    """Resolve the settings of a replay (:class:`~dataflows.settings.RunSettings`, or keyword
+    arguments turned into them; keywords given with ``settings`` override it); see :func:`build_flow`."""
+    settings = settings_of("replay", settings, _given(lake, model, values))
+    lake = settings.sinks.lake
     integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
-    models = _names(model)
-    pin = pin_versions(lake, events_version=events_version, labels_version=labels_version)
-    featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude)), "categorical": sorted(_names(categorical))}
-    if hash_fields:
-        featurizer.update(hash_fields=sorted(_names(hash_fields)), n_buckets=n_buckets)
-    if per_key:
-        featurizer["shared_prior"] = False  # a key's features from its own events: shard-independent
+    src, md, mon = settings.source, settings.models, settings.monitoring
+    pin = pin_versions(lake, events_version=src.events_version, labels_version=src.labels_version)
     # Time-scale settings not given: from the pinned history (dataflows.defaults), printed below.
+    acting = mon.drift_action != "none"
     chosen = choose(History.read(lake, events_version=pin.events, labels_version=pin.labels),
-                    label_ttl=label_ttl, window=window, grace=grace, stats_window=stats_window,
-                    action_window=action_window if drift_action not in (None, "", "none") else None)
-    window_us, grace_us, ttl_us = (chosen[k].us for k in ("window", "grace", "label_ttl"))
-    stats_us = chosen["stats_window"].us
-    monitor = MonitorConfig.from_settings(stats_window=None if stats_us is None else f"{stats_us}us", lateness=lateness,
-                                          anomaly=anomaly, watch=watch, drift_action=drift_action,
-                                          action_window=chosen["action_window"].us if "action_window" in chosen
-                                          else 5_000)
-    source = ReplaySource(lake, pin=pin, shards=shards, batch_size=batch_size, rate=rate, balance=balance)
+                    label_ttl=md.label_ttl, window=md.window, grace=md.grace, stats_window=mon.stats_window,
+                    action_window=mon.action_window if acting else None)
+    source = ReplaySource(lake, pin=pin, shards=src.shards, batch_size=src.batch_size, rate=src.rate,
+                          balance=src.balance)
+    settings = settings.resolved(
+        **{k: None if chosen[k].us is None else format_us(chosen[k].us)
+           for k in ("window", "grace", "label_ttl", "stats_window")},
+        action_window=chosen["action_window"].us if "action_window" in chosen else LIVE_AUTO["action_window"],
+        events_version=pin.events, labels_version=pin.labels, batch_size=source.batch_size)
     # Label expiry runs per batch, so the batch size is part of what the run computes.
     identity = RunIdentity(kind="replay", lake=os.fspath(lake), events_version=pin.events,
-                           labels_version=pin.labels, batch_size=source.batch_size, settings={
-        "models": models, "seed": seed,
-        "checkpoint_every": checkpoint_every, "window_us": window_us, "grace_us": grace_us,
-        "threshold": threshold, "featurizer": featurizer, "shards": shards, "label_ttl_us": ttl_us,
-        "drift": list(_specs(drift)), "monitor": monitor.identity(),
-        **({"per_key": True, "max_key_models": max_key_models} if per_key else {}),
-        **({"balance": True} if balance and shards > 1 else {}),
-    })
-    run_id = identity.run_id() if run_id is None else run_id
+                           labels_version=pin.labels, batch_size=source.batch_size, settings=settings.identity())
+    run_id = identity.run_id() if settings.sinks.run_id is None else settings.sinks.run_id
+    config = settings.run_config(run_id)
     record_run(lake, run_id, identity)  # another identity under this id is refused here, before any work
     source.run_id = run_id  # named in the progress lines on stderr
-    config = RunConfig(run_id=run_id, models=models, seed=seed, checkpoint_every=checkpoint_every,
-                       window_us=window_us, grace_us=grace_us, threshold=threshold,
-                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_specs(drift),
-                       monitor=monitor, per_key=per_key, max_key_models=max_key_models)
     announce(run_id, pin, chosen.values())
-    sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows,
-                     flush_seconds=flush_seconds, part_names=source.list_parts() if colocate else None)
-    return ReplayJob(source, sink, config, os.fspath(lake), control_interval_s, colocate)
+    sinks = settings.sinks
+    sink = DeltaSink(lake, run_id=run_id, partitions=src.shards, flush_rows=sinks.flush_rows,
+                     flush_seconds=sinks.flush_seconds, part_names=source.list_parts() if sinks.colocate else None)
+    return ReplayJob(source, sink, config, os.fspath(lake), sinks.control_interval_s, sinks.colocate, settings)
 
 
-def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", **settings: Any) -> Dataflow:
+def build_flow(lake: str | None = None, model: str | Sequence[str] | None = None, *,
+               settings: RunSettings | None = None, **values: Any) -> Dataflow:
     """Replay the lake's ``events`` + ``labels`` through the models named in ``model``.
+
+    The settings come as one :class:`~dataflows.settings.RunSettings` (``settings=``), as
+    keyword arguments, or both (keywords win); each is documented once, in
+    :mod:`dataflows.settings`, and summarised here.
 
     ``model`` is one spec name or several separated by commas; the first is the
     champion, the others are challengers that predict and learn in shadow. The
@@ -298,7 +260,7 @@ def build_flow(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     shards, and the processes holding them, get about the same work; with ``per_key`` it
     changes no prediction.
     """
-    return replay_job(lake, model, **settings).flow()
+    return replay_job(lake, model, settings=settings, **values).flow()
 
 
 def recovery_dir(lake: str | os.PathLike[str], run_id: str) -> Path:
@@ -334,8 +296,8 @@ def run_lock(db_dir: Path, run_id: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *, recovery: bool = True,
-               snapshot_s: float = 10.0, **settings: Any) -> str:
+def run_replay(lake: str | None = None, model: str | Sequence[str] | None = None, *, recovery: bool = True,
+               snapshot_s: float = 10.0, settings: RunSettings | None = None, **values: Any) -> str:
     """Run a replay to the end in this process (one worker, on Bytewax's production runner ``cli_main``, as
     ``python -m bytewax.run`` runs it); returns its run id.
 
@@ -356,11 +318,11 @@ def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
 
     if snapshot_s <= 0:
         raise ValueError(f"snapshot_s must be > 0, got {snapshot_s!r}")
-    job = replay_job(lake, model, **settings)
+    job = replay_job(lake, model, settings=settings, **values)
     config = None
     with ExitStack() as held:
         if recovery:
-            db_dir = recovery_dir(lake, job.run_id)
+            db_dir = recovery_dir(job.lake, job.run_id)
             # one process per run and recovery folder: a second one would corrupt the snapshots both resume from
             held.enter_context(run_lock(db_dir, job.run_id))
             if not db_dir.exists():
@@ -373,116 +335,17 @@ def run_replay(lake: str = "lakehouse", model: str | Sequence[str] = "linear", *
     return job.run_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m dataflows.online``: replay a lake with recovery on (see :func:`run_replay`)."""
-    import logging
-
-    parser = ArgumentParser(prog="python -m dataflows.online", description=run_replay.__doc__.split("\n")[0])
-    parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
-    parser.add_argument("--model", default="linear", help="model specs, champion first (default linear)")
-    parser.add_argument("--run-id", default=None,
-                        help="default: derived from the lake, the versions read and the settings")
-    parser.add_argument("--events-version", type=int, default=None, help="Delta version of events (default latest)")
-    parser.add_argument("--labels-version", type=int, default=None, help="Delta version of labels (default latest)")
-    parser.add_argument("--shards", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="items per replay batch (default 10,000; 2,000 when paced with --rate)")
-    parser.add_argument("--checkpoint-every", type=int, default=10_000)
-    parser.add_argument("--window", default=AUTO,
-                        help="prequential metric windows, e.g. 1d (default: from the data, printed at the start)")
-    parser.add_argument("--grace", default=AUTO,
-                        help="how long late labels still count (default: the longest observed label delay)")
-    parser.add_argument("--label-ttl", default=AUTO,
-                        help="give up waiting for a label this long after its event; 'none': wait forever "
-                             "(default: the 99.9th percentile of the observed label delays)")
-    parser.add_argument("--exclude", default="")
-    parser.add_argument("--hash-fields", default="", help="text fields to tokenize and hash (e.g. url)")
-    parser.add_argument("--n-buckets", type=int, default=2**20,
-                        help="hash space of --hash-fields tokens: bounds the model's weights (default 2^20)")
-    parser.add_argument("--rate", type=float, default=None, help="pace the replay (items per second)")
-    parser.add_argument("--snapshot-s", type=float, default=10.0, help="seconds between recovery snapshots")
-    parser.add_argument("--no-recovery", action="store_true", help="do not keep recovery state")
-    parser.add_argument("--drift", default="adwin", help="detectors on every model's error stream ('' for none)")
-    parser.add_argument("--watch", default=None,
-                        help="label-free detectors on the champion, e.g. 'feature:x=adwin; new_features=adwin'")
-    parser.add_argument("--stats-window", default=AUTO,
-                        help="window statistics' tumbling window ('none': off; default: from the data)")
-    parser.add_argument("--lateness", default="0s", help="watermark lag behind the latest event time")
-    parser.add_argument("--anomaly", default="zscore", help="anomaly scorer spec: zscore, hst, ... ('none': off)")
-    parser.add_argument("--drift-action", default="none", choices=["none", "reset", "retrain"],
-                        help="what to do with a model whose error detector alarmed")
-    parser.add_argument("--action-window", default=AUTO,
-                        help="recent labelled events to retrain from; least learns between two actions "
-                             "(default: a tenth of the labels, 100..5,000)")
-    parser.add_argument("--colocate", action="store_true",
-                        help="learn each shard inside its source partition (multi-worker runs: nothing crosses)")
-    parser.add_argument("--per-key", action="store_true",
-                        help="one model per event key (route, carrier, host) instead of one per shard")
-    parser.add_argument("--balance", action="store_true",
-                        help="place keys on shards by event counts (even shards), not CRC-32")
-    parser.add_argument("--max-key-models", type=int, default=100_000,
-                        help="--per-key: keys with a model kept per shard and model (default 100,000)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from lake.errors import RunIdentityError
-
-    try:
-        run_id = run_replay(args.lake, args.model, recovery=not args.no_recovery, snapshot_s=args.snapshot_s,
-                            run_id=args.run_id, events_version=args.events_version, labels_version=args.labels_version,
-                            shards=args.shards, batch_size=args.batch_size,
-                            checkpoint_every=args.checkpoint_every, window=args.window, grace=args.grace,
-                            label_ttl=args.label_ttl, exclude=args.exclude,
-                            rate=args.rate, hash_fields=args.hash_fields, n_buckets=args.n_buckets,
-                            drift=args.drift, watch=args.watch,
-                            stats_window=args.stats_window, lateness=args.lateness, anomaly=args.anomaly,
-                            drift_action=args.drift_action, action_window=args.action_window,
-                            colocate=args.colocate, per_key=args.per_key, max_key_models=args.max_key_models,
-                            balance=args.balance)
-    except (RunIdentityError, SettingsError) as ex:  # refused before any work: one line
-        print(f"error: {ex}", file=sys.stderr)
-        return 2
-    print(run_id)
-    return 0
-
-
 LIVE_SWITCH_INTERVAL_S = 0.0005
 """The interpreter's thread switch interval in a live run (Python's default is 5 ms)."""
 
 
-def build_live_flow(
-    lake: str = "lakehouse",
-    model: str | Sequence[str] = "linear",
-    *,
-    brokers: str,
-    topic: str,
-    predictions_topic: str | None = None,
-    run_id: str | None = None,
-    stop_at_end: bool = False,
-    record: bool = True,
-    kafka_config: dict[str, Any] | None = None,
-    batch_size: int = 1_000,
-    seed: int = 42,
-    checkpoint_every: int = 10_000,
-    window: str = "1d",
-    grace: str = "1d",
-    exclude: str | Sequence[str] = (),
-    hash_fields: str | Sequence[str] = (),
-    drift: str | Sequence[str] = "adwin",
-    label_ttl: str | None = "7d",
-    flush_rows: int = 25_000,
-    flush_seconds: float = 5.0,
-    stats_window: str | None = "1m",
-    lateness: str = "0s",
-    anomaly: str | None = "zscore",
-    watch: str | None = None,
-    drift_action: str = "none",
-    action_window: int = 5_000,
-    per_key: bool = False,
-    max_key_models: int = 100_000,
-    colocate: bool = False,
-    trace: str | None = None,
-) -> Dataflow:
-    """The same dataflow fed live from Kafka (see :mod:`dataflows.kafka`).
+def build_live_flow(lake: str | None = None, model: str | Sequence[str] | None = None, *,
+                    settings: RunSettings | None = None, **values: Any) -> Dataflow:
+    """The same dataflow fed live from Kafka (see :mod:`dataflows.kafka`), with the same
+    :class:`~dataflows.settings.RunSettings` as a replay (``RunSettings.live(...)``, or keyword
+    arguments: ``brokers``, ``topic`` and the other :class:`~dataflows.settings.LiveSettings`
+    besides the shared ones). Time scales left at ``"auto"`` take :data:`~dataflows.settings.LIVE_AUTO`:
+    a live run has no history to choose them from.
 
     Events and labels come from ``topic`` (one shard per partition); everything the
     dataflow decides goes to the lake, and served predictions also to
@@ -496,7 +359,7 @@ def build_live_flow(
     settings (``live-...``), so two topics written into one lake never share positions; an
     explicit ``run_id`` first used with another topic or settings is refused (:mod:`lake.runs`).
     ``trace`` (a file prefix) records when each batch was consumed, recorded, scored and
-    sent (:mod:`dataflows.trace`, read by ``python -m dataflows.bench_live``).
+    sent (:mod:`dataflows.trace`, read by ``python -m dataflows.bench.live``).
     Run it with recovery so a restart resumes at the stored offsets::
 
         python -m bytewax.run "dataflows.online:build_live_flow(lake='lakehouse', \\
@@ -505,99 +368,49 @@ def build_live_flow(
     """
     from dataflows.kafka import KafkaPredictionsSink, KafkaSource
 
+    settings = settings_of("live", settings, _given(lake, model, values))
+    src, sinks = settings.source, settings.sinks
+    lake = sinks.lake
     integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
     # The lake's commit threads hold the GIL in turns of the switch interval; each time the
     # prediction path releases it (a poll, a produce) it may wait a whole turn: 5 ms by default.
     sys.setswitchinterval(min(sys.getswitchinterval(), LIVE_SWITCH_INTERVAL_S))
-    source = KafkaSource(brokers, topic, batch_size=batch_size, stop_at_end=stop_at_end,
-                         lake=os.fspath(lake) if record else None, flush_rows=flush_rows,
-                         flush_seconds=flush_seconds, config=kafka_config, trace=trace)
+    source = KafkaSource(src.brokers, src.topic, batch_size=src.batch_size, stop_at_end=src.stop_at_end,
+                         lake=os.fspath(lake) if src.record else None, flush_rows=sinks.flush_rows,
+                         flush_seconds=sinks.flush_seconds, config=src.kafka_config, trace=src.trace)
     shards = len(source.partitions())
-    featurizer: dict[str, Any] = {"exclude": sorted(_names(exclude))}
-    if hash_fields:
-        featurizer["hash_fields"] = sorted(_names(hash_fields))
-    if per_key:
-        featurizer["shared_prior"] = False
-    ttl_us = None if label_ttl in (None, "", "none") else parse_duration_us(label_ttl)
-    window_us, grace_us = parse_duration_us(window), parse_duration_us(grace)
-    monitor = MonitorConfig.from_settings(stats_window=stats_window, lateness=lateness, anomaly=anomaly,
-                                          watch=watch, drift_action=drift_action, action_window=action_window)
-    identity = RunIdentity(kind="live", lake=os.fspath(lake), topic=topic, partitions=tuple(source.partitions()),
-                           batch_size=batch_size, settings={
-        "models": _names(model), "seed": seed, "checkpoint_every": checkpoint_every, "window_us": window_us,
-        "grace_us": grace_us, "featurizer": featurizer, "label_ttl_us": ttl_us, "drift": list(_specs(drift)),
-        "monitor": monitor.identity(), **({"per_key": True, "max_key_models": max_key_models} if per_key else {}),
-    })
-    run_id = identity.run_id() if run_id is None else run_id
+    md, mon = settings.models, settings.monitoring
+    settings = settings.resolved(**{name: LIVE_AUTO[name] for name, value in (
+        ("window", md.window), ("grace", md.grace), ("label_ttl", md.label_ttl),
+        ("stats_window", mon.stats_window), ("action_window", mon.action_window)) if value == AUTO})
+    identity = RunIdentity(kind="live", lake=os.fspath(lake), topic=src.topic, partitions=tuple(source.partitions()),
+                           batch_size=src.batch_size, settings=settings.identity())
+    run_id = identity.run_id() if sinks.run_id is None else sinks.run_id
+    config = settings.run_config(run_id)
     record_run(lake, run_id, identity)
-    config = RunConfig(run_id=run_id, models=_names(model), seed=seed, checkpoint_every=checkpoint_every,
-                       window_us=window_us, grace_us=grace_us,
-                       featurizer=featurizer, label_ttl_us=ttl_us, drift_detectors=_specs(drift),
-                       monitor=monitor, per_key=per_key, max_key_models=max_key_models)
-    sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=flush_rows, flush_seconds=flush_seconds,
-                     urgent_tables=URGENT_TABLES, part_names=source.list_parts() if colocate else None,
-                     snapshot_rows=True)
-    extra = ([KafkaPredictionsSink(brokers, predictions_topic, config=kafka_config, trace=trace)]
-             if predictions_topic else [])
+    sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=sinks.flush_rows,
+                     flush_seconds=sinks.flush_seconds, urgent_tables=URGENT_TABLES,
+                     part_names=source.list_parts() if sinks.colocate else None, snapshot_rows=True)
+    extra = ([KafkaPredictionsSink(src.brokers, src.predictions_topic, config=src.kafka_config, trace=src.trace)]
+             if src.predictions_topic else [])
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),
-                     extra_sinks=extra, colocate=colocate)
+                     extra_sinks=extra, colocate=sinks.colocate, control_interval_s=sinks.control_interval_s)
 
 
-def _flag(text: str) -> bool:
-    """A boolean environment setting: 1/true/yes/on or 0/false/no/off."""
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected one of 1/true/yes/on or 0/false/no/off, got {text!r}")
-
-
-ENV = {
-    "RIVERLAKE_LAKE": ("lake", str, "lakehouse"),
-    "RIVERLAKE_MODELS": ("model", str, "linear"),
-    "RIVERLAKE_RUN_ID": ("run_id", str, None),
-    "RIVERLAKE_EVENTS_VERSION": ("events_version", int, None),
-    "RIVERLAKE_LABELS_VERSION": ("labels_version", int, None),
-    "RIVERLAKE_SHARDS": ("shards", int, 1),
-    "RIVERLAKE_BATCH_SIZE": ("batch_size", int, None),
-    "RIVERLAKE_SEED": ("seed", int, 42),
-    "RIVERLAKE_CHECKPOINT_EVERY": ("checkpoint_every", int, 10_000),
-    "RIVERLAKE_WINDOW": ("window", str, AUTO),
-    "RIVERLAKE_GRACE": ("grace", str, AUTO),
-    "RIVERLAKE_LABEL_TTL": ("label_ttl", str, AUTO),
-    "RIVERLAKE_STATS_WINDOW": ("stats_window", str, AUTO),
-    "RIVERLAKE_EXCLUDE": ("exclude", str, ""),
-    "RIVERLAKE_HASH_FIELDS": ("hash_fields", str, ""),
-    "RIVERLAKE_PER_KEY": ("per_key", _flag, False),
-}
-"""Environment variable → (``build_flow`` argument, type, default)."""
-
-
-def defaults_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """``build_flow`` keyword arguments from ``RIVERLAKE_*`` variables (see :data:`ENV`)."""
-    environ = os.environ if environ is None else environ
-    kwargs: dict[str, Any] = {}
-    for var, (arg, type_, default) in ENV.items():
-        raw = environ.get(var)
-        if raw is None or raw == "":
-            if default is not None:
-                kwargs[arg] = default
-            continue
-        try:
-            kwargs[arg] = type_(raw)
-        except ValueError:
-            kind = "a boolean (1/0, true/false, yes/no, on/off)" if type_ is _flag else type_.__name__
-            raise ValueError(f"{var} must be {kind}, got {raw!r}") from None
-    return kwargs
+def defaults_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``build_flow`` keyword arguments from ``RIVERLAKE_*`` variables, one per setting
+    (:meth:`dataflows.settings.RunSettings.from_env`; a bad value is one line naming the variable)."""
+    return RunSettings.from_env(environ).values()
 
 
 def __getattr__(name: str) -> Any:
     # `python -m bytewax.run dataflows.online:flow` builds the flow on first access, not at import.
     if name == "flow":
-        return build_flow(**defaults_from_env())
+        return build_flow(settings=RunSettings.from_env())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-if __name__ == "__main__":
-    run_main(main)
+if __name__ == "__main__":  # `python -m dataflows.online` is `riverlake replay`; the command line lives on top
+    from flows.cli import replay_main
+
+    run_main(lambda argv: replay_main(argv, prog="python -m dataflows.online"))

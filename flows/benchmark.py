@@ -59,7 +59,7 @@ from flows.bench.report import (
 from flows.bench.strategies import BenchConfig, StrategyRun, StrategySpec, run_isolated, run_strategy
 from flows.bench.stream import Stream, build_stream, parse_every
 from flows.runtime import embedded_prefect
-from lake.entry import ArgumentParser, run_main, settings
+from lake.entry import ArgumentParser, resolve_lake, run_main, settings
 from lake.errors import UsageError
 from lake.table import table_version
 
@@ -509,7 +509,7 @@ def results_from_lake(lake: str, benchmark_id: str | None = None) -> dict[str, d
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m flows.benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--lake", default="lakehouse", help="lake root folder (default ./lakehouse)")
+    parser.add_argument("--lake", default=resolve_lake(), help="lake root (default: $RIVERLAKE_LAKE, else lakehouse)")
     parser.add_argument("--scenario", default=None, help="fill an empty lake with this scenario first")
     parser.add_argument("--n", type=int, default=None, help="--scenario agrawal-drift, urls: number of events")
     parser.add_argument("--hash-fields", default=None, help="text fields tokenized and hashed (default: url for "

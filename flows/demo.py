@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from lake.entry import ArgumentParser, run_main
+from lake.entry import ArgumentParser, resolve_lake, run_main
 
 
 def _report_window(lake: str, wanted: str) -> str:
@@ -37,7 +37,7 @@ def _report_window(lake: str, wanted: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--lake", default="lakehouse", help="lake root folder (default ./lakehouse)")
+    parser.add_argument("--lake", default=resolve_lake(), help="lake root (default: $RIVERLAKE_LAKE, else lakehouse)")
     parser.add_argument("--scenario", default="flights", help="scenario to ingest (default flights)")
     parser.add_argument("--model", default="linear,hoeffding-tree",
                         help="model specs, champion first (default linear,hoeffding-tree)")

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from lake.entry import ArgumentParser, run_main
+from lake.entry import ArgumentParser, resolve_lake, run_main
 
 
 @task(retries=2, retry_delay_seconds=[5, 30])
@@ -40,7 +40,7 @@ def maintenance(lake: str = "lakehouse", retention_hours: int = 168) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m flows.maintenance", description=__doc__.split("\n")[0])
-    parser.add_argument("--lake", default="lakehouse")
+    parser.add_argument("--lake", default=resolve_lake(), help="lake root (default: $RIVERLAKE_LAKE, else lakehouse)")
     parser.add_argument("--retention-hours", type=int, default=168)
     args = parser.parse_args(argv)
     for table, row in maintenance(args.lake, args.retention_hours).items():

@@ -17,11 +17,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lake.entry import ArgumentParser
+from lake.entry import DEFAULT_LAKE, LAKE_ENV, ArgumentParser, resolve_lake
 from lake.errors import LakeError
 
-DEFAULT_LAKE = "./lakehouse"
-LAKE_ENV = "RIVERLAKE_LAKE"
 PROGRESS_MIN_ROWS = 100_000
 """Inputs at least this large get progress lines on stderr."""
 
@@ -350,8 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.lake is None:
-        args.lake = os.environ.get(LAKE_ENV) or DEFAULT_LAKE
+    args.lake = resolve_lake(args.lake)
     try:
         return args.run(args)
     except LakeError as ex:

@@ -30,6 +30,16 @@ from lake.errors import LakeError, UsageError
 USAGE_EXIT = 2
 """Exit status of a command stopped by a user mistake (argparse's own)."""
 
+LAKE_ENV = "RIVERLAKE_LAKE"
+DEFAULT_LAKE = "lakehouse"
+
+
+def resolve_lake(lake: str | None = None) -> str:
+    """The lake of every command: ``--lake`` when given, else ``$RIVERLAKE_LAKE``, else ``lakehouse``."""
+    import os
+
+    return lake or os.environ.get(LAKE_ENV) or DEFAULT_LAKE
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """:class:`argparse.ArgumentParser` whose errors raise :class:`UsageError` (shown as one line)."""

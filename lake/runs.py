@@ -56,7 +56,8 @@ class RunIdentity:
     """Everything that decides what a run writes; two runs with equal identities write the same rows.
 
     ``kind`` is ``"replay"`` (``events_version``/``labels_version`` set) or ``"live"``
-    (``topic`` and ``partitions`` set). ``settings`` must be JSON-serialisable.
+    (``topic`` and ``partitions`` set). ``settings`` must be JSON-serialisable; the flows pass
+    :meth:`dataflows.settings.RunSettings.identity`, every setting that can change a row.
     """
 
     kind: Literal["replay", "live"]

@@ -170,7 +170,7 @@ def test_per_key_is_set_from_the_environment():
 
 
 def test_the_command_line_runs_per_key_models(tmp_path, capsys):
-    from dataflows.online import main
+    from flows.cli import replay_main as main
     from tests.synthetic import make_lake
 
     lake = make_lake(str(tmp_path / "lake"), n=400, keys="abcd")

@@ -10,8 +10,9 @@ import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 
-from dataflows.online import build_flow, build_live_flow, main, replay_job, run_replay
+from dataflows.online import build_flow, build_live_flow, replay_job, run_replay
 from dataflows.produce import frame_messages, send
+from flows.cli import replay_main as main
 from lake.errors import RunIdentityError
 from lake.runs import recorded_run
 from lake.table import append, read_table, table_version

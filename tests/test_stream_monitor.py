@@ -138,7 +138,7 @@ def test_live_generator_windows_and_feature_alarm_reach_the_lake(tmp_path):
 
 
 def test_the_command_line_takes_the_monitoring_settings(synthetic_lake, capsys):
-    from dataflows.online import main
+    from flows.cli import replay_main as main
 
     assert main(["--lake", synthetic_lake, "--no-recovery", "--stats-window", "30m", "--anomaly", "none",
                  "--watch", "score=adwin", "--drift-action", "reset", "--action-window", "500"]) == 0
