@@ -10,6 +10,9 @@ This module holds the learner's state and the item-by-item path. Its parts:
 :mod:`dataflows.learner_columnar` (the columnar step, which may decline a batch),
 :mod:`dataflows.rows` (every table row, by field name), :mod:`dataflows.checkpoints`,
 :mod:`dataflows.expiry` (labels given up on) and :mod:`dataflows.actions` (drift actions).
+
+Size: the item path is one loop over a batch's items, read top to bottom; cut, its state changes
+would sit in several files.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ everything that takes settings:
   could write different rows never share a run id;
 - the learner's :class:`~dataflows.learner.RunConfig` (:meth:`RunSettings.run_config`).
 
+Size: every setting of a run is declared here, once, with its default and its one-line doc; split,
+a new setting would have more than one place to go.
+
 The groups: :class:`ReplaySettings` (the replayed input) or :class:`LiveSettings` (the Kafka
 source), and for both :class:`FeaturizerSettings`, :class:`ModelSettings`,
 :class:`MonitoringSettings` and :class:`SinkSettings`. A bad value is refused with one line
