@@ -28,6 +28,7 @@ import numpy as np
 
 from flows.bench_stream import Stream, parse_every, schedule
 from flows.strategies import BenchConfig, StrategySpec, estimate_seconds, n_retrains
+from lake.durations import parse_optional_us
 from lake.errors import UsageError
 from lake.summary import span_text
 
@@ -160,13 +161,13 @@ def resolve_schedule(stream: Stream, retrain_every: str = "auto", sliding: str =
 
 def parse_budget(text: str | float | None) -> float | None:
     """Seconds of a budget (``"5m"``, ``"300"`` seconds, ``"none"``): ``None`` for no budget."""
-    if text is None or str(text).strip().lower() in ("none", "off", ""):
-        return None
-    s = str(text).strip()
     try:
-        seconds = float(s) if s.replace(".", "", 1).isdigit() else parse_every(s)[1] / 1e6
+        us = parse_optional_us(text)
     except ValueError:
         raise UsageError(f"budget must be a duration (30m), seconds (600) or none, got {text!r}") from None
+    if us is None:
+        return None
+    seconds = us / 1e6
     if seconds <= 0:
         raise UsageError(f"budget must be > 0, got {text!r}")
     return seconds

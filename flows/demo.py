@@ -24,7 +24,7 @@ def _report_window(lake: str, wanted: str) -> str:
     """``wanted``, or half the lake's span of event time when it holds less than two such windows."""
     import polars as pl
 
-    from dataflows.online import parse_duration_us
+    from lake.durations import parse_duration_us
     from lake.table import open_table
 
     span = pl.scan_delta(open_table(lake, "events")).select(

@@ -73,9 +73,9 @@ def measure(stream: Any, name: str, *, window_us: int, seed: int = 42) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dataflows.online import parse_duration_us
     from dataflows.replay import pin_versions
     from flows.bench_stream import build_stream
+    from lake.durations import parse_duration_us
 
     parser = argparse.ArgumentParser(prog="python -m flows.model_choice", description=__doc__.split("\n")[0])
     parser.add_argument("--lake", required=True)

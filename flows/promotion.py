@@ -132,7 +132,7 @@ def window_scores(lake: str, run_id: str, *, window: str | int = "7d", metric: s
         recent = events.sort(["label_time", "shard", "seq"]).tail(window)
         described = f"last {window} labelled events"
     else:
-        from dataflows.online import parse_duration_us
+        from lake.durations import parse_duration_us
 
         span_us = parse_duration_us(window)
         if span_us <= 0:

@@ -66,11 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift-window", default="auto", help="drift report windows: a duration (1d), a number "
                         "of events (2000) or auto (default: chosen from the data at each run)")
     args = parser.parse_args(argv)
-    from monitoring.evidently_report import parse_duration
+    from lake.durations import parse_span
 
     window = args.drift_window.strip()
-    if window != "auto" and not window.isdigit() and parse_duration(window) is None:
-        parser.error(f"--drift-window must be auto, a duration (1d) or a number of events, got {window!r}")
+    if window != "auto":
+        try:
+            parse_span(window)
+        except ValueError:
+            parser.error(f"--drift-window must be auto, a duration (1d) or a number of events, got {window!r}")
     from prefect import serve
 
     from flows.registry import use_tracking_uri

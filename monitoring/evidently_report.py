@@ -33,6 +33,7 @@ from typing import Any, Literal, NamedTuple
 import polars as pl
 
 from lake import names as lake_names
+from lake.durations import is_duration, parse_span, parse_timedelta
 from lake.storage import canonical, state_dir
 
 By = Literal["time", "version"]
@@ -40,20 +41,6 @@ FIXED = ("event_id", "event_time", "key", "offset")
 """Columns of ``events`` that are not features."""
 JOINED = ("score", "prediction", "label")
 """Columns joined from ``predictions`` and ``labels``."""
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
-_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta | None:
-    """``"15m"``, ``"12h"``, ``"1d"``, ``"2w"`` as a timedelta; ``None`` when ``text`` is not a duration.
-
-    >>> parse_duration("12h"), parse_duration("2026-01-01")
-    (datetime.timedelta(seconds=43200), None)
-    """
-    m = _DURATION.match(text)
-    return timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2)]) if m else None
-
 
 def parse_time(text: str | datetime) -> datetime:
     """An ISO 8601 time (naive ones taken as UTC) as an aware UTC datetime."""
@@ -97,8 +84,8 @@ def parse_window(spec: str | tuple[Any, Any], *, by: By) -> Window:
         a, sep, b = str(spec).partition("/")
         if not sep:
             raise ValueError(f"a time window must look like START/END (ISO times or a duration), got {spec!r}")
-    da = parse_duration(a) if isinstance(a, str) else None
-    db = parse_duration(b) if isinstance(b, str) else None
+    da = parse_timedelta(a) if isinstance(a, str) and is_duration(a) else None
+    db = parse_timedelta(b) if isinstance(b, str) and is_duration(b) else None
     if da and db:
         raise ValueError(f"a time window needs at least one time, got {spec!r}")
     start = parse_time(b) - da if da else parse_time(a)
@@ -166,9 +153,13 @@ def choose_windows(lake: str, window: str = "auto", *, min_events: int = MIN_WIN
     from lake.summary import span_text
 
     text = str(window).strip()
-    duration = parse_duration(text)
-    if text != "auto" and duration is None and not text.isdigit():
-        raise UsageError(f"window must be 'auto', a duration such as '1d' or a number of events, got {window!r}")
+    span = None
+    if text != "auto":
+        try:
+            span = parse_span(text)
+        except ValueError:
+            raise UsageError(f"window must be 'auto', a duration such as '1d' or a number of events, "
+                             f"got {window!r}") from None
     t = _event_times(lake)
     n = len(t)
     if n < 4:
@@ -190,13 +181,13 @@ def choose_windows(lake: str, window: str = "auto", *, min_events: int = MIN_WIN
         return WindowChoice(f"{_iso(ref_start)}/{_iso(cur_start)}", f"{_iso(cur_start)}/{_iso(end)}", b - a, n - b,
                             f"last {n - b:,} events vs the {b - a:,} before", reason)
 
-    if text.isdigit():
-        k = int(text)
+    if span is not None and span[0] == "events":
+        k = span[1]
         if k < 2 or 2 * k > n:
             raise UsageError(f"window {k:,} events: needs 2 to {n // 2:,} here ({where})")
         return by_count(k, "as asked")
-    if duration is not None:
-        ref_start, cur_start, ref_n, cur_n = by_time(duration)
+    if span is not None:
+        ref_start, cur_start, ref_n, cur_n = by_time(timedelta(microseconds=span[1]))
         if ref_n < 2 or cur_n < 2:
             raise UsageError(f"window {text}: the last {text} of event time holds {cur_n} event(s) and the {text} "
                              f"before {ref_n} ({where}); a drift report needs at least 2 in each: try "
@@ -205,14 +196,14 @@ def choose_windows(lake: str, window: str = "auto", *, min_events: int = MIN_WIN
                             f"the last {text} of event time ({cur_n:,} events) vs the {text} before ({ref_n:,})",
                             "as asked")
     for name in AUTO_DURATIONS:
-        ref_start, cur_start, ref_n, cur_n = by_time(parse_duration(name))
+        ref_start, cur_start, ref_n, cur_n = by_time(parse_timedelta(name))
         if min(ref_n, cur_n) >= min_events:
             return WindowChoice(
                 f"{_iso(ref_start)}/{_iso(cur_start)}", f"{_iso(cur_start)}/{_iso(end)}", ref_n, cur_n,
                 f"the last {name} of event time ({cur_n:,} events) vs the {name} before ({ref_n:,})",
                 f"auto: the shortest of {', '.join(AUTO_DURATIONS)} holding {min_events:,} events on each side")
     longest = AUTO_DURATIONS[-1]
-    _, _, ref_n, cur_n = by_time(parse_duration(longest))
+    _, _, ref_n, cur_n = by_time(parse_timedelta(longest))
     return by_count(min(count, n // 2),
                     f"auto: {where}; the last {longest} holds {cur_n:,} and the {longest} before {ref_n:,}, "
                     f"fewer than {min_events:,}")

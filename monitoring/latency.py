@@ -162,8 +162,9 @@ def measure(*, rate: float = 5_000, duration_s: float = 60.0, window: str = "1s"
     from bytewax.testing import run_main
 
     from dataflows.learner import RunConfig
-    from dataflows.online import make_flow, parse_duration_us
+    from dataflows.online import make_flow
     from dataflows.sinks import URGENT_TABLES, DeltaSink
+    from lake.durations import parse_duration_us
     from monitoring.stream import MonitorConfig
 
     lake = lake or tempfile.mkdtemp(prefix="riverlake-latency-")
