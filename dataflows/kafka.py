@@ -74,6 +74,7 @@ from dataflows.priority import lower_writer_priority
 from dataflows.replay import FIXED_EVENT_COLUMNS, shard_of
 from dataflows.trace import StageTrace
 from dataflows.validate import validate_batch
+from lake.retry import retrying
 from lake.schemas import UTC_TS
 from lake.table import TableWriter, exists, open_table
 
@@ -363,29 +364,28 @@ class _Recorder:
             self._trace.mark("recorded", self._partition, min(it[0] for it in done), max(it[0] for it in done))
 
     def _append(self, writer: TableWriter, items: list[tuple], rows) -> None:
-        for attempt in range(_COMMIT_ATTEMPTS):
-            done = writer.committed_position
+        current = [writer]
+
+        def once() -> None:
+            done = current[0].committed_position
             todo = items if done is None else [it for it in items if it[0] > done]
-            if not todo:
-                return
-            try:
-                writer.append(rows(todo), position=todo[-1][0])
-                return
-            except CommitFailedError as ex:
-                # Another worker's commit (a new table, a merged column) won the race. The append
-                # is idempotent: re-read the table and this writer's position, and try again.
-                if attempt + 1 == _COMMIT_ATTEMPTS:
-                    raise
-                log.info("%s: commit lost a race (%s); retrying", writer.writer_id, ex)
-                time.sleep(0.05 * (attempt + 1))
-                writer = TableWriter(writer.lake, writer.table, writer_id=writer.writer_id,
-                                     compact_every=writer.compact_every)
-                if writer.table == "events":
-                    self._events = writer
-                    if exists(self._lake, "events"):
-                        self._types.adopt(pa.schema(open_table(self._lake, "events").schema().to_arrow()))
-                else:
-                    self._labels = writer
+            if todo:
+                current[0].append(rows(todo), position=todo[-1][0])
+
+        def reopen(ex: BaseException) -> None:
+            # Another worker's commit (a new table, a merged column) won the race. The append
+            # is idempotent: re-read the table and this writer's position, and try again.
+            old = current[0]
+            log.info("%s: commit lost a race (%s); retrying", old.writer_id, ex)
+            current[0] = TableWriter(old.lake, old.table, writer_id=old.writer_id, compact_every=old.compact_every)
+            if old.table == "events":
+                self._events = current[0]
+                if exists(self._lake, "events"):
+                    self._types.adopt(pa.schema(open_table(self._lake, "events").schema().to_arrow()))
+            else:
+                self._labels = current[0]
+
+        retrying(once, on=CommitFailedError, attempts=_COMMIT_ATTEMPTS, before_retry=reopen)
 
     def _event_rows(self, items: list[tuple]) -> pa.Table:
         return self._types.event_rows(items, [lake_offset(self._partition, it[0]) for it in items])

@@ -57,6 +57,7 @@ from flows.bench_report import (
     window_rows,
 )
 from flows.bench_stream import Stream, build_stream, parse_every
+from flows.retry import is_io_error, retry_options  # noqa: F401  (is_io_error: re-exported)
 from flows.runtime import embedded_prefect
 from flows.strategies import BenchConfig, StrategyRun, StrategySpec, run_isolated, run_strategy
 from lake.entry import ArgumentParser, run_main, settings
@@ -102,40 +103,6 @@ def benchmark_id_for(identity: dict[str, Any], *, now: datetime) -> str:
     """``b<config hash>-<UTC time>``: the hash is the same exactly when pin and settings are."""
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"b{digest}-{now:%Y%m%dT%H%M%S}"
-
-
-def default_tracking(lake: str) -> tuple[str, str | None]:
-    """``(tracking URI, artifact location for a new experiment)``; env ``MLFLOW_TRACKING_URI`` overrides."""
-    root = os.path.abspath(lake)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root}/mlflow.db"
-    return uri, artifact_location_for(uri)
-
-
-def artifact_location_for(uri: str) -> str | None:
-    """Artifacts beside a SQLite store (``DIR/mlartifacts``); a server decides for itself."""
-    if uri.startswith("sqlite:///"):
-        return str(Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts")
-    return None
-
-
-def is_io_error(exc: BaseException | None) -> bool:
-    """Whether ``exc`` is worth retrying: I/O, connection or database errors (also wrapped by MLflow)."""
-    seen = 0
-    while exc is not None and seen < 8:
-        names = {c.__name__ for c in type(exc).__mro__}
-        if names & {"OSError", "ConnectionError", "TimeoutError", "OperationalError", "RequestException"}:
-            return True
-        if "MlflowException" in names and getattr(exc, "error_code", "") in (
-                "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "IO_ERROR"):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
-
-
-def _retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
-    data = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
-    return is_io_error(data if isinstance(data, BaseException) else None)
 
 
 def log_to_mlflow(*, tracking_uri: str, artifact_location: str | None, experiment: str, benchmark_id: str,
@@ -274,8 +241,7 @@ def write_report(path: str, page: str) -> str:
     return path
 
 
-log_mlflow = task(log_to_mlflow, name="log-to-mlflow", cache_policy=NO_CACHE, retries=3,
-                  retry_delay_seconds=[2, 10, 30], retry_condition_fn=_retry_on_io)
+log_mlflow = task(log_to_mlflow, name="log-to-mlflow", cache_policy=NO_CACHE, **retry_options(3, 2.0, only_io=True))
 
 
 # --------------------------------------------------------------------------- the flow
@@ -422,9 +388,10 @@ def benchmark(
                                                                              known=known is not None),
                        stream=stream)
     write_report(report_path, page)
-    from flows.registry import redact_uri
+    from flows.registry import artifact_location, redact_uri, tracking_uri_for
 
-    uri, artifacts = (tracking_uri, artifact_location_for(tracking_uri)) if tracking_uri else default_tracking(lake)
+    uri = tracking_uri_for(lake, tracking_uri)
+    artifacts = artifact_location(uri)
     params = {"lake": os.path.abspath(lake), "benchmark_id": benchmark_id, **info, **{
         k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in settings.items()}}
     strategy_params = {r.name: {"strategy": r.name, "mode": r.name.split("/")[0], "learner": r.name.split("/")[1],

@@ -35,6 +35,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.retry import retry_options
 from lake.entry import ArgumentParser, run_main
 from lake.storage import canonical
 from monitoring.evidently_report import (
@@ -135,9 +136,8 @@ def drift_report(lake: str = "lakehouse", reference: str = "", current: str = ""
                 report.summary.drifted_share, report.seconds)
     failure: BaseException | None = None
     try:
-        report.mlflow_run_id = log_report_task.with_options(
-            retries=retries, retry_delay_seconds=[retry_delay_s * 2**i for i in range(retries)],
-        )(report, lake, tracking_uri)
+        report.mlflow_run_id = log_report_task.with_options(**retry_options(retries, retry_delay_s))(
+            report, lake, tracking_uri)
     except Exception as ex:  # noqa: BLE001 - the lake still gets the row; the flow fails below
         failure = ex
         logger.error("MLflow logging failed after %d retries: %s", retries, ex)

@@ -64,6 +64,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.retry import retry_options
 from lake.entry import ArgumentParser, require_tables, run_main
 from lake.errors import LakeError
 from lake.integrity import IntegrityError
@@ -418,9 +419,6 @@ def _rejected_message(rejected: list[str], n_done: int) -> str:
     return (f"{len(rejected)} checkpoint(s) refused, {n_done} registered; refused: " + "; ".join(rejected))
 
 
-def backoff(retries: int, first_delay_s: float) -> list[float]:
-    """Delays before each retry, doubling: ``backoff(3, 2.0) == [2.0, 4.0, 8.0]``."""
-    return [first_delay_s * 2**i for i in range(retries)]
 
 
 @task(name="plan-versioning", cache_policy=NO_CACHE)
@@ -446,7 +444,7 @@ def version_checkpoints(lake: str = "lakehouse", tracking_uri: str | None = None
 
     logger = get_run_logger()
     uri = tracking_uri_for(lake, tracking_uri)
-    retry = {"retries": retries, "retry_delay_seconds": backoff(retries, retry_delay_s)}
+    retry = retry_options(retries, retry_delay_s)
     plan = plan_task.with_options(**retry)(lake, uri, experiment, registered_model_prefix, run_id)
     logger.info("%d checkpoint(s) to register, %d already in MLflow (%s)", len(plan.pending),
                 plan.already_synced, redact_uri(uri))

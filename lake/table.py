@@ -42,6 +42,7 @@ from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
 
 from lake.errors import SchemaError, TableNotFoundError, WriterFencedError
 from lake.names import select as select_literal
+from lake.retry import retrying
 from lake.schemas import OPEN_TABLES, schema_of
 
 Version = int | str | datetime
@@ -208,15 +209,11 @@ class TableWriter:
         table, or merging new columns, at the same moment) is retried on the fresh table;
         a race lost to a commit of this same writer id raises :class:`WriterFencedError`.
         """
-        for attempt in range(attempts):
-            try:
-                return self._append_once(data, position=position)
-            except (CommitFailedError, _CreateRaceLost):
-                if attempt + 1 == attempts:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-                self._dt = None  # re-read on the next try; what this writer committed stays known
-        raise AssertionError("unreachable")
+        def reread(_: BaseException) -> None:
+            self._dt = None  # re-read on the next try; what this writer committed stays known
+
+        return retrying(lambda: self._append_once(data, position=position), on=(CommitFailedError, _CreateRaceLost),
+                        attempts=attempts, before_retry=reread)
 
     def _fence(self) -> None:
         """Bring the snapshot up to date; fail if this writer id's position moved under it."""
