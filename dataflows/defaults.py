@@ -117,15 +117,14 @@ class History:
         """The event times and label delays of one pinned version of ``events`` + ``labels``."""
         import polars as pl
 
-        from lake.table import open_table
+        from lake.table import read_table
 
-        events = pl.read_delta(open_table(lake, "events", version=events_version),
-                               columns=["event_id", "event_time"])
+        events = read_table(lake, "events", version=events_version, columns=["event_id", "event_time"])
         events = events.with_columns(pl.col("event_time").dt.epoch("us"))
         ev = np.sort(events.get_column("event_time").to_numpy().astype(np.int64))
         if labels_version is None:
             return cls(ev, np.zeros(0, np.int64), np.zeros(0, np.int64))
-        labels = (pl.read_delta(open_table(lake, "labels", version=labels_version), columns=["event_id", "label_time"])
+        labels = (read_table(lake, "labels", version=labels_version, columns=["event_id", "label_time"])
                   .with_columns(pl.col("label_time").dt.epoch("us"))
                   .join(events, on="event_id", how="inner"))
         t = labels.get_column("event_time").to_numpy().astype(np.int64)

@@ -55,7 +55,7 @@ from lake.entry import ArgumentParser, require_tables, run_main
 from lake.errors import LakeError
 from lake.schemas import TABLES
 from lake.summary import latest_run_id
-from lake.table import append, exists, table_uri
+from lake.table import append, exists, scan_table
 
 METRICS = {"log_loss": "lower", "accuracy": "higher"}
 """Metrics a promotion can compare, and which way is better."""
@@ -88,7 +88,7 @@ class Decision:
 
 
 def _scan(lake: str, table: str) -> pl.LazyFrame:
-    return pl.scan_delta(table_uri(lake, table))
+    return scan_table(lake, table)
 
 
 def current_champion(lake: str, run_id: str) -> str:

@@ -130,9 +130,9 @@ def _event_times(lake: str) -> Any:
     """Event times of ``events`` as sorted int64 microseconds (a :class:`TableNotFoundError` without it)."""
     import numpy as np
 
-    from lake.table import open_table
+    from lake.table import scan_table
 
-    col = pl.scan_delta(open_table(lake, "events")).select(pl.col("event_time").dt.epoch("us")).collect()
+    col = scan_table(lake, "events").select(pl.col("event_time").dt.epoch("us")).collect()
     return np.sort(col.get_column("event_time").drop_nulls().to_numpy())
 
 
@@ -241,17 +241,17 @@ def check_windows(lake: str, reference: str | tuple[Any, Any], current: str | tu
 def scan_window(lake: str, window: Window, *, events_version: int | None = None) -> pl.LazyFrame:
     """The ``events`` rows of ``window`` (all their columns), lazily."""
     from lake.errors import UsageError
-    from lake.table import open_table
+    from lake.table import open_table, scan_table
 
     if window.first is None:
-        dt = open_table(lake, "events", version=events_version)
-        return pl.scan_delta(dt).filter((pl.col("event_time") >= window.start) & (pl.col("event_time") < window.end))
+        return scan_table(lake, "events", version=events_version).filter(
+            (pl.col("event_time") >= window.start) & (pl.col("event_time") < window.end))
     latest = open_table(lake, "events").version()
     if window.last > latest:
         raise UsageError(f"events has no version {window.last} (latest {latest})")
-    rows = pl.scan_delta(open_table(lake, "events", version=window.last))
+    rows = scan_table(lake, "events", version=window.last)
     if window.first > 0:
-        before = pl.scan_delta(open_table(lake, "events", version=window.first - 1)).select("event_id")
+        before = scan_table(lake, "events", version=window.first - 1, columns=["event_id"])
         rows = rows.join(before, on="event_id", how="anti")
     return rows
 
@@ -268,13 +268,13 @@ def attach_predictions(lake: str, frame: pl.DataFrame, *, run_id: str | None = N
     Without ``run_id`` the run with the most champion predictions among these events is used;
     ``model`` picks that model's rows instead of the champion's. Returns ``(frame, run_id, model)``.
     """
-    from lake.table import exists, open_table
+    from lake.table import exists, scan_table
 
     if frame.height == 0 or not exists(lake, "predictions"):
         return frame, run_id, model
     lo, hi = frame["event_time"].min(), frame["event_time"].max()
     cols = ["run_id", "event_id", "model", "role", "score", "prediction"] + (["features"] if features else [])
-    scan = (pl.scan_delta(open_table(lake, "predictions"))
+    scan = (scan_table(lake, "predictions")
             .filter((pl.col("event_time") >= lo) & (pl.col("event_time") <= hi))
             .filter(pl.col("model") == model if model else pl.col("role") == "champion"))
     if run_id:
@@ -294,11 +294,11 @@ def attach_predictions(lake: str, frame: pl.DataFrame, *, run_id: str | None = N
 
 def attach_labels(lake: str, frame: pl.DataFrame, *, labels_version: int | None = None) -> pl.DataFrame:
     """Join the ``label`` of each event whose label has arrived (null otherwise)."""
-    from lake.table import exists, open_table
+    from lake.table import exists, scan_table
 
     if frame.height == 0 or not exists(lake, "labels"):
         return frame.with_columns(label=pl.lit(None, pl.Int64))
-    labels = (pl.scan_delta(open_table(lake, "labels", version=labels_version)).select("event_id", "label")
+    labels = (scan_table(lake, "labels", version=labels_version).select("event_id", "label")
               .join(frame.select("event_id").lazy(), on="event_id", how="semi")
               .unique("event_id", keep="first").collect())
     return frame.join(labels, on="event_id", how="left", maintain_order="left")
