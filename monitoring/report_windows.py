@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple
 
 import polars as pl
 
-from lake.durations import is_duration, parse_span, parse_timedelta
+from lake.durations import is_duration, parse_timedelta
 
 By = Literal["time", "version"]
 FIXED = ("event_id", "event_time", "key", "offset")
@@ -123,15 +123,16 @@ def _event_times(lake: str) -> Any:
     return np.sort(col.get_column("event_time").drop_nulls().to_numpy())
 
 
-def choose_windows(lake: str, window: str = "auto", *, min_events: int = MIN_WINDOW_EVENTS,
-                   count: int = COUNT_WINDOW_EVENTS) -> WindowChoice:
+def choose_windows(lake: str, window: str = "auto", *, events: int | None = None,
+                   min_events: int = MIN_WINDOW_EVENTS, count: int = COUNT_WINDOW_EVENTS) -> WindowChoice:
     """The last window of ``events`` and the one before it, chosen before any report is built.
 
-    ``window``: a duration (``"1d"``: the last day of event time against the day before),
-    a number of events (``"2000"``: the last 2,000 events against the 2,000 before), or
+    ``window``: a duration (``"1d"``: the last day of event time against the day before; the
+    grammar of :mod:`lake.durations`, where a bare number is seconds), or
     ``"auto"``: the shortest of :data:`AUTO_DURATIONS` whose two windows each hold
     ``min_events``, else the last ``count`` events against the ``count`` before (half the
-    events each when there are fewer). A window that cannot work (fewer than 2 events on
+    events each when there are fewer). ``events`` (with ``window="auto"``) counts instead:
+    ``events=2000`` is the last 2,000 events against the 2,000 before. A window that cannot work (fewer than 2 events on
     either side) raises :class:`~lake.errors.UsageError` naming what the lake holds.
     """
     import numpy as np
@@ -140,13 +141,16 @@ def choose_windows(lake: str, window: str = "auto", *, min_events: int = MIN_WIN
     from lake.summary import span_text
 
     text = str(window).strip()
-    span = None
+    duration = None
+    if events is not None and (isinstance(events, bool) or not isinstance(events, int) or text != "auto"):
+        raise UsageError(f"events must be a whole number given with window 'auto', got events={events!r} "
+                         f"and window={window!r}")
     if text != "auto":
         try:
-            span = parse_span(text)
+            duration = parse_timedelta(text)
         except ValueError:
-            raise UsageError(f"window must be 'auto', a duration such as '1d' or a number of events, "
-                             f"got {window!r}") from None
+            raise UsageError(f"window must be 'auto' or a duration such as '1d' (a count of events is the "
+                             f"separate events setting), got {window!r}") from None
     t = _event_times(lake)
     n = len(t)
     if n < 4:
@@ -168,17 +172,17 @@ def choose_windows(lake: str, window: str = "auto", *, min_events: int = MIN_WIN
         return WindowChoice(f"{_iso(ref_start)}/{_iso(cur_start)}", f"{_iso(cur_start)}/{_iso(end)}", b - a, n - b,
                             f"last {n - b:,} events vs the {b - a:,} before", reason)
 
-    if span is not None and span[0] == "events":
-        k = span[1]
+    if events is not None:
+        k = events
         if k < 2 or 2 * k > n:
             raise UsageError(f"window {k:,} events: needs 2 to {n // 2:,} here ({where})")
         return by_count(k, "as asked")
-    if span is not None:
-        ref_start, cur_start, ref_n, cur_n = by_time(timedelta(microseconds=span[1]))
+    if duration is not None:
+        ref_start, cur_start, ref_n, cur_n = by_time(duration)
         if ref_n < 2 or cur_n < 2:
             raise UsageError(f"window {text}: the last {text} of event time holds {cur_n} event(s) and the {text} "
                              f"before {ref_n} ({where}); a drift report needs at least 2 in each: try "
-                             f"--window auto or a number of events")
+                             f"--window auto or a number of events (--window-events)")
         return WindowChoice(f"{_iso(ref_start)}/{_iso(cur_start)}", f"{_iso(cur_start)}/{_iso(end)}", ref_n, cur_n,
                             f"the last {text} of event time ({cur_n:,} events) vs the {text} before ({ref_n:,})",
                             "as asked")
@@ -196,9 +200,9 @@ def choose_windows(lake: str, window: str = "auto", *, min_events: int = MIN_WIN
                     f"fewer than {min_events:,}")
 
 
-def last_vs_previous_windows(lake: str, window: str = "1d") -> tuple[str, str]:
-    """``(reference, current)``: the windows :func:`choose_windows` picks for ``window``."""
-    choice = choose_windows(lake, window)
+def last_vs_previous_windows(lake: str, window: str = "1d", *, events: int | None = None) -> tuple[str, str]:
+    """``(reference, current)``: the windows :func:`choose_windows` picks for ``window`` (or ``events``)."""
+    choice = choose_windows(lake, window, events=events)
     return choice.reference, choice.current
 
 
