@@ -53,7 +53,6 @@ from flows.bench_report import (
     score_strategy,
     window_rows,
 )
-from flows.bench_stream import parse_every
 from flows.bench_tasks import (  # noqa: F401  (re-exported: split out of this module)
     as_version,
     benchmark_id_for,
@@ -70,6 +69,7 @@ from flows.bench_tasks import (  # noqa: F401  (re-exported: split out of this m
 from flows.retry import is_io_error  # noqa: F401  (re-exported)
 from flows.runtime import embedded_prefect
 from flows.strategies import BenchConfig, StrategyRun, StrategySpec
+from lake.durations import parse_duration_us
 from lake.entry import ArgumentParser, run_main, settings
 from lake.errors import UsageError
 from lake.table import table_version
@@ -120,9 +120,10 @@ def benchmark(
     ``labels_as_of``: labels version, default latest at the start. ``retrain_every``,
     ``sliding``: a number of events or a duration (``7d``); ``auto`` (see
     :func:`flows.bench_plan.resolve_schedule`, as ``static_rows``: labels the static models
-    are fitted on). ``window``: the event-time window of the per-window metrics (``auto``: at
-    most 60 windows). ``isolate``: each strategy in its own process. ``budget``: wall time of
-    all strategies together (``"20m"``, seconds, ``None``), see :func:`flows.bench_plan.plan_budget`.
+    are fitted on). ``window``: the event-time window of the per-window metrics, a duration of
+    :mod:`lake.durations` (``auto``: at most 60 windows). ``isolate``: each strategy in its own
+    process. ``budget``: wall time of all strategies together (``"20m"``, seconds, ``None``), see
+    :func:`flows.bench_plan.plan_budget`.
     ``hash_fields``/``n_buckets``: text fields (a URL) tokenized and hashed, as in the dataflow.
     """
     logger = get_run_logger()
@@ -156,7 +157,7 @@ def benchmark(
     _log_plan(logger, budget_plan, budget_s)
     if not any(c is not None for c in budget_plan.configs.values()):
         raise UsageError(f"no strategy fits in the budget of {budget_s:,.0f} s: {budget_plan.notes}")
-    window_name, window_us = auto_window(stream) if window == "auto" else (window, parse_every(window)[1])
+    window_name, window_us = auto_window(stream) if window == "auto" else (window, parse_duration_us(window))
     identity = {"lake": os.path.abspath(lake), "pin": pin, "strategies": names, "config": asdict(config),
                 "window_us": window_us, "featurizer": featurizer, "recovery_window": recovery_window,
                 "budget_s": budget_s}
@@ -338,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="more strategies by full name (default periodic-sliding/river-linear)")
     parser.add_argument("--retrain-every", default="auto", help="events (5000) or period (7d); default auto")
     parser.add_argument("--sliding", default="auto", help="sliding window, events or period; default auto")
-    parser.add_argument("--window", default="auto", help="event-time window of per-window metrics; default auto")
+    parser.add_argument("--window", default="auto", help="event-time window of per-window metrics, a duration "
+                        "(1d; a bare number is seconds); default auto")
     parser.add_argument("--static-rows", default="auto", help="labels the static models are fitted on (default "
                         "auto: the first retrain point's, at least 1,000)")
     parser.add_argument("--budget", default=DEFAULT_BUDGET, help="wall time of all strategies together (30m, "
@@ -365,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                     sliding="1" if args.sliding == "auto" else args.sliding, max_train_rows=args.max_train_rows,
                     seed=args.seed)
         if args.window != "auto":
-            parse_every(args.window)
+            parse_duration_us(args.window)
     if args.scenario is None or table_version(args.lake, "events") is not None:
         pin = {"events": as_version(args.as_of), "labels": as_version(args.labels_as_of)}
         if isinstance(pin["events"], str) or isinstance(pin["labels"], str):
