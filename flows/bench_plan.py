@@ -28,7 +28,7 @@ import numpy as np
 
 from flows.bench_stream import Stream, parse_every, schedule
 from flows.strategies import BenchConfig, StrategySpec, estimate_seconds, n_retrains
-from lake.durations import parse_optional_us
+from lake.durations import format_us, parse_optional_us
 from lake.errors import UsageError
 from lake.summary import span_text
 
@@ -53,20 +53,6 @@ class Schedule:
     static_rows: int | None
     lines: tuple[str, ...] = ()
 
-
-
-def whole_duration(us: int) -> str:
-    """``us`` in its largest whole unit, as a setting reads (``4h``, not ``14400s``).
-
-    >>> whole_duration(4 * 3_600_000_000), whole_duration(4 * 86_400_000_000), whole_duration(90_000_000)
-    ('4h', '4d', '90s')
-    >>> whole_duration(400_000)
-    '0.4s'
-    """
-    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000)):
-        if us % size == 0:
-            return f"{us // size}{unit}"
-    return f"{us / 1e6:g}s"
 
 def _span(stream: Stream) -> int:
     return int(stream.event_time[-1] - stream.event_time[0]) if stream.n_events else 0
@@ -117,7 +103,7 @@ def resolve_schedule(stream: Stream, retrain_every: str = "auto", sliding: str =
     kind, size = parse_every(retrain_every)
     # sliding window
     if sliding == "auto":
-        candidate = whole_duration(4 * size) if kind == "us" else str(4 * size)
+        candidate = format_us(4 * size) if kind == "us" else str(4 * size)
         expected = _rows_in(stream, parse_every(candidate))
         if kind == "us" and expected < target:
             per_period = int(np.ceil(n * size / max(span, 1)))
