@@ -12,9 +12,6 @@ The one way a strategy gets training labels is :func:`training_rows`, which
 returns only labels that arrived before the event being served, and reports
 them to a :class:`LabelAudit` that raises :class:`LeakError` if a label is used
 before its ``label_time``.
-
->>> parse_every("7d"), parse_every("5000"), parse_every(2500)
-(('us', 604800000000), ('events', 5000), ('events', 2500))
 """
 
 from __future__ import annotations
@@ -28,8 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from lake.durations import parse_span as parse_every  # noqa: F401  (re-exported: the benchmark modules import it from here)
 
 if TYPE_CHECKING:
     from dataflows.replay import Pin

@@ -96,8 +96,10 @@ def benchmark(
     as_of: str | int | None = None,
     labels_as_of: str | int | None = None,
     strategies: list[str] | None = None,
-    retrain_every: str = "auto",
-    sliding: str = "auto",
+    retrain_every: str | None = "auto",
+    sliding: str | None = "auto",
+    retrain_every_events: int | None = None,
+    sliding_events: int | None = None,
     window: str = "auto",
     seed: int = 42,
     max_train_rows: int | None = None,
@@ -118,7 +120,8 @@ def benchmark(
 
     ``as_of``: events version (or an ISO timestamp pinning both tables), default latest;
     ``labels_as_of``: labels version, default latest at the start. ``retrain_every``,
-    ``sliding``: a number of events or a duration (``7d``); ``auto`` (see
+    ``sliding``: a duration (``7d``; a bare number is seconds), or a number of events as
+    ``retrain_every_events``, ``sliding_events``; ``auto`` (see
     :func:`flows.bench_plan.resolve_schedule`, as ``static_rows``: labels the static models
     are fitted on). ``window``: the event-time window of the per-window metrics, a duration of
     :mod:`lake.durations` (``auto``: at most 60 windows). ``isolate``: each strategy in its own
@@ -146,12 +149,13 @@ def benchmark(
     if stream.n_events == 0 or len(stream.arrival) == 0:
         raise UsageError(f"nothing to benchmark in {lake}: {stream.n_events} events, {len(stream.arrival)} labels "
                          f"at events v{pin['events']}, labels v{pin['labels']}")
-    chosen = resolve_schedule(stream, retrain_every, sliding, static_rows)
-    retrain_every, sliding = chosen.retrain_every, chosen.sliding
+    chosen = resolve_schedule(stream, retrain_every, sliding, static_rows, retrain_every_events=retrain_every_events,
+                              sliding_events=sliding_events)
     for line in chosen.lines:
         logger.info("%s", line)
-    config = BenchConfig(seed=seed, retrain_every=retrain_every, sliding=sliding, max_train_rows=max_train_rows,
-                         static_rows=chosen.static_rows)
+    config = BenchConfig(seed=seed, retrain_every=chosen.retrain_every, sliding=chosen.sliding,
+                         retrain_every_events=chosen.retrain_every_events, sliding_events=chosen.sliding_events,
+                         max_train_rows=max_train_rows, static_rows=chosen.static_rows)
     overhead = _PROCESS_START_S if isolate else 0.0
     budget_plan = plan_budget(stream, names, config, budget_s, overhead_s=overhead)
     _log_plan(logger, budget_plan, budget_s)
@@ -239,7 +243,9 @@ def benchmark(
     params = {"lake": os.path.abspath(lake), "benchmark_id": benchmark_id, **info, **{
         k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in settings.items()}}
     strategy_params = {r.name: {"strategy": r.name, "mode": r.name.split("/")[0], "learner": r.name.split("/")[1],
-                                "retrain_every": retrain_every, "sliding": sliding, "seed": seed,
+                                "retrain_every": chosen.retrain_every, "sliding": chosen.sliding,
+                                "retrain_every_events": chosen.retrain_every_events,
+                                "sliding_events": chosen.sliding_events, "seed": seed,
                                 "retrain_stride": budget_plan.configs[r.name].retrain_stride,
                                 "static_rows": chosen.static_rows, "note": budget_plan.notes.get(r.name, "")}
                        for r in results}
@@ -337,8 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--static", default="sk-logreg,hgb", help="batch learners fitted once (default sk-logreg,hgb)")
     parser.add_argument("--extra", default="periodic-sliding/river-linear",
                         help="more strategies by full name (default periodic-sliding/river-linear)")
-    parser.add_argument("--retrain-every", default="auto", help="events (5000) or period (7d); default auto")
-    parser.add_argument("--sliding", default="auto", help="sliding window, events or period; default auto")
+    parser.add_argument("--retrain-every", default="auto", help="a period (7d; a bare number is seconds); "
+                        "default auto")
+    parser.add_argument("--retrain-every-events", type=int, default=None, metavar="N",
+                        help="instead of --retrain-every: every N events")
+    parser.add_argument("--sliding", default="auto", help="sliding window, a period (28d); default auto")
+    parser.add_argument("--sliding-events", type=int, default=None, metavar="N",
+                        help="instead of --sliding: the last N events")
     parser.add_argument("--window", default="auto", help="event-time window of per-window metrics, a duration "
                         "(1d; a bare number is seconds); default auto")
     parser.add_argument("--static-rows", default="auto", help="labels the static models are fitted on (default "
@@ -363,9 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         names = strategy_names(args.online, args.adwin, args.batch, args.windows, args.static, args.extra)
         parse_budget(args.budget)
         static_rows = args.static_rows if args.static_rows == "auto" else int(args.static_rows)
-        BenchConfig(retrain_every="1" if args.retrain_every == "auto" else args.retrain_every,
-                    sliding="1" if args.sliding == "auto" else args.sliding, max_train_rows=args.max_train_rows,
-                    seed=args.seed)
+        BenchConfig(retrain_every=None if args.retrain_every == "auto" else args.retrain_every,
+                    sliding=None if args.sliding == "auto" else args.sliding,
+                    retrain_every_events=args.retrain_every_events, sliding_events=args.sliding_events,
+                    max_train_rows=args.max_train_rows, seed=args.seed)
         if args.window != "auto":
             parse_duration_us(args.window)
     if args.scenario is None or table_version(args.lake, "events") is not None:
@@ -376,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         if clock.n_events == 0 or len(clock.arrival) == 0:
             raise UsageError(f"nothing to benchmark in {args.lake}: {clock.n_events} events, "
                              f"{len(clock.arrival)} labels")
-        resolve_schedule(clock, args.retrain_every, args.sliding, static_rows)
+        resolve_schedule(clock, args.retrain_every, args.sliding, static_rows,
+                         retrain_every_events=args.retrain_every_events, sliding_events=args.sliding_events)
     hash_fields = args.hash_fields if args.hash_fields is not None else ("url" if args.scenario == "urls" else "")
     hash_fields = [p for p in hash_fields.split(",") if p]
     started = time.perf_counter()
@@ -385,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     use_tracking_uri(args.tracking_uri)  # not a flow parameter: Prefect stores those
     with embedded_prefect():
         out = benchmark(lake=args.lake, as_of=args.as_of, labels_as_of=args.labels_as_of, strategies=names,
-                        retrain_every=args.retrain_every, sliding=args.sliding, window=args.window, seed=args.seed,
+                        retrain_every=args.retrain_every, sliding=args.sliding,
+                        retrain_every_events=args.retrain_every_events, sliding_events=args.sliding_events,
+                        window=args.window, seed=args.seed,
                         max_train_rows=args.max_train_rows,
                         exclude=[p for p in args.exclude.split(",") if p], isolate=not args.in_process,
                         tracking_uri=None, experiment=args.experiment, scenario=args.scenario,
@@ -394,9 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(out["results"])
     print(table)
     s = out["settings"]
+    every = s["retrain_every"] or f"{s['retrain_every_events']:,} events"
+    window = s["sliding"] or f"{s['sliding_events']:,} events"
     print(f"\nbenchmark {out['benchmark_id']}: {out['info']['n_events']:,} events, {out['info']['n_labels']:,} labels "
-          f"(events v{out['pin']['events']}, labels v{out['pin']['labels']}); retrain every {s['retrain_every']}, "
-          f"sliding window {s['sliding']}, metric window {s['window']}; drifts: {s['drifts']} ({len(out['drifts'])})")
+          f"(events v{out['pin']['events']}, labels v{out['pin']['labels']}); retrain every {every}, "
+          f"sliding window {window}, metric window {s['window']}; drifts: {s['drifts']} ({len(out['drifts'])})")
     for line in out["chosen"]:
         print(f"chosen: {line}")
     ready = out["ready_event"]

@@ -88,25 +88,34 @@ def format_us(us: int) -> str:
     return f"{us}us"
 
 
-def parse_span(text: str | int) -> tuple[str, int]:
-    """A setting that is either a count of events or a duration (the benchmark's ``retrain_every``
-    and ``sliding``, the drift report's ``window``): ``("events", K)`` for a whole number (an
-    ``int`` or a string of digits), ``("us", N)`` for a duration, which here must carry its unit.
+def duration_or_events(name: str, duration: str | int | float | None, events: int | None, *,
+                       default: str | None = None) -> tuple[str, int]:
+    """One of two settings that say how long something lasts: ``name`` (a duration) or
+    ``name_events`` (a count of events). ``("events", K)`` when ``events`` is given, else
+    ``("us", N)`` for ``duration`` (or ``default`` when that is ``None``); giving both fails.
 
-    >>> parse_span("7d"), parse_span("5000"), parse_span(2500)
-    (('us', 604800000000), ('events', 5000), ('events', 2500))
+    >>> duration_or_events("sliding", None, 5000), duration_or_events("sliding", "2h", None)
+    (('events', 5000), ('us', 7200000000))
+    >>> duration_or_events("sliding", "2h", 5000)
+    Traceback (most recent call last):
+    ...
+    ValueError: give sliding (a duration) or sliding_events (a number of events), not both: got '2h' and 5000
     """
-    if isinstance(text, int) and not isinstance(text, bool):
-        if text < 1:
-            raise ValueError(f"a number of events must be >= 1, got {text!r}")
-        return ("events", text)
-    s = str(text).strip()
-    if s.isdigit():
-        return parse_span(int(s))
-    m = _DURATION.match(s)
-    if not m or not m.group(2):
-        raise ValueError(f"expected a number of events (5000) or a duration (30m, 12h, 7d, 2w), got {text!r}")
-    us = parse_duration_us(s)
+    if events is not None:
+        if duration is not None:
+            raise ValueError(f"give {name} (a duration) or {name}_events (a number of events), not both: "
+                             f"got {duration!r} and {events!r}")
+        if isinstance(events, bool) or not isinstance(events, int) or events < 1:
+            raise ValueError(f"{name}_events must be a whole number >= 1, got {events!r}")
+        return ("events", events)
+    text = default if duration is None else duration
+    if text is None:
+        raise ValueError(f"give {name} (a duration) or {name}_events (a number of events)")
+    try:
+        us = parse_duration_us(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a duration such as '12h' or '7d' (a number of events is "
+                         f"{name}_events), got {text!r}") from None
     if us <= 0:
-        raise ValueError(f"duration must be > 0, got {text!r}")
+        raise ValueError(f"{name} must be > 0, got {text!r}")
     return ("us", us)

@@ -5,7 +5,8 @@ from datetime import timedelta
 import pytest
 
 from flows.bench_plan import parse_budget
-from lake.durations import format_us, parse_duration_us, parse_optional_us, parse_span, parse_timedelta
+from flows.strategies import BenchConfig
+from lake.durations import format_us, parse_duration_us, parse_optional_us, parse_timedelta
 from monitoring.evidently_report import parse_window
 from monitoring.stream import MonitorConfig
 
@@ -24,7 +25,7 @@ def test_every_user_reads_the_same_grammar():
     assert parse_window("2026-01-01T00:00/500ms", by="time").end.isoformat() == "2026-01-01T00:00:00.500000+00:00"
     assert MonitorConfig.from_settings(stats_window="500ms", lateness="none").stats_window_us == 500_000
     assert parse_budget("1.5h") == 5_400.0 and parse_budget("600") == 600.0 and parse_budget("off") is None
-    assert parse_span("250ms") == ("us", 250_000)
+    assert BenchConfig(retrain_every="250ms").cadence() == ("us", 250_000)
 
 
 def test_switched_off_and_round_trip():
@@ -34,9 +35,13 @@ def test_switched_off_and_round_trip():
 
 
 def test_event_counts_are_not_durations():
-    # settings that accept either take a bare whole number as events and need a unit for time
-    assert parse_span("5000") == ("events", 5000)
-    with pytest.raises(ValueError, match=r"a number of events \(5000\) or a duration"):
-        parse_span("1.5")
+    # a count of events is its own setting; a bare number in a duration setting is seconds
+    assert BenchConfig(retrain_every="5000", sliding_events=900).cadence() == ("us", 5_000_000_000)
+    assert BenchConfig(retrain_every_events=5000).cadence() == ("events", 5000)
+    assert BenchConfig(sliding_events=900).window() == ("events", 900)
+    with pytest.raises(ValueError, match="give sliding .* or sliding_events .*, not both"):
+        BenchConfig(sliding="2h", sliding_events=900)
+    with pytest.raises(ValueError, match="retrain_every must be a duration .* is retrain_every_events"):
+        BenchConfig(retrain_every="weekly")
     with pytest.raises(ValueError, match="duration must look like '30s'"):
         parse_duration_us("7x")
