@@ -2,7 +2,8 @@
 
 A duration is a number with a unit, ``us``, ``ms``, ``s``, ``m``, ``h``, ``d`` or ``w``
 (``"250ms"``, ``"15m"``, ``"1.5h"``, ``"7d"``); a bare number is seconds. Counts of events
-are never durations: settings that count events are separate integer settings.
+are never durations: settings that count events are separate integer settings
+(``sliding`` and ``sliding_events``; :func:`duration_or_events` reads such a pair).
 """
 
 from __future__ import annotations
