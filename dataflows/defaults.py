@@ -46,6 +46,8 @@ from typing import TextIO
 
 import numpy as np
 
+from lake.durations import UNITS, format_us, parse_duration_us
+
 AUTO = "auto"
 """The value of a setting the data decides."""
 
@@ -65,8 +67,6 @@ WARN_SHARE = 0.01
 """A given label TTL shorter than more than this share of the label delays is flagged at the start."""
 
 _S = 1_000_000
-UNITS: tuple[tuple[str, int], ...] = (("d", 86_400 * _S), ("h", 3_600 * _S), ("m", 60 * _S), ("s", _S),
-                                      ("ms", 1_000))
 ROUND_DURATIONS: tuple[str, ...] = (
     "1ms", "10ms", "100ms", "1s", "2s", "5s", "10s", "15s", "30s", "1m", "2m", "5m", "10m", "15m", "30m",
     "1h", "2h", "3h", "6h", "12h", "1d", "2d", "7d", "14d", "30d", "91d", "182d", "365d", "730d", "1826d",
@@ -77,30 +77,6 @@ ROUND_DURATIONS: tuple[str, ...] = (
 
 class SettingsError(ValueError):
     """A setting the history cannot serve (a window it cannot fill); its message is one line."""
-
-
-def duration_us(text: str) -> int:
-    """Microseconds of a round duration such as ``"15m"`` or ``"7d"``.
-
-    >>> duration_us("2h"), duration_us("100ms")
-    (7200000000, 100000)
-    """
-    for unit, us in sorted(UNITS, key=lambda u: -len(u[0])):
-        if text.endswith(unit) and text[: -len(unit)].isdigit():
-            return int(text[: -len(unit)]) * us
-    raise ValueError(f"duration must look like '100ms', '30s', '15m', '2h' or '7d', got {text!r}")
-
-
-def format_us(us: int) -> str:
-    """A duration in the largest unit that divides it (``"41d"``, ``"90m"``, ``"1500ms"``).
-
-    >>> format_us(41 * 86_400_000_000), format_us(5_400_000_000), format_us(1_500_000)
-    ('41d', '90m', '1500ms')
-    """
-    for unit, size in UNITS:
-        if us % size == 0:
-            return f"{us // size}{unit}"
-    return f"{us}us"
 
 
 def round_up(us: float) -> int:
@@ -141,15 +117,14 @@ class History:
         """The event times and label delays of one pinned version of ``events`` + ``labels``."""
         import polars as pl
 
-        from lake.table import open_table
+        from lake.table import read_table
 
-        events = pl.read_delta(open_table(lake, "events", version=events_version),
-                               columns=["event_id", "event_time"])
+        events = read_table(lake, "events", version=events_version, columns=["event_id", "event_time"])
         events = events.with_columns(pl.col("event_time").dt.epoch("us"))
         ev = np.sort(events.get_column("event_time").to_numpy().astype(np.int64))
         if labels_version is None:
             return cls(ev, np.zeros(0, np.int64), np.zeros(0, np.int64))
-        labels = (pl.read_delta(open_table(lake, "labels", version=labels_version), columns=["event_id", "label_time"])
+        labels = (read_table(lake, "labels", version=labels_version, columns=["event_id", "label_time"])
                   .with_columns(pl.col("label_time").dt.epoch("us"))
                   .join(events, on="event_id", how="inner"))
         t = labels.get_column("event_time").to_numpy().astype(np.int64)
@@ -191,11 +166,11 @@ def _median_per_window(sorted_times: np.ndarray, window_us: int) -> float:
 def _window(name: str, times: np.ndarray, *, want: int, what: str) -> Choice:
     """The shortest round window whose non-empty windows hold a median of ``want`` rows."""
     for text in ROUND_DURATIONS:
-        us = duration_us(text)
+        us = parse_duration_us(text)
         median = _median_per_window(times, us)
         if median >= want:
             return Choice(name, us, f"median {median:,.0f} {what} per window; {want:,} wanted")
-    us = duration_us(ROUND_DURATIONS[-1])
+    us = parse_duration_us(ROUND_DURATIONS[-1])
     return Choice(name, us, f"the longest window offered: {_median_per_window(times, us):,.0f} {what} per window, "
                             f"{want:,} wanted")
 
@@ -225,7 +200,6 @@ def choose(history: History, *, label_ttl: str | int | float | None = AUTO, wind
     ``action_window`` (learns) is chosen only when asked for with ``"auto"`` (runs with a drift action).
     Raises :class:`SettingsError` (one line) for a window the history cannot fill.
     """
-    from lake.durations import parse_duration_us
 
     chosen: dict[str, Choice] = {}
     labelled, n_labels = history.labelled_times_us, int(history.label_delays_us.size)

@@ -99,7 +99,7 @@ class Discards:
         if not total or (lost <= WARN_LABEL_SHARE * total
                          and all(n <= WARN_CLASS_SHARE * of for _, n, of in classes)):
             return None
-        from dataflows.defaults import format_us
+        from lake.durations import format_us
 
         parts = [f"{lost:,} of {total:,} labels ({_share(lost, total)}) did not reach learning"]
         parts += [f"{n:,} of {of:,} {name} ({_share(n, of)})" for name, n, of in classes if of]

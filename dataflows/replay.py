@@ -19,7 +19,7 @@ from dataflows.items import EVENT, LABEL, Batch
 from dataflows.validate import MAX_TIME_US, MIN_TIME_US
 from lake import names as lake_names
 from lake.schemas import EVENTS
-from lake.table import open_table
+from lake.table import open_table, scan_table
 
 FIXED_EVENT_COLUMNS = tuple(EVENTS.names)
 
@@ -110,7 +110,7 @@ class ReplayPlan:
             ei += "_"
         events = events.with_row_index(ei)
         if pin.labels is not None:
-            scan = pl.scan_delta(open_table(lake, "labels", version=pin.labels)).with_columns(
+            scan = scan_table(lake, "labels", version=pin.labels).with_columns(
                 pl.col("label_time").dt.epoch("us").alias("label_time"))
             ours = events.lazy().select("event_id", "key", ei)
             if shards == 1:

@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -38,14 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
 from flows.bench.plan import BudgetPlan, label_clock, parse_budget, plan_budget, resolve_schedule
 from flows.bench.progress import StrategyProgress
 from flows.bench.report import (
-    StrategyResult,
     add_ready_metrics,
     auto_window,
     detect_drifts,
@@ -56,9 +53,23 @@ from flows.bench.report import (
     score_strategy,
     window_rows,
 )
-from flows.bench.strategies import BenchConfig, StrategyRun, StrategySpec, run_isolated, run_strategy
-from flows.bench.stream import Stream, build_stream, parse_every
+from flows.bench.strategies import BenchConfig, StrategyRun, StrategySpec
+from flows.bench.tasks import (  # noqa: F401  (re-exported: split out of this module)
+    as_version,
+    benchmark_id_for,
+    ensure_history,
+    featurize,
+    log_mlflow,
+    log_to_mlflow,
+    pin_history,
+    run_one,
+    strategy_names,
+    write_lake,
+    write_report,
+)
+from flows.retry import is_io_error  # noqa: F401  (re-exported)
 from flows.runtime import embedded_prefect
+from lake.durations import parse_duration_us
 from lake.entry import ArgumentParser, resolve_lake, run_main, settings
 from lake.errors import UsageError
 from lake.table import table_version
@@ -76,208 +87,6 @@ _PROCESS_START_S = 6.0
 """Seconds a strategy's own process takes to start and import (2-9 s measured on a busy 2-core machine)."""
 
 
-# --------------------------------------------------------------------------- plain helpers
-
-
-def strategy_names(online: str = "linear", adwin: str = "linear", batch: str = "sk-logreg,hgb",
-                   windows: str = "sliding,expanding", static: str = "sk-logreg,hgb",
-                   extra: str = "") -> list[str]:
-    """Strategy names from the CLI's comma lists (``extra``: full names such as ``periodic-sliding/river-linear``)."""
-    def split(s: str) -> list[str]:
-        return [p.strip() for p in s.split(",") if p.strip()]
-
-    names = [f"online/{m}" for m in split(online)] + [f"adwin-reset/{m}" for m in split(adwin)]
-    names += [f"periodic-{w}/{m}" for m in split(batch) for w in split(windows)]
-    names += [f"static/{m}" for m in split(static)] + split(extra)
-    for name in names:
-        StrategySpec.parse(name)
-    if len(set(names)) != len(names):
-        raise ValueError(f"strategies must be distinct, got {names}")
-    if not names:
-        raise ValueError("no strategy to run")
-    return names
-
-
-def benchmark_id_for(identity: dict[str, Any], *, now: datetime) -> str:
-    """``b<config hash>-<UTC time>``: the hash is the same exactly when pin and settings are."""
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"b{digest}-{now:%Y%m%dT%H%M%S}"
-
-
-def default_tracking(lake: str) -> tuple[str, str | None]:
-    """``(tracking URI, artifact location for a new experiment)``; env ``MLFLOW_TRACKING_URI`` overrides."""
-    root = os.path.abspath(lake)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root}/mlflow.db"
-    return uri, artifact_location_for(uri)
-
-
-def artifact_location_for(uri: str) -> str | None:
-    """Artifacts beside a SQLite store (``DIR/mlartifacts``); a server decides for itself."""
-    if uri.startswith("sqlite:///"):
-        return str(Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts")
-    return None
-
-
-def is_io_error(exc: BaseException | None) -> bool:
-    """Whether ``exc`` is worth retrying: I/O, connection or database errors (also wrapped by MLflow)."""
-    seen = 0
-    while exc is not None and seen < 8:
-        names = {c.__name__ for c in type(exc).__mro__}
-        if names & {"OSError", "ConnectionError", "TimeoutError", "OperationalError", "RequestException"}:
-            return True
-        if "MlflowException" in names and getattr(exc, "error_code", "") in (
-                "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "IO_ERROR"):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
-
-
-def _retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
-    data = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
-    return is_io_error(data if isinstance(data, BaseException) else None)
-
-
-def log_to_mlflow(*, tracking_uri: str, artifact_location: str | None, experiment: str, benchmark_id: str,
-                  params: dict[str, Any], results: list[StrategyResult], strategy_params: dict[str, dict[str, Any]],
-                  report_path: str) -> str:
-    """One parent run (params, report artifact) with a child run per strategy; returns the parent's id.
-
-    Idempotent under retries: runs of an earlier try of the same benchmark are deleted first,
-    and a try that had completed is returned as it is.
-    """
-    from mlflow.entities import Metric, Param, RunTag
-
-    from flows.registry import client_for
-
-    client = client_for(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_location)
-    from flows.registry import runs_tagged
-
-    earlier = runs_tagged(client, exp_id, benchmark_id=benchmark_id)
-    for run in earlier:
-        if run.data.tags.get("riverlake.complete") == "true":
-            return run.info.run_id
-    for run in earlier:
-        client.delete_run(run.info.run_id)
-    now = int(time.time() * 1000)
-    tags = {"riverlake.benchmark_id": benchmark_id, "riverlake.lake": str(params.get("lake", "")),
-            "riverlake.events_version": str(params.get("events_version")),
-            "riverlake.labels_version": str(params.get("labels_version"))}
-    parent = client.create_run(exp_id, run_name=f"benchmark {benchmark_id}", tags=tags).info.run_id
-    client.log_batch(parent, params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())])
-    for r in results:
-        child = client.create_run(exp_id, run_name=r.name, tags={
-            **tags, "mlflow.parentRunId": parent, "riverlake.strategy": r.name}).info.run_id
-        metrics = [Metric(k, float(v), now, 0) for k, v in r.metrics.items() if v is not None]
-        for i, w in enumerate(r.windows):
-            metrics += [Metric(f"window_{k}", float(w[k]), now, i)
-                        for k in ("accuracy", "log_loss", "roc_auc") if w[k] is not None]
-        for k in range(0, len(metrics), 900):
-            client.log_batch(child, metrics=metrics[k:k + 900])
-        client.log_batch(child, params=[Param(k, str(v)) for k, v in sorted(strategy_params[r.name].items())])
-        client.set_terminated(child)
-    client.log_artifact(parent, report_path)
-    client.log_batch(parent, tags=[RunTag("riverlake.complete", "true")])
-    client.set_terminated(parent)
-    return parent
-
-
-def ensure_history(lake: str, scenario: str | None, params: dict[str, Any] | None = None) -> str | None:
-    """Fill an empty lake with ``scenario`` (``params`` such as ``n`` go to it); returns what was done
-    (``None``: nothing to do)."""
-    from lake.table import exists
-
-    if scenario is None or exists(lake, "events"):
-        return None
-    from lake.ingest import ingest_scenario
-
-    return str(ingest_scenario(lake, scenario, **(params or {})))
-
-
-def _as_version(value: str | int | None) -> int | str | None:
-    if value is None or value == "latest":
-        return None
-    if isinstance(value, int) or str(value).isdigit():
-        return int(value)
-    return str(value)  # an ISO timestamp: both tables as of that time
-
-
-# --------------------------------------------------------------------------- tasks
-
-
-@task(cache_policy=NO_CACHE)
-def pin_history(lake: str, as_of: str | int | None, labels_as_of: str | int | None) -> dict[str, int | None]:
-    """The Delta versions the benchmark reads, resolved once (the tables may grow meanwhile)."""
-    from dataflows.replay import pin_versions
-    from lake.table import open_table
-
-    ev, lv = _as_version(as_of), _as_version(labels_as_of)
-    if isinstance(ev, str):  # a timestamp pins both tables
-        events = open_table(lake, "events", version=ev).version()
-        labels = open_table(lake, "labels", version=lv if lv is not None else ev).version()
-        return {"events": events, "labels": labels}
-    if isinstance(lv, str):
-        lv = open_table(lake, "labels", version=lv).version()
-    pin = pin_versions(lake, events_version=ev, labels_version=lv)
-    return {"events": pin.events, "labels": pin.labels}
-
-
-@task(cache_policy=NO_CACHE)
-def featurize(lake: str, pin: dict[str, int | None], featurizer: dict[str, Any]) -> Stream:
-    from dataflows.replay import Pin
-
-    return build_stream(lake, Pin(pin["events"], pin["labels"]), featurizer=featurizer)
-
-
-@task(cache_policy=NO_CACHE, task_run_name="strategy {name}")
-def run_one(stream: Stream, stream_dir: str | None, name: str, config: BenchConfig, work: str,
-            progress: StrategyProgress | None = None) -> StrategyRun:
-    update = None if progress is None else progress.update
-    try:
-        if stream_dir is None:
-            return run_strategy(stream, name, config, progress=update)
-        return run_isolated(stream_dir, name, config, out_dir=Path(work) / name.replace("/", "__"), progress=update)
-    finally:
-        if progress is not None:
-            progress.close()
-
-
-@task(cache_policy=NO_CACHE)
-def write_lake(lake: str, benchmark_id: str, windows: list[dict], runs: list[dict]) -> dict[str, int]:
-    """Idempotent appends (one app transaction per benchmark and table)."""
-    import polars as pl
-
-    from lake.schemas import schema_of
-    from lake.table import append
-
-    out = {}
-    for table, rows in (("benchmark_windows", windows), ("benchmark_runs", runs)):
-        frame = pl.from_arrow(_arrow(rows, schema_of(table)))
-        out[table] = append(lake, table, frame, writer_id=f"benchmark/{benchmark_id}", position=1)
-    return out
-
-
-def _arrow(rows: list[dict], schema: Any) -> Any:
-    import pyarrow as pa
-
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
-@task(cache_policy=NO_CACHE)
-def write_report(path: str, page: str) -> str:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
-log_mlflow = task(log_to_mlflow, name="log-to-mlflow", cache_policy=NO_CACHE, retries=3,
-                  retry_delay_seconds=[2, 10, 30], retry_condition_fn=_retry_on_io)
-
-
 # --------------------------------------------------------------------------- the flow
 
 
@@ -287,8 +96,10 @@ def benchmark(
     as_of: str | int | None = None,
     labels_as_of: str | int | None = None,
     strategies: list[str] | None = None,
-    retrain_every: str = "auto",
-    sliding: str = "auto",
+    retrain_every: str | None = "auto",
+    sliding: str | None = "auto",
+    retrain_every_events: int | None = None,
+    sliding_events: int | None = None,
     window: str = "auto",
     seed: int = 42,
     max_train_rows: int | None = None,
@@ -309,11 +120,13 @@ def benchmark(
 
     ``as_of``: events version (or an ISO timestamp pinning both tables), default latest;
     ``labels_as_of``: labels version, default latest at the start. ``retrain_every``,
-    ``sliding``: a number of events or a duration (``7d``); ``auto`` (see
+    ``sliding``: a duration (``7d``; a bare number is seconds), or a number of events as
+    ``retrain_every_events``, ``sliding_events``; ``auto`` (see
     :func:`flows.bench.plan.resolve_schedule`, as ``static_rows``: labels the static models
-    are fitted on). ``window``: the event-time window of the per-window metrics (``auto``: at
-    most 60 windows). ``isolate``: each strategy in its own process. ``budget``: wall time of
-    all strategies together (``"20m"``, seconds, ``None``), see :func:`flows.bench.plan.plan_budget`.
+    are fitted on). ``window``: the event-time window of the per-window metrics, a duration of
+    :mod:`lake.durations` (``auto``: at most 60 windows). ``isolate``: each strategy in its own
+    process. ``budget``: wall time of all strategies together (``"20m"``, seconds, ``None``), see
+    :func:`flows.bench.plan.plan_budget`.
     ``hash_fields``/``n_buckets``: text fields (a URL) tokenized and hashed, as in the dataflow.
     """
     logger = get_run_logger()
@@ -336,18 +149,19 @@ def benchmark(
     if stream.n_events == 0 or len(stream.arrival) == 0:
         raise UsageError(f"nothing to benchmark in {lake}: {stream.n_events} events, {len(stream.arrival)} labels "
                          f"at events v{pin['events']}, labels v{pin['labels']}")
-    chosen = resolve_schedule(stream, retrain_every, sliding, static_rows)
-    retrain_every, sliding = chosen.retrain_every, chosen.sliding
+    chosen = resolve_schedule(stream, retrain_every, sliding, static_rows, retrain_every_events=retrain_every_events,
+                              sliding_events=sliding_events)
     for line in chosen.lines:
         logger.info("%s", line)
-    config = BenchConfig(seed=seed, retrain_every=retrain_every, sliding=sliding, max_train_rows=max_train_rows,
-                         static_rows=chosen.static_rows)
+    config = BenchConfig(seed=seed, retrain_every=chosen.retrain_every, sliding=chosen.sliding,
+                         retrain_every_events=chosen.retrain_every_events, sliding_events=chosen.sliding_events,
+                         max_train_rows=max_train_rows, static_rows=chosen.static_rows)
     overhead = _PROCESS_START_S if isolate else 0.0
     budget_plan = plan_budget(stream, names, config, budget_s, overhead_s=overhead)
     _log_plan(logger, budget_plan, budget_s)
     if not any(c is not None for c in budget_plan.configs.values()):
         raise UsageError(f"no strategy fits in the budget of {budget_s:,.0f} s: {budget_plan.notes}")
-    window_name, window_us = auto_window(stream) if window == "auto" else (window, parse_every(window)[1])
+    window_name, window_us = auto_window(stream) if window == "auto" else (window, parse_duration_us(window))
     identity = {"lake": os.path.abspath(lake), "pin": pin, "strategies": names, "config": asdict(config),
                 "window_us": window_us, "featurizer": featurizer, "recovery_window": recovery_window,
                 "budget_s": budget_s}
@@ -422,13 +236,16 @@ def benchmark(
                                                                              known=known is not None),
                        stream=stream)
     write_report(report_path, page)
-    from flows.registry import redact_uri
+    from flows.registry import artifact_location, redact_uri, tracking_uri_for
 
-    uri, artifacts = (tracking_uri, artifact_location_for(tracking_uri)) if tracking_uri else default_tracking(lake)
+    uri = tracking_uri_for(lake, tracking_uri)
+    artifacts = artifact_location(uri)
     params = {"lake": os.path.abspath(lake), "benchmark_id": benchmark_id, **info, **{
         k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in settings.items()}}
     strategy_params = {r.name: {"strategy": r.name, "mode": r.name.split("/")[0], "learner": r.name.split("/")[1],
-                                "retrain_every": retrain_every, "sliding": sliding, "seed": seed,
+                                "retrain_every": chosen.retrain_every, "sliding": chosen.sliding,
+                                "retrain_every_events": chosen.retrain_every_events,
+                                "sliding_events": chosen.sliding_events, "seed": seed,
                                 "retrain_stride": budget_plan.configs[r.name].retrain_stride,
                                 "static_rows": chosen.static_rows, "note": budget_plan.notes.get(r.name, "")}
                        for r in results}
@@ -526,9 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--static", default="sk-logreg,hgb", help="batch learners fitted once (default sk-logreg,hgb)")
     parser.add_argument("--extra", default="periodic-sliding/river-linear",
                         help="more strategies by full name (default periodic-sliding/river-linear)")
-    parser.add_argument("--retrain-every", default="auto", help="events (5000) or period (7d); default auto")
-    parser.add_argument("--sliding", default="auto", help="sliding window, events or period; default auto")
-    parser.add_argument("--window", default="auto", help="event-time window of per-window metrics; default auto")
+    parser.add_argument("--retrain-every", default="auto", help="a period (7d; a bare number is seconds); "
+                        "default auto")
+    parser.add_argument("--retrain-every-events", type=int, default=None, metavar="N",
+                        help="instead of --retrain-every: every N events")
+    parser.add_argument("--sliding", default="auto", help="sliding window, a period (28d); default auto")
+    parser.add_argument("--sliding-events", type=int, default=None, metavar="N",
+                        help="instead of --sliding: the last N events")
+    parser.add_argument("--window", default="auto", help="event-time window of per-window metrics, a duration "
+                        "(1d; a bare number is seconds); default auto")
     parser.add_argument("--static-rows", default="auto", help="labels the static models are fitted on (default "
                         "auto: the first retrain point's, at least 1,000)")
     parser.add_argument("--budget", default=DEFAULT_BUDGET, help="wall time of all strategies together (30m, "
@@ -551,20 +374,22 @@ def main(argv: list[str] | None = None) -> int:
         names = strategy_names(args.online, args.adwin, args.batch, args.windows, args.static, args.extra)
         parse_budget(args.budget)
         static_rows = args.static_rows if args.static_rows == "auto" else int(args.static_rows)
-        BenchConfig(retrain_every="1" if args.retrain_every == "auto" else args.retrain_every,
-                    sliding="1" if args.sliding == "auto" else args.sliding, max_train_rows=args.max_train_rows,
-                    seed=args.seed)
+        BenchConfig(retrain_every=None if args.retrain_every == "auto" else args.retrain_every,
+                    sliding=None if args.sliding == "auto" else args.sliding,
+                    retrain_every_events=args.retrain_every_events, sliding_events=args.sliding_events,
+                    max_train_rows=args.max_train_rows, seed=args.seed)
         if args.window != "auto":
-            parse_every(args.window)
+            parse_duration_us(args.window)
     if args.scenario is None or table_version(args.lake, "events") is not None:
-        pin = {"events": _as_version(args.as_of), "labels": _as_version(args.labels_as_of)}
+        pin = {"events": as_version(args.as_of), "labels": as_version(args.labels_as_of)}
         if isinstance(pin["events"], str) or isinstance(pin["labels"], str):
             pin = {"events": None, "labels": None}  # timestamps: checked by the flow itself
         clock = label_clock(args.lake, events_version=pin["events"], labels_version=pin["labels"])
         if clock.n_events == 0 or len(clock.arrival) == 0:
             raise UsageError(f"nothing to benchmark in {args.lake}: {clock.n_events} events, "
                              f"{len(clock.arrival)} labels")
-        resolve_schedule(clock, args.retrain_every, args.sliding, static_rows)
+        resolve_schedule(clock, args.retrain_every, args.sliding, static_rows,
+                         retrain_every_events=args.retrain_every_events, sliding_events=args.sliding_events)
     hash_fields = args.hash_fields if args.hash_fields is not None else ("url" if args.scenario == "urls" else "")
     hash_fields = [p for p in hash_fields.split(",") if p]
     started = time.perf_counter()
@@ -573,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     use_tracking_uri(args.tracking_uri)  # not a flow parameter: Prefect stores those
     with embedded_prefect():
         out = benchmark(lake=args.lake, as_of=args.as_of, labels_as_of=args.labels_as_of, strategies=names,
-                        retrain_every=args.retrain_every, sliding=args.sliding, window=args.window, seed=args.seed,
+                        retrain_every=args.retrain_every, sliding=args.sliding,
+                        retrain_every_events=args.retrain_every_events, sliding_events=args.sliding_events,
+                        window=args.window, seed=args.seed,
                         max_train_rows=args.max_train_rows,
                         exclude=[p for p in args.exclude.split(",") if p], isolate=not args.in_process,
                         tracking_uri=None, experiment=args.experiment, scenario=args.scenario,
@@ -582,9 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(out["results"])
     print(table)
     s = out["settings"]
+    every = s["retrain_every"] or f"{s['retrain_every_events']:,} events"
+    window = s["sliding"] or f"{s['sliding_events']:,} events"
     print(f"\nbenchmark {out['benchmark_id']}: {out['info']['n_events']:,} events, {out['info']['n_labels']:,} labels "
-          f"(events v{out['pin']['events']}, labels v{out['pin']['labels']}); retrain every {s['retrain_every']}, "
-          f"sliding window {s['sliding']}, metric window {s['window']}; drifts: {s['drifts']} ({len(out['drifts'])})")
+          f"(events v{out['pin']['events']}, labels v{out['pin']['labels']}); retrain every {every}, "
+          f"sliding window {window}, metric window {s['window']}; drifts: {s['drifts']} ({len(out['drifts'])})")
     for line in out["chosen"]:
         print(f"chosen: {line}")
     ready = out["ready_event"]

@@ -25,9 +25,9 @@ def _report_window(lake: str, wanted: str) -> str:
     import polars as pl
 
     from lake.durations import parse_duration_us
-    from lake.table import open_table
+    from lake.table import scan_table
 
-    span = pl.scan_delta(open_table(lake, "events")).select(
+    span = scan_table(lake, "events").select(
         (pl.col("event_time").max() - pl.col("event_time").min()).dt.total_seconds()).collect().item()
     if span is None or span >= 2 * parse_duration_us(wanted) / 1e6:
         return wanted

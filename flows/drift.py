@@ -3,6 +3,7 @@
     python -m flows.drift --lake PATH --reference 2013-03-01/7d --current 2013-12-01/7d
     python -m flows.drift --lake PATH --by version --reference 0 --current 1
     python -m flows.drift --lake PATH --window 1d          # the last day against the day before
+    python -m flows.drift --lake PATH --window-events 2000 # the last 2,000 events against the 2,000 before
     python -m flows.drift --lake PATH                      # windows chosen from the data (--window auto)
 
 ``--window auto`` (the default, also of the scheduled deployment) takes the shortest of
@@ -35,6 +36,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.retry import retry_options
 from lake.entry import ArgumentParser, run_main
 from lake.storage import canonical
 from monitoring.evidently_report import (
@@ -135,9 +137,8 @@ def drift_report(lake: str = "lakehouse", reference: str = "", current: str = ""
                 report.summary.drifted_share, report.seconds)
     failure: BaseException | None = None
     try:
-        report.mlflow_run_id = log_report_task.with_options(
-            retries=retries, retry_delay_seconds=[retry_delay_s * 2**i for i in range(retries)],
-        )(report, lake, tracking_uri)
+        report.mlflow_run_id = log_report_task.with_options(**retry_options(retries, retry_delay_s))(
+            report, lake, tracking_uri)
     except Exception as ex:  # noqa: BLE001 - the lake still gets the row; the flow fails below
         failure = ex
         logger.error("MLflow logging failed after %d retries: %s", retries, ex)
@@ -176,8 +177,8 @@ def unchanged_since_last_report(lake: str, reference: str, current: str) -> str 
 
 
 @flow(name="drift-last-vs-previous")
-def last_vs_previous(lake: str = "lakehouse", window: str = "auto", tracking_uri: str | None = None,
-                     max_columns: int = 20, model: str | None = None,
+def last_vs_previous(lake: str = "lakehouse", window: str = "auto", window_events: int | None = None,
+                     tracking_uri: str | None = None, max_columns: int = 20, model: str | None = None,
                      source: Literal["events", "predictions"] = "events",
                      exclude: list[str] | None = None, skip_unchanged: bool = True) -> dict[str, Any]:
     """The last ``window`` of the events against the one before it (for a scheduled deployment).
@@ -186,11 +187,11 @@ def last_vs_previous(lake: str = "lakehouse", window: str = "auto", tracking_uri
     windows read at the version ``events`` is still at: an hourly schedule on a lake that did not change adds no
     identical report, HTML file and MLflow run; the result then holds ``skipped`` (the reason).
 
-    ``window``: ``auto``, a duration or a number of events (see
-    :func:`monitoring.evidently_report.choose_windows`); the choice is logged and returned.
+    ``window``: ``auto`` or a duration (a bare number is seconds); ``window_events``: a number of events
+    instead (see :func:`monitoring.evidently_report.choose_windows`); the choice is logged and returned.
     """
     logger = get_run_logger()
-    choice = choose_windows(lake, window)
+    choice = choose_windows(lake, window, events=window_events)
     logger.info("%s", choice)
     if source == "events" and skip_unchanged:
         unchanged = unchanged_since_last_report(lake, choice.reference, choice.current)
@@ -209,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--current", default=None, help="same syntax as --reference")
     parser.add_argument("--by", default="time", choices=["time", "version"])
     parser.add_argument("--window", default="auto", help="without --reference/--current: the last window vs the "
-                        "one before: a duration (1d), a number of events (2000) or auto (default: chosen from "
+                        "one before: a duration (1d; a bare number is seconds) or auto (default: chosen from "
                         "the data and printed)")
+    parser.add_argument("--window-events", type=int, default=None, metavar="N",
+                        help="instead of --window: the last N events vs the N before")
     parser.add_argument("--max-columns", type=int, default=20)
     parser.add_argument("--model", default=None, help="whose predictions to join (default: the champion)")
     parser.add_argument("--run-id", default=None)
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     # Windows are chosen and checked before the flow starts: a mistake is one line, not a failed flow run.
     by, reference, current = args.by, args.reference, args.current
     if reference is None:
-        choice = choose_windows(args.lake, args.window)
+        choice = choose_windows(args.lake, args.window, events=args.window_events)
         print(choice, flush=True)
         by, reference, current = "time", choice.reference, choice.current
     else:

@@ -13,10 +13,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from flows.retry import retry_options
 from lake.entry import ArgumentParser, resolve_lake, run_main
 
 
-@task(retries=2, retry_delay_seconds=[5, 30])
+@task(**retry_options(2, 5.0))
 def maintain_table(lake: str, table: str, retention_hours: int) -> dict[str, Any]:
     from lake.table import maintain
 

@@ -50,10 +50,12 @@ import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.retry import retry_options
 from lake.entry import ArgumentParser, require_tables, run_main
 from lake.errors import LakeError
 from lake.schemas import TABLES
-from lake.table import append, exists, table_uri
+from lake.summary import latest_run_id
+from lake.table import append, exists, scan_table
 
 METRICS = {"log_loss": "lower", "accuracy": "higher"}
 """Metrics a promotion can compare, and which way is better."""
@@ -86,15 +88,7 @@ class Decision:
 
 
 def _scan(lake: str, table: str) -> pl.LazyFrame:
-    return pl.scan_delta(table_uri(lake, table))
-
-
-def latest_run_id(lake: str) -> str:
-    """The run that wrote the most recent checkpoint."""
-    if not exists(lake, "checkpoints"):
-        raise LakeError(f"no checkpoints in {lake!r}: replay or run a dataflow first")
-    row = _scan(lake, "checkpoints").select("run_id", "created_at").sort("created_at").tail(1).collect()
-    return row["run_id"][0]
+    return scan_table(lake, table)
 
 
 def current_champion(lake: str, run_id: str) -> str:
@@ -299,12 +293,6 @@ def rollback_decision(lake: str, run_id: str) -> tuple[Decision, dict[str, str] 
 # ------------------------------------------------------------------------------------------ Prefect
 
 
-def _retry(retries: int, retry_delay_s: float) -> dict[str, Any]:
-    from flows.versioning import backoff
-
-    return {"retries": retries, "retry_delay_seconds": backoff(retries, retry_delay_s)}
-
-
 @task(name="decide-champion", cache_policy=NO_CACHE)
 def decide_task(lake: str, run_id: str, window: str | int, metric: str, threshold: float, min_labels: int,
                 margin: float) -> Decision:
@@ -338,7 +326,7 @@ def promote(lake: str = "lakehouse", run_id: str | None = None, window: str | in
     run_id = run_id or latest_run_id(lake)
     decision = decide_task(lake, run_id, window, metric, threshold, min_labels, margin)
     logger.info("run %s: %s", run_id, decision.reason)
-    retry = _retry(retries, retry_delay_s)
+    retry = retry_options(retries, retry_delay_s)
     targets = targets_task.with_options(**retry)(lake, run_id, uri, experiment, registered_model_prefix)
     row = record_task.with_options(**retry)(lake, run_id, decision, targets, uri, datetime.now(UTC))
     logger.info("%s is champion of run %s: %s version %s", row["champion"], run_id, row["registered_model"],
@@ -358,7 +346,7 @@ def rollback(lake: str = "lakehouse", run_id: str | None = None, tracking_uri: s
     run_id = run_id or latest_run_id(lake)
     decision, restore = rollback_decision(lake, run_id)
     logger.info("run %s: %s", run_id, decision.reason)
-    retry = _retry(retries, retry_delay_s)
+    retry = retry_options(retries, retry_delay_s)
     targets = targets_task.with_options(**retry)(lake, run_id, uri, experiment, registered_model_prefix)
     if restore is not None:
         targets = {**targets, decision.champion: restore}

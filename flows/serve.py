@@ -21,12 +21,13 @@ from typing import Any
 from lake.entry import ArgumentParser, run_main
 
 
-def deployments(lake: str, *, window: str = "auto") -> list[Any]:
+def deployments(lake: str, *, window: str = "auto", window_events: int | None = None) -> list[Any]:
     """The deployments to serve for ``lake`` (built without contacting the API). Their runs find the
     MLflow store as the flows do: ``$MLFLOW_TRACKING_URI`` of the serving process, else the lake's own
     (a URI may hold a password: it is no deployment parameter).
 
-    ``window``: the drift report's windows (``auto``: chosen from the data at each run).
+    ``window``: the drift report's windows (``auto``: chosen from the data at each run, or a duration);
+    ``window_events``: a number of events per window instead.
     """
     from flows.benchmark import benchmark
     from flows.drift import last_vs_previous
@@ -46,7 +47,7 @@ def deployments(lake: str, *, window: str = "auto") -> list[Any]:
             parameters={"lake": lake}),
         last_vs_previous.to_deployment(
             name="drift-report", interval=timedelta(hours=1), concurrency_limit=1,
-            parameters={"lake": lake, "window": window}),
+            parameters={"lake": lake, "window": window, "window_events": window_events}),
         maintenance.to_deployment(
             name="maintenance", cron="17 3 * * *", concurrency_limit=1, parameters={"lake": lake}),
         # on demand (Run in the UI, parameters editable there): the newest history through the dataflow,
@@ -63,20 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lake", default=os.environ.get("RIVERLAKE_LAKE", "lakehouse"))
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else LAKE/mlflow.db)")
-    parser.add_argument("--drift-window", default="auto", help="drift report windows: a duration (1d), a number "
-                        "of events (2000) or auto (default: chosen from the data at each run)")
+    parser.add_argument("--drift-window", default="auto", help="drift report windows: a duration (1d; a bare "
+                        "number is seconds) or auto (default: chosen from the data at each run)")
+    parser.add_argument("--drift-window-events", type=int, default=None, metavar="N",
+                        help="instead of --drift-window: the last N events vs the N before")
     args = parser.parse_args(argv)
-    from monitoring.evidently_report import parse_duration
+    from lake.durations import is_duration
 
     window = args.drift_window.strip()
-    if window != "auto" and not window.isdigit() and parse_duration(window) is None:
-        parser.error(f"--drift-window must be auto, a duration (1d) or a number of events, got {window!r}")
+    if window != "auto" and not is_duration(window):
+        parser.error(f"--drift-window must be auto or a duration (1d), got {window!r}")
+    if args.drift_window_events is not None and (window != "auto" or args.drift_window_events < 2):
+        parser.error(f"--drift-window-events takes a number >= 2 in place of --drift-window, got "
+                     f"{args.drift_window_events}")
     from prefect import serve
 
     from flows.registry import use_tracking_uri
 
     use_tracking_uri(args.tracking_uri)  # the flow runs (subprocesses) inherit it
-    serve(*deployments(args.lake, window=window))
+    serve(*deployments(args.lake, window=window, window_events=args.drift_window_events))
     return 0
 
 

@@ -64,11 +64,12 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.retry import retry_options
 from lake.entry import ArgumentParser, require_tables, run_main
 from lake.errors import LakeError
 from lake.integrity import IntegrityError
 from lake.reproduce import ChecksumError, verify_signed
-from lake.table import exists, open_table, table_uri
+from lake.table import exists, open_table, scan_table
 from lake.table import table_version as lake_table_version
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def plan_sync(lake: str, tracking_uri: str, *, experiment: str = "riverlake",
     at_sync = {t: lake_table_version(lake, t) for t in ("events", "labels", "checkpoints")}
     if at_sync["checkpoints"] is None:
         return SyncPlan(None, at_sync, [], 0, [])
-    scan = pl.scan_delta(open_table(lake, "checkpoints", version=at_sync["checkpoints"]))
+    scan = scan_table(lake, "checkpoints", version=at_sync["checkpoints"])
     if run_id is not None:
         scan = scan.filter(pl.col("run_id") == run_id)
     if checkpoint_ids is not None:
@@ -202,7 +203,7 @@ def _metrics(lake: str, item: Pending) -> list[Any]:
 
     if not exists(lake, "metrics"):
         return []
-    rows = (pl.scan_delta(table_uri(lake, "metrics"))
+    rows = (scan_table(lake, "metrics")
             .filter((pl.col("run_id") == item.run_id) & (pl.col("model") == item.model)
                     & (pl.col("shard") == item.shard) & (pl.col("seq") <= item.seq))
             .select("window_end", "cum_n", *METRIC_COLUMNS)
@@ -221,7 +222,7 @@ def _learned_span(lake: str, item: Pending) -> dict[str, str]:
     """First and last event the checkpoint's model learned (id and event time)."""
     if item.n_learned == 0 or not exists(lake, "learn_log"):
         return {}
-    rows = (pl.scan_delta(table_uri(lake, "learn_log"))
+    rows = (scan_table(lake, "learn_log")
             .filter((pl.col("run_id") == item.run_id) & (pl.col("model") == item.model)
                     & (pl.col("shard") == item.shard) & pl.col("learn_order").is_in([1, item.n_learned]))
             .select("learn_order", "event_id", "event_time")
@@ -279,7 +280,7 @@ def summarize_parent(lake: str, run_id: str, *, tracking_uri: str, experiment: s
 
     summary: dict[str, float] = {}
     if exists(lake, "metrics"):
-        last = (pl.scan_delta(table_uri(lake, "metrics")).filter(pl.col("run_id") == run_id)
+        last = (scan_table(lake, "metrics").filter(pl.col("run_id") == run_id)
                 .select("model", "shard", "cum_n", "cum_accuracy", "cum_log_loss").collect()
                 .sort("cum_n").group_by("model", "shard").last()
                 .group_by("model").agg(pl.col("cum_n").sum(),
@@ -326,7 +327,7 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
 
     lake = os.path.abspath(lake) if "://" not in lake else lake
     key = item.key
-    row = (pl.scan_delta(open_table(lake, "checkpoints", version=checkpoints_version))
+    row = (scan_table(lake, "checkpoints", version=checkpoints_version)
            .filter((pl.col("run_id") == item.run_id) & (pl.col("checkpoint_id") == item.checkpoint_id))
            .collect())
     if row.height != 1:
@@ -418,9 +419,6 @@ def _rejected_message(rejected: list[str], n_done: int) -> str:
     return (f"{len(rejected)} checkpoint(s) refused, {n_done} registered; refused: " + "; ".join(rejected))
 
 
-def backoff(retries: int, first_delay_s: float) -> list[float]:
-    """Delays before each retry, doubling: ``backoff(3, 2.0) == [2.0, 4.0, 8.0]``."""
-    return [first_delay_s * 2**i for i in range(retries)]
 
 
 @task(name="plan-versioning", cache_policy=NO_CACHE)
@@ -446,7 +444,7 @@ def version_checkpoints(lake: str = "lakehouse", tracking_uri: str | None = None
 
     logger = get_run_logger()
     uri = tracking_uri_for(lake, tracking_uri)
-    retry = {"retries": retries, "retry_delay_seconds": backoff(retries, retry_delay_s)}
+    retry = retry_options(retries, retry_delay_s)
     plan = plan_task.with_options(**retry)(lake, uri, experiment, registered_model_prefix, run_id)
     logger.info("%d checkpoint(s) to register, %d already in MLflow (%s)", len(plan.pending),
                 plan.already_synced, redact_uri(uri))

@@ -1,5 +1,8 @@
 """Ingest a user file, a frame or a scenario into the lake's ``events`` and ``labels``.
 
+Size: over 1,000 lines while another change edits it; it is split next (reading inputs,
+checking them, writing events and labels) once that change has landed.
+
 Every input goes through one validated path: the whole input is checked first
 (columns, ids, times, labels, numbers, sizes, ids already in the lake) and only
 then written, in chunks of :data:`CHUNK_ROWS` rows. Each chunk is an idempotent

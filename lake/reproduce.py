@@ -41,11 +41,11 @@ from typing import Any
 import polars as pl
 
 from lake import integrity
-from lake.errors import LakeError, TableNotFoundError
+from lake.errors import LakeError
 from lake.integrity import IntegrityError
 from lake.schemas import schema_of
 from lake.scoring import score_one  # the dataflow's own scoring rule
-from lake.table import exists, table_uri
+from lake.table import exists, scan_table
 
 
 class ChecksumError(IntegrityError):
@@ -130,9 +130,7 @@ class Reproduction:
 
 
 def _scan(lake: str | os.PathLike[str], table: str) -> pl.LazyFrame:
-    if not exists(lake, table):
-        raise TableNotFoundError(table, table_uri(lake, table))
-    return pl.scan_delta(table_uri(lake, table))
+    return scan_table(lake, table)
 
 
 def _learn_log(lake: str | os.PathLike[str]) -> pl.LazyFrame:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from lake.errors import LakeError
 from lake.schemas import TABLES
 from lake.table import exists, read_table, table_uri, table_version
 
@@ -92,11 +93,14 @@ def no_skill(positive_rate: float) -> tuple[float, float]:
 
 
 def latest_run_id(lake: str | os.PathLike[str]) -> str:
-    """The run that wrote the most recent predictions."""
-    preds = read_table(lake, "predictions", columns=["run_id"])
-    if preds.height == 0:
-        raise ValueError(f"no predictions in {lake!s}")
-    return preds["run_id"][-1]
+    """The run that wrote the most recent checkpoint (by ``created_at``: Delta keeps no row order
+    across files); every replay checkpoints its models when its stream ends."""
+    if not exists(lake, "checkpoints"):
+        raise LakeError(f"no checkpoints in {os.fspath(lake)!r}: replay or run a dataflow first")
+    rows = read_table(lake, "checkpoints", columns=["run_id", "created_at"])
+    if rows.height == 0:
+        raise LakeError(f"no checkpoints in {os.fspath(lake)!r}: replay or run a dataflow first")
+    return rows.sort(["created_at", "run_id"])["run_id"][-1]
 
 
 def summarize(lake: str | os.PathLike[str], *, run_id: str | None = None) -> RunSummary:

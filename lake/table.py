@@ -42,6 +42,7 @@ from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
 
 from lake.errors import SchemaError, TableNotFoundError, WriterFencedError, WriterStoppedError
 from lake.names import select as select_literal
+from lake.retry import retrying
 from lake.schemas import OPEN_TABLES, schema_of
 
 Version = int | str | datetime
@@ -65,11 +66,18 @@ def exists(lake: str | os.PathLike[str], table: str) -> bool:
     return DeltaTable.is_deltatable(table_uri(lake, table))
 
 
-def open_table(lake: str | os.PathLike[str], table: str, *, version: Version | None = None) -> DeltaTable:
-    """The :class:`DeltaTable` of ``table``, optionally at a version or a timestamp."""
+def open_table(lake: str | os.PathLike[str], table: str, *, version: Version | None = None,
+               storage_options: dict[str, str] | None = None) -> DeltaTable:
+    """The :class:`DeltaTable` of ``table``, optionally at a version or a timestamp.
+
+    The one way the project opens a table to read it (:func:`scan_table` and :func:`read_table`
+    go through it): a missing table raises :class:`~lake.errors.TableNotFoundError` naming it.
+    Object-store credentials come from the environment (:mod:`lake.storage`);
+    ``storage_options`` overrides them for this open.
+    """
     uri = table_uri(lake, table)
     try:
-        dt = DeltaTable(uri)
+        dt = DeltaTable(uri, storage_options=storage_options)
     except _DeltaTableNotFound:
         raise TableNotFoundError(table, uri) from None
     if version is not None:
@@ -84,18 +92,31 @@ def table_version(lake: str | os.PathLike[str], table: str) -> int | None:
     return open_table(lake, table).version()
 
 
+def scan_table(
+    lake: str | os.PathLike[str],
+    table: str,
+    *,
+    version: Version | None = None,
+    columns: list[str] | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> pl.LazyFrame:
+    """``table`` as a lazy polars frame (see :func:`open_table`); ``columns`` are taken literally."""
+    scan = pl.scan_delta(open_table(lake, table, version=version, storage_options=storage_options))
+    return scan if columns is None else select_literal(scan, columns)  # names never read as patterns
+
+
 def read_table(
     lake: str | os.PathLike[str],
     table: str,
     *,
     version: Version | None = None,
     columns: list[str] | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> pl.DataFrame:
     """Read ``table`` as a polars frame; ``version`` time-travels by number, timestamp or ISO string."""
-    dt = open_table(lake, table, version=version)
     if columns is None:
-        return pl.read_delta(dt)
-    return select_literal(pl.scan_delta(dt), columns).collect()  # names taken literally, never as patterns
+        return pl.read_delta(open_table(lake, table, version=version, storage_options=storage_options))
+    return scan_table(lake, table, version=version, columns=columns, storage_options=storage_options).collect()
 
 
 def conform(table: str, data: Any, *, schema: pa.Schema | None = None) -> pa.Table:
@@ -214,19 +235,16 @@ class TableWriter:
         if self._failed is not None:
             # A later commit would pass the failed rows' positions, and a restart would then skip them.
             raise WriterStoppedError(self.table, self.writer_id, cause=self._failed)
+
+        def reread(_: BaseException) -> None:
+            self._dt = None  # re-read on the next try; what this writer committed stays known
+
         try:
-            for attempt in range(attempts):
-                try:
-                    return self._append_once(data, position=position)
-                except (CommitFailedError, _CreateRaceLost):
-                    if attempt + 1 == attempts:
-                        raise
-                    time.sleep(0.05 * (attempt + 1))
-                    self._dt = None  # re-read on the next try; what this writer committed stays known
+            return retrying(lambda: self._append_once(data, position=position),
+                            on=(CommitFailedError, _CreateRaceLost), attempts=attempts, before_retry=reread)
         except Exception as ex:
             self._failed = f"{type(ex).__name__}: {ex}"[:200]
             raise
-        raise AssertionError("unreachable")
 
     def _fence(self) -> None:
         """Bring the snapshot up to date; fail if this writer id's position moved under it."""

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lake.durations import parse_duration_us
+from lake.durations import parse_optional_us
 from monitoring.anomaly import make_scorer
 from monitoring.monitor import LABEL_SIGNALS, DriftMonitor, drift_events_table, parse_watch
 from monitoring.windows import WindowStats, late_events_table, window_stats_table
@@ -42,12 +42,6 @@ from monitoring.windows import WindowStats, late_events_table, window_stats_tabl
 ACTIONS = ("none", "reset", "retrain")
 """What the dataflow may do when a model's error detector alarms: nothing, replace the model
 with a fresh one, or with a fresh one trained on the most recent labelled events."""
-
-
-def _duration_us(text: str | int | float | None) -> int | None:
-    if text is None or text in ("", "none", "off"):
-        return None
-    return parse_duration_us(text)
 
 
 @dataclass(frozen=True)
@@ -103,7 +97,7 @@ class MonitorConfig:
         if isinstance(stats_features, str):
             stats_features = tuple(f.strip() for f in stats_features.split(",") if f.strip()) or None
         return cls(
-            stats_window_us=_duration_us(stats_window), lateness_us=_duration_us(lateness) or 0,
+            stats_window_us=parse_optional_us(stats_window), lateness_us=parse_optional_us(lateness) or 0,
             stats_features=tuple(stats_features) if stats_features else None,
             anomaly=None if anomaly in (None, "", "none", "off") else anomaly,
             watch=watch or None, drift_action=drift_action or "none", action_window=action_window,

@@ -31,14 +31,9 @@ import fcntl
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
-from zlib import crc32
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,183 +45,18 @@ from dataflows.learner import CHAMPION, ShardLearner
 from dataflows.replay import Pin, ReplayPlan, pin_versions
 from dataflows.sinks import URGENT_TABLES, DeltaSinkPartition
 from dataflows.validate import check_event, check_label, validate_batch
-from lake.schemas import UTC_TS
-from lake.table import TableWriter, exists, open_table
+from lake.table import exists, open_table
 from serving.config import ServeConfig
 from serving.log import ServingLog
+from serving.record import Recorder, serving_offset  # noqa: F401  (serving_offset: re-exported)
+from serving.requests import Answers, Job, Problem, field_of, iso_time, now_us  # noqa: F401  (re-exported)
 from serving.store import FeatureStore, MemoryStore, open_store
 
 log = logging.getLogger(__name__)
 
-_FIELD = re.compile(r"field '([^']*)'")
-_TOP_FIELDS = ("event_id", "event_time", "key", "payload", "label_time", "label")
-
 
 class ServingError(RuntimeError):
     """The server cannot start as configured (a second server with its id, a changed configuration)."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why one input of a request was refused."""
-
-    index: int
-    event_id: str | None
-    field: str | None
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "event_id": self.event_id, "field": self.field, "reason": self.reason}
-
-
-def _field_of(reason: str) -> str | None:
-    m = _FIELD.search(reason)
-    if m:
-        return f"payload.{m.group(1)}"
-    head = reason.split(" ", 1)[0].rstrip(":")
-    return head if head in _TOP_FIELDS else None
-
-
-def now_us() -> int:
-    return int(time.time() * 1_000_000)
-
-
-def _iso(us: int | None) -> str | None:
-    return None if us is None else datetime.fromtimestamp(us / 1e6, UTC).isoformat()
-
-
-def serving_offset(server_id: str, seq: int) -> int:
-    """The ``events.offset`` of a served event: increasing with ``seq``, apart from ingested and Kafka offsets.
-
-    >>> serving_offset("a", 1) - serving_offset("a", 0), serving_offset("a", 0) > (4096 << 40)
-    (1, True)
-    """
-    return ((1 << 21) + crc32(server_id.encode()) % (1 << 21)) << 40 | seq
-
-
-class Answers:
-    """The first answer of each of the last ``limit`` to ``2 * limit`` event ids (two generations of dicts:
-    O(1) per id, memory bounded).
-
-    >>> a = Answers(2)
-    >>> for i in range(5):
-    ...     a.add(f"e{i}", i)
-    >>> a.get("e0"), a.get("e3"), "e4" in a
-    (None, 3, True)
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._new: dict[str, Any] = {}
-        self._old: dict[str, Any] = {}
-
-    def add(self, event_id: str, answer: Any) -> None:
-        self._new[event_id] = answer
-        if len(self._new) >= self.limit:
-            self._old, self._new = self._new, {}
-
-    def get(self, event_id: str) -> Any:
-        a = self._new.get(event_id)
-        return self._old.get(event_id) if a is None else a
-
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._new or event_id in self._old
-
-    def __len__(self) -> int:
-        return len(self._new) + len(self._old)
-
-
-class _Recorder:
-    """Appends the served events and accepted labels to ``events`` and ``labels`` once per position."""
-
-    def __init__(self, config: ServeConfig, types: PayloadTypes) -> None:
-        self.config = config
-        self.types = types
-        sid = config.server_id
-        self._writers = {t: TableWriter(config.lake, t, writer_id=f"{sid}/{t}", compact_every=100)
-                         for t in ("events", "labels")}
-        self._pending: dict[str, list[tuple]] = {"events": [], "labels": []}
-        self._since = 0.0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serving-record")
-        self._running: Future | None = None
-
-    def add(self, items: list[tuple]) -> None:
-        if not items:
-            return
-        if not self._pending["events"] and not self._pending["labels"]:
-            self._since = time.monotonic()
-        for item in items:
-            self._pending["events" if item[1] == EVENT else "labels"].append(item)
-
-    def maybe_flush(self, *, force: bool = False) -> None:
-        n = len(self._pending["events"]) + len(self._pending["labels"])
-        if not n or (self._running is not None and not self._running.done() and not force):
-            return
-        if force or n >= self.config.flush_rows or time.monotonic() - self._since >= self.config.flush_seconds:
-            if self._running is not None:
-                self._running.result()  # one commit at a time, in order; re-raises a failure
-            todo = {t: (rows, self._rows(t, rows)) for t, rows in self._pending.items() if rows}
-            self._pending = {"events": [], "labels": []}
-            self._running = self._pool.submit(self._commit, todo)
-
-    def _commit(self, todo: dict[str, tuple[list[tuple], Any]]) -> None:
-        for table, (items, build) in todo.items():
-            writer = self._writers[table]
-            done = writer.committed_position
-            keep = items if done is None else [it for it in items if it[0] > done]
-            if keep:
-                writer.append(build(keep), position=keep[-1][0])
-
-    def _rows(self, table: str, items: list[tuple]):
-        """A function building the table's rows (called on the writer thread, after filtering)."""
-        if table == "labels":
-            return lambda its: pa.table({
-                "event_id": pa.array([it[2] for it in its], pa.string()),
-                "label": pa.array([int(it[3]) for it in its], pa.int64()),
-                "label_time": pa.array([it[4] for it in its], UTC_TS),
-            })
-        order = list(self.types.order)  # the column order as of now (new fields are appended)
-        sid = self.config.server_id
-        types = self.types
-
-        def build(its: list[tuple]) -> pa.Table:
-            return types.event_rows(its, [serving_offset(sid, it[0]) for it in its], order=order)
-
-        return build
-
-    def wait(self) -> None:
-        """Commit everything added and wait for it."""
-        self.maybe_flush(force=True)
-        if self._running is not None:
-            self._running.result()
-
-    def close(self) -> None:
-        self.wait()
-        self._pool.shutdown(wait=True)
-
-    def abort(self) -> None:
-        """Stop without committing more: a queued commit is dropped, a running one is waited for."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-class _Job:
-    """One request within a step: its items (or its final answer) and where its items start."""
-
-    __slots__ = ("kind", "single", "items", "dead", "order", "answer", "first")
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.single = False
-        self.items: list[tuple] = []
-        self.dead: list[tuple] = []
-        self.order: list[str] = []  # predict: the event ids in request order, answered ones included
-        self.answer: tuple[int, Any] | None = None
-        self.first = 0
-
-    def refuse(self, status: int, reason: str, source: str, raw: Any) -> _Job:
-        self.dead.append((0, "decode", reason, source, None, raw_json(raw)))
-        self.answer = (status, {"detail": [{"index": 0, "event_id": None, "field": None, "reason": reason}]})
-        return self
 
 
 class Engine:
@@ -247,7 +77,7 @@ class Engine:
             self.types = PayloadTypes(pa.schema(schema) if schema is not None else None)
             self.sink = DeltaSinkPartition(config.lake, run_id=config.server_id, flush_rows=config.flush_rows,
                                            flush_seconds=config.flush_seconds, urgent_tables=URGENT_TABLES)
-            self.recorder = _Recorder(config, self.types)
+            self.recorder = Recorder(config, self.types)
             self.log = ServingLog(os.path.join(config.state_path, "log.jsonl"), fsync=config.fsync)
             self.answers = Answers(config.remember)
             self._versions: dict[str, str] = {}
@@ -422,7 +252,7 @@ class Engine:
             return [refused] * len(requests)
         self.steps += 1
         self.requests += len(requests)
-        jobs: list[_Job] = []
+        jobs: list[Job] = []
         items: list[tuple] = []
         dead: list[tuple] = []
         fresh: set[str] = set()  # event ids predicted in this step
@@ -443,9 +273,9 @@ class Engine:
             self.last_learned_us = now_us()
         return [self._finish(job, out, base) for job in jobs]
 
-    def _prepare(self, kind: str, body: bytes, fresh: set[str], received_us: int) -> _Job:
+    def _prepare(self, kind: str, body: bytes, fresh: set[str], received_us: int) -> Job:
         """Parse and check one request: its items for the step, or its dead letters and final answer."""
-        job = _Job(kind)
+        job = Job(kind)
         what = "event" if kind == "predict" else "label"
         try:
             obj = json.loads(body)
@@ -460,7 +290,7 @@ class Engine:
         for i, o in enumerate(objs):
             item, reason, event_id = self._event_item(o) if kind == "predict" else self._label_item(o, received_us)
             if reason is not None:
-                problems.append(Problem(i, event_id, _field_of(reason), reason))
+                problems.append(Problem(i, event_id, field_of(reason), reason))
                 job.dead.append((0, "validate", reason, self.source, event_id, raw_json(o)))
                 continue
             if kind == "predict":
@@ -474,7 +304,7 @@ class Engine:
             job.answer = (422, {"detail": [p.as_dict() for p in problems]})
         return job
 
-    def _finish(self, job: _Job, out: Output | None, base: int) -> tuple[int, Any]:
+    def _finish(self, job: Job, out: Output | None, base: int) -> tuple[int, Any]:
         if job.answer is not None:
             return job.answer
         if job.kind == "predict":
@@ -595,8 +425,8 @@ class Engine:
             out.append({
                 "model": slot.name, "role": slot.role, "model_version": slot.version,
                 "events_predicted": self.learner.n_events, "labels_learned": slot.n_learned,
-                "last_label_accepted_at": _iso(self.last_label_accepted_us),
-                "last_learned_at": _iso(self.last_learned_us),
+                "last_label_accepted_at": iso_time(self.last_label_accepted_us),
+                "last_learned_at": iso_time(self.last_learned_us),
                 "seconds_behind_newest_label": lag,
                 "labels_waiting": 0,
             })

@@ -20,7 +20,7 @@ from tests.synthetic import T0, synthetic_frames
 
 STRATEGIES = ["online/linear", "adwin-reset/linear", "periodic-sliding/sk-logreg", "periodic-expanding/hgb",
               "periodic-sliding/river-linear", "static/sk-logreg"]
-CONFIG = BenchConfig(retrain_every="300", sliding="900", latency_samples=200)
+CONFIG = BenchConfig(retrain_every_events=300, sliding_events=900, latency_samples=200)
 
 
 def _truth(lake: str, pin: Pin) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -174,7 +174,7 @@ def test_only_io_errors_are_retried():
 def test_flow_writes_mlflow_runs_report_and_lake_tables(prefect_harness, synthetic_lake, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
-    out = benchmark(lake=synthetic_lake, strategies=STRATEGIES, retrain_every="300", sliding="900",
+    out = benchmark(lake=synthetic_lake, strategies=STRATEGIES, retrain_every_events=300, sliding_events=900,
                     isolate=False, tracking_uri=mlflow_uri)
     bid = out["benchmark_id"]
     # every strategy scored exactly the labelled events of the pinned version
@@ -237,8 +237,8 @@ def test_the_pinned_version_is_honoured_while_the_tables_grow(prefect_harness, s
     grower.start()
     try:
         out = benchmark(lake=synthetic_lake, as_of=pinned, labels_as_of=labels_pinned,
-                        strategies=["online/linear", "periodic-sliding/sk-logreg"], retrain_every="300",
-                        sliding="900", isolate=False, tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}")
+                        strategies=["online/linear", "periodic-sliding/sk-logreg"], retrain_every_events=300,
+                        sliding_events=900, isolate=False, tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}")
     finally:
         stop.set()
         grower.join()
@@ -251,7 +251,7 @@ def test_the_pinned_version_is_honoured_while_the_tables_grow(prefect_harness, s
     assert max(w["window_end"] for v in rows.values() for w in v) <= T0 + timedelta(seconds=3_060)
 
     # latest, without as_of: everything there is when the flow pins
-    out2 = benchmark(lake=synthetic_lake, strategies=["online/linear"], retrain_every="300", sliding="900",
+    out2 = benchmark(lake=synthetic_lake, strategies=["online/linear"], retrain_every_events=300, sliding_events=900,
                      isolate=False, tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}")
     assert out2["info"]["n_events"] == read_table(synthetic_lake, "events", version=out2["pin"]["events"]).height
 
@@ -290,24 +290,25 @@ def test_auto_schedule_is_bounded_on_a_daily_multi_decade_history(daily_lake):
     stream = build_stream(daily_lake, pin_versions(daily_lake))
     chosen = resolve_schedule(stream)
     # weekly would be 2,504 retrains; 20 retrain periods of 949 events instead, said with the reason
-    assert chosen.retrain_every == "949"
+    assert chosen.retrain_every is None and chosen.retrain_every_events == 949
     assert chosen.lines[0] == ("retrain every 949 events (~2.4 years of event time; 20 retrains; auto: weekly would "
                                "mean 2,504 over 48.0 years)")
-    assert chosen.sliding == "3796" and chosen.static_rows == 1_000  # in rows: 28 days hold ~30 of them
+    # in rows: 28 days hold ~30 of them
+    assert chosen.sliding is None and chosen.sliding_events == 3796 and chosen.static_rows == 1_000
     assert resolve_schedule(label_clock(daily_lake)) == chosen  # the CLI's pre-check sees the same
     with pytest.raises(UsageError, match="sliding window 28d keeps ~30 labelled rows per fit"):
         resolve_schedule(stream, sliding="28d")
-    with pytest.raises(UsageError, match="retrain every 20000: no retrain would happen in 18,992 events"):
-        resolve_schedule(stream, retrain_every="20000")
+    with pytest.raises(UsageError, match="retrain every 20,000 events: no retrain would happen in 18,992 events"):
+        resolve_schedule(stream, retrain_every_events=20_000)
     # explicit values win
-    asked = resolve_schedule(stream, retrain_every="365d", sliding="5000", static_rows=300)
-    assert (asked.retrain_every, asked.sliding, asked.static_rows) == ("365d", "5000", 300)
+    asked = resolve_schedule(stream, retrain_every="365d", sliding_events=5000, static_rows=300)
+    assert (asked.retrain_every, asked.sliding_events, asked.static_rows) == ("365d", 5000, 300)
     assert asked.lines[0] == "retrain every 365d (48 retrains; as asked)"
 
 
 def test_strategies_without_a_model_serve_the_prior_not_a_positive_tie(daily_lake):
     stream = build_stream(daily_lake, pin_versions(daily_lake))
-    config = BenchConfig(retrain_every="949", sliding="3796", latency_samples=50)
+    config = BenchConfig(retrain_every_events=949, sliding_events=3796, latency_samples=50)
     negatives = stream.y == 0  # 74% of the labels: "no rain"
     for name in ("periodic-sliding/sk-logreg", "online/linear", "adwin-reset/linear"):
         run = run_strategy(stream, name, config)
@@ -328,7 +329,7 @@ def test_budget_subsamples_then_skips_and_says_why(synthetic_lake):
     from flows.bench.plan import estimate_seconds, plan_budget
 
     stream = build_stream(synthetic_lake, pin_versions(synthetic_lake))
-    config = BenchConfig(retrain_every="30", sliding="900")  # 99 retrains
+    config = BenchConfig(retrain_every_events=30, sliding_events=900)  # 99 retrains
     names = ["online/linear", "periodic-expanding/hgb", "static/sk-logreg"]
     full = {n: estimate_seconds(stream, n, config) for n in names}
     assert full["periodic-expanding/hgb"] > 10 * full["online/linear"]
@@ -352,7 +353,7 @@ def test_default_benchmark_on_a_daily_history_reports_choices_budget_and_no_skil
     out = benchmark(lake=daily_lake, strategies=names, isolate=False, tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}",
                     budget="6s")
     assert out["chosen"][0].startswith("retrain every 949 events (~2.4 years of event time; 20 retrains")
-    assert out["settings"]["retrain_every"] == "949"
+    assert out["settings"]["retrain_every_events"] == 949 and out["settings"]["retrain_every"] is None
     # the budget subsampled (or skipped) the costly strategy, and the lake row and the report say so
     note = out["notes"]["periodic-expanding/hgb"]
     assert note.startswith(("subsampled", "skipped"))

@@ -77,8 +77,8 @@ def demo_lake(tmp_path_factory, prefect_harness):
     ingest_scenario(lake, "flights", limit=8_000)
     run_replay(lake, "linear,naive-bayes", recovery=False, exclude="tailnum,flight")
     append_report_row(lake, make_report(lake, "2013-01-01T00:00:00+00:00/3d", "2013-01-04T00:00:00+00:00/3d"))
-    out = benchmark(lake=lake, strategies=["online/linear", "static/sk-logreg"], retrain_every="2000",
-                    sliding="4000", isolate=False)
+    out = benchmark(lake=lake, strategies=["online/linear", "static/sk-logreg"], retrain_every_events=2000,
+                    sliding_events=4000, isolate=False)
     return lake, out["report"]
 
 

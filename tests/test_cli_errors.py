@@ -25,7 +25,7 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(("command", "expected"), [
     (["flows.drift", "--window", "1d"], "error: window 1d: the last 1d of event time holds 1 event(s)"),
     (["flows.benchmark", "--sliding", "28d"], "error: sliding window 28d keeps ~30 labelled rows per fit"),
-    (["flows.benchmark", "--retrain-every", "7x"], "error: expected a number of events (5000) or a duration"),
+    (["flows.benchmark", "--retrain-every", "7x"], "error: retrain_every must be a duration such as '12h' or '7d'"),
     (["flows.benchmark", "--budget", "soon"], "error: budget must be a duration"),
     (["flows.benchmark", "--online", "nope"], "error: unknown River spec 'nope'"),
     (["flows.drift", "--by", "sideways"], "error: python -m flows.drift: argument --by: invalid choice"),

@@ -188,8 +188,13 @@ def test_explicit_windows_that_cannot_work_are_refused_before_any_work(daily_lak
     with pytest.raises(UsageError, match=r"window 1d: the last 1d of event time holds 1 event\(s\)"):
         choose_windows(daily_lake, "1d")
     with pytest.raises(UsageError, match="window 20,000 events: needs 2 to 9,496 here"):
-        choose_windows(daily_lake, "20000")
-    assert str(choose_windows(daily_lake, "500")).startswith("drift windows: last 500 events vs the 500 before")
+        choose_windows(daily_lake, events=20_000)
+    assert str(choose_windows(daily_lake, events=500)).startswith("drift windows: last 500 events vs the 500 before")
+    # a bare number is a duration in seconds (lake.durations), never a count of events
+    with pytest.raises(UsageError, match=r"window 86400: the last 86400 of event time holds 1 event\(s\)"):
+        choose_windows(daily_lake, "86400")
+    with pytest.raises(UsageError, match="events must be a whole number given with window 'auto'"):
+        choose_windows(daily_lake, "1d", events=500)
     # a dense stream keeps time windows: 4,500 events a second apart, the last hour holds 3,600
     dense = choose_windows(lake, "auto", min_events=500)
     assert dense.description == "the last 1h of event time (3,600 events) vs the 1h before (900)"

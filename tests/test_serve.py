@@ -24,7 +24,8 @@ def test_serve_builds_scheduled_deployments_for_the_lake(tmp_path):
     assert deps["maintenance"].schedules[0].schedule.cron == "17 3 * * *"
     assert deps["drift-report"].schedules[0].schedule.interval.total_seconds() == 3600
     assert deps["drift-report"].parameters["window"] == "auto"  # chosen from the data at each run
-    assert deployments(str(tmp_path / "lake"), window="2000")[2].parameters["window"] == "2000"
+    assert deployments(str(tmp_path / "lake"), window="2h")[2].parameters["window"] == "2h"
+    assert deployments(str(tmp_path / "lake"), window_events=2000)[2].parameters["window_events"] == 2000
 
 
 def _grow(lake: str, n: int = 500) -> None:

@@ -139,7 +139,7 @@ def test_benchmark_learners_on_hashed_url_features(tmp_path):
     proj = DenseProjection(stream)
     assert "url=" not in proj.columns and "url_len" in proj.columns
     assert proj(np.arange(10)).shape == (10, len(proj.columns))
-    config = BenchConfig(retrain_every="1000", sliding="2000", latency_samples=50)
+    config = BenchConfig(retrain_every_events=1000, sliding_events=2000, latency_samples=50)
     for name in ("online/linear-hash", "periodic-sliding/sk-logreg", "periodic-sliding/hgb"):
         run = run_strategy(stream, name, config)
         assert run.scores.shape == (4_000,) and np.isfinite(run.scores).all()

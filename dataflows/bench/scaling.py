@@ -159,12 +159,11 @@ def placement_ceilings(lake: str, *, shards: int, counts: list[int], balance: bo
     shard's learning and writing stay there. The process with the most events decides when
     a replay ends, so efficiency against linear is at most mean load / max load.
     """
-    import polars as pl
 
     from dataflows.replay import balanced_shards, pin_versions, shard_of
-    from lake.table import open_table
+    from lake.table import read_table
 
-    keys = pl.read_delta(open_table(lake, "events", version=pin_versions(lake).events), columns=["key"])
+    keys = read_table(lake, "events", version=pin_versions(lake).events, columns=["key"])
     per_key = keys.get_column("key").value_counts()
     events_of = dict(zip(per_key["key"].to_list(), per_key["count"].to_list(), strict=True))
     placed = (balanced_shards(events_of, shards) if balance and shards > 1

@@ -24,10 +24,11 @@ import polars as pl
 import psutil
 
 from lake.entry import ArgumentParser, run_main
+from lake.table import scan_table
 
 
 def read_events_count(lake: str) -> int:
-    return pl.scan_delta(str(Path(lake) / "events")).select(pl.len()).collect().item()
+    return scan_table(lake, "events").select(pl.len()).collect().item()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             weights = getattr(est, "weights", None)
             learner_state["final_model_bytes"] = len(ckpt["model_bytes"][0])
             learner_state["weights"] = len(weights) if weights is not None else None
-            tokens = pl.read_delta(str(Path(lake) / "events"), columns=["url"])["url"].str.to_lowercase() \
+            tokens = read_table(lake, "events", columns=["url"])["url"].str.to_lowercase() \
                 .str.extract_all("[a-z0-9]+").explode().n_unique()
             learner_state["distinct_tokens"] = tokens
         print(learner_state)

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from flows.bench.strategies import BenchConfig, StrategySpec, retrain_points
-from flows.bench.stream import Stream, parse_every, schedule
+from flows.bench.stream import Stream, schedule
+from lake.durations import duration_or_events, format_us, parse_duration_us, parse_optional_us
 from lake.errors import UsageError
 from lake.summary import span_text
 
@@ -68,7 +69,7 @@ def estimate_seconds(stream: Stream, spec: StrategySpec | str, config: BenchConf
         return n * per
     kind = "river" if spec.learner.startswith("river-") else spec.learner
     fixed, per_row = _FIT_S[kind]
-    window = parse_every(config.sliding) if spec.mode == "periodic-sliding" else None
+    window = config.window() if spec.mode == "periodic-sliding" else None
     rows = 0
     points = retrain_points(stream, spec, config)
     for at in points.tolist():
@@ -93,27 +94,18 @@ def n_retrains(stream: Stream, spec: StrategySpec | str, config: BenchConfig) ->
 
 @dataclass(frozen=True)
 class Schedule:
-    """Resolved cadence, sliding window and static training slice, with a line saying why for each."""
+    """Resolved cadence, sliding window and static training slice, with a line saying why for each.
 
-    retrain_every: str
-    sliding: str
+    The cadence is ``retrain_every`` (a duration) or ``retrain_every_events``, the window
+    ``sliding`` or ``sliding_events``: one of each pair is set."""
+
+    retrain_every: str | None
+    sliding: str | None
     static_rows: int | None
     lines: tuple[str, ...] = ()
+    retrain_every_events: int | None = None
+    sliding_events: int | None = None
 
-
-
-def whole_duration(us: int) -> str:
-    """``us`` in its largest whole unit, as a setting reads (``4h``, not ``14400s``).
-
-    >>> whole_duration(4 * 3_600_000_000), whole_duration(4 * 86_400_000_000), whole_duration(90_000_000)
-    ('4h', '4d', '90s')
-    >>> whole_duration(400_000)
-    '0.4s'
-    """
-    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000)):
-        if us % size == 0:
-            return f"{us // size}{unit}"
-    return f"{us / 1e6:g}s"
 
 def _span(stream: Stream) -> int:
     return int(stream.event_time[-1] - stream.event_time[0]) if stream.n_events else 0
@@ -128,17 +120,23 @@ def _rows_in(stream: Stream, window: tuple[str, int]) -> float:
     return n_labels * min(1.0, size / max(_span(stream), 1))
 
 
-def resolve_schedule(stream: Stream, retrain_every: str = "auto", sliding: str = "auto",
-                     static_rows: int | str | None = "auto") -> Schedule:
-    """Cadence, sliding window and static slice for ``stream`` (see module doc)."""
+def resolve_schedule(stream: Stream, retrain_every: str | None = "auto", sliding: str | None = "auto",
+                     static_rows: int | str | None = "auto", *, retrain_every_events: int | None = None,
+                     sliding_events: int | None = None) -> Schedule:
+    """Cadence, sliding window and static slice for ``stream`` (see module doc). A count of
+    events (``retrain_every_events``, ``sliding_events``) replaces the matching ``auto``."""
     n, span = stream.n_events, _span(stream)
     n_labels = len(stream.arrival)
     target = max(1, min(MIN_TRAIN_ROWS, n_labels // 5))
     lines = []
+    if retrain_every_events is not None and retrain_every == "auto":
+        retrain_every = None
+    if sliding_events is not None and sliding == "auto":
+        sliding = None
     # cadence
     if retrain_every == "auto":
         for name in CADENCES:
-            count = len(schedule(stream, parse_every(name)))
+            count = len(schedule(stream, ("us", parse_duration_us(name))))
             if RETRAINS[0] <= count <= RETRAINS[1]:
                 retrain_every = name
                 lines.append(f"retrain every {name} ({count:,} retrains over {span_text(span)}; auto: the "
@@ -147,45 +145,50 @@ def resolve_schedule(stream: Stream, retrain_every: str = "auto", sliding: str =
         else:
             k = max(1, n // AUTO_RETRAINS)
             count = len(schedule(stream, ("events", k)))
-            weekly = len(schedule(stream, parse_every("7d")))
+            weekly = len(schedule(stream, ("us", parse_duration_us("7d"))))
             lines.append(f"retrain every {k:,} events (~{span_text(span * k / max(n, 1))} of event time; "
                          f"{count:,} retrains; auto: weekly would mean {weekly:,} over {span_text(span)})")
-            retrain_every = str(k)
+            retrain_every, retrain_every_events = None, k
     else:
         try:
-            every = parse_every(retrain_every)
+            every = duration_or_events("retrain_every", retrain_every, retrain_every_events)
         except ValueError as ex:
             raise UsageError(f"retrain_every: {ex}") from None
+        asked = retrain_every if retrain_every_events is None else f"{retrain_every_events:,} events"
         count = len(schedule(stream, every))
         if count == 0:
-            raise UsageError(f"retrain every {retrain_every}: no retrain would happen in {n:,} events over "
+            raise UsageError(f"retrain every {asked}: no retrain would happen in {n:,} events over "
                              f"{span_text(span)}; give a shorter period or fewer events (or 'auto')")
-        lines.append(f"retrain every {retrain_every} ({count:,} retrains; as asked)")
-    kind, size = parse_every(retrain_every)
+        lines.append(f"retrain every {asked} ({count:,} retrains; as asked)")
+    kind, size = duration_or_events("retrain_every", retrain_every, retrain_every_events)
     # sliding window
     if sliding == "auto":
-        candidate = whole_duration(4 * size) if kind == "us" else str(4 * size)
-        expected = _rows_in(stream, parse_every(candidate))
+        candidate = ("us", 4 * size) if kind == "us" else ("events", 4 * size)
+        expected = _rows_in(stream, candidate)
         if kind == "us" and expected < target:
             per_period = int(np.ceil(n * size / max(span, 1)))
-            sliding = str(max(4 * per_period, target))
-            lines.append(f"sliding window: the last {int(sliding):,} events (auto: 4 retrain periods, {candidate}, "
-                         f"would keep ~{expected:,.0f} labelled rows)")
+            sliding, sliding_events = None, max(4 * per_period, target)
+            lines.append(f"sliding window: the last {sliding_events:,} events (auto: 4 retrain periods, "
+                         f"{format_us(4 * size)}, would keep ~{expected:,.0f} labelled rows)")
         else:
-            sliding = candidate
-            lines.append(f"sliding window: {candidate if kind == 'us' else f'the last {int(candidate):,} events'} "
-                         f"(~{expected:,.0f} labelled rows; auto: 4 retrain periods)")
+            if kind == "us":
+                sliding, sliding_events = format_us(4 * size), None
+            else:
+                sliding, sliding_events = None, 4 * size
+            shown = sliding if kind == "us" else f"the last {sliding_events:,} events"
+            lines.append(f"sliding window: {shown} (~{expected:,.0f} labelled rows; auto: 4 retrain periods)")
     else:
         try:
-            window = parse_every(sliding)
+            window = duration_or_events("sliding", sliding, sliding_events)
         except ValueError as ex:
             raise UsageError(f"sliding: {ex}") from None
+        asked = sliding if sliding_events is None else f"{sliding_events:,} events"
         expected = _rows_in(stream, window)
         if expected < REFUSE_TRAIN_ROWS:
-            raise UsageError(f"sliding window {sliding} keeps ~{expected:,.0f} labelled rows per fit here "
+            raise UsageError(f"sliding window {asked} keeps ~{expected:,.0f} labelled rows per fit here "
                              f"({n:,} events over {span_text(span)}); give a longer window or a number of events "
                              f"(or 'auto')")
-        lines.append(f"sliding window {sliding} (~{expected:,.0f} labelled rows; as asked)")
+        lines.append(f"sliding window {asked} (~{expected:,.0f} labelled rows; as asked)")
     # static slice
     points = schedule(stream, (kind, size))
     at_first = int(stream.labels_before[points[0]]) if len(points) else 0
@@ -203,18 +206,18 @@ def resolve_schedule(stream: Stream, retrain_every: str = "auto", sliding: str =
             raise UsageError(f"static_rows must be 1 to {n_labels - 1:,} (the labels of this history), got "
                              f"{static_rows:,}")
         lines.append(f"static models: fitted once on the first {static_rows:,} labels (as asked)")
-    return Schedule(retrain_every, sliding, static_rows, tuple(lines))
+    return Schedule(retrain_every, sliding, static_rows, tuple(lines), retrain_every_events, sliding_events)
 
 
 def parse_budget(text: str | float | None) -> float | None:
     """Seconds of a budget (``"5m"``, ``"300"`` seconds, ``"none"``): ``None`` for no budget."""
-    if text is None or str(text).strip().lower() in ("none", "off", ""):
-        return None
-    s = str(text).strip()
     try:
-        seconds = float(s) if s.replace(".", "", 1).isdigit() else parse_every(s)[1] / 1e6
+        us = parse_optional_us(text)
     except ValueError:
         raise UsageError(f"budget must be a duration (30m), seconds (600) or none, got {text!r}") from None
+    if us is None:
+        return None
+    seconds = us / 1e6
     if seconds <= 0:
         raise UsageError(f"budget must be > 0, got {text!r}")
     return seconds

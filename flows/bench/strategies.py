@@ -9,8 +9,9 @@ serves then, and learns only from labels that have arrived (see
   model is replaced by a fresh one warm-started on the labels in ADWIN's window (at most
   ``adwin_warm_rows``, the history it keeps);
 - ``periodic-sliding/L`` and ``periodic-expanding/L``: a batch learner ``L`` refitted from
-  scratch every ``retrain_every`` (events or a calendar period) on the labels arrived so
-  far, in a sliding window of ``sliding`` or on everything; the last fit serves in between;
+  scratch every ``retrain_every`` (a calendar period; ``retrain_every_events``: a number of
+  events) on the labels arrived so far, in a sliding window of ``sliding`` (or
+  ``sliding_events``) or on everything; the last fit serves in between;
 - ``static/L``: fitted once at the first retrain point (or, with ``static_rows``, at the
   first event by which that many labels have arrived), never again.
 
@@ -60,7 +61,8 @@ from typing import Any
 import numpy as np
 
 from flows.bench.learners import RiverBatchLearner, make_learner
-from flows.bench.stream import LabelAudit, Stream, parse_every, schedule, training_rows
+from flows.bench.stream import LabelAudit, Stream, schedule, training_rows
+from lake.durations import duration_or_events
 from lake.entry import ArgumentParser, run_main
 
 MODES = ("online", "adwin-reset", "periodic-sliding", "periodic-expanding", "static")
@@ -78,8 +80,10 @@ class BenchConfig:
 
     seed: int = 42
     threshold: float = 0.5
-    retrain_every: str = "7d"
-    sliding: str = "28d"
+    retrain_every: str | None = None
+    """How often periodic strategies retrain, a duration (default 7d); or ``retrain_every_events``."""
+    sliding: str | None = None
+    """The sliding window, a duration (default 28d); or ``sliding_events``."""
     max_train_rows: int | None = None
     latency_samples: int = 2_000
     adwin_warm_rows: int = 5_000
@@ -87,9 +91,14 @@ class BenchConfig:
     static_rows: int | None = None
     retrain_stride: int = 1
 
+    retrain_every_events: int | None = None
+    """Instead of ``retrain_every``: retrain every this many events."""
+    sliding_events: int | None = None
+    """Instead of ``sliding``: a window of this many events."""
+
     def __post_init__(self) -> None:
-        parse_every(self.retrain_every)
-        parse_every(self.sliding)
+        self.cadence()
+        self.window()
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
         if self.max_train_rows is not None and self.max_train_rows < 1:
@@ -104,6 +113,14 @@ class BenchConfig:
             raise ValueError(f"static_rows must be >= 1 or None, got {self.static_rows!r}")
         if self.retrain_stride < 1:
             raise ValueError(f"retrain_stride must be >= 1, got {self.retrain_stride!r}")
+
+    def cadence(self) -> tuple[str, int]:
+        """How often periodic strategies retrain: ``("us", N)`` or ``("events", K)``."""
+        return duration_or_events("retrain_every", self.retrain_every, self.retrain_every_events, default="7d")
+
+    def window(self) -> tuple[str, int]:
+        """The sliding window: ``("us", N)`` or ``("events", K)``."""
+        return duration_or_events("sliding", self.sliding, self.sliding_events, default="28d")
 
 
 @dataclass(frozen=True)
@@ -248,7 +265,7 @@ def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_
     tick = _Throttle(progress, n)
     stride = _latency_sample(n, config.latency_samples)
     latency: list[int] = []
-    size_points = set(schedule(stream, parse_every(config.retrain_every)).tolist())
+    size_points = set(schedule(stream, config.cadence()).tolist())
     learned = 0  # labels the model now serving has learned (0: no model yet)
     first_model = -1
     sizes = [0]
@@ -319,7 +336,7 @@ def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_
 
 def retrain_points(stream: Stream, spec: StrategySpec, config: BenchConfig) -> np.ndarray:
     """Event indices at which a batch strategy fits (before serving that event)."""
-    points = schedule(stream, parse_every(config.retrain_every))
+    points = schedule(stream, config.cadence())
     if spec.mode == "static":
         if config.static_rows is not None:
             at = int(np.searchsorted(stream.labels_before, config.static_rows, side="left"))
@@ -340,7 +357,7 @@ def run_batch(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_r
     points = retrain_points(stream, spec, config)
     tick = _Throttle(progress, n)
     first_model = n
-    window = parse_every(config.sliding) if spec.mode == "periodic-sliding" else None
+    window = config.window() if spec.mode == "periodic-sliding" else None
     bounds = [0, *points.tolist(), n]
     scores = np.full(n, 0.5)
     stride = _latency_sample(n, config.latency_samples)

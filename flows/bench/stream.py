@@ -12,16 +12,12 @@ The one way a strategy gets training labels is :func:`training_rows`, which
 returns only labels that arrived before the event being served, and reports
 them to a :class:`LabelAudit` that raises :class:`LeakError` if a label is used
 before its ``label_time``.
-
->>> parse_every("7d"), parse_every("5000"), parse_every(2500)
-(('us', 604800000000), ('events', 5000), ('events', 2500))
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,31 +30,12 @@ if TYPE_CHECKING:
     from dataflows.replay import Pin
 
 NO_TIME = np.iinfo(np.int64).min
-_UNIT_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000, "w": 604_800_000_000}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_DAY_US = 86_400_000_000
 _ARRAYS = ("event_time", "y", "label_time", "arrival", "labels_before", "indptr", "indices", "values")
 
 
 class LeakError(AssertionError):
     """A strategy used a label before its ``label_time``."""
-
-
-def parse_every(text: str | int) -> tuple[str, int]:
-    """``("events", K)`` for a number of events, ``("us", N)`` for a duration like ``"7d"`` or ``"12h"``."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        if text < 1:
-            raise ValueError(f"a number of events must be >= 1, got {text!r}")
-        return ("events", text)
-    s = str(text).strip()
-    if s.isdigit():
-        return parse_every(int(s))
-    m = _DURATION.match(s)
-    if not m:
-        raise ValueError(f"expected a number of events (5000) or a duration (30m, 12h, 7d, 2w), got {text!r}")
-    us = int(float(m.group(1)) * _UNIT_US[m.group(2)])
-    if us <= 0:
-        raise ValueError(f"duration must be > 0, got {text!r}")
-    return ("us", us)
 
 
 @dataclass
@@ -319,7 +296,7 @@ def schedule(stream: Stream, every: tuple[str, int]) -> np.ndarray:
     if kind == "events":
         return np.arange(size, n, size, dtype=np.int64)
     t = stream.event_time
-    origin = int(t[0]) - int(t[0]) % min(size, _UNIT_US["d"])
+    origin = int(t[0]) - int(t[0]) % min(size, _DAY_US)
     bounds = np.arange(origin + size, int(t[-1]) + 1, size, dtype=np.int64)
     points = np.searchsorted(t, bounds, side="left")
     points = np.unique(points[(points > 0) & (points < n)])

@@ -1,0 +1,180 @@
+"""Recording a Kafka partition's events and labels in the lake, once per Kafka offset.
+
+**Recording.** Given a lake, the source appends every event and label it accepts
+to the lake's ``events`` and ``labels`` tables, so today's live stream is
+tomorrow's replay. Each partition appends with its own Delta app transaction
+``kafka/{topic}/{partition}/{table}`` at the highest Kafka offset it covers, and
+drops rows at or below the committed offset: after a restart from the recovery
+snapshot (whose offset only passes rows that are committed or held in the
+snapshot itself, and a restart commits those first) nothing is skipped and
+nothing is written twice, whichever run consumes the topic. Commits run on a
+thread of their own, so a prediction never waits for the lake. An event
+row's ``offset`` is :func:`lake_offset` of its partition and Kafka offset, so a
+replay orders events of equal ``event_time`` as they arrived.
+
+Split from :mod:`dataflows.kafka`, which re-exports :func:`lake_offset`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pyarrow as pa
+from deltalake.exceptions import CommitFailedError
+
+from dataflows.items import EVENT
+from dataflows.kafka_types import PayloadTypes
+from dataflows.priority import lower_writer_priority
+from dataflows.trace import StageTrace
+from lake.retry import retrying
+from lake.schemas import UTC_TS
+from lake.table import TableWriter, exists, open_table
+
+log = logging.getLogger("dataflows.kafka")  # the name users filter on, as before the split
+
+_PARTITION_SHIFT = 40
+_COMMIT_ATTEMPTS = 5
+
+
+def lake_offset(partition: int, kafka_offset: int) -> int:
+    """The ``offset`` of a live event in ``events``: increasing with arrival within a partition.
+
+    Unique among one topic's events (up to 2**40 messages per partition) and above
+    the offsets an ingest of fewer than 2**40 rows gives.
+
+    >>> lake_offset(0, 7), lake_offset(3, 0) > lake_offset(2, 10**9)
+    (1099511627783, True)
+    """
+    return ((partition + 1) << _PARTITION_SHIFT) + kafka_offset
+
+
+# --------------------------------------------------------------------------- recording
+
+def _offset(item: tuple) -> int:
+    return item[0]
+
+
+class PartitionRecorder:
+    """Appends the events and labels one partition accepted to the lake, once per Kafka offset.
+
+    Commits run on a thread of the recorder's own, off the prediction path: the
+    source hands rows over and goes on polling. One commit runs at a time (rows
+    that come meanwhile wait for the next, so a slow commit grows the next one
+    rather than a queue). :meth:`pending` gives the rows not yet known to be in the
+    lake, which the source's snapshot holds beside its offset; :meth:`wait` returns
+    once everything handed over is committed.
+    """
+
+    def __init__(self, lake: str, topic: str, partition: int, types: PayloadTypes, *, flush_rows: int,
+                 flush_seconds: float, trace: StageTrace | None = None) -> None:
+        self._lake, self._partition, self._types = lake, partition, types
+        self._flush_rows, self._flush_seconds = flush_rows, flush_seconds
+        self._trace = trace
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"riverlake-record-{partition}",
+                                        initializer=lower_writer_priority)
+        self._running: Future[None] | None = None
+        self._running_items: list[tuple] = []
+        prefix = f"kafka/{topic}/{partition}"
+        self._events = TableWriter(lake, "events", writer_id=f"{prefix}/events", compact_every=100)
+        self._labels = TableWriter(lake, "labels", writer_id=f"{prefix}/labels", compact_every=100)
+        self._ev: list[tuple] = []
+        self._lb: list[tuple] = []
+        self._since = 0.0
+
+    def add(self, items: list[tuple]) -> None:
+        if not items:
+            return
+        if not self._ev and not self._lb:
+            self._since = time.monotonic()
+        for item in items:
+            (self._ev if item[1] == EVENT else self._lb).append(item)
+
+    def maybe_flush(self) -> None:
+        """Start a commit when the rows are due and none runs (raises a failed commit's error)."""
+        if self._running is not None:
+            if not self._running.done():
+                return
+            self._reap()
+        n = len(self._ev) + len(self._lb)
+        if n and (n >= self._flush_rows or time.monotonic() - self._since >= self._flush_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        """Start committing every row handed over (after the running commit, if any)."""
+        ev, self._ev = self._ev, []
+        lb, self._lb = self._lb, []
+        if ev or lb:
+            if self._running is not None:
+                self._reap()
+            self._running = self._pool.submit(self._commit, ev, lb)
+            self._running_items = sorted(ev + lb, key=_offset)
+
+    def pending(self) -> list[tuple]:
+        """The items handed over and not known to be committed, in offset order."""
+        running = self._running_items if self._running is not None and not (
+            self._running.done() and self._running.exception() is None) else []
+        return running + sorted(self._ev + self._lb, key=_offset)
+
+    def wait(self) -> None:
+        """Commit every row handed over; returns when they are in the lake."""
+        self.flush()
+        if self._running is not None:
+            self._reap()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _reap(self) -> None:
+        running, self._running = self._running, None
+        self._running_items = []
+        if running is not None:
+            running.result()  # re-raises a failed commit here, in the dataflow
+
+    def _commit(self, ev: list[tuple], lb: list[tuple]) -> None:
+        if ev:
+            self._append(self._events, ev, self._event_rows)
+        if lb:
+            self._append(self._labels, lb, self._label_rows)
+        if self._trace is not None:
+            done = ev + lb
+            self._trace.mark("recorded", self._partition, min(it[0] for it in done), max(it[0] for it in done))
+
+    def _append(self, writer: TableWriter, items: list[tuple], rows) -> None:
+        current = [writer]
+
+        def once() -> None:
+            done = current[0].committed_position
+            todo = items if done is None else [it for it in items if it[0] > done]
+            if todo:
+                current[0].append(rows(todo), position=todo[-1][0])
+
+        def reopen(ex: BaseException) -> None:
+            # Another worker's commit (a new table, a merged column) won the race. The append
+            # is idempotent: re-read the table and this writer's position, and try again.
+            old = current[0]
+            log.info("%s: commit lost a race (%s); retrying", old.writer_id, ex)
+            current[0] = TableWriter(old.lake, old.table, writer_id=old.writer_id, compact_every=old.compact_every)
+            if old.table == "events":
+                self._events = current[0]
+                if exists(self._lake, "events"):
+                    self._types.adopt(pa.schema(open_table(self._lake, "events").schema().to_arrow()))
+            else:
+                self._labels = current[0]
+
+        retrying(once, on=CommitFailedError, attempts=_COMMIT_ATTEMPTS, before_retry=reopen)
+
+    def _event_rows(self, items: list[tuple]) -> pa.Table:
+        return self._types.event_rows(items, [lake_offset(self._partition, it[0]) for it in items])
+
+    @staticmethod
+    def _label_rows(items: list[tuple]) -> pa.Table:
+        return pa.table({
+            "event_id": pa.array([it[2] for it in items], pa.string()),
+            "label": pa.array([int(it[3]) for it in items], pa.int64()),
+            "label_time": pa.array([it[4] for it in items], UTC_TS),
+        })
