@@ -18,6 +18,9 @@ serves then, and learns only from labels that have arrived (see
 ``retrain_stride`` k keeps every k-th retrain point only (the benchmark's time budget
 subsamples a strategy that way).
 
+Size: the strategies, their settings and the schedule they share are one contract, read together;
+the batch learners and the cost model are already in modules of their own.
+
 Batch learners (:mod:`flows.bench.learners`): ``sk-logreg`` (scikit-learn ``LogisticRegression`` on the sparse feature
 dicts, max-abs scaled), ``sk-sgd`` (``SGDClassifier``, log loss), ``hgb``
 (``HistGradientBoostingClassifier`` on a dense projection: numeric features as they are,
