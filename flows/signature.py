@@ -50,14 +50,11 @@ def raw_event_signature(events_schema: pa.Schema) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    cols = []
-    for f in events_schema:
-        kind = _mlflow_type(f.type)
-        if f.name in _NOT_INPUT or kind is None:
-            continue
-        cols.append((f.name not in _REQUIRED, ColSpec(kind, f.name, required=f.name in _REQUIRED)))
-    cols.sort(key=lambda c: (c[0], c[1].name not in _OPTIONAL_FIXED))  # key, event_time, event_id, payload
-    signature = ModelSignature(inputs=Schema([c for _, c in cols]))
+    order = (*_REQUIRED, *_OPTIONAL_FIXED)
+    cols = [ColSpec(kind, f.name, required=f.name in _REQUIRED) for f in events_schema
+            if f.name not in _NOT_INPUT and (kind := _mlflow_type(f.type)) is not None]
+    cols.sort(key=lambda c: order.index(c.name) if c.name in order else len(order))  # then the payload's order
+    signature = ModelSignature(inputs=Schema(cols))
     # The model checks its input itself (raw events or feature columns): MLflow passes it on as given.
     signature._is_signature_from_type_hint = True
     return signature
