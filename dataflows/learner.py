@@ -133,6 +133,8 @@ class ShardLearner:
     # Batches of columns take the columnar path when the run allows it (RIVERLAKE_COLUMNAR=0: never;
     # the rows are the same either way, only the cost differs).
     columnar = os.environ.get("RIVERLAKE_COLUMNAR", "1") != "0"
+    # Checkpoints keep the featurizer state (False where the featurizer holds only part of it: a feature store).
+    featurizer_in_checkpoints = True
 
     def __init__(self, config: RunConfig, *, shard: int) -> None:
         self.config = config
@@ -214,7 +216,7 @@ class ShardLearner:
         """Snapshot ``slot``'s model into a ``checkpoints`` row appended to ``rows``; returns the pickled bytes.
         A trained model's row keeps the featurizer state it predicts with: the featurizer's now, or
         ``featurizer_bytes`` where a columnar step has moved the featurizer past the checkpoint's item."""
-        if featurizer_bytes is None and slot.n_learned:  # (untrained checkpoints are never versioned)
+        if featurizer_bytes is None and slot.n_learned and self.featurizer_in_checkpoints:  # (untrained: no version)
             memo = self.__dict__.get("_featurizer_memo")  # the models checkpointed at one item share it
             if memo is None or memo[0] != seq:
                 memo = self._featurizer_memo = (seq, featurizer_state(self.featurizer))

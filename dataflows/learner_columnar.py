@@ -217,7 +217,8 @@ class ColumnarStep:
         ev_slot = np.arange(base_slot, base_slot + n_ev, dtype=np.int64)
         every = cfg.checkpoint_every
         # The featurizer moves past the batch's checkpoints here: keep its state before, to rewind it to them.
-        before = (featurizer_state(learner.featurizer) if slots[0].n_learned % every + n_acc >= every else None)
+        before = (featurizer_state(learner.featurizer) if learner.featurizer_in_checkpoints
+                  and slots[0].n_learned % every + n_acc >= every else None)
         b0, b1 = self._featurize(learner, layout, kinds, ev_keys, ev_t, tok_parts, dense, ev_items, lb_item_acc,
                                           lb_slot, lb_y, ev_pos, lb_pos, ev_slot, base_slot)
         # Every model: predict and learn in item order, checkpointing where the item path would.
@@ -237,8 +238,8 @@ class ColumnarStep:
             if cut is not None:
                 n_ev_before = int(np.searchsorted(ev_items, seg_stop))
                 eid = lb_ids[acc_j[cut]]
-                state = featurizer_rewound(before, _steps(kinds[:seg_stop], ev_pos, ev_keys, ev_t, lb_pos,
-                                                          [arena.keys[k] for k in lb_slot.tolist()], lb_y))
+                state = None if before is None else featurizer_rewound(before, _steps(
+                    kinds[:seg_stop], ev_pos, ev_keys, ev_t, lb_pos, [arena.keys[k] for k in lb_slot.tolist()], lb_y))
                 for i in range(len(slots)):
                     learner.checkpoint(slots[i], start + int(lb_item_acc[cut]), eid, checkpoints,
                                        featurizer_bytes=state)
