@@ -48,6 +48,7 @@ from typing import Any
 
 import mlflow.pyfunc
 from pandas import NA as _NA
+from pandas import NaT as _NaT
 
 ARTIFACT = "river"
 """Key of the model bytes in ``context.artifacts``."""
@@ -154,7 +155,7 @@ def event_time_us(value: Any, *, row: int = 0) -> int:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is _NA
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is _NA or value is _NaT
 
 
 def _native(value: Any) -> Any:
