@@ -52,18 +52,54 @@ def featurizer_state(featurizer: Any) -> bytes:
     return pickle.dumps(featurizer, protocol=5)
 
 
-def featurizer_rewound(before: bytes, steps: Iterable[tuple[bool, str, Any]]) -> bytes:
-    """:func:`featurizer_state` at a point inside a batch that a columnar step featurized in one go: the
-    state ``before`` the batch (our own pickle, in memory) advanced by the batch's items up to that point,
-    as the item path advances it: ``(True, key, event_time_us)`` for an event, ``(False, key, label)``
-    for a label learned."""
-    featurizer = pickle.loads(before)  # taken by this process from its own featurizer, never read back
+def _advance(featurizer: Any, steps: Iterable[tuple[bool, str, Any]]) -> None:
     for is_event, key, value in steps:
         if is_event:
             featurizer.learn_one({}, key=key, event_time_us=int(value))
         else:
             featurizer.learn_label(key=key, y=bool(value))
-    return featurizer_state(featurizer)
+
+
+class FeaturizerRewind:
+    """:func:`featurizer_state` at checkpoints inside a batch that a columnar step featurized in one go.
+
+    Made before the batch from the ``keys`` it touches: their histories and the label totals, or, where
+    the batch could make the featurizer forget keys, a pickle of all of it. :meth:`at` gives the state
+    the item path has after the batch's items ``upto`` (``(True, key, event_time_us)`` for an event,
+    ``(False, key, label)`` for a label learned): it sets the featurizer back to before the batch,
+    advances it by ``upto``, pickles it and puts the end of the batch back (``items``: all the batch's
+    items, whose order of first appearance is the order of the keys new in it).
+    """
+
+    def __init__(self, featurizer: Any, keys: Iterable[str]) -> None:
+        self.featurizer = featurizer
+        self.keys = list(dict.fromkeys(keys))
+        self.before = [None if st is None else tuple(st) for st in featurizer.key_states(self.keys)]
+        self.totals = featurizer.label_totals
+        forgets = featurizer.key_features and featurizer.n_keys + len(self.keys) > featurizer.max_keys
+        self.full = featurizer_state(featurizer) if forgets else None  # ~3x the cost, where keys may go
+
+    def at(self, upto: Iterable[tuple[bool, str, Any]], items: Iterable[tuple[bool, str, Any]]) -> bytes:
+        if self.full is not None:
+            featurizer = pickle.loads(self.full)  # taken by this process from its own featurizer, never read back
+            _advance(featurizer, upto)
+            return featurizer_state(featurizer)
+        f = self.featurizer
+        old = [k for k, st in zip(self.keys, self.before, strict=True) if st is not None]
+        new = [k for k, st in zip(self.keys, self.before, strict=True) if st is None]
+        end_old, end_new, end_totals = f.key_states(old), dict(zip(new, f.key_states(new), strict=True)), f.label_totals
+        f.forget_keys(new)
+        f.set_key_states(old, [st for st in self.before if st is not None])
+        f.set_label_totals(*self.totals)
+        _advance(f, upto)
+        data = featurizer_state(f)
+        f.forget_keys(new)
+        f.set_key_states(old, end_old)
+        fresh = set(new)
+        order = [k for k in dict.fromkeys(k for _, k, _ in items if k in fresh) if end_new[k] is not None]
+        f.set_key_states(order, [end_new[k] for k in order])
+        f.set_label_totals(*end_totals)
+        return data
 
 
 def seal_learner(learner: Any, config: Any) -> tuple[str, bytes]:

@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from dataflows import rows
-from dataflows.checkpoints import featurizer_rewound, featurizer_state
+from dataflows.checkpoints import FeaturizerRewind
 from dataflows.columnar import Arena, Layout, log1p_counts, prune_point, resolve_labels, tokenize
 from dataflows.columnar import available as columnar_available
 from dataflows.items import LABEL, Batch, Output
@@ -44,7 +44,7 @@ def _is_not_none(value: Any) -> bool:
 
 def _steps(kinds: np.ndarray, ev_pos: np.ndarray, ev_keys: list[str], ev_t: np.ndarray, lb_pos: np.ndarray,
            lb_keys: list[str], lb_y: np.ndarray) -> Iterator[tuple[bool, str, Any]]:
-    """The items ``kinds`` as :func:`~dataflows.checkpoints.featurizer_rewound` replays them (labels
+    """The items ``kinds`` as :class:`~dataflows.checkpoints.FeaturizerRewind` replays them (labels
     refused, kind 2, left out)."""
     for i, kind in enumerate(kinds.tolist()):
         if kind == 0:
@@ -216,9 +216,10 @@ class ColumnarStep:
         lb_pos[lb_item_acc] = np.arange(n_acc)
         ev_slot = np.arange(base_slot, base_slot + n_ev, dtype=np.int64)
         every = cfg.checkpoint_every
-        # The featurizer moves past the batch's checkpoints here: keep its state before, to rewind it to them.
-        before = (featurizer_state(learner.featurizer) if learner.featurizer_in_checkpoints
-                  and slots[0].n_learned % every + n_acc >= every else None)
+        # The featurizer moves past the batch's checkpoints here: keep what it takes to rewind it to them.
+        rewind = (FeaturizerRewind(learner.featurizer, chain(ev_keys, (arena.keys[k] for k in lb_slot.tolist()
+                                                                        if k < base_slot)))
+                  if learner.featurizer_in_checkpoints and slots[0].n_learned % every + n_acc >= every else None)
         b0, b1 = self._featurize(learner, layout, kinds, ev_keys, ev_t, tok_parts, dense, ev_items, lb_item_acc,
                                           lb_slot, lb_y, ev_pos, lb_pos, ev_slot, base_slot)
         # Every model: predict and learn in item order, checkpointing where the item path would.
@@ -238,8 +239,10 @@ class ColumnarStep:
             if cut is not None:
                 n_ev_before = int(np.searchsorted(ev_items, seg_stop))
                 eid = lb_ids[acc_j[cut]]
-                state = None if before is None else featurizer_rewound(before, _steps(
-                    kinds[:seg_stop], ev_pos, ev_keys, ev_t, lb_pos, [arena.keys[k] for k in lb_slot.tolist()], lb_y))
+                lb_keys = [arena.keys[k] for k in lb_slot.tolist()]
+                state = None if rewind is None else rewind.at(
+                    _steps(kinds[:seg_stop], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
+                    _steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
                 for i in range(len(slots)):
                     learner.checkpoint(slots[i], start + int(lb_item_acc[cut]), eid, checkpoints,
                                        featurizer_bytes=state)
