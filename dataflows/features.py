@@ -198,6 +198,8 @@ class KeyedFeaturizer:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_token_names"] = {}  # a cache: rebuilt on use, kept out of snapshots
+        for name in ("exclude", "categorical", "hash_fields"):  # sorted: the same bytes for the same state
+            state[name] = tuple(sorted(state[name]))
         # Per-key state goes as columns (one string of keys, arrays of numbers): recovery
         # snapshots of 200k keys take milliseconds, not the per-object pickling of lists.
         keys = self._keys
@@ -216,6 +218,8 @@ class KeyedFeaturizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_token_names", {})  # pickled before the cache existed
         state.setdefault("shared_prior", True)  # pickled before the setting existed
+        for name in ("exclude", "categorical", "hash_fields"):
+            state[name] = frozenset(state.get(name, ()))
         packed = state["_keys"]
         if isinstance(packed, tuple):
             _, names, *cols, recent = packed

@@ -29,7 +29,14 @@ import pyarrow as pa
 
 from dataflows import rows
 from dataflows.actions import act
-from dataflows.checkpoints import RIVERLAKE_VERSION, model_digest, resume_learner, seal_learner, take_checkpoint
+from dataflows.checkpoints import (
+    RIVERLAKE_VERSION,
+    featurizer_state,
+    model_digest,
+    resume_learner,
+    seal_learner,
+    take_checkpoint,
+)
 from dataflows.discards import Discards
 from dataflows.expiry import LabelExpiry
 from dataflows.features import KeyedFeaturizer
@@ -129,6 +136,8 @@ class ShardLearner:
     # Batches of columns take the columnar path when the run allows it (RIVERLAKE_COLUMNAR=0: never;
     # the rows are the same either way, only the cost differs).
     columnar = os.environ.get("RIVERLAKE_COLUMNAR", "1") != "0"
+    # Checkpoints keep the featurizer state (False where the featurizer holds only part of it: a feature store).
+    featurizer_in_checkpoints = True
 
     def __init__(self, config: RunConfig, *, shard: int) -> None:
         self.config = config
@@ -175,6 +184,7 @@ class ShardLearner:
         self.columnar_step.compact(self.pending, slack=1024)  # snapshots carry the rows still waiting, no more
         state = self.__dict__.copy()
         state.pop("undo", None)  # rebuilt: a snapshot is taken between batches
+        state.pop("_featurizer_memo", None)  # the last checkpoint's featurizer bytes: no state
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -204,11 +214,19 @@ class ShardLearner:
         description = get_spec(name).description
         return f"one model per key: {description}" if self.config.per_key else description
 
-    def checkpoint(self, slot: _Slot, seq: int, last_event_id: str | None, rows: list, suffix: str = "") -> bytes:
-        """Snapshot ``slot``'s model into a ``checkpoints`` row appended to ``rows``; returns the pickled bytes."""
+    def checkpoint(self, slot: _Slot, seq: int, last_event_id: str | None, rows: list, suffix: str = "",
+                   featurizer_bytes: bytes | None = None) -> bytes:
+        """Snapshot ``slot``'s model into a ``checkpoints`` row appended to ``rows``; returns the pickled bytes.
+        A trained model's row keeps the featurizer state it predicts with: the featurizer's now, or
+        ``featurizer_bytes`` where a columnar step has moved the featurizer past the checkpoint's item."""
+        if featurizer_bytes is None and slot.n_learned and self.featurizer_in_checkpoints:  # (untrained: no version)
+            memo = self.__dict__.get("_featurizer_memo")  # the models checkpointed at one item share it
+            if memo is None or memo[0] != seq:
+                memo = self._featurizer_memo = (seq, featurizer_state(self.featurizer))
+            featurizer_bytes = memo[1]
         return take_checkpoint(slot, run_id=self.config.run_id, shard=self.shard, seq=seq,
                                last_event_id=last_event_id, spec=self._description(slot.name), rows=rows,
-                               suffix=suffix)
+                               suffix=suffix, featurizer_bytes=featurizer_bytes)
 
     def expire(self, seq: int) -> list[tuple]:
         """Stop waiting for labels of events older than the TTL; returns ``expired`` rows."""

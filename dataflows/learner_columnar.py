@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Iterator
 from itertools import chain, islice
 from operator import itemgetter
 from typing import Any
@@ -23,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from dataflows import rows
+from dataflows.checkpoints import FeaturizerRewind
 from dataflows.columnar import Arena, Layout, log1p_counts, prune_point, resolve_labels, tokenize
 from dataflows.columnar import available as columnar_available
 from dataflows.items import LABEL, Batch, Output
@@ -38,6 +40,19 @@ _NO_KEY = (0, 0, 0, 0, None)
 
 def _is_not_none(value: Any) -> bool:
     return value is not None  # per-key history of a key the featurizer does not know
+
+
+def _steps(kinds: np.ndarray, ev_pos: np.ndarray, ev_keys: list[str], ev_t: np.ndarray, lb_pos: np.ndarray,
+           lb_keys: list[str], lb_y: np.ndarray) -> Iterator[tuple[bool, str, Any]]:
+    """The items ``kinds`` as :class:`~dataflows.checkpoints.FeaturizerRewind` replays them (labels
+    refused, kind 2, left out)."""
+    for i, kind in enumerate(kinds.tolist()):
+        if kind == 0:
+            e = int(ev_pos[i])
+            yield True, ev_keys[e], int(ev_t[e])
+        elif kind == 1:
+            j = int(lb_pos[i])
+            yield False, lb_keys[j], int(lb_y[j])
 
 
 class ColumnarStep:
@@ -200,10 +215,14 @@ class ColumnarStep:
         lb_pos = np.zeros(n_items, np.int64)
         lb_pos[lb_item_acc] = np.arange(n_acc)
         ev_slot = np.arange(base_slot, base_slot + n_ev, dtype=np.int64)
+        every = cfg.checkpoint_every
+        # The featurizer moves past the batch's checkpoints here: keep what it takes to rewind it to them.
+        rewind = (FeaturizerRewind(learner.featurizer, chain(ev_keys, (arena.keys[k] for k in lb_slot.tolist()
+                                                                        if k < base_slot)))
+                  if learner.featurizer_in_checkpoints and slots[0].n_learned % every + n_acc >= every else None)
         b0, b1 = self._featurize(learner, layout, kinds, ev_keys, ev_t, tok_parts, dense, ev_items, lb_item_acc,
                                           lb_slot, lb_y, ev_pos, lb_pos, ev_slot, base_slot)
         # Every model: predict and learn in item order, checkpointing where the item path would.
-        every = cfg.checkpoint_every
         first_order = [s.n_learned + 1 for s in slots]
         n0 = slots[0].n_learned
         cuts = [L for L in range(n_acc) if (n0 + L + 1) % every == 0]
@@ -220,8 +239,13 @@ class ColumnarStep:
             if cut is not None:
                 n_ev_before = int(np.searchsorted(ev_items, seg_stop))
                 eid = lb_ids[acc_j[cut]]
+                lb_keys = [arena.keys[k] for k in lb_slot.tolist()]
+                state = None if rewind is None else rewind.at(
+                    _steps(kinds[:seg_stop], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
+                    _steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
                 for i in range(len(slots)):
-                    learner.checkpoint(slots[i], start + int(lb_item_acc[cut]), eid, checkpoints)
+                    learner.checkpoint(slots[i], start + int(lb_item_acc[cut]), eid, checkpoints,
+                                       featurizer_bytes=state)
                     ev_runs[i].append((n_ev_before, slots[i].version))
                     lb_runs[i].append((cut + 1, slots[i].version))
             seg_start = seg_stop

@@ -1,22 +1,34 @@
 """A River checkpoint as an MLflow ``pyfunc`` model.
 
-:class:`RiverModel` loads the pickled River estimator from its artifact in
-``load_context`` (after checking the bytes against their sha256, then against
-their HMAC with the riverlake key: ``$RIVERLAKE_KEY`` or the key file, see
-:mod:`lake.integrity`; a model without an HMAC is refused) and predicts
-P(y=1) for each row of a DataFrame of features::
+:class:`RiverModel` loads the pickled River estimator (and the featurizer state it predicted
+with, where the checkpoint kept it) from its artifacts in ``load_context``, after checking the
+bytes against their sha256, then against their HMAC with the riverlake key (``$RIVERLAKE_KEY`` or
+the key file, see :mod:`lake.integrity`; a model without an HMAC is refused). ``predict`` takes
+a DataFrame (or a list of dicts) in either of two forms, told apart by the columns present:
+
+- raw events, as the lake's ``events`` table has them: ``key``, ``event_time`` and the payload
+  columns (``event_id`` optional). Each row is featurized with the checkpoint's featurizer state
+  (per-key history as of the checkpoint, read only: predicting changes nothing), as the dataflow
+  featurized the events after that checkpoint;
+- feature columns, as ``predictions.features`` holds them (``x1``, ``colour=red``, ``key_n``...).
+
+It returns a DataFrame with ``score`` (P(y=1)) and ``prediction`` (``score >= threshold``, the
+run's threshold) per row::
 
     import mlflow, pandas as pd
     model = mlflow.pyfunc.load_model("models:/riverlake-linear@champion")
+    model.predict(pd.DataFrame([{"key": "JFK-LAX", "event_time": "2013-12-01T08:00:00", "carrier": "UA"}]))
     model.predict(pd.DataFrame([{"x1": 0.3, "x2": -1.0, "colour=red": 1.0}]))
 
-A missing (NaN/None) cell means the feature is absent, as in River's sparse dicts.
+A naive ``event_time`` is UTC; an integer one is microseconds since the epoch. A missing
+(NaN/None) cell means the field or feature is absent, as in River's sparse dicts. A model of a
+checkpoint written before checkpoints kept their featurizer state takes feature columns only.
 A run with one model per key (``per_key``) logs all its keys' models as one: give
 its input a ``key`` column (the event's entity key, e.g. ``"JFK-LAX"``); a key
 the model never learned from is scored by the blank model.
 This module imports only what a serving environment has (mlflow, pandas): it is
 copied into the logged model (``code_paths``) together with the riverlake
-transformers a pickled estimator may refer to and :mod:`lake.integrity` (as the
+featurizer and transformers a pickle may refer to and :mod:`lake.integrity` (as the
 top-level module ``riverlake_integrity``, so it never shadows an installed
 ``lake`` package), so the model loads where riverlake is not installed.
 
@@ -35,18 +47,26 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+from pandas import NA as _NA
+from pandas import NaT as _NaT
 
 ARTIFACT = "river"
 """Key of the model bytes in ``context.artifacts``."""
+FEATURIZER = "featurizer"
+"""Key of the featurizer state in ``context.artifacts`` (absent for checkpoints that did not keep it)."""
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-_CODE = {"flows": ["mlflow_model.py"], "dataflows": ["transformers.py", "sparse.py", "perkey.py"]}
-"""Riverlake modules the logged model needs: this wrapper, and our own estimators and transformers."""
+_CODE = {"flows": ["mlflow_model.py"], "dataflows": ["transformers.py", "sparse.py", "perkey.py", "features.py"]}
+"""Riverlake modules the logged model needs: this wrapper, our own estimators and transformers, the featurizer."""
 _INTEGRITY = ("lake/integrity.py", "riverlake_integrity.py")
 """The HMAC check, logged as a top-level module of its own."""
 
 KEY_COLUMN = "key"
-"""Input column naming the entity key, for per-key models."""
+"""Input column naming the entity key: of raw events, and of features for per-key models."""
+TIME_COLUMN = "event_time"
+"""Input column whose presence makes the input raw events."""
+NOT_PAYLOAD = frozenset({"event_id", "event_time", "key", "offset"})
+"""Columns of a raw event that are no payload (the ``events`` table's fixed columns)."""
 
 
 class ModelBytesMismatch(ValueError):
@@ -54,38 +74,96 @@ class ModelBytesMismatch(ValueError):
 
 
 class RiverModel(mlflow.pyfunc.PythonModel):
-    """Serves a pickled River binary classifier; ``predict`` returns P(y=1) per row."""
+    """Serves a pickled River binary classifier: ``predict`` gives ``score`` (P(y=1)) and ``prediction`` per
+    row of raw events or of features."""
 
     def load_context(self, context: Any) -> None:
+        import pickle
+
         integrity = _integrity()
         data = Path(context.artifacts[ARTIFACT]).read_bytes()
+        state = context.artifacts.get(FEATURIZER)
+        featurizer = Path(state).read_bytes() if state else None
         config = context.model_config or {}
         expected = config.get("sha256")
         actual = hashlib.sha256(data).hexdigest()
         if expected and actual != expected:  # never unpickle bytes that are not what was logged
             raise ModelBytesMismatch(f"model bytes have sha256 {actual}, the model was logged with {expected}")
-        run_id, checkpoint = config.get("run_id"), config.get("checkpoint_id")
-        purpose = integrity.checkpoint_purpose(str(run_id), str(checkpoint))
+        run_id, checkpoint = str(config.get("run_id")), str(config.get("checkpoint_id"))
         # never skipped: a model logged without an HMAC (or with it removed) is refused
-        self.estimator = integrity.loads(data, config.get("hmac"), purpose=purpose,
-                                         what=f"MLflow model of checkpoint {checkpoint!r} of run {run_id!r}")
+        integrity.verify_checkpoint(data, featurizer, config.get("hmac"), run_id=run_id, checkpoint_id=checkpoint,
+                                    what=f"MLflow model of checkpoint {checkpoint!r} of run {run_id!r}")
+        self.estimator = pickle.loads(data)  # verified above
+        self.featurizer = None if featurizer is None else pickle.loads(featurizer)  # verified above
+        self.threshold = float(config.get("threshold", 0.5))
+        self.checkpoint = f"{run_id}/{checkpoint}"
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a signature
-        """P(y=1) for each row of a DataFrame (or each dict of a list) of features."""
+        """``score`` and ``prediction`` for each row of a DataFrame (or each dict of a list) of raw events
+        (a ``event_time`` column) or of features."""
         import pandas as pd
 
         rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
-        if getattr(self.estimator, "keyed", False):
-            scores = []
+        keyed = getattr(self.estimator, "keyed", False)
+        if rows and any(TIME_COLUMN in row for row in rows):
+            xs, keys = self._featurize(rows)
+        else:
+            xs, keys = [], []
             for i, row in enumerate(rows):
                 row = dict(row)
-                if row.get(KEY_COLUMN) is None:
+                key = row.pop(KEY_COLUMN, None)
+                if keyed and _missing(key):
                     raise ValueError(f"row {i}: this model holds one model per key: give each row a "
                                      f"{KEY_COLUMN!r} column (the event's entity key)")
-                key = str(row.pop(KEY_COLUMN))
-                scores.append(score(self.estimator, _present(row), key=key))
-            return pd.Series(scores, name="score", dtype="float64")
-        return pd.Series([score(self.estimator, _present(row)) for row in rows], name="score", dtype="float64")
+                xs.append(_present(row))
+                keys.append(None if _missing(key) else str(key))
+        scores = pd.Series([score(self.estimator, x, key=k if keyed else None) for x, k in zip(xs, keys, strict=True)],
+                           dtype="float64")
+        return pd.DataFrame({"score": scores, "prediction": (scores >= self.threshold).astype("int64")})
+
+    def _featurize(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, float]], list[str]]:
+        """Features and keys of raw events, from the checkpoint's featurizer state (which only reads it)."""
+        if self.featurizer is None:
+            raise ValueError(f"checkpoint {self.checkpoint!r} was written before checkpoints kept their featurizer "
+                             "state: give this model feature columns (as in predictions.features), not raw events")
+        xs, keys = [], []
+        for i, row in enumerate(rows):
+            key = row.get(KEY_COLUMN)
+            if _missing(key) or _missing(row.get(TIME_COLUMN)):
+                raise ValueError(f"row {i}: a raw event needs {KEY_COLUMN!r} and {TIME_COLUMN!r} "
+                                 f"(got {KEY_COLUMN}={key!r}, {TIME_COLUMN}={row.get(TIME_COLUMN)!r})")
+            payload = {str(k): _native(v) for k, v in row.items() if k not in NOT_PAYLOAD}
+            xs.append(self.featurizer.transform_one(payload, key=str(key),
+                                                    event_time_us=event_time_us(row[TIME_COLUMN], row=i)))
+            keys.append(str(key))
+        return xs, keys
+
+
+def event_time_us(value: Any, *, row: int = 0) -> int:
+    """Microseconds since the epoch (UTC) of an event time: a datetime or timestamp (naive: UTC), an ISO
+    string, or an integer (microseconds)."""
+    import pandas as pd
+
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as ex:
+        raise ValueError(f"row {row}: event_time {value!r} is not a time: {ex}") from None
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.value // 1000
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is _NA or value is _NaT
+
+
+def _native(value: Any) -> Any:
+    """A cell as the lake's replay gives it: None for missing, Python numbers and strings."""
+    if _missing(value):
+        return None
+    item = getattr(value, "item", None)  # numpy scalars
+    return item() if callable(item) and not isinstance(value, str | bytes) else value
 
 
 def score(estimator: Any, x: dict[str, float], *, key: str | None = None) -> float:
@@ -99,8 +177,7 @@ def score(estimator: Any, x: dict[str, float], *, key: str | None = None) -> flo
 
 
 def _present(row: dict[str, Any]) -> dict[str, float]:
-    return {str(k): float(v) for k, v in row.items()
-            if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    return {str(k): float(v) for k, v in row.items() if not _missing(v)}
 
 
 def pip_requirements() -> list[str]:
@@ -113,10 +190,13 @@ def pip_requirements() -> list[str]:
 
 
 def _integrity() -> Any:
-    """:mod:`lake.integrity`, or where riverlake is not installed, its copy logged with the model."""
+    """:mod:`lake.integrity`, or where riverlake is not installed (or is older than the model), its copy
+    logged with the model."""
     try:
         from lake import integrity
     except ImportError:
+        integrity = None
+    if integrity is None or not hasattr(integrity, "verify_checkpoint"):
         import riverlake_integrity as integrity  # type: ignore[import-not-found,no-redef]
     return integrity
 

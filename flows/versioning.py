@@ -9,7 +9,8 @@ logs one MLflow run, a child of a parent run per lake run in experiment
 ``riverlake``:
 
 - the checkpoint as a ``pyfunc`` model (:class:`flows.mlflow_model.RiverModel`,
-  the River bytes as its artifact, ``pip_requirements`` pinning river);
+  the River bytes and the featurizer state as its artifacts, ``pip_requirements`` pinning river),
+  with a raw-event signature and input example from the lake's ``events`` (:mod:`flows.signature`);
 - the run's prequential metrics from ``metrics`` up to the checkpoint, one step
   per event-time window (step = labels scored so far), under the same names for
   every model spec, so the MLflow compare view puts them side by side;
@@ -65,6 +66,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.retry import retry_options
+from flows.signature import events_schema, input_example, raw_event_signature
 from lake.entry import ArgumentParser, require_tables, run_main
 from lake.errors import LakeError
 from lake.integrity import IntegrityError
@@ -186,10 +188,13 @@ def _rejected(scan: pl.LazyFrame, todo: pl.DataFrame) -> dict[str, str]:
     if todo.height == 0:
         return bad
     keys = todo.select(pl.format("{}/{}", "run_id", "checkpoint_id").alias("k"))["k"].to_list()
-    if "hmac" not in scan.collect_schema().names():  # a lake from before checkpoints were signed
+    names = scan.collect_schema().names()
+    if "hmac" not in names:  # a lake from before checkpoints were signed
         scan = scan.with_columns(hmac=pl.lit(None, pl.String))
+    if "featurizer_bytes" not in names:  # ... or kept their featurizer state
+        scan = scan.with_columns(featurizer_bytes=pl.lit(None, pl.Binary))
     rows = (scan.filter(pl.format("{}/{}", "run_id", "checkpoint_id").is_in(keys))
-            .select("run_id", "checkpoint_id", "sha256", "model_bytes", "hmac").collect())
+            .select("run_id", "checkpoint_id", "sha256", "model_bytes", "hmac", "featurizer_bytes").collect())
     for r in rows.iter_rows(named=True):
         try:
             verify_signed(r)
@@ -253,7 +258,7 @@ def _parent_run(client: Any, experiment_id: str, run_id: str, lake: str) -> str:
 @contextmanager
 def quiet_mlflow() -> Iterator[None]:
     """MLflow's notices that say nothing about a riverlake model: the advice to add type hints to ``predict``
-    (the signature is left out on purpose: a column signature would drop features that appear later), pip and
+    (the model checks its input itself: raw events, or feature columns no signature can list), pip and
     cloudpickle version notes, and the artifact progress bars (one per checkpoint, dozens in a demo)."""
     import warnings
 
@@ -368,18 +373,29 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
     metrics = _metrics(lake, item)
     for i in range(0, len(metrics), 900):
         client.log_batch(run.info.run_id, metrics=metrics[i:i + 900])
+    events_version = (versions_at_sync or {}).get("events")
+    schema = events_schema(lake, version=events_version)
+    signature = raw_event_signature(schema) if schema is not None else None
+    example = (input_example(lake, signature, event_id=ck["last_event_id"], version=events_version)
+               if signature is not None else None)
     with tempfile.TemporaryDirectory(prefix="riverlake-ckpt-") as tmp:
         path = Path(tmp) / "model.pkl"
         path.write_bytes(ck["model_bytes"])
+        artifacts = {mlflow_model.ARTIFACT: str(path)}
+        if ck.get("featurizer_bytes") is not None:  # raw events served with the checkpoint's featurizer state
+            artifacts[mlflow_model.FEATURIZER] = str(Path(tmp) / "featurizer.pkl")
+            Path(artifacts[mlflow_model.FEATURIZER]).write_bytes(ck["featurizer_bytes"])
         with using(tracking_uri), quiet_mlflow():  # the registry resolves models:/<id> through the fluent URI
             with mlflow.start_run(run_id=run.info.run_id):
                 info = mlflow.pyfunc.log_model(
                     name="model", python_model=mlflow_model.RiverModel(),
-                    artifacts={mlflow_model.ARTIFACT: str(path)}, pip_requirements=mlflow_model.pip_requirements(),
+                    artifacts=artifacts, pip_requirements=mlflow_model.pip_requirements(),
                     code_paths=mlflow_model.stage_code(Path(tmp) / "code"),
                     uv_project_path=tmp,  # not the cwd's uv project: requirements are the explicit pins
+                    signature=signature, input_example=example,
                     model_config={"sha256": ck["sha256"], "checkpoint": key, "hmac": ck["hmac"],
-                                  "run_id": item.run_id, "checkpoint_id": item.checkpoint_id})
+                                  "run_id": item.run_id, "checkpoint_id": item.checkpoint_id,
+                                  "threshold": _threshold(lake, item.run_id)})
             logged = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{info.model_id}",
                                                          dst_path=str(Path(tmp) / "logged"))
             signed = all_tags | {ARTIFACTS_HMAC_TAG: artifacts_hmac(logged, checkpoint=key)}
@@ -390,6 +406,16 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
                                              description=f"{item.spec}; {item.checkpoint_id} of run {item.run_id}")
     kept = keep_first_version(client, item.registered_model, key, version=str(mv.version), run_id=run.info.run_id)
     return {**result, "version": kept, "mlflow_run_id": run.info.run_id if kept == str(mv.version) else ""}
+
+
+def _threshold(lake: str, run_id: str) -> float:
+    """The score from which the run predicted positive (its recorded settings), 0.5 when not recorded."""
+    import json
+
+    from lake.runs import recorded_run
+
+    recorded = recorded_run(lake, run_id)
+    return float(json.loads(recorded["settings"]).get("threshold", 0.5)) if recorded else 0.5
 
 
 def sync_lake(lake: str, tracking_uri: str | None = None, *, experiment: str = "riverlake",

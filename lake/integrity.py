@@ -189,6 +189,31 @@ def checkpoint_purpose(run_id: str, checkpoint_id: str) -> str:
     return f"checkpoint {run_id}/{checkpoint_id}"
 
 
+def _checkpoint_message(model_bytes: bytes, featurizer_bytes: bytes | None, run_id: str,
+                        checkpoint_id: str) -> tuple[bytes, str]:
+    """What a checkpoint's tag covers, and the purpose it is bound to: the model bytes alone (checkpoints
+    without featurizer state, as all were before it was kept), else both, length-framed and bound to a
+    purpose of their own, so neither part can be moved into the other nor the state be dropped."""
+    purpose = checkpoint_purpose(run_id, checkpoint_id)
+    if featurizer_bytes is None:
+        return model_bytes, purpose
+    return len(model_bytes).to_bytes(8, "big") + model_bytes + featurizer_bytes, purpose + " with featurizer state"
+
+
+def sign_checkpoint(model_bytes: bytes, featurizer_bytes: bytes | None = None, *, run_id: str,
+                    checkpoint_id: str) -> str:
+    """The tag of a checkpoint's model bytes and (where it keeps it) the featurizer state it predicted with."""
+    data, purpose = _checkpoint_message(model_bytes, featurizer_bytes, run_id, checkpoint_id)
+    return sign(data, purpose=purpose)
+
+
+def verify_checkpoint(model_bytes: bytes, featurizer_bytes: bytes | None, tag: str | None, *, run_id: str,
+                      checkpoint_id: str, what: str) -> None:
+    """Raise :class:`IntegrityError` unless ``tag`` is :func:`sign_checkpoint`'s of these bytes."""
+    data, purpose = _checkpoint_message(model_bytes, featurizer_bytes, run_id, checkpoint_id)
+    verify(data, tag, purpose=purpose, what=what)
+
+
 RECOVERY_PURPOSE = "recovery state"
 """What sealed recovery state is bound to. Not to the run id: a genuine snapshot of another run (a folder
 reused, or moved by someone without the key) unpickles safely and is then refused by the run's own check

@@ -69,15 +69,17 @@ def verify_checkpoint(model_bytes: bytes, sha256: str, *, checkpoint: str) -> No
 
 
 def verify_signed(row: dict[str, Any]) -> None:
-    """Check a ``checkpoints`` row's bytes against its sha256, then its HMAC (:mod:`lake.integrity`).
+    """Check a ``checkpoints`` row's bytes against its sha256, then its HMAC (:mod:`lake.integrity`; it
+    covers the featurizer state too where the row keeps it).
 
     The sha256 catches bytes damaged by accident; only the HMAC, made with a key the
     lake does not hold, proves that whoever wrote them had the key.
     """
     run_id, checkpoint = row["run_id"], row["checkpoint_id"]
     verify_checkpoint(row["model_bytes"], row["sha256"], checkpoint=checkpoint)
-    integrity.verify(row["model_bytes"], row.get("hmac"), purpose=integrity.checkpoint_purpose(run_id, checkpoint),
-                     what=f"checkpoint {checkpoint!r} of run {run_id!r} (table 'checkpoints')")
+    integrity.verify_checkpoint(row["model_bytes"], row.get("featurizer_bytes"), row.get("hmac"), run_id=run_id,
+                                checkpoint_id=checkpoint,
+                                what=f"checkpoint {checkpoint!r} of run {run_id!r} (table 'checkpoints')")
 
 
 def load_checkpoint(row: dict[str, Any]) -> Any:

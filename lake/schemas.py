@@ -116,7 +116,10 @@ CHECKPOINTS = pa.schema(
         pa.field("riverlake_version", pa.string(), nullable=False),
         pa.field("model_bytes", pa.large_binary(), nullable=False),
         pa.field("created_at", UTC_TS, nullable=False),
-        pa.field("hmac", pa.string()),  # of model_bytes, with the key outside the lake (lake.integrity)
+        pa.field("hmac", pa.string()),  # of model_bytes (+ featurizer_bytes), with the key outside the lake
+        # The pickled featurizer (per-key state) the model predicted with at this point: what a served model
+        # featurizes raw events with. Null on untrained checkpoints and on those from before it was kept.
+        pa.field("featurizer_bytes", pa.large_binary()),
     ]
 )
 

@@ -71,6 +71,7 @@ class Engine:
         try:
             self._check_identity()
             self.learner = ShardLearner(config.run_config(), shard=0)
+            self.learner.featurizer_in_checkpoints = False  # its per-key state lives in the feature store
             self.champion = self.learner.champion
             self.store: FeatureStore = open_store(config.store, namespace=config.server_id)
             schema = open_table(config.lake, "events").schema().to_arrow() if exists(config.lake, "events") else None

@@ -589,7 +589,8 @@ def test_key_state_pruned_mid_batch_gives_the_item_paths_rows(max_keys, cut):
     items = [it[:4] + (f"new-{it[2]}",) + it[5:] if it[1] == EVENT and int(it[2][1:]) >= 150 else it
              for it in _stream(300, seed=4)]
     batches = _cut(items, cut)
-    learner, reference, _ = _replay_both(_config(featurizer={"max_keys": max_keys}), batches)
+    # (checkpoints inside batches keep the featurizer state the item path has there)
+    learner, reference, _ = _replay_both(_config(featurizer={"max_keys": max_keys}, checkpoint_every=17), batches)
     assert reference.featurizer.keys_forgotten > 2 * max_keys
     assert learner.featurizer.keys_forgotten == reference.featurizer.keys_forgotten
     assert learner.columnar_batches == len(batches)

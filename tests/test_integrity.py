@@ -285,7 +285,7 @@ def test_verified_loading_checks_every_file_before_mlflow_unpickles_any(lake, tm
     client = client_for(mlflow_uri)
     version = done[0]["version"]
     x = read_table(lake, "predictions").tail(3)["features"].to_list()
-    served = load_verified(client, "riverlake-linear", version=version).predict(pd.DataFrame(x))
+    served = load_verified(client, "riverlake-linear", version=version).predict(pd.DataFrame(x))["score"]
     row = read_table(lake, "checkpoints").filter(pl.col("checkpoint_id") == "linear:s0:1000").row(0, named=True)
     estimator = load_checkpoint(row)
     assert served.tolist() == [score_one(estimator, xi) for xi in x]

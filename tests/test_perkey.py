@@ -154,7 +154,7 @@ def test_a_per_key_checkpoint_serves_from_mlflow_by_key(keyed_lake, mlflow_uri):
     estimator = pickle.loads(final["model_bytes"])
     with using(mlflow_uri):
         model = mlflow.pyfunc.load_model(f"models:/riverlake-linear/{mv.version}")
-        served = model.predict(pd.DataFrame(x))
+        served = model.predict(pd.DataFrame(x))["score"]
         with pytest.raises(ValueError, match="give each row a 'key' column"):
             model.predict(pd.DataFrame([dict(f) for f in rows["features"].to_list()]))
     expected = [score_one(estimator, {k: v for k, v in xi.items() if k != "key"}, xi["key"]) for xi in x]

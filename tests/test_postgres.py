@@ -207,7 +207,7 @@ def _assert_registered_and_served(client, store: str, lake: str) -> None:
     final = ckpts.filter(pl.col("checkpoint_id") == "linear:s0:1200").row(0, named=True)
     x = read_table(lake, "predictions").filter(pl.col("model") == "linear").tail(10)["features"].to_list()
     with using(store):
-        served = mlflow_load(f"models:/riverlake-linear/{tags['r1/linear:s0:1200']}").predict(pd.DataFrame(x))
+        served = mlflow_load(f"models:/riverlake-linear/{tags['r1/linear:s0:1200']}").predict(pd.DataFrame(x))["score"]
     estimator = pickle.loads(final["model_bytes"])
     assert served.tolist() == pytest.approx([score_one(estimator, xi) for xi in x], rel=1e-12)
 

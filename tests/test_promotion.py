@@ -119,7 +119,7 @@ def test_promote_keep_and_rollback_move_the_aliases_and_are_recorded(lake, mlflo
     assert control.poll() == "linear"  # a running dataflow of r1 would now serve linear
     x = read_table(lake, "predictions").filter(pl.col("model") == "linear").tail(10)["features"].to_list()
     with using(mlflow_uri):
-        served = mlflow.pyfunc.load_model("models:/riverlake-linear@champion").predict(pd.DataFrame(x))
+        served = mlflow.pyfunc.load_model("models:/riverlake-linear@champion").predict(pd.DataFrame(x))["score"]
     final = read_table(lake, "checkpoints").filter(pl.col("checkpoint_id") == "linear:s0:3000")["model_bytes"][0]
     assert served.tolist() == pytest.approx([score_one(pickle.loads(final), xi) for xi in x], rel=1e-12)
 

@@ -154,7 +154,7 @@ def test_every_checkpoint_is_registered_once_with_its_lake_lineage(lake, store):
     # the registered model serves what the checkpoint computes
     x = read_table(lake, "predictions").filter(pl.col("model") == "linear").tail(20)["features"].to_list()
     with using(store):
-        served = mlflow.pyfunc.load_model(f"models:/riverlake-linear/{mv.version}").predict(pd.DataFrame(x))
+        served = mlflow.pyfunc.load_model(f"models:/riverlake-linear/{mv.version}").predict(pd.DataFrame(x))["score"]
     estimator = pickle.loads(final["model_bytes"])
     assert served.tolist() == pytest.approx([score_one(estimator, xi) for xi in x], rel=1e-12)
 
@@ -320,7 +320,7 @@ def test_against_a_real_mlflow_server_that_goes_down_mid_way(lake, mlflow_server
         "try:\n    import dataflows; raise SystemExit('riverlake is importable')\nexcept ImportError: pass\n"
         "import mlflow, pandas as pd; mlflow.set_tracking_uri(sys.argv[2])\n"
         "m = mlflow.pyfunc.load_model(sys.argv[3])\n"
-        "print(json.dumps(m.predict(pd.DataFrame(json.loads(sys.argv[4]))).tolist()))\n")
+        "print(json.dumps(m.predict(pd.DataFrame(json.loads(sys.argv[4])))['score'].tolist()))\n")
     root = str(Path(__file__).resolve().parent.parent)
     env = {k: v for k, v in subprocess_env.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", script, root, mlflow_server.uri, f"models:/riverlake-tree/{version}",
