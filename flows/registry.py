@@ -342,3 +342,24 @@ def load_verified(client: MlflowClient, name: str, *, version: str | None = None
         integrity.verify(_manifest(local), mv.tags.get(ARTIFACTS_HMAC_TAG), purpose=f"mlflow model {checkpoint}",
                          what=what)
         return mlflow.pyfunc.load_model(local)
+
+
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """MLflow's notices that say nothing about a riverlake model: the advice to add type hints to ``predict``
+    (the model checks its input itself: raw events, or feature columns no signature can list), pip and
+    cloudpickle version notes, and the artifact progress bars (one per checkpoint, dozens in a demo)."""
+    import warnings
+
+    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
+            warnings.filterwarnings("ignore", message=".*(type hint|cloudpickle|pip).*")
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before

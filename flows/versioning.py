@@ -54,8 +54,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +63,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.registry import quiet_mlflow  # noqa: F401 - also imported from here
 from flows.retry import retry_options
 from flows.signature import events_schema, input_example, raw_event_signature
 from lake.entry import ArgumentParser, require_tables, run_main
@@ -253,27 +252,6 @@ def _parent_run(client: Any, experiment_id: str, run_id: str, lake: str) -> str:
                             tags={KIND_TAG: "run", RUN_TAG: run_id, TAG + "lake": lake})
     client.set_terminated(run.info.run_id)
     return run.info.run_id
-
-
-@contextmanager
-def quiet_mlflow() -> Iterator[None]:
-    """MLflow's notices that say nothing about a riverlake model: the advice to add type hints to ``predict``
-    (the model checks its input itself: raw events, or feature columns no signature can list), pip and
-    cloudpickle version notes, and the artifact progress bars (one per checkpoint, dozens in a demo)."""
-    import warnings
-
-    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
-            warnings.filterwarnings("ignore", message=".*(type hint|cloudpickle|pip).*")
-            yield
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
 
 
 def summarize_parent(lake: str, run_id: str, *, tracking_uri: str, experiment: str = "riverlake") -> dict[str, float]:
