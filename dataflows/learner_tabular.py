@@ -22,8 +22,8 @@ import pyarrow as pa
 from dataflows import rows
 from dataflows.items import LABEL, Batch, Output
 from dataflows.rows import CHAMPION, dead_letter_row, drift_event_row
-from dataflows.tabular import TabularStep, available, model_state
 from dataflows.tabular import FeatureSpace as _Space
+from dataflows.tabular import TabularStep, available, model_state
 from dataflows.validate import dead_letter
 from lake import names as lake_names
 from lake.schemas import FEATURES, UTC_TS
@@ -142,6 +142,10 @@ class TabularColumns:
             ev_runs = [[(0, s.version)] for s in slots]
             lb_runs = [[(0, s.version)] for s in slots]
         first_cut = every - n0 % every
+        # The layout named by the payload's own column names: the strings the item path's features
+        # are keyed by (a checkpoint pickles shared strings once: the same bytes on both paths).
+        schema = ev.schema
+        step.layout({c: schema[c] for c in cols.payload_columns})
         events = lake_names.select(ev, [*_FIXED, *cols.payload_columns])
         result = step.process(kinds=cols.kinds, events=events, labels=lb,
                               checkpoint_after=range(first_cut, n_lb + 1, every), on_checkpoint=on_checkpoint,
