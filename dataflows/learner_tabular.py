@@ -71,7 +71,9 @@ class TabularColumns:
         arena = self.step.arena
         names = self.step.space.names
         fs, vs = arena.row(slot)
-        x = {names[f]: v for f, v in zip(fs.tolist(), vs.tolist(), strict=True)}
+        # One-hot names as the item path's featurizer makes them, a string of this event's own (the
+        # models keep the key objects they first learned: checkpoints pickle them byte for byte).
+        x = {(n[:1] + n[1:] if "=" in (n := names[f]) else n): v for f, v in zip(fs.tolist(), vs.tolist(), strict=True)}
         return x, int(arena.a_t[slot]), arena.keys[slot], arena.scores[slot].tolist()
 
     def time_and_key(self, slot: int) -> tuple[int, str]:
