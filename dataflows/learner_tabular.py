@@ -17,6 +17,7 @@ from bisect import bisect_left
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from dataflows import rows
@@ -25,7 +26,6 @@ from dataflows.rows import CHAMPION, dead_letter_row, drift_event_row
 from dataflows.tabular import FeatureSpace as _Space
 from dataflows.tabular import TabularStep, available, model_state
 from dataflows.validate import dead_letter
-from lake import names as lake_names
 from lake.schemas import FEATURES, UTC_TS
 from monitoring.columns import DenseFeatures
 
@@ -148,7 +148,7 @@ class TabularColumns:
         # are keyed by (a checkpoint pickles shared strings once: the same bytes on both paths).
         schema = ev.schema
         step.layout({c: schema[c] for c in cols.payload_columns})
-        events = lake_names.select(ev, [*_FIXED, *cols.payload_columns])
+        events = pl.DataFrame([ev.get_column(c) for c in (*_FIXED, *cols.payload_columns)])  # (by name, no patterns)
         result = step.process(kinds=cols.kinds, events=events, labels=lb,
                               checkpoint_after=range(first_cut, n_lb + 1, every), on_checkpoint=on_checkpoint,
                               fresh_prior=[learner.prior() if s.fresh else None for s in slots])
