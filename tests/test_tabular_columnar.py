@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import shutil
 
 import polars as pl
 import pyarrow as pa
@@ -17,11 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dataflows.bench.history import history
 from dataflows.items import EVENT, LABEL, Output
 from dataflows.learner import RunConfig, ShardLearner
 from dataflows.learner_tabular import TabularColumns
+from dataflows.online import run_replay
+from lake.ingest import ingest_frame
 from monitoring.stream import MonitorConfig
-from tests.test_columnar import _assert_same, _batch, _columns
+from tests.test_columnar import LAKE_TABLES, _assert_same, _batch, _columns, _differing, _write_lake_rows
 
 S = 1_000_000
 HOUR = 3_600 * S
@@ -178,3 +182,37 @@ def test_random_tabular_streams_split_anyhow_give_the_item_paths_rows(data):
     config = _config(models=models, checkpoint_every=every, label_ttl_us=HOUR,
                      monitor=MonitorConfig(stats_window_us=HOUR, anomaly="zscore(block=20)"))
     _replay_both(config, batches, materialize=lambda i: bool(mask >> (i % 16) & 1), pickle_at=pickle_at)
+
+
+def test_a_replay_of_a_categorical_history_writes_the_same_lake_either_way(tmp_path, monkeypatch):
+    """The whole dataflow on defaults (anomaly scores, window statistics, expiry chosen from the data),
+    two shards: the lake's tables are the same with the columnar path on and off."""
+    base = str(tmp_path / "base")
+    ingest_frame(base, history("categorical", 3_000, seed=3), source="history", id_col="event_id",
+                 time_col="event_time", key_col="key", label_col="label", label_time_col="label_time")
+    calls: list[bool] = []
+    columnar = ShardLearner._process_columnar
+
+    def counted(self, batch):
+        out = columnar(self, batch)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(ShardLearner, "_process_columnar", counted)
+    lakes = {}
+    for flag in (False, True):
+        lake = str(tmp_path / f"columnar-{flag}")
+        shutil.copytree(base, lake)
+        monkeypatch.setattr(ShardLearner, "columnar", flag)
+        run_replay(lake, "linear", recovery=False, run_id="same", batch_size=500, shards=2, checkpoint_every=400)
+        lakes[flag] = _write_lake_rows(lake, (*LAKE_TABLES, "anomalies"))
+        if not flag:
+            assert calls == []
+    assert len(calls) >= 10 and all(calls)  # every batch of both shards took the columnar path
+    item, col = lakes[False], lakes[True]
+    assert item.keys() == col.keys()
+    assert {"predictions", "learn_log", "metrics", "checkpoints", "window_stats"} <= item.keys()
+    assert item["predictions"].num_rows == 3_000
+    assert item["predictions"].column("anomaly_score").null_count < 3_000  # zscore scores, once warmed up
+    for name in item:
+        assert not _differing(col[name], item[name]), f"{name}: {_differing(col[name], item[name])}"
