@@ -265,8 +265,17 @@ class TabularColumns:
         matrix, columns in order of first appearance: what the monitors read from the item path's dicts."""
         ids = result.ids
         is_num = self.step.space.is_num
+        names = self.step.space.names
+        lengths = np.diff(result.offsets)
+        width = int(lengths[0]) if n_ev else 0
+        if n_ev and (lengths == width).all():  # (numbers only, no nulls: every row the same features)
+            grid = ids.reshape(n_ev, width)
+            if (grid == grid[0]).all():
+                keep = is_num[grid[0]]
+                return DenseFeatures([names[f] for f in grid[0][keep].tolist()],
+                                     result.values.reshape(n_ev, width)[:, keep])
         num = is_num[ids]
-        row_of = np.repeat(np.arange(n_ev), np.diff(result.offsets))[num]
+        row_of = np.repeat(np.arange(n_ev), lengths)[num]
         nid = ids[num]
         uniq, first = np.unique(nid, return_index=True)
         order = np.argsort(first, kind="stable")
@@ -275,5 +284,4 @@ class TabularColumns:
         col[uniq] = np.arange(uniq.size)
         mat = np.full((n_ev, uniq.size), np.nan)
         mat[row_of, col[nid]] = result.values[num]
-        names = self.step.space.names
         return DenseFeatures([names[f] for f in uniq.tolist()], mat)

@@ -60,13 +60,13 @@ def _stream(n: int, *, seed: int, keys: int = 5, p_null: float = 0.1, dup: float
     return [(seq, *a[1:]) for seq, a in enumerate(arrivals)]
 
 
-def _cut(items: list[tuple], sizes: list[int], *, late_from: int | None = None) -> list:
+def _cut(items: list[tuple], sizes: list[int], *, late_from: int | None = None, base: dict | None = None) -> list:
     """``items`` cut into batches of ``sizes`` (cycled); from item ``late_from`` on, the batches carry
     the late columns too (schema evolution), before it they do not."""
     out, at, k = [], 0, 0
     while at < len(items):
         part = items[at: at + sizes[k % len(sizes)]]
-        schema = dict(SCHEMA)
+        schema = dict(SCHEMA if base is None else base)
         if late_from is not None and part[0][0] >= late_from:
             schema.update(LATE)
         out.append(_columns(part, schema))
@@ -145,6 +145,16 @@ def test_several_models_with_schema_evolution_give_the_item_paths_rows(models):
     taken, counts = _replay_both(_config(models=models, checkpoint_every=150), batches)
     assert taken == len(batches)
     assert counts["predictions"] == len(models) * 2_000
+
+
+def test_a_numeric_stream_without_nulls_gives_the_item_paths_window_statistics_and_scores():
+    """Every event with the same features: the monitors' matrix is the feature rows as they are."""
+    items = _stream(2_000, seed=8, p_null=0.0)
+    batches = _cut(items, [300, 170], base={"amount": pl.Float64, "count": pl.Int64})
+    config = _config(models=("linear", "naive-bayes"), checkpoint_every=500,
+                     monitor=MonitorConfig(stats_window_us=2 * HOUR, anomaly="zscore(block=100)"))
+    taken, counts = _replay_both(config, batches)
+    assert taken == len(batches) and counts["window_stats"] > 10 and counts["anomalies"] > 0
 
 
 def test_batches_alternating_between_the_paths_and_a_snapshot_mid_stream():
