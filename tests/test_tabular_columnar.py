@@ -34,9 +34,10 @@ LATE = {"extra": pl.Float32, "tier": pl.String}  # columns that appear mid-strea
 
 
 def _stream(n: int, *, seed: int, keys: int = 5, p_null: float = 0.1, dup: float = 0.0, unknown: float = 0.0,
-            label_delay_h: float = 2.0) -> list[tuple]:
+            label_delay_h: float = 2.0, early: float = 0.0) -> list[tuple]:
     """``n`` events (with nulls, categories that appear as the stream goes on) and their labels, in
-    arrival order as items ``(seq, kind, ...)``; some event ids twice, some labels for no event."""
+    arrival order as items ``(seq, kind, ...)``; some event ids twice, some labels for no event, some
+    (``early``) arriving before their event."""
     rng = random.Random(seed)
     arrivals = []
     for i in range(n):
@@ -53,6 +54,8 @@ def _stream(n: int, *, seed: int, keys: int = 5, p_null: float = 0.1, dup: float
         y = int((payload["amount"] or 50) + 10 * (payload["shop"] == "s1") + rng.gauss(0, 10) > 55)
         if rng.random() < 0.9:
             lt = t + int(rng.expovariate(1 / (label_delay_h * HOUR)))
+            if rng.random() < early:
+                lt = t - rng.randrange(1, 10 * 60 * S)
             arrivals.append((lt, LABEL, eid, y, lt, key))
         if rng.random() < unknown:
             arrivals.append((t, LABEL, f"nope{i}", 1, t, key))
@@ -158,7 +161,7 @@ def test_a_numeric_stream_without_nulls_gives_the_item_paths_window_statistics_a
 
 
 def test_batches_alternating_between_the_paths_and_a_snapshot_mid_stream():
-    items = _stream(2_500, seed=5, dup=0.005, unknown=0.01)
+    items = _stream(2_500, seed=5, dup=0.005, unknown=0.01, early=0.01)
     batches = _cut(items, [180, 260], late_from=len(items) // 3)
     taken, _ = _replay_both(_config(models=("linear", "naive-bayes"), checkpoint_every=200), batches,
                             materialize=lambda i: i % 3 == 1, pickle_at=len(batches) // 2)
@@ -181,7 +184,8 @@ def test_random_tabular_streams_split_anyhow_give_the_item_paths_rows(data):
                     p_null=data.draw(st.sampled_from([0.0, 0.2, 0.6]), label="p_null"),
                     dup=data.draw(st.sampled_from([0.0, 0.02]), label="dup"),
                     unknown=data.draw(st.sampled_from([0.0, 0.05]), label="unknown"),
-                    label_delay_h=data.draw(st.sampled_from([0.01, 1.0, 10.0]), label="delay"))
+                    label_delay_h=data.draw(st.sampled_from([0.01, 1.0, 10.0]), label="delay"),
+                    early=data.draw(st.sampled_from([0.0, 0.05]), label="early"))
     sizes = data.draw(st.lists(st.integers(1, 120), min_size=1, max_size=4), label="sizes")
     late_from = data.draw(st.one_of(st.none(), st.integers(0, len(items))), label="late_from")
     batches = _cut(items, sizes, late_from=late_from)
