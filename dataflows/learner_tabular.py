@@ -34,7 +34,7 @@ _FIXED = ("event_id", "event_time", "key")
 
 def fits(learner: Any) -> bool:
     """Whether ``learner``'s featurizer and models are ones the tabular step runs (fixed for a run)."""
-    if learner.config.per_key or learner.featurizer.hash_fields or not available():
+    if learner.config.per_key or learner.featurizer.hash_fields:
         return False
     space = _Space()
     return all(model_state(s.estimator, space) is not None for s in learner.slots)
@@ -62,9 +62,10 @@ class TabularColumns:
     # -- the learner's interface (as dataflows.learner_columnar.ColumnarStep) -----------------------
     @staticmethod
     def suits(learner: Any) -> bool:
-        """Whether ``learner``'s settings let batches take this path at all."""
+        """Whether ``learner``'s settings let batches take this path at all (and the compiled loops load:
+        numba is imported at the first batch, not when the learner is built)."""
         mon = learner.config.monitor
-        return mon.drift_action == "none" and not mon.watch
+        return mon.drift_action == "none" and not mon.watch and available()
 
     def entry(self, slot: int) -> tuple:
         """A pending entry ``(x, t, key, scores)`` from the arena (for the item-by-item path)."""

@@ -230,3 +230,20 @@ def test_a_replay_of_a_categorical_history_writes_the_same_lake_either_way(tmp_p
     assert item["predictions"].column("anomaly_score").null_count < 3_000  # zscore scores, once warmed up
     for name in item:
         assert not _differing(col[name], item[name]), f"{name}: {_differing(col[name], item[name])}"
+
+
+def test_without_the_compiled_loops_tabular_batches_go_item_by_item(monkeypatch):
+    import sys
+
+    import dataflows
+    from dataflows import tabular
+
+    monkeypatch.delattr(dataflows, "_tabular_kernels", raising=False)
+    monkeypatch.setitem(sys.modules, "dataflows._tabular_kernels", None)  # numba cannot load: the import fails
+    tabular.available.cache_clear()
+    try:
+        items = _stream(400, seed=9)
+        taken, counts = _replay_both(_config(), _cut(items, [100]))
+        assert taken == 0 and counts["predictions"] == 400
+    finally:
+        tabular.available.cache_clear()
