@@ -29,7 +29,8 @@ test-fast: install
 	$(PY) -m pytest -m "not slow and not cluster"
 
 bench: install
-	$(PY) -m dataflows.bench --events 100000
+	$(PY) -m dataflows.bench --scenario numeric --events 100000
+	$(PY) -m dataflows.bench --scenario categorical --events 100000
 
 # The Prefect UI (deployments served), the MLflow UI (champion alias set) and the newest reports of $(LAKE);
 # Ctrl-C stops them all.

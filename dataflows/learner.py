@@ -43,6 +43,7 @@ from dataflows.features import KeyedFeaturizer
 from dataflows.guard import LearnUndo, score_problem, weights_check
 from dataflows.items import EVENT, Batch, Output
 from dataflows.learner_columnar import ColumnarStep
+from dataflows.learner_tabular import TabularColumns, fits
 from dataflows.models import get_spec
 from dataflows.perkey import PerKeyModel
 from dataflows.recent import RecentIds
@@ -171,8 +172,9 @@ class ShardLearner:
         # Recent labelled events (features, label, key), to retrain from when a drift action says so.
         self.recent: deque[tuple[dict, bool, str]] | None = (
             deque(maxlen=config.monitor.action_window) if config.monitor.drift_action == "retrain" else None)
-        # The columnar path (dataflows.learner_columnar): feature rows of pending events it took in, and caches.
-        self.columnar_step = ColumnarStep(len(self.slots))
+        # The columnar path: feature rows of pending events it took in, and caches (dataflows.learner_tabular
+        # for tabular payloads on the linear and naive-bayes specs, dataflows.learner_columnar otherwise).
+        self.columnar_step = TabularColumns(self) if fits(self) else ColumnarStep(len(self.slots))
 
     @property
     def columnar_batches(self) -> int:
@@ -181,6 +183,7 @@ class ShardLearner:
         return self.columnar_step.batches
 
     def __getstate__(self) -> dict[str, Any]:
+        self.columnar_step.before_items(self)  # the River objects hold everything learned
         self.columnar_step.compact(self.pending, slack=1024)  # snapshots carry the rows still waiting, no more
         state = self.__dict__.copy()
         state.pop("undo", None)  # rebuilt: a snapshot is taken between batches
@@ -268,11 +271,17 @@ class ShardLearner:
         return self.columnar_step.process(self, batch)
 
     def _process(self, batch: Batch) -> Output:
-        if (self.columnar and batch.columns is not None and not batch.materialized
-                and ColumnarStep.suits(self)):
+        step = self.columnar_step
+        if self.columnar and batch.columns is not None and not batch.materialized and step.suits(self):
             out = self._process_columnar(batch)
             if out is not None:
                 return out
+        step.before_items(self)
+        out = self._process_items(batch)
+        step.after_items(self)
+        return out
+
+    def _process_items(self, batch: Batch) -> Output:
         cfg = self.config
         run_id, shard = cfg.run_id, self.shard
         metrics: list[tuple] = []
@@ -499,6 +508,7 @@ class ShardLearner:
     def finish(self) -> Output:
         """End of stream: close every metrics window and checkpoint every model."""
         seq = self.last_seq + 1
+        self.columnar_step.before_items(self)
         metrics: list[tuple] = []
         checkpoints: list[tuple] = []
         for slot in self.slots:

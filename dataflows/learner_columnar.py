@@ -92,6 +92,12 @@ class ColumnarStep:
         x = {layout.name_of(f): v for f, v in zip(fs.tolist(), vs.tolist(), strict=True)}
         return x, int(arena.a_t[slot]), arena.keys[slot], arena.scores[slot].tolist()
 
+    def before_items(self, learner: Any) -> None:
+        """Before the item path runs a batch: nothing to do (this step learns on the River objects)."""
+
+    def after_items(self, learner: Any) -> None:
+        """After the item path ran a batch: nothing to do."""
+
     def time_and_key(self, slot: int) -> tuple[int, str]:
         """The event time and key of the event waiting in ``slot``."""
         return int(self.arena.a_t[slot]), self.arena.keys[slot]

@@ -70,9 +70,10 @@ class RecentIds:
         return len(self._order)
 
     def __getstate__(self) -> tuple[int, str, list[str] | None]:
-        if any(_SEP in i for i in self._order):  # ids holding NUL: rare, keep them exact
+        joined = _SEP.join(self._order)
+        if joined.count(_SEP) != max(len(self._order) - 1, 0):  # ids holding NUL: rare, keep them exact
             return self.capacity, "", list(self._order)
-        return self.capacity, _SEP.join(self._order), None
+        return self.capacity, joined, None
 
     def __setstate__(self, state: tuple[int, str, list[str] | None]) -> None:
         capacity, joined, exact = state

@@ -93,10 +93,10 @@ def _constant(value: Any, n: int, type_: pa.DataType) -> pa.Array:
 
 def expand_runs(runs: list[tuple[int, str]], n: int) -> pa.Array:
     """A string column of length ``n`` from ``[(first_row, value), ...]`` runs."""
-    values: list[str] = []
-    for (first, value), nxt in zip(runs, [*runs[1:], (n, None)], strict=True):
-        values.extend([value] * (nxt[0] - first))
-    return pa.array(values, pa.string())
+    if len(runs) == 1:
+        return _constant(runs[0][1], n, pa.string())
+    counts = np.diff([*(first for first, _ in runs), n])
+    return pa.array([value for _, value in runs], pa.string()).take(np.repeat(np.arange(len(runs)), counts))
 
 
 def event_columns(items: list[tuple]) -> dict[str, pa.Array]:

@@ -90,18 +90,26 @@ class NBState:
         for c in _ordered(self.cls_stamp):
             model.class_counts[bool(c)] = int(self.cls_count[c])
         old = {c: dict(inner) for c, inner in model.gaussians.items()}
+        # The names as the class dicts hold them (the same string objects): a pickle of the model
+        # (a checkpoint) shares strings exactly as the item path's model does, byte for byte.
+        own = {c: {k: k for k in inner} for c, inner in old.items()}
         model.gaussians.clear()
         for c in _ordered(self.cls_gstamp):
             inner = model.gaussians[bool(c)]  # (a new class dict, from the model's own factory)
             kept = old.get(bool(c), {})
+            held = own.get(bool(c), {})
             row = self.stamp[c]
             present = np.flatnonzero(row >= 0)
             for f in present[np.argsort(row[present], kind="stable")].tolist():
-                g = kept.get(names[f])
+                name = names[f]
+                key = held.get(name)
+                if key is None:  # the item path's key: the string of the event that brought it, one per
+                    key = name[:1] + name[1:] if "=" in name else name  # class for one-hot names
+                g = kept.get(name)
                 if g is None:
-                    g = inner[names[f]]
+                    g = inner[key]
                 else:
-                    inner[names[f]] = g
+                    inner[key] = g
                 g._var.mean.n = float(self.n[c, f])
                 g._var.mean._mean = float(self.mean[c, f])
                 g._var._S = float(self.s2[c, f])

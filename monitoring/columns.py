@@ -28,6 +28,8 @@ def is_number(v: Any) -> bool:
 def numeric_keys(xs: Sequence[Mapping[str, Any]], exclude: Iterable[str] = ()) -> list[str]:
     """Keys of ``xs`` in order of first appearance whose first value is numeric."""
     skip = set(exclude)
+    if isinstance(xs, DenseFeatures):  # every value a number, the names in order of first appearance
+        return [k for k in xs.names if k not in skip]
     first: dict[str, Any] = {}
     seen: set[str] = set()
     # One pass (a scan of xs per key was quadratic on hashed streams: thousands of keys per batch);

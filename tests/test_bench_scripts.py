@@ -30,6 +30,16 @@ def test_bench_on_urls_compares_the_columnar_dataflow_with_the_bare_loop(subproc
     assert ratio > 0 and float(fields["end_to_end_events_per_s"]) > 0
 
 
+def test_bench_on_a_categorical_history_reports_the_columnar_and_the_item_path(subprocess_env):
+    out = _run(["dataflows.bench", "--scenario", "categorical", "--events", "2000", "--repeat", "1"], subprocess_env)
+    fields = dict(re.findall(r"^(\w+)\s+(.+)$", out, re.MULTILINE))
+    # the three phases predicted every event (the command refuses phases that disagree)
+    assert fields["events"] == "2000" and fields["scenario"] == "categorical" and fields["model"] == "linear"
+    assert float(fields["item_path_events_per_s"]) > 0 and float(fields["item_path_vs_bare_river"]) > 0
+    ratio = float(re.search(r"^end_to_end_vs_bare_river: ([0-9.]+)$", out, re.MULTILINE).group(1))
+    assert ratio > 0
+
+
 def test_soak_on_urls_reports_throughput_memory_and_the_columnar_models_accuracy(subprocess_env, tmp_path):
     lake = str(tmp_path / "lake")
     columnar = _run(["dataflows.bench.soak", "--scenario", "urls", "--n", "6000", "--every", "0.2", "--lake", lake],

@@ -308,9 +308,9 @@ def test_replay_batches_take_the_columnar_path_and_give_the_item_paths_rows(urls
     assert rows["expired"] > 1_000 and rows["dead_letters"] > 500 and rows["window_stats"] > 30
 
 
-def _write_lake_rows(lake: str) -> dict[str, pa.Table]:
+def _write_lake_rows(lake: str, tables: tuple[str, ...] = LAKE_TABLES) -> dict[str, pa.Table]:
     rows = {}
-    for name in LAKE_TABLES:
+    for name in tables:
         if not exists(lake, name):
             continue
         frame = read_table(lake, name)

@@ -3,9 +3,11 @@
     python -m dataflows.bench.soak [--repeat 6] [--model linear] [--lake DIR] [--every 10]
     python -m dataflows.bench.soak --scenario urls --n 2000000     # model linear-hash on hashed URL tokens
     taskset -c 0 python -m dataflows.bench.soak --scenario urls --n 2000000   # the same on one core
+    python -m dataflows.bench.soak --scenario numeric --n 2000000  # a tabular history, defaults (columnar)
 
 Fills a lake with the 2013 flights played ``--repeat`` times (6 × 336,776 ≈ 2.0M
-events) or with ``--n`` generated URL visits, replays it with recovery on (a
+events), with ``--n`` generated URL visits or a generated tabular history
+(``numeric``, ``categorical``: :mod:`dataflows.bench.history`), replays it with recovery on (a
 snapshot every 10 s), and samples the process's resident memory and the replay
 position every ``--every`` seconds. Prints one line per sample and a summary: peak
 RSS after warm-up vs at the end, events/s per interval.
@@ -34,8 +36,8 @@ def read_events_count(lake: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m dataflows.bench.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=6, help="times the year of flights is played (default 6)")
-    parser.add_argument("--scenario", choices=["flights", "urls"], default="flights")
-    parser.add_argument("--n", type=int, default=2_000_000, help="urls: events to generate")
+    parser.add_argument("--scenario", choices=["flights", "urls", "numeric", "categorical"], default="flights")
+    parser.add_argument("--n", type=int, default=2_000_000, help="urls, numeric, categorical: events to generate")
     parser.add_argument("--model", default=None, help="default: linear (flights), linear-hash (urls)")
     parser.add_argument("--lake", default=None, help="lake folder (default: a temporary one, removed)")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
@@ -56,15 +58,26 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None if args.lake else tempfile.mkdtemp(prefix="riverlake-soak-")
     lake = args.lake or str(Path(tmp) / "lake")
     try:
+        tabular = args.scenario in ("numeric", "categorical")
         if args.scenario == "flights":
             params, settings = {"repeat": args.repeat}, {"exclude": "tailnum,flight"}
+        elif tabular:
+            params, settings = {"n": args.n}, {}
         else:
             params, settings = {"n": args.n}, {"hash_fields": "url", "n_buckets": args.n_buckets}
-        anomaly = args.anomaly or ("zscore" if args.scenario == "flights" else "none")
+        anomaly = args.anomaly or ("none" if args.scenario == "urls" else "zscore")
         settings["anomaly"] = None if anomaly == "none" else anomaly
-        model = args.model or ("linear" if args.scenario == "flights" else "linear-hash")
+        model = args.model or ("linear-hash" if args.scenario == "urls" else "linear")
         print(f"filling {lake} with {args.scenario} {params} ...", file=sys.stderr, flush=True)
-        print(ingest_scenario(lake, args.scenario, **params), file=sys.stderr, flush=True)
+        if tabular:
+            from dataflows.bench.history import history
+            from lake.ingest import ingest_frame
+
+            print(ingest_frame(lake, history(args.scenario, args.n), source=args.scenario, id_col="event_id",
+                               time_col="event_time", key_col="key", label_col="label",
+                               label_time_col="label_time"), file=sys.stderr, flush=True)
+        else:
+            print(ingest_scenario(lake, args.scenario, **params), file=sys.stderr, flush=True)
         position = {"items": 0, "total": 0}
 
         def progress(shard: int, pos: int, total: int) -> None:
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from lake.integrity import check_recovery
 
-        every = args.checkpoint_every or (10_000 if args.scenario == "flights" else 100_000)
+        every = args.checkpoint_every or (100_000 if args.scenario == "urls" else 10_000)
         if args.batch_size:
             settings["batch_size"] = args.batch_size
         job = replay_job(lake, model, run_id="soak", checkpoint_every=every, **settings)

@@ -2,13 +2,20 @@
 
     python -m dataflows.bench [--events 100000] [--model linear] [--repeat 3]
     python -m dataflows.bench --scenario urls --events 300000      # model linear-hash, hashed URL tokens
+    python -m dataflows.bench --scenario numeric --events 100000   # tabular: the columnar path, defaults
+    python -m dataflows.bench --scenario categorical               # tabular with categories and nulls
 
-1. Fills a lake with the first ``--events`` flights, or ``--events`` generated URL visits (not timed).
+1. Fills a lake with the first ``--events`` flights, ``--events`` generated URL visits, or a
+   generated tabular history (:mod:`dataflows.bench.history`: ``numeric``, 8 numbers and 3 keys;
+   ``categorical``, numbers, categories and nulls, 4,000 keys) (not timed).
 2. Bare loop: the same featurizer and model, predict then learn in the same
-   replay order, items already in memory; no Bytewax, no Delta.
+   replay order, items already in memory; no Bytewax, no Delta. On the tabular histories the
+   bare loop is River's ``StandardScaler | LogisticRegression`` on the raw features (strings
+   one-hot, nulls left out), what a user would write by hand.
 3. End to end: the dataflow (``build_flow``, one worker) reading the Delta tables
    and writing predictions, learn log, metrics and checkpoints back to a fresh
-   copy of the lake.
+   copy of the lake. On the tabular histories also ``item``: the same dataflow with the
+   columnar path switched off (``RIVERLAKE_COLUMNAR=0``), every batch item by item.
 
 Each phase runs in its own fresh Python process (so neither inherits the other's
 heap), ``--repeat`` times alternately; the process start and imports are not
@@ -51,7 +58,39 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "flights": {"featurizer": {}, "flow": {}},
     "urls": {"featurizer": {"hash_fields": ("url",), "n_buckets": 2**18},
              "flow": {"hash_fields": "url", "n_buckets": 2**18, "anomaly": None}},
+    # Tabular histories: default settings (every monitor on), the bare loop on the raw features.
+    "numeric": {"featurizer": {}, "flow": {}, "raw": True},
+    "categorical": {"featurizer": {}, "flow": {}, "raw": True},
 }
+
+
+def bare_raw_loop(items: list[tuple], *, seed: int) -> tuple[float, int]:
+    """River's ``StandardScaler | LogisticRegression`` on the raw payloads (strings one-hot, nulls
+    left out), predict then learn; returns (seconds, events predicted)."""
+    from river import linear_model, optim, preprocessing
+
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.005), l2=0.0)
+    pending: dict[str, dict] = {}
+    n = 0
+    started = time.perf_counter()
+    for item in items:
+        if item[1] == EVENT:
+            x = {}
+            for k, v in item[5].items():
+                if v is None:
+                    continue
+                if type(v) is str:
+                    x[f"{k}={v}"] = 1.0
+                else:
+                    x[k] = float(v)
+            model.predict_proba_one(x)
+            pending[item[2]] = x
+            n += 1
+        else:
+            x = pending.pop(item[2], None)
+            if x is not None:
+                model.learn_one(x, item[3] == 1)
+    return time.perf_counter() - started, n
 
 
 def bare_loop(items: list[tuple], *, model: str, seed: int, exclude: tuple[str, ...] = (),
@@ -90,7 +129,11 @@ def _phase_bare(lake: str, model: str, seed: int, scenario: str = "flights") -> 
     plan = ReplayPlan(lake, pin=pin_versions(lake))
     items = plan.batch(0, len(plan)).items
     cpu = time.process_time()
-    seconds, n = bare_loop(items, model=model, seed=seed, featurizer_settings=SCENARIOS[scenario]["featurizer"])
+    if SCENARIOS[scenario].get("raw"):
+        seconds, n = bare_raw_loop(items, seed=seed)
+    else:
+        seconds, n = bare_loop(items, model=model, seed=seed,
+                               featurizer_settings=SCENARIOS[scenario]["featurizer"])
     return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "events": n,
             "peak_rss_mb": _peak_rss_mb()}
 
@@ -113,9 +156,10 @@ def _phase_end_to_end(lake: str, model: str, seed: int, scenario: str = "flights
 
 
 def _run_phase(phase: str, lake: str, model: str, seed: int, scenario: str = "flights") -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "dataflows.bench", "--phase", phase, "--lake", lake, "--model", model,
-           "--seed", str(seed), "--scenario", scenario]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    cmd = [sys.executable, "-m", "dataflows.bench", "--phase", "end-to-end" if phase == "item" else phase,
+           "--lake", lake, "--model", model, "--seed", str(seed), "--scenario", scenario]
+    env = {**os.environ, "RIVERLAKE_COLUMNAR": "0"} if phase == "item" else None  # the item path only
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{phase} phase failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -147,22 +191,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"filling {base} with {args.events:,} {args.scenario} events ...", file=sys.stderr)
         if args.scenario == "flights":
             ingest_scenario(base, "flights", limit=args.events)
+        elif SCENARIOS[args.scenario].get("raw"):
+            _ingest_history(base, args.scenario, args.events, args.seed, tmp)
         else:
             ingest_scenario(base, args.scenario, n=args.events)
-        bare, e2e = [], []
+        bare, e2e, item = [], [], []
+        phases = ["bare", "end-to-end", *(["item"] if SCENARIOS[args.scenario].get("raw") else [])]
         for i in range(args.repeat):
-            bare.append(_run_phase("bare", base, args.model, args.seed, args.scenario))
-            lake = str(Path(tmp) / f"run-{i}")
-            shutil.rmtree(lake, ignore_errors=True)
-            os.makedirs(lake)
-            for table in ("events", "labels"):
-                shutil.copytree(Path(base) / table, Path(lake) / table)
-            e2e.append(_run_phase("end-to-end", lake, args.model, args.seed, args.scenario))
+            for phase in phases if i % 2 == 0 else phases[::-1]:  # (alternated: a shared machine)
+                if phase == "bare":
+                    bare.append(_run_phase("bare", base, args.model, args.seed, args.scenario))
+                    continue
+                lake = str(Path(tmp) / f"run-{i}-{phase}")
+                shutil.rmtree(lake, ignore_errors=True)
+                os.makedirs(lake)
+                for table in ("events", "labels", "lake_meta"):
+                    if (Path(base) / table).exists():
+                        shutil.copytree(Path(base) / table, Path(lake) / table)
+                (e2e if phase == "end-to-end" else item).append(
+                    _run_phase(phase, lake, args.model, args.seed, args.scenario))
+                shutil.rmtree(lake, ignore_errors=True)
             print(f"run {i + 1}/{args.repeat}: bare {bare[-1]['seconds']:.2f} s, "
-                  f"end to end {e2e[-1]['seconds']:.2f} s", file=sys.stderr)
+                  f"end to end {e2e[-1]['seconds']:.2f} s"
+                  + (f", item path {item[-1]['seconds']:.2f} s" if item else "")
+                  + f", load {os.getloadavg()[0]:.2f}", file=sys.stderr)
         n = bare[0]["events"]
-        if any(r["events"] != n for r in bare + e2e):
-            raise SystemExit(f"phases disagree on the number of events: {[r['events'] for r in bare + e2e]}")
+        if any(r["events"] != n for r in bare + e2e + item):
+            raise SystemExit(f"phases disagree on the number of events: {[r['events'] for r in bare + e2e + item]}")
         bare_s = statistics.median(r["seconds"] for r in bare)
         e2e_s = statistics.median(r["seconds"] for r in e2e)
         bare_cpu = statistics.median(r["cpu_seconds"] for r in bare)
@@ -189,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_ratio": round(bare_cpu / e2e_cpu, 3),
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
+        if item:
+            item_s = statistics.median(r["seconds"] for r in item)
+            result.update({
+                "item_path_events_per_s": round(n / item_s),
+                "item_path_seconds_all": [round(r["seconds"], 3) for r in item],
+                "item_path_peak_rss_mb": round(max(r["peak_rss_mb"] for r in item)),
+                "item_path_vs_bare_river": round(bare_s / item_s, 3),
+            })
         for k, v in result.items():
             print(f"{k:28s} {v}")
         if args.json:
@@ -197,6 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _ingest_history(lake: str, kind: str, n: int, seed: int, tmp: str) -> None:
+    """A generated tabular history (:mod:`dataflows.bench.history`) through ``lake ingest``'s code."""
+    from dataflows.bench.history import history
+    from lake.ingest import ingest_file
+
+    path = str(Path(tmp) / f"{kind}.parquet")
+    history(kind, n, seed=seed).write_parquet(path)
+    ingest_file(lake, path, id_col="event_id", time_col="event_time", key_col="key", label_col="label",
+                label_time_col="label_time")
 
 
 if __name__ == "__main__":
