@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +58,19 @@ def _advance(featurizer: Any, steps: Iterable[tuple[bool, str, Any]]) -> None:
             featurizer.learn_one({}, key=key, event_time_us=int(value))
         else:
             featurizer.learn_label(key=key, y=bool(value))
+
+
+def item_steps(kinds: Any, ev_pos: Any, ev_keys: list[str], ev_t: Any, lb_pos: Any, lb_keys: list[str],
+               lb_y: Any) -> Iterator[tuple[bool, str, Any]]:
+    """A columnar batch's items (``kinds``: 0 event, 1 label learned, others left out) as
+    :class:`FeaturizerRewind` replays them; ``ev_pos``/``lb_pos``: item -> index among events / labels learned."""
+    for i, kind in enumerate(kinds.tolist()):
+        if kind == 0:
+            e = int(ev_pos[i])
+            yield True, ev_keys[e], int(ev_t[e])
+        elif kind == 1:
+            j = int(lb_pos[i])
+            yield False, lb_keys[j], int(lb_y[j])
 
 
 class FeaturizerRewind:

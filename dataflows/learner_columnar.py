@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator
 from itertools import chain, islice
 from operator import itemgetter
 from typing import Any
@@ -24,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from dataflows import rows
-from dataflows.checkpoints import FeaturizerRewind
+from dataflows.checkpoints import FeaturizerRewind, item_steps
 from dataflows.columnar import Arena, Layout, log1p_counts, prune_point, resolve_labels, tokenize
 from dataflows.columnar import available as columnar_available
 from dataflows.items import LABEL, Batch, Output
@@ -40,19 +39,6 @@ _NO_KEY = (0, 0, 0, 0, None)
 
 def _is_not_none(value: Any) -> bool:
     return value is not None  # per-key history of a key the featurizer does not know
-
-
-def _steps(kinds: np.ndarray, ev_pos: np.ndarray, ev_keys: list[str], ev_t: np.ndarray, lb_pos: np.ndarray,
-           lb_keys: list[str], lb_y: np.ndarray) -> Iterator[tuple[bool, str, Any]]:
-    """The items ``kinds`` as :class:`~dataflows.checkpoints.FeaturizerRewind` replays them (labels
-    refused, kind 2, left out)."""
-    for i, kind in enumerate(kinds.tolist()):
-        if kind == 0:
-            e = int(ev_pos[i])
-            yield True, ev_keys[e], int(ev_t[e])
-        elif kind == 1:
-            j = int(lb_pos[i])
-            yield False, lb_keys[j], int(lb_y[j])
 
 
 class ColumnarStep:
@@ -247,8 +233,8 @@ class ColumnarStep:
                 eid = lb_ids[acc_j[cut]]
                 lb_keys = [arena.keys[k] for k in lb_slot.tolist()]
                 state = None if rewind is None else rewind.at(
-                    _steps(kinds[:seg_stop], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
-                    _steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
+                    item_steps(kinds[:seg_stop], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
+                    item_steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
                 for i in range(len(slots)):
                     learner.checkpoint(slots[i], start + int(lb_item_acc[cut]), eid, checkpoints,
                                        featurizer_bytes=state)

@@ -130,12 +130,12 @@ class TabularColumns:
         lb_ids = lb.get_column("event_id").to_list()
         started = learner.started
 
-        def on_checkpoint(k: int, j: int) -> None:
+        def on_checkpoint(k: int, j: int, featurizer_bytes: bytes | None = None) -> None:
             seq = start + int(lb_items[j])
             n_before = int(np.searchsorted(ev_items, lb_items[j] + 1))
             for i, slot in enumerate(slots):
                 slot.n_learned = first_order[i] - 1 + k
-                learner.checkpoint(slot, seq, lb_ids[j], checkpoints)
+                learner.checkpoint(slot, seq, lb_ids[j], checkpoints, featurizer_bytes=featurizer_bytes)
                 ev_runs[i].append((n_before, slot.version))
                 lb_runs[i].append((k, slot.version))
 
@@ -152,7 +152,8 @@ class TabularColumns:
         events = pl.DataFrame([ev.get_column(c) for c in (*_FIXED, *cols.payload_columns)])  # (by name, no patterns)
         result = step.process(kinds=cols.kinds, events=events, labels=lb,
                               checkpoint_after=range(first_cut, n_lb + 1, every), on_checkpoint=on_checkpoint,
-                              fresh_prior=[learner.prior() if s.fresh else None for s in slots])
+                              fresh_prior=[learner.prior() if s.fresh else None for s in slots],
+                              rewind=learner.featurizer_in_checkpoints)
         if result is None:
             if not started:
                 for slot in slots:

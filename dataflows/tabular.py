@@ -33,6 +33,10 @@ same floats*, bit for bit (``tests/test_tabular.py``):
 >>> step.sync_models()  # the River pipeline now holds what the step learned
 >>> model["LogisticRegression"].weights["shop=x"]
 0.0025
+
+Size: the layout, the feature space and the step share one contract on feature ids and item
+order, read together (the models' states are in :mod:`dataflows.tabular_linear` and
+:mod:`dataflows.tabular_nb`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dataflows.checkpoints import FeaturizerRewind, item_steps
 from dataflows.columnar import Arena
 from dataflows.tabular_linear import LinearState, supports
 from dataflows.tabular_nb import NBState, supports_nb
@@ -333,8 +338,8 @@ class TabularStep:
 
     def process(self, *, kinds: np.ndarray, events: Any, labels: Any,
                 checkpoint_after: Sequence[int] = (),
-                on_checkpoint: Callable[[int, int], None] | None = None,
-                fresh_prior: Sequence[float | None] | None = None) -> TabularResult | None:
+                on_checkpoint: Callable[..., None] | None = None,
+                fresh_prior: Sequence[float | None] | None = None, rewind: bool = False) -> TabularResult | None:
         """Run a batch: ``kinds`` (0 event, 1 label per item, in order), ``events`` (a polars frame:
         ``event_id``, ``event_time`` in µs, ``key``, the payload columns) and ``labels``
         (``event_id``, ``label`` 0/1), both in item order.
@@ -344,7 +349,8 @@ class TabularStep:
         label ahead of its event, keys the featurizer would have to forget. (The caller rejects
         ids it has already labelled.) After the models learned ``k`` of the batch's accepted labels
         for each ``k`` in ``checkpoint_after``, the River pipelines are synced and
-        ``on_checkpoint(k, j)`` is called (``j``: that label's index in ``labels``).
+        ``on_checkpoint(k, j)`` is called (``j``: that label's index in ``labels``); with ``rewind``,
+        ``on_checkpoint(k, j, state)``: ``state``, the featurizer's pickle as of that label.
         ``fresh_prior[m]``, when not ``None``, is what model ``m`` serves while it has learned
         nothing (the learner's prior): its scores of the events before the first label learned.
 
@@ -414,6 +420,9 @@ class TabularStep:
         self._used = self._used or kinds.size > 0
         for j in dead:
             kinds[lb_items[j]] = SKIP
+        cuts = sorted(k for k in set(checkpoint_after) if 0 < k <= acc.size)
+        # With `rewind`, each checkpoint also gets the featurizer's state at its label (it moves past it below).
+        back_to = FeaturizerRewind(f, uniq) if rewind and cuts else None
         kid = {k: i for i, k in enumerate(uniq)}
         nk = len(uniq)
         ev_kid = np.fromiter(map(kid.__getitem__, ev_keys), np.int64, n_ev)
@@ -462,7 +471,6 @@ class TabularStep:
         for state in self.states:
             state.ensure(len(self.space))
             state.begin(n_ev)
-        cuts = sorted(k for k in set(checkpoint_after) if 0 < k <= acc.size)
         seg_a = 0
         for cut in [*cuts, None]:
             seg_b = kinds.size if cut is None else int(lb_items[acc[cut - 1]]) + 1
@@ -471,7 +479,11 @@ class TabularStep:
                           buf, scores[m])
             if cut is not None:
                 self.sync_models()
-                if on_checkpoint is not None:
+                if back_to is not None:
+                    state = back_to.at(item_steps(kinds[:seg_b], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
+                                       item_steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
+                    on_checkpoint(cut, int(acc[cut - 1]), state)
+                elif on_checkpoint is not None:
                     on_checkpoint(cut, int(acc[cut - 1]))
             seg_a = seg_b
         for m, state in enumerate(self.states):

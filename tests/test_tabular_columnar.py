@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import random
 import shutil
+import sys
 
 import polars as pl
 import pyarrow as pa
@@ -78,16 +79,43 @@ def _cut(items: list[tuple], sizes: list[int], *, late_from: int | None = None, 
     return out
 
 
+def _interned(obj, seen: set[int]) -> None:
+    """Make equal strings one object in ``obj``'s dicts (keys and values, in place, order kept)."""
+    if id(obj) in seen or isinstance(obj, str | int | float | bytes | type(None)):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        items = [(sys.intern(k) if type(k) is str else k, sys.intern(v) if type(v) is str else v)
+                 for k, v in obj.items()]
+        obj.clear()
+        obj.update(items)
+        for _, v in items:
+            _interned(v, seen)
+    elif isinstance(obj, list):
+        obj[:] = [sys.intern(v) if type(v) is str else v for v in obj]
+        for v in obj:
+            _interned(v, seen)
+    elif isinstance(obj, tuple | set | frozenset):
+        for v in obj:
+            _interned(v, seen)
+    elif hasattr(obj, "__dict__"):
+        _interned(vars(obj), seen)
+
+
 def _canonical(out: Output) -> Output:
     """``out`` with its checkpoints' model bytes made comparable: River's ``Gaussian`` (naive-bayes)
     holds a ``random.Random()`` seeded from the OS, so two runs of the same path pickle different
-    bytes; here every such generator is reseeded before the model is pickled again."""
+    bytes; here every such generator is reseeded before the model is pickled again. Equal strings are
+    made one object first: after a learner is unpickled (a resume), the item path keys new entries
+    by the payload's fresh name strings and the columnar path by its feature space's, so the pickles
+    share strings differently (the same model, other bytes)."""
     table = out.tables.get("checkpoints")
     if table is None:
         return out
     data = []
     for raw in table.column("model_bytes").to_pylist():
         model = pickle.loads(raw)
+        _interned(model, set())
         for inner in getattr(model, "gaussians", {}).values():
             for g in inner.values():
                 g._rng = random.Random(0)
