@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=1_000, help="new model version every N labels")
     p.add_argument("--flush-seconds", type=float, default=1.0, help="lake commit interval")
     p.add_argument("--anomaly", default=None, help="anomaly scorer (e.g. zscore); default off")
+    p.add_argument("--snapshot-every", type=int, default=50_000,
+                   help="snapshot the state and empty the log every N positions (0: never)")
     p.add_argument("--fsync", action="store_true", help="fsync the log per request (survives power loss)")
     p.add_argument("--warm-start", action="store_true",
                    help="on a first start, learn the lake's events and labels before serving")
@@ -184,7 +186,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     return ServeConfig(lake=args.lake, server_id=args.server_id, models=names, store=args.store,
                        state_dir=args.state_dir, exclude=tuple(e for e in args.exclude.split(",") if e),
                        checkpoint_every=args.checkpoint_every, flush_seconds=args.flush_seconds,
-                       anomaly=args.anomaly, fsync=args.fsync, warm_start=args.warm_start)
+                       anomaly=args.anomaly, fsync=args.fsync,
+                       snapshot_every=args.snapshot_every, warm_start=args.warm_start)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

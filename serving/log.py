@@ -72,6 +72,12 @@ class ServingLog:
         if self.fsync:
             os.fsync(self._fd)
 
+    def reset(self) -> None:
+        """Empty the log (a snapshot now holds what its records built)."""
+        self.close()
+        if os.path.exists(self.path):
+            os.truncate(self.path, 0)
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
