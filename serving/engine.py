@@ -247,6 +247,11 @@ class Engine:
         self.log.append({"items": items, "dead": dead})
         return self._step(items, dead, read=self.store)
 
+    def known(self, event_ids: list[str]) -> list[str]:
+        """Those of ``event_ids`` this server predicted (while their answers or their features are kept)."""
+        answers, pending, labelled = self.answers, self.learner.pending, self.learner.labelled
+        return [e for e in event_ids if e in answers or e in pending or e in labelled]
+
     def _answer(self, event_id: str) -> dict[str, Any] | None:
         a = self.answers.get(event_id)
         if a is None:
