@@ -94,43 +94,81 @@ class Unavailable(RuntimeError):
     """Another worker cannot be reached (it is restarting)."""
 
 
+class _Peer:
+    """Keep-alive HTTP/1.1 connections to one other worker's Unix socket (the least a forward costs)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, target: str, body: bytes) -> tuple[int, bytes]:
+        """``(status, body)``; ``ConnectionRefusedError``/``FileNotFoundError`` when nothing listens."""
+        if self._idle:
+            try:  # an idle connection may have been closed by the worker (keep-alive timeout, restart)
+                return await self._exchange(self._idle.pop(), target, body)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+        return await self._exchange(await asyncio.open_unix_connection(self.path), target, body)
+
+    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], target: str,
+                        body: bytes) -> tuple[int, bytes]:
+        reader, writer = conn
+        try:
+            writer.write(b"POST %s HTTP/1.1\r\nhost: worker\r\ncontent-type: application/json\r\n%s: 1\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (target.encode(), FORWARDED.encode(), len(body), body))
+            await writer.drain()
+            status_line = await reader.readline()
+            if not status_line:
+                raise ConnectionResetError("the worker closed the connection")
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            data = await reader.readexactly(length) if length else b""
+        except BaseException:
+            writer.close()
+            raise
+        self._idle.append(conn)
+        return int(status_line.split()[1]), data
+
+    def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
 class Router:
     """Routes one worker's requests: its own keys to its engine, the others' to them."""
 
     def __init__(self, *, index: int, n: int, sockets: Sequence[str],
                  submit: Callable[[str, bytes], Awaitable[tuple[int, Any]]],
                  known: Callable[[list[str]], list[str]], connect_wait: float = 15.0) -> None:
-        import httpx
-
         self.index, self.n, self.connect_wait = index, n, connect_wait
         self.submit, self.known = submit, known
-        self._peers = {i: httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path), base_url=f"http://w{i}",
-                                            timeout=60.0)
-                       for i, path in enumerate(sockets) if i != index}
+        self._peers = {i: _Peer(path) for i, path in enumerate(sockets) if i != index}
 
     async def close(self) -> None:
-        for client in self._peers.values():
-            await client.aclose()
+        for peer in self._peers.values():
+            peer.close()
 
     async def _call(self, worker: int, path: str, body: bytes) -> tuple[int, Any]:
         if worker == self.index:
             return await self.submit(path.strip("/"), body)
-        import httpx
-
         deadline = time.monotonic() + self.connect_wait
         while True:
             try:
-                resp = await self._peers[worker].post(path, content=body, headers={
-                    FORWARDED: "1", "content-type": "application/json"})
+                status, data = await self._peers[worker].post(path, body)
                 break
-            except httpx.ConnectError:  # not started yet, or restarting: nothing was sent, so wait for it
+            except (FileNotFoundError, ConnectionRefusedError):  # not up yet, or restarting: nothing was sent
                 if time.monotonic() >= deadline:
                     raise Unavailable(f"worker {worker} is not up (restarting?): send the request again") from None
                 await asyncio.sleep(0.05)
-            except httpx.TransportError as ex:  # it went away while answering: sent again, it gets its answer
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as ex:
+                # it went away while answering: sent again, the request gets its first answer
                 raise Unavailable(f"worker {worker} went away while answering ({type(ex).__name__}): "
                                   "send the request again") from None
-        return resp.status_code, (resp.json() if resp.content else None)
+        return status, (json.loads(data) if data else None)
 
     async def handle(self, kind: str, body: bytes) -> tuple[int, Any]:
         """``(status, content)`` of a ``"predict"`` or ``"labels"`` request that reached this worker."""
