@@ -1,7 +1,7 @@
 """Load generator for the prediction API: latency, throughput, freshness and memory, on 127.0.0.1.
 
     python -m serving.bench [--store memory|redis] [--rate 1000] [--seconds 20] [--batch 100] [--connections 8]
-                            [--memory-events 1000000] [--server-cpu 0] [--client-cpu 1] [--out FILE]
+                            [--memory-events 1000000] [--server-cpu 0] [--client-cpu 1] [--workers N] [--out FILE]
 
 Starts its own server (``python -m serving``, pinned to one core with ``taskset`` when
 ``--server-cpu`` is given) on a fresh lake under a temporary folder, and, with

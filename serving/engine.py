@@ -50,7 +50,7 @@ from dataflows.sinks import URGENT_TABLES, DeltaSinkPartition
 from dataflows.validate import check_event, check_label, validate_batch
 from lake.table import exists, open_table
 from serving.config import ServeConfig
-from serving.log import ServingLog
+from serving.log import ServingLog, last_position
 from serving.record import Recorder, serving_offset  # noqa: F401  (serving_offset: re-exported)
 from serving.requests import Answers, Job, Problem, field_of, iso_time, now_us  # noqa: F401  (re-exported)
 from serving.snapshot import read_snapshot, write_snapshot
@@ -74,6 +74,7 @@ class Engine:
         self._lock_fd = self._lock(config.state_path)
         try:
             self._check_identity()
+            self.snapshot_path = os.path.join(config.state_path, "snapshot.bin")
             snap = read_snapshot(self.snapshot_path, server_id=self.server_id)
             self.learner = ShardLearner(config.run_config(), shard=0) if snap is None else snap["learner"]
             self.champion = self.learner.champion
@@ -131,10 +132,6 @@ class Engine:
             with open(path, "w") as f:
                 json.dump(ident, f)
 
-    @property
-    def snapshot_path(self) -> str:
-        return os.path.join(self.config.state_path, "snapshot.bin")
-
     def _replay(self, snapped: tuple[dict, tuple[int, int], int | None] | None) -> int:
         """Run the log (after the snapshot, if any) through the learner; returns the requests replayed."""
         scratch = MemoryStore()  # the state as of each logged request (the real store may be ahead)
@@ -145,7 +142,7 @@ class Engine:
         covered = self.next_seq  # records below this position are in the snapshot
         n = 0
         for record in self.log.records():
-            if covered and ("warm" in record or _top(record) < covered):
+            if covered and ("warm" in record or last_position(record) < covered):
                 continue  # (a crash came between writing the snapshot and emptying the log)
             if "warm" in record:
                 self._warm_up(record["warm"], scratch)
@@ -415,7 +412,7 @@ class Engine:
             outputs, self._outputs = self._outputs, []
             self.sink.write_batch(outputs)
             self.recorder.maybe_flush()
-        if self.snapshot_due():
+        if self.config.snapshot_every and self.next_seq - self.snapshot_seq >= self.config.snapshot_every:
             self.snapshot()
 
     def flush(self) -> None:
@@ -425,10 +422,6 @@ class Engine:
             self.sink.write_batch(outputs)
             self.sink.flush_all()
             self.recorder.wait()
-
-    def snapshot_due(self) -> bool:
-        every = self.config.snapshot_every
-        return bool(every) and self.next_seq - self.snapshot_seq >= every
 
     def snapshot(self) -> int:
         """Commit everything, write the state at the current position (:mod:`serving.snapshot`) and empty
@@ -501,8 +494,3 @@ class Engine:
             self.log.close()
         finally:
             os.close(self._lock_fd)
-
-
-def _top(record: dict[str, Any]) -> int:
-    """The last position of a logged request."""
-    return max([it[0] for it in record["items"]] + [d[0] for d in record["dead"]])

@@ -32,6 +32,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def last_position(record: dict[str, Any]) -> int:
+    """The last position of a logged request (its items' and dead letters' ``seq``)."""
+    return max([it[0] for it in record["items"]] + [d[0] for d in record["dead"]])
+
+
 class ServingLog:
     """Append-only JSON-lines log of one server."""
 
