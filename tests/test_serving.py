@@ -532,7 +532,9 @@ def test_two_workers_route_each_key_to_one_and_a_worker_killed_with_9_loses_noth
         found = {}
         for p in psutil.Process(server.proc.pid).children():
             with contextlib.suppress(psutil.Error):  # (the killed one, until the supervisor reaps it)
-                found[int(p.cmdline()[-1])] = p.pid
+                cmd = p.cmdline()
+                if "--worker-index" in cmd[:-1]:  # (empty while a new one is being exec'd)
+                    found[int(cmd[cmd.index("--worker-index") + 1])] = p.pid
         return found
 
     try:
