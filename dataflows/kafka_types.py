@@ -123,6 +123,13 @@ class PayloadTypes:
         if schema is not None:
             self.adopt(schema)
 
+    def __getstate__(self) -> dict[str, Any]:  # (a serving snapshot keeps the types learned)
+        with self._lock:
+            return {"_types": dict(self._types), "_kinds": dict(self._kinds)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     @property
     def order(self) -> list[str]:
         """Payload columns in table order (new fields after the table's, as they came)."""

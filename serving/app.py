@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -101,9 +103,13 @@ class _Queue:
                     future.set_result(answer)
 
 
-def create_app(config: ServeConfig, *, tick_seconds: float = 0.2, max_batch: int = 256) -> FastAPI:
-    """The ASGI app of one server; the engine starts (and replays its log) when the app starts."""
-    state: dict[str, Any] = {}
+def create_app(config: ServeConfig, *, tick_seconds: float = 0.2, max_batch: int = 256,
+               worker: tuple[int, int, list[str]] | None = None) -> FastAPI:
+    """The ASGI app of one server; the engine starts (and replays its log) when the app starts.
+
+    ``worker``: ``(index, count, unix socket paths)`` when the server is one of ``count`` workers
+    (:mod:`serving.workers`): requests for other workers' keys are forwarded to them."""
+    state: dict[str, Any] = {"router": None}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -123,13 +129,29 @@ def create_app(config: ServeConfig, *, tick_seconds: float = 0.2, max_batch: int
                     return
 
         queue = state["queue"] = _Queue(engine, max_batch=max_batch)
+        if worker is not None:
+            from serving.workers import Router
+
+            state["router"] = Router(index=worker[0], n=worker[1], sockets=worker[2], submit=queue.submit,
+                                     known=engine.known)
         tasks = [asyncio.create_task(ticker()), asyncio.create_task(queue.serve())]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
+            if state["router"] is not None:
+                await state["router"].close()
             engine.close()
+
+    async def serve(kind: str, request: Request) -> Response:
+        body = await request.body()
+        router = state["router"]
+        if router is None or request.headers.get("x-riverlake-forwarded"):
+            status, content = await state["queue"].submit(kind, body)
+        else:
+            status, content = await router.handle(kind, body)
+        return _Json(content, status_code=status)
 
     app = FastAPI(title="riverlake serving", lifespan=lifespan,
                   description="Predictions from an online model that keeps learning from the labels sent back.")
@@ -137,19 +159,25 @@ def create_app(config: ServeConfig, *, tick_seconds: float = 0.2, max_batch: int
     @app.post("/predict", openapi_extra=_body(EventIn), response_model=Answer | list[Answer],
               responses={422: {"description": "a field is wrong: the detail names it and why"}})
     async def predict(request: Request) -> Response:
-        status, content = await state["queue"].submit("predict", await request.body())
-        return _Json(content, status_code=status)
+        return await serve("predict", request)
 
     @app.post("/labels", openapi_extra=_body(LabelIn),
               responses={404: {"description": "no served event has this id"},
                          409: {"description": "the event was labelled before"}})
     async def labels(request: Request) -> Response:
-        status, content = await state["queue"].submit("labels", await request.body())
-        return _Json(content, status_code=status)
+        return await serve("labels", request)
+
+    if worker is not None:
+        @app.post("/_workers/known", include_in_schema=False)
+        async def known(request: Request) -> JSONResponse:  # asked by the other workers, on their sockets
+            ids = json.loads(await request.body()).get("ids", [])
+            return JSONResponse(state["engine"].known([str(e) for e in ids]))
 
     @app.get("/health")
     async def health() -> JSONResponse:
         h = state["engine"].health()
+        if worker is not None:
+            h["worker"], h["workers"], h["pid"] = worker[0], worker[1], os.getpid()
         return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
 
     @app.get("/models")
@@ -172,9 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=1_000, help="new model version every N labels")
     p.add_argument("--flush-seconds", type=float, default=1.0, help="lake commit interval")
     p.add_argument("--anomaly", default=None, help="anomaly scorer (e.g. zscore); default off")
+    p.add_argument("--snapshot-every", type=int, default=50_000,
+                   help="snapshot the state and empty the log every N positions (0: never)")
     p.add_argument("--fsync", action="store_true", help="fsync the log per request (survives power loss)")
     p.add_argument("--warm-start", action="store_true",
                    help="on a first start, learn the lake's events and labels before serving")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on the port, each key served by one (see serving.workers)")
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     p.add_argument("--log-level", default="warning")
     return p
 
@@ -184,7 +217,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     return ServeConfig(lake=args.lake, server_id=args.server_id, models=names, store=args.store,
                        state_dir=args.state_dir, exclude=tuple(e for e in args.exclude.split(",") if e),
                        checkpoint_every=args.checkpoint_every, flush_seconds=args.flush_seconds,
-                       anomaly=args.anomaly, fsync=args.fsync, warm_start=args.warm_start)
+                       anomaly=args.anomaly, fsync=args.fsync,
+                       snapshot_every=args.snapshot_every, warm_start=args.warm_start)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,8 +230,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as ex:
         raise SystemExit(f"serving: {ex}") from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.workers < 1:
+        raise SystemExit(f"serving: --workers must be >= 1, got {args.workers}")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and args.worker_index is None:
         log.warning("serving on %s: the API has no authentication; put it behind a proxy that has", args.host)
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False, lifespan="on")
+    if args.workers == 1:
+        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level,
+                    access_log=False, lifespan="on")
+        return 0
+    from serving import workers
+
+    if args.worker_index is None:  # the supervisor
+        argv = list(sys.argv[1:] if argv is None else argv)
+        return workers.supervise(argv, n=args.workers, state_root=config.state_path)
+    i, n = args.worker_index, args.workers
+    folder = workers.socket_folder(config.state_path)
+    paths = [os.path.join(folder, f"w{w}.sock") for w in range(n)]
+    sockets = workers.listen(args.host, args.port, paths[i])
+    mine = dataclasses.replace(config, server_id=f"{config.server_id}-w{i}", state_dir=(
+        None if config.state_dir is None else os.path.join(config.state_dir, f"w{i}")))
+    server = uvicorn.Server(uvicorn.Config(create_app(mine, worker=(i, n, paths)), log_level=args.log_level,
+                                           access_log=False, lifespan="on"))
+    server.run(sockets=sockets)
     return 0

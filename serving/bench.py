@@ -1,7 +1,7 @@
 """Load generator for the prediction API: latency, throughput, freshness and memory, on 127.0.0.1.
 
     python -m serving.bench [--store memory|redis] [--rate 1000] [--seconds 20] [--batch 100] [--connections 8]
-                            [--memory-events 1000000] [--server-cpu 0] [--client-cpu 1] [--out FILE]
+                            [--memory-events 1000000] [--server-cpu 0] [--client-cpu 1] [--workers N] [--out FILE]
 
 Starts its own server (``python -m serving``, pinned to one core with ``taskset`` when
 ``--server-cpu`` is given) on a fresh lake under a temporary folder, and, with
@@ -36,6 +36,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -172,10 +173,16 @@ def phase_batch(client: Client, load: Load, *, batch: int, seconds: float) -> di
 
 
 def phase_freshness(client: Client, load: Load, *, n: int = 200) -> dict[str, Any]:
-    """Seconds from sending a label to the served model having learned it (checked on /models)."""
+    """Seconds from sending a label to the served model having learned it (checked on /models). With
+    several workers, on events of the keys of the worker this connection reaches (its /models)."""
+    from serving.workers import owner
+
+    health = client.get("/health")[1]
     lags = []
     for _ in range(n):
         ev = load.event()
+        while "workers" in health and owner(ev["key"], health["workers"]) != health["worker"]:
+            ev = load.event()
         client.post("/predict", ev)
         before = client.get("/models")[1][0]["labels_learned"]
         t = time.perf_counter()
@@ -187,7 +194,7 @@ def phase_freshness(client: Client, load: Load, *, n: int = 200) -> dict[str, An
 
 
 def phase_memory(client: Client, load: Load, server_pid: int, *, events: int, batch: int) -> dict[str, Any]:
-    proc = psutil.Process(server_pid)
+    proc = _Tree(server_pid)
     before = proc.memory_info().rss
     peak = before
     samples = []
@@ -210,23 +217,43 @@ def phase_memory(client: Client, load: Load, server_pid: int, *, events: int, ba
             "rss_curve_mb": [(d, r >> 20) for d, r in samples[:: max(1, len(samples) // 10)]]}
 
 
-def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: int, server_cpu: int | None,
-        client_cpu: int | None, folder: str, flush_seconds: float = 5.0, connections: int = 1) -> dict[str, Any]:
+class _Tree:
+    """CPU time and resident memory of a process and its children (the workers of ``--workers N``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+
+    def _all(self) -> list[psutil.Process]:
+        return [self.proc, *self.proc.children(recursive=True)]
+
+    def cpu_times(self) -> tuple[float, float]:
+        times = [p.cpu_times() for p in self._all()]
+        return sum(t.user for t in times), sum(t.system for t in times)
+
+    def memory_info(self) -> SimpleNamespace:
+        return SimpleNamespace(rss=sum(p.memory_info().rss for p in self._all()))
+
+
+def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: int, server_cpu: str | None,
+        client_cpu: int | None, folder: str, flush_seconds: float = 5.0, connections: int = 1,
+        workers: int = 1) -> dict[str, Any]:
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
     redis = RedisProcess(os.path.join(folder, "redis")) if store == "redis" else None
     prefix = ["taskset", "-c", str(server_cpu)] if server_cpu is not None else []
     env = dict(os.environ)
-    args = ["--store", redis.url if redis else "memory", "--flush-seconds", str(flush_seconds)]
+    args = ["--store", redis.url if redis else "memory", "--flush-seconds", str(flush_seconds),
+            "--workers", str(workers)]
     server = ServerProcess(os.path.join(folder, "lake"), args=args,
                            prefix=prefix, env=env).wait_ready()
     result: dict[str, Any] = {"store": store, "server_cpu": server_cpu, "flush_seconds": flush_seconds,
+                              "workers": workers,
                               "loadavg_before": os.getloadavg()}
     try:
         client = server.client()
         load = Load()
         phase_single(client, load, rate=rate, seconds=2)  # warm up
-        cpu = psutil.Process(server.proc.pid)  # (taskset execs the server: its pid is the child's)
+        cpu = _Tree(server.proc.pid)  # (taskset execs the server: its pid is the child's; workers: children)
 
         def measured(phase: dict[str, Any], used: float, events: int) -> dict[str, Any]:
             # The server's CPU time per prediction (labels included): on a shared machine, what a
@@ -243,7 +270,9 @@ def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: i
             t0, s0 = sum(cpu.cpu_times()[:2]), client.get("/health")[1]
             r = phase_concurrent(server.port, rate=rate, seconds=seconds, connections=connections)
             s1 = client.get("/health")[1]
-            r["requests_per_step"] = round((s1["requests"] - s0["requests"]) / max(1, s1["steps"] - s0["steps"]), 2)
+            if workers == 1:  # (with workers, /health is the connection's worker's)
+                r["requests_per_step"] = round((s1["requests"] - s0["requests"]) / max(1, s1["steps"] - s0["steps"]),
+                                               2)
             result["concurrent"] = measured(r, sum(cpu.cpu_times()[:2]) - t0, r["requests"])
         t0 = sum(cpu.cpu_times()[:2])
         r = phase_batch(client, load, batch=batch, seconds=seconds)
@@ -263,7 +292,8 @@ def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: i
 def markdown(r: dict[str, Any]) -> str:
     c, s, b, f = r["closed"], r["single"], r["batch"], r["freshness"]
     lines = [
-        f"store `{r['store']}`, lake commits every {r['flush_seconds']} s, server on CPU {r['server_cpu']}, "
+        f"store `{r['store']}`, {r.get('workers', 1)} worker(s), lake commits every {r['flush_seconds']} s, "
+        f"server on CPU {r['server_cpu']}, "
         f"load average {r['loadavg_before'][0]:.1f} "
         f"before / {r['loadavg_after'][0]:.1f} after",
         "",
@@ -276,7 +306,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"| {s['p99_ms']} ms | {s['max_ms']} ms | {s['achieved_rps']} req/s "
         f"| {s['server_cpu_ms_per_prediction']} ms ({s['predictions_per_core_s']}/s) |",
         *([f"| single `/predict`, labels flowing | {r['concurrent']['target_rps']:.0f} req/s open loop from "
-           f"{r['concurrent']['connections']} clients ({r['concurrent']['requests_per_step']} requests per step) "
+           f"{r['concurrent']['connections']} clients ({r['concurrent'].get('requests_per_step', '?')} requests "
+           "per step) "
            f"| {r['concurrent']['p50_ms']} ms | {r['concurrent']['p99_ms']} ms | {r['concurrent']['max_ms']} ms "
            f"| {r['concurrent']['achieved_rps']} req/s | {r['concurrent']['server_cpu_ms_per_prediction']} ms "
            f"({r['concurrent']['predictions_per_core_s']}/s) |"] if "concurrent" in r else []),
@@ -300,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="length of the single and batch phases")
     p.add_argument("--batch", type=int, default=100, help="events per batched request")
     p.add_argument("--memory-events", type=int, default=0, help="predictions of the memory phase (0: skip)")
-    p.add_argument("--server-cpu", type=int, default=None, help="pin the server to this CPU (taskset)")
+    p.add_argument("--server-cpu", default=None, help="pin the server to these CPUs (taskset list: 0 or 0,1)")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (python -m serving --workers)")
     p.add_argument("--client-cpu", type=int, default=None, help="pin this load generator to this CPU")
     p.add_argument("--connections", type=int, default=8,
                    help="clients of the concurrent phase (the same --rate in all; 1: skip the phase)")
@@ -311,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         r = run(store=args.store, rate=args.rate, seconds=args.seconds, batch=args.batch,
                 memory_events=args.memory_events, server_cpu=args.server_cpu, client_cpu=args.client_cpu,
-                folder=folder, flush_seconds=args.flush_seconds, connections=args.connections)
+                folder=folder, flush_seconds=args.flush_seconds, connections=args.connections,
+                workers=args.workers)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(markdown(r))

@@ -45,6 +45,8 @@ class ServeConfig:
     flush_seconds: float = 1.0
     remember: int = 500_000  # first answers kept for at least this many recent event ids
     fsync: bool = False
+    # Every this many positions, commit, snapshot the state and empty the log (0: never; restarts replay it all).
+    snapshot_every: int = 50_000
     # On a first start (an empty log): learn the lake's events + labels before serving (a replay in process).
     warm_start: bool = False
 
@@ -55,6 +57,8 @@ class ServeConfig:
             raise ValueError(f"flush_rows must be >= 1, got {self.flush_rows!r}")
         if not self.flush_seconds > 0:
             raise ValueError(f"flush_seconds must be > 0, got {self.flush_seconds!r}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every!r}")
         if self.remember < 1:
             raise ValueError(f"remember must be >= 1, got {self.remember!r}")
         if self.state_dir is None and "://" in self.lake:

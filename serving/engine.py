@@ -18,10 +18,13 @@ for why, and what it costs). For each request, in this order:
    in the background every ``flush_seconds`` or ``flush_rows`` with Delta app
    transactions ``(server_id/table/..., seq)``.
 
-At start the log is replayed through a fresh learner (no model bytes are unpickled):
-the same rows come out, the writers drop those the lake already holds, the store skips
-updates at positions it already has. So after a ``kill -9`` every answered request
-is in the lake exactly once, and every stored score is what was served.
+At start the log is replayed through a fresh learner: the same rows come out, the
+writers drop those the lake already holds, the store skips updates at positions it
+already has. So after a ``kill -9`` every answered request is in the lake exactly once,
+and every stored score is what was served. So that a restart does not cost the whole
+history, every ``snapshot_every`` positions the engine commits what it holds, writes a
+sealed snapshot of its state (:mod:`serving.snapshot`) and empties the log; a restart
+starts from the snapshot and replays only the records logged after it.
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ from dataflows.sinks import URGENT_TABLES, DeltaSinkPartition
 from dataflows.validate import check_event, check_label, validate_batch
 from lake.table import exists, open_table
 from serving.config import ServeConfig
-from serving.log import ServingLog
+from serving.log import ServingLog, last_position
 from serving.record import Recorder, serving_offset  # noqa: F401  (serving_offset: re-exported)
 from serving.requests import Answers, Job, Problem, field_of, iso_time, now_us  # noqa: F401  (re-exported)
+from serving.snapshot import read_snapshot, write_snapshot
 from serving.store import FeatureStore, MemoryStore, open_store
 
 log = logging.getLogger(__name__)
@@ -70,28 +74,35 @@ class Engine:
         self._lock_fd = self._lock(config.state_path)
         try:
             self._check_identity()
-            self.learner = ShardLearner(config.run_config(), shard=0)
+            self.snapshot_path = os.path.join(config.state_path, "snapshot.bin")
+            snap = read_snapshot(self.snapshot_path, server_id=self.server_id)
+            self.learner = ShardLearner(config.run_config(), shard=0) if snap is None else snap["learner"]
             self.learner.featurizer_in_checkpoints = False  # its per-key state lives in the feature store
             self.champion = self.learner.champion
             self.store: FeatureStore = open_store(config.store, namespace=config.server_id)
-            schema = open_table(config.lake, "events").schema().to_arrow() if exists(config.lake, "events") else None
-            self.types = PayloadTypes(pa.schema(schema) if schema is not None else None)
+            if snap is not None:
+                self.types = snap["types"]
+            else:
+                schema = (open_table(config.lake, "events").schema().to_arrow()
+                          if exists(config.lake, "events") else None)
+                self.types = PayloadTypes(pa.schema(schema) if schema is not None else None)
             self.sink = DeltaSinkPartition(config.lake, run_id=config.server_id, flush_rows=config.flush_rows,
                                            flush_seconds=config.flush_seconds, urgent_tables=URGENT_TABLES)
             self.recorder = Recorder(config, self.types)
             self.log = ServingLog(os.path.join(config.state_path, "log.jsonl"), fsync=config.fsync)
-            self.answers = Answers(config.remember)
+            self.answers: Answers = Answers(config.remember) if snap is None else snap["answers"]
             self._versions: dict[str, str] = {}
-            self.next_seq = 0
+            self.next_seq = 0 if snap is None else snap["next_seq"]
+            self.snapshot_seq = self.next_seq  # the position the last snapshot covers up to (exclusive)
             self.failed: str | None = None
             self.steps = 0  # steps run for requests, and the requests they served
             self.requests = 0
             self._outputs: list[Output] = []
             self.started_at = time.time()
-            self.events_served = 0
+            self.events_served = 0 if snap is None else snap["events_served"]
             self.last_label_accepted_us: int | None = None  # wall clock
             self.last_learned_us: int | None = None
-            self.replayed = self._replay()
+            self.replayed = self._replay(None if snap is None else snap["store"])
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -122,11 +133,18 @@ class Engine:
             with open(path, "w") as f:
                 json.dump(ident, f)
 
-    def _replay(self) -> int:
-        """Run the log through the fresh learner; returns the requests replayed."""
+    def _replay(self, snapped: tuple[dict, tuple[int, int], int | None] | None) -> int:
+        """Run the log (after the snapshot, if any) through the learner; returns the requests replayed."""
         scratch = MemoryStore()  # the state as of each logged request (the real store may be ahead)
+        if snapped is not None and snapped[2] is not None:
+            states, totals, position = snapped
+            scratch.apply(states, totals, position=position)
+            self.store.apply(states, totals, position=position)  # (skipped by a store already there)
+        covered = self.next_seq  # records below this position are in the snapshot
         n = 0
         for record in self.log.records():
+            if covered and ("warm" in record or last_position(record) < covered):
+                continue  # (a crash came between writing the snapshot and emptying the log)
             if "warm" in record:
                 self._warm_up(record["warm"], scratch)
                 n += 1
@@ -138,7 +156,7 @@ class Engine:
             dead = [tuple(d) for d in record["dead"]]
             self._step(items, dead, read=scratch, also=self.store)
             n += 1
-        if n == 0 and self.config.warm_start and exists(self.config.lake, "events"):
+        if n == 0 and covered == 0 and self.config.warm_start and exists(self.config.lake, "events"):
             pin = pin_versions(self.config.lake)
             warm = {"events": pin.events, "labels": pin.labels}
             self.log.append({"warm": warm})  # the first record: a restart warms up from the same versions
@@ -226,6 +244,11 @@ class Engine:
         dead = [(seq + len(items) + i, *d[1:]) for i, d in enumerate(dead)]
         self.log.append({"items": items, "dead": dead})
         return self._step(items, dead, read=self.store)
+
+    def known(self, event_ids: list[str]) -> list[str]:
+        """Those of ``event_ids`` this server predicted (while their answers or their features are kept)."""
+        answers, pending, labelled = self.answers, self.learner.pending, self.learner.labelled
+        return [e for e in event_ids if e in answers or e in pending or e in labelled]
 
     def _answer(self, event_id: str) -> dict[str, Any] | None:
         a = self.answers.get(event_id)
@@ -390,6 +413,8 @@ class Engine:
             outputs, self._outputs = self._outputs, []
             self.sink.write_batch(outputs)
             self.recorder.maybe_flush()
+        if self.config.snapshot_every and self.next_seq - self.snapshot_seq >= self.config.snapshot_every:
+            self.snapshot()
 
     def flush(self) -> None:
         """Commit everything buffered and wait for it."""
@@ -398,6 +423,21 @@ class Engine:
             self.sink.write_batch(outputs)
             self.sink.flush_all()
             self.recorder.wait()
+
+    def snapshot(self) -> int:
+        """Commit everything, write the state at the current position (:mod:`serving.snapshot`) and empty
+        the log: a restart replays only what comes after. Returns the snapshot's size in bytes."""
+        self.flush()  # the rows of every position the snapshot covers are in the lake
+        started = time.perf_counter()
+        size = write_snapshot(self.snapshot_path, {
+            "next_seq": self.next_seq, "learner": self.learner, "types": self.types, "answers": self.answers,
+            "store": self.store.dump(), "events_served": self.events_served,
+        }, server_id=self.server_id)
+        self.log.reset()
+        self.snapshot_seq = self.next_seq
+        log.info("%s: snapshot at position %d (%d bytes) in %.3f s; log emptied", self.server_id,
+                 self.next_seq - 1, size, time.perf_counter() - started)
+        return size
 
     @contextlib.contextmanager
     def _failing(self) -> Iterator[None]:
@@ -437,6 +477,7 @@ class Engine:
         return {"status": "ok" if self.failed is None else "failed", "reason": self.failed,
                 "server_id": self.server_id, "lake": os.path.abspath(self.config.lake),
                 "store": self.store.url, "position": self.next_seq - 1, "replayed_requests": self.replayed,
+                "snapshot_position": self.snapshot_seq - 1,
                 "requests": self.requests, "steps": self.steps,
                 "uptime_s": round(time.time() - self.started_at, 3)}
 

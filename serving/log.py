@@ -32,6 +32,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def last_position(record: dict[str, Any]) -> int:
+    """The last position of a logged request (its items' and dead letters' ``seq``)."""
+    return max([it[0] for it in record["items"]] + [d[0] for d in record["dead"]])
+
+
 class ServingLog:
     """Append-only JSON-lines log of one server."""
 
@@ -71,6 +76,12 @@ class ServingLog:
             raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes)")
         if self.fsync:
             os.fsync(self._fd)
+
+    def reset(self) -> None:
+        """Empty the log (a snapshot now holds what its records built)."""
+        self.close()
+        if os.path.exists(self.path):
+            os.truncate(self.path, 0)
 
     def close(self) -> None:
         if self._fd is not None:

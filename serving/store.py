@@ -60,6 +60,9 @@ class FeatureStore(Protocol):
     def apply(self, states: Mapping[str, KeyState | None], totals: Totals, *, position: int) -> bool:
         """Set the states (``None`` removes a key) and totals at ``position``; ``False`` when already applied."""
 
+    def dump(self) -> tuple[dict[str, KeyState], Totals, int | None]:
+        """Every key's state, the totals and the position (one consistent read): what a snapshot keeps."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -102,6 +105,9 @@ class MemoryStore:
         self._totals = (int(totals[0]), int(totals[1]))
         self._position = int(position)
         return True
+
+    def dump(self) -> tuple[dict[str, KeyState], Totals, int | None]:
+        return dict(self._keys), self._totals, self._position
 
     def close(self) -> None:
         return None
@@ -175,6 +181,14 @@ class RedisStore:
             args.append(k)
             args.append("" if state is None else _encode(state))
         return bool(self._apply(keys=[self._keys_name, self._meta_name], args=args))
+
+    def dump(self) -> tuple[dict[str, KeyState], Totals, int | None]:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hgetall(self._keys_name)
+        pipe.hmget(self._meta_name, ["n_labels", "n_positive", "position"])
+        keys, (n_labels, n_positive, position) = pipe.execute()
+        states = {k.decode(): _decode(k.decode(), v) for k, v in keys.items()}
+        return states, (int(n_labels or 0), int(n_positive or 0)), None if position is None else int(position)
 
     def clear(self) -> None:
         """Drop this namespace's state (a server that starts afresh)."""

@@ -3,7 +3,9 @@ feature store (embedded and a real redis-server), and a real uvicorn server kill
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import shutil
 from datetime import UTC, datetime
@@ -206,16 +208,17 @@ def _answers(client, bodies):
     return out
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
-def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subprocess_env, store, request):
-    """A real server on 127.0.0.1: answers, kill -9 before its lake commits, restart, same answers,
-    every row once, and ``lake reproduce`` rebuilds a served score bit for bit."""
+@pytest.mark.parametrize(("store", "snapshot_every"), [("memory", 0), ("redis", 0), ("memory", 50)])
+def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subprocess_env, store, snapshot_every,
+                                                               request):
+    """A real server on 127.0.0.1: answers, kill -9 before its lake commits (or, with snapshots, after
+    some), restart, same answers, every row once, and ``lake reproduce`` rebuilds a served score bit for bit."""
     from lake.reproduce import reproduce
 
     lake = str(tmp_path / "lake")
     url = request.getfixturevalue("redis_url") if store == "redis" else "memory"
     args = ["--flush-seconds", "30", "--checkpoint-every", "20",  # nothing committed before the kill
-            "--store", url, "--server-id", f"kill-{store}"]
+            "--store", url, "--server-id", f"kill-{store}", "--snapshot-every", str(snapshot_every)]
     server = ServerProcess(lake, args=args, env=subprocess_env).wait_ready()
     reqs = stream(120, keys=4)
     try:
@@ -235,7 +238,10 @@ def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subproc
     try:
         client = server.client()
         status, health = client.get("/health")
-        assert health["replayed_requests"] == 160
+        if snapshot_every:  # the log's tail after the last snapshot, no more
+            assert health["snapshot_position"] >= 0 and health["replayed_requests"] == 159 - health["snapshot_position"]
+        else:
+            assert health["replayed_requests"] == 160
         assert _answers(client, [b for k, b in reqs[:160] if k == "predict"]) == served
         for kind, body in reqs[160:]:
             assert client.post("/" + kind, body)[0] == 200
@@ -432,3 +438,128 @@ def test_concurrent_clients_of_a_uvicorn_server_get_every_answer_once(tmp_path, 
     assert table(lake, "learn_log").height == table(lake, "labels").height == 320
     stored = dict(zip(preds["event_id"].to_list(), preds["score"].to_list(), strict=True))
     assert all(stored[k] == a["score"] for k, a in answers.items())
+
+
+def test_a_restart_after_a_snapshot_replays_only_the_tail_and_answers_the_same(tmp_path):
+    """Every ``snapshot_every`` positions the state is sealed to disk and the log emptied: a restart
+    replays the requests after it alone, and serves exactly what a server that never stopped serves."""
+    from lake.integrity import IntegrityError
+
+    reqs = stream(80, keys=3)  # 160 requests, one position each
+    snapped = ServeConfig(lake=str(tmp_path / "a"), server_id="snap", snapshot_every=50, checkpoint_every=20)
+    engine = Engine(snapped)
+    first = {}
+    for r in reqs[:120]:
+        first |= feed(engine, [r])
+        engine.tick()  # snapshots at positions 49 and 99 (ticks come between requests)
+    assert engine.health()["snapshot_position"] == 99
+    engine.close()
+    assert os.path.getsize(os.path.join(engine.config.state_path, "log.jsonl")) > 0
+    engine = Engine(snapped)
+    try:
+        assert engine.replayed == 20  # positions 100..119, not 120 requests
+        again = feed(engine, [r for r in reqs[:120] if r[0] == "predict"])
+        assert again == {k: first[k] for k in again}  # first answers kept across the snapshot
+        later = feed(engine, reqs[120:])
+    finally:
+        engine.close()
+    never = Engine(ServeConfig(lake=str(tmp_path / "b"), server_id="snap", snapshot_every=0, checkpoint_every=20))
+    try:
+        whole = feed(never, reqs)
+    finally:
+        never.close()
+    assert later == {k: whole[k] for k in later}  # bit-equal scores and the same model versions
+    for name in ("events", "predictions", "labels", "learn_log", "checkpoints"):
+        a, b = table(snapped.lake, name), table(str(tmp_path / "b"), name)
+        assert a.height == b.height, name
+    preds = table(snapped.lake, "predictions")
+    assert preds.height == preds["event_id"].n_unique() == 80
+    with open(os.path.join(snapped.state_path, "snapshot.bin"), "r+b") as f:  # changed without the key
+        f.seek(-5, os.SEEK_END)
+        f.write(b"XXXXX")
+    with pytest.raises(IntegrityError, match="HMAC does not match"):
+        Engine(snapped)
+
+
+def _retrying(client, path, body, *, seconds: float = 60.0):
+    """POST until a worker answers (a 503 or a dropped connection while one restarts: send it again)."""
+    import time
+
+    deadline, failed = time.monotonic() + seconds, False
+    while True:
+        try:
+            status, out = client.post(path, body)
+        except OSError:
+            status, out = None, None
+        if status == 409 and failed and path == "/labels":
+            return 200, out  # learned by the attempt whose answer was lost
+        if status not in (None, 503) or time.monotonic() > deadline:
+            return status, out
+        failed = True
+        time.sleep(0.1)
+
+
+def test_two_workers_route_each_key_to_one_and_a_worker_killed_with_9_loses_nothing(tmp_path, subprocess_env):
+    """``--workers 2``: concurrent clients get every answer once, each key is served (and learned) by one
+    worker, labels find the worker that served their event, and ``kill -9`` of a worker before its lake
+    commits loses and doubles nothing: the supervisor restarts it and its log replays."""
+    import signal
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    lake = str(tmp_path / "lake")
+    server = ServerProcess(lake, args=["--workers", "2", "--flush-seconds", "30", "--server-id", "multi"],
+                           env=subprocess_env).wait_ready()
+
+    def events(c: int, lo: int, hi: int) -> list[dict]:
+        return [{"event_id": f"c{c}-{i}", "key": f"k{(c + i) % 6}", "event_time": T0 + i,
+                 "payload": {"x": float(i % 7)}} for i in range(lo, hi)]
+
+    def client(c: int, lo: int, hi: int) -> dict[str, dict]:
+        cl, out = server.client(), {}
+        for ev in events(c, lo, hi):
+            status, a = _retrying(cl, "/predict", ev)
+            assert status == 200 and a["event_id"] == ev["event_id"], a
+            out[ev["event_id"]] = a
+            status, a = _retrying(cl, "/labels", {"event_id": ev["event_id"], "label": int(ev["payload"]["x"] > 3)})
+            assert status == 200, a
+        cl.close()
+        return out
+
+    def workers() -> dict[int, int]:
+        found = {}
+        for p in psutil.Process(server.proc.pid).children():
+            with contextlib.suppress(psutil.Error):  # (the killed one, until the supervisor reaps it)
+                cmd = p.cmdline()
+                if "--worker-index" in cmd[:-1]:  # (empty while a new one is being exec'd)
+                    found[int(cmd[cmd.index("--worker-index") + 1])] = p.pid
+        return found
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            first = {k: v for part in pool.map(client, range(4), [0] * 4, [30] * 4) for k, v in part.items()}
+        before = workers()
+        assert len(before) == 2
+        os.kill(before[0], signal.SIGKILL)  # nothing of it committed yet (--flush-seconds 30)
+        deadline = time.monotonic() + 60
+        while (now := workers()).get(0) in (None, before[0]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert now[0] != before[0] and now[1] == before[1]  # restarted; the other one kept serving
+        cl = server.client()  # the same ids again: their first answers, from both workers
+        repeat = {ev["event_id"]: _retrying(cl, "/predict", ev)[1] for c in range(4) for ev in events(c, 0, 30)}
+        cl.close()
+        assert repeat == first
+        with ThreadPoolExecutor(4) as pool:
+            later = {k: v for part in pool.map(client, range(4), [30] * 4, [60] * 4) for k, v in part.items()}
+    finally:
+        assert server.stop() in (0, -15), server.log()
+    preds, events_t = table(lake, "predictions"), table(lake, "events")
+    for t in (preds, events_t, table(lake, "labels"), table(lake, "learn_log")):
+        assert t.height == t["event_id"].n_unique() == 240
+    assert set(preds["run_id"].unique()) == {"multi-w0", "multi-w1"}
+    per_key = preds.group_by("key").agg(pl.col("run_id").n_unique().alias("workers"))
+    assert per_key["workers"].to_list() == [1] * 6  # one worker's state and model per key
+    stored = dict(zip(preds["event_id"].to_list(), preds["score"].to_list(), strict=True))
+    assert all(stored[k] == a["score"] for k, a in (first | later).items())
