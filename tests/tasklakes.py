@@ -49,3 +49,44 @@ def write_task_metrics(lake: str, task: str, *, run_id: str, model: str, start: 
 
 def rmse_of(errors: list[float]) -> float:
     return math.sqrt(sum(e * e for e in errors) / len(errors))
+
+
+def write_task_predictions(lake: str, task: str, *, run_id: str = "r1", model: str = "tree",
+                           skill: float = 0.7, seed: int = 0) -> None:
+    """The champion's ``predictions`` of every event in the task's schema, as the learner writes them:
+    regression values near the label (its error shrinks with ``skill``), multiclass classes right
+    ``skill`` of the time, with their probabilities."""
+    import numpy as np
+    import polars as pl
+
+    from lake.table import read_table
+
+    rng = np.random.default_rng(seed)
+    events = read_table(lake, "events").sort("event_time", "offset")
+    labels = read_table(lake, "labels").select("event_id", "label")
+    rows = events.join(labels, on="event_id", how="left", maintain_order="left")
+    x = [c for c in rows.columns if c.startswith("x")][:3]
+    truth = rows["label"].to_list()
+    if task == "regression":
+        spread = float(np.std(truth)) * (1 - skill)
+        predicted = [float(y) + float(rng.normal(0, spread)) for y in truth]
+        score, probabilities = predicted, None
+    else:
+        classes = sorted(set(truth))
+        predicted = [y if rng.random() < skill else str(rng.choice(classes)) for y in truth]
+        score = [skill] * len(truth)
+        probabilities = [{c: (skill if c == p else (1 - skill) / (len(classes) - 1)) for c in classes}
+                         for p in predicted]
+    frame = {"run_id": [run_id] * rows.height, "shard": [0] * rows.height, "seq": list(range(rows.height)),
+             "event_id": rows["event_id"], "event_time": rows["event_time"], "key": rows["key"],
+             "model": [model] * rows.height, "role": ["champion"] * rows.height,
+             "model_version": [f"{model}:s0:0"] * rows.height, "score": score, "prediction": predicted,
+             "features": [dict(zip(x, vals, strict=True)) for vals in rows.select(x).iter_rows()],
+             "anomaly_score": [None] * rows.height}
+    if probabilities is not None:
+        frame["probabilities"] = [list(p.items()) for p in probabilities]
+    schema = task_schema("predictions", task)
+    table = pa.table({f.name: pa.array(list(frame[f.name]) if not isinstance(frame[f.name], pl.Series)
+                                       else frame[f.name].to_list(), f.type) for f in schema}, schema=schema)
+    TableWriter(lake, "predictions", writer_id=f"test-predictions/{run_id}/{model}", schema=schema).append(
+        table, position=1)
