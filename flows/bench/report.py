@@ -34,7 +34,7 @@ strategy had a model (``*_ready``): before it, some strategies served their prio
 {'mae': 0.5, 'rmse': 0.645, 'r2': 0.732}
 >>> p3 = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])
 >>> {k: round(v, 3) for k, v in overall(np.array([0, 1, 2]), p3, task="multiclass").items()}
-{'accuracy': 0.667, 'macro_f1': 0.556, 'log_loss': 1.008}
+{'accuracy': 0.667, 'macro_f1': 0.556, 'log_loss': 0.961}
 """
 
 from __future__ import annotations
