@@ -80,6 +80,22 @@ DEFAULT_STRATEGIES = (
     "periodic-sliding/hgb", "periodic-expanding/hgb",
     "periodic-sliding/river-linear", "static/sk-logreg", "static/hgb",
 )
+TASK_STRATEGIES = {
+    "binary": DEFAULT_STRATEGIES,
+    "regression": ("online/linear", "online/tree", "adwin-reset/linear", "periodic-sliding/sk-ridge",
+                   "periodic-expanding/sk-ridge", "periodic-sliding/hgb", "periodic-expanding/hgb", "static/hgb",
+                   "online/mean", "online/persistence"),
+    "multiclass": ("online/linear", "online/tree", "adwin-reset/tree", "periodic-sliding/sk-logreg",
+                   "periodic-expanding/sk-logreg", "periodic-sliding/hgb", "periodic-expanding/hgb", "static/hgb",
+                   "online/majority"),
+}
+"""The strategies of a benchmark by the lake's task (``online/mean``, ``online/persistence`` and
+``online/majority`` are the naive baselines, learning as the others do)."""
+_CLI_DEFAULTS = {  # --online, --adwin, --batch, --static, --extra: the lists a command line leaves out
+    "binary": ("linear", "linear", "sk-logreg,hgb", "sk-logreg,hgb", "periodic-sliding/river-linear"),
+    "regression": ("linear,tree,mean,persistence", "linear", "sk-ridge,hgb", "hgb", ""),
+    "multiclass": ("linear,tree,majority", "tree", "sk-logreg,hgb", "hgb", ""),
+}
 EXPERIMENT = "riverlake-benchmark"
 DEFAULT_BUDGET = "20m"
 """Wall time the strategies of one benchmark may take together (``--budget``)."""
@@ -135,9 +151,13 @@ def benchmark(
     filled = ensure_history(lake, scenario, scenario_params)
     if filled:
         logger.info("%s", filled)
-    names = list(strategies or DEFAULT_STRATEGIES)
+    from lake.tasks import read_task
+
+    found = read_task(lake)
+    task = found.name if found is not None else "binary"
+    names = list(strategies or TASK_STRATEGIES[task])
     for name in names:
-        StrategySpec.parse(name)
+        StrategySpec.parse(name, task=task)
     budget_s = parse_budget(budget)
     pin = pin_history(lake, as_of, labels_as_of)
     featurizer: dict[str, Any] = {"exclude": sorted(exclude or []), "categorical": sorted(categorical or [])}
@@ -167,8 +187,8 @@ def benchmark(
                 "budget_s": budget_s}
     created = datetime.now(UTC)
     benchmark_id = benchmark_id_for(identity, now=created)
-    logger.info("benchmark %s: %d events, %d labels (events v%s, labels v%s), %d strategies", benchmark_id,
-                stream.n_events, len(stream.arrival), pin["events"], pin["labels"], len(names))
+    logger.info("benchmark %s: %s task, %d events, %d labels (events v%s, labels v%s), %d strategies", benchmark_id,
+                task, stream.n_events, len(stream.arrival), pin["events"], pin["labels"], len(names))
 
     work = tempfile.mkdtemp(prefix=f"riverlake-{benchmark_id}-")
     try:
@@ -219,7 +239,7 @@ def benchmark(
     strategies_s = time.perf_counter() - started
     report_path = os.path.join(os.path.abspath(lake), "reports", f"benchmark-{benchmark_id}.html")
     info = {k: stream.info[k] for k in ("events_version", "labels_version", "n_events", "n_labels", "n_features",
-                                        "unknown_labels", "duplicate_labels")}
+                                        "unknown_labels", "duplicate_labels", "task")}
     settings = {**asdict(config), "window": window_name, "window_us": window_us, "strategies": names,
                 "featurizer": featurizer, "recovery_window": recovery_window, "isolate": isolate,
                 "drifts": "known" if known is not None else f"detected by ADWIN on {reference.name}",
@@ -280,8 +300,11 @@ def _secs(s: float) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
-def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """Per-strategy figures (``{strategy: metrics}``) as the Markdown table BENCHMARKS.md shows."""
+def markdown_table(results: dict[str, dict[str, Any]], *, task: str = "binary") -> str:
+    """Per-strategy figures (``{strategy: metrics}``) as the Markdown table BENCHMARKS.md shows, with
+    ``task``'s metrics."""
+    if task != "binary":
+        return _task_markdown_table(results, task)
     cols = [("accuracy", "acc", "{:.4f}"), ("log_loss", "log loss", "{:.4f}"), ("roc_auc", "ROC AUC", "{:.4f}"),
             ("train_cpu_s", "train CPU s", "{:.1f}"), ("predict_cpu_s", "predict CPU s", "{:.2f}"),
             ("peak_rss_mb", "peak MiB", "{:.0f}"), ("model_bytes_max", "model KiB", "{:,.0f}"),
@@ -311,6 +334,28 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _task_markdown_table(results: dict[str, dict[str, Any]], task: str) -> str:
+    """:func:`markdown_table` of a multiclass or regression benchmark: the task's metrics, overall and from
+    the first event at which every strategy had a model, costs, and the no-skill row."""
+    from flows.bench.report import LABELS, TASK_METRICS
+
+    metrics = TASK_METRICS[task]
+    cols = [(m, LABELS[m], "{:.4f}") for m in metrics] + [
+        (f"{m}_ready", f"{LABELS[m]} (all had a model)", "{:.4f}") for m in metrics] + [
+        ("train_cpu_s", "train CPU s", "{:.1f}"), ("predict_cpu_s", "predict CPU s", "{:.2f}"),
+        ("peak_rss_mb", "peak MiB", "{:.0f}"), ("latency_p50_us", "p50 µs", "{:,.0f}")]
+    lines = ["| strategy | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    first = next(iter(results.values()), {})
+    rows = list(results.items())
+    if first:
+        what = "class shares" if task == "multiclass" else "mean of the labels"
+        rows.append((f"*no skill ({what})*", {c: first.get(f"noskill_{c}") for c, _, _ in cols}))
+    for name, m in rows:
+        cells = ["–" if m.get(key) is None else fmt.format(m[key]) for key, _, fmt in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def results_from_lake(lake: str, benchmark_id: str | None = None) -> dict[str, dict[str, Any]]:
     """``{strategy: metrics}`` of one benchmark (default: the latest) from ``benchmark_runs``."""
     import polars as pl
@@ -334,15 +379,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-buckets", type=int, default=2**20, help="hash space of --hash-fields")
     parser.add_argument("--as-of", default=None, help="events version (or ISO timestamp for both tables); latest")
     parser.add_argument("--labels-as-of", default=None, help="labels version (default: latest at the start)")
-    parser.add_argument("--online", default="linear", help="River specs learning online (default linear; e.g. "
-                        "linear,tree)")
-    parser.add_argument("--adwin", default="linear", help="River specs with ADWIN-triggered reset (default linear)")
-    parser.add_argument("--batch", default="sk-logreg,hgb", help="batch learners retrained periodically "
-                        "(sk-logreg, sk-sgd, hgb, river-SPEC; default sk-logreg,hgb)")
+    parser.add_argument("--online", default=None, help="River specs learning online (default linear; e.g. "
+                        "linear,tree; regression and multiclass lakes: linear,tree and the naive baselines)")
+    parser.add_argument("--adwin", default=None, help="River specs with ADWIN-triggered reset (default linear)")
+    parser.add_argument("--batch", default=None, help="batch learners retrained periodically "
+                        "(sk-logreg, sk-sgd, hgb, river-SPEC; regression: sk-ridge, sk-sgd, hgb; "
+                        "default sk-logreg,hgb, on a regression lake sk-ridge,hgb)")
     parser.add_argument("--windows", default="sliding,expanding", help="training windows of the batch learners")
-    parser.add_argument("--static", default="sk-logreg,hgb", help="batch learners fitted once (default sk-logreg,hgb)")
-    parser.add_argument("--extra", default="periodic-sliding/river-linear",
-                        help="more strategies by full name (default periodic-sliding/river-linear)")
+    parser.add_argument("--static", default=None, help="batch learners fitted once (default sk-logreg,hgb; "
+                        "regression and multiclass: hgb)")
+    parser.add_argument("--extra", default=None,
+                        help="more strategies by full name (default periodic-sliding/river-linear on a binary lake)")
     parser.add_argument("--retrain-every", default="auto", help="a period (7d; a bare number is seconds); "
                         "default auto")
     parser.add_argument("--retrain-every-events", type=int, default=None, metavar="N",
@@ -370,8 +417,17 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "alembic", "sqlalchemy", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Settings are checked before the flow starts: a mistake is one line, not a failed flow run.
+    from lake.tasks import read_task
+
+    found = read_task(args.lake) if table_version(args.lake, "labels") is not None else None
+    task = found.name if found is not None else None  # None: an empty lake a scenario fills (checked by the flow)
     with settings():
-        names = strategy_names(args.online, args.adwin, args.batch, args.windows, args.static, args.extra)
+        given = (args.online, args.adwin, args.batch, args.static, args.extra)
+        names = None
+        if any(v is not None for v in given):  # some lists given: the others keep the binary defaults
+            defaults = _CLI_DEFAULTS[task or "binary"]
+            lists = [d if v is None else v for v, d in zip(given, defaults, strict=True)]
+            names = strategy_names(*lists[:3], args.windows, *lists[3:], task=task)
         parse_budget(args.budget)
         static_rows = args.static_rows if args.static_rows == "auto" else int(args.static_rows)
         BenchConfig(retrain_every=None if args.retrain_every == "auto" else args.retrain_every,
@@ -406,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                         tracking_uri=None, experiment=args.experiment, scenario=args.scenario,
                         scenario_params={"n": args.n} if args.n else None, hash_fields=hash_fields,
                         n_buckets=args.n_buckets, static_rows=static_rows, budget=args.budget)
-    table = markdown_table(out["results"])
+    table = markdown_table(out["results"], task=out["info"]["task"])
     print(table)
     s = out["settings"]
     every = s["retrain_every"] or f"{s['retrain_every_events']:,} events"
@@ -418,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chosen: {line}")
     ready = out["ready_event"]
     print(f"every strategy had a model from event {ready:,} on: the columns '(all had a model)' count from there; "
-          "'no skill': a constant score at the base rate")
+          "'no skill': a constant score at the base rate (multiclass: the class shares; regression: the mean)")
     for name, note in out["notes"].items():
         print(f"budget: {name}: {note}")
     print(f"report: {out['report']}\nMLflow: {out['tracking_uri']} run {out['mlflow_run_id']}")

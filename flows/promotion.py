@@ -1,7 +1,7 @@
 """Promotion flow: champion vs challengers on recent prequential metrics; moves the registry aliases.
 
     python -m flows.promotion --lake lakehouse [--run-id R] [--window 7d | --last 5000]
-                              [--metric log_loss|accuracy] [--min-labels 500] [--margin 0.01]
+                              [--metric log_loss|accuracy|mae|rmse] [--min-labels 500] [--margin 0.01]
     python -m flows.promotion --lake lakehouse --rollback [--run-id R]
 
 The rule (:func:`decide`): over the recent window of a run's ``learn_log`` (the
@@ -13,6 +13,13 @@ challenger is promoted when it beats the champion by more than ``margin`` (in
 the metric's units: lower log loss, higher accuracy), else the champion is kept.
 ``learn_log`` rather than ``metrics``: its rows are per label and available at
 once, while a ``metrics`` window is written only after it closes.
+
+The metric defaults to the lake's task's primary metric
+(:attr:`lake.tasks.Task.primary_metric`; lower is better): log loss for binary and
+multiclass lakes, MAE for regression lakes. Multiclass and regression lakes are scored
+from the ``metrics`` table's per-task sums (``sum_log_loss``, ``n_correct``;
+``sum_abs_error``, ``sum_sq_error``) over its most recent closed windows: ``learn_log``
+keeps only the predicted class's probability, not the label's.
 
 Every decision (``promote``, ``keep``, ``rollback``) is recorded:
 
@@ -57,8 +64,11 @@ from lake.schemas import TABLES
 from lake.summary import latest_run_id
 from lake.table import append, exists, scan_table
 
-METRICS = {"log_loss": "lower", "accuracy": "higher"}
+METRICS = {"log_loss": "lower", "accuracy": "higher", "mae": "lower", "rmse": "lower"}
 """Metrics a promotion can compare, and which way is better."""
+TASK_METRICS = {"binary": ("log_loss", "accuracy"), "multiclass": ("log_loss", "accuracy"),
+                "regression": ("mae", "rmse")}
+"""Metrics each task's promotion can compare (the first is the task's primary metric)."""
 
 _EPS = 1e-15  # log-loss clipping, as in monitoring.prequential
 
@@ -106,15 +116,28 @@ def current_champion(lake: str, run_id: str) -> str:
     raise LakeError(f"run {run_id!r} has no predictions and no promotions: which model serves is unknown")
 
 
-def window_scores(lake: str, run_id: str, *, window: str | int = "7d", metric: str = "log_loss",
+def window_scores(lake: str, run_id: str, *, window: str | int = "7d", metric: str | None = None,
                   threshold: float = 0.5) -> WindowScores:
-    """Every model's ``metric`` over the run's recent labelled events (see the module docstring)."""
+    """Every model's ``metric`` over the run's recent labelled events (see the module docstring).
+
+    ``metric``: default the lake's task's primary metric; one of :data:`TASK_METRICS` for its task.
+    """
+    from lake.tasks import read_task
+
+    task = read_task(lake)
+    task_name = task.name if task is not None else "binary"
+    metric = metric or TASK_METRICS[task_name][0]
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    if metric not in TASK_METRICS[task_name]:
+        raise ValueError(f"metric {metric!r} does not apply to the {task_name} task of {lake}: use one of "
+                         f"{', '.join(TASK_METRICS[task_name])}")
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
     if isinstance(window, bool) or (isinstance(window, int) and window < 1):
         raise ValueError(f"window must be a duration like '7d' or a number of labelled events >= 1, got {window!r}")
+    if task_name != "binary":
+        return _metrics_window_scores(lake, run_id, window=window, metric=metric)
     if not exists(lake, "learn_log"):
         return WindowScores(metric, 0, {}, str(window))
     log = (_scan(lake, "learn_log").filter(pl.col("run_id") == run_id)
@@ -146,6 +169,52 @@ def window_scores(lake: str, run_id: str, *, window: str | int = "7d", metric: s
         value = ((pl.col("score") >= threshold) == y).cast(pl.Float64).mean()
     per_model = rows.group_by("model").agg(value.alias("v")).sort("model")
     return WindowScores(metric, shared.height, dict(zip(per_model["model"], per_model["v"], strict=True)), described)
+
+
+_SUMS = {"mae": "sum_abs_error", "rmse": "sum_sq_error", "log_loss": "sum_log_loss", "accuracy": "n_correct"}
+"""Column of a task's ``metrics`` rows each metric is computed from (a sum over the window's labels)."""
+
+
+def _metrics_window_scores(lake: str, run_id: str, *, window: str | int, metric: str) -> WindowScores:
+    """Every model's ``metric`` over the run's most recent closed ``metrics`` windows (multiclass, regression).
+
+    The windows every model has rows for, newest first: those ending within ``window`` of the
+    latest window's end, or, for a number N, as many as hold N labels (whole windows).
+    Shards are summed; the value is the sum column over the labels (the root of it for RMSE).
+    """
+    if not exists(lake, "metrics"):
+        return WindowScores(metric, 0, {}, str(window))
+    total = _SUMS[metric]
+    rows = (_scan(lake, "metrics").filter(pl.col("run_id") == run_id)
+            .group_by("model", "window_start", "window_end")
+            .agg(pl.col("n").sum(), pl.col(total).cast(pl.Float64).sum().alias("total")).collect())
+    if rows.height == 0:
+        return WindowScores(metric, 0, {}, str(window))
+    n_models = rows["model"].n_unique()
+    windows = (rows.group_by("window_start", "window_end")
+               .agg(pl.col("model").n_unique().alias("k"), pl.col("n").min())
+               .filter((pl.col("k") == n_models) & (pl.col("n") > 0))
+               .sort("window_end", "window_start", descending=True))
+    if isinstance(window, int):
+        before = windows["n"].cum_sum() - windows["n"]
+        recent = windows.filter(before < window)
+        described = f"last {recent['n'].sum()} labelled events ({recent.height} metrics windows, >= {window} asked)"
+    else:
+        from lake.durations import parse_duration_us
+
+        span_us = parse_duration_us(window)
+        if span_us <= 0:
+            raise ValueError(f"window must be > 0, got {window!r}")
+        clock = rows["window_end"].max()
+        recent = windows.filter(pl.col("window_end") > pl.lit(clock) - pl.duration(microseconds=span_us))
+        described = f"metrics windows of the last {window} up to {clock.isoformat()}"
+    chosen = rows.join(recent.select("window_start", "window_end"), on=["window_start", "window_end"], how="semi")
+    value = pl.col("total").sum() / pl.col("n").sum()
+    if metric == "rmse":
+        value = value.sqrt()
+    per_model = chosen.group_by("model").agg(value.alias("v")).sort("model")
+    return WindowScores(metric, int(recent["n"].sum()), dict(zip(per_model["model"], per_model["v"], strict=True)),
+                        described)
 
 
 def decide(scores: WindowScores, *, champion: str, min_labels: int = 500, margin: float = 0.01) -> Decision:
@@ -294,7 +363,7 @@ def rollback_decision(lake: str, run_id: str) -> tuple[Decision, dict[str, str] 
 
 
 @task(name="decide-champion", cache_policy=NO_CACHE)
-def decide_task(lake: str, run_id: str, window: str | int, metric: str, threshold: float, min_labels: int,
+def decide_task(lake: str, run_id: str, window: str | int, metric: str | None, threshold: float, min_labels: int,
                 margin: float) -> Decision:
     scores = window_scores(lake, run_id, window=window, metric=metric, threshold=threshold)
     return decide(scores, champion=current_champion(lake, run_id), min_labels=min_labels, margin=margin)
@@ -315,10 +384,13 @@ def record_task(lake: str, run_id: str, decision: Decision, targets: dict[str, d
 
 @flow(name="promote-champion")
 def promote(lake: str = "lakehouse", run_id: str | None = None, window: str | int = "7d", min_labels: int = 500,
-            margin: float = 0.01, metric: str = "log_loss", tracking_uri: str | None = None,
+            margin: float = 0.01, metric: str | None = None, tracking_uri: str | None = None,
             experiment: str = "riverlake", registered_model_prefix: str = "riverlake", threshold: float = 0.5,
             retries: int = 3, retry_delay_s: float = 5.0) -> dict[str, Any]:
-    """Compare champion and challengers of ``run_id`` (default: the latest run) and record the decision."""
+    """Compare champion and challengers of ``run_id`` (default: the latest run) and record the decision.
+
+    ``metric``: default the lake's task's primary metric (log loss; MAE for regression).
+    """
     from flows.registry import tracking_uri_for
 
     logger = get_run_logger()
@@ -360,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     window = parser.add_mutually_exclusive_group()
     window.add_argument("--window", default="7d", help="recent labels by label time, e.g. 7d, 12h (default 7d)")
     window.add_argument("--last", type=int, default=None, help="instead: the last N labelled events")
-    parser.add_argument("--metric", choices=sorted(METRICS), default="log_loss")
+    parser.add_argument("--metric", choices=sorted(METRICS), default=None,
+                        help="default: the task's primary metric (log_loss; mae for a regression lake)")
     parser.add_argument("--min-labels", type=int, default=500, help="labelled events needed to decide (default 500)")
     parser.add_argument("--margin", type=float, default=0.01, help="how much better a challenger must be")
     parser.add_argument("--threshold", type=float, default=0.5, help="decision threshold for accuracy")

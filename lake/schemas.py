@@ -209,6 +209,12 @@ BENCHMARK_WINDOWS = pa.schema(
         pa.field("log_loss", pa.float64()),
         pa.field("roc_auc", pa.float64()),
         pa.field("cum_accuracy", pa.float64()),
+        # multiclass and regression lakes (null in binary ones; n_positive is 0 there)
+        pa.field("macro_f1", pa.float64()),
+        pa.field("mae", pa.float64()),
+        pa.field("rmse", pa.float64()),
+        pa.field("r2", pa.float64()),
+        pa.field("cum_mae", pa.float64()),
     ]
 )
 """Prequential metrics of each benchmark strategy per event-time window (``flows.benchmark``)."""
@@ -259,6 +265,24 @@ BENCHMARK_RUNS = pa.schema(
         pa.field("config", pa.large_string(), nullable=False),  # JSON: the benchmark's settings
         pa.field("report_path", pa.string(), nullable=False),
         pa.field("created_at", UTC_TS, nullable=False),
+        # the lake's task, and the metrics of multiclass and regression lakes (null in binary ones)
+        pa.field("task", pa.string()),
+        pa.field("macro_f1", pa.float64()),
+        pa.field("noskill_macro_f1", pa.float64()),
+        pa.field("macro_f1_ready", pa.float64()),
+        pa.field("noskill_macro_f1_ready", pa.float64()),
+        pa.field("mae", pa.float64()),
+        pa.field("noskill_mae", pa.float64()),
+        pa.field("mae_ready", pa.float64()),
+        pa.field("noskill_mae_ready", pa.float64()),
+        pa.field("rmse", pa.float64()),
+        pa.field("noskill_rmse", pa.float64()),
+        pa.field("rmse_ready", pa.float64()),
+        pa.field("noskill_rmse_ready", pa.float64()),
+        pa.field("r2", pa.float64()),
+        pa.field("noskill_r2", pa.float64()),
+        pa.field("r2_ready", pa.float64()),
+        pa.field("noskill_r2_ready", pa.float64()),
     ]
 )
 """One row per benchmark strategy: overall metrics and costs (``flows.benchmark``)."""

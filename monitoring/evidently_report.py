@@ -6,8 +6,10 @@ A window is a span of event time (``"2026-01-01T00:00/2026-01-02T00:00"``, or
 columns and joins the champion's ``score``/``prediction`` (from ``predictions``)
 and, where it has arrived, the ``label``. :func:`select_columns` keeps the columns
 worth reporting (wide or sparse feature spaces are cut to ``max_columns``, most
-present first), :func:`build_snapshots` runs Evidently's ``DataDriftPreset`` (and
-``ClassificationPreset`` on the labelled rows when both windows have some),
+present first), :func:`build_snapshots` runs Evidently's ``DataDriftPreset`` (and, on
+the labelled rows when both windows have some, the quality report of the lake's task:
+``ClassificationPreset`` for binary and multiclass lakes, ``RegressionPreset`` for
+regression ones),
 :func:`make_report` does all of it and saves HTML + JSON under
 ``LAKE/reports/drift/REPORT_ID/``; :func:`read_report` reads a saved JSON back
 into the same :class:`DriftSummary` (a round trip), :func:`report_row` is the
@@ -177,16 +179,24 @@ def summarize_drift(snapshot: dict[str, Any]) -> DriftSummary:
 
 
 QUALITY_METRICS = {"Accuracy": "accuracy", "Precision": "precision", "Recall": "recall", "F1Score": "f1",
-                   "RocAuc": "roc_auc", "LogLoss": "log_loss"}
+                   "RocAuc": "roc_auc", "LogLoss": "log_loss", "MAE": "mae", "RMSE": "rmse", "R2Score": "r2",
+                   "MeanError": "mean_error", "AbsMaxError": "abs_max_error"}
+QUALITY_TITLES = {"binary": "Classification quality", "multiclass": "Multiclass classification quality",
+                  "regression": "Regression quality"}
+"""The heading of each task's quality report."""
 
 
 def summarize_quality(snapshot: dict[str, Any]) -> dict[str, float]:
-    """Scalar classification metrics of a ``ClassificationPreset`` snapshot dict."""
+    """Scalar metrics of a ``ClassificationPreset`` or ``RegressionPreset`` snapshot dict (a metric
+    given as mean and deviation, as Evidently gives MAE, counts by its mean)."""
     out = {}
     for m in snapshot["metrics"]:
         name = QUALITY_METRICS.get(m["config"]["type"].rsplit(":", 1)[-1])
-        if name and isinstance(m["value"], int | float):
-            out[name] = float(m["value"])
+        value = m["value"]
+        if isinstance(value, dict) and isinstance(value.get("mean"), int | float):
+            value = value["mean"]
+        if name and isinstance(value, int | float):
+            out[name] = float(value)
     return out
 
 
@@ -198,12 +208,20 @@ def read_report(json_path: str | os.PathLike[str]) -> DriftSummary:
 
 def build_snapshots(reference: pl.DataFrame, current: pl.DataFrame, columns: Columns, *,
                     drift_share: float = 0.5, timestamp: datetime | None = None,
-                    metadata: dict[str, str] | None = None) -> tuple[Any, Any | None, Any | None]:
-    """Evidently snapshots: data drift over ``columns``; classification quality of current vs reference
-    and of the reference alone, on labelled rows with a score (``None`` when a window has none).
-    ``timestamp`` (the drift snapshot's time in a workspace dashboard) and ``metadata`` go to the drift snapshot."""
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report
-    from evidently.presets import ClassificationPreset, DataDriftPreset
+                    metadata: dict[str, str] | None = None, task: str = "binary") -> tuple[Any, Any | None, Any | None]:
+    """Evidently snapshots: data drift over ``columns``; the ``task``'s quality (binary or multiclass
+    classification, regression) of current vs reference and of the reference alone, on labelled rows
+    with a prediction (``None`` when a window has none). ``timestamp`` (the drift snapshot's time in a
+    workspace dashboard) and ``metadata`` go to the drift snapshot."""
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        MulticlassClassification,
+        Regression,
+        Report,
+    )
+    from evidently.presets import ClassificationPreset, DataDriftPreset, RegressionPreset
 
     cols = columns.numerical + columns.categorical
     dd = DataDefinition(numerical_columns=columns.numerical, categorical_columns=columns.categorical)
@@ -221,12 +239,25 @@ def build_snapshots(reference: pl.DataFrame, current: pl.DataFrame, columns: Col
     labelled = [f.filter(pl.col("label").is_not_null() & pl.col("score").is_not_null()) for f in (reference, current)]
     if any(f.height == 0 or f["label"].n_unique() < 2 for f in labelled):
         return drift, None, None
-    qdd = DataDefinition(numerical_columns=["score"], classification=[BinaryClassification(
-        target="label", prediction_labels="prediction", prediction_probas="score")])
-    ref_l, cur_l = (Dataset.from_pandas(f.select("label", "prediction", "score").to_pandas(), data_definition=qdd)
-                    for f in labelled)
-    quality = Report([ClassificationPreset()]).run(reference_data=ref_l, current_data=cur_l)
-    ref_quality = Report([ClassificationPreset()]).run(current_data=ref_l)
+    if task == "regression":
+        qdd = DataDefinition(numerical_columns=["label", "prediction"],
+                             regression=[Regression(target="label", prediction="prediction")])
+        preset: Any = RegressionPreset()
+        names = ["label", "prediction"]
+    elif task == "multiclass":  # the classes as text; the predicted class (probabilities are a map column)
+        qdd = DataDefinition(categorical_columns=["label", "prediction"], classification=[
+            MulticlassClassification(target="label", prediction_labels="prediction")])
+        preset = ClassificationPreset()
+        names = ["label", "prediction"]
+        labelled = [f.with_columns(pl.col("label", "prediction").cast(pl.String)) for f in labelled]
+    else:
+        qdd = DataDefinition(numerical_columns=["score"], classification=[BinaryClassification(
+            target="label", prediction_labels="prediction", prediction_probas="score")])
+        preset = ClassificationPreset()
+        names = ["label", "prediction", "score"]
+    ref_l, cur_l = (Dataset.from_pandas(f.select(names).to_pandas(), data_definition=qdd) for f in labelled)
+    quality = Report([preset]).run(reference_data=ref_l, current_data=cur_l)
+    ref_quality = Report([preset]).run(current_data=ref_l)
     return drift, quality, ref_quality
 
 
@@ -336,10 +367,14 @@ def make_report(lake: str, reference: str | tuple[Any, Any], current: str | tupl
              f"{len(columns.numerical) + len(columns.categorical)} columns of {source}"
              + (f"; scores of model {model} (run {run_id})" if model else "; no model's predictions joined"),
              f"events version {events_version}, labels version {labels_version}; report {rid}"]
+    from lake.tasks import read_task
+
+    found = read_task(lake)
+    task = found.name if found is not None else "binary"
     drift, quality, ref_quality = build_snapshots(
         *frames, columns, drift_share=drift_share, timestamp=spans[1][1],
         metadata={"lake": canonical(lake), "reference": ref_w.label, "current": cur_w.label, "model": model or "",
-                  "run_id": run_id or "", "report_id": rid})
+                  "run_id": run_id or "", "report_id": rid}, task=task)
     folder = state_dir(lake, "reports", "drift", rid)  # LAKE/reports/...; local for an object-store lake
     folder.mkdir(parents=True, exist_ok=True)
     html, js = folder / "drift.html", folder / "drift.json"
@@ -354,7 +389,7 @@ def make_report(lake: str, reference: str | tuple[Any, Any], current: str | tupl
     if quality is not None:
         q_html, q_json = str(folder / "quality.html"), str(folder / "quality.json")
         quality.save_html(q_html)
-        add_heading(Path(q_html), title.replace("Drift report", "Classification quality"), about)
+        add_heading(Path(q_html), title.replace("Drift report", QUALITY_TITLES[task]), about)
         quality.save_json(q_json)
         q_summary = {f"current.{k}": v for k, v in summarize_quality(quality.dict()).items()}
         q_summary.update({f"reference.{k}": v for k, v in summarize_quality(ref_quality.dict()).items()})

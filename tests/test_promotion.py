@@ -168,3 +168,53 @@ def test_command_line_help(capsys):
     out = capsys.readouterr().out
     assert exit_.value.code == 0
     assert "python -m flows.promotion" in out and "--rollback" in out and "--last" in out and "--margin" in out
+
+
+# ------------------------------------------------------------------------- regression and multiclass lakes
+
+
+@pytest.fixture(scope="module")
+def task_lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A regression and a multiclass lake whose run r1 has metrics windows of tree and linear."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.tasklakes import task_lake, write_task_metrics
+
+    lakes = {}
+    start, hour = datetime(2026, 1, 1, tzinfo=UTC), timedelta(hours=1)
+    for task in ("regression", "multiclass"):
+        lake = task_lake(str(tmp_path_factory.mktemp(task) / "lake"), task, n=500)
+        # tree is better early, linear better in the last three windows (after a drift)
+        write_task_metrics(lake, task, run_id="r1", model="tree", start=start, every=hour,
+                           errors=[0.5, 0.5, 0.5, 0.9, 0.9, 0.9])
+        write_task_metrics(lake, task, run_id="r1", model="linear", start=start, every=hour,
+                           errors=[2.0, 2.0, 2.0, 0.6, 0.6, 0.6])
+        lakes[task] = lake
+    return lakes
+
+
+@pytest.mark.parametrize("task, metric", [("regression", "mae"), ("multiclass", "log_loss")])
+def test_task_lakes_promote_on_their_primary_metric(task_lakes, task, metric):
+    from lake.tasks import read_task
+
+    lake = task_lakes[task]
+    assert read_task(lake).primary_metric == metric
+    recent = window_scores(lake, "r1", window=300)  # the last three windows: linear has the lower error
+    assert recent.metric == metric and recent.n_labels == 300
+    assert recent.values == pytest.approx({"tree": 0.9, "linear": 0.6})
+    d = decide(recent, champion="tree", min_labels=200, margin=0.01)
+    assert (d.decision, d.champion, d.previous) == ("promote", "linear", "tree")
+    assert f"linear {metric} 0.60000 beats tree 0.90000" in d.reason
+    everything = window_scores(lake, "r1", window="6h")  # over all six windows tree is better
+    assert everything.n_labels == 600
+    assert decide(everything, champion="tree", min_labels=200).decision == "keep"
+    assert window_scores(lake, "r1", window="2h").n_labels == 200
+
+
+def test_a_metric_of_another_task_is_refused_in_one_line(task_lakes):
+    rmse = window_scores(task_lakes["regression"], "r1", window=300, metric="rmse")
+    assert rmse.values == pytest.approx({"tree": 0.9, "linear": 0.6})
+    with pytest.raises(ValueError, match=r"metric 'log_loss' does not apply to the regression task .*: use one of mae"):
+        window_scores(task_lakes["regression"], "r1", metric="log_loss")
+    with pytest.raises(ValueError, match="metric 'mae' does not apply to the multiclass task"):
+        window_scores(task_lakes["multiclass"], "r1", metric="mae")

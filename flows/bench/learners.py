@@ -1,9 +1,11 @@
 """Batch learners the periodic and static strategies fit (:mod:`flows.bench.strategies`).
 
 ``sk-logreg`` and ``sk-sgd`` (:class:`SkLearner`: scikit-learn on the sparse feature dicts,
-max-abs scaled), ``hgb`` (:class:`HgbLearner`: ``HistGradientBoostingClassifier`` on a
-:class:`DenseProjection`), ``river-SPEC`` (:class:`RiverBatchLearner`: a River spec fitted in one
-pass over the window, in event order). :func:`make_learner` builds one by name.
+max-abs scaled; on a regression lake ``sk-ridge`` and ``sk-sgd``, ``SGDRegressor``, on the standardised
+target; on a multiclass lake ``sk-logreg`` is multinomial), ``hgb`` (:class:`HgbLearner`:
+``HistGradientBoostingClassifier``, or ``...Regressor``, on a :class:`DenseProjection`), ``river-SPEC``
+(:class:`RiverBatchLearner`: a River spec fitted in one pass over the window, in event order).
+:func:`make_learner` builds one by name.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ _MAX_CATEGORIES = 254  # HistGradientBoosting: category codes must be < max_bins
 
 
 class _Constant:
-    """What a batch learner serves when its training set holds one class only."""
+    """What a batch learner serves when its training set holds one class only (the class's score)."""
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, p: Any) -> None:
         self.p = p
 
 
@@ -29,16 +31,30 @@ class SkLearner:
     """scikit-learn on the sparse features (``sk-logreg``, ``sk-sgd``)."""
 
     def __init__(self, stream: Stream, name: str, seed: int) -> None:
+        from flows.bench.strategies import TASK_BATCH_LEARNERS
+
+        known = TASK_BATCH_LEARNERS[stream.task]
+        if name not in known:
+            raise ValueError(f"batch learner {name!r} does not learn a {stream.task} task; known: {', '.join(known)}")
         self.name = name
         self.seed = seed
         self.stream = stream
+        self.task = stream.task
         self.y = stream.y
 
     def _estimator(self) -> Any:
-        from sklearn.linear_model import LogisticRegression, SGDClassifier
+        from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier, SGDRegressor
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import MaxAbsScaler
 
+        if self.task == "regression":
+            from sklearn.compose import TransformedTargetRegressor
+            from sklearn.preprocessing import StandardScaler
+
+            reg = (SGDRegressor(alpha=1e-5, max_iter=5, tol=None, random_state=self.seed) if self.name == "sk-sgd"
+                   else Ridge(alpha=1.0))
+            return make_pipeline(MaxAbsScaler(), TransformedTargetRegressor(regressor=reg,
+                                                                            transformer=StandardScaler()))
         if self.name == "sk-sgd":
             clf = SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=5, tol=None, random_state=self.seed)
         else:
@@ -53,7 +69,7 @@ class SkLearner:
     def fit(self, rows: np.ndarray) -> Any:
         ys = self.y[rows]
         if ys.min() == ys.max():
-            return _Constant(float(ys[0]))
+            return _Constant(self._constant(ys[0]))
         model = self._estimator()
         import warnings
 
@@ -62,20 +78,36 @@ class SkLearner:
             model.fit(self.matrix(rows), ys)
         return model
 
+    def _constant(self, y: Any) -> Any:
+        """The score of a training set whose labels are all ``y``."""
+        if self.task == "multiclass":
+            row = np.zeros(len(self.stream.classes))
+            row[int(y)] = 1.0
+            return row
+        return float(y)
+
     def predict(self, model: Any, lo: int, hi: int) -> np.ndarray:
         if isinstance(model, _Constant):
-            return np.full(hi - lo, model.p)
-        return model.predict_proba(self.matrix(np.arange(lo, hi)))[:, 1]
+            return np.full(hi - lo, model.p) if np.ndim(model.p) == 0 else np.tile(model.p, (hi - lo, 1))
+        m = self.matrix(np.arange(lo, hi))
+        if self.task == "regression":
+            return model.predict(m)
+        proba = model.predict_proba(m)
+        if self.task == "binary":
+            return proba[:, 1]
+        out = np.zeros((hi - lo, len(self.stream.classes)))
+        out[:, np.asarray(model.classes_, dtype=np.int64)] = proba  # classes the window held; others 0
+        return out
 
     def latency_ns(self, model: Any, e: int) -> int:
-        return _time_one(model, self.matrix(np.array([e])))
+        return _time_one(model, self.matrix(np.array([e])), regression=self.task == "regression")
 
 
-def _time_one(model: Any, row: Any) -> int:
+def _time_one(model: Any, row: Any, *, regression: bool = False) -> int:
     if isinstance(model, _Constant):
         return 0
     t0 = time.perf_counter_ns()
-    model.predict_proba(row)
+    model.predict(row) if regression else model.predict_proba(row)
     return time.perf_counter_ns() - t0
 
 
@@ -93,9 +125,10 @@ class HgbLearner(SkLearner):
         self.projection = DenseProjection(stream)
 
     def _estimator(self) -> Any:
-        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-        return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, early_stopping=False,
+        cls = HistGradientBoostingRegressor if self.task == "regression" else HistGradientBoostingClassifier
+        return cls(max_iter=100, learning_rate=0.1, early_stopping=False,
                                               categorical_features=self.projection.categorical,
                                               random_state=self.seed)
 
@@ -149,16 +182,16 @@ class RiverBatchLearner:
         from dataflows.models import get_spec
 
         self.stream = stream
-        self.spec = get_spec(name.removeprefix("river-"))
+        self.spec = get_spec(name.removeprefix("river-"), task=stream.task)
         self.seed = seed
         self.cpu = 0.0  # model calls only; dicts are built outside the timed parts
 
     def fit(self, rows: np.ndarray) -> Any:
         model = self.spec.build(seed=self.seed)
-        y = self.stream.y
+        label = self.stream.label
         pos = 0
         for xs in self.stream.rows(rows):
-            ys = (y[rows[pos:pos + len(xs)]] == 1).tolist()
+            ys = [label(j) for j in rows[pos:pos + len(xs)].tolist()]
             c0 = time.process_time()
             for x, label in zip(xs, ys, strict=True):
                 model.learn_one(x, label)
@@ -167,13 +200,13 @@ class RiverBatchLearner:
         return model
 
     def predict(self, model: Any, lo: int, hi: int) -> np.ndarray:
-        out = np.empty(hi - lo)
+        out = self.stream.new_scores(hi - lo)
+        answer = self.stream.answer
         i = 0
         for xs in self.stream.rows(np.arange(lo, hi)):
             c0 = time.process_time()
             for x in xs:
-                p = model.predict_proba_one(x)
-                out[i] = p.get(True, 0.0) if p else 0.5
+                out[i] = answer(model, x)
                 i += 1
             self.cpu += time.process_time() - c0
         return out
@@ -181,7 +214,7 @@ class RiverBatchLearner:
     def latency_ns(self, model: Any, e: int) -> int:
         x = self.stream.row(e)
         t0 = time.perf_counter_ns()
-        model.predict_proba_one(x)
+        self.stream.answer(model, x)
         return time.perf_counter_ns() - t0
 
 

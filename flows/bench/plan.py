@@ -48,8 +48,9 @@ REFUSE_TRAIN_ROWS = 50
 # on this project's 2-core machine (flights and the daily weather history), one thread. Estimates,
 # printed as such; the benchmark rescales them by what the strategies already run took.
 _ONLINE_S = {"linear": 100e-6, "linear-hash": 60e-6, "naive-bayes": 120e-6, "tree": 400e-6, "forest": 3e-3}
-_FIT_S = {"sk-logreg": (0.02, 20e-6), "sk-sgd": (0.01, 10e-6), "hgb": (0.3, 30e-6), "river": (0.0, 40e-6)}
-_PREDICT_S = {"sk-logreg": 3e-6, "sk-sgd": 3e-6, "hgb": 10e-6, "river": 30e-6}
+_FIT_S = {"sk-logreg": (0.02, 20e-6), "sk-sgd": (0.01, 10e-6), "sk-ridge": (0.01, 10e-6), "hgb": (0.3, 30e-6),
+          "river": (0.0, 40e-6)}
+_PREDICT_S = {"sk-logreg": 3e-6, "sk-sgd": 3e-6, "sk-ridge": 3e-6, "hgb": 10e-6, "river": 30e-6}
 
 
 def estimate_seconds(stream: Stream, spec: StrategySpec | str, config: BenchConfig) -> float:
@@ -62,7 +63,7 @@ def estimate_seconds(stream: Stream, spec: StrategySpec | str, config: BenchConf
     benchmark rescales it by how long the strategies already run took against their estimates.
     """
     if isinstance(spec, str):
-        spec = StrategySpec.parse(spec)
+        spec = StrategySpec.parse(spec, task=stream.task)
     n = stream.n_events
     if spec.mode in ("online", "adwin-reset"):
         per = _ONLINE_S.get(spec.learner, 200e-6) * (1.2 if spec.mode == "adwin-reset" else 1.0)
@@ -88,7 +89,7 @@ def estimate_seconds(stream: Stream, spec: StrategySpec | str, config: BenchConf
 def n_retrains(stream: Stream, spec: StrategySpec | str, config: BenchConfig) -> int:
     """Fits a batch strategy makes over ``stream`` (0 for online ones)."""
     if isinstance(spec, str):
-        spec = StrategySpec.parse(spec)
+        spec = StrategySpec.parse(spec, task=stream.task)
     return 0 if spec.mode in ("online", "adwin-reset") else len(retrain_points(stream, spec, config))
 
 
@@ -237,7 +238,7 @@ class BudgetPlan:
 
 
 def _periodic(name: str) -> bool:
-    return StrategySpec.parse(name).mode.startswith("periodic")
+    return name.strip().partition("/")[0].startswith("periodic")
 
 
 def plan_budget(stream: Stream, names: list[str], config: BenchConfig, budget_s: float | None, *,
@@ -292,6 +293,7 @@ def label_clock(lake: str, *, events_version: int | None = None, labels_version:
     import polars as pl
 
     from lake.table import read_table
+    from lake.tasks import read_task
 
     events = (read_table(lake, "events", version=events_version, columns=["event_id", "event_time"])
               .unique("event_id", keep="first", maintain_order=True).sort("event_time"))
@@ -302,11 +304,17 @@ def label_clock(lake: str, *, events_version: int | None = None, labels_version:
     t = events.get_column("event_time").dt.epoch("us").to_numpy()
     lt_sorted = labels.get_column("label_time").dt.epoch("us").to_numpy()
     arrival = labels.get_column("e").cast(pl.Int64).to_numpy()
-    y = np.full(len(t), -1, dtype=np.int8)
-    y[arrival] = (labels.get_column("label").to_numpy() == 1).astype(np.int8)
+    found = read_task(lake)
+    task = found.name if found is not None else "binary"
+    if task == "regression":
+        y = np.full(len(t), np.nan)
+        y[arrival] = labels.get_column("label").to_numpy()
+    else:  # the label clock needs no classes: binary 0/1, multiclass 0 for every label
+        y = np.full(len(t), -1, dtype=np.int8)
+        y[arrival] = (labels.get_column("label").to_numpy() == 1).astype(np.int8) if task == "binary" else 0
     label_time = np.zeros(len(t), dtype=np.int64)
     label_time[arrival] = lt_sorted
     return Stream(event_time=t, y=y, label_time=label_time, arrival=arrival,
                   labels_before=np.searchsorted(lt_sorted, t, side="left").astype(np.int64),
                   indptr=np.zeros(len(t) + 1, dtype=np.int64), indices=np.zeros(0, dtype=np.int32),
-                  values=np.zeros(0), names=[])
+                  values=np.zeros(0), names=[], info={"task": task})

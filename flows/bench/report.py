@@ -2,7 +2,9 @@
 
 Metrics are prequential: every strategy scored each labelled event at the event's
 time. Overall and per event-time tumbling window (aligned to the epoch, as the
-dataflow's ``metrics``): accuracy, log loss, ROC AUC.
+dataflow's ``metrics``), the lake's task's metrics (:data:`TASK_METRICS`): accuracy,
+log loss, ROC AUC (binary); accuracy, macro-F1, log loss (multiclass); MAE, RMSE, R²
+(regression).
 
 Recovery after a drift (known from ``scenario_drifts``, else detected by ADWIN on the
 reference strategy's error stream): counting labelled events in event order, the events
@@ -10,18 +12,18 @@ from the drift until the strategy's accuracy over the last ``w`` labelled events
 comes within ``tol`` of the level it settles at on the new concept (its accuracy over
 the ``w`` labelled events before the next drift or the end). ``None``: it did not get
 there before the next drift, or the segment is shorter than ``2 w`` (not measurable). The
-resolution is ``w`` events: a strategy that does not dip needs ``w`` events.
+resolution is ``w`` events: a strategy that does not dip needs ``w`` events. On a
+regression lake the level is minus the mean absolute error, and ``tol`` is in units of
+the labels' standard deviation.
 
 Beside every metric, the no-skill baseline (:func:`no_skill`): a constant score at the
 base rate of the same labels (accuracy of the majority class, log loss of the base rate,
-ROC AUC 0.5). Whole-run figures are also given from the first event at which every
+ROC AUC 0.5; multiclass: the classes' shares; regression: the labels' mean, R² 0). The
+online baselines ``online/mean``, ``online/persistence`` (regression) and
+``online/majority`` (multiclass) learn as they go, and are strategies like the others.
+Whole-run figures are also given from the first event at which every
 strategy had a model (``*_ready``): before it, some strategies served their prior.
 
->>> y = np.array([1, 0, 1, 1]); p = np.array([0.9, 0.2, 0.4, 0.8])
->>> {k: round(v, 3) for k, v in overall(y, p).items()}
-{'accuracy': 0.75, 'log_loss': 0.367, 'roc_auc': 1.0}
->>> {k: round(v, 3) for k, v in no_skill(y).items()}
-{'accuracy': 0.75, 'log_loss': 0.562, 'roc_auc': 0.5}
 """
 
 from __future__ import annotations
@@ -37,33 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from flows.bench.metrics import LABELS, TASK_METRICS, no_skill, overall
 from flows.bench.stream import Stream
-from monitoring.prequential import roc_auc
 
-_EPS = 1e-15
 _WINDOWS_US = [(n, s * 1_000_000) for n, s in (("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("6h", 21600),
                                                 ("1d", 86400), ("7d", 604800), ("28d", 2419200),
                                                 ("91d", 7862400), ("365d", 31536000), ("1826d", 157766400))]
-
-
-def overall(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
-    """Accuracy, log loss and ROC AUC of scores ``p`` for 0/1 labels ``y``."""
-    if len(y) == 0:
-        return {"accuracy": None, "log_loss": None, "roc_auc": None}
-    pos = y == 1
-    ll = -np.log(np.clip(np.where(pos, p, 1.0 - p), _EPS, 1.0))
-    return {"accuracy": float(((p >= threshold) == pos).mean()), "log_loss": float(ll.mean()),
-            "roc_auc": roc_auc(pos, p)}
-
-
-def no_skill(y: np.ndarray) -> dict[str, float | None]:
-    """Metrics of a constant score at the base rate of ``y`` (0/1): what a model must beat."""
-    if len(y) == 0:
-        return {"accuracy": None, "log_loss": None, "roc_auc": None}
-    base = float(np.mean(y == 1))
-    b = min(max(base, _EPS), 1.0 - _EPS)
-    return {"accuracy": max(base, 1.0 - base), "log_loss": float(-(base * np.log(b) + (1 - base) * np.log(1 - b))),
-            "roc_auc": 0.5}
 
 
 def add_ready_metrics(stream: Stream, results: Sequence[StrategyResult], runs: Sequence[Any], *,
@@ -73,12 +54,13 @@ def add_ready_metrics(stream: Stream, results: Sequence[StrategyResult], runs: S
     ready = max((int(r.costs.get("first_model_event", 0)) for r in runs), default=0)
     sc = stream.scored
     late = sc[sc >= ready]
-    base, base_ready = no_skill(stream.y[sc]), no_skill(stream.y[late])
+    task, k = stream.task, len(stream.classes)
+    base, base_ready = no_skill(stream.y[sc], task=task, n_classes=k), no_skill(stream.y[late], task=task, n_classes=k)
     for result, run in zip(results, runs, strict=True):
-        m = overall(stream.y[late], run.scores[late], threshold)
+        m = overall(stream.y[late], run.scores[late], threshold, task=task)
         result.metrics.update({f"{k}_ready": v for k, v in m.items()})
-        result.metrics.update({f"noskill_{k}": base[k] for k in ("accuracy", "log_loss", "roc_auc")})
-        result.metrics.update({f"noskill_{k}_ready": base_ready[k] for k in ("accuracy", "log_loss")})
+        result.metrics.update({f"noskill_{k}": base[k] for k in TASK_METRICS[task]})
+        result.metrics.update({f"noskill_{k}_ready": base_ready[k] for k in TASK_METRICS[task]})
         result.metrics["first_model_event"] = float(run.costs.get("first_model_event", 0))
         result.metrics["ready_event"] = float(ready)
         result.metrics["n_scored_ready"] = float(len(late))
@@ -97,22 +79,31 @@ def auto_window(stream: Stream, *, max_windows: int = 60) -> tuple[str, int]:
 
 
 def windows(stream: Stream, scores: np.ndarray, window_us: int, threshold: float = 0.5) -> list[dict[str, Any]]:
-    """Metrics of the labelled events per event-time window, oldest first."""
+    """Metrics of the labelled events per event-time window, oldest first (``cum_accuracy`` of the
+    classification tasks, ``cum_mae`` of a regression: over every window up to this one)."""
+    task = stream.task
     sc = stream.scored
     y, p = stream.y[sc], scores[sc]
     starts = stream.event_time[sc] - stream.event_time[sc] % window_us
     rows = []
     cut = np.flatnonzero(np.diff(starts)) + 1  # event times are sorted
     cum_n = cum_correct = 0
+    cum_abs = 0.0
     for lo, hi in zip([0, *cut.tolist()], [*cut.tolist(), len(sc)], strict=True):
         if lo == hi:
             continue
-        m = overall(y[lo:hi], p[lo:hi], threshold)
+        m = overall(y[lo:hi], p[lo:hi], threshold, task=task)
         n = hi - lo
         cum_n += n
-        cum_correct += round(m["accuracy"] * n)
-        rows.append({"window_start": int(starts[lo]), "window_end": int(starts[lo]) + window_us, "n": n,
-                     "n_positive": int((y[lo:hi] == 1).sum()), **m, "cum_accuracy": cum_correct / cum_n})
+        row = {"window_start": int(starts[lo]), "window_end": int(starts[lo]) + window_us, "n": n,
+               "n_positive": int((y[lo:hi] == 1).sum()) if task == "binary" else 0, **m}
+        if task == "regression":
+            cum_abs += m["mae"] * n
+            row["cum_mae"] = cum_abs / cum_n
+        else:
+            cum_correct += round(m["accuracy"] * n)
+            row["cum_accuracy"] = cum_correct / cum_n
+        rows.append(row)
     return rows
 
 
@@ -126,7 +117,7 @@ def detect_drifts(stream: Stream, scores: np.ndarray, threshold: float = 0.5, *,
 
     det = DETECTORS["adwin"]()
     arrival = stream.arrival
-    errors = ((scores[arrival] >= threshold) != (stream.y[arrival] == 1)).astype(float).tolist()
+    errors = event_errors(stream, scores, arrival, threshold).tolist()
     out: list[int] = []
     for k, err in enumerate(errors):
         det.update(err)
@@ -135,6 +126,17 @@ def detect_drifts(stream: Stream, scores: np.ndarray, threshold: float = 0.5, *,
             if e < stream.n_events and (not out or e - out[-1] >= max(min_gap, 1)):
                 out.append(e)
     return out
+
+
+def event_errors(stream: Stream, scores: np.ndarray, events: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The error of each of ``events`` as the dataflow's detectors see it: 0/1 (binary, multiclass),
+    absolute (regression)."""
+    y, p = stream.y[events], scores[events]
+    if stream.task == "regression":
+        return np.abs(p - y)
+    if stream.task == "multiclass":
+        return (np.argmax(p, axis=1) != y).astype(float)
+    return ((p >= threshold) != (y == 1)).astype(float)
 
 
 def known_drifts(lake: str | os.PathLike[str], stream: Stream) -> list[int] | None:
@@ -153,8 +155,12 @@ def recovery(stream: Stream, scores: np.ndarray, drifts: Sequence[int], *, w: in
              threshold: float = 0.5) -> list[dict[str, Any]]:
     """Per drift: accuracy over ``w`` labelled events before and after it, the settled level, the events to it."""
     sc = stream.scored
-    correct = ((scores[sc] >= threshold) == (stream.y[sc] == 1)).astype(np.int64)
-    csum = np.concatenate(([0], np.cumsum(correct)))
+    if stream.task == "regression":  # the level is minus the absolute error; tol in the labels' sd
+        correct = -event_errors(stream, scores, sc)
+        tol *= float(np.std(stream.y[sc])) if len(sc) else 1.0
+    else:
+        correct = 1.0 - event_errors(stream, scores, sc, threshold)
+    csum = np.concatenate(([0.0], np.cumsum(correct)))
     starts = np.searchsorted(sc, np.asarray(drifts, dtype=np.int64)).tolist()
     out = []
     for i, (d, s) in enumerate(zip(drifts, starts, strict=True)):
@@ -200,7 +206,7 @@ def score_strategy(stream: Stream, run: Any, *, window_us: int, drifts: Sequence
                    threshold: float = 0.5, w: int = 1_000, tol: float = 0.02) -> StrategyResult:
     """Metrics of one :class:`flows.bench.strategies.StrategyRun` (see module doc)."""
     sc = stream.scored
-    m: dict[str, float | None] = dict(overall(stream.y[sc], run.scores[sc], threshold))
+    m: dict[str, float | None] = dict(overall(stream.y[sc], run.scores[sc], threshold, task=stream.task))
     c = run.costs
     p50, p99 = latency_us(run.latency_ns)
     rec = recovery(stream, run.scores, drifts, w=w, tol=tol, threshold=threshold)
@@ -237,8 +243,9 @@ def window_rows(benchmark_id: str, results: Sequence[StrategyResult]) -> list[di
         for i, w in enumerate(r.windows):
             rows.append({"benchmark_id": benchmark_id, "strategy": r.name, "window": i,
                          "window_start": _ts(w["window_start"]), "window_end": _ts(w["window_end"]),
-                         "n": w["n"], "n_positive": w["n_positive"], "accuracy": w["accuracy"],
-                         "log_loss": w["log_loss"], "roc_auc": w["roc_auc"], "cum_accuracy": w["cum_accuracy"]})
+                         "n": w["n"], "n_positive": w["n_positive"],
+                         **{k: w.get(k) for k in ("accuracy", "log_loss", "roc_auc", "cum_accuracy", "macro_f1",
+                                                  "mae", "rmse", "r2", "cum_mae")}})
     return rows
 
 
@@ -253,7 +260,7 @@ def run_rows(benchmark_id: str, results: Sequence[StrategyResult], *, info: dict
         rows.append({
             "benchmark_id": benchmark_id, "strategy": r.name, "mode": mode, "learner": learner,
             "events_version": info["events_version"], "labels_version": info["labels_version"],
-            "n_events": info["n_events"], "n_scored": info["n_labels"],
+            "n_events": info["n_events"], "n_scored": info["n_labels"], "task": info.get("task", "binary"),
             **{k: m.get(k) for k in RUN_METRICS}, "note": notes.get(r.name),
             "recovery": json.dumps(r.recovery), "config": json.dumps(config, sort_keys=True),
             "report_path": report_path, "created_at": created_at,
@@ -267,7 +274,9 @@ RUN_METRICS = ("accuracy", "log_loss", "roc_auc", "train_cpu_s", "predict_cpu_s"
                "drifts_not_recovered",
                "acc_after_drift_mean", "noskill_accuracy", "noskill_log_loss", "first_model_event", "ready_event",
                "n_scored_ready", "accuracy_ready", "log_loss_ready", "roc_auc_ready", "noskill_accuracy_ready",
-               "noskill_log_loss_ready")
+               "noskill_log_loss_ready",
+               *(f"{pre}{m}{post}" for m in ("macro_f1", "mae", "rmse", "r2") for pre in ("", "noskill_")
+                 for post in ("", "_ready")))
 """The per-strategy metrics, in ``benchmark_runs`` and in each MLflow child run."""
 
 
@@ -287,7 +296,14 @@ COLUMNS = {
     "latency_p99_us": "latency p99 (µs)", "recovery_events_mean": "events to recover (mean)",
     "drifts_not_recovered": "drifts not recovered",
 }
-"""The summary table's columns and the headers a reader sees."""
+"""The summary table's columns and the headers a reader sees (binary; :func:`columns` for any task)."""
+
+
+def columns(task: str) -> dict[str, str]:
+    """The summary table's columns for ``task``: its metrics, then from the first event all were ready, then costs."""
+    metrics = TASK_METRICS[task]
+    cols = {m: LABELS[m] for m in metrics} | {f"{m}_ready": f"{LABELS[m]}, all ready" for m in metrics}
+    return cols | {k: v for k, v in COLUMNS.items() if k.split("_ready")[0] not in TASK_METRICS["binary"]}
 
 COUNTS = frozenset({"history_rows_max", "n_retrains", "drifts_not_recovered"})
 """Columns that count things: shown as integers, never as ``0.0000``."""
@@ -318,7 +334,7 @@ def plots(stream: Stream, results: Sequence[StrategyResult], drifts: Sequence[in
 
     out = {}
     drift_times = [_ts(int(stream.event_time[min(d, stream.n_events - 1)])) for d in drifts]
-    names = {"accuracy": "accuracy", "log_loss": "log loss", "roc_auc": "ROC AUC"}
+    names = {m: LABELS[m] for m in TASK_METRICS[stream.task]}
     for metric, label in names.items():
         fig = go.Figure()
         for r in results:
@@ -375,24 +391,30 @@ def render_html(*, benchmark_id: str, title: str, info: dict[str, Any], config: 
     """The report page, self-contained: interactive charts with plotly.js embedded once (works offline)."""
     from plotly.offline import get_plotlyjs
 
-    cols = list(COLUMNS)
-    head = "".join(f'<th title="{c}">{html.escape(COLUMNS[c])}</th>' for c in cols)
+    task = stream.task
+    headers = columns(task)
+    cols = list(headers)
+    head = "".join(f'<th title="{c}">{html.escape(headers[c])}</th>' for c in cols)
     head = "<th>strategy</th>" + head
     body = "".join("<tr><td>" + html.escape(r.name) + "</td>" + "".join(f"<td>{_fmt(r.metrics.get(c), c)}</td>"
                                                                          for c in cols)
                    + "</tr>" for r in results)
     m0 = results[0].metrics if results else {}
-    baseline = {"accuracy": m0.get("noskill_accuracy"), "log_loss": m0.get("noskill_log_loss"), "roc_auc": 0.5,
-                "accuracy_ready": m0.get("noskill_accuracy_ready"), "log_loss_ready": m0.get("noskill_log_loss_ready"),
-                "roc_auc_ready": 0.5}
-    body += ("<tr><td><i>no skill (base rate)</i></td>" + "".join(f"<td><i>{_fmt(baseline.get(c), c)}</i></td>"
-                                                                  for c in cols) + "</tr>")
+    baseline = {c: m0.get(f"noskill_{c}") for c in cols}
+    if task == "binary":
+        baseline.update(roc_auc=0.5, roc_auc_ready=0.5)
+    what = {"binary": "base rate", "multiclass": "class shares", "regression": "mean"}[task]
+    body += (f"<tr><td><i>no skill ({what})</i></td>" + "".join(f"<td><i>{_fmt(baseline.get(c), c)}</i></td>"
+                                                                for c in cols) + "</tr>")
     ready = int(m0.get("ready_event") or 0)
     n_ready = int(m0.get("n_scored_ready") or 0)
     ready_text = (f"Columns <code>*_ready</code>: the {n_ready:,} labelled events from event "
                   f"{ready:,} on ({_ts(int(stream.event_time[min(ready, stream.n_events - 1)])).date()}), the first at "
                   "which every strategy had a model; before it a strategy without one serves the prior of the labels "
-                  "arrived so far. <i>no skill</i>: a constant score at the base rate of the same labels.")
+                  "arrived so far. <i>no skill</i>: " + {
+                      "binary": "a constant score at the base rate of the same labels.",
+                      "multiclass": "the classes' shares among the same labels, the majority class predicted.",
+                      "regression": "the mean of the same labels, predicted for every event."}[task])
     notes = config.get("budget", {}).get("notes", {}) if isinstance(config.get("budget"), dict) else {}
     notes_html = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in notes.items())
     chosen = config.get("chosen", [])
@@ -416,7 +438,8 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child,th
 pre{{background:#f6f6f6;padding:.5em;font-size:12px}}</style>
 <script type="text/javascript">{get_plotlyjs()}</script></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Benchmark <code>{html.escape(benchmark_id)}</code>: {info['n_events']:,} events, {info['n_labels']:,} labels
+<p>Benchmark <code>{html.escape(benchmark_id)}</code> ({html.escape(task)} task):
+{info['n_events']:,} events, {info['n_labels']:,} labels
 (events v{info['events_version']}, labels v{info['labels_version']}), {info['n_features']:,} distinct features.
 Every strategy scored the same {info['n_labels']:,} labelled events, each at its event time, learning only from labels
 that had arrived by then.</p>
@@ -425,7 +448,8 @@ that had arrived by then.</p>
 {f"<h3>Settings chosen</h3><ul>{chosen_html}</ul>" if chosen_html else ""}
 {f"<h3>Time budget</h3><ul>{notes_html}</ul>" if notes_html else ""}
 <h2>Recovery after drifts ({html.escape(kind)}, {len(drifts)})</h2>
-<p>Events to recover; below: accuracy over the labelled events just before → just after → settled level.</p>
+<p>Events to recover; below: {"minus the mean absolute error" if task == "regression" else "accuracy"} over the
+labelled events just before → just after → settled level.</p>
 <table><tr><th>drift at event</th>{rec_head}</tr>{''.join(rec_rows)}</table>
 {f"<p>{len(drifts) - shown} more drifts in <code>benchmark_runs.recovery</code>.</p>" if len(drifts) > shown else ""}
 <h2>Figures</h2><p>Zoom, pan and hover for values; click a legend entry to hide a strategy.</p>{charts}

@@ -64,12 +64,16 @@ from typing import Any
 import numpy as np
 
 from flows.bench.learners import RiverBatchLearner, make_learner
-from flows.bench.stream import LabelAudit, Stream, schedule, training_rows
+from flows.bench.stream import NO_TIME, LabelAudit, Stream, schedule, training_rows
 from lake.durations import duration_or_events
 from lake.entry import ArgumentParser, run_main
 
 MODES = ("online", "adwin-reset", "periodic-sliding", "periodic-expanding", "static")
-BATCH_LEARNERS = ("sk-logreg", "sk-sgd", "hgb")
+TASK_BATCH_LEARNERS = {"binary": ("sk-logreg", "sk-sgd", "hgb"), "multiclass": ("sk-logreg", "hgb"),
+                       "regression": ("sk-ridge", "sk-sgd", "hgb")}
+"""The scikit-learn learners of each task (``sk-logreg`` is multinomial on a multiclass lake; ``sk-sgd`` is
+``SGDRegressor`` on a regression lake, ``hgb`` ``HistGradientBoostingRegressor``)."""
+BATCH_LEARNERS = ("sk-logreg", "sk-sgd", "hgb", "sk-ridge")
 _PREDICT_CHUNK = 10_000
 PRIOR_CLIP = 0.01
 """The prior a strategy without a model serves is clipped to ``[PRIOR_CLIP, 1 - PRIOR_CLIP]``;
@@ -136,21 +140,24 @@ class StrategySpec:
         return f"{self.mode}/{self.learner}"
 
     @classmethod
-    def parse(cls, text: str) -> StrategySpec:
-        """``"periodic-sliding/hgb"`` → spec; the error names the known modes and learners."""
+    def parse(cls, text: str, *, task: str = "binary") -> StrategySpec:
+        """``"periodic-sliding/hgb"`` → spec; the error names the known modes and the learners of ``task``."""
         mode, _, learner = text.strip().partition("/")
         if mode not in MODES:
             raise ValueError(f"unknown strategy mode {mode!r} in {text!r}; known: {', '.join(MODES)}")
-        if mode in ("online", "adwin-reset") or learner not in BATCH_LEARNERS:
-            from dataflows.models import SPECS  # imports river (seconds): only when a River model is named
+        batch = TASK_BATCH_LEARNERS[task]
+        if mode in ("online", "adwin-reset") or learner not in batch:
+            from dataflows.models import TASK_SPECS  # imports river (seconds): only when a River model is named
 
+            specs = TASK_SPECS[task]
+            which = "" if task == "binary" else f" for {task}"
             if mode in ("online", "adwin-reset"):
-                if learner not in SPECS:
-                    known = ", ".join(sorted(SPECS))
-                    raise ValueError(f"unknown River spec {learner!r} in {text!r}; known: {known}")
-            elif not (learner.startswith("river-") and learner.removeprefix("river-") in SPECS):
-                known = ", ".join([*BATCH_LEARNERS, *(f"river-{s}" for s in sorted(SPECS))])
-                raise ValueError(f"unknown batch learner {learner!r} in {text!r}; known: {known}")
+                if learner not in specs:
+                    known = ", ".join(sorted(specs))
+                    raise ValueError(f"unknown River spec {learner!r} in {text!r}; known{which}: {known}")
+            elif not (learner.startswith("river-") and learner.removeprefix("river-") in specs):
+                known = ", ".join([*batch, *(f"river-{s}" for s in sorted(specs))])
+                raise ValueError(f"unknown batch learner {learner!r} in {text!r}; known{which}: {known}")
         return cls(mode, learner)
 
 
@@ -207,7 +214,8 @@ def _latency_sample(n: int, samples: int) -> int:
 def prior_scores(stream: Stream, lo: int, hi: int) -> np.ndarray:
     """What a strategy without a model serves events ``lo..hi-1``: the share of positives among the
     labels arrived before each, clipped to ``[PRIOR_CLIP, 1 - PRIOR_CLIP]``; ``PRIOR_CLIP`` before any label;
-    a share of exactly 0.5 just below 0.5 (a tie is a negative).
+    a share of exactly 0.5 just below 0.5 (a tie is a negative). Regression: the mean of the labels
+    arrived (0.0 before any); multiclass: the classes' shares among them (uniform before any).
 
     >>> from flows.bench.stream import Stream
     >>> s = Stream(event_time=np.arange(4), y=np.array([1, 0, 0, 0], dtype=np.int8), label_time=np.arange(4),
@@ -218,6 +226,18 @@ def prior_scores(stream: Stream, lo: int, hi: int) -> np.ndarray:
     ([0.01, 0.99], True, 0.333)
     """
     k = np.asarray(stream.labels_before[lo:hi], dtype=np.int64)
+    arrived = np.asarray(stream.y)[np.asarray(stream.arrival)]
+    if stream.task == "regression":
+        sums = np.concatenate(([0.0], np.cumsum(arrived)))
+        return np.where(k > 0, sums[k] / np.maximum(k, 1), 0.0)
+    if stream.task == "multiclass":
+        n_classes = max(len(stream.classes), 1)
+        counts = np.zeros((len(arrived) + 1, n_classes))
+        if len(arrived):
+            counts[1:][np.arange(len(arrived)), arrived] = 1.0
+        counts = np.cumsum(counts, axis=0)[k]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(k[:, None] > 0, counts / np.maximum(k, 1)[:, None], 1.0 / n_classes)
     positives = np.concatenate(([0], np.cumsum(np.asarray(stream.y)[np.asarray(stream.arrival)] == 1)))
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.where(k > 0, positives[k] / np.maximum(k, 1), PRIOR_CLIP)
@@ -247,23 +267,36 @@ class _Throttle:
 # --------------------------------------------------------------------------- online
 
 
+def _error_of(stream: Stream, threshold: float) -> Callable[[Any, int], float]:
+    """``error(score, e)``: what ADWIN sees for event ``e``'s label, as the dataflow's detectors
+    (:func:`monitoring.tasks.error`): the 0/1 error (binary, multiclass), the absolute error (regression)."""
+    y = stream.y
+    if stream.task == "regression":
+        return lambda score, e: abs(float(y[e]) - float(score))
+    if stream.task == "multiclass":
+        return lambda score, e: 0.0 if int(np.argmax(score)) == int(y[e]) else 1.0
+    return lambda score, e: 0.0 if (score >= threshold) == (y[e] == 1) else 1.0
+
+
+
 def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_rows: bool = False,
                progress: Progress | None = None) -> StrategyRun:
     """``online/SPEC`` or ``adwin-reset/SPEC`` (see module doc)."""
     from dataflows.models import get_spec
     from monitoring.error_drift import DETECTORS
 
-    build = get_spec(spec.learner).build
+    build = get_spec(spec.learner, task=stream.task).build
     model = build(seed=config.seed)
     adwin = spec.mode == "adwin-reset"
     detector = DETECTORS["adwin"]() if adwin else None
-    buffer: deque[tuple[dict, bool]] = deque(maxlen=config.adwin_warm_rows or None)
+    buffer: deque[tuple[dict, Any]] = deque(maxlen=config.adwin_warm_rows or None)
     audit = LabelAudit(spec.name, keep_rows=keep_rows)
     n = stream.n_events
-    y, lt, times = stream.y, stream.label_time, stream.event_time
+    lt, times = stream.label_time, stream.event_time
     arrival, before = stream.arrival, stream.labels_before
-    thr = config.threshold
-    scores = np.full(n, 0.5)
+    error = _error_of(stream, config.threshold)
+    answer, label_of = stream.answer, stream.label
+    scores = stream.new_scores(n)
     prior = prior_scores(stream, 0, n)
     tick = _Throttle(progress, n)
     stride = _latency_sample(n, config.latency_samples)
@@ -286,12 +319,12 @@ def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_
             while k < upto:
                 j = int(arrival[k])
                 x = pending.pop(j)
-                label = y[j] == 1
+                label = label_of(j)
                 model.learn_one(x, label)
                 learned += 1
                 if adwin:
                     buffer.append((x, label))
-                    detector.update(0.0 if (scores[j] >= thr) == label else 1.0)
+                    detector.update(error(scores[j], j))
                     if detector.drift_detected:
                         model = build(seed=config.seed)
                         audit.reset()
@@ -309,20 +342,20 @@ def run_online(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_
         audit.serve(int(times[e]))
         c0 = pt()
         t0 = pc()
-        p = model.predict_proba_one(x)
+        p = answer(model, x)
         t1 = pc()
         predict_cpu += pt() - c0
         if e % stride == 0:
             latency.append(t1 - t0)
         if learned:
-            scores[e] = p.get(True, 0.0) if p else 0.5
+            scores[e] = p
             if first_model < 0:
                 first_model = e
         else:
             scores[e] = prior[e]
         if e & 1023 == 0:
             tick(e)
-        if y[e] >= 0:
+        if lt[e] != NO_TIME:
             pending[e] = x
         if e in size_points:
             sizes.append(_size(model))
@@ -362,7 +395,7 @@ def run_batch(stream: Stream, spec: StrategySpec, config: BenchConfig, *, keep_r
     first_model = n
     window = config.window() if spec.mode == "periodic-sliding" else None
     bounds = [0, *points.tolist(), n]
-    scores = np.full(n, 0.5)
+    scores = stream.new_scores(n)
     stride = _latency_sample(n, config.latency_samples)
     latency: list[int] = []
     sizes = [0]
@@ -433,7 +466,7 @@ def run_strategy(stream: Stream, spec: StrategySpec | str, config: BenchConfig, 
     from threadpoolctl import threadpool_limits
 
     if isinstance(spec, str):
-        spec = StrategySpec.parse(spec)
+        spec = StrategySpec.parse(spec, task=stream.task)
     fn = run_online if spec.mode in ("online", "adwin-reset") else run_batch
     preload(spec)
     started = time.perf_counter()
@@ -502,8 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", help="BenchConfig as JSON")
     args = parser.parse_args(argv)
     config = BenchConfig(**json.loads(args.config))
-    spec = StrategySpec.parse(args.strategy)
     stream = Stream.load(args.stream)
+    spec = StrategySpec.parse(args.strategy, task=stream.task)
     stream = Stream(**{k: np.array(getattr(stream, k)) for k in (
         "event_time", "y", "label_time", "arrival", "labels_before", "indptr", "indices", "values")},
         names=stream.names, info=stream.info)  # in memory before the baseline is taken

@@ -21,6 +21,7 @@ import os
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +43,10 @@ class LeakError(AssertionError):
 class Stream:
     """The pinned history as arrays, in event order (index ``e`` = the e-th event replayed).
 
-    ``y[e]`` is the label (-1 without one) and ``label_time[e]`` its time (:data:`NO_TIME`
-    without one); ``arrival`` lists labelled events in label arrival order;
+    ``y[e]`` is the label and ``label_time[e]`` its time (:data:`NO_TIME` without one). The
+    label per task (``info["task"]``, :mod:`lake.tasks`): binary 0/1 (-1 without one);
+    multiclass the index of the class in ``info["classes"]`` (the classes as text, sorted; -1
+    without one); regression the value (NaN without one). ``arrival`` lists labelled events in label arrival order;
     ``labels_before[e]`` is how many labels had arrived when event ``e`` was served.
     Features are a CSR matrix in the featurizer's key order (``names[indices[j]]``).
     """
@@ -65,9 +68,59 @@ class Stream:
         return len(self.event_time)
 
     @property
+    def task(self) -> str:
+        """The lake's task: ``binary`` (default), ``multiclass`` or ``regression``."""
+        return self.info.get("task", "binary")
+
+    @property
+    def classes(self) -> list[str]:
+        """Multiclass: the classes as text, in the order of ``y``'s indices; else empty."""
+        return list(self.info.get("classes", []))
+
+    @property
     def scored(self) -> np.ndarray:
         """Indices of the events every strategy is scored on: those with a label."""
-        return np.flatnonzero(self.y >= 0)
+        if self.task == "regression":
+            return np.flatnonzero(~np.isnan(self.y))
+        return np.flatnonzero(np.asarray(self.y) >= 0)
+
+    @cached_property
+    def class_index(self) -> dict[str, int]:
+        """Multiclass: column of each class (as text) in a row of scores."""
+        return {c: i for i, c in enumerate(self.classes)}
+
+    def label(self, e: int) -> Any:
+        """The label of event ``e`` as a River model learns it: True/False, the class, the value."""
+        if self.task == "regression":
+            return float(self.y[e])
+        if self.task == "multiclass":
+            return self.info["classes"][int(self.y[e])]
+        return bool(self.y[e] == 1)
+
+    def new_scores(self, n: int) -> np.ndarray:
+        """An array for ``n`` events' scores: P(positive) (binary; 0.5), the value (regression; 0.0),
+        or one row of class probabilities per event (multiclass; uniform)."""
+        if self.task == "multiclass":
+            k = max(len(self.classes), 1)
+            return np.full((n, k), 1.0 / k)
+        return np.full(n, 0.0 if self.task == "regression" else 0.5)
+
+    def answer(self, model: Any, x: dict[str, float]) -> Any:
+        """A River model's score for ``x`` in the stream's terms (see :meth:`new_scores`)."""
+        if self.task == "regression":
+            v = model.predict_one(x)
+            return 0.0 if v is None else float(v)
+        p = model.predict_proba_one(x)
+        if self.task == "binary":
+            return p.get(True, 0.0) if p else 0.5
+        index = self.class_index
+        row = np.zeros(len(index))
+        for c, v in (p or {}).items():
+            i = index.get(str(c))
+            if i is not None:
+                row[i] = v
+        total = row.sum()
+        return row / total if total > 0 else np.full(len(index), 1.0 / max(len(index), 1))
 
     def row(self, e: int) -> dict[str, float]:
         """Features of event ``e`` as the dict the dataflow's models saw."""
@@ -135,7 +188,10 @@ def build_stream(lake: str | os.PathLike[str], pin: Pin, *, featurizer: dict[str
     from dataflows.features import KeyedFeaturizer
     from dataflows.items import EVENT
     from dataflows.replay import ReplayPlan
+    from lake.tasks import read_task
 
+    found = read_task(lake)
+    task = found.name if found is not None else "binary"
     plan = ReplayPlan(lake, pin=pin)
     f = KeyedFeaturizer(**(featurizer or {}))
     transform, observe, learn_label = f.transform_one, f.learn_one, f.learn_label
@@ -150,7 +206,7 @@ def build_stream(lake: str | os.PathLike[str], pin: Pin, *, featurizer: dict[str
     index: dict[str, int] = {}
     labels_before = array("q")
     arrival = array("q")
-    y: dict[int, int] = {}
+    y: dict[int, Any] = {}
     label_time: dict[int, int] = {}
     unknown = duplicate = duplicate_events = 0
     for start in range(0, len(plan), batch_items):
@@ -184,19 +240,29 @@ def build_stream(lake: str | os.PathLike[str], pin: Pin, *, featurizer: dict[str
                 if e in y:
                     duplicate += 1
                     continue
-                y[e] = int(item[3] == 1)
+                y[e] = int(item[3] == 1) if task == "binary" else item[3]
                 label_time[e] = item[4]
                 arrival.append(e)
                 learn_label(key=keys[e], y=item[3] == 1)
     n = len(event_ids)
-    y_arr = np.full(n, -1, dtype=np.int8)
     lt = np.full(n, NO_TIME, dtype=np.int64)
     arr = np.frombuffer(arrival, dtype=np.int64).copy()
-    y_arr[arr] = [y[e] for e in arr.tolist()]
+    classes: list[str] = []
+    if task == "regression":
+        y_arr = np.full(n, np.nan)
+        y_arr[arr] = [float(y[e]) for e in arr.tolist()]
+    elif task == "multiclass":
+        classes = sorted({str(v) for v in y.values()})
+        code = {c: i for i, c in enumerate(classes)}
+        y_arr = np.full(n, -1, dtype=np.int32)
+        y_arr[arr] = [code[str(y[e])] for e in arr.tolist()]
+    else:
+        y_arr = np.full(n, -1, dtype=np.int8)
+        y_arr[arr] = [y[e] for e in arr.tolist()]
     lt[arr] = [label_time[e] for e in arr.tolist()]
     info = {"events_version": pin.events, "labels_version": pin.labels, "n_events": n, "n_labels": len(arr),
             "unknown_labels": unknown, "duplicate_labels": duplicate, "duplicate_events": duplicate_events,
-            "n_features": len(names), "featurizer": featurizer or {}}
+            "n_features": len(names), "featurizer": featurizer or {}, "task": task, "classes": classes}
     return Stream(
         event_time=np.frombuffer(times, dtype=np.int64).copy(), y=y_arr, label_time=lt, arrival=arr,
         labels_before=np.frombuffer(labels_before, dtype=np.int64).copy(),

@@ -29,16 +29,17 @@ from flows.retry import retry_options
 
 def strategy_names(online: str = "linear", adwin: str = "linear", batch: str = "sk-logreg,hgb",
                    windows: str = "sliding,expanding", static: str = "sk-logreg,hgb",
-                   extra: str = "") -> list[str]:
-    """Strategy names from the CLI's comma lists (``extra``: full names such as ``periodic-sliding/river-linear``)."""
+                   extra: str = "", *, task: str | None = "binary") -> list[str]:
+    """Strategy names from the CLI's comma lists (``extra``: full names such as ``periodic-sliding/river-linear``),
+    checked against ``task``'s learners (``None``: the task is not known yet, the flow checks them)."""
     def split(s: str) -> list[str]:
         return [p.strip() for p in s.split(",") if p.strip()]
 
     names = [f"online/{m}" for m in split(online)] + [f"adwin-reset/{m}" for m in split(adwin)]
     names += [f"periodic-{w}/{m}" for m in split(batch) for w in split(windows)]
     names += [f"static/{m}" for m in split(static)] + split(extra)
-    for name in names:
-        StrategySpec.parse(name)
+    for name in names if task is not None else ():
+        StrategySpec.parse(name, task=task)
     if len(set(names)) != len(names):
         raise ValueError(f"strategies must be distinct, got {names}")
     if not names:
@@ -87,7 +88,8 @@ def log_to_mlflow(*, tracking_uri: str, artifact_location: str | None, experimen
         metrics = [Metric(k, float(v), now, 0) for k, v in r.metrics.items() if v is not None]
         for i, w in enumerate(r.windows):
             metrics += [Metric(f"window_{k}", float(w[k]), now, i)
-                        for k in ("accuracy", "log_loss", "roc_auc") if w[k] is not None]
+                        for k in ("accuracy", "log_loss", "roc_auc", "macro_f1", "mae", "rmse", "r2")
+                        if w.get(k) is not None]
         for k in range(0, len(metrics), 900):
             client.log_batch(child, metrics=metrics[k:k + 900])
         client.log_batch(child, params=[Param(k, str(v)) for k, v in sorted(strategy_params[r.name].items())])
