@@ -8,6 +8,7 @@ import json
 import os
 import random
 import shutil
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -231,6 +232,10 @@ def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subproc
                 served[out["event_id"]] = out
         status, docs = client.get("/openapi.json")
         assert status == 200 and "/predict" in docs["paths"]
+        if snapshot_every:  # snapshots are taken between requests, by the ticker: kill after one was
+            deadline = time.monotonic() + 20
+            while client.get("/health")[1]["snapshot_position"] < 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
         client.close()
     finally:
         server.kill()
