@@ -74,8 +74,9 @@ from dataflows.priority import lower_writer_priority
 from dataflows.replay import FIXED_EVENT_COLUMNS, shard_of
 from dataflows.trace import StageTrace
 from dataflows.validate import validate_batch
-from lake.schemas import UTC_TS
+from lake.schemas import UTC_TS, task_schema
 from lake.table import TableWriter, exists, open_table
+from monitoring.tasks import label_value
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +287,9 @@ class _Recorder:
     """
 
     def __init__(self, lake: str, topic: str, partition: int, types: PayloadTypes, *, flush_rows: int,
-                 flush_seconds: float, trace: StageTrace | None = None) -> None:
+                 flush_seconds: float, trace: StageTrace | None = None, task: str = "binary") -> None:
         self._lake, self._partition, self._types = lake, partition, types
+        self._task = task
         self._flush_rows, self._flush_seconds = flush_rows, flush_seconds
         self._trace = trace
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"riverlake-record-{partition}",
@@ -296,7 +298,8 @@ class _Recorder:
         self._running_items: list[tuple] = []
         prefix = f"kafka/{topic}/{partition}"
         self._events = TableWriter(lake, "events", writer_id=f"{prefix}/events", compact_every=100)
-        self._labels = TableWriter(lake, "labels", writer_id=f"{prefix}/labels", compact_every=100)
+        self._labels = TableWriter(lake, "labels", writer_id=f"{prefix}/labels", compact_every=100,
+                                   schema=None if task == "binary" else task_schema("labels", task))
         self._ev: list[tuple] = []
         self._lb: list[tuple] = []
         self._since = 0.0
@@ -379,7 +382,7 @@ class _Recorder:
                 log.info("%s: commit lost a race (%s); retrying", writer.writer_id, ex)
                 time.sleep(0.05 * (attempt + 1))
                 writer = TableWriter(writer.lake, writer.table, writer_id=writer.writer_id,
-                                     compact_every=writer.compact_every)
+                                     compact_every=writer.compact_every, schema=writer.schema)
                 if writer.table == "events":
                     self._events = writer
                     if exists(self._lake, "events"):
@@ -390,11 +393,12 @@ class _Recorder:
     def _event_rows(self, items: list[tuple]) -> pa.Table:
         return self._types.event_rows(items, [lake_offset(self._partition, it[0]) for it in items])
 
-    @staticmethod
-    def _label_rows(items: list[tuple]) -> pa.Table:
+    def _label_rows(self, items: list[tuple]) -> pa.Table:
+        task = self._task  # labels in the lake's task's type (validated before they were handed over)
         return pa.table({
             "event_id": pa.array([it[2] for it in items], pa.string()),
-            "label": pa.array([int(it[3]) for it in items], pa.int64()),
+            "label": pa.array([label_value(task, it[3]) for it in items],
+                              task_schema("labels", task).field("label").type),
             "label_time": pa.array([it[4] for it in items], UTC_TS),
         })
 
@@ -424,8 +428,9 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
     def __init__(self, brokers: str, topic: str, partition: int, *, start: _State, batch_size: int,
                  poll_timeout_s: float, stop_at_end: bool, config: dict[str, Any] | None,
                  n_partitions: int = 1, lake: str | None = None, flush_rows: int = 25_000,
-                 flush_seconds: float = 5.0, trace: StageTrace | None = None) -> None:
+                 flush_seconds: float = 5.0, trace: StageTrace | None = None, task: str = "binary") -> None:
         self._topic, self._partition, self._n_partitions = topic, partition, n_partitions
+        self._task = task
         self._batch_size, self._timeout, self._stop_at_end = batch_size, poll_timeout_s, stop_at_end
         start, unrecorded = start if isinstance(start, tuple) else (start, [])
         self._next = start
@@ -439,7 +444,7 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
             schema = open_table(lake, "events").schema().to_arrow() if exists(lake, "events") else None
             self._types = PayloadTypes(pa.schema(schema) if schema is not None else None)
             self._recorder = _Recorder(lake, topic, partition, self._types, flush_rows=flush_rows,
-                                       flush_seconds=flush_seconds, trace=trace)
+                                       flush_seconds=flush_seconds, trace=trace, task=task)
             if unrecorded:  # what the snapshot held: into the lake before anything after it
                 for item in unrecorded:  # fields the table has not got yet take the type they had
                     if item[1] == EVENT:
@@ -476,7 +481,7 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
             self._trace.mark("consumed", self._partition, items[0][0], items[-1][0])
         if batch is not None and self._recorder is not None:
             # What is recorded is what the models get: checked here, once.
-            batch = validate_batch(batch)
+            batch = validate_batch(batch, self._task)
             batch.suspects = set()
             self._check_placement(batch.items)
             self._recorder.add(batch.items)
@@ -558,7 +563,8 @@ class KafkaSource(FixedPartitionedSource[Batch, _State]):
 
     def __init__(self, brokers: str, topic: str, *, batch_size: int = 1_000, poll_timeout_s: float = 0.0,
                  stop_at_end: bool = False, config: dict[str, Any] | None = None, lake: str | None = None,
-                 flush_rows: int = 25_000, flush_seconds: float = 5.0, trace: str | None = None) -> None:
+                 flush_rows: int = 25_000, flush_seconds: float = 5.0, trace: str | None = None,
+                 task: str = "binary") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if not topic:
@@ -574,6 +580,7 @@ class KafkaSource(FixedPartitionedSource[Batch, _State]):
         self.config = config
         self.lake, self.flush_rows, self.flush_seconds = lake, flush_rows, flush_seconds
         self.trace = trace
+        self.task = task  # the lake's (lake.tasks): which labels are valid, and their type in the lake
         self._partitions: list[int] | None = None
 
     def partitions(self) -> list[int]:
@@ -600,7 +607,7 @@ class KafkaSource(FixedPartitionedSource[Batch, _State]):
                                stop_at_end=self.stop_at_end, config=self.config,
                                n_partitions=len(self.partitions()), lake=self.lake,
                                flush_rows=self.flush_rows, flush_seconds=self.flush_seconds,
-                               trace=StageTrace(self.trace) if self.trace else None)
+                               trace=StageTrace(self.trace) if self.trace else None, task=self.task)
 
 
 class DeliveryError(RuntimeError):
@@ -688,5 +695,5 @@ class KafkaPredictionsSink(DynamicSink[Output]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PredictionsPartition:
         return _PredictionsPartition(self.brokers, self.topic, self.config, timeout_s=self.timeout_s,
-                                     trace=StageTrace(self.trace) if self.trace else None)
+                                     trace=StageTrace(self.trace) if self.trace else None, task=self.task)
 
