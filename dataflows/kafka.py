@@ -642,10 +642,13 @@ class _PredictionsPartition(StatelessSinkPartition[Output]):
                 span = (pc.min(preds.column("seq")).as_py(), pc.max(preds.column("seq")).as_py())
                 self._trace.mark("scored", out.shard, *span)
             cols = ["event_id", "event_time", "key", "model", "model_version", "score", "prediction", "role"]
+            cols += ["probabilities"] if "probabilities" in preds.column_names else []  # (multiclass)
             for row in preds.select(cols).to_pylist():
                 if row.pop("role") != "champion":
                     continue
                 row["event_time"] = row["event_time"].astimezone(UTC).isoformat()
+                if "probabilities" in row:  # a map column reads as (class, probability) pairs
+                    row["probabilities"] = dict(row["probabilities"])
                 key, value = row["key"].encode(), json.dumps(row).encode()
                 try:
                     produce(self._topic, key=key, value=value, on_delivery=self._delivered)
@@ -695,5 +698,5 @@ class KafkaPredictionsSink(DynamicSink[Output]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PredictionsPartition:
         return _PredictionsPartition(self.brokers, self.topic, self.config, timeout_s=self.timeout_s,
-                                     trace=StageTrace(self.trace) if self.trace else None, task=self.task)
+                                     trace=StageTrace(self.trace) if self.trace else None)
 

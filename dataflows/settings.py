@@ -353,13 +353,6 @@ class ModelSettings(Group):
                              "absolute error (use adwin, page-hinkley or kswin)")
         return self
 
-    def identity(self) -> dict[str, Any]:
-        """As every group's, but a binary task is left out: binary runs keep the ids they had before tasks."""
-        out = super().identity()
-        if out.get("task") in (AUTO, "binary"):
-            del out["task"]
-        return out
-
 
 class MonitoringSettings(Group):
     """Label-free monitoring and drift actions (:class:`monitoring.stream.MonitorConfig`)."""

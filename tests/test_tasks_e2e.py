@@ -1,0 +1,174 @@
+"""Regression and multiclass lakes through the whole dataflow: ingest, replay, live, reproduce.
+
+Each lake is made by the command line (``python -m lake ingest``) and replayed by the
+commands a user runs (``riverlake replay``, ``python -m dataflows.online``) with their
+defaults; the tables must hold the task's types, the task's metrics and alarms on the
+task's error stream, and ``lake reproduce`` must rebuild every score bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from bytewax.testing import run_main
+
+from dataflows.items import EVENT, LABEL, Batch
+from dataflows.online import build_live_flow, run_replay
+from dataflows.settings import RunSettings, SettingsValueError
+from dataflows.validate import validate_batch
+from lake.reproduce import reproduce
+from lake.table import read_table
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 4_000
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def regression_lake(tmp_path_factory) -> str:
+    lake = str(tmp_path_factory.mktemp("tasks") / "friedman")
+    out = _run("-m", "lake", "ingest", "--lake", lake, "--scenario", "friedman-drift", "--n", str(N))
+    assert "task regression" in out.stdout + out.stderr
+    _run("-m", "flows.cli", "replay", "--lake", lake)  # riverlake replay, every default
+    return lake
+
+
+@pytest.fixture(scope="module")
+def multiclass_lake(tmp_path_factory) -> str:
+    lake = str(tmp_path_factory.mktemp("tasks") / "rbf")
+    out = _run("-m", "lake", "ingest", "--lake", lake, "--scenario", "rbf-drift", "--n", str(N))
+    assert "task multiclass" in out.stdout + out.stderr
+    _run("-m", "dataflows.online", "--lake", lake, "--no-recovery")
+    return lake
+
+
+def _mean_by_model(metrics: pl.DataFrame, total: str) -> dict[str, float]:
+    """A metric over the whole run per model, from the windows' sums (``total`` / ``n``)."""
+    rows = metrics.group_by("model").agg((pl.col(total).sum() / pl.col("n").sum()).alias("v"))
+    return dict(rows.iter_rows())
+
+
+def test_a_regression_replay_writes_values_metrics_and_alarms_on_the_absolute_error(regression_lake):
+    preds = read_table(regression_lake, "predictions")
+    assert preds.height == N and preds.schema["prediction"] == pl.Float64
+    assert (preds["prediction"] == preds["score"]).all()  # the score of a regression is its value
+    assert preds["prediction"].n_unique() > N // 2  # values, not classes
+    learned = read_table(regression_lake, "learn_log")
+    assert learned.height == N and learned.schema["label"] == pl.Float64
+    assert learned["label"].n_unique() > N // 2
+    metrics = read_table(regression_lake, "metrics")
+    assert {"mae", "rmse", "r2", "cum_mae"} <= set(metrics.columns) and metrics["n"].sum() == N
+    assert 0 < _mean_by_model(metrics, "sum_abs_error")["linear"] < 3.5
+    # FriedmanDrift's drifts show in the absolute error: ADWIN alarms after the first drift (at N/3)
+    alarms = read_table(regression_lake, "drift_events")
+    on_errors = alarms.filter(pl.col("signal") == "error")
+    assert on_errors.height >= 1 and on_errors["position"].max() > N // 3
+
+
+def test_a_multiclass_replay_writes_classes_probabilities_and_task_metrics(multiclass_lake):
+    preds = read_table(multiclass_lake, "predictions")
+    assert preds.height == N and preds.schema["prediction"] == pl.String
+    classes = set(read_table(multiclass_lake, "labels")["label"])
+    assert set(preds["prediction"]) <= classes | {""} and len(set(preds["prediction"])) > 1
+    probs = preds.tail(1)["probabilities"].to_list()[0]
+    assert set(probs) == classes and abs(sum(probs.values()) - 1.0) < 1e-9
+    best = preds.tail(1).row(0, named=True)
+    assert best["score"] == max(probs.values()) and probs[best["prediction"]] == best["score"]
+    assert read_table(multiclass_lake, "learn_log").schema["label"] == pl.String
+    metrics = read_table(multiclass_lake, "metrics")
+    assert {"accuracy", "macro_f1", "log_loss"} <= set(metrics.columns) and metrics["n"].sum() == N
+    alarms = read_table(multiclass_lake, "drift_events").filter(pl.col("signal") == "error")
+    assert alarms.height >= 1  # on the 0/1 error of the predicted class
+
+
+@pytest.mark.parametrize("which", ["regression_lake", "multiclass_lake"])
+def test_lake_reproduce_rebuilds_every_task_prediction_bit_for_bit(which, request):
+    lake = request.getfixturevalue(which)
+    ids = read_table(lake, "predictions")["event_id"].unique().sort().to_list()
+    sample = ids[:: len(ids) // 25]
+    done = [r for e in sample for r in reproduce(lake, e)]
+    assert len(done) == len(sample) and all(r.bit_equal for r in done)
+    assert any(r.learned > 100 for r in done)
+    out = _run("-m", "lake", "reproduce", "--lake", lake, "--event-id", sample[-1])
+    assert "bit-equal      yes" in out.stdout
+
+
+def test_the_default_models_beat_the_naive_baselines_through_the_replay(regression_lake, multiclass_lake):
+    run_replay(regression_lake, "linear,mean,persistence", recovery=False, run_id="vs-baselines")
+    metrics = read_table(regression_lake, "metrics").filter(pl.col("run_id") == "vs-baselines")
+    mae = _mean_by_model(metrics, "sum_abs_error")
+    assert mae["linear"] < 0.8 * min(mae["mean"], mae["persistence"]), mae
+    run_replay(multiclass_lake, "linear,majority", recovery=False, run_id="vs-majority")
+    metrics = read_table(multiclass_lake, "metrics").filter(pl.col("run_id") == "vs-majority")
+    accuracy, loss = _mean_by_model(metrics, "n_correct"), _mean_by_model(metrics, "sum_log_loss")
+    assert accuracy["linear"] > accuracy["majority"] + 0.1 and loss["linear"] < loss["majority"], (accuracy, loss)
+
+
+def test_a_drift_action_retrains_a_regressor_on_its_recent_labels(regression_lake):
+    run_replay(regression_lake, "linear", recovery=False, run_id="retrain", drift_action="retrain",
+               action_window=300)
+    actions = read_table(regression_lake, "drift_actions").filter(pl.col("run_id") == "retrain")
+    assert actions.height >= 1 and (actions["trained_on"] == 300).all()
+    e = read_table(regression_lake, "predictions").filter(
+        (pl.col("run_id") == "retrain") & (pl.col("model_version") == actions["model_version"][0]))["event_id"][5]
+    assert all(r.bit_equal for r in reproduce(regression_lake, e, run_id="retrain"))
+
+
+def test_labels_that_are_not_the_tasks_are_dead_letters():
+    items = [(0, EVENT, "e1", 10, "k", {"x": 1.0}), (1, LABEL, "e1", "late", 20, "k"),
+             (2, LABEL, "e2", 2.5, 20, "k"), (3, LABEL, "e3", float("nan"), 20, "k")]
+    out = validate_batch(Batch(0, list(items)), task="regression")
+    assert [it[0] for it in out.items] == [0, 2]
+    assert [d[2] for d in out.dead] == ["label must be a finite number, got 'late'",
+                                       "label must be a finite number, got nan"]
+    out = validate_batch(Batch(0, [(1, LABEL, "e1", "late", 20, "k"), (2, LABEL, "e2", " ", 20, "k")]),
+                         task="multiclass")
+    assert [it[0] for it in out.items] == [1] and out.dead[0][2] == "label must be a class, got ' '"
+    assert validate_batch(Batch(0, [(1, LABEL, "e1", 2.5, 20, "k")])).dead[0][2] == "label must be 0 or 1, got 2.5"
+
+
+def test_settings_refuse_a_task_other_than_the_lakes_and_ddm_on_a_regression(regression_lake):
+    with pytest.raises(SettingsValueError, match="drift detector 'ddm' takes 0/1 errors"):
+        RunSettings.replay(task="regression", drift="ddm")
+    with pytest.raises(SettingsValueError, match="unknown model 'naive-bayes'; known for regression"):
+        RunSettings.replay(task="regression", model="naive-bayes")
+    settings = RunSettings.replay(lake=regression_lake, task="multiclass")
+    with pytest.raises(SettingsValueError, match="task 'multiclass' is not the lake's: .* holds a regression task"):
+        settings.with_lake_task()
+    assert RunSettings.replay(lake=regression_lake).with_lake_task().models.task == "regression"
+    # a baseline of another task: known, but not for this lake's task
+    with pytest.raises(SettingsValueError, match="unknown model 'majority'; known for regression"):
+        RunSettings.replay(lake=regression_lake, model="majority").with_lake_task()
+
+
+def test_a_live_regression_run_records_float_labels_and_dead_letters_others(tmp_path):
+    from dataflows.produce import messages, send
+    from tests.test_kafka import mock_cluster
+
+    lake = str(tmp_path / "live")
+    with mock_cluster() as brokers:
+        pairs = list(messages("friedman-drift", n=600))
+        pairs.append(("k0", {"kind": "label", "event_id": pairs[0][1]["event_id"], "label": "soon",
+                             "label_time": "2030-01-01T00:00:00+00:00"}))
+        send(brokers, "reg", pairs)
+        run_main(build_live_flow(lake, "linear,mean", brokers=brokers, topic="reg", task="regression",
+                                 stop_at_end=True, flush_seconds=0.5))
+    labels = read_table(lake, "labels")
+    assert labels.height == 600 and labels.schema["label"] == pl.Float64
+    preds = read_table(lake, "predictions")
+    assert preds.height == 1_200 and preds.schema["prediction"] == pl.Float64
+    dead = read_table(lake, "dead_letters")
+    assert dead["reason"].to_list() == ["label must be a finite number, got 'soon'"]
+    assert read_table(lake, "learn_log").height == 1_200
+    assert read_table(lake, "metrics")["mae"].drop_nulls().len() > 0
