@@ -78,6 +78,9 @@ ORPHAN_AFTER_S = 600
 
 METRIC_COLUMNS = ("accuracy", "log_loss", "roc_auc", "cum_accuracy", "cum_log_loss", "n")
 """``metrics`` columns logged as MLflow metrics (same names for every model)."""
+TASK_METRIC_COLUMNS = ("macro_f1", "mae", "rmse", "r2", "cum_mae", "cum_rmse", "cum_r2")
+"""... and those of multiclass and regression lakes (``lake.schemas.task_schema``), where the table has them."""
+CUM_COLUMNS = ("cum_accuracy", "cum_log_loss", "cum_mae", "cum_rmse", "cum_r2")
 
 SHOWN_TAGS = ("lake", "run_id", "checkpoint_id", "model", "n_learned", "sha256")
 """Lineage kept as ``riverlake.*`` tags on each model version (with the checkpoint key, kind and HMAC tags);
@@ -202,19 +205,27 @@ def _metrics(lake: str, item: Pending) -> list[Any]:
 
     if not exists(lake, "metrics"):
         return []
-    rows = (pl.scan_delta(table_uri(lake, "metrics"))
+    scan = pl.scan_delta(table_uri(lake, "metrics"))
+    names = _present(scan, (*METRIC_COLUMNS, *TASK_METRIC_COLUMNS))
+    rows = (scan
             .filter((pl.col("run_id") == item.run_id) & (pl.col("model") == item.model)
                     & (pl.col("shard") == item.shard) & (pl.col("seq") <= item.seq))
-            .select("window_end", "cum_n", *METRIC_COLUMNS)
+            .select("window_end", "cum_n", *names)
             .collect()
             .sort(["window_end", "cum_n"]))
     out = []
     for r in rows.iter_rows(named=True):
         ts = int(r["window_end"].timestamp() * 1000)
-        for name in METRIC_COLUMNS:
+        for name in names:
             if r[name] is not None:
                 out.append(Metric(name, float(r[name]), ts, int(r["cum_n"])))
     return out
+
+
+def _present(scan: pl.LazyFrame, names: tuple[str, ...]) -> list[str]:
+    """The columns of ``names`` the ``metrics`` table holds (a lake's task decides which)."""
+    have = set(scan.collect_schema().names())
+    return [n for n in names if n in have]
 
 
 def _learned_span(lake: str, item: Pending) -> dict[str, str]:
@@ -279,14 +290,15 @@ def summarize_parent(lake: str, run_id: str, *, tracking_uri: str, experiment: s
 
     summary: dict[str, float] = {}
     if exists(lake, "metrics"):
-        last = (pl.scan_delta(table_uri(lake, "metrics")).filter(pl.col("run_id") == run_id)
-                .select("model", "shard", "cum_n", "cum_accuracy", "cum_log_loss").collect()
+        scan = pl.scan_delta(table_uri(lake, "metrics"))
+        cums = _present(scan, CUM_COLUMNS)
+        last = (scan.filter(pl.col("run_id") == run_id)
+                .select("model", "shard", "cum_n", *cums).collect()
                 .sort("cum_n").group_by("model", "shard").last()
                 .group_by("model").agg(pl.col("cum_n").sum(),
-                                       (pl.col("cum_accuracy") * pl.col("cum_n")).sum() / pl.col("cum_n").sum(),
-                                       (pl.col("cum_log_loss") * pl.col("cum_n")).sum() / pl.col("cum_n").sum()))
+                                       *((pl.col(c) * pl.col("cum_n")).sum() / pl.col("cum_n").sum() for c in cums)))
         for r in last.iter_rows(named=True):
-            for name in ("cum_n", "cum_accuracy", "cum_log_loss"):
+            for name in ("cum_n", *cums):
                 if r[name] is not None:
                     summary[f"{r['model']}.{name}"] = float(r[name])
     if not summary:

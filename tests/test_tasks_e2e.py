@@ -172,3 +172,16 @@ def test_a_live_regression_run_records_float_labels_and_dead_letters_others(tmp_
     assert dead["reason"].to_list() == ["label must be a finite number, got 'soon'"]
     assert read_table(lake, "learn_log").height == 1_200
     assert read_table(lake, "metrics")["mae"].drop_nulls().len() > 0
+
+
+def test_versioning_a_regression_checkpoint_logs_the_tasks_metrics(regression_lake, tmp_path):
+    from mlflow import MlflowClient
+
+    from flows.versioning import sync_lake
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    done = sync_lake(regression_lake, uri)
+    linear = [r for r in done["registered"] if r["registered_model"].endswith("-linear")]
+    assert linear
+    logged = MlflowClient(uri).get_run(linear[0]["mlflow_run_id"]).data.metrics
+    assert {"mae", "rmse", "cum_mae"} <= set(logged) and "accuracy" not in logged
