@@ -35,13 +35,28 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return done
 
 
+class _Lake(str):
+    """A lake's path that also names the run its fixture replayed with the defaults."""
+
+    run_id: str
+
+    def __new__(cls, path: str, run_id: str) -> _Lake:
+        self = super().__new__(cls, path)
+        self.run_id = run_id
+        return self
+
+
+def _of_run(lake: _Lake, table: str) -> pl.DataFrame:
+    return read_table(lake, table).filter(pl.col("run_id") == lake.run_id)
+
+
 @pytest.fixture(scope="module")
 def regression_lake(tmp_path_factory) -> str:
     lake = str(tmp_path_factory.mktemp("tasks") / "friedman")
     out = _run("-m", "lake", "ingest", "--lake", lake, "--scenario", "friedman-drift", "--n", str(N))
     assert "task regression" in out.stdout + out.stderr
-    _run("-m", "flows.cli", "replay", "--lake", lake)  # riverlake replay, every default
-    return lake
+    run_id = _run("-m", "flows.cli", "replay", "--lake", lake).stdout.split()[-1]  # riverlake replay, every default
+    return _Lake(lake, run_id)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +64,8 @@ def multiclass_lake(tmp_path_factory) -> str:
     lake = str(tmp_path_factory.mktemp("tasks") / "rbf")
     out = _run("-m", "lake", "ingest", "--lake", lake, "--scenario", "rbf-drift", "--n", str(N))
     assert "task multiclass" in out.stdout + out.stderr
-    _run("-m", "dataflows.online", "--lake", lake, "--no-recovery")
-    return lake
+    run_id = _run("-m", "dataflows.online", "--lake", lake, "--no-recovery").stdout.split()[-1]
+    return _Lake(lake, run_id)
 
 
 def _mean_by_model(metrics: pl.DataFrame, total: str) -> dict[str, float]:
@@ -60,24 +75,24 @@ def _mean_by_model(metrics: pl.DataFrame, total: str) -> dict[str, float]:
 
 
 def test_a_regression_replay_writes_values_metrics_and_alarms_on_the_absolute_error(regression_lake):
-    preds = read_table(regression_lake, "predictions")
+    preds = _of_run(regression_lake, "predictions")
     assert preds.height == N and preds.schema["prediction"] == pl.Float64
     assert (preds["prediction"] == preds["score"]).all()  # the score of a regression is its value
     assert preds["prediction"].n_unique() > N // 2  # values, not classes
-    learned = read_table(regression_lake, "learn_log")
+    learned = _of_run(regression_lake, "learn_log")
     assert learned.height == N and learned.schema["label"] == pl.Float64
     assert learned["label"].n_unique() > N // 2
-    metrics = read_table(regression_lake, "metrics")
+    metrics = _of_run(regression_lake, "metrics")
     assert {"mae", "rmse", "r2", "cum_mae"} <= set(metrics.columns) and metrics["n"].sum() == N
     assert 0 < _mean_by_model(metrics, "sum_abs_error")["linear"] < 3.5
     # FriedmanDrift's drifts show in the absolute error: ADWIN alarms after the first drift (at N/3)
-    alarms = read_table(regression_lake, "drift_events")
+    alarms = _of_run(regression_lake, "drift_events")
     on_errors = alarms.filter(pl.col("signal") == "error")
     assert on_errors.height >= 1 and on_errors["position"].max() > N // 3
 
 
 def test_a_multiclass_replay_writes_classes_probabilities_and_task_metrics(multiclass_lake):
-    preds = read_table(multiclass_lake, "predictions")
+    preds = _of_run(multiclass_lake, "predictions")
     assert preds.height == N and preds.schema["prediction"] == pl.String
     classes = set(read_table(multiclass_lake, "labels")["label"])
     assert set(preds["prediction"]) <= classes | {""} and len(set(preds["prediction"])) > 1
@@ -85,22 +100,22 @@ def test_a_multiclass_replay_writes_classes_probabilities_and_task_metrics(multi
     assert set(probs) == classes and abs(sum(probs.values()) - 1.0) < 1e-9
     best = preds.tail(1).row(0, named=True)
     assert best["score"] == max(probs.values()) and probs[best["prediction"]] == best["score"]
-    assert read_table(multiclass_lake, "learn_log").schema["label"] == pl.String
-    metrics = read_table(multiclass_lake, "metrics")
+    assert _of_run(multiclass_lake, "learn_log").schema["label"] == pl.String
+    metrics = _of_run(multiclass_lake, "metrics")
     assert {"accuracy", "macro_f1", "log_loss"} <= set(metrics.columns) and metrics["n"].sum() == N
-    alarms = read_table(multiclass_lake, "drift_events").filter(pl.col("signal") == "error")
+    alarms = _of_run(multiclass_lake, "drift_events").filter(pl.col("signal") == "error")
     assert alarms.height >= 1  # on the 0/1 error of the predicted class
 
 
 @pytest.mark.parametrize("which", ["regression_lake", "multiclass_lake"])
 def test_lake_reproduce_rebuilds_every_task_prediction_bit_for_bit(which, request):
     lake = request.getfixturevalue(which)
-    ids = read_table(lake, "predictions")["event_id"].unique().sort().to_list()
+    ids = _of_run(lake, "predictions")["event_id"].unique().sort().to_list()
     sample = ids[:: len(ids) // 25]
-    done = [r for e in sample for r in reproduce(lake, e)]
+    done = [r for e in sample for r in reproduce(lake, e, run_id=lake.run_id)]
     assert len(done) == len(sample) and all(r.bit_equal for r in done)
     assert any(r.learned > 100 for r in done)
-    out = _run("-m", "lake", "reproduce", "--lake", lake, "--event-id", sample[-1])
+    out = _run("-m", "lake", "reproduce", "--lake", lake, "--event-id", sample[-1], "--run-id", lake.run_id)
     assert "bit-equal      yes" in out.stdout
 
 
@@ -185,3 +200,31 @@ def test_versioning_a_regression_checkpoint_logs_the_tasks_metrics(regression_la
     assert linear
     logged = MlflowClient(uri).get_run(linear[0]["mlflow_run_id"]).data.metrics
     assert {"mae", "rmse", "cum_mae"} <= set(logged) and "accuracy" not in logged
+
+
+def test_kill_9_and_resume_of_a_multiclass_run_gives_the_uninterrupted_rows(multiclass_lake):
+    import signal
+    import time
+
+    settings = {"checkpoint_every": 500, "batch_size": 150}
+    run_replay(multiclass_lake, "linear,majority", recovery=False, run_id="mc-clean", **settings)
+    cmd = [sys.executable, "-m", "dataflows.online", "--lake", multiclass_lake, "--model", "linear,majority",
+           "--run-id", "mc-crashy", "--rate", "1500", "--batch-size", "150", "--snapshot-s", "0.4",
+           "--checkpoint-every", "500"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(4.0)  # imports 1-2.5 s, then 8,000 items paced at 1,500 a second
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert killed, "the test must really interrupt the dataflow"
+    _run(*cmd[1:])
+    cols = ["event_id", "model", "seq", "score", "prediction", "probabilities", "model_version"]
+
+    def rows(run_id: str) -> pl.DataFrame:
+        return read_table(multiclass_lake, "predictions").filter(pl.col("run_id") == run_id).select(cols).sort(
+            "event_id", "model")
+
+    clean, resumed = rows("mc-clean"), rows("mc-crashy")
+    assert resumed.height == 2 * N and resumed.select("event_id", "model").is_unique().all()
+    assert clean.equals(resumed)
