@@ -48,7 +48,7 @@ from dataclasses import dataclass, fields, replace
 from functools import partial
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource
@@ -341,17 +341,23 @@ class ModelSettings(Group):
             make_detector(spec)  # names the known detectors
         return value
 
-    @model_validator(mode="after")
-    def _detectors_fit_task(self) -> ModelSettings:
+    @field_validator("drift")
+    @classmethod
+    def _detectors_fit_task(cls, value: tuple[str, ...], info: Any) -> tuple[str, ...]:
         from monitoring.detectors import DETECTORS, parse_spec
 
-        binary = [s for s in self.drift if DETECTORS[parse_spec(s)[0]].binary]
-        if self.task == "regression" and self.per_key:
-            raise ValueError("per_key models serve classes (binary, multiclass), not a regression")
-        if self.task == "regression" and binary:
-            raise ValueError(f"drift detector {binary[0]!r} takes 0/1 errors; a regression's error stream is the "
+        binary = [s for s in value if DETECTORS[parse_spec(s)[0]].binary]
+        if info.data.get("task") == "regression" and binary:
+            raise ValueError(f"detector {binary[0]!r} takes 0/1 errors; a regression's error stream is the "
                              "absolute error (use adwin, page-hinkley or kswin)")
-        return self
+        return value
+
+    @field_validator("per_key")
+    @classmethod
+    def _per_key_fits_task(cls, value: bool, info: Any) -> bool:
+        if value and info.data.get("task") == "regression":
+            raise ValueError("per-key models serve classes (binary, multiclass), not a regression")
+        return value
 
 
 class MonitoringSettings(Group):

@@ -154,8 +154,10 @@ def test_labels_that_are_not_the_tasks_are_dead_letters():
 
 
 def test_settings_refuse_a_task_other_than_the_lakes_and_ddm_on_a_regression(regression_lake):
-    with pytest.raises(SettingsValueError, match="drift detector 'ddm' takes 0/1 errors"):
+    with pytest.raises(SettingsValueError, match="drift: detector 'ddm' takes 0/1 errors"):
         RunSettings.replay(task="regression", drift="ddm")
+    with pytest.raises(SettingsValueError, match="per-key models serve classes"):
+        RunSettings.replay(task="regression", per_key=True)
     with pytest.raises(SettingsValueError, match="unknown model 'naive-bayes'; known for regression"):
         RunSettings.replay(task="regression", model="naive-bayes")
     settings = RunSettings.replay(lake=regression_lake, task="multiclass")
@@ -165,6 +167,13 @@ def test_settings_refuse_a_task_other_than_the_lakes_and_ddm_on_a_regression(reg
     # a baseline of another task: known, but not for this lake's task
     with pytest.raises(SettingsValueError, match="unknown model 'majority'; known for regression"):
         RunSettings.replay(lake=regression_lake, model="majority").with_lake_task()
+    # riverlake replay: one line, exit status 2, before any work
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for option in (["--drift", "ddm"], ["--task", "binary"]):
+        done = subprocess.run([sys.executable, "-m", "flows.cli", "replay", "--lake", regression_lake, *option],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "regression" in done.stderr
 
 
 def test_a_live_regression_run_records_float_labels_and_dead_letters_others(tmp_path):
