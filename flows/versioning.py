@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import polars.selectors as cs
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -76,11 +77,9 @@ log = logging.getLogger(__name__)
 ORPHAN_AFTER_S = 600
 """A checkpoint's run without a model version is left behind by a crash once it is this old."""
 
-METRIC_COLUMNS = ("accuracy", "log_loss", "roc_auc", "cum_accuracy", "cum_log_loss", "n")
-"""``metrics`` columns logged as MLflow metrics (same names for every model)."""
-TASK_METRIC_COLUMNS = ("macro_f1", "mae", "rmse", "r2", "cum_mae", "cum_rmse", "cum_r2")
-"""... and those of multiclass and regression lakes (``lake.schemas.task_schema``), where the table has them."""
-CUM_COLUMNS = ("cum_accuracy", "cum_log_loss", "cum_mae", "cum_rmse", "cum_r2")
+METRIC_COLUMNS = ("accuracy", "log_loss", "roc_auc", "cum_accuracy", "cum_log_loss", "n", "macro_f1", "mae", "rmse",
+                  "r2", "cum_mae", "cum_rmse", "cum_r2")
+"""``metrics`` columns logged as MLflow metrics (same names for every model; those its lake's task has)."""
 
 SHOWN_TAGS = ("lake", "run_id", "checkpoint_id", "model", "n_learned", "sha256")
 """Lineage kept as ``riverlake.*`` tags on each model version (with the checkpoint key, kind and HMAC tags);
@@ -205,27 +204,19 @@ def _metrics(lake: str, item: Pending) -> list[Any]:
 
     if not exists(lake, "metrics"):
         return []
-    scan = pl.scan_delta(table_uri(lake, "metrics"))
-    names = _present(scan, (*METRIC_COLUMNS, *TASK_METRIC_COLUMNS))
-    rows = (scan
+    rows = (pl.scan_delta(table_uri(lake, "metrics"))
             .filter((pl.col("run_id") == item.run_id) & (pl.col("model") == item.model)
                     & (pl.col("shard") == item.shard) & (pl.col("seq") <= item.seq))
-            .select("window_end", "cum_n", *names)
+            .select("window_end", "cum_n", cs.by_name(*METRIC_COLUMNS, require_all=False))
             .collect()
             .sort(["window_end", "cum_n"]))
     out = []
     for r in rows.iter_rows(named=True):
         ts = int(r["window_end"].timestamp() * 1000)
-        for name in names:
-            if r[name] is not None:
+        for name in METRIC_COLUMNS:
+            if r.get(name) is not None:
                 out.append(Metric(name, float(r[name]), ts, int(r["cum_n"])))
     return out
-
-
-def _present(scan: pl.LazyFrame, names: tuple[str, ...]) -> list[str]:
-    """The columns of ``names`` the ``metrics`` table holds (a lake's task decides which)."""
-    have = set(scan.collect_schema().names())
-    return [n for n in names if n in have]
 
 
 def _learned_span(lake: str, item: Pending) -> dict[str, str]:
@@ -290,15 +281,13 @@ def summarize_parent(lake: str, run_id: str, *, tracking_uri: str, experiment: s
 
     summary: dict[str, float] = {}
     if exists(lake, "metrics"):
-        scan = pl.scan_delta(table_uri(lake, "metrics"))
-        cums = _present(scan, CUM_COLUMNS)
-        last = (scan.filter(pl.col("run_id") == run_id)
-                .select("model", "shard", "cum_n", *cums).collect()
+        last = (pl.scan_delta(table_uri(lake, "metrics")).filter(pl.col("run_id") == run_id)
+                .select("model", "shard", cs.starts_with("cum_")).collect()  # the running metrics of the lake's task
                 .sort("cum_n").group_by("model", "shard").last()
-                .group_by("model").agg(pl.col("cum_n").sum(),
-                                       *((pl.col(c) * pl.col("cum_n")).sum() / pl.col("cum_n").sum() for c in cums)))
+                .group_by("model").agg(pl.col("cum_n").sum(), ((cs.starts_with("cum_") - cs.by_name("cum_n")).as_expr()
+                                                               * pl.col("cum_n")).sum() / pl.col("cum_n").sum()))
         for r in last.iter_rows(named=True):
-            for name in ("cum_n", *cums):
+            for name in (c for c in last.columns if c.startswith("cum_")):
                 if r[name] is not None:
                     summary[f"{r['model']}.{name}"] = float(r[name])
     if not summary:
