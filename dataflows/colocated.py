@@ -52,7 +52,7 @@ class _ColocatedPartition(StatefulSourcePartition[Output, tuple]):
                 champion = self.control.poll()
                 if champion is not None:
                     self.learner.set_champion(champion)
-            out.append(self.learner.process(validate_batch(batch)))
+            out.append(self.learner.process(validate_batch(batch, self.config.task)))
         return out
 
     def next_awake(self) -> Any:

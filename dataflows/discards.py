@@ -59,7 +59,8 @@ class Discards:
         learns = tables.get("learn_log")
         if learns is not None:
             n = learns.num_rows // n_models
-            pos = (pc.sum(learns.column("label")).as_py() or 0) // n_models
+            label = learns.column("label")  # positives are counted in binary runs (other tasks' labels: none)
+            pos = (pc.sum(label).as_py() or 0) // n_models if pa.types.is_integer(label.type) else 0
             self.labels_learned[0] += n - pos
             self.labels_learned[1] += pos
         dead = tables.get("dead_letters")

@@ -66,8 +66,9 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
     def __init__(self, brokers: str, topic: str, partition: int, *, start: _State, batch_size: int,
                  poll_timeout_s: float, stop_at_end: bool, config: dict[str, Any] | None,
                  n_partitions: int = 1, lake: str | None = None, flush_rows: int = 25_000,
-                 flush_seconds: float = 5.0, trace: StageTrace | None = None) -> None:
+                 flush_seconds: float = 5.0, trace: StageTrace | None = None, task: str = "binary") -> None:
         self._topic, self._partition, self._n_partitions = topic, partition, n_partitions
+        self._task = task
         self._batch_size, self._timeout, self._stop_at_end = batch_size, poll_timeout_s, stop_at_end
         start, unrecorded = start if isinstance(start, tuple) else (start, [])
         self._next = start
@@ -81,7 +82,7 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
             schema = open_table(lake, "events").schema().to_arrow() if exists(lake, "events") else None
             self._types = PayloadTypes(pa.schema(schema) if schema is not None else None)
             self._recorder = PartitionRecorder(lake, topic, partition, self._types, flush_rows=flush_rows,
-                                       flush_seconds=flush_seconds, trace=trace)
+                                               flush_seconds=flush_seconds, trace=trace, task=task)
             if unrecorded:  # what the snapshot held: into the lake before anything after it
                 for item in unrecorded:  # fields the table has not got yet take the type they had
                     if item[1] == EVENT:
@@ -118,7 +119,7 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
             self._trace.mark("consumed", self._partition, items[0][0], items[-1][0])
         if batch is not None and self._recorder is not None:
             # What is recorded is what the models get: checked here, once.
-            batch = validate_batch(batch)
+            batch = validate_batch(batch, self._task)
             batch.suspects = set()
             self._check_placement(batch.items)
             self._recorder.add(batch.items)
@@ -200,7 +201,8 @@ class KafkaSource(FixedPartitionedSource[Batch, _State]):
 
     def __init__(self, brokers: str, topic: str, *, batch_size: int = 1_000, poll_timeout_s: float = 0.0,
                  stop_at_end: bool = False, config: dict[str, Any] | None = None, lake: str | None = None,
-                 flush_rows: int = 25_000, flush_seconds: float = 5.0, trace: str | None = None) -> None:
+                 flush_rows: int = 25_000, flush_seconds: float = 5.0, trace: str | None = None,
+                 task: str = "binary") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if not topic:
@@ -216,6 +218,7 @@ class KafkaSource(FixedPartitionedSource[Batch, _State]):
         self.config = config
         self.lake, self.flush_rows, self.flush_seconds = lake, flush_rows, flush_seconds
         self.trace = trace
+        self.task = task  # the lake's (lake.tasks): which labels are valid, and their type in the lake
         self._partitions: list[int] | None = None
 
     def partitions(self) -> list[int]:
@@ -242,7 +245,7 @@ class KafkaSource(FixedPartitionedSource[Batch, _State]):
                                stop_at_end=self.stop_at_end, config=self.config,
                                n_partitions=len(self.partitions()), lake=self.lake,
                                flush_rows=self.flush_rows, flush_seconds=self.flush_seconds,
-                               trace=StageTrace(self.trace) if self.trace else None)
+                               trace=StageTrace(self.trace) if self.trace else None, task=self.task)
 
 
 class DeliveryError(RuntimeError):
@@ -277,10 +280,13 @@ class _PredictionsPartition(StatelessSinkPartition[Output]):
                 span = (pc.min(preds.column("seq")).as_py(), pc.max(preds.column("seq")).as_py())
                 self._trace.mark("scored", out.shard, *span)
             cols = ["event_id", "event_time", "key", "model", "model_version", "score", "prediction", "role"]
+            cols += ["probabilities"] if "probabilities" in preds.column_names else []  # (multiclass)
             for row in preds.select(cols).to_pylist():
                 if row.pop("role") != "champion":
                     continue
                 row["event_time"] = row["event_time"].astimezone(UTC).isoformat()
+                if "probabilities" in row:  # a map column reads as (class, probability) pairs
+                    row["probabilities"] = dict(row["probabilities"])
                 key, value = row["key"].encode(), json.dumps(row).encode()
                 try:
                     produce(self._topic, key=key, value=value, on_delivery=self._delivered)

@@ -29,8 +29,9 @@ from dataflows.kafka_types import PayloadTypes
 from dataflows.priority import lower_writer_priority
 from dataflows.trace import StageTrace
 from lake.retry import retrying
-from lake.schemas import UTC_TS
+from lake.schemas import UTC_TS, task_schema
 from lake.table import TableWriter, exists, open_table
+from monitoring.tasks import label_value
 
 log = logging.getLogger("dataflows.kafka")  # the name users filter on, as before the split
 
@@ -68,8 +69,9 @@ class PartitionRecorder:
     """
 
     def __init__(self, lake: str, topic: str, partition: int, types: PayloadTypes, *, flush_rows: int,
-                 flush_seconds: float, trace: StageTrace | None = None) -> None:
+                 flush_seconds: float, trace: StageTrace | None = None, task: str = "binary") -> None:
         self._lake, self._partition, self._types = lake, partition, types
+        self._task = task
         self._flush_rows, self._flush_seconds = flush_rows, flush_seconds
         self._trace = trace
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"riverlake-record-{partition}",
@@ -78,7 +80,8 @@ class PartitionRecorder:
         self._running_items: list[tuple] = []
         prefix = f"kafka/{topic}/{partition}"
         self._events = TableWriter(lake, "events", writer_id=f"{prefix}/events", compact_every=100)
-        self._labels = TableWriter(lake, "labels", writer_id=f"{prefix}/labels", compact_every=100)
+        self._labels = TableWriter(lake, "labels", writer_id=f"{prefix}/labels", compact_every=100,
+                                   schema=None if task == "binary" else task_schema("labels", task))
         self._ev: list[tuple] = []
         self._lb: list[tuple] = []
         self._since = 0.0
@@ -158,7 +161,8 @@ class PartitionRecorder:
             # is idempotent: re-read the table and this writer's position, and try again.
             old = current[0]
             log.info("%s: commit lost a race (%s); retrying", old.writer_id, ex)
-            current[0] = TableWriter(old.lake, old.table, writer_id=old.writer_id, compact_every=old.compact_every)
+            current[0] = TableWriter(old.lake, old.table, writer_id=old.writer_id, compact_every=old.compact_every,
+                                     schema=old.schema)
             if old.table == "events":
                 self._events = current[0]
                 if exists(self._lake, "events"):
@@ -171,10 +175,11 @@ class PartitionRecorder:
     def _event_rows(self, items: list[tuple]) -> pa.Table:
         return self._types.event_rows(items, [lake_offset(self._partition, it[0]) for it in items])
 
-    @staticmethod
-    def _label_rows(items: list[tuple]) -> pa.Table:
+    def _label_rows(self, items: list[tuple]) -> pa.Table:
+        task = self._task  # labels in the lake's task's type (validated before they were handed over)
         return pa.table({
             "event_id": pa.array([it[2] for it in items], pa.string()),
-            "label": pa.array([int(it[3]) for it in items], pa.int64()),
+            "label": pa.array([label_value(task, it[3]) for it in items],
+                              task_schema("labels", task).field("label").type),
             "label_time": pa.array([it[4] for it in items], UTC_TS),
         })

@@ -44,6 +44,7 @@ from dataflows.guard import LearnUndo, score_problem, weights_check
 from dataflows.items import EVENT, Batch, Output
 from dataflows.learner_columnar import ColumnarStep
 from dataflows.learner_tabular import TabularColumns, fits
+from dataflows.learner_task import process_task, task_metrics
 from dataflows.models import get_spec
 from dataflows.perkey import PerKeyModel
 from dataflows.recent import RecentIds
@@ -52,7 +53,7 @@ from dataflows.validate import dead_letter
 from lake.arrow import features_array
 from lake.schemas import RUN_SUMMARIES
 from monitoring.error_drift import ErrorDriftDetector, make_detector
-from monitoring.prequential import WindowedPrequential
+from monitoring.prequential import TaskPrequential, WindowedPrequential
 from monitoring.stream import MonitorConfig, StreamMonitor
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class RunConfig:
     """Settings of one run of the predict/learn step. Part of the run's identity."""
 
     run_id: str
+    # binary, multiclass or regression (lake.tasks): the lake's, read at start (dataflows.settings).
+    task: str = "binary"
     models: tuple[str, ...] = ("linear",)
     seed: int = 42
     checkpoint_every: int = 10_000
@@ -94,7 +97,7 @@ class RunConfig:
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models must be distinct, got {self.models!r}")
         for name in self.models:
-            get_spec(name)
+            get_spec(name, task=self.task)
         for name in self.drift_detectors:
             make_detector(name)  # fails early, naming the known detectors
         if self.checkpoint_every < 1:
@@ -149,8 +152,9 @@ class ShardLearner:
                 name,
                 CHAMPION if i == 0 else CHALLENGER,
                 self.build_model(name, i),
-                WindowedPrequential(window_us=config.window_us, grace_us=config.grace_us,
-                                    threshold=config.threshold),
+                (WindowedPrequential(window_us=config.window_us, grace_us=config.grace_us,
+                                     threshold=config.threshold) if config.task == "binary" else
+                 TaskPrequential(task=config.task, window_us=config.window_us, grace_us=config.grace_us)),
                 [make_detector(d) for d in config.drift_detectors],
             )
             for i, name in enumerate(config.models)
@@ -208,13 +212,13 @@ class ShardLearner:
 
     def build_model(self, name: str, index: int) -> Any:
         """A fresh estimator for the model ``name`` at position ``index`` of the run's models."""
-        estimator = get_spec(name).build(seed=self.config.seed + index)
+        estimator = get_spec(name, task=self.config.task).build(seed=self.config.seed + index)
         if self.config.per_key:
             return PerKeyModel(estimator, max_keys=self.config.max_key_models)
         return estimator
 
     def _description(self, name: str) -> str:
-        description = get_spec(name).description
+        description = get_spec(name, task=self.config.task).description
         return f"one model per key: {description}" if self.config.per_key else description
 
     def checkpoint(self, slot: _Slot, seq: int, last_event_id: str | None, rows: list, suffix: str = "",
@@ -271,6 +275,8 @@ class ShardLearner:
         return self.columnar_step.process(self, batch)
 
     def _process(self, batch: Batch) -> Output:
+        if self.config.task != "binary":
+            return process_task(self, batch)
         step = self.columnar_step
         if self.columnar and batch.columns is not None and not batch.materialized and step.suits(self):
             out = self._process_columnar(batch)
@@ -511,12 +517,17 @@ class ShardLearner:
         self.columnar_step.before_items(self)
         metrics: list[tuple] = []
         checkpoints: list[tuple] = []
+        binary = self.config.task == "binary"
         for slot in self.slots:
             for window in slot.metrics.flush():
-                metrics.append(metric_row(self.config.run_id, self.shard, seq, slot.name, window))
+                metrics.append(metric_row(self.config.run_id, self.shard, seq, slot.name, window) if binary
+                               else {"run_id": self.config.run_id, "shard": self.shard, "seq": seq,
+                                     "model": slot.name, **window})
             if self.started and slot.checkpointed_at != slot.n_learned:
                 self.checkpoint(slot, seq, getattr(self, "last_labelled", None), checkpoints)
-        tables = rows.tables_of({"metrics": metrics, "checkpoints": checkpoints})
+        tables = rows.tables_of({"metrics": metrics if binary else [], "checkpoints": checkpoints})
+        if not binary and metrics:
+            tables = {"metrics": task_metrics(self.config.task, metrics), **tables}
         tables.update(self.monitor.finish(seq))
         self.discards.tally(tables, n_models=len(self.slots))
         row = self.discards.row(run_id=self.config.run_id, shard=self.shard, seq=seq,

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,7 @@ def make_flow(source: Source[Batch], sink: Sink[tuple[str, Output]], config: Run
         return flow
     batches = op.input("source", flow, source)
     keyed = op.key_on("shard", batches, lambda b: str(b.shard))
-    valid = op.map_value("validate", keyed, validate_batch)
+    valid = op.map_value("validate", keyed, partial(validate_batch, task=config.task))
     def builder(resume: bytes | None) -> LearnLogic:
         control = (PromotionControl(control_lake, config.run_id, interval_s=control_interval_s)
                    if control_lake is not None else None)
@@ -168,7 +169,7 @@ def replay_job(lake: str | None = None, model: str | Sequence[str] | None = None
                settings: RunSettings | None = None, **values: Any) -> ReplayJob:
     """Resolve the settings of a replay (:class:`~dataflows.settings.RunSettings`, or keyword
     arguments turned into them; keywords given with ``settings`` override it); see :func:`build_flow`."""
-    settings = settings_of("replay", settings, _given(lake, model, values))
+    settings = settings_of("replay", settings, _given(lake, model, values)).with_lake_task()
     lake = settings.sinks.lake
     integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
     src, md, mon = settings.source, settings.models, settings.monitoring
@@ -195,7 +196,8 @@ def replay_job(lake: str | None = None, model: str | Sequence[str] | None = None
     announce(run_id, pin, chosen.values())
     sinks = settings.sinks
     sink = DeltaSink(lake, run_id=run_id, partitions=src.shards, flush_rows=sinks.flush_rows,
-                     flush_seconds=sinks.flush_seconds, part_names=source.list_parts() if sinks.colocate else None)
+                     flush_seconds=sinks.flush_seconds, part_names=source.list_parts() if sinks.colocate else None,
+                     task=config.task)
     return ReplayJob(source, sink, config, os.fspath(lake), sinks.control_interval_s, sinks.colocate, settings)
 
 
@@ -368,7 +370,7 @@ def build_live_flow(lake: str | None = None, model: str | Sequence[str] | None =
     """
     from dataflows.kafka import KafkaPredictionsSink, KafkaSource
 
-    settings = settings_of("live", settings, _given(lake, model, values))
+    settings = settings_of("live", settings, _given(lake, model, values)).with_lake_task()
     src, sinks = settings.source, settings.sinks
     lake = sinks.lake
     integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
@@ -377,12 +379,17 @@ def build_live_flow(lake: str | None = None, model: str | Sequence[str] | None =
     sys.setswitchinterval(min(sys.getswitchinterval(), LIVE_SWITCH_INTERVAL_S))
     source = KafkaSource(src.brokers, src.topic, batch_size=src.batch_size, stop_at_end=src.stop_at_end,
                          lake=os.fspath(lake) if src.record else None, flush_rows=sinks.flush_rows,
-                         flush_seconds=sinks.flush_seconds, config=src.kafka_config, trace=src.trace)
+                         flush_seconds=sinks.flush_seconds, config=src.kafka_config, trace=src.trace,
+                         task=settings.models.task)
     shards = len(source.partitions())
     md, mon = settings.models, settings.monitoring
     settings = settings.resolved(**{name: LIVE_AUTO[name] for name, value in (
         ("window", md.window), ("grace", md.grace), ("label_ttl", md.label_ttl),
         ("stats_window", mon.stats_window), ("action_window", mon.action_window)) if value == AUTO})
+    if src.record and settings.models.task != "binary":  # the labels it records are of this task
+        from lake.tasks import Task, record_task
+
+        record_task(lake, Task(settings.models.task, reason="given"))
     identity = RunIdentity(kind="live", lake=os.fspath(lake), topic=src.topic, partitions=tuple(source.partitions()),
                            batch_size=src.batch_size, settings=settings.identity())
     run_id = identity.run_id() if sinks.run_id is None else sinks.run_id
@@ -390,7 +397,8 @@ def build_live_flow(lake: str | None = None, model: str | Sequence[str] | None =
     record_run(lake, run_id, identity)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=sinks.flush_rows,
                      flush_seconds=sinks.flush_seconds, urgent_tables=URGENT_TABLES,
-                     part_names=source.list_parts() if sinks.colocate else None, snapshot_rows=True)
+                     part_names=source.list_parts() if sinks.colocate else None, snapshot_rows=True,
+                     task=config.task)
     extra = ([KafkaPredictionsSink(src.brokers, src.predictions_topic, config=src.kafka_config, trace=src.trace)]
              if src.predictions_topic else [])
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),

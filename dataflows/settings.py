@@ -297,6 +297,9 @@ class ModelSettings(Group):
 
     concern: ClassVar[str] = "models"
 
+    task: Literal["auto", "binary", "multiclass", "regression"] = setting(
+        AUTO, "the learning task (auto: the lake's, lake.tasks.read_task; binary before any label); another than "
+              "the lake's is refused")
     model: Names = setting(("linear",), "model specs, champion first, challengers after (e.g. linear,tree)")
     seed: int = setting(42, "seed of every model and detector")
     checkpoint_every: int = setting(10_000, "learns between model checkpoints", ge=1)
@@ -314,15 +317,19 @@ class ModelSettings(Group):
 
     @field_validator("model")
     @classmethod
-    def _known_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _known_models(cls, value: tuple[str, ...], info: Any) -> tuple[str, ...]:
         from dataflows.models import get_spec
 
         if not value:
             raise ValueError("name at least one model spec")
         if len(set(value)) != len(value):
             raise ValueError(f"models must be distinct, got {','.join(value)!r}")
-        for name in value:
-            get_spec(name)
+        from dataflows.models import TASK_SPECS
+
+        task = info.data.get("task", AUTO)
+        for name in value:  # auto: a name of any task here; checked against the lake's task at start
+            if task != AUTO or not any(name in specs for specs in TASK_SPECS.values()):
+                get_spec(name, task="binary" if task == AUTO else task)
         return value
 
     @field_validator("drift")
@@ -332,6 +339,24 @@ class ModelSettings(Group):
 
         for spec in value:
             make_detector(spec)  # names the known detectors
+        return value
+
+    @field_validator("drift")
+    @classmethod
+    def _detectors_fit_task(cls, value: tuple[str, ...], info: Any) -> tuple[str, ...]:
+        from monitoring.detectors import DETECTORS, parse_spec
+
+        binary = [s for s in value if DETECTORS[parse_spec(s)[0]].binary]
+        if info.data.get("task") == "regression" and binary:
+            raise ValueError(f"detector {binary[0]!r} takes 0/1 errors; a regression's error stream is the "
+                             "absolute error (use adwin, page-hinkley or kswin)")
+        return value
+
+    @field_validator("per_key")
+    @classmethod
+    def _per_key_fits_task(cls, value: bool, info: Any) -> bool:
+        if value and info.data.get("task") == "regression":
+            raise ValueError("per-key models serve classes (binary, multiclass), not a regression")
         return value
 
 
@@ -474,6 +499,19 @@ class RunSettings:
             changes.setdefault(owner[k], {})[k] = v
         return replace(self, **{attr: getattr(self, attr).model_copy(update=upd) for attr, upd in changes.items()})
 
+    def with_lake_task(self) -> RunSettings:
+        """These settings with ``task`` set to the lake's (:func:`lake.tasks.read_task`); a lake without labels
+        takes the task given (auto: binary). A task given that is not the lake's is refused in one line."""
+        from lake.tasks import read_task
+
+        found = read_task(self.sinks.lake)
+        given = self.models.task
+        lake_task = found.name if found is not None else "binary" if given == AUTO else given
+        if given not in (AUTO, lake_task):
+            raise SettingsValueError(f"task {given!r} is not the lake's: {self.sinks.lake} holds a {lake_task} task"
+                                     f"{'' if found is None else f' ({found.reason})'}")
+        return self if given == lake_task else self.update(task=lake_task)
+
     def identity(self) -> dict[str, Any]:
         """The run-identity settings: every field that changes results (see :func:`affects_results`), by name."""
         return {k: v for group in self.groups().values() for k, v in group.identity().items()}
@@ -494,7 +532,8 @@ class RunSettings:
 
         md = self.models
         ttl = None if md.label_ttl is None else parse_duration_us(md.label_ttl)
-        return RunConfig(run_id=run_id, models=md.model, seed=md.seed, checkpoint_every=md.checkpoint_every,
+        return RunConfig(run_id=run_id, task="binary" if md.task == AUTO else md.task, models=md.model,
+                         seed=md.seed, checkpoint_every=md.checkpoint_every,
                          window_us=parse_duration_us(md.window), grace_us=parse_duration_us(md.grace),
                          threshold=md.threshold, featurizer=self.featurizer.featurizer_kwargs(per_key=md.per_key),
                          label_ttl_us=ttl, drift_detectors=md.drift, monitor=self.monitor_config(),

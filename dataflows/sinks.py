@@ -36,10 +36,13 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from dataflows.items import Output
 from dataflows.priority import lower_writer_priority
 from lake.errors import WriterFencedError
-from lake.schemas import TABLES
+from lake.schemas import TABLES, task_schema
 from lake.table import TableWriter
 
 log = logging.getLogger(__name__)
+
+TASK_TABLES = frozenset({"predictions", "learn_log", "metrics", "labels"})
+"""Tables whose schema depends on the lake's task (:func:`lake.schemas.task_schema`)."""
 
 URGENT_TABLES = frozenset({"window_stats", "drift_events", "drift_actions"})
 """Tables committed as soon as rows arrive (or, while one of their commits runs, right after it):
@@ -90,7 +93,8 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
     def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float,
                  max_in_flight: int = 4, compact_every: int | None = 100,
                  urgent_tables: frozenset[str] = frozenset(), urgent_interval_s: float = 0.5,
-                 snapshot_rows: bool = False, resume: list[_Pending] | None = None) -> None:
+                 snapshot_rows: bool = False, resume: list[_Pending] | None = None, task: str = "binary") -> None:
+        self.task = task
         self.snapshot_rows = snapshot_rows
         self.urgent_tables = urgent_tables
         self.urgent_interval_s = urgent_interval_s
@@ -152,7 +156,8 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
             table, shard = key
             writer = self._writers[key] = TableWriter(
                 self.lake, table, writer_id=f"{self.run_id}/{table}/shard-{shard}",
-                compact_every=self.compact_every)
+                compact_every=self.compact_every,
+                schema=task_schema(table, self.task) if table in TASK_TABLES and self.task != "binary" else None)
         return writer
 
     def _flush(self, key: tuple[str, int], buf: _Buffer) -> None:
@@ -243,7 +248,7 @@ class DeltaSink(FixedPartitionedSink[Output, list[_Pending] | None]):
                  flush_rows: int = 25_000, flush_seconds: float = 5.0,
                  urgent_tables: frozenset[str] | set[str] = frozenset(),
                  part_names: list[str] | None = None, urgent_interval_s: float = 0.5,
-                 snapshot_rows: bool = False) -> None:
+                 snapshot_rows: bool = False, task: str = "binary") -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {partitions!r}")
         if flush_rows < 1:
@@ -254,6 +259,7 @@ class DeltaSink(FixedPartitionedSink[Output, list[_Pending] | None]):
             raise ValueError(f"urgent_interval_s must be >= 0, got {urgent_interval_s!r}")
         self.urgent_interval_s = urgent_interval_s
         self.snapshot_rows = snapshot_rows
+        self.task = task  # the lake's (lake.tasks): the schema of its predictions, learn_log, metrics, labels
         self.lake = os.fspath(lake)
         self.run_id = run_id
         self.partitions = partitions
@@ -277,4 +283,4 @@ class DeltaSink(FixedPartitionedSink[Output, list[_Pending] | None]):
         return DeltaSinkPartition(self.lake, run_id=self.run_id, flush_rows=self.flush_rows,
                                   flush_seconds=self.flush_seconds, urgent_tables=self.urgent_tables,
                                   urgent_interval_s=self.urgent_interval_s, snapshot_rows=self.snapshot_rows,
-                                  resume=resume_state)
+                                  resume=resume_state, task=self.task)

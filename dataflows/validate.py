@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataflows.guard import MAX_ABS_FEATURE
 from dataflows.items import EVENT, LABEL, Batch, raw_json
 from lake.limits import MAX_ID_LENGTH, MAX_TIME_US, MIN_TIME_US
+from monitoring.tasks import label_value
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _INF = float("inf")
@@ -55,12 +56,21 @@ def check_event(item: tuple) -> str | None:
     return None
 
 
-def check_label(item: tuple) -> str | None:
-    """Why a label item cannot be processed, or ``None`` when it can."""
+def check_label(item: tuple, task: str = "binary") -> str | None:
+    """Why a label item cannot be processed in a run of ``task``, or ``None`` when it can.
+
+    >>> check_label((0, LABEL, "e1", "late", 10, "k"), "regression")
+    "label must be a finite number, got 'late'"
+    """
     _, _, event_id, label, label_time, _key = item
     if type(event_id) is not str or not event_id:
         return f"event_id must be a non-empty string, got {event_id!r:.80}"
-    if label not in (0, 1) or type(label) not in (int, bool):
+    if task != "binary":
+        try:
+            label_value(task, label)
+        except ValueError as ex:
+            return f"{ex}"[:200]
+    elif label not in (0, 1) or type(label) not in (int, bool):
         return f"label must be 0 or 1, got {label!r:.80}"
     if type(label_time) is not int:
         return f"label_time must be an integer of microseconds, got {label_time!r:.80}"
@@ -79,8 +89,10 @@ def dead_letter(item: tuple, *, step: str, reason: str, source: str) -> tuple:
     return (seq, step, reason, source, event_id, raw)
 
 
-def validate_batch(batch: Batch) -> Batch:
+def validate_batch(batch: Batch, task: str = "binary") -> Batch:
     """Keep the items that pass; move the others to ``batch.dead`` with their reason.
+
+    ``task``: the run's (:mod:`lake.tasks`); a label that is not one of its labels is a dead letter.
 
     A source that checked its items in bulk (e.g. a replay from typed Delta
     columns) names the few it could not vouch for in ``batch.suspects``; only
@@ -99,7 +111,7 @@ def validate_batch(batch: Batch) -> Batch:
         if kind == EVENT:
             reason = check_event(item)
         elif kind == LABEL:
-            reason = check_label(item)
+            reason = check_label(item, task)
         else:
             reason = f"unknown item kind {kind!r}"
         if reason is None:

@@ -113,8 +113,8 @@ def replay(*, snapshot_s: float = 10.0, no_recovery: bool = False, **given: Any)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     given = {k: v for k, v in given.items() if v is not None}  # options not given: the settings' own
     given["lake"] = resolve_lake(given.get("lake"))
-    with reading_settings():  # a bad value: one line naming it, exit status 2
-        run = RunSettings.from_env(**given)
+    with reading_settings():  # a bad value (or a task the lake does not hold): one line naming it, exit status 2
+        run = RunSettings.from_env(**given).with_lake_task()
     try:
         run_id = run_replay(recovery=not no_recovery, snapshot_s=snapshot_s, settings=run)
     except (RunIdentityError, SettingsError) as ex:  # refused before any work: one line
@@ -142,7 +142,7 @@ def live(*, snapshot_s: float = 10.0, recovery: str | None = None, **given: Any)
     given = {k: v for k, v in given.items() if v is not None}
     given["lake"] = resolve_lake(given.get("lake"))
     with reading_settings():
-        run = RunSettings.from_env(kind="live", **given)
+        run = RunSettings.from_env(kind="live", **given).with_lake_task()
     config = None
     if recovery is not None:
         if not Path(recovery).exists():

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import polars.selectors as cs
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -78,8 +79,9 @@ log = logging.getLogger(__name__)
 ORPHAN_AFTER_S = 600
 """A checkpoint's run without a model version is left behind by a crash once it is this old."""
 
-METRIC_COLUMNS = ("accuracy", "log_loss", "roc_auc", "cum_accuracy", "cum_log_loss", "n")
-"""``metrics`` columns logged as MLflow metrics (same names for every model)."""
+METRIC_COLUMNS = ("accuracy", "log_loss", "roc_auc", "cum_accuracy", "cum_log_loss", "n", "macro_f1", "mae", "rmse",
+                  "r2", "cum_mae", "cum_rmse", "cum_r2")
+"""``metrics`` columns logged as MLflow metrics (same names for every model; those its lake's task has)."""
 
 SHOWN_TAGS = ("lake", "run_id", "checkpoint_id", "model", "n_learned", "sha256")
 """Lineage kept as ``riverlake.*`` tags on each model version (with the checkpoint key, kind and HMAC tags);
@@ -210,14 +212,14 @@ def _metrics(lake: str, item: Pending) -> list[Any]:
     rows = (scan_table(lake, "metrics")
             .filter((pl.col("run_id") == item.run_id) & (pl.col("model") == item.model)
                     & (pl.col("shard") == item.shard) & (pl.col("seq") <= item.seq))
-            .select("window_end", "cum_n", *METRIC_COLUMNS)
+            .select("window_end", "cum_n", cs.by_name(*METRIC_COLUMNS, require_all=False))
             .collect()
             .sort(["window_end", "cum_n"]))
     out = []
     for r in rows.iter_rows(named=True):
         ts = int(r["window_end"].timestamp() * 1000)
         for name in METRIC_COLUMNS:
-            if r[name] is not None:
+            if r.get(name) is not None:
                 out.append(Metric(name, float(r[name]), ts, int(r["cum_n"])))
     return out
 
@@ -264,13 +266,12 @@ def summarize_parent(lake: str, run_id: str, *, tracking_uri: str, experiment: s
     summary: dict[str, float] = {}
     if exists(lake, "metrics"):
         last = (scan_table(lake, "metrics").filter(pl.col("run_id") == run_id)
-                .select("model", "shard", "cum_n", "cum_accuracy", "cum_log_loss").collect()
+                .select("model", "shard", cs.starts_with("cum_")).collect()  # the running metrics of the lake's task
                 .sort("cum_n").group_by("model", "shard").last()
-                .group_by("model").agg(pl.col("cum_n").sum(),
-                                       (pl.col("cum_accuracy") * pl.col("cum_n")).sum() / pl.col("cum_n").sum(),
-                                       (pl.col("cum_log_loss") * pl.col("cum_n")).sum() / pl.col("cum_n").sum()))
+                .group_by("model").agg(pl.col("cum_n").sum(), ((cs.starts_with("cum_") - cs.by_name("cum_n")).as_expr()
+                                                               * pl.col("cum_n")).sum() / pl.col("cum_n").sum()))
         for r in last.iter_rows(named=True):
-            for name in ("cum_n", "cum_accuracy", "cum_log_loss"):
+            for name in (c for c in last.columns if c.startswith("cum_")):
                 if r[name] is not None:
                     summary[f"{r['model']}.{name}"] = float(r[name])
     if not summary:

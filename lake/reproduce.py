@@ -10,10 +10,12 @@ model that made P is::
 
     load(checkpoint) → learn_one(features(e), bool(label)) for each such learn → predict_proba_one(P.features)
 
-except where that model had learned nothing (the run's first checkpoint or a ``-reset`` one,
-no learn since): the dataflow then served the prior of the labels learned so far on the
-shard (positives / labels in the learn log before P, 0.0 when none), and a per-key model
-with no model for P's key served 0.0.
+(the label as the lake's task learns it: ``bool`` for binary, the float or the class otherwise;
+the score as :func:`lake.scoring.task_answer` reads it: P(positive), the value, or the predicted
+class's probability), except, in a binary lake, where that model had learned nothing (the
+run's first checkpoint or a ``-reset`` one, no learn since): the dataflow then served the
+prior of the labels learned so far on the shard (positives / labels in the learn log
+before P, 0.0 when none), and a per-key model with no model for P's key served 0.0.
 
 River's ``predict_proba_one`` does not update the model (no learning during
 prediction), so the rebuilt score is bit-equal to the stored one. The
@@ -44,7 +46,7 @@ from lake import integrity
 from lake.errors import LakeError
 from lake.integrity import IntegrityError
 from lake.schemas import schema_of
-from lake.scoring import score_one  # the dataflow's own scoring rule
+from lake.scoring import task_answer  # the dataflow's own scoring rule
 from lake.table import exists, scan_table
 
 
@@ -142,6 +144,13 @@ def _learn_log(lake: str | os.PathLike[str]) -> pl.LazyFrame:
     return pl.LazyFrame(pl.from_arrow(schema_of("learn_log").empty_table()))
 
 
+def _lake_task(lake: str | os.PathLike[str]) -> str:
+    from lake.tasks import read_task
+
+    found = read_task(lake)
+    return "binary" if found is None else found.name
+
+
 def _as_dict(features: Any) -> dict[str, float]:
     """A ``features`` map cell as the dict the model saw, in the same key order."""
     if features is None:
@@ -215,13 +224,17 @@ def _reproduce_one(lake: str | os.PathLike[str], p: dict[str, Any]) -> Reproduct
         history = learns.with_columns(features=pl.lit(None), key=pl.lit(None, pl.String))
     estimator = load_checkpoint(c)
     keyed = getattr(estimator, "keyed", False)  # one model per key (dataflows.perkey): learn and score by key
+    task = _lake_task(lake)
     for row in history.iter_rows(named=True):
+        y = bool(row["label"]) if task == "binary" else row["label"]  # (a float, or the class as text)
         if keyed:
-            estimator.learn_one(_as_dict(row["features"]), bool(row["label"]), row["key"])
+            estimator.learn_one(_as_dict(row["features"]), y, row["key"])
         else:
-            estimator.learn_one(_as_dict(row["features"]), bool(row["label"]))
+            estimator.learn_one(_as_dict(row["features"]), y)
     x = _as_dict(p["features"])
-    if keyed and not estimator.has_model(p.get("key")):
+    if task != "binary":
+        score = task_answer(task, estimator, x, p.get("key"))[1]  # another task serves its model's own answer
+    elif keyed and not estimator.has_model(p.get("key")):
         score = 0.0  # a key without a model of its own: the dataflow serves the prior of its labels (none)
     elif not keyed and not orders and (n0 == 0 or version.endswith("-reset")):
         # A model that had learned nothing: the dataflow served the prior of the labels learned so far.
@@ -233,7 +246,7 @@ def _reproduce_one(lake: str | os.PathLike[str], p: dict[str, Any]) -> Reproduct
         n, pos = before["n"][0], before["pos"][0] or 0
         score = pos / n if n else 0.0
     else:
-        score = score_one(estimator, x, p.get("key"))
+        score = task_answer("binary", estimator, x, p.get("key"))[1]
     return Reproduction(
         run_id=run_id, shard=shard, seq=p["seq"], event_id=p["event_id"], model=model, role=p["role"],
         model_version=version, checkpoint_n_learned=n0, sha256=c["sha256"], learned=len(orders), features=x,

@@ -1,7 +1,9 @@
 """What the learner does per task (:mod:`lake.tasks`): predict, the error stream, no-skill baselines.
 
-Pure functions over River's dict protocol; nothing here imports River or the
-dataflows, so the learner (``dataflows``) and the flows can import it freely.
+Pure functions over River's dict protocol (the scoring rule itself is
+:func:`lake.scoring.task_answer`, which :mod:`lake.reproduce` shares); nothing here
+imports River or the dataflows, so the learner (``dataflows``) and the flows can
+import it freely.
 
 - :func:`predict` turns a model's answer into the ``predictions`` row's values:
   ``prediction`` (0/1, the class, or the value), ``score`` (P(positive); the
@@ -35,6 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lake.scoring import task_answer
+
 _EPS = 1e-15
 _TASKS = ("binary", "multiclass", "regression")
 
@@ -67,20 +71,7 @@ def predict(task: str, model: Any, x: Mapping[str, float], *, key: Any = None,
     ``predict_one(x)``, 0.0 where the model answers ``None``.
     """
     _check(task)
-    keyed = getattr(model, "keyed", False)
-    if task == "regression":
-        value = model.predict_one(x, key) if keyed else model.predict_one(x)
-        value = 0.0 if value is None else float(value)
-        return Prediction(value, value)
-    proba = model.predict_proba_one(x, key) if keyed else model.predict_proba_one(x)
-    if task == "binary":
-        score = float(proba.get(True, 0.0)) if proba else 0.5
-        return Prediction(int(score >= threshold), score)
-    probabilities = {str(c): float(p) for c, p in (proba or {}).items()}
-    if not probabilities:
-        return Prediction("", 0.0, {})
-    best = min(probabilities, key=lambda c: (-probabilities[c], c))
-    return Prediction(best, probabilities[best], probabilities)
+    return Prediction(*task_answer(task, model, x, key, threshold=threshold))
 
 
 def label_value(task: str, y: Any) -> Any:

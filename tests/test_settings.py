@@ -75,7 +75,7 @@ OTHER = {"shards": 2, "balance": True, "exclude": ("x",), "categorical": ("y",),
          "n_buckets": 1024, "model": ("tree",), "seed": 7, "checkpoint_every": 5, "threshold": 0.7,
          "window": "2h", "grace": "3h", "label_ttl": "4h", "drift": ("kswin",), "per_key": True,
          "max_key_models": 9, "stats_window": "5m", "lateness": "1s", "anomaly": "hst", "watch": "score=adwin",
-         "drift_action": "reset", "action_window": 50}
+         "drift_action": "reset", "action_window": 50, "task": "regression"}
 NOT_RESULTS = {"events_version", "labels_version", "batch_size", "rate", "lake", "run_id", "flush_rows",
                "flush_seconds", "control_interval_s", "colocate", "brokers", "topic", "predictions_topic",
                "stop_at_end", "record", "kafka_config", "trace"}
