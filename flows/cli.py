@@ -40,6 +40,7 @@ PASS_THROUGH: dict[str, tuple[str, str, Sequence[str]]] = {
     "drift": ("flows.drift", "an Evidently drift report of two windows of the lake", ()),
     "benchmark": ("flows.benchmark", "online learning vs batch retraining on the same history", ()),
     "serve": ("flows.serve", "serve the flows as scheduled Prefect deployments", ()),
+    "api": ("serving.app", "the prediction API: predict, learn from labels, an online feature store", ()),
     "demo": ("flows.demo", "the whole loop on the flights data, end to end", ()),
     "ui": ("flows.ui", "the Prefect and MLflow UIs over this lake", ()),
     "maintenance-flow": ("flows.maintenance", "lake maintenance as a Prefect flow", ()),
@@ -57,8 +58,11 @@ def _pass_through(name: str, module: str, leading: Sequence[str]) -> Callable[..
     def command(ctx: typer.Context) -> int:
         import importlib
 
+        from lake.entry import prog_as
+
         args = _with_lake(list(ctx.args))
-        return importlib.import_module(module).main([*leading, *args]) or 0
+        with prog_as("riverlake" if leading else f"riverlake {name}"):  # usage and errors name this command
+            return importlib.import_module(module).main([*leading, *args]) or 0
 
     command.__name__ = name.replace("-", "_")
     return command
@@ -198,7 +202,8 @@ def build_app() -> typer.Typer:
     app.command("replay", help=replay.__doc__)(_settings_command("replay", replay))
     app.command("live", help=live.__doc__)(_settings_command("live", live))
     for name, (module, help_, leading) in PASS_THROUGH.items():
-        old = f"python -m {module.removesuffix('.cli')}{' ' + ' '.join(leading) if leading else ''}"
+        package = module.removesuffix(".cli").removesuffix(".app")  # python -m lake, python -m serving
+        old = f"python -m {package}{' ' + ' '.join(leading) if leading else ''}"
         app.command(name, help=f"{help_} (as {old}; its options)",
                     add_help_option=False,
                     context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(

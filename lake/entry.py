@@ -41,8 +41,27 @@ def resolve_lake(lake: str | None = None) -> str:
     return lake or os.environ.get(LAKE_ENV) or DEFAULT_LAKE
 
 
+_PROG: list[str] = []  # the name the next top-level parser takes (set by the riverlake command: prog_as)
+
+
+@contextmanager
+def prog_as(name: str) -> Iterator[None]:
+    """The next :class:`ArgumentParser` made here calls itself ``name`` (``riverlake ingest`` rather than
+    ``python -m lake``) in its usage, help and errors; subcommand parsers follow from it."""
+    _PROG[:] = [name]
+    try:
+        yield
+    finally:
+        _PROG.clear()
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """:class:`argparse.ArgumentParser` whose errors raise :class:`UsageError` (shown as one line)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if _PROG:
+            kwargs["prog"] = _PROG.pop()
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")

@@ -1,5 +1,4 @@
-import sys
-
+from lake.entry import run_main
 from serving.app import main
 
-sys.exit(main())
+run_main(main)

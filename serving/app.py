@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from lake.entry import ArgumentParser
 from serving.config import ServeConfig
 from serving.engine import Engine
 
@@ -188,7 +189,7 @@ def create_app(config: ServeConfig, *, tick_seconds: float = 0.2, max_batch: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m serving", description=__doc__.split("\n\n")[0])
     p.add_argument("--lake", required=True, help="lake root")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)

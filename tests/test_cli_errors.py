@@ -33,8 +33,8 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     # the riverlake command (python -m flows.cli): its own options and those of the commands it runs
     (["flows.cli", "replay", "--shards", "0"], "error: shards must be >= 1, got 0"),
     (["flows.cli", "replay", "--bogus"], "error: riverlake replay: No such option: --bogus"),
-    (["flows.cli", "drift", "--by", "sideways"], "error: python -m flows.drift: argument --by: invalid choice"),
-    (["flows.cli", "info", "--bogus"], "error: python -m lake: unrecognized arguments: --bogus"),
+    (["flows.cli", "drift", "--by", "sideways"], "error: riverlake drift: argument --by: invalid choice"),
+    (["flows.cli", "info", "--bogus"], "error: riverlake: unrecognized arguments: --bogus"),
 ])
 def test_a_user_mistake_is_one_line_and_exit_2(daily_lake, subprocess_env, command, expected):
     proc = _run([*command, "--lake", daily_lake] if command[0] != "lake" else [*command, "--lake", daily_lake],
