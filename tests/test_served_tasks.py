@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,14 +35,19 @@ def replayed(request, tmp_path_factory) -> str:
     return lake
 
 
+def _after_checkpoints(lake: str) -> pl.DataFrame:
+    """Per trained checkpoint, the prediction of the event right after it."""
+    ck = read_table(lake, "checkpoints").filter(pl.col("n_learned") > 0).select(
+        "run_id", "model", "checkpoint_id", (pl.col("seq") + 1).alias("seq"))
+    return ck.join(read_table(lake, "predictions"), on=["run_id", "model", "seq"]).sort("seq")
+
+
 def test_a_versioned_model_answers_its_task_as_the_dataflow_did(replayed, mlflow_uri, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     task = "regression" if replayed.endswith("friedman-drift") else "multiclass"
     report = sync_lake(replayed, mlflow_uri)
     versions = {r["checkpoint"]: (r["registered_model"], r["version"]) for r in report["registered"]}
-    ck = read_table(replayed, "checkpoints").filter(pl.col("n_learned") > 0).select(
-        "run_id", "model", "checkpoint_id", (pl.col("seq") + 1).alias("seq"))
-    after = ck.join(read_table(replayed, "predictions"), on=["run_id", "model", "seq"])
+    after = _after_checkpoints(replayed)
     assert after.height >= 2
     events = read_table(replayed, "events")
     client = client_for(mlflow_uri)
@@ -62,3 +68,19 @@ def test_a_versioned_model_answers_its_task_as_the_dataflow_did(replayed, mlflow
         # the features the dataflow stored serve the same answer
         again = model.predict([dict(p["features"])]).to_dict("records")
         assert again == served
+
+
+def test_the_task_answer_is_logged_with_the_model(replayed, mlflow_uri, subprocess_env, tmp_path):
+    """Where riverlake is not importable the model answers its task with the rule logged beside it."""
+    p = _after_checkpoints(replayed).row(-1, named=True)
+    done = sync_lake(replayed, mlflow_uri, run_id="r1", checkpoint_ids=[p["checkpoint_id"]])["registered"][0]
+    code = ("import sys, json, mlflow\n"
+            "sys.modules['lake'] = None  # riverlake not installed\n"
+            f"model = mlflow.pyfunc.load_model('models:/{done['registered_model']}/{done['version']}')\n"
+            f"print(json.dumps(model.predict([{dict(p['features'])!r}]).to_dict('records')))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=subprocess_env | {"MLFLOW_TRACKING_URI": mlflow_uri},
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    served = json.loads(out.stdout.strip().splitlines()[-1])[0]
+    assert served["prediction"] == p["prediction"] and served["score"] == p["score"]
+    assert served.get("probabilities") == (None if p.get("probabilities") is None else dict(p["probabilities"]))
