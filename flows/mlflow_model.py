@@ -12,8 +12,15 @@ a DataFrame (or a list of dicts) in either of two forms, told apart by the colum
   featurized the events after that checkpoint;
 - feature columns, as ``predictions.features`` holds them (``x1``, ``colour=red``, ``key_n``...).
 
-It returns a DataFrame with ``score`` (P(y=1)) and ``prediction`` (``score >= threshold``, the
-run's threshold) per row::
+It returns a DataFrame per row with the answer of the run's task (the lake's, :mod:`lake.tasks`),
+the dataflow's ``predictions`` columns (:func:`lake.scoring.task_answer`):
+
+- binary: ``score`` (P(y=1)) and ``prediction`` (``score >= threshold``, the run's threshold);
+- regression: ``score`` and ``prediction``, both the predicted value;
+- multiclass: ``score`` (the predicted class's probability), ``prediction`` (the class, as text)
+  and ``probabilities`` (a dict of every known class's probability).
+
+::
 
     import mlflow, pandas as pd
     model = mlflow.pyfunc.load_model("models:/riverlake-linear@champion")
@@ -28,9 +35,10 @@ its input a ``key`` column (the event's entity key, e.g. ``"JFK-LAX"``); a key
 the model never learned from is scored by the blank model.
 This module imports only what a serving environment has (mlflow, pandas): it is
 copied into the logged model (``code_paths``) together with the riverlake
-featurizer and transformers a pickle may refer to and :mod:`lake.integrity` (as the
-top-level module ``riverlake_integrity``, so it never shadows an installed
-``lake`` package), so the model loads where riverlake is not installed.
+featurizer and transformers a pickle may refer to, :mod:`lake.integrity` and
+:mod:`lake.scoring` (as the top-level modules ``riverlake_integrity`` and
+``riverlake_scoring``, so they never shadow an installed ``lake`` package), so the model loads
+where riverlake is not installed.
 
 What the HMAC does not cover: MLflow itself unpickles the wrapper
 (``python_model.pkl``, cloudpickle) and imports the copied code before
@@ -56,10 +64,13 @@ FEATURIZER = "featurizer"
 """Key of the featurizer state in ``context.artifacts`` (absent for checkpoints that did not keep it)."""
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-_CODE = {"flows": ["mlflow_model.py"], "dataflows": ["transformers.py", "sparse.py", "perkey.py", "features.py"]}
+_CODE = {"flows": ["mlflow_model.py"],
+         "dataflows": ["transformers.py", "sparse.py", "perkey.py", "features.py", "regressors.py"]}
 """Riverlake modules the logged model needs: this wrapper, our own estimators and transformers, the featurizer."""
 _INTEGRITY = ("lake/integrity.py", "riverlake_integrity.py")
 """The HMAC check, logged as a top-level module of its own."""
+_SCORING = ("lake/scoring.py", "riverlake_scoring.py")
+"""The task's answer rule (:func:`lake.scoring.task_answer`), logged as a top-level module of its own."""
 
 KEY_COLUMN = "key"
 """Input column naming the entity key: of raw events, and of features for per-key models."""
@@ -74,8 +85,8 @@ class ModelBytesMismatch(ValueError):
 
 
 class RiverModel(mlflow.pyfunc.PythonModel):
-    """Serves a pickled River binary classifier: ``predict`` gives ``score`` (P(y=1)) and ``prediction`` per
-    row of raw events or of features."""
+    """Serves a pickled River estimator: ``predict`` gives its task's ``score`` and ``prediction`` (and a
+    multiclass model's ``probabilities``) per row of raw events or of features."""
 
     def load_context(self, context: Any) -> None:
         import pickle
@@ -96,10 +107,11 @@ class RiverModel(mlflow.pyfunc.PythonModel):
         self.estimator = pickle.loads(data)  # verified above
         self.featurizer = None if featurizer is None else pickle.loads(featurizer)  # verified above
         self.threshold = float(config.get("threshold", 0.5))
+        self.task = str(config.get("task", "binary"))  # models logged before tasks existed are binary
         self.checkpoint = f"{run_id}/{checkpoint}"
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a signature
-        """``score`` and ``prediction`` for each row of a DataFrame (or each dict of a list) of raw events
+        """The task's answer for each row of a DataFrame (or each dict of a list) of raw events
         (a ``event_time`` column) or of features."""
         import pandas as pd
 
@@ -117,9 +129,15 @@ class RiverModel(mlflow.pyfunc.PythonModel):
                                      f"{KEY_COLUMN!r} column (the event's entity key)")
                 xs.append(_present(row))
                 keys.append(None if _missing(key) else str(key))
-        scores = pd.Series([score(self.estimator, x, key=k if keyed else None) for x, k in zip(xs, keys, strict=True)],
-                           dtype="float64")
-        return pd.DataFrame({"score": scores, "prediction": (scores >= self.threshold).astype("int64")})
+        answer = _scoring().task_answer
+        answers = [answer(self.task, self.estimator, x, k if keyed else None, threshold=self.threshold)
+                   for x, k in zip(xs, keys, strict=True)]
+        out = pd.DataFrame({"score": pd.Series([a[1] for a in answers], dtype="float64"),
+                            "prediction": pd.Series([a[0] for a in answers],
+                                                    dtype=_PREDICTION_DTYPES.get(self.task, "object"))})
+        if self.task == "multiclass":
+            out["probabilities"] = [a[2] for a in answers]
+        return out
 
     def _featurize(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, float]], list[str]]:
         """Features and keys of raw events, from the checkpoint's featurizer state (which only reads it)."""
@@ -166,14 +184,8 @@ def _native(value: Any) -> Any:
     return item() if callable(item) and not isinstance(value, str | bytes) else value
 
 
-def score(estimator: Any, x: dict[str, float], *, key: str | None = None) -> float:
-    """P(y=1), 0.5 before the model has seen a class (the rule of ``dataflows.models.score_one``);
-    ``key`` picks the key's model of a per-key estimator."""
-    keyed = getattr(estimator, "keyed", False)
-    proba = estimator.predict_proba_one(x, key) if keyed else estimator.predict_proba_one(x)
-    if not proba:
-        return 0.5
-    return float(proba.get(True, 0.0))
+_PREDICTION_DTYPES = {"binary": "int64", "regression": "float64", "multiclass": "object"}
+"""pandas dtype of the ``prediction`` column per task (the class of a multiclass model is text)."""
 
 
 def _present(row: dict[str, Any]) -> dict[str, float]:
@@ -187,6 +199,18 @@ def pip_requirements() -> list[str]:
     import river
 
     return [f"river=={river.__version__}", f"pandas=={pandas.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
+
+
+def _scoring() -> Any:
+    """:mod:`lake.scoring`, or where riverlake is not installed (or is older than the model), its copy
+    logged with the model."""
+    try:
+        from lake import scoring
+    except ImportError:
+        scoring = None
+    if scoring is None or not hasattr(scoring, "task_answer"):
+        import riverlake_scoring as scoring  # type: ignore[import-not-found,no-redef]
+    return scoring
 
 
 def _integrity() -> Any:
@@ -203,10 +227,11 @@ def _integrity() -> Any:
 
 def stage_code(directory: str | Path) -> list[str]:
     """Copy the riverlake modules a logged model needs under ``directory``; returns the ``code_paths``."""
-    source, name = _INTEGRITY
     Path(directory).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_PACKAGE_ROOT / source, Path(directory) / name)
-    paths = [str(Path(directory) / name)]
+    paths = []
+    for source, name in (_INTEGRITY, _SCORING):
+        shutil.copyfile(_PACKAGE_ROOT / source, Path(directory) / name)
+        paths.append(str(Path(directory) / name))
     for package, modules in _CODE.items():
         dest = Path(directory) / package
         dest.mkdir(parents=True, exist_ok=True)

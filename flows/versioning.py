@@ -374,7 +374,7 @@ def sync_checkpoint(lake: str, item: Pending, *, tracking_uri: str, experiment: 
                     signature=signature, input_example=example,
                     model_config={"sha256": ck["sha256"], "checkpoint": key, "hmac": ck["hmac"],
                                   "run_id": item.run_id, "checkpoint_id": item.checkpoint_id,
-                                  "threshold": _threshold(lake, item.run_id)})
+                                  "threshold": _threshold(lake, item.run_id), "task": _task(lake)})
             logged = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{info.model_id}",
                                                          dst_path=str(Path(tmp) / "logged"))
             signed = all_tags | {ARTIFACTS_HMAC_TAG: artifacts_hmac(logged, checkpoint=key)}
@@ -395,6 +395,14 @@ def _threshold(lake: str, run_id: str) -> float:
 
     recorded = recorded_run(lake, run_id)
     return float(json.loads(recorded["settings"]).get("threshold", 0.5)) if recorded else 0.5
+
+
+def _task(lake: str) -> str:
+    """The lake's task (:func:`lake.tasks.read_task`), which the served model answers; binary without one."""
+    from lake.tasks import read_task
+
+    task = read_task(lake)
+    return task.name if task is not None else "binary"
 
 
 def sync_lake(lake: str, tracking_uri: str | None = None, *, experiment: str = "riverlake",

@@ -97,7 +97,7 @@ def label_value(task: str, y: Any) -> Any:
             raise ValueError(f"label must be a finite number, got {y!r}")
         return value
     if task == "multiclass":
-        if y is None or isinstance(y, float) and not math.isfinite(y):
+        if y is None or isinstance(y, dict | list | tuple | set) or isinstance(y, float) and not math.isfinite(y):
             raise ValueError(f"label must be a class, got {y!r}")
         text = str(int(y)) if isinstance(y, float) and y == int(y) else str(y)
         if not text.strip():

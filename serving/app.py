@@ -46,15 +46,17 @@ class EventIn(BaseModel):
 
 class Answer(BaseModel):
     event_id: str
-    score: float = Field(description="P(label = 1)")
-    prediction: int
+    score: float = Field(description="binary: P(label = 1); regression: the value; multiclass: the class's "
+                                     "probability")
+    prediction: int | float | str = Field(description="the lake's task: 0/1, the value, or the class")
+    probabilities: dict[str, float] | None = Field(None, description="multiclass only: every class's probability")
     model: str
     model_version: str = Field(description="checkpoint id; with the learn log it rebuilds the score")
 
 
 class LabelIn(BaseModel):
     event_id: str | int
-    label: int = Field(description="0 or 1")
+    label: int | float | str = Field(description="the lake's task: 0 or 1, a number, or the class")
     label_time: str | float | None = Field(None, description="ISO time or epoch seconds; default now")
 
 
@@ -197,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-id", default="serve", help="identity: run_id in the lake, store namespace")
     p.add_argument("--store", default="memory", help="feature store: memory or redis://HOST:PORT/DB")
     p.add_argument("--state-dir", default=None, help="log and lock folder (default LAKE/_serving/ID)")
+    p.add_argument("--task", default=None, choices=("binary", "multiclass", "regression"),
+                   help="the learning task (default: the lake's, binary before any label)")
     p.add_argument("--exclude", default="", help="payload fields not used as features (comma list)")
     p.add_argument("--checkpoint-every", type=int, default=1_000, help="new model version every N labels")
     p.add_argument("--flush-seconds", type=float, default=1.0, help="lake commit interval")
@@ -219,7 +223,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                        state_dir=args.state_dir, exclude=tuple(e for e in args.exclude.split(",") if e),
                        checkpoint_every=args.checkpoint_every, flush_seconds=args.flush_seconds,
                        anomaly=args.anomaly, fsync=args.fsync,
-                       snapshot_every=args.snapshot_every, warm_start=args.warm_start)
+                       snapshot_every=args.snapshot_every, warm_start=args.warm_start, task=args.task)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

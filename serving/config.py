@@ -49,6 +49,8 @@ class ServeConfig:
     snapshot_every: int = 50_000
     # On a first start (an empty log): learn the lake's events + labels before serving (a replay in process).
     warm_start: bool = False
+    # binary, multiclass or regression (lake.tasks); None: the lake's (binary before any label).
+    task: str | None = None
 
     def __post_init__(self) -> None:
         if not _ID.match(self.server_id):
@@ -63,7 +65,19 @@ class ServeConfig:
             raise ValueError(f"remember must be >= 1, got {self.remember!r}")
         if self.state_dir is None and "://" in self.lake:
             raise ValueError(f"lake {self.lake!r} is not a local folder: give state_dir (a local folder)")
+        self._resolve_task()
         self.run_config()  # the model names, checkpoint_every, ... fail here
+
+    def _resolve_task(self) -> None:
+        """``task`` as the lake's (:func:`lake.tasks.read_task`); a task given that is not the lake's is refused."""
+        from lake.tasks import TASKS, read_task
+
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        found = read_task(self.lake)
+        if found is not None and self.task not in (None, found.name):
+            raise ValueError(f"task {self.task!r} is not the lake's: {self.lake} holds a {found.name} task")
+        object.__setattr__(self, "task", found.name if found is not None else self.task or "binary")
 
     @property
     def state_path(self) -> str:
@@ -75,7 +89,8 @@ class ServeConfig:
     def run_config(self) -> RunConfig:
         """The learner's settings: the same predict/learn step as the dataflow's."""
         return RunConfig(
-            run_id=self.server_id, models=self.models, seed=self.seed, checkpoint_every=self.checkpoint_every,
+            run_id=self.server_id, task=self.task, models=self.models, seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
             featurizer={"exclude": sorted(self.exclude)},
             monitor=MonitorConfig.from_settings(stats_window=self.stats_window, anomaly=self.anomaly),
         )
@@ -84,4 +99,6 @@ class ServeConfig:
         """What must not change between restarts of the same server (the log replays under it)."""
         keep = ("server_id", "models", "seed", "checkpoint_every", "exclude", "anomaly", "stats_window")
         d = asdict(self)
+        if self.task != "binary":  # (servers started before tasks existed are binary and keep their identity)
+            keep = (*keep, "task")
         return {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keep}

@@ -49,6 +49,7 @@ from dataflows.replay import Pin, ReplayPlan, pin_versions
 from dataflows.sinks import URGENT_TABLES, DeltaSinkPartition
 from dataflows.validate import check_event, check_label, validate_batch
 from lake.table import exists, open_table
+from lake.tasks import Task, record_task
 from serving.config import ServeConfig
 from serving.log import ServingLog, last_position
 from serving.record import Recorder, serving_offset  # noqa: F401  (serving_offset: re-exported)
@@ -74,6 +75,8 @@ class Engine:
         self._lock_fd = self._lock(config.state_path)
         try:
             self._check_identity()
+            if config.task != "binary":  # recorded before the first labels the server writes (binary: by their type)
+                record_task(config.lake, Task(config.task, reason="given"))
             self.snapshot_path = os.path.join(config.state_path, "snapshot.bin")
             snap = read_snapshot(self.snapshot_path, server_id=self.server_id)
             self.learner = ShardLearner(config.run_config(), shard=0) if snap is None else snap["learner"]
@@ -87,7 +90,8 @@ class Engine:
                           if exists(config.lake, "events") else None)
                 self.types = PayloadTypes(pa.schema(schema) if schema is not None else None)
             self.sink = DeltaSinkPartition(config.lake, run_id=config.server_id, flush_rows=config.flush_rows,
-                                           flush_seconds=config.flush_seconds, urgent_tables=URGENT_TABLES)
+                                           flush_seconds=config.flush_seconds, urgent_tables=URGENT_TABLES,
+                                           task=config.task)
             self.recorder = Recorder(config, self.types)
             self.log = ServingLog(os.path.join(config.state_path, "log.jsonl"), fsync=config.fsync)
             self.answers: Answers = Answers(config.remember) if snap is None else snap["answers"]
@@ -178,7 +182,7 @@ class Engine:
         plan = ReplayPlan(self.config.lake, pin=Pin(pin["events"], pin["labels"]))
         started = time.perf_counter()
         for start in range(0, len(plan), batch_size):
-            batch = validate_batch(plan.batch(start, start + batch_size))
+            batch = validate_batch(plan.batch(start, start + batch_size), task=self.config.task)
             self._step(batch.items, batch.dead, read=scratch, also=self.store, record=False)
         log.info("%s: warmed up on %d events and %d labels in %.1f s", self.server_id, plan.n_events,
                  plan.n_labels, time.perf_counter() - started)
@@ -233,9 +237,12 @@ class Engine:
             preds = preds.filter(pc.equal(preds.column("role"), CHAMPION))
         answers, versions = self.answers, self._versions
         model = self.champion
-        for eid, version, score, prediction in zip(*(preds.column(c).to_pylist() for c in (
-                "event_id", "model_version", "score", "prediction")), strict=True):
-            answers.add(eid, (model, versions.setdefault(version, version), score, prediction))
+        probabilities = (preds.column("probabilities").to_pylist() if "probabilities" in preds.column_names
+                         else [None] * preds.num_rows)  # multiclass: every class's probability
+        for eid, version, score, prediction, proba in zip(*(preds.column(c).to_pylist() for c in (
+                "event_id", "model_version", "score", "prediction")), probabilities, strict=True):
+            answers.add(eid, (model, versions.setdefault(version, version), score, prediction,
+                              None if proba is None else dict(proba)))
         self.events_served += preds.num_rows
 
     def _log_and_step(self, items: list[tuple], dead: list[tuple]) -> Output:
@@ -254,9 +261,12 @@ class Engine:
         a = self.answers.get(event_id)
         if a is None:
             return None
-        model, version, score, prediction = a
-        return {"event_id": event_id, "score": score, "prediction": prediction, "model": model,
-                "model_version": version}
+        model, version, score, prediction, *proba = a  # (answers of a snapshot before tasks: four fields)
+        answer = {"event_id": event_id, "score": score, "prediction": prediction, "model": model,
+                  "model_version": version}
+        if proba and proba[0] is not None:
+            answer["probabilities"] = proba[0]
+        return answer
 
     # -- requests ---------------------------------------------------------------------
     def predict(self, body: bytes) -> tuple[int, Any]:
@@ -401,9 +411,9 @@ class Engine:
         item, bad = decode_label(obj, seq=0)
         if item is None:
             return None, bad[2], event_id
-        if isinstance(item[3], bool):
+        if isinstance(item[3], bool) and self.config.task == "binary":
             item = (*item[:3], int(item[3]), *item[4:])
-        reason = check_label(item)
+        reason = check_label(item, self.config.task)
         return (None, reason, item[2]) if reason is not None else (item, None, item[2])
 
     # -- upkeep and status -----------------------------------------------------------------

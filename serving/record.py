@@ -15,8 +15,10 @@ import pyarrow as pa
 
 from dataflows.items import EVENT
 from dataflows.kafka import PayloadTypes
-from lake.schemas import UTC_TS
+from lake.schemas import UTC_TS, task_schema
 from lake.table import TableWriter
+from lake.tasks import Task
+from monitoring.tasks import label_value
 from serving.config import ServeConfig
 
 
@@ -36,7 +38,9 @@ class Recorder:
         self.config = config
         self.types = types
         sid = config.server_id
-        self._writers = {t: TableWriter(config.lake, t, writer_id=f"{sid}/{t}", compact_every=100)
+        labels = task_schema("labels", config.task) if config.task != "binary" else None  # the task's label type
+        self._writers = {t: TableWriter(config.lake, t, writer_id=f"{sid}/{t}", compact_every=100,
+                                        schema=labels if t == "labels" else None)
                          for t in ("events", "labels")}
         self._pending: dict[str, list[tuple]] = {"events": [], "labels": []}
         self._since = 0.0
@@ -73,9 +77,10 @@ class Recorder:
     def _rows(self, table: str, items: list[tuple]):
         """A function building the table's rows (called on the writer thread, after filtering)."""
         if table == "labels":
+            task = self.config.task
             return lambda its: pa.table({
                 "event_id": pa.array([it[2] for it in its], pa.string()),
-                "label": pa.array([int(it[3]) for it in its], pa.int64()),
+                "label": pa.array([label_value(task, it[3]) for it in its], Task(task).label_type),
                 "label_time": pa.array([it[4] for it in its], UTC_TS),
             })
         order = list(self.types.order)  # the column order as of now (new fields are appended)
