@@ -2,6 +2,9 @@
 
     python -m flows.versioning --lake lakehouse [--tracking-uri URI] [--run-id R]
 
+Size: the plan, the versioning of one checkpoint (model, signature, tags, lineage) and the flow that
+runs them are one sequence, read together; MLflow helpers are in :mod:`flows.registry`.
+
 For each checkpoint MLflow does not have yet, it checks the bytes against their
 sha256 and their HMAC with the riverlake key (:mod:`lake.integrity`; tampered or
 unsigned checkpoints are refused, never unpickled or uploaded), then

@@ -1,5 +1,8 @@
 """The serving engine: decode a request, log it, predict or learn, answer, and feed the lake.
 
+Size: one request's path (decode, log, step, answer, record) and the restart that replays it read
+top to bottom; request bookkeeping and lake recording are in serving/requests.py and serving/record.py.
+
 The engine runs the dataflow's own predict/learn step (:class:`dataflows.learner.ShardLearner`)
 in the server process, one request at a time, so the model a request sees has learned
 every label accepted before it (learning *in process*; see the README's "Serving" section
