@@ -344,21 +344,31 @@ def load_verified(client: MlflowClient, name: str, *, version: str | None = None
         return mlflow.pyfunc.load_model(local)
 
 
+_NOISY_LOGGERS = ("mlflow.pyfunc", "mlflow.utils.environment", "mlflow.models.model", "mlflow.models.signature")
+
+
 @contextmanager
 def quiet_mlflow() -> Iterator[None]:
     """MLflow's notices that say nothing about a riverlake model: the advice to add type hints to ``predict``
     (the model checks its input itself: raw events, or feature columns no signature can list), pip and
-    cloudpickle version notes, and the artifact progress bars (one per checkpoint, dozens in a demo)."""
+    cloudpickle version notes, the input example's validation line, and the artifact progress bars (one per
+    checkpoint, dozens in a demo). They come as warnings and as log records of these loggers; errors still show."""
     import warnings
 
     before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
     try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
             warnings.filterwarnings("ignore", message=".*(type hint|cloudpickle|pip).*")
             yield
     finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
         if before is None:
             os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
         else:

@@ -368,3 +368,27 @@ def test_two_syncs_whose_schedules_meet_register_a_checkpoint_once(lake, store, 
     registered = _versions(client_for(store), name)  # fails on a checkpoint registered twice
     assert registered == {results[0]["checkpoint"]: results[0]["version"]}
     assert results[1]["version"] == results[0]["version"], "both report the one version kept"
+
+
+def test_versioning_keeps_mlflow_notices_that_say_nothing_out_of_the_output(lake, store):
+    """A demo versions dozens of checkpoints: MLflow's CloudPickle, pip-version and input-example notices, three
+    per version, are noise (the model checks its input itself); its errors would still show."""
+    import logging
+
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(f"{record.name}: {record.getMessage()}")
+
+    handler = Catch(level=logging.INFO)
+    loggers = [logging.getLogger(n) for n in ("mlflow.pyfunc", "mlflow.utils.environment")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        report = sync_lake(lake, store)
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    assert report["registered"]
+    assert not [m for m in seen if "CloudPickle" in m or "pip version" in m or "input example" in m], seen[:3]
