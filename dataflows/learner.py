@@ -50,7 +50,6 @@ from dataflows.perkey import PerKeyModel
 from dataflows.recent import RecentIds
 from dataflows.rows import CHALLENGER, CHAMPION, dead_letter_row, drift_event_row, metric_row
 from dataflows.validate import dead_letter
-from lake.arrow import features_array
 from lake.schemas import RUN_SUMMARIES
 from monitoring.error_drift import ErrorDriftDetector, make_detector
 from monitoring.prequential import TaskPrequential, WindowedPrequential
@@ -479,20 +478,39 @@ class ShardLearner:
         if lb_items:
             self.monitor.on_labels(lb_t, lb_y)
         monitored_drifts = tables.pop("drift_events", None)
+        # The rows stay Python lists until the lake sink commits them, many steps at once (rows.StepRows).
         if ev_items:
-            tables["predictions"] = rows.predictions(
-                run_id=run_id, shard=shard, models=[(s.name, s.role) for s in slots], threshold=threshold,
-                **rows.event_columns(ev_items), features=features_array(ev_x), scores=ev_scores, runs=ev_runs,
-                anomaly=anomaly)
+            tables["predictions"] = self.prediction_rows(
+                seq=[it[0] for it in ev_items], event_id=[it[2] for it in ev_items],
+                event_time=[it[3] for it in ev_items], key=[it[4] for it in ev_items], features=ev_x,
+                scores=ev_scores, runs=ev_runs, anomaly=anomaly)
         if lb_items:
-            tables["learn_log"] = rows.learn_log(
-                run_id=run_id, shard=shard, models=names, **rows.label_columns(lb_items, lb_t),
-                label=pa.array(lb_y, pa.bool_()).cast(pa.int64()), scores=lb_scores, first_order=first_order,
+            tables["learn_log"] = self.learn_rows(
+                seq=[it[0] for it in lb_items], event_id=[it[2] for it in lb_items], event_time=lb_t,
+                label_time=[it[4] for it in lb_items], label=lb_y, scores=lb_scores, first_order=first_order,
                 runs=lb_runs)
         rows.add_tables(tables, {"metrics": metrics, "checkpoints": checkpoints, "dead_letters": dead,
                                  "expired": expired, "drift_events": drifts, "drift_actions": actions},
                         monitored_drifts)
         return Output(shard, tables)
+
+    def prediction_rows(self, *, seq: rows.Column, event_id: rows.Column, event_time: rows.Column,
+                        key: rows.Column, features: rows.Column, scores: Any, runs: list[list[tuple[int, str]]],
+                        anomaly: np.ndarray | None) -> rows.StepRows:
+        """A step's ``predictions`` rows (:func:`dataflows.rows.predictions`) with this shard's run, models
+        and threshold; the item, columnar and tabular paths all hand theirs over here."""
+        return rows.predictions(run_id=self.config.run_id, shard=self.shard,
+                                models=[(s.name, s.role) for s in self.slots], threshold=self.config.threshold,
+                                seq=seq, event_id=event_id, event_time=event_time, key=key, features=features,
+                                scores=scores, runs=runs, anomaly=anomaly)
+
+    def learn_rows(self, *, seq: rows.Column, event_id: rows.Column, event_time: rows.Column,
+                   label_time: rows.Column, label: rows.Column, scores: Any, first_order: list[int],
+                   runs: list[list[tuple[int, str]]]) -> rows.StepRows:
+        """A step's ``learn_log`` rows (:func:`dataflows.rows.learn_log`) with this shard's run and models."""
+        return rows.learn_log(run_id=self.config.run_id, shard=self.shard, models=[s.name for s in self.slots],
+                              seq=seq, event_id=event_id, event_time=event_time, label_time=label_time, label=label,
+                              scores=scores, first_order=first_order, runs=runs)
 
     def _cold_scores(self, x: dict, key: Any, probas: list, fresh: list[bool], n_lab: int, n_pos: int) -> list[float]:
         """Every model's score of one event when some model has learned nothing: such a model serves the
