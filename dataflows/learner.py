@@ -191,6 +191,7 @@ class ShardLearner:
         state = self.__dict__.copy()
         state.pop("undo", None)  # rebuilt: a snapshot is taken between batches
         state.pop("_featurizer_memo", None)  # the last checkpoint's featurizer bytes: no state
+        state.pop("_checks", None)  # (rebuilt at the next step)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -311,7 +312,7 @@ class ShardLearner:
         learners = [s.estimator.learn_one for s in slots]
         names = [s.name for s in slots]
         undo = self.undo
-        checks = _weight_checks(slots)
+        checks = self._weight_checks()
         first_order = [s.n_learned + 1 for s in slots]
         # Model versions change only at checkpoints: keep them as (row, version) runs.
         ev_runs = [[(0, s.version)] for s in slots]
@@ -555,6 +556,17 @@ class ShardLearner:
         if row["warning"] is not None:
             print(f"warning: {row['warning']}", file=sys.stderr, flush=True)
         return Output(self.shard, tables)
+
+
+    def _weight_checks(self) -> list[tuple[int, Any]]:
+        """:func:`_weight_checks` of the slots, kept while their models stay the same objects (building one
+        reads a linear model's weights, a copy: too dear for every step of a few events)."""
+        models = [s.estimator for s in self.slots]
+        cached = self.__dict__.get("_checks")
+        if cached is None or len(cached[0]) != len(models) or any(
+                a is not b for a, b in zip(cached[0], models, strict=True)):
+            cached = self._checks = (models, _weight_checks(self.slots))
+        return cached[1]
 
 
 def _weight_checks(slots: list[_Slot]) -> list[tuple[int, Any]]:
