@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataflows.rows import StepRows
+
 EXPIRED_REASON = "label arrived after its event expired"
 """The dead-letter reason of a label whose event was no longer waited for (``label_ttl``)."""
 WARN_LABEL_SHARE = 0.01
@@ -51,7 +53,7 @@ class Discards:
     dead_letters: dict[str, int] = field(default_factory=dict)
     late_events: int = 0
 
-    def tally(self, tables: dict[str, pa.Table], *, n_models: int) -> None:
+    def tally(self, tables: dict[str, pa.Table | StepRows], *, n_models: int) -> None:
         """Count the rows of one learner step (each model writes its own predictions and learn steps)."""
         preds = tables.get("predictions")
         if preds is not None:
@@ -59,8 +61,11 @@ class Discards:
         learns = tables.get("learn_log")
         if learns is not None:
             n = learns.num_rows // n_models
-            label = learns.column("label")  # positives are counted in binary runs (other tasks' labels: none)
-            pos = (pc.sum(label).as_py() or 0) // n_models if pa.types.is_integer(label.type) else 0
+            if isinstance(learns, StepRows):  # (a binary step's rows, not yet Arrow: labels 0/1)
+                pos = sum(learns.pylist("label")) // n_models
+            else:  # positives are counted in binary runs (other tasks' labels: none)
+                label = learns.column("label")
+                pos = (pc.sum(label).as_py() or 0) // n_models if pa.types.is_integer(label.type) else 0
             self.labels_learned[0] += n - pos
             self.labels_learned[1] += pos
         dead = tables.get("dead_letters")

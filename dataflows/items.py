@@ -78,10 +78,11 @@ class Batch:
 
 @dataclass(slots=True)
 class Output:
-    """Rows one step produced for the lake, per table, as tuples in schema order."""
+    """Rows one step produced for the lake, per table: Arrow tables, or rows not yet Arrow that read like
+    one (:data:`dataflows.rows.Lazy`; their ``arrow()`` is the table)."""
 
     shard: int
-    tables: dict[str, list[tuple]]
+    tables: dict[str, Any]
 
 
 def _json_default(value: Any) -> Any:

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import confluent_kafka as ck
 import pyarrow as pa
-import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from dataflows import rows
 from dataflows.decode import decode_event, decode_label
 from dataflows.items import EVENT, Batch, Output, raw_json
 from dataflows.kafka_record import PartitionRecorder, lake_offset  # noqa: F401  (lake_offset: re-exported)
@@ -248,6 +248,32 @@ class KafkaSource(FixedPartitionedSource[Batch, _State]):
                                trace=StageTrace(self.trace) if self.trace else None, task=self.task)
 
 
+_SERVED = ("event_id", "event_time", "key", "model", "model_version", "score", "prediction")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _served(preds: pa.Table | rows.StepRows) -> list[dict[str, Any]]:
+    """The champion's rows of a step's ``predictions`` as the topic's messages (event time in ISO 8601)."""
+    cols = [*_SERVED, "role"]
+    if isinstance(preds, rows.StepRows):  # (a binary step's rows, read without building Arrow)
+        values = zip(*(preds.pylist(c) for c in cols), strict=True)
+        out = [dict(zip(cols, v, strict=True)) for v in values]
+    else:
+        cols += ["probabilities"] if "probabilities" in preds.column_names else []  # (multiclass)
+        out = preds.select(cols).to_pylist()
+    served = []
+    for row in out:
+        if row.pop("role") != "champion":
+            continue
+        t = row["event_time"]  # (microseconds where the step's rows are not Arrow yet)
+        t = t if isinstance(t, datetime) else _EPOCH + timedelta(microseconds=int(t))
+        row["event_time"] = t.astimezone(UTC).isoformat()
+        if "probabilities" in row:  # a map column reads as (class, probability) pairs
+            row["probabilities"] = dict(row["probabilities"])
+        served.append(row)
+    return served
+
+
 class DeliveryError(RuntimeError):
     """Predictions the brokers did not acknowledge; the dataflow stops before its next snapshot."""
 
@@ -277,16 +303,10 @@ class _PredictionsPartition(StatelessSinkPartition[Output]):
             if preds is None:
                 continue
             if self._trace is not None and preds.num_rows:
-                span = (pc.min(preds.column("seq")).as_py(), pc.max(preds.column("seq")).as_py())
+                seqs = rows.pylist(preds, "seq")
+                span = (min(seqs), max(seqs))
                 self._trace.mark("scored", out.shard, *span)
-            cols = ["event_id", "event_time", "key", "model", "model_version", "score", "prediction", "role"]
-            cols += ["probabilities"] if "probabilities" in preds.column_names else []  # (multiclass)
-            for row in preds.select(cols).to_pylist():
-                if row.pop("role") != "champion":
-                    continue
-                row["event_time"] = row["event_time"].astimezone(UTC).isoformat()
-                if "probabilities" in row:  # a map column reads as (class, probability) pairs
-                    row["probabilities"] = dict(row["probabilities"])
+            for row in _served(preds):
                 key, value = row["key"].encode(), json.dumps(row).encode()
                 try:
                     produce(self._topic, key=key, value=value, on_delivery=self._delivered)

@@ -50,7 +50,6 @@ from dataflows.perkey import PerKeyModel
 from dataflows.recent import RecentIds
 from dataflows.rows import CHALLENGER, CHAMPION, dead_letter_row, drift_event_row, metric_row
 from dataflows.validate import dead_letter
-from lake.arrow import features_array
 from lake.schemas import RUN_SUMMARIES
 from monitoring.error_drift import ErrorDriftDetector, make_detector
 from monitoring.prequential import TaskPrequential, WindowedPrequential
@@ -192,6 +191,7 @@ class ShardLearner:
         state = self.__dict__.copy()
         state.pop("undo", None)  # rebuilt: a snapshot is taken between batches
         state.pop("_featurizer_memo", None)  # the last checkpoint's featurizer bytes: no state
+        state.pop("_checks", None)  # (rebuilt at the next step)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -312,7 +312,7 @@ class ShardLearner:
         learners = [s.estimator.learn_one for s in slots]
         names = [s.name for s in slots]
         undo = self.undo
-        checks = _weight_checks(slots)
+        checks = self._weight_checks()
         first_order = [s.n_learned + 1 for s in slots]
         # Model versions change only at checkpoints: keep them as (row, version) runs.
         ev_runs = [[(0, s.version)] for s in slots]
@@ -479,20 +479,39 @@ class ShardLearner:
         if lb_items:
             self.monitor.on_labels(lb_t, lb_y)
         monitored_drifts = tables.pop("drift_events", None)
+        # The rows stay Python lists until the lake sink commits them, many steps at once (rows.StepRows).
         if ev_items:
-            tables["predictions"] = rows.predictions(
-                run_id=run_id, shard=shard, models=[(s.name, s.role) for s in slots], threshold=threshold,
-                **rows.event_columns(ev_items), features=features_array(ev_x), scores=ev_scores, runs=ev_runs,
-                anomaly=anomaly)
+            tables["predictions"] = self.prediction_rows(
+                seq=[it[0] for it in ev_items], event_id=[it[2] for it in ev_items],
+                event_time=[it[3] for it in ev_items], key=[it[4] for it in ev_items], features=ev_x,
+                scores=ev_scores, runs=ev_runs, anomaly=anomaly)
         if lb_items:
-            tables["learn_log"] = rows.learn_log(
-                run_id=run_id, shard=shard, models=names, **rows.label_columns(lb_items, lb_t),
-                label=pa.array(lb_y, pa.bool_()).cast(pa.int64()), scores=lb_scores, first_order=first_order,
+            tables["learn_log"] = self.learn_rows(
+                seq=[it[0] for it in lb_items], event_id=[it[2] for it in lb_items], event_time=lb_t,
+                label_time=[it[4] for it in lb_items], label=lb_y, scores=lb_scores, first_order=first_order,
                 runs=lb_runs)
         rows.add_tables(tables, {"metrics": metrics, "checkpoints": checkpoints, "dead_letters": dead,
                                  "expired": expired, "drift_events": drifts, "drift_actions": actions},
                         monitored_drifts)
         return Output(shard, tables)
+
+    def prediction_rows(self, *, seq: rows.Column, event_id: rows.Column, event_time: rows.Column,
+                        key: rows.Column, features: rows.Column, scores: Any, runs: list[list[tuple[int, str]]],
+                        anomaly: np.ndarray | None) -> rows.StepRows:
+        """A step's ``predictions`` rows (:func:`dataflows.rows.predictions`) with this shard's run, models
+        and threshold; the item, columnar and tabular paths all hand theirs over here."""
+        return rows.predictions(run_id=self.config.run_id, shard=self.shard,
+                                models=[(s.name, s.role) for s in self.slots], threshold=self.config.threshold,
+                                seq=seq, event_id=event_id, event_time=event_time, key=key, features=features,
+                                scores=scores, runs=runs, anomaly=anomaly)
+
+    def learn_rows(self, *, seq: rows.Column, event_id: rows.Column, event_time: rows.Column,
+                   label_time: rows.Column, label: rows.Column, scores: Any, first_order: list[int],
+                   runs: list[list[tuple[int, str]]]) -> rows.StepRows:
+        """A step's ``learn_log`` rows (:func:`dataflows.rows.learn_log`) with this shard's run and models."""
+        return rows.learn_log(run_id=self.config.run_id, shard=self.shard, models=[s.name for s in self.slots],
+                              seq=seq, event_id=event_id, event_time=event_time, label_time=label_time, label=label,
+                              scores=scores, first_order=first_order, runs=runs)
 
     def _cold_scores(self, x: dict, key: Any, probas: list, fresh: list[bool], n_lab: int, n_pos: int) -> list[float]:
         """Every model's score of one event when some model has learned nothing: such a model serves the
@@ -537,6 +556,17 @@ class ShardLearner:
         if row["warning"] is not None:
             print(f"warning: {row['warning']}", file=sys.stderr, flush=True)
         return Output(self.shard, tables)
+
+
+    def _weight_checks(self) -> list[tuple[int, Any]]:
+        """:func:`_weight_checks` of the slots, kept while their models stay the same objects (building one
+        reads a linear model's weights, a copy: too dear for every step of a few events)."""
+        models = [s.estimator for s in self.slots]
+        cached = self.__dict__.get("_checks")
+        if cached is None or len(cached[0]) != len(models) or any(
+                a is not b for a, b in zip(cached[0], models, strict=True)):
+            cached = self._checks = (models, _weight_checks(self.slots))
+        return cached[1]
 
 
 def _weight_checks(slots: list[_Slot]) -> list[tuple[int, Any]]:

@@ -224,15 +224,14 @@ class TabularColumns:
             features = pa.MapArray.from_arrays(pa.array(result.offsets.astype(np.int32)),
                                                step.names().take(pa.array(result.ids)), pa.array(result.values),
                                                type=FEATURES)
-            tables["predictions"] = rows.predictions(
-                run_id=run_id, shard=shard, models=[(s.name, s.role) for s in slots], threshold=threshold,
+            tables["predictions"] = learner.prediction_rows(
                 seq=pa.array(ev_seqs, pa.int64()), event_id=ev.get_column("event_id").to_arrow().cast(pa.string()),
                 event_time=pa.array(ev_t, pa.int64()).cast(UTC_TS),
                 key=ev.get_column("key").to_arrow().cast(pa.string()), features=features, scores=scores,
                 runs=ev_runs, anomaly=anomaly)
         if n_acc:
-            tables["learn_log"] = rows.learn_log(
-                run_id=run_id, shard=shard, models=[s.name for s in slots], seq=pa.array(seqs_lb, pa.int64()),
+            tables["learn_log"] = learner.learn_rows(
+                seq=pa.array(seqs_lb, pa.int64()),
                 event_id=pa.array(acc_ids, pa.string()), event_time=pa.array(lb_t, pa.int64()).cast(UTC_TS),
                 label_time=pa.array(label_times, pa.int64()).cast(UTC_TS), label=pa.array(lb_y.astype(np.int64)),
                 scores=lb_scores, first_order=first_order, runs=lb_runs)

@@ -18,6 +18,9 @@ after a restart, rows whose ``seq`` was already committed are dropped, so the
 lake holds every row exactly once. A second process writing with the same run id
 is fenced: the first of the two whose commit finds the position moved under it
 logs :class:`~lake.errors.WriterFencedError` and stops, the other goes on.
+A step's ``predictions`` and ``learn_log`` (and window statistics) come as rows not yet Arrow
+(:class:`dataflows.rows.StepRows`, :class:`lake.arrow.PendingRows`): the buffer builds them,
+every :data:`BUILD_PARTS` steps, into one table, equal to the steps' tables concatenated.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from dataflows import rows
 from dataflows.items import Output
 from dataflows.priority import lower_writer_priority
 from lake.errors import WriterFencedError
@@ -49,14 +52,41 @@ URGENT_TABLES = frozenset({"window_stats", "drift_events", "drift_actions"})
 monitoring answers, a few rows at a time, wanted within a second."""
 
 
+BUILD_PARTS = 64
+BUILD_ROWS = 4_096
+"""A buffer's latest steps that are not Arrow yet (:class:`dataflows.rows.StepRows`, ...) are built
+into one table once there are this many of them or they hold this many rows: one build for many
+steps, and no commit or snapshot waits for a large one."""
+
+
 class _Buffer:
-    __slots__ = ("parts", "rows", "since", "max_seq")
+    __slots__ = ("parts", "rows", "since", "max_seq", "lazy", "lazy_rows")
 
     def __init__(self) -> None:
-        self.parts: list[pa.Table] = []
+        self.parts: list[pa.Table | rows.Lazy] = []
         self.rows = 0
         self.since = 0.0
         self.max_seq = -1
+        self.lazy = 0  # the last parts not yet Arrow, and their rows
+        self.lazy_rows = 0
+
+    def add(self, data: pa.Table | rows.Lazy) -> None:
+        self.parts.append(data)
+        self.rows += data.num_rows
+        if isinstance(data, pa.Table):
+            self.lazy = self.lazy_rows = 0
+            return
+        self.lazy += 1
+        self.lazy_rows += data.num_rows
+        if self.lazy >= BUILD_PARTS or self.lazy_rows >= BUILD_ROWS:
+            self.parts[-self.lazy:] = [rows.concat(self.parts[-self.lazy:])]
+            self.lazy = self.lazy_rows = 0
+
+    def take(self) -> pa.Table:
+        """Every buffered row as one table; the buffer is left empty."""
+        data = rows.concat(self.parts)
+        self.parts, self.rows, self.lazy, self.lazy_rows = [], 0, 0, 0
+        return data
 
 
 def _result(future: Future[int]) -> int:
@@ -132,9 +162,8 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
                     buf = self._buffers[(table, out.shard)] = _Buffer()
                 if not buf.parts:
                     buf.since = now
-                buf.parts.append(data)
-                buf.rows += data.num_rows
-                top = pc.max(data.column("seq")).as_py()
+                buf.add(data)
+                top = rows.max_seq(data)
                 if top > buf.max_seq:
                     buf.max_seq = top
         for key, buf in self._buffers.items():
@@ -163,8 +192,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
     def _flush(self, key: tuple[str, int], buf: _Buffer) -> None:
         table, shard = key
         writer = self._writer(key)
-        data = buf.parts[0] if len(buf.parts) == 1 else pa.concat_tables(buf.parts)
-        buf.parts, buf.rows = [], 0
+        data = buf.take()
         urgent = table in self.urgent_tables
         while not urgent and len(self._in_flight) >= self.max_in_flight:
             _result(self._in_flight.popleft()[0])
@@ -195,8 +223,8 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
                    if not future.done() or future.exception() is not None]
         for (table, shard), buf in self._buffers.items():
             if buf.parts:
-                data = buf.parts[0] if len(buf.parts) == 1 else pa.concat_tables(buf.parts)
-                buf.parts = [data]
+                data = rows.concat(buf.parts)
+                buf.parts, buf.lazy, buf.lazy_rows = [data], 0, 0
                 pending.append((table, shard, _ipc(data), buf.max_seq))
         return pending or None
 

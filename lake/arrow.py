@@ -35,3 +35,59 @@ def rows_to_arrow(table: str, rows: list[tuple]) -> pa.Table:
         else:
             arrays.append(pa.array(col, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+class PendingRows:
+    """Rows of ``table`` (tuples in schema order) kept as tuples until they are asked for as Arrow.
+
+    A step that closes a few rows at a time hands them over like this; a writer that collects
+    many builds them together (:meth:`build_many`, one :func:`rows_to_arrow` for all). ``num_rows``
+    and ``max_seq`` are known at once; any other attribute is the built table's.
+    """
+
+    __slots__ = ("table", "rows", "num_rows", "max_seq", "_arrow")
+
+    def __init__(self, table: str, rows: list[tuple]) -> None:
+        self.table = table
+        self.rows = rows
+        self.num_rows = len(rows)
+        at = schema_of(table).get_field_index("seq")
+        self.max_seq = max(r[at] for r in rows) if rows and at >= 0 else -1
+        self._arrow: pa.Table | None = None
+
+    def arrow(self) -> pa.Table:
+        """The rows as an Arrow table (built on first use)."""
+        if self._arrow is None:
+            self._arrow = rows_to_arrow(self.table, self.rows)
+        return self._arrow
+
+    @property
+    def built(self) -> bool:
+        """Whether :meth:`arrow` has built the table already."""
+        return self._arrow is not None
+
+    @staticmethod
+    def build_many(parts: list[PendingRows]) -> pa.Table:
+        """One table of ``parts`` (of one table) in order."""
+        return rows_to_arrow(parts[0].table, list(chain.from_iterable(p.rows for p in parts)))
+
+    def pylist(self, name: str) -> list:
+        at = schema_of(self.table).get_field_index(name)
+        return [r[at] for r in self.rows] if at >= 0 else self.arrow().column(name).to_pylist()
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("_"):  # (pickle and copy ask before the slots are set)
+            raise AttributeError(name)
+        return getattr(self.arrow(), name)
+
+    def __getstate__(self) -> tuple:
+        return self.table, self.rows
+
+    def __setstate__(self, state: tuple) -> None:
+        self.__init__(*state)
+
+    def __repr__(self) -> str:
+        return f"PendingRows({self.table!r}, rows={self.num_rows})"

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.columns import feature_matrix, numeric_keys
+from monitoring.columns import DenseFeatures, feature_matrix, numeric_keys
 from monitoring.detectors import is_finite_number, is_int, parse_spec
 from monitoring.monitor import Alarm
 
@@ -59,8 +59,16 @@ class _Scorer:
 
     def _discover(self, xs: Sequence[Mapping[str, Any]]) -> None:
         if not self.fixed and len(self.names) < self.capacity:
-            fresh = [k for k in numeric_keys(xs, set(self.names)) if "=" not in k]
-            self.names.extend(fresh[: self.capacity - len(self.names)])
+            # The keys chosen and the one-hot keys ("name=value", never chosen) are not looked at again: a
+            # batch that brings no other key costs a subset test per event (a live step of a few events).
+            known = self.__dict__.setdefault("_known", set(self.names))
+            if not isinstance(xs, DenseFeatures) and all(x.keys() <= known for x in xs):
+                return
+            fresh = numeric_keys(xs, known)
+            known.update(k for k in fresh if "=" in k)
+            fresh = [k for k in fresh if "=" not in k][: self.capacity - len(self.names)]
+            self.names.extend(fresh)
+            known.update(fresh)
 
     def score_one(self, x: Mapping[str, Any]) -> float:
         return float(self.score_many([x])[0])

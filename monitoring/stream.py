@@ -37,7 +37,7 @@ import pyarrow as pa
 from lake.durations import parse_optional_us
 from monitoring.anomaly import make_scorer
 from monitoring.monitor import LABEL_SIGNALS, DriftMonitor, drift_events_table, parse_watch
-from monitoring.windows import WindowStats, late_events_table, window_stats_table
+from monitoring.windows import WindowStats, late_events_table, window_stats_rows, window_stats_table
 
 ACTIONS = ("none", "reset", "retrain")
 """What the dataflow may do when a model's error detector alarms: nothing, replace the model
@@ -147,7 +147,7 @@ class StreamMonitor:
         if self.windows is not None:
             up = self.windows.update_many(times, xs, event_ids=event_ids)
             if up.closed:
-                tables["window_stats"] = window_stats_table(
+                tables["window_stats"] = window_stats_rows(  # (Arrow when the lake writer commits them)
                     up.closed, run_id=run_id, shard=shard,
                     seq=[seqs[c.position] if c.position >= 0 else seqs[-1] for c in up.closed])
             if up.late:

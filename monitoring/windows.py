@@ -29,12 +29,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from monitoring.columns import DenseFeatures, feature_matrix, is_number
+
+if TYPE_CHECKING:
+    from lake.arrow import PendingRows
 
 _NEVER = -(2**62)
 _MAX_SEEN = 1 << 19  # keys remembered by WindowStats._discover before it starts afresh
@@ -353,14 +356,21 @@ def window_stats_table(closed: Sequence[Closed | dict[str, Any]], *, run_id: str
     >>> window_stats_table(ws.flush(), run_id="r").column("std").to_pylist()
     [[('x', 0.7071067811865476)]]
     """
-    from lake.arrow import rows_to_arrow
+    return window_stats_rows(closed, run_id=run_id, shard=shard, seq=seq, closed_at=closed_at).arrow()
+
+
+def window_stats_rows(closed: Sequence[Closed | dict[str, Any]], *, run_id: str, shard: int = 0,
+                      seq: int | Sequence[int] = 0, closed_at: datetime | None = None) -> PendingRows:
+    """:func:`window_stats_table`'s rows, built into Arrow when asked (a lake writer builds many steps'
+    together)."""
+    from lake.arrow import PendingRows
 
     rows = [c.row if isinstance(c, Closed) else c for c in closed]
     seqs = [seq] * len(rows) if isinstance(seq, int) else list(seq)
     if len(seqs) != len(rows):
         raise ValueError(f"seq must be one int or one per row ({len(rows)}), got {len(seqs)}")
     at = closed_at or datetime.now(UTC)
-    return rows_to_arrow("window_stats", [
+    return PendingRows("window_stats", [
         (run_id, shard, s, r["window_start"], r["window_end"], r["n"], r["n_late"], r["n_labels"], r["n_positive"],
          r["label_rate"], r["n_late_labels"], r["watermark"], r["count"], r["mean"], r["std"], r["min"], r["max"], at)
         for s, r in zip(seqs, rows, strict=True)

@@ -44,6 +44,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataflows import rows
 from dataflows.decode import decode_event, decode_label
 from dataflows.items import EVENT, Batch, Output, raw_json
 from dataflows.kafka import PayloadTypes
@@ -226,7 +227,7 @@ class Engine:
             self.sink.write_batch(outputs)
         # Labels go to the lake once learned (the refused ones are dead letters, with the reason).
         learned = out.tables.get("learn_log")
-        ids = set() if learned is None else set(learned.column("event_id").to_pylist())
+        ids = set() if learned is None else set(rows.pylist(learned, "event_id"))
         if record:
             self.recorder.add([it for it in items if it[1] == EVENT or it[2] in ids])
         self._remember(out)
@@ -236,17 +237,23 @@ class Engine:
         preds = out.tables.get("predictions")
         if preds is None:
             return
-        if len(self.learner.slots) > 1:
-            preds = preds.filter(pc.equal(preds.column("role"), CHAMPION))
+        if isinstance(preds, rows.StepRows):  # (a binary step's rows, read without building Arrow)
+            champ = [role == CHAMPION for role in preds.pylist("role")]
+            columns = [[v for v, c in zip(preds.pylist(name), champ, strict=True) if c]
+                       for name in ("event_id", "model_version", "score", "prediction")]
+            columns.append([None] * len(columns[0]))
+        else:
+            if len(self.learner.slots) > 1:
+                preds = preds.filter(pc.equal(preds.column("role"), CHAMPION))
+            columns = [preds.column(c).to_pylist() for c in ("event_id", "model_version", "score", "prediction")]
+            columns.append(preds.column("probabilities").to_pylist() if "probabilities" in preds.column_names
+                           else [None] * preds.num_rows)  # multiclass: every class's probability
         answers, versions = self.answers, self._versions
         model = self.champion
-        probabilities = (preds.column("probabilities").to_pylist() if "probabilities" in preds.column_names
-                         else [None] * preds.num_rows)  # multiclass: every class's probability
-        for eid, version, score, prediction, proba in zip(*(preds.column(c).to_pylist() for c in (
-                "event_id", "model_version", "score", "prediction")), probabilities, strict=True):
+        for eid, version, score, prediction, proba in zip(*columns, strict=True):
             answers.add(eid, (model, versions.setdefault(version, version), score, prediction,
                               None if proba is None else dict(proba)))
-        self.events_served += preds.num_rows
+        self.events_served += len(columns[0])
 
     def _log_and_step(self, items: list[tuple], dead: list[tuple]) -> Output:
         seq = self.next_seq
@@ -356,7 +363,7 @@ class Engine:
         learned: set[int] = set()
         refused: dict[int, str] = {}
         if out is not None and "learn_log" in out.tables:
-            learned = set(out.tables["learn_log"].column("seq").to_pylist())
+            learned = set(rows.pylist(out.tables["learn_log"], "seq"))
         if out is not None and "dead_letters" in out.tables:
             d = out.tables["dead_letters"].select(["seq", "reason"]).to_pydict()
             refused = dict(zip(d["seq"], d["reason"], strict=True))

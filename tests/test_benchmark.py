@@ -100,7 +100,7 @@ def test_features_are_those_the_dataflow_computes(synthetic_lake):
     plan = ReplayPlan(synthetic_lake, pin=pin)
     learner = ShardLearner(RunConfig(run_id="t", label_ttl_us=None, drift_detectors=()), shard=0)
     out = learner.process(plan.batch(0, len(plan)))
-    preds = pl.from_arrow(out.tables["predictions"])
+    preds = pl.from_arrow(out.tables["predictions"].arrow())
     assert preds["event_id"].to_list() == stream.event_ids
     for e in (0, 1, 777, 2_999):
         assert dict(preds["features"][e]) == stream.row(e)

@@ -66,7 +66,7 @@ def test_anomaly_scores_sit_beside_predictions_and_outliers_are_recorded():
     items = _events(0, 0, 300)
     items.append((300, EVENT, "odd", 300 * S, "k", {"x": 1_000.0}))
     out = learner.process(validate_batch(Batch(0, items)))
-    preds = pl.from_arrow(out.tables["predictions"])
+    preds = pl.from_arrow(out.tables["predictions"].arrow())
     per_model = preds.group_by("model").agg(pl.col("anomaly_score").null_count().alias("warming"))
     assert sorted(per_model.rows()) == [("linear", 50), ("tree", 50)]  # the first block has no reference yet
     odd = preds.filter(pl.col("event_id") == "odd")["anomaly_score"].to_list()
