@@ -328,7 +328,13 @@ class WindowStats:
         count, mean, std, lo, hi = {}, {}, {}, {}, {}
         # Python floats, read once per array (the same doubles; sqrt is exact-rounded in both libraries).
         cnts, means, m2s, los, his = (a[:d].tolist() for a in (win.cnt, win.mean, win.m2, win.lo, win.hi))
-        for name, c, mu, m2, a, b in zip(self.names, cnts, means, m2s, los, his, strict=True):
+        names = self.names
+        if d and min(cnts) >= 2:  # (every feature seen twice or more: the dicts in one go each)
+            count, mean, lo, hi = (dict(zip(names, v, strict=True)) for v in (cnts, means, los, his))
+            std = dict(zip(names, [math.sqrt(max(m2, 0.0) / (c - 1)) for m2, c in zip(m2s, cnts, strict=True)],
+                           strict=True))
+            cnts = ()
+        for name, c, mu, m2, a, b in zip(names, cnts, means, m2s, los, his, strict=False):
             if c <= 0:
                 continue
             count[name] = c
