@@ -41,6 +41,7 @@ order, read together (the models' states are in :mod:`dataflows.tabular_linear` 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -369,6 +370,23 @@ class TabularStep:
         fs = [self.space.id(name) for name in x]
         self.pending[event_id] = self.arena.add_row(fs, list(x.values()), event_time_us, key, list(scores))
 
+    def _undo(self, keys: list[str], states: list, totals: tuple[int, int], base: int, top: int,
+              model_states: list, used: bool) -> None:
+        """Put back what a batch changed before its models ran: the featurizer's histories of ``keys``
+        (``states``, as :meth:`~dataflows.features.KeyedFeaturizer.key_states` gave them; the featurizer
+        replaces, never edits, those lists) and label totals, the arena's rows from slot ``base`` and
+        pool entry ``top`` on, the models' states."""
+        f = self.featurizer
+        if f.key_features:
+            f.forget_keys([k for k, st in zip(keys, states, strict=True) if st is None])
+            known = [(k, st) for k, st in zip(keys, states, strict=True) if st is not None]
+            f.set_key_states([k for k, _ in known], [st for _, st in known])
+        f.set_label_totals(*totals)
+        arena = self.arena
+        arena.n, arena.top = base, top
+        del arena.keys[base:]
+        self.states, self._used = model_states, used
+
     # -- the batch ------------------------------------------------------------------------
     def layout(self, dtypes: dict[str, Any]) -> TabularLayout | None:
         sig = tuple((c, str(t)) for c, t in dtypes.items())
@@ -440,7 +458,8 @@ class TabularStep:
         new_keys = sum(s is None for s in states)
         if f.key_features and new_keys and f.n_keys + new_keys > f.max_keys:
             return None  # the featurizer would forget keys mid-batch: the item path knows when
-        # -- from here on, state changes ------------------------------------------------------
+        # -- from here on, state changes (undone where a model goes non-finite: see _undo) ----------
+        undo = (uniq, states, f.label_totals, base, arena.top, [copy.deepcopy(st) for st in self.states], self._used)
         self._used = self._used or kinds.size > 0
         for j in dead:
             kinds[lb_items[j]] = SKIP
@@ -499,26 +518,35 @@ class TabularStep:
             state.ensure(len(self.space))
             state.begin(n_ev)
         seg_a = 0
+        at_cuts = []  # (cut, item after it, every model's state there): checkpointed once the batch is known good
         for cut in [*cuts, None]:
             seg_b = kinds.size if cut is None else int(lb_items[acc[cut - 1]]) + 1
             for m, state in enumerate(self.states):
                 state.run(kinds, seg_a, seg_b, ev_pos, lb_pos, ev_slot, lb_slot_a, lb_y, arena, self.space.is_num,
                           buf, scores[m])
             if cut is not None:
-                self.sync_models()
-                if back_to is not None:
-                    state = back_to.at(item_steps(kinds[:seg_b], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
-                                       new_in_order if f.key_features else
-                                       item_steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
-                    on_checkpoint(cut, int(acc[cut - 1]), state)
-                elif on_checkpoint is not None:
-                    on_checkpoint(cut, int(acc[cut - 1]))
+                at_cuts.append((cut, seg_b, [copy.deepcopy(st) for st in self.states]))
             seg_a = seg_b
         for m, state in enumerate(self.states):
             state.finish(scores[m])
         for m, prior in enumerate(fresh_prior or ()):
             if prior is not None:  # a model that had learned nothing served the prior until its first label
                 scores[m, : int(np.searchsorted(ev_items, lb_items[acc[0]])) if acc.size else n_ev] = prior
+        if not (np.isfinite(scores).all() and all(st.finite() for st in self.states)):
+            self._undo(*undo)
+            return None  # the item path dead-letters what poisons a model (dataflows.guard), step by step
+        final = self.states
+        for cut, seg_b, states_there in at_cuts:
+            self.states = states_there
+            self.sync_models()
+            if back_to is not None:
+                at = back_to.at(item_steps(kinds[:seg_b], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
+                                new_in_order if f.key_features else
+                                item_steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
+                on_checkpoint(cut, int(acc[cut - 1]), at)
+            elif on_checkpoint is not None:
+                on_checkpoint(cut, int(acc[cut - 1]))
+        self.states = final
         arena.scores[base: base + n_ev] = scores.T
         # Bookkeeping: the batch's events wait, the labelled ones leave.
         pending.update(zip(ev_ids, range(base, base + n_ev), strict=True))
