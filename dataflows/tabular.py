@@ -59,7 +59,7 @@ from dataflows.tabular_linear import LinearState, supports
 from dataflows.tabular_nb import NBState, supports_nb
 
 __all__ = ["FeatureSpace", "LinearState", "NBState", "TabularLayout", "TabularResult", "TabularStep", "available",
-           "model_state", "supports"]
+           "model_state", "supports", "warm_up"]
 
 EVENT, LABEL, SKIP = 0, 1, 2
 TIME_FEATURES = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
@@ -75,6 +75,22 @@ def available() -> bool:
     except Exception:  # noqa: BLE001 - any failure to load means: no tabular step
         return False
     return True
+
+
+def warm_up() -> None:
+    """Compile the step's loops into numba's cache (``__pycache__`` beside their sources) on a tiny batch of
+    each model: a fresh checkout's first replay loads them (~0.5 s) instead of compiling them (~3 s)."""
+    import polars as pl
+
+    from dataflows.features import KeyedFeaturizer
+    from dataflows.models import get_spec
+
+    step = TabularStep(KeyedFeaturizer(), [get_spec(name).build(seed=0) for name in ("linear", "naive-bayes")])
+    events = pl.DataFrame({"event_id": ["a", "b", "c"], "event_time": [0, 60_000_000, 120_000_000],
+                           "key": ["k", "k", "j"], "amount": [3.5, None, 1.0], "shop": ["x", "y", "x"]})
+    step.process(kinds=np.array([0, 1, 0, 1, 0], np.int8), events=events,  # (both classes: every loop runs)
+                 labels=pl.DataFrame({"event_id": ["a", "b"], "label": [1, 0]}))
+    step.arena.compact(step.pending)
 
 
 class FeatureSpace:
