@@ -42,7 +42,6 @@ order, read together (the models' states are in :mod:`dataflows.tabular_linear` 
 from __future__ import annotations
 
 import copy
-import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -488,8 +487,9 @@ class TabularStep:
         lb_kid = np.fromiter(map(kid.__getitem__, lb_keys), np.int64, len(lb_keys))
         k_present = np.array([s is not None for s in states], np.bool_)
         rows = [(0, 0, 0, 0, None) if s is None else s for s in states]
-        k_n, k_last, k_nlab, k_npos = (np.array([r[c] for r in rows], np.int64) for c in range(4))
-        k_rec = np.array([math.nan if r[4] is None else r[4] for r in rows], np.float64)
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 5  # (key by key -> column by column, at C level)
+        k_n, k_last, k_nlab, k_npos = (np.array(columns[c], np.int64) for c in range(4))
+        k_rec = np.array(columns[4], np.float64)  # (None reads NaN)
         k_hasrec = ~np.isnan(k_rec)
         k_rec[~k_hasrec] = 0.0
         k_first = np.full(nk, -1, np.int64)
