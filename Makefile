@@ -29,6 +29,7 @@ test-fast: install
 	$(PY) -m pytest -m "not slow and not cluster"
 
 bench: install
+	$(PY) -c "from dataflows.tabular import warm_up; warm_up()"  # numba's cache of the compiled loops
 	$(PY) -m dataflows.bench --scenario numeric --events 100000
 	$(PY) -m dataflows.bench --scenario categorical --events 100000
 

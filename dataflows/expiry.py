@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from itertools import islice, repeat
 from typing import Any
 
 from dataflows.rows import row
@@ -30,9 +31,16 @@ class LabelExpiry:
         clock = self.clock_us
         cutoff = clock - ttl_us
         rows = []
-        while arrivals and arrivals[0][0] < cutoff:
-            _, event_id = arrivals.popleft()
-            entry = pending.pop(event_id, None)
+        n = 0  # the arrivals older than the cutoff, from the front (in arrival order)
+        for t, _ in arrivals:
+            if t >= cutoff:
+                break
+            n += 1
+        ids = [event_id for _, event_id in islice(arrivals, n)]
+        popleft = arrivals.popleft
+        for _ in range(n):
+            popleft()
+        for event_id, entry in zip(ids, map(pending.pop, ids, repeat(None)), strict=True):
             if entry is None:  # labelled meanwhile
                 continue
             t, key = time_and_key(entry) if type(entry) is int else (entry[1], entry[2])

@@ -129,18 +129,12 @@ class ReplayPlan:
                 schema={"event_id": pl.String, "label": pl.Int64, "label_time": pl.Int64,
                         "key": pl.String, ei: pl.UInt32}
             )
-        plan = pl.concat(
-            [
-                events.select(pl.col("event_time").alias("t"), pl.lit(EVENT, pl.Int8).alias("kind")),
-                labels.select(pl.col("label_time").alias("t"), pl.lit(LABEL, pl.Int8).alias("kind")),
-            ]
-        )
-        # Sort is stable, and within each kind rows are already in order.
-        self._kinds = plan.sort(["t", "kind"], maintain_order=True).get_column("kind").to_list()
+        self._kinds = _merge_kinds(events.get_column("event_time"), labels.get_column("label_time"))
         self.payload_columns = [c for c in events.columns if c not in FIXED_EVENT_COLUMNS and c != ei]
         self._events = events
         self._labels = labels
         self._float_columns = [c for c in self.payload_columns if events.schema[c].is_float()]
+        self._floats_f64 = all(events.schema[c] == pl.Float64 for c in self._float_columns)
         # Prefix counts let a batch find its contiguous slices of events and labels.
         self._cursor = (0, 0, 0)  # (seq, events consumed, labels consumed)
 
@@ -166,8 +160,7 @@ class ReplayPlan:
         s, e, lab = self._cursor
         if seq < s:
             s, e, lab = 0, 0, 0
-        kinds = self._kinds
-        n_lab = sum(kinds[s:seq])
+        n_lab = int(self._kinds[s:seq].sum())
         return e + (seq - s) - n_lab, lab + n_lab
 
     def batch(self, start: int, stop: int) -> Batch:
@@ -175,21 +168,28 @@ class ReplayPlan:
         stop = min(stop, len(self._kinds))
         e0, l0 = self._seek(start)
         kinds = self._kinds[start:stop]
-        n_lab = sum(kinds)
-        n_ev = len(kinds) - n_lab
+        n_lab = int(kinds.sum())
+        n_ev = kinds.size - n_lab
         ev = self._events.slice(e0, n_ev)
         lb = self._labels.slice(l0, n_lab)
         self._cursor = (stop, e0 + n_ev, l0 + n_lab)
-        cols = ReplayColumns(start, np.array(kinds, np.int8), ev, lb, self.payload_columns)
+        cols = ReplayColumns(start, kinds.copy(), ev, lb, self.payload_columns)
         # Typed columns vouch for every value but infinities and floats too large for the models
         # (and labels' values and times, checked here as columns): only the items failing a check
         # are checked one by one.
         suspects: set[int] = set()
         if self._float_columns and n_ev:
-            floats = lake_names.cols(self._float_columns)
-            mask = ev.select(pl.any_horizontal((floats.abs() > MAX_ABS_FEATURE) & floats.is_not_nan())).to_series()
-            if mask.any():
-                suspects.update((cols.event_items[mask.arg_true().to_numpy()] + start).tolist())
+            if self._floats_f64:  # as arrays: no query per batch
+                with np.errstate(invalid="ignore"):  # (nulls and NaN read NaN: never too large)
+                    big = np.column_stack([np.abs(ev.get_column(c).to_numpy()) > MAX_ABS_FEATURE
+                                           for c in self._float_columns]).any(axis=1)
+                at = np.flatnonzero(big)
+            else:
+                floats = lake_names.cols(self._float_columns)
+                at = ev.select(pl.any_horizontal((floats.abs() > MAX_ABS_FEATURE) & floats.is_not_nan())
+                               ).to_series().arg_true().to_numpy()
+            if at.size:
+                suspects.update((cols.event_items[at] + start).tolist())
         if n_lab:
             ids, lab, lt = (lb.get_column(c) for c in ("event_id", "label", "label_time"))
             if ids.null_count() or lab.null_count() or lt.null_count():
@@ -203,6 +203,28 @@ class ReplayPlan:
             if bad.any():
                 suspects.update((cols.label_items[np.flatnonzero(bad)] + start).tolist())
         return Batch(self.shard, columns=cols, suspects=suspects)
+
+
+def _merge_kinds(event_times: pl.Series, label_times: pl.Series) -> np.ndarray:
+    """EVENT/LABEL per item of the plan: the events (sorted by time) and the labels (sorted by time, nulls
+    last) merged by time, events first at equal times and each kind in its own order -- what a stable
+    sort by ``(time, kind)`` of both gives (polars puts null times first), found by one binary search per
+    label instead of sorting the whole plan."""
+    n_ev, n_lb = event_times.len(), label_times.len()
+    kinds = np.full(n_ev + n_lb, EVENT, np.int8)
+    if not n_lb:
+        return kinds
+    n_null = label_times.null_count()
+    ev_t = event_times.to_numpy()
+    if n_null or event_times.null_count():
+        if event_times.null_count():  # (the lake has no such events: the sort decides, as before)
+            plan = pl.concat([pl.DataFrame({"t": event_times, "kind": pl.Series(kinds[:n_ev])}),
+                              pl.DataFrame({"t": label_times, "kind": pl.Series(np.full(n_lb, LABEL, np.int8))})])
+            return plan.sort(["t", "kind"], maintain_order=True).get_column("kind").to_numpy().copy()
+        kinds[:n_null] = LABEL  # null times sort first, the labels' nulls are their last rows
+    lb_t = label_times.to_numpy()[: n_lb - n_null]
+    kinds[np.searchsorted(ev_t, lb_t, side="right") + np.arange(n_null, n_lb)] = LABEL
+    return kinds
 
 
 class ReplayColumns:

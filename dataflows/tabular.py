@@ -41,10 +41,12 @@ order, read together (the models' states are in :mod:`dataflows.tabular_linear` 
 
 from __future__ import annotations
 
-import math
+import copy
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -56,7 +58,7 @@ from dataflows.tabular_linear import LinearState, supports
 from dataflows.tabular_nb import NBState, supports_nb
 
 __all__ = ["FeatureSpace", "LinearState", "NBState", "TabularLayout", "TabularResult", "TabularStep", "available",
-           "model_state", "supports"]
+           "model_state", "supports", "warm_up"]
 
 EVENT, LABEL, SKIP = 0, 1, 2
 TIME_FEATURES = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
@@ -72,6 +74,22 @@ def available() -> bool:
     except Exception:  # noqa: BLE001 - any failure to load means: no tabular step
         return False
     return True
+
+
+def warm_up() -> None:
+    """Compile the step's loops into numba's cache (``__pycache__`` beside their sources) on a tiny batch of
+    each model: a fresh checkout's first replay loads them (~0.5 s) instead of compiling them (~3 s)."""
+    import polars as pl
+
+    from dataflows.features import KeyedFeaturizer
+    from dataflows.models import get_spec
+
+    step = TabularStep(KeyedFeaturizer(), [get_spec(name).build(seed=0) for name in ("linear", "naive-bayes")])
+    events = pl.DataFrame({"event_id": ["a", "b", "c"], "event_time": [0, 60_000_000, 120_000_000],
+                           "key": ["k", "k", "j"], "amount": [3.5, None, 1.0], "shop": ["x", "y", "x"]})
+    step.process(kinds=np.array([0, 1, 0, 1, 0], np.int8), events=events,  # (both classes: every loop runs)
+                 labels=pl.DataFrame({"event_id": ["a", "b"], "label": [1, 0]}))
+    step.arena.compact(step.pending)
 
 
 class FeatureSpace:
@@ -227,6 +245,44 @@ class TabularLayout:
         return tok_off, np.concatenate(parts), dense, dense_f, kinds, np.array(js, np.int64)
 
 
+def _resolve_labels(pending: dict[str, Any], lb_ids: list[str], ev_ids: list[str], ev_items: np.ndarray,
+                    lb_items: np.ndarray, arena: Arena, adopt: Callable[..., None]) -> tuple | None:
+    """The batch's labels against the events waiting (``pending``; the batch's own events ``ev_ids``
+    take the arena's next slots): ``(accepted, slots, dead, base)`` (indices of the labels learned,
+    their events' slots, indices of the labels for no event or for one labelled before, the first slot
+    of the batch's events), or ``None`` for a label ahead of its own event. Entries the item path left
+    in ``pending`` are adopted into the arena (``adopt``) first.
+
+    One dict look-up per label at C level; the loop in Python only where a batch holds an id twice.
+    """
+    n_lb = len(lb_ids)
+    try:
+        slot = np.fromiter(map(pending.get, lb_ids, repeat(-1)), np.int64, n_lb)
+    except (TypeError, ValueError):  # entries the item path left (tuples): into the arena (their form only changes)
+        for eid in lb_ids:
+            entry = pending.get(eid)
+            if entry is not None and type(entry) is not int:
+                adopt(eid, *entry)
+        slot = np.fromiter(map(pending.get, lb_ids, repeat(-1)), np.int64, n_lb)
+    base = arena.n
+    local = dict(zip(ev_ids, range(len(ev_ids)), strict=True))
+    e = np.fromiter(map(local.get, lb_ids, repeat(-1)), np.int64, n_lb)
+    own = e >= 0  # (an id is never both pending and in the batch: the caller declined that)
+    dead_mask = (slot < 0) & ~own
+    if len(set(lb_ids)) != n_lb:  # the second label of an id is dead, whatever the first was
+        seen: set[str] = set()
+        for j, eid in enumerate(lb_ids):
+            if eid in seen:
+                dead_mask[j] = True
+            elif not dead_mask[j]:
+                seen.add(eid)
+    if (own & ~dead_mask).any() and (ev_items[e[own & ~dead_mask]] > lb_items[own & ~dead_mask]).any():
+        return None
+    slot[own] = base + e[own]
+    acc = np.flatnonzero(~dead_mask)
+    return acc, slot[acc], np.flatnonzero(dead_mask).tolist(), base
+
+
 def _text(value: Any) -> str:
     return value if type(value) is str else str(value)
 
@@ -329,6 +385,23 @@ class TabularStep:
         fs = [self.space.id(name) for name in x]
         self.pending[event_id] = self.arena.add_row(fs, list(x.values()), event_time_us, key, list(scores))
 
+    def _undo(self, keys: list[str], states: list, totals: tuple[int, int], base: int, top: int,
+              model_states: list, used: bool) -> None:
+        """Put back what a batch changed before its models ran: the featurizer's histories of ``keys``
+        (``states``, as :meth:`~dataflows.features.KeyedFeaturizer.key_states` gave them; the featurizer
+        replaces, never edits, those lists) and label totals, the arena's rows from slot ``base`` and
+        pool entry ``top`` on, the models' states."""
+        f = self.featurizer
+        if f.key_features:
+            f.forget_keys([k for k, st in zip(keys, states, strict=True) if st is None])
+            known = [(k, st) for k, st in zip(keys, states, strict=True) if st is not None]
+            f.set_key_states([k for k, _ in known], [st for _, st in known])
+        f.set_label_totals(*totals)
+        arena = self.arena
+        arena.n, arena.top = base, top
+        del arena.keys[base:]
+        self.states, self._used = model_states, used
+
     # -- the batch ------------------------------------------------------------------------
     def layout(self, dtypes: dict[str, Any]) -> TabularLayout | None:
         sig = tuple((c, str(t)) for c, t in dtypes.items())
@@ -381,42 +454,27 @@ class TabularStep:
         ev_keys = events.get_column("key").to_list()
         ev_t = events.get_column("event_time").to_numpy().astype(np.int64)
         # Labels: the pending slot of their event, or an event of this batch (before them).
-        local = {eid: e for e, eid in enumerate(ev_ids)}
         arena = self.arena
         lb_ids = labels.get_column("event_id").to_list()
-        for eid in lb_ids:  # entries the item path left: into the arena (their form only changes)
-            entry = pending.get(eid)
-            if entry is not None and type(entry) is not int:
-                self.adopt(eid, *entry)
-        base = arena.n
-        accepted, lb_slot, dead = [], [], []
-        taken: set[str] = set()
-        for j, eid in enumerate(lb_ids):
-            slot = pending.get(eid)
-            if eid in taken or slot is None and eid not in local:
-                dead.append(j)
-                continue
-            if slot is None:
-                e = local[eid]
-                if ev_items[e] > lb_items[j]:
-                    return None  # a label ahead of its own event
-                slot = base + e
-            taken.add(eid)
-            accepted.append(j)
-            lb_slot.append(slot)
-        acc = np.array(accepted, np.int64)
-        lb_slot_a = np.array(lb_slot, np.int64)
+        resolved = _resolve_labels(pending, lb_ids, ev_ids, ev_items, lb_items, arena, self.adopt)
+        if resolved is None:
+            return None  # a label ahead of its own event
+        acc, lb_slot_a, dead, base = resolved
+        accepted = acc.tolist()
+        lb_slot = lb_slot_a.tolist()
         lb_y = ((labels.get_column("label").to_numpy() == 1).astype(np.int64)[acc] if acc.size  # (y == 1, as
                 else np.zeros(0, np.int64))  # the item path reads a label)
-        lb_keys = [ev_keys[s - base] if s >= base else arena.keys[s] for s in lb_slot]
+        all_keys = arena.keys + ev_keys  # (slot -> key, the batch's events after the arena's)
+        lb_keys = list(map(all_keys.__getitem__, lb_slot))
         # Keys: the featurizer's history of the batch's keys, as arrays.
         f = self.featurizer
         uniq = list(dict.fromkeys([*ev_keys, *lb_keys]))
-        states = [f.key_state(k) for k in uniq] if f.key_features else [None] * len(uniq)
+        states = f.key_states(uniq) if f.key_features else [None] * len(uniq)
         new_keys = sum(s is None for s in states)
         if f.key_features and new_keys and f.n_keys + new_keys > f.max_keys:
             return None  # the featurizer would forget keys mid-batch: the item path knows when
-        # -- from here on, state changes ------------------------------------------------------
+        # -- from here on, state changes (undone where a model goes non-finite: see _undo) ----------
+        undo = (uniq, states, f.label_totals, base, arena.top, [copy.deepcopy(st) for st in self.states], self._used)
         self._used = self._used or kinds.size > 0
         for j in dead:
             kinds[lb_items[j]] = SKIP
@@ -429,8 +487,9 @@ class TabularStep:
         lb_kid = np.fromiter(map(kid.__getitem__, lb_keys), np.int64, len(lb_keys))
         k_present = np.array([s is not None for s in states], np.bool_)
         rows = [(0, 0, 0, 0, None) if s is None else s for s in states]
-        k_n, k_last, k_nlab, k_npos = (np.array([r[c] for r in rows], np.int64) for c in range(4))
-        k_rec = np.array([math.nan if r[4] is None else r[4] for r in rows], np.float64)
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 5  # (key by key -> column by column, at C level)
+        k_n, k_last, k_nlab, k_npos = (np.array(columns[c], np.int64) for c in range(4))
+        k_rec = np.array(columns[4], np.float64)  # (None reads NaN)
         k_hasrec = ~np.isnan(k_rec)
         k_rec[~k_hasrec] = 0.0
         k_first = np.full(nk, -1, np.int64)
@@ -459,10 +518,13 @@ class TabularStep:
             recs = [r if h else None for r, h in zip(k_rec.tolist(), k_hasrec.tolist(), strict=True)]
             back = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), recs, strict=True))
             fresh = k_present & ~was_present
-            order = [i for i in np.flatnonzero(was_present).tolist()]
-            order += np.flatnonzero(fresh)[np.argsort(k_first[fresh], kind="stable")].tolist()
-            for i in order:  # (keys known before keep their place; new ones in order of arrival)
-                f.set_key_state(uniq[i], back[i])
+            order = np.flatnonzero(was_present).tolist()
+            arrived = np.flatnonzero(fresh)[np.argsort(k_first[fresh], kind="stable")].tolist()
+            order += arrived
+            # (keys known before keep their place; new ones in order of arrival)
+            f.set_key_states([uniq[i] for i in order], [back[i] for i in order])
+            # The batch's new keys in order of arrival: all FeaturizerRewind reads of the batch's items.
+            new_in_order = [(True, uniq[i], 0) for i in arrived]
         # Every model, in segments cut where the caller checkpoints.
         scores = np.zeros((len(self.states), n_ev), np.float64)
         longest = int(arena.a_len[lb_slot_a].max()) if acc.size else 0
@@ -472,30 +534,39 @@ class TabularStep:
             state.ensure(len(self.space))
             state.begin(n_ev)
         seg_a = 0
+        at_cuts = []  # (cut, item after it, every model's state there): checkpointed once the batch is known good
         for cut in [*cuts, None]:
             seg_b = kinds.size if cut is None else int(lb_items[acc[cut - 1]]) + 1
             for m, state in enumerate(self.states):
                 state.run(kinds, seg_a, seg_b, ev_pos, lb_pos, ev_slot, lb_slot_a, lb_y, arena, self.space.is_num,
                           buf, scores[m])
             if cut is not None:
-                self.sync_models()
-                if back_to is not None:
-                    state = back_to.at(item_steps(kinds[:seg_b], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
-                                       item_steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
-                    on_checkpoint(cut, int(acc[cut - 1]), state)
-                elif on_checkpoint is not None:
-                    on_checkpoint(cut, int(acc[cut - 1]))
+                at_cuts.append((cut, seg_b, [copy.deepcopy(st) for st in self.states]))
             seg_a = seg_b
         for m, state in enumerate(self.states):
             state.finish(scores[m])
         for m, prior in enumerate(fresh_prior or ()):
             if prior is not None:  # a model that had learned nothing served the prior until its first label
                 scores[m, : int(np.searchsorted(ev_items, lb_items[acc[0]])) if acc.size else n_ev] = prior
+        if not (np.isfinite(scores).all() and all(st.finite() for st in self.states)):
+            self._undo(*undo)
+            return None  # the item path dead-letters what poisons a model (dataflows.guard), step by step
+        final = self.states
+        for cut, seg_b, states_there in at_cuts:
+            self.states = states_there
+            self.sync_models()
+            if back_to is not None:
+                at = back_to.at(item_steps(kinds[:seg_b], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
+                                new_in_order if f.key_features else
+                                item_steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
+                on_checkpoint(cut, int(acc[cut - 1]), at)
+            elif on_checkpoint is not None:
+                on_checkpoint(cut, int(acc[cut - 1]))
+        self.states = final
         arena.scores[base: base + n_ev] = scores.T
         # Bookkeeping: the batch's events wait, the labelled ones leave.
         pending.update(zip(ev_ids, range(base, base + n_ev), strict=True))
-        for j in accepted:
-            del pending[lb_ids[j]]
+        deque(map(pending.__delitem__, map(lb_ids.__getitem__, accepted)), maxlen=0)
         label_scores = arena.scores[lb_slot_a].T.copy() if acc.size else np.zeros((len(self.states), 0))
         label_event_times = arena.a_t[lb_slot_a].copy()
         offsets = np.empty(n_ev + 1, np.int64)

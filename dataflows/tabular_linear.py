@@ -9,6 +9,7 @@ pickles: equal checkpoints). :func:`dataflows._tabular_kernels._linear_tabular` 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -141,6 +142,10 @@ class LinearState:
 
     def finish(self, scores: np.ndarray) -> None:
         """The batch is done (its ``scores`` are final)."""
+
+    def finite(self) -> bool:
+        """Whether the weights and the intercept are all finite (the item path's guard, dataflows.guard)."""
+        return math.isfinite(self.params[0]) and bool(np.isfinite(self.w).all())
 
 
 def _by_stamp(stamps: np.ndarray) -> list[int]:

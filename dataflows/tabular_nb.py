@@ -127,6 +127,10 @@ class NBState:
                                       self.cls_stamp, self.cls_gstamp, self.n, self.mean, self.s2, self.stamp,
                                       self.counters, self.consts, jll, cls_at, n_cls)
 
+    def finite(self) -> bool:
+        """Always: the item path's guard watches the weights of linear models (GaussianNB has none)."""
+        return True
+
     def finish(self, scores: np.ndarray) -> None:
         """Every event's ``predict_proba_one(x).get(True, 0.0)`` (0.5 while no class is known)."""
         from dataflows import _tabular_kernels

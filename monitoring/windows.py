@@ -27,6 +27,7 @@ updates give.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -297,40 +298,54 @@ class WindowStats:
             known = ~np.isnan(y)
             n_lab = np.add.reduceat(known.astype(np.int64), idx).tolist()
             n_pos = np.add.reduceat(np.where(known, y, 0.0), idx).tolist()
-        for k, s in enumerate(seg_starts):
-            win = self._window(s)
+        wins = [self._window(s) for s in seg_starts]  # (opened in order of start, as one by one)
+        for k, win in enumerate(wins):
             win.n += seg_n[k]
             if ys is not None:
                 win.n_labels += int(n_lab[k])
                 win.n_pos += int(n_pos[k])
-            if not d:
-                continue
-            na, nb = win.cnt[:d], cnt[k]
-            n = na + nb
-            has = nb > 0
-            delta = np.where(has, means[k] - win.mean[:d], 0.0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                frac = np.where(has, nb / np.where(n > 0, n, 1.0), 0.0)
-            win.m2[:d] += np.where(has, m2[k] + delta * delta * na * frac, 0.0)
-            win.mean[:d] += delta * frac
-            win.cnt[:d] = n
-            np.minimum(win.lo[:d], lo[k], out=win.lo[:d])
-            np.maximum(win.hi[:d], hi[k], out=win.hi[:d])
+        if not d:
+            return
+        # Every window's merge at once (Chan et al.), element by element the same operations as one
+        # window at a time: the windows' states as rows of matrices, written back row by row.
+        na = np.stack([w.cnt[:d] for w in wins])
+        w_mean = np.stack([w.mean[:d] for w in wins])
+        n = na + cnt
+        has = cnt > 0
+        delta = np.where(has, means - w_mean, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(has, cnt / np.where(n > 0, n, 1.0), 0.0)
+        new_m2 = np.stack([w.m2[:d] for w in wins]) + np.where(has, m2 + delta * delta * na * frac, 0.0)
+        new_mean = w_mean + delta * frac
+        new_lo = np.minimum(np.stack([w.lo[:d] for w in wins]), lo)
+        new_hi = np.maximum(np.stack([w.hi[:d] for w in wins]), hi)
+        for k, win in enumerate(wins):
+            win.cnt[:d] = n[k]
+            win.mean[:d] = new_mean[k]
+            win.m2[:d] = new_m2[k]
+            win.lo[:d] = new_lo[k]
+            win.hi[:d] = new_hi[k]
 
     def _row(self, win: _Window, watermark: int) -> dict[str, Any]:
         d = len(self.names)
         count, mean, std, lo, hi = {}, {}, {}, {}, {}
-        for j in range(d):
-            c = win.cnt[j]
+        # Python floats, read once per array (the same doubles; sqrt is exact-rounded in both libraries).
+        cnts, means, m2s, los, his = (a[:d].tolist() for a in (win.cnt, win.mean, win.m2, win.lo, win.hi))
+        names = self.names
+        if d and min(cnts) >= 2:  # (every feature seen twice or more: the dicts in one go each)
+            count, mean, lo, hi = (dict(zip(names, v, strict=True)) for v in (cnts, means, los, his))
+            std = dict(zip(names, [math.sqrt(max(m2, 0.0) / (c - 1)) for m2, c in zip(m2s, cnts, strict=True)],
+                           strict=True))
+            cnts = ()
+        for name, c, mu, m2, a, b in zip(names, cnts, means, m2s, los, his, strict=False):
             if c <= 0:
                 continue
-            name = self.names[j]
-            count[name] = float(c)
-            mean[name] = float(win.mean[j])
-            lo[name] = float(win.lo[j])
-            hi[name] = float(win.hi[j])
+            count[name] = c
+            mean[name] = mu
+            lo[name] = a
+            hi[name] = b
             if c >= 2:
-                std[name] = float(np.sqrt(max(win.m2[j], 0.0) / (c - 1)))
+                std[name] = math.sqrt(max(m2, 0.0) / (c - 1))
         late, self._late = self._late, 0
         late_labels, self._late_labels = self._late_labels, 0
         return {

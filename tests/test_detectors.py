@@ -87,6 +87,25 @@ def test_cooldown_reports_one_alarm_per_incident():
     assert set(cooled) <= set(raw)
 
 
+def test_adwin_batch_leaves_the_detector_river_leaves():
+    # update_many drives ADWIN's window directly: the alarms and the state (pickled: a checkpoint's bytes)
+    # must be those of River's own update loop, also across alarms (a reset) and batch boundaries.
+    stream = error_stream(12_000, drift=4_000, before=0.05, after=0.5) + error_stream(8_000, drift=4_000,
+                                                                                      before=0.5, after=0.1)
+    ref = make_detector("adwin")._det  # River's ADWIN with the defaults, fed by River's own method
+    ref_hits = []
+    for i, x in enumerate(stream):
+        ref.update(x)
+        if ref.drift_detected:
+            ref_hits.append(i)
+    det = make_detector("adwin")
+    hits = []
+    for a in range(0, len(stream), 997):
+        hits += [a + i for i in det.update_many(stream[a: a + 997])]
+    assert hits == ref_hits and len(hits) >= 2
+    assert pickle.dumps(det._det) == pickle.dumps(ref)
+
+
 @pytest.mark.parametrize("spec", ["adwin", "fhddm", "page-hinkley(cooldown=500, threshold=10.0)"])
 def test_one_value_at_a_time_gives_the_batch_alarms(spec):
     stream = error_stream(6_000, drift=3_000, before=0.05, after=0.5)

@@ -275,3 +275,26 @@ def test_without_the_compiled_loops_tabular_batches_go_item_by_item(monkeypatch)
         assert taken == 0 and counts["predictions"] == 400
     finally:
         tabular.available.cache_clear()
+
+
+def test_a_batch_that_would_leave_non_finite_weights_goes_item_by_item(monkeypatch):
+    """A ``linear`` pipeline whose step overflows its weights: the batch goes to the item path, whose guard
+    dead-letters each such label and keeps the models finite (dataflows.guard); the rows are the item path's."""
+    from river import linear_model, optim
+
+    from dataflows.models import SPECS, ModelSpec
+    from dataflows.transformers import NumericStandardScaler
+
+    monkeypatch.setitem(SPECS, "sgd-overflow", ModelSpec("sgd-overflow", "the linear pipeline with a huge step",
+                                                         lambda seed: NumericStandardScaler() | linear_model.
+                                                         LogisticRegression(optimizer=optim.SGD(1.7e308), l2=0.0)))
+    items = _stream(1_200, seed=11, p_null=0.0, label_delay_h=0.2)
+    batches = _cut(items, [150])
+    taken, counts = _replay_both(_config(models=("linear", "sgd-overflow"), checkpoint_every=100), batches)
+    assert taken < len(batches) and counts["dead_letters"] > 0
+    learner = ShardLearner(_config(models=("linear", "sgd-overflow"), checkpoint_every=100), shard=0)
+    reasons = set()
+    for cols in batches:
+        dead = learner.process(_batch(cols, materialize=False)).tables.get("dead_letters")
+        reasons.update(dead.column("reason").to_pylist() if dead is not None else ())
+    assert "model 'sgd-overflow' would be left with non-finite weights" in reasons
