@@ -29,7 +29,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows import rows
-from dataflows.decode import decode_event, decode_label
+from dataflows.decode import RESERVED_EVENT_FIELDS, decode_event, decode_label, loads
 from dataflows.items import EVENT, Batch, Output, raw_json
 from dataflows.kafka_record import PartitionRecorder, lake_offset  # noqa: F401  (lake_offset: re-exported)
 from dataflows.kafka_types import PayloadTypes
@@ -39,6 +39,9 @@ from dataflows.validate import validate_batch
 from lake.table import exists, open_table
 
 log = logging.getLogger(__name__)
+
+_MESSAGE_FIELDS = (*RESERVED_EVENT_FIELDS, "kind")
+"""Fields of an event message that are not its payload."""
 
 
 # --------------------------------------------------------------------------- the source
@@ -133,15 +136,17 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
 
     def _decode(self, value: bytes | None, offset: int) -> tuple[tuple | None, tuple | None]:
         try:
-            obj = json.loads(value) if value is not None else None
+            obj = loads(value) if value is not None else None
         except (ValueError, UnicodeDecodeError):
             obj = None
         if not isinstance(obj, dict):
             return decode_event(value if value is not None else b"", seq=offset)
         kind = obj.get("kind", "event")
         if kind == "event":
-            item, bad = decode_event({k: v for k, v in obj.items() if k != "kind"}, seq=offset)
-            if item is not None and self._types is not None and isinstance(item[5], dict):
+            item, bad = decode_event(obj, seq=offset, reserved=_MESSAGE_FIELDS)
+            if bad is not None:  # (the dead letter shows the message without its kind, as it always did)
+                item, bad = decode_event({k: v for k, v in obj.items() if k != "kind"}, seq=offset)
+            if item is not None and self._types is not None:
                 payload, reason = self._types.normalize(item[5])
                 if payload is None:
                     return None, (offset, "decode", f"wrong schema: {reason}", self._source, item[2],
