@@ -261,22 +261,27 @@ def _served(preds: pa.Table | rows.StepRows) -> list[dict[str, Any]]:
     """The champion's rows of a step's ``predictions`` as the topic's messages (event time in ISO 8601)."""
     cols = [*_SERVED, "role"]
     if isinstance(preds, rows.StepRows):  # (a binary step's rows, read without building Arrow)
-        values = zip(*(preds.pylist(c) for c in cols), strict=True)
-        out = [dict(zip(cols, v, strict=True)) for v in values]
-    else:
-        cols += ["probabilities"] if "probabilities" in preds.column_names else []  # (multiclass)
-        out = preds.select(cols).to_pylist()
+        return [{"event_id": event_id, "event_time": _iso(t), "key": key, "model": model,
+                 "model_version": version, "score": score, "prediction": prediction}
+                for event_id, t, key, model, version, score, prediction, role
+                in zip(*(preds.pylist(c) for c in cols), strict=True) if role == "champion"]
+    cols += ["probabilities"] if "probabilities" in preds.column_names else []  # (multiclass)
     served = []
-    for row in out:
+    for row in preds.select(cols).to_pylist():
         if row.pop("role") != "champion":
             continue
-        t = row["event_time"]  # (microseconds where the step's rows are not Arrow yet)
-        t = t if isinstance(t, datetime) else _EPOCH + timedelta(microseconds=int(t))
-        row["event_time"] = t.astimezone(UTC).isoformat()
+        row["event_time"] = _iso(row["event_time"])
         if "probabilities" in row:  # a map column reads as (class, probability) pairs
             row["probabilities"] = dict(row["probabilities"])
         served.append(row)
     return served
+
+
+def _iso(t: datetime | int) -> str:
+    """An event time (a datetime, or microseconds where the step's rows are not Arrow yet) in ISO 8601, UTC."""
+    if isinstance(t, datetime):
+        return t.astimezone(UTC).isoformat()
+    return (_EPOCH + timedelta(microseconds=int(t))).isoformat()  # (_EPOCH is UTC)
 
 
 class DeliveryError(RuntimeError):
