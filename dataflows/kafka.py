@@ -29,7 +29,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows import rows
-from dataflows.decode import decode_event, decode_label
+from dataflows.decode import RESERVED_EVENT_FIELDS, decode_event, decode_label, loads
 from dataflows.items import EVENT, Batch, Output, raw_json
 from dataflows.kafka_record import PartitionRecorder, lake_offset  # noqa: F401  (lake_offset: re-exported)
 from dataflows.kafka_types import PayloadTypes
@@ -39,6 +39,9 @@ from dataflows.validate import validate_batch
 from lake.table import exists, open_table
 
 log = logging.getLogger(__name__)
+
+_MESSAGE_FIELDS = (*RESERVED_EVENT_FIELDS, "kind")
+"""Fields of an event message that are not its payload."""
 
 
 # --------------------------------------------------------------------------- the source
@@ -133,15 +136,17 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
 
     def _decode(self, value: bytes | None, offset: int) -> tuple[tuple | None, tuple | None]:
         try:
-            obj = json.loads(value) if value is not None else None
+            obj = loads(value) if value is not None else None
         except (ValueError, UnicodeDecodeError):
             obj = None
         if not isinstance(obj, dict):
             return decode_event(value if value is not None else b"", seq=offset)
         kind = obj.get("kind", "event")
         if kind == "event":
-            item, bad = decode_event({k: v for k, v in obj.items() if k != "kind"}, seq=offset)
-            if item is not None and self._types is not None and isinstance(item[5], dict):
+            item, bad = decode_event(obj, seq=offset, reserved=_MESSAGE_FIELDS)
+            if bad is not None:  # (the dead letter shows the message without its kind, as it always did)
+                item, bad = decode_event({k: v for k, v in obj.items() if k != "kind"}, seq=offset)
+            if item is not None and self._types is not None:
                 payload, reason = self._types.normalize(item[5])
                 if payload is None:
                     return None, (offset, "decode", f"wrong schema: {reason}", self._source, item[2],
@@ -256,22 +261,27 @@ def _served(preds: pa.Table | rows.StepRows) -> list[dict[str, Any]]:
     """The champion's rows of a step's ``predictions`` as the topic's messages (event time in ISO 8601)."""
     cols = [*_SERVED, "role"]
     if isinstance(preds, rows.StepRows):  # (a binary step's rows, read without building Arrow)
-        values = zip(*(preds.pylist(c) for c in cols), strict=True)
-        out = [dict(zip(cols, v, strict=True)) for v in values]
-    else:
-        cols += ["probabilities"] if "probabilities" in preds.column_names else []  # (multiclass)
-        out = preds.select(cols).to_pylist()
+        return [{"event_id": event_id, "event_time": _iso(t), "key": key, "model": model,
+                 "model_version": version, "score": score, "prediction": prediction}
+                for event_id, t, key, model, version, score, prediction, role
+                in zip(*(preds.pylist(c) for c in cols), strict=True) if role == "champion"]
+    cols += ["probabilities"] if "probabilities" in preds.column_names else []  # (multiclass)
     served = []
-    for row in out:
+    for row in preds.select(cols).to_pylist():
         if row.pop("role") != "champion":
             continue
-        t = row["event_time"]  # (microseconds where the step's rows are not Arrow yet)
-        t = t if isinstance(t, datetime) else _EPOCH + timedelta(microseconds=int(t))
-        row["event_time"] = t.astimezone(UTC).isoformat()
+        row["event_time"] = _iso(row["event_time"])
         if "probabilities" in row:  # a map column reads as (class, probability) pairs
             row["probabilities"] = dict(row["probabilities"])
         served.append(row)
     return served
+
+
+def _iso(t: datetime | int) -> str:
+    """An event time (a datetime, or microseconds where the step's rows are not Arrow yet) in ISO 8601, UTC."""
+    if isinstance(t, datetime):
+        return t.astimezone(UTC).isoformat()
+    return (_EPOCH + timedelta(microseconds=int(t))).isoformat()  # (_EPOCH is UTC)
 
 
 class DeliveryError(RuntimeError):

@@ -46,6 +46,8 @@ log = logging.getLogger("dataflows.kafka")  # the name users filter on, as befor
 
 _KINDS = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "str": pa.string()}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SAME = {float: "float", str: "str", bool: "bool"}
+"""Value types that a column of the kind named stores unchanged (:func:`_convert` returns the value)."""
 
 
 def _kind_of_type(type_: pa.DataType) -> str:
@@ -120,6 +122,7 @@ class PayloadTypes:
         self._types: dict[str, pa.DataType] = {}
         self._kinds: dict[str, str] = {}
         self._lock = threading.Lock()  # the recorder's commit thread adopts a schema another writer merged
+        self._in_order: tuple[str, ...] = ()
         if schema is not None:
             self.adopt(schema)
 
@@ -128,7 +131,7 @@ class PayloadTypes:
             return {"_types": dict(self._types), "_kinds": dict(self._kinds)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _lock=threading.Lock())
+        self.__dict__.update(state, _lock=threading.Lock(), _in_order=())
 
     @property
     def order(self) -> list[str]:
@@ -161,8 +164,12 @@ class PayloadTypes:
         known: dict[str, Any] = {}
         new: dict[str, Any] = {}
         new_kinds: dict[str, str] = {}
+        kinds = self._kinds
         for name, value in payload.items():
-            kind = self._kinds.get(name)
+            kind = kinds.get(name)
+            if kind is not None and _SAME.get(type(value)) == kind:  # stored as it is (what _convert gives)
+                known[name] = value
+                continue
             if kind is None:
                 if value is None:
                     new[name] = None
@@ -184,8 +191,11 @@ class PayloadTypes:
         for name, kind in new_kinds.items():
             self._kinds[name] = kind
             self._types[name] = _KINDS[kind]
-        if not new and list(known) == [n for n in self._types if n in known]:
-            return known, None
+        if not new:
+            names = tuple(known)
+            if names == self._in_order or list(names) == [n for n in self._types if n in known]:
+                self._in_order = names  # (the last field order found to be the table's: most payloads repeat it)
+                return known, None
         ordered = {name: known[name] for name in self._types if name in known}
         ordered.update(new)
         return ordered, None

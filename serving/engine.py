@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataflows import rows
-from dataflows.decode import decode_event, decode_label
+from dataflows.decode import decode_event, decode_label, loads
 from dataflows.items import EVENT, Batch, Output, raw_json
 from dataflows.kafka import PayloadTypes
 from dataflows.learner import CHAMPION, ShardLearner
@@ -322,7 +322,7 @@ class Engine:
         job = Job(kind)
         what = "event" if kind == "predict" else "label"
         try:
-            obj = json.loads(body)
+            obj = loads(body)  # (msgspec's parser; json's reading and messages for what it refuses)
         except (ValueError, UnicodeDecodeError) as ex:
             return job.refuse(400, f"undecodable JSON: {ex}", self.source, body.decode("utf-8", "replace"))
         job.single = isinstance(obj, dict)

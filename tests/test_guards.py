@@ -202,6 +202,7 @@ def test_weights_problem_sees_an_infinite_weight_of_a_river_pipeline():
     assert not check({"a": 1.0}, None)
     model.steps["LogisticRegression"]._weights["a"] = float("inf")
     assert check({"a": 1.0}, None)
+    assert check({"b": 1.0}, None)  # any weight, not only those of the features learned from
     assert weights_check(get_spec("tree").build(seed=0)) is None
 
 

@@ -6,6 +6,7 @@ import json
 import math
 
 import polars as pl
+import pytest
 from bytewax.testing import TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from dataflows.items import EVENT, Batch
 from dataflows.learner import RunConfig, ShardLearner
 from dataflows.online import make_flow
 from dataflows.sinks import DeltaSink
-from dataflows.validate import validate_batch
+from dataflows.validate import check_event, validate_batch
 from lake.table import exists, read_table
 
 scalars = st.one_of(
@@ -114,3 +115,14 @@ def test_decoded_items_keep_types_the_validator_checks():
     assert dead is None and item[1] == EVENT and item[3] == 1_500_000 and math.isnan(item[5]["x"])
     _, dead = decode_event('{"event_id": "e", "event_time": "not a time"}', seq=4)
     assert dead[1] == "decode" and dead[2].startswith("event_time:")
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ('{"event_id": "e", "event_time": 1.5, "x": 1e400}', "non-finite value in field 'x'"),
+    ('{"event_id": "e", "event_time": 1.5, "x": -Infinity}', "non-finite value in field 'x'"),
+    ('{"event_id": "e", "event_time": 1.5, "x": 123456789012345678901234567890}', "integer out of range in field 'x'"),
+])
+def test_numbers_json_allows_beyond_the_fast_parser_are_read_as_json_reads_them(text, reason):
+    item, dead = decode_event(text.encode(), seq=0)
+    assert dead is None
+    assert check_event(item) == reason
