@@ -60,10 +60,12 @@ from dataflows.features import KeyedFeaturizer
 from dataflows.models import TASK_SPECS
 from monitoring.tasks import error, log_loss, predict
 
-Stream = Callable[[int], Iterator[tuple[dict[str, float], Any]]]
+Item = tuple[str, int, Any]
+"""``("x", i, features)`` (event ``i`` is predicted) or ``("y", i, label)`` (its label is learned)."""
+Stream = Callable[[int], Iterator[Item]]
 
 
-def temperature(n: int, seed: int = 7) -> Iterator[tuple[dict[str, float], float]]:
+def temperature(n: int, seed: int = 7) -> Iterator[Item]:
     rng = random.Random(seed)
     weather, temps = 0.0, []
     for day in range(n + 2):
@@ -73,23 +75,33 @@ def temperature(n: int, seed: int = 7) -> Iterator[tuple[dict[str, float], float
         angle = 2 * math.pi * (day % 365.25) / 365.25
         x = {"temp": temps[day], "temp_yesterday": temps[day - 1], "doy_sin": math.sin(angle),
              "doy_cos": math.cos(angle)}
-        yield x, temps[day + 1]
+        yield "x", day, x
+        yield "y", day, temps[day + 1]  # known the next day, before its forecast
 
 
 def _scenario(name: str, **params: Any) -> Stream:
-    def stream(n: int) -> Iterator[tuple[dict[str, float], Any]]:
+    def stream(n: int) -> Iterator[Item]:
         from lake.scenarios import SCENARIOS
 
         frames = SCENARIOS[name](**({"limit": n} if name == "flights" else {"n": n}), **params)
-        rows = frames.events.join(frames.labels, on="event_id", how="inner", maintain_order="left")
-        featurizer = KeyedFeaturizer(time_features=True, exclude=("label", "label_time"))
-        for row in rows.iter_rows(named=True):
-            t = row["event_time"]
+        labels = {r["event_id"]: (r["label"], r["label_time"]) for r in frames.labels.iter_rows(named=True)}
+        featurizer = KeyedFeaturizer(time_features=True)
+        timeline: list[tuple[Any, int, int, Any]] = []  # (time, events before labels, position, row or label)
+        for i, row in enumerate(frames.events.iter_rows(named=True)):
+            timeline.append((row["event_time"], 0, i, row))
+            if row["event_id"] in labels:
+                y, label_time = labels[row["event_id"]]
+                timeline.append((label_time, 1, i, y))
+        timeline.sort(key=lambda item: item[:3])  # labels at their label_time, as the dataflow learns them
+        for t, kind, i, value in timeline:
+            if kind:
+                yield "y", i, value
+                continue
             us = int(t.timestamp() * 1_000_000)
-            payload = {k: v for k, v in row.items() if k not in ("event_id", "event_time", "key")}
-            x = featurizer.transform_one(payload, key=row["key"], event_time_us=us)
-            featurizer.learn_one(payload, key=row["key"], event_time_us=us)
-            yield x, row["label"]
+            payload = {k: v for k, v in value.items() if k not in ("event_id", "event_time", "key")}
+            x = featurizer.transform_one(payload, key=value["key"], event_time_us=us)
+            featurizer.learn_one(payload, key=value["key"], event_time_us=us)
+            yield "x", i, x
     return stream
 
 
@@ -103,19 +115,31 @@ STREAMS: dict[str, tuple[str, Stream]] = {
 
 
 def candidates(task: str) -> dict[str, Callable[[int], Any]]:
-    """Settings measured before choosing the defaults (regression ``linear`` and ``tree``; multiclass ``tree``)."""
-    from river import linear_model, optim, preprocessing, tree
+    """Settings measured before choosing the defaults (regression ``linear`` and ``tree``; multiclass
+    ``linear`` and ``tree``)."""
+    from river import drift, linear_model, optim, preprocessing, tree
 
+    from dataflows.class_shares import ClassShares
+    from dataflows.models import _stable_linear
+    from dataflows.regressors import RangeGuard
     from dataflows.transformers import NumericStandardScaler
 
     if task == "multiclass":
-        return {"tree-nba-leaves": lambda seed: tree.HoeffdingAdaptiveTreeClassifier(grace_period=200, seed=seed),
+        def softmax(lr: float) -> Any:
+            return NumericStandardScaler() | linear_model.SoftmaxRegression(optimizer=optim.SGD(lr))
+
+        return {"softmax-0.01": lambda seed: softmax(0.01),
+                "softmax-0.002": lambda seed: softmax(0.002),
+                "shares-softmax-0.01": lambda seed: ClassShares(softmax(0.01)),
+                "shares-softmax-0.005": lambda seed: ClassShares(softmax(0.005)),
+                "tree-nba-leaves": lambda seed: tree.HoeffdingAdaptiveTreeClassifier(grace_period=200, seed=seed),
                 "tree-nb-leaves": lambda seed: tree.HoeffdingAdaptiveTreeClassifier(
                     grace_period=200, leaf_prediction="nb", seed=seed)}
 
-    def target_scaled(opt: Callable[[], Any], clip: float = 1e12) -> Callable[[int], Any]:
-        return lambda seed: NumericStandardScaler() | preprocessing.TargetStandardScaler(
-            regressor=linear_model.LinearRegression(optimizer=opt(), clip_gradient=clip))
+    def target_scaled(opt: Callable[[], Any], clip: float = 1e12, loss: Any = None) -> Callable[[int], Any]:
+        return lambda seed: RangeGuard(preprocessing.TargetStandardScaler(
+            regressor=NumericStandardScaler() | linear_model.LinearRegression(
+                optimizer=opt(), intercept_lr=0.01, clip_gradient=clip, loss=loss)))
 
     return {
         "river-default": lambda seed: preprocessing.StandardScaler() | linear_model.LinearRegression(),
@@ -123,28 +147,50 @@ def candidates(task: str) -> dict[str, Callable[[int], Any]]:
             optimizer=optim.SGD(0.001)),
         "target-sgd-0.01": target_scaled(lambda: optim.SGD(0.01)),
         "target-adam": target_scaled(lambda: optim.Adam(0.01)),
-        "target-adagrad-0.05-clip": target_scaled(lambda: optim.AdaGrad(0.05), 10.0),
+        "target-adagrad-0.05-squared": target_scaled(lambda: optim.AdaGrad(0.05), 10.0),
+        "target-adagrad-0.02-squared": target_scaled(lambda: optim.AdaGrad(0.02), 10.0),
+        "target-adagrad-0.05-huber": target_scaled(lambda: optim.AdaGrad(0.05), 10.0, optim.losses.Huber(1.0)),
+        "target-adagrad-0.01-huber": target_scaled(lambda: optim.AdaGrad(0.01), 10.0, optim.losses.Huber(1.0)),
         "tree-river-default": lambda seed: tree.HoeffdingAdaptiveTreeRegressor(seed=seed),
         "tree-adaptive-target": lambda seed: preprocessing.TargetStandardScaler(
             regressor=tree.HoeffdingAdaptiveTreeRegressor(grace_period=200, leaf_prediction="adaptive",
                                                           seed=seed)),
-        "tree-adaptive-adagrad-leaves": lambda seed: preprocessing.TargetStandardScaler(
-            regressor=tree.HoeffdingAdaptiveTreeRegressor(
-                grace_period=200, leaf_prediction="adaptive", seed=seed,
-                leaf_model=NumericStandardScaler() | linear_model.LinearRegression(
-                    optimizer=optim.AdaGrad(0.05), clip_gradient=10.0))),
+        "tree-mean-leaves": lambda seed: RangeGuard(preprocessing.TargetStandardScaler(
+            regressor=tree.HoeffdingAdaptiveTreeRegressor(grace_period=200, leaf_prediction="mean", seed=seed))),
+        "tree-mean-leaves-raw": lambda seed: RangeGuard(tree.HoeffdingAdaptiveTreeRegressor(
+            grace_period=200, leaf_prediction="mean", seed=seed)),
+        "hoeffding-tree-mean-leaves-raw": lambda seed: RangeGuard(tree.HoeffdingTreeRegressor(
+            grace_period=200, leaf_prediction="mean")),
+        "hoeffding-tree-scaled-leaves-raw": lambda seed: RangeGuard(tree.HoeffdingTreeRegressor(
+            grace_period=200, leaf_prediction="adaptive", leaf_model=preprocessing.TargetStandardScaler(
+                regressor=_stable_linear()))),
+        "tree-scaled-leaves-raw": lambda seed: RangeGuard(tree.HoeffdingAdaptiveTreeRegressor(
+            grace_period=200, leaf_prediction="adaptive", seed=seed, leaf_model=preprocessing.TargetStandardScaler(
+                regressor=_stable_linear()))),
+        "tree-scaled-leaves-raw-adwin-1e-5": lambda seed: RangeGuard(tree.HoeffdingAdaptiveTreeRegressor(
+            grace_period=200, leaf_prediction="adaptive", seed=seed, drift_detector=drift.ADWIN(delta=1e-5),
+            leaf_model=preprocessing.TargetStandardScaler(regressor=_stable_linear()))),
+        "hoeffding-tree-mean-leaves": lambda seed: RangeGuard(preprocessing.TargetStandardScaler(
+            regressor=tree.HoeffdingTreeRegressor(grace_period=200, leaf_prediction="mean"))),
         "tree-model-target": lambda seed: preprocessing.TargetStandardScaler(
             regressor=tree.HoeffdingAdaptiveTreeRegressor(grace_period=200, leaf_prediction="model",
                                                           seed=seed)),
     }
 
 
-def run(task: str, stream: Stream, build: Callable[[int], Any], n: int) -> dict[str, float]:
+def run(task: str, items: list[Item], build: Callable[[int], Any]) -> dict[str, float]:
+    """Prequential error of the model ``build(42)`` on ``items``: each label scored against the
+    prediction made for its event, then learned with that event's features."""
     model = build(42)
     sums = {"n": 0, "abs": 0.0, "sq": 0.0, "correct": 0, "ll": 0.0}
+    waiting: dict[int, tuple[dict[str, float], Any]] = {}
     started = time.process_time()
-    for x, y in stream(n):
-        p = predict(task, model, x)
+    for kind, i, value in items:
+        if kind == "x":
+            waiting[i] = (value, predict(task, model, value))
+            continue
+        x, p = waiting.pop(i)
+        y = value
         e = error(task, p, y)
         sums["n"] += 1
         if task == "regression":
@@ -173,12 +219,13 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.streams.split(","):
         task, stream = STREAMS[name]
+        items = list(stream(args.n))
         specs = {s: spec.factory for s, spec in TASK_SPECS[task].items()
                  if (s in args.specs.split(",") if args.specs else s != "forest")}
         if args.candidates:
             specs |= {c: f for c, f in candidates(task).items() if not args.only or c in args.only.split(",")}
         for spec, build in specs.items():
-            result = run(task, stream, build, args.n)
+            result = run(task, items, build)
             shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
             print(f"{name:18s} {spec:26s} {shown}", flush=True)
 
