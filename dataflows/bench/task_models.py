@@ -129,6 +129,8 @@ def candidates(task: str) -> dict[str, Callable[[int], Any]]:
             return NumericStandardScaler() | linear_model.SoftmaxRegression(optimizer=optim.SGD(lr))
 
         return {"softmax-0.01": lambda seed: softmax(0.01),
+                "shares-softmax-0.002-clip5": lambda seed: ClassShares(
+                    NumericStandardScaler(clip=5.0) | linear_model.SoftmaxRegression(optimizer=optim.SGD(0.002))),
                 "softmax-0.002": lambda seed: softmax(0.002),
                 "shares-softmax-0.01": lambda seed: ClassShares(softmax(0.01)),
                 "shares-softmax-0.005": lambda seed: ClassShares(softmax(0.005)),
@@ -151,6 +153,12 @@ def candidates(task: str) -> dict[str, Callable[[int], Any]]:
         "target-adagrad-0.02-squared": target_scaled(lambda: optim.AdaGrad(0.02), 10.0),
         "target-adagrad-0.05-huber": target_scaled(lambda: optim.AdaGrad(0.05), 10.0, optim.losses.Huber(1.0)),
         "target-adagrad-0.01-huber": target_scaled(lambda: optim.AdaGrad(0.01), 10.0, optim.losses.Huber(1.0)),
+        "target-adagrad-0.05-huber-clip5": lambda seed: RangeGuard(preprocessing.TargetStandardScaler(
+            regressor=NumericStandardScaler(clip=5.0) | linear_model.LinearRegression(
+                optimizer=optim.AdaGrad(0.05), intercept_lr=0.01, clip_gradient=10.0, loss=optim.losses.Huber(1.0)))),
+        "target-adagrad-0.05-huber-clip3": lambda seed: RangeGuard(preprocessing.TargetStandardScaler(
+            regressor=NumericStandardScaler(clip=3.0) | linear_model.LinearRegression(
+                optimizer=optim.AdaGrad(0.05), intercept_lr=0.01, clip_gradient=10.0, loss=optim.losses.Huber(1.0)))),
         "tree-river-default": lambda seed: tree.HoeffdingAdaptiveTreeRegressor(seed=seed),
         "tree-adaptive-target": lambda seed: preprocessing.TargetStandardScaler(
             regressor=tree.HoeffdingAdaptiveTreeRegressor(grace_period=200, leaf_prediction="adaptive",
