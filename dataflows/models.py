@@ -133,8 +133,12 @@ def _tree_regression(seed: int) -> Any:
 
 
 def _forest_regression(seed: int) -> Any:
-    return RangeGuard(preprocessing.TargetStandardScaler(regressor=forest.ARFRegressor(
-        n_models=10, leaf_prediction="adaptive", leaf_model=_stable_linear(), seed=seed)))
+    # Built as the tree above (raw target, standardised leaf models). First 10,000 flights: MAE 19.82, RMSE
+    # 36.36 (mean 21.17, 36.89; under one TargetStandardScaler 20.55, 37.03); 5,000 events of
+    # friedman-drift 2.221 (2.213), temperature 1.226 (1.284).
+    return RangeGuard(forest.ARFRegressor(
+        n_models=10, leaf_prediction="adaptive", seed=seed,
+        leaf_model=preprocessing.TargetStandardScaler(regressor=_stable_linear())))
 
 
 # --------------------------------------------------------------------------- multiclass
@@ -181,7 +185,7 @@ TASK_SPECS: dict[str, dict[str, ModelSpec]] = {
                       "regression"),
             ModelSpec("hoeffding-tree", "Hoeffding tree regressor, adaptive leaves with the linear model above "
                       "(the same as tree)", _tree_regression, "regression"),
-            ModelSpec("forest", "Adaptive random forest regressor, 10 trees, adaptive leaves (slow)",
+            ModelSpec("forest", "Adaptive random forest regressor, 10 trees, adaptive leaves as the tree's (slow)",
                       _forest_regression, "regression"),
             ModelSpec("mean", "No-skill baseline: the mean of the labels so far", lambda seed: MeanRegressor(),
                       "regression"),
