@@ -117,3 +117,24 @@ def test_a_hundred_thousand_keys_replay_with_defaults(tmp_path, flow_env):
                                 timeout=600))
     predicted, learned, arrived = _learned(run["replay"])
     assert predicted == 100_000 and learned == arrived == 100_000
+
+
+TASK_SHAPES = [("regression", "daily-decades"), ("regression", "all-one-class"), ("regression", "nulls-everywhere"),
+               ("multiclass", "categorical-only"), ("multiclass", "long-delays"), ("multiclass", "subsecond-bursts")]
+
+
+@pytest.mark.parametrize(("task", "shape"), TASK_SHAPES)
+def test_regression_and_multiclass_shapes_ingest_replay_and_reproduce_with_defaults(task, shape, tmp_path, flow_env):
+    run = _by_command(run_shape(shape, tmp_path, commands=("ingest", "replay", "info", "reproduce"), env=flow_env,
+                                timeout=300, task=task))
+    assert all(o.status == "ok" for o in run.values()), {c: o.refusal for c, o in run.items()}
+    rows = shape_rows(shape, task=task)
+    n_labels = sum(r["label"] is not None for r in rows)
+    assert f"task {task}" in run["ingest"].stdout + run["ingest"].stderr
+    predicted, learned, arrived = _learned(run["replay"])
+    assert predicted == len(rows) and learned == arrived == n_labels
+    assert re.search(r"bit-equal\s+yes", run["reproduce"].stdout), run["reproduce"].stdout
+    labels = pl.read_delta(str(tmp_path / shape / "lake" / "labels"))["label"]
+    assert labels.dtype == (pl.Float64 if task == "regression" else pl.String)
+    predictions = pl.read_delta(str(tmp_path / shape / "lake" / "predictions"))
+    assert predictions.height == len(rows) and predictions["prediction"].null_count() == 0

@@ -1,7 +1,7 @@
 """Every README command, with its defaults, on every stream shape: a Markdown table of what happened.
 
     python -m flows.bench.shapes_matrix [--root /tmp/shapes] [--shapes tiny,one-key] [--budget 20m] [--timeout 900] \\
-        [--out table.md]
+        [--task binary|regression|multiclass] [--out table.md]
 
 For each shape of :mod:`lake.scenarios.shapes` it writes the shape's CSV file and runs, as
 subprocesses and in this order, exactly what a user types: ``lake ingest --file``, the replay
@@ -10,6 +10,8 @@ of the last event, ``flows.versioning``, ``flows.promotion``, ``flows.drift``, `
 and ``lake maintain``. Each cell is ``ok`` (exit 0), ``refused`` (exit 2, one ``error:`` line, no
 traceback) or ``FAILED`` (anything else), with its wall time; the defaults each command chose
 (the lines it printed) follow the table. ``--budget`` is passed to the benchmark only when given.
+``--task`` gives the shapes that task's labels (:func:`lake.scenarios.shapes.shape_rows`) and
+ingests them with ``--task`` (the binary shapes are ingested as before, the task inferred).
 """
 
 from __future__ import annotations
@@ -75,13 +77,16 @@ class Outcome:
         return list(dict.fromkeys(out))
 
 
-def command_lines(lake: str, csv_path: str, *, last_event: str, budget: str | None) -> dict[str, list[str]]:
-    """Command name -> argv (after ``python -m``) of every README command on ``lake``, defaults only."""
+def command_lines(lake: str, csv_path: str, *, last_event: str, budget: str | None,
+                  task: str = "binary") -> dict[str, list[str]]:
+    """Command name -> argv (after ``python -m``) of every README command on ``lake``, defaults only
+    (and ``--task`` at ingest for a task other than binary)."""
     from lake.scenarios.shapes import INGEST_ARGS
 
     bench = ["flows.benchmark", "--lake", lake] + (["--budget", budget] if budget else [])
+    told = ["--task", task] if task != "binary" else []
     return {
-        "ingest": ["lake", "ingest", "--lake", lake, "--file", csv_path, *INGEST_ARGS],
+        "ingest": ["lake", "ingest", "--lake", lake, "--file", csv_path, *INGEST_ARGS, *told],
         "replay": ["dataflows.online", "--lake", lake],
         "bytewax.run": ["bytewax.run", f"dataflows.online:build_flow(lake={lake!r})"],
         "info": ["lake", "info", "--lake", lake],
@@ -108,8 +113,10 @@ def run_command(argv: list[str], *, env: dict[str, str] | None = None, timeout: 
 
 
 def run_shape(name: str, root: Path, *, commands: tuple[str, ...] = COMMANDS, budget: str | None = None,
-              n: int | None = None, timeout: float = 900, env: dict[str, str] | None = None) -> list[Outcome]:
-    """Write shape ``name`` under ``root`` and run ``commands`` on a fresh lake of it, in order."""
+              n: int | None = None, timeout: float = 900, env: dict[str, str] | None = None,
+              task: str = "binary") -> list[Outcome]:
+    """Write shape ``name`` with ``task``'s labels under ``root`` and run ``commands`` on a fresh lake of it,
+    in order."""
     import shutil
 
     from lake.scenarios.shapes import shape_rows, write_shape
@@ -117,14 +124,14 @@ def run_shape(name: str, root: Path, *, commands: tuple[str, ...] = COMMANDS, bu
     folder = root / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    csv_path = write_shape(name, folder / f"{name}.csv", n=n)
+    csv_path = write_shape(name, folder / f"{name}.csv", n=n, task=task)
     last_event = str(shape_rows(name, n=n)[-1]["id"]) if "reproduce" in commands else ""
-    lines = command_lines(str(folder / "lake"), str(csv_path), last_event=last_event, budget=budget)
+    lines = command_lines(str(folder / "lake"), str(csv_path), last_event=last_event, budget=budget, task=task)
     outcomes = []
     for command in commands:
         rc, secs, out, err = run_command(lines[command], env=env, timeout=timeout)
         outcomes.append(Outcome(command, rc, secs, out, err))
-        print(f"{name} {command}: {outcomes[-1].status} in {secs:.1f} s", file=sys.stderr, flush=True)
+        print(f"{name} ({task}) {command}: {outcomes[-1].status} in {secs:.1f} s", file=sys.stderr, flush=True)
     return outcomes
 
 
@@ -148,7 +155,7 @@ def markdown(results: dict[str, list[Outcome]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lake.scenarios.shapes import SHAPES
+    from lake.scenarios.shapes import SHAPES, TASKS
 
     parser = ArgumentParser(prog="python -m flows.bench.shapes_matrix", description=__doc__.split("\n")[0])
     parser.add_argument("--root", default="/tmp/riverlake-shapes", help="folder for the shapes' files and lakes")
@@ -156,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", default=",".join(COMMANDS), help="comma-separated commands (default: all)")
     parser.add_argument("--budget", default=None, help="the benchmark's --budget (default: its own default)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one command may take (default 900)")
+    parser.add_argument("--task", default="binary", choices=TASKS, help="the shapes' labels (default: binary)")
     parser.add_argument("--out", default=None, help="also write the table here, rewritten after every shape")
     args = parser.parse_args(argv)
     names = [s for s in args.shapes.split(",") if s]
@@ -169,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[Outcome]] = {}
     for name in names:
         results[name] = run_shape(name, Path(args.root), commands=commands, budget=args.budget,
-                                  timeout=args.timeout, env=env)
+                                  timeout=args.timeout, env=env, task=args.task)
         if args.out:
             Path(args.out).write_text(markdown(results) + "\n")
     print(markdown(results))

@@ -45,6 +45,8 @@ class Shape:
     n: int
     rows: Callable[[random.Random, int], list[Row]]
     slow: bool = False
+    one_class: bool = False
+    """Every label is the same (regression: 1.0, multiclass: the class ``"1"``)."""
 
 
 def _payload(rng: random.Random, *, numeric: bool = True, null_share: float = 0.0) -> dict[str, object]:
@@ -60,13 +62,30 @@ def _payload(rng: random.Random, *, numeric: bool = True, null_share: float = 0.
     return out
 
 
-def _label(rng: random.Random, payload: dict[str, object]) -> int:
-    """A label that depends on the payload (so models have something to learn)."""
+def _signal(payload: dict[str, object]) -> float:
+    """What the payload says about the label (so models have something to learn)."""
     z = -1.2 + (1.0 if payload.get("colour") == "red" else 0.0) + (0.6 if payload.get("channel") == "web" else 0.0)
     amount = payload.get("amount")
     if isinstance(amount, float):
         z += 0.3 * (math.log(amount) - 3.0)
-    return int(rng.random() < 1.0 / (1.0 + math.exp(-z)))
+    return z
+
+
+def _label(rng: random.Random, payload: dict[str, object]) -> int:
+    """A 0/1 label, 1 with probability sigmoid(signal)."""
+    return int(rng.random() < 1.0 / (1.0 + math.exp(-_signal(payload))))
+
+
+CLASSES = ("low", "mid", "high")
+"""The classes of a shape's multiclass labels."""
+
+
+def _task_label(rng: random.Random, payload: dict[str, object], task: str) -> object:
+    """A label of ``task`` from the payload's signal: a float (signal x 10 plus noise) or a class."""
+    noisy = _signal(payload) + rng.gauss(0.0, 1.0)
+    if task == "regression":
+        return round(10.0 * noisy, 3)
+    return CLASSES[0] if noisy < -1.0 else CLASSES[1] if noisy < 0.0 else CLASSES[2]
 
 
 def _stream(rng: random.Random, times: list[datetime], *, keys: Callable[[int], str],
@@ -152,7 +171,7 @@ SHAPES: dict[str, Shape] = {s.name: s for s in (
           _long_delays),
     Shape("labels-never-come", "no label at all (the label columns are empty)", 2_000, _with(no_labels=True)),
     Shape("some-labels-never-come", "40% of the events never get a label", 2_000, _with(label_share=0.6)),
-    Shape("all-one-class", "every label is 1", 2_000, _with(one_class=1)),
+    Shape("all-one-class", "every label is 1", 2_000, _with(one_class=1), one_class=True),
     Shape("categorical-only", "payload of two category columns, no number", 2_000, _with(numeric=False)),
     Shape("nulls-everywhere", "30% of every payload value missing, a third of the labels missing", 2_000,
           _with(null_share=0.3, label_share=0.67)),
@@ -160,15 +179,37 @@ SHAPES: dict[str, Shape] = {s.name: s for s in (
 """Shape name -> :class:`Shape`."""
 
 
-def shape_rows(name: str, *, seed: int = 42, n: int | None = None) -> list[Row]:
-    """The rows of shape ``name`` (``n`` overrides its size), seeded."""
+TASKS = ("binary", "multiclass", "regression")
+
+
+def shape_rows(name: str, *, seed: int = 42, n: int | None = None, task: str = "binary") -> list[Row]:
+    """The rows of shape ``name`` (``n`` overrides its size), seeded.
+
+    ``task`` picks the labels (:mod:`lake.tasks`): 0/1 (``binary``), a float that the payload
+    explains in part (``regression``) or one of :data:`CLASSES` (``multiclass``); the same
+    events, keys and label times for every task.
+
+    >>> [r["label"] for r in shape_rows("tiny", n=3, task="regression")]
+    [-4.031, -10.543, -13.373]
+    >>> sorted({r["label"] for r in shape_rows("tiny", task="multiclass")})
+    ['high', 'low', 'mid']
+    """
     if name not in SHAPES:
         raise ValueError(f"unknown shape {name!r}; known: {', '.join(SHAPES)}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     shape = SHAPES[name]
     size = shape.n if n is None else n
     if size < 1:
         raise ValueError(f"n must be >= 1, got {n!r}")
-    return shape.rows(random.Random(f"{name}/{seed}"), size)
+    rows = shape.rows(random.Random(f"{name}/{seed}"), size)
+    if task != "binary":
+        rng = random.Random(f"{name}/{seed}/{task}")
+        for row in rows:
+            if row["label"] is not None:
+                row["label"] = ((1.0 if task == "regression" else "1") if shape.one_class
+                                else _task_label(rng, row, task))
+    return rows
 
 
 def _cell(value: object) -> str:
@@ -179,9 +220,11 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def write_shape(name: str, path: str | Path, *, seed: int = 42, n: int | None = None) -> Path:
-    """Write shape ``name`` as a CSV file at ``path`` (see the module doc for its columns); returns the path."""
-    rows = shape_rows(name, seed=seed, n=n)
+def write_shape(name: str, path: str | Path, *, seed: int = 42, n: int | None = None,
+                task: str = "binary") -> Path:
+    """Write shape ``name`` with ``task``'s labels as a CSV file at ``path`` (see the module doc for its
+    columns); returns the path."""
+    rows = shape_rows(name, seed=seed, n=n, task=task)
     columns = ["id", "time", "key", "amount", "count", "colour", "channel", "label", "label_time"]
     present = [c for c in columns if any(c in r for r in rows)]
     out = Path(path)
