@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake.arrow import PendingRows, features_array, rows_to_arrow, schema_of
+from lake.arrow import LazyTable, PendingRows, features_array, rows_to_arrow, schema_of
 from lake.schemas import LEARN_LOG, PREDICTIONS, UTC_TS
 
 CHAMPION = "champion"  # the ``role`` of the model whose predictions are served
@@ -129,7 +129,7 @@ Column = Any
 """One column of a step's rows: a Python list, a numpy array or an Arrow array (features: a list of
 feature dicts or a map array)."""
 
-class StepRows:
+class StepRows(LazyTable):
     """The ``predictions`` or ``learn_log`` rows of one step, kept as the step handed them over.
 
     Every event (label) once per model, the models in slot order, as the Arrow table would hold
@@ -139,8 +139,7 @@ class StepRows:
     :func:`concat` builds the rows of many steps in one go, equal to concatenating their tables.
     """
 
-    __slots__ = ("table", "run_id", "shard", "models", "threshold", "columns", "runs", "first_order", "n",
-                 "num_rows", "max_seq", "_arrow")
+    __slots__ = ("run_id", "shard", "models", "threshold", "columns", "runs", "first_order", "n")
 
     def __init__(self, table: str, *, run_id: str, shard: int, models: list[tuple[str, str]], threshold: float | None,
                  columns: dict[str, Column], runs: list[list[tuple[int, str]]], first_order: list[int] | None,
@@ -158,16 +157,8 @@ class StepRows:
         self.max_seq = -1 if not n else (pc.max(seq).as_py() if isinstance(seq, pa.Array) else int(max(seq)))
         self._arrow: pa.Table | None = None
 
-    def arrow(self) -> pa.Table:
-        """The rows as an Arrow table in the table's schema (built on first use)."""
-        if self._arrow is None:
-            self._arrow = _build([self])
-        return self._arrow
-
-    @property
-    def built(self) -> bool:
-        """Whether :meth:`arrow` has built the table already."""
-        return self._arrow is not None
+    def _build(self) -> pa.Table:
+        return _build([self])
 
     def pylist(self, name: str) -> list[Any]:
         """Column ``name`` as Python values, in the table's row order (model by model)."""
@@ -191,14 +182,6 @@ class StepRows:
                     out.extend([version] * (max(min(end, n), at) - at))
             return out
         return self.arrow().column(name).to_pylist()
-
-    def __len__(self) -> int:
-        return self.num_rows
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # (pickle and copy ask before the slots are set)
-            raise AttributeError(name)
-        return getattr(self.arrow(), name)
 
     def __getstate__(self) -> tuple:
         return (self.table, self.run_id, self.shard, self.models, self.threshold, self.columns, self.runs,

@@ -37,7 +37,40 @@ def rows_to_arrow(table: str, rows: list[tuple]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-class PendingRows:
+class LazyTable:
+    """Rows kept as their producer handed them over until they are asked for as Arrow.
+
+    ``table``, ``num_rows`` and ``max_seq`` are known at once; :meth:`arrow` builds the table (once,
+    by the subclass's ``_build``), and any other attribute is the built table's, so a reader may
+    treat the rows as a table.
+    """
+
+    __slots__ = ("table", "num_rows", "max_seq", "_arrow")
+
+    def _build(self) -> pa.Table:
+        raise NotImplementedError
+
+    def arrow(self) -> pa.Table:
+        """The rows as an Arrow table in the table's schema (built on first use)."""
+        if self._arrow is None:
+            self._arrow = self._build()
+        return self._arrow
+
+    @property
+    def built(self) -> bool:
+        """Whether :meth:`arrow` has built the table already."""
+        return self._arrow is not None
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("_"):  # (pickle and copy ask before the slots are set)
+            raise AttributeError(name)
+        return getattr(self.arrow(), name)
+
+
+class PendingRows(LazyTable):
     """Rows of ``table`` (tuples in schema order) kept as tuples until they are asked for as Arrow.
 
     A step that closes a few rows at a time hands them over like this; a writer that collects
@@ -45,7 +78,7 @@ class PendingRows:
     and ``max_seq`` are known at once; any other attribute is the built table's.
     """
 
-    __slots__ = ("table", "rows", "num_rows", "max_seq", "_arrow")
+    __slots__ = ("rows",)
 
     def __init__(self, table: str, rows: list[tuple]) -> None:
         self.table = table
@@ -55,16 +88,8 @@ class PendingRows:
         self.max_seq = max(r[at] for r in rows) if rows and at >= 0 else -1
         self._arrow: pa.Table | None = None
 
-    def arrow(self) -> pa.Table:
-        """The rows as an Arrow table (built on first use)."""
-        if self._arrow is None:
-            self._arrow = rows_to_arrow(self.table, self.rows)
-        return self._arrow
-
-    @property
-    def built(self) -> bool:
-        """Whether :meth:`arrow` has built the table already."""
-        return self._arrow is not None
+    def _build(self) -> pa.Table:
+        return rows_to_arrow(self.table, self.rows)
 
     @staticmethod
     def build_many(parts: list[PendingRows]) -> pa.Table:
@@ -74,14 +99,6 @@ class PendingRows:
     def pylist(self, name: str) -> list:
         at = schema_of(self.table).get_field_index(name)
         return [r[at] for r in self.rows] if at >= 0 else self.arrow().column(name).to_pylist()
-
-    def __len__(self) -> int:
-        return self.num_rows
-
-    def __getattr__(self, name: str) -> object:
-        if name.startswith("_"):  # (pickle and copy ask before the slots are set)
-            raise AttributeError(name)
-        return getattr(self.arrow(), name)
 
     def __getstate__(self) -> tuple:
         return self.table, self.rows
