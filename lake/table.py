@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 from deltalake import ColumnProperties, CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
+from deltalake.schema import PrimitiveType
 
 from lake.errors import SchemaError, TableNotFoundError, WriterFencedError, WriterStoppedError
 from lake.names import select as select_literal
@@ -196,7 +197,7 @@ def _arrow_columns(schema: pa.Schema) -> list[tuple[str, bool]]:
 
 
 def _delta_columns(dt: DeltaTable) -> list[tuple[str, bool]]:
-    return [(f.name, type(f.type).__name__ != "PrimitiveType") for f in dt.schema().fields]
+    return [(f.name, not isinstance(f.type, PrimitiveType)) for f in dt.schema().fields]
 
 
 class _CreateRaceLost(Exception):
