@@ -36,9 +36,10 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import ColumnProperties, CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
+from deltalake.schema import PrimitiveType
 
 from lake.errors import SchemaError, TableNotFoundError, WriterFencedError, WriterStoppedError
 from lake.names import select as select_literal
@@ -159,6 +160,44 @@ def conform(table: str, data: Any, *, schema: pa.Schema | None = None) -> pa.Tab
         arrays.append(col)
         fields.append(pa.field(name, col.type, nullable=True))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# Parquet settings of the columns nested in a map, list or struct (``predictions.features``, window statistics,
+# drift scores): no dictionary, no statistics. Their leaves are not addressable by name through deltalake
+# (a column path is one name), so these are the defaults and every top-level column is named back to the
+# Parquet writer's own defaults. Delta keeps no statistics of such leaves for data skipping, and a dictionary
+# of float values mostly overflows and is thrown away: both cost CPU at every append and buy nothing. The
+# values read back are the same (encoding is not content).
+_NESTED = ColumnProperties(statistics_enabled="NONE", dictionary_enabled=False)
+_TOP_LEVEL = ColumnProperties(statistics_enabled="PAGE", dictionary_enabled=True)
+
+
+def writer_properties(columns: Iterable[tuple[str, bool]]) -> WriterProperties | None:
+    """Parquet writer settings for a table whose top-level columns are ``(name, nested)``; None if none is nested.
+
+    The one place the lake's Parquet settings come from (appends and compactions): top-level columns keep
+    the writer's defaults (dictionary, page statistics, Snappy), columns nested in a map, list or struct are
+    written plain without statistics.
+
+    >>> writer_properties([("score", False)]) is None
+    True
+    >>> props = writer_properties([("score", False), ("features", True)])
+    >>> sorted(props.column_properties), props.compression
+    (['score'], 'SNAPPY')
+    """
+    columns = list(columns)
+    if not any(nested for _, nested in columns):
+        return None
+    return WriterProperties(compression="SNAPPY", default_column_properties=_NESTED,
+                            column_properties={name: _TOP_LEVEL for name, nested in columns if not nested})
+
+
+def _arrow_columns(schema: pa.Schema) -> list[tuple[str, bool]]:
+    return [(f.name, pa.types.is_nested(f.type)) for f in schema]
+
+
+def _delta_columns(dt: DeltaTable) -> list[tuple[str, bool]]:
+    return [(f.name, not isinstance(f.type, PrimitiveType)) for f in dt.schema().fields]
 
 
 class _CreateRaceLost(Exception):
@@ -283,6 +322,7 @@ class TableWriter:
                 table,
                 mode="error" if creating else "append",
                 schema_mode="merge",
+                writer_properties=writer_properties(_arrow_columns(table.schema)),
                 commit_properties=CommitProperties(
                     app_transactions=[Transaction(app_id=self.writer_id, version=int(position))],
                     max_commit_retries=0 if creating else None,
@@ -305,7 +345,7 @@ class TableWriter:
     def _compact(self) -> None:
         try:
             dt = DeltaTable(self.uri)
-            dt.optimize.compact()
+            dt.optimize.compact(writer_properties=writer_properties(_delta_columns(dt)))
             DeltaTable(self.uri).create_checkpoint()
             self.compactions += 1
         except Exception as ex:  # noqa: BLE001 - e.g. a concurrent compaction won; the data is safe
@@ -347,7 +387,7 @@ def maintain(
             continue
         dt = open_table(lake, name)
         before = dt.version()
-        compact = {} if dry_run else dt.optimize.compact()
+        compact = {} if dry_run else dt.optimize.compact(writer_properties=writer_properties(_delta_columns(dt)))
         dt = open_table(lake, name)
         if not dry_run:
             dt.create_checkpoint()

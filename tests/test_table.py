@@ -141,3 +141,50 @@ def test_writer_compacts_every_n_commits_and_keeps_its_position(tmp_path):
     assert TableWriter(tmp_path, "labels", writer_id="w").committed_position == 12
     with pytest.raises(ValueError, match="compact_every must be >= 1 or None, got 0"):
         TableWriter(tmp_path, "labels", writer_id="w", compact_every=0)
+
+
+def _predictions(seq, n=50):
+    import numpy as np
+
+    from lake.arrow import features_array
+
+    rng = np.random.default_rng(seq)
+    return pl.DataFrame({
+        "run_id": ["r"] * n, "shard": pl.Series([0] * n, dtype=pl.Int32), "seq": [seq] * n,
+        "event_id": [f"e{seq}-{i}" for i in range(n)],
+        "event_time": pl.Series(list(range(n)), dtype=pl.Datetime("us", "UTC")),
+        "key": ["k"] * n, "model": ["linear"] * n, "role": ["champion"] * n, "model_version": ["v1"] * n,
+        "score": rng.random(n), "prediction": [1] * n,
+    }).to_arrow().append_column("features", features_array(
+        [{f"f{j}": float(v) for j, v in enumerate(rng.normal(size=i % 5))} for i in range(n)]))
+
+
+def test_the_features_map_is_written_lean_and_reads_back_the_same(tmp_path):
+    """The map's leaves carry no Parquet dictionary or statistics (costly, unused); every read gives the same map."""
+    import deltalake
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    written = [_predictions(seq) for seq in (1, 2)]
+    writer = TableWriter(tmp_path, "predictions", writer_id="w", compact_every=2)
+    for seq, rows in enumerate(written, start=1):
+        writer.append(rows, position=seq)
+    for seq in (3,):  # a file written after the compaction too
+        written.append(_predictions(seq))
+        writer.append(written[-1], position=seq)
+    by_seq = [("seq", "ascending"), ("event_id", "ascending")]
+    expected = pa.concat_tables(written).sort_by(by_seq).column("features").combine_chunks()
+    dt = open_table(tmp_path, "predictions")
+    for path in dt.file_uris():
+        meta = pq.ParquetFile(path).metadata.row_group(0)
+        columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+        for leaf in ("features.key_value.key", "features.key_value.value"):
+            assert "RLE_DICTIONARY" not in columns[leaf].encodings
+            assert columns[leaf].statistics is None or not columns[leaf].statistics.has_min_max
+        assert columns["score"].statistics.has_min_max and columns["score"].compression == "SNAPPY"
+        assert "RLE_DICTIONARY" in columns["model"].encodings
+    assert dt.to_pyarrow_table().sort_by(by_seq).column("features").combine_chunks().equals(expected)
+    back = read_table(tmp_path, "predictions").sort(["seq", "event_id"])
+    assert back["features"].to_list() == pl.from_arrow(expected).to_list()
+    stats = pl.DataFrame(deltalake.DeltaTable(str(tmp_path / "predictions")).get_add_actions(flatten=True))
+    assert stats.height and stats.get_column("min.score").null_count() == 0  # data skipping kept
