@@ -123,7 +123,8 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
     def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float,
                  max_in_flight: int = 4, compact_every: int | None = 100,
                  urgent_tables: frozenset[str] = frozenset(), urgent_interval_s: float = 0.5,
-                 snapshot_rows: bool = False, resume: list[_Pending] | None = None, task: str = "binary") -> None:
+                 snapshot_rows: bool = False, resume: list[_Pending] | None = None, task: str = "binary",
+                 background: bool | None = None) -> None:
         self.task = task
         self.snapshot_rows = snapshot_rows
         self.urgent_tables = urgent_tables
@@ -136,10 +137,12 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
         self.max_in_flight = max_in_flight
         self._buffers: dict[tuple[str, int], _Buffer] = {}
         self._writers: dict[tuple[str, int], TableWriter] = {}
-        # Live (snapshot_rows): no snapshot waits for a commit, so commits take the CPU the prediction
-        # path leaves; in a replay a snapshot waits for them and they run at the usual priority.
+        # Live (snapshot_rows) and serving (``background``): nothing on the prediction path waits for a
+        # commit, so commits take the CPU it leaves; in a replay a snapshot waits for them and they run at
+        # the usual priority.
+        low = snapshot_rows if background is None else background
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta",
-                                        initializer=lower_writer_priority if snapshot_rows else None)
+                                        initializer=lower_writer_priority if low else None)
         self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta-urgent")
         # Each commit with its rows, kept until it is known to be in the lake (a snapshot holds them).
         self._in_flight: deque[tuple[Future[int], str, int, pa.Table, int]] = deque()

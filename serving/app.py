@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from dataflows.gc_tuning import freeze_survivors, tune_gc
 from lake.entry import ArgumentParser
 from serving.config import ServeConfig
 from serving.engine import Engine
@@ -162,6 +163,8 @@ def create_app(config: ServeConfig, *, tick_seconds: float = 0.2, max_batch: int
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = Engine(config)
         state["engine"] = engine
+        tune_gc()  # collect rarely and never walk what the start-up built (warm start, log replay)
+        freeze_survivors()
         log.info("serving %s from %s (store %s), position %d", config.models, config.lake, config.store,
                  engine.next_seq - 1)
 

@@ -236,7 +236,7 @@ class _Tree:
 
 def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: int, server_cpu: str | None,
         client_cpu: int | None, folder: str, flush_seconds: float = 5.0, connections: int = 1,
-        workers: int = 1) -> dict[str, Any]:
+        workers: int = 1, snapshot_every: int | None = None) -> dict[str, Any]:
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
     redis = RedisProcess(os.path.join(folder, "redis")) if store == "redis" else None
@@ -244,9 +244,12 @@ def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: i
     env = dict(os.environ)
     args = ["--store", redis.url if redis else "memory", "--flush-seconds", str(flush_seconds),
             "--workers", str(workers)]
+    if snapshot_every is not None:
+        args += ["--snapshot-every", str(snapshot_every)]
     server = ServerProcess(os.path.join(folder, "lake"), args=args,
                            prefix=prefix, env=env).wait_ready()
     result: dict[str, Any] = {"store": store, "server_cpu": server_cpu, "flush_seconds": flush_seconds,
+                              "snapshot_every": snapshot_every,
                               "workers": workers,
                               "loadavg_before": os.getloadavg()}
     try:
@@ -289,10 +292,15 @@ def run(*, store: str, rate: float, seconds: float, batch: int, memory_events: i
     return result
 
 
+def _snapshots(every: int | None) -> str:
+    return "as the server's default" if every is None else "off" if every == 0 else f"every {every:,} positions"
+
+
 def markdown(r: dict[str, Any]) -> str:
     c, s, b, f = r["closed"], r["single"], r["batch"], r["freshness"]
     lines = [
         f"store `{r['store']}`, {r.get('workers', 1)} worker(s), lake commits every {r['flush_seconds']} s, "
+        f"snapshots {_snapshots(r.get('snapshot_every'))}, "
         f"server on CPU {r['server_cpu']}, "
         f"load average {r['loadavg_before'][0]:.1f} "
         f"before / {r['loadavg_after'][0]:.1f} after",
@@ -337,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=8,
                    help="clients of the concurrent phase (the same --rate in all; 1: skip the phase)")
     p.add_argument("--flush-seconds", type=float, default=5.0, help="the server's lake commit interval")
+    p.add_argument("--snapshot-every", type=int, default=None,
+                   help="the server's snapshot interval in positions (0: none; default: the server's)")
     p.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = p.parse_args(argv)
     folder = tempfile.mkdtemp(prefix="riverlake-serving-bench-")
@@ -344,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = run(store=args.store, rate=args.rate, seconds=args.seconds, batch=args.batch,
                 memory_events=args.memory_events, server_cpu=args.server_cpu, client_cpu=args.client_cpu,
                 folder=folder, flush_seconds=args.flush_seconds, connections=args.connections,
+                snapshot_every=args.snapshot_every,
                 workers=args.workers)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

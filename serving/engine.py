@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 
 from dataflows import rows
 from dataflows.decode import decode_event, decode_label, loads
+from dataflows.gc_tuning import freeze_survivors
 from dataflows.items import EVENT, Batch, Output, raw_json
 from dataflows.kafka import PayloadTypes
 from dataflows.learner import CHAMPION, ShardLearner
@@ -95,7 +96,7 @@ class Engine:
                 self.types = PayloadTypes(pa.schema(schema) if schema is not None else None)
             self.sink = DeltaSinkPartition(config.lake, run_id=config.server_id, flush_rows=config.flush_rows,
                                            flush_seconds=config.flush_seconds, urgent_tables=URGENT_TABLES,
-                                           task=config.task)
+                                           task=config.task, background=True)
             self.recorder = Recorder(config, self.types)
             self.log = ServingLog(os.path.join(config.state_path, "log.jsonl"), fsync=config.fsync)
             self.answers: Answers = Answers(config.remember) if snap is None else snap["answers"]
@@ -455,6 +456,7 @@ class Engine:
         }, server_id=self.server_id)
         self.log.reset()
         self.snapshot_seq = self.next_seq
+        freeze_survivors()  # (the requests already wait for this snapshot)
         log.info("%s: snapshot at position %d (%d bytes) in %.3f s; log emptied", self.server_id,
                  self.next_seq - 1, size, time.perf_counter() - started)
         return size

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from dataflows.items import EVENT
 from dataflows.kafka import PayloadTypes
+from dataflows.priority import lower_writer_priority
 from lake.schemas import UTC_TS, task_schema
 from lake.table import TableWriter
 from lake.tasks import Task
@@ -44,7 +45,10 @@ class Recorder:
                          for t in ("events", "labels")}
         self._pending: dict[str, list[tuple]] = {"events": [], "labels": []}
         self._since = 0.0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serving-record")
+        # Nothing a request waits for is in these commits (the log holds the positions): they take the CPU
+        # the requests leave.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serving-record",
+                                        initializer=lower_writer_priority)
         self._running: Future | None = None
 
     def add(self, items: list[tuple]) -> None:
