@@ -25,10 +25,9 @@ At start the log is replayed through a fresh learner: the same rows come out, th
 writers drop those the lake already holds, the store skips updates at positions it
 already has. So after a ``kill -9`` every answered request is in the lake exactly once,
 and every stored score is what was served. So that a restart does not cost the whole
-history, every ``snapshot_every`` positions the engine writes a sealed snapshot of its
-state (:mod:`serving.snapshot`), with the lake rows not yet known to be committed, and
-empties the log; a restart commits those rows first (the writers keep what the lake
-lacks), starts from the snapshot and replays only the records logged after it.
+history, every ``snapshot_every`` positions the engine commits what it holds, writes a
+sealed snapshot of its state (:mod:`serving.snapshot`) and empties the log; a restart
+starts from the snapshot and replays only the records logged after it.
 """
 
 from __future__ import annotations
@@ -95,16 +94,10 @@ class Engine:
                 schema = (open_table(config.lake, "events").schema().to_arrow()
                           if exists(config.lake, "events") else None)
                 self.types = PayloadTypes(pa.schema(schema) if schema is not None else None)
-            # A snapshot takes the rows not yet known to be in the lake with it (no request waits for a
-            # commit); a restart from it commits them first, each writer keeping what the lake lacks.
             self.sink = DeltaSinkPartition(config.lake, run_id=config.server_id, flush_rows=config.flush_rows,
                                            flush_seconds=config.flush_seconds, urgent_tables=URGENT_TABLES,
-                                           task=config.task, background=True, snapshot_rows=True,
-                                           resume=None if snap is None else snap.get("pending_rows"))
+                                           task=config.task, background=True)
             self.recorder = Recorder(config, self.types)
-            if snap is not None and snap.get("pending_items"):
-                self.recorder.add(snap["pending_items"])
-                self.recorder.wait()
             self.log = ServingLog(os.path.join(config.state_path, "log.jsonl"), fsync=config.fsync)
             self.answers: Answers = Answers(config.remember) if snap is None else snap["answers"]
             self._versions: dict[str, str] = {}
@@ -453,24 +446,17 @@ class Engine:
             self.recorder.wait()
 
     def snapshot(self) -> int:
-        """Write the state at the current position (:mod:`serving.snapshot`), with the lake rows of the
-        positions it covers that are not yet known to be committed, and empty the log: a restart replays
-        only what comes after. No commit is waited for (requests wait for the snapshot: ~90 ms when it
-        waited for the commits, measured in BENCHMARKS.md). Returns the snapshot's size in bytes."""
+        """Commit everything, write the state at the current position (:mod:`serving.snapshot`) and empty
+        the log: a restart replays only what comes after. Returns the snapshot's size in bytes."""
+        self.flush()  # the rows of every position the snapshot covers are in the lake
         started = time.perf_counter()
-        with self._failing():
-            outputs, self._outputs = self._outputs, []
-            self.sink.write_batch(outputs)
-            pending_rows = self.sink.snapshot()  # (Arrow IPC of the rows in flight or buffered)
-            pending_items = self.recorder.pending()
         size = write_snapshot(self.snapshot_path, {
             "next_seq": self.next_seq, "learner": self.learner, "types": self.types, "answers": self.answers,
             "store": self.store.dump(), "events_served": self.events_served,
-            "pending_rows": pending_rows, "pending_items": pending_items,
         }, server_id=self.server_id)
         self.log.reset()
         self.snapshot_seq = self.next_seq
-        freeze_survivors(collect=False)  # (a full collection here would cost the waiting requests ~60 ms)
+        freeze_survivors()  # (the requests already wait for this snapshot)
         log.info("%s: snapshot at position %d (%d bytes) in %.3f s; log emptied", self.server_id,
                  self.next_seq - 1, size, time.perf_counter() - started)
         return size

@@ -50,7 +50,6 @@ class Recorder:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serving-record",
                                         initializer=lower_writer_priority)
         self._running: Future | None = None
-        self._running_items: list[tuple] = []  # the items of the running commit
 
     def add(self, items: list[tuple]) -> None:
         if not items:
@@ -68,16 +67,8 @@ class Recorder:
             if self._running is not None:
                 self._running.result()  # one commit at a time, in order; re-raises a failure
             todo = {t: (rows, self._rows(t, rows)) for t, rows in self._pending.items() if rows}
-            self._running_items = [it for rows, _ in todo.values() for it in rows]
             self._pending = {"events": [], "labels": []}
             self._running = self._pool.submit(self._commit, todo)
-
-    def pending(self) -> list[tuple]:
-        """The items added and not yet known to be in the lake (the running commit's, then the buffered),
-        in position order per table: what a snapshot takes with it instead of waiting for the commit."""
-        running = self._running
-        ran = running is not None and running.done() and running.exception() is None
-        return [*([] if ran else self._running_items), *self._pending["events"], *self._pending["labels"]]
 
     def _commit(self, todo: dict[str, tuple[list[tuple], Any]]) -> None:
         for table, (items, build) in todo.items():

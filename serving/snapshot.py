@@ -6,10 +6,8 @@ the first answers kept) is pickled, sealed with :mod:`lake.integrity`'s HMAC bou
 server id (nothing is unpickled before the tag checks out), and written atomically
 (temporary file, ``fsync``, ``rename``) to ``STATE/snapshot.bin``.
 
-The rows of the positions it covers that the lake may not hold yet (commits in flight or
-buffered) travel in it, so that no request waits for a commit; then the engine empties its
-log. A restart unseals the snapshot, commits those rows first (each writer keeps only the
-positions the lake lacks), puts its feature state back
+The engine takes one only when the lake holds every row up to that position (it commits
+first), then empties its log. A restart unseals the snapshot, puts its feature state back
 in the store (skipped by a store that is already there or beyond: updates are idempotent
 by position) and replays only the log's records after it. A crash between the rename and
 the emptying leaves records the snapshot covers in the log: the replay skips them.

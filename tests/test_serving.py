@@ -486,41 +486,6 @@ def test_a_restart_after_a_snapshot_replays_only_the_tail_and_answers_the_same(t
         Engine(snapped)
 
 
-def test_a_snapshot_waits_for_no_commit_and_a_crash_after_it_loses_and_doubles_no_row(tmp_path):
-    """A snapshot takes the rows not yet in the lake with it instead of waiting for their commits (the
-    requests wait for the snapshot); a crash right after it, before any commit lands, loses and doubles
-    nothing: the restart commits them first."""
-    from lake.table import exists
-
-    cfg = ServeConfig(lake=str(tmp_path / "lake"), server_id="nowait", snapshot_every=50, flush_seconds=3600.0)
-    reqs = stream(40, keys=3)  # 80 positions: a snapshot at 49
-    engine = Engine(cfg)
-    answers = {}
-    for r in reqs:
-        answers |= feed(engine, [r])
-        engine.tick()
-    assert engine.health()["snapshot_position"] == 49
-    assert not exists(cfg.lake, "predictions") and not exists(cfg.lake, "events")  # nothing waited for
-    # kill -9 stand-in: no commit of this process lands, its log and snapshot stay
-    engine.sink.abort()
-    engine.recorder.abort()
-    engine.log.close()
-    os.close(engine._lock_fd)
-    engine = Engine(cfg)
-    try:
-        assert engine.replayed == 30  # positions 50..79
-        again = feed(engine, [r for r in reqs if r[0] == "predict"])
-        assert again == answers  # the first answers, not new predictions
-    finally:
-        engine.close()
-    preds = table(cfg.lake, "predictions")
-    assert preds.height == preds["event_id"].n_unique() == 40
-    assert table(cfg.lake, "events").height == table(cfg.lake, "events")["event_id"].n_unique() == 40
-    assert table(cfg.lake, "labels").height == table(cfg.lake, "learn_log").height == 40
-    stored = dict(zip(preds["event_id"].to_list(), preds["score"].to_list(), strict=True))
-    assert all(stored[k] == a["score"] for k, a in answers.items())
-
-
 def _retrying(client, path, body, *, seconds: float = 60.0):
     """POST until a worker answers (a 503 or a dropped connection while one restarts: send it again)."""
     import time
