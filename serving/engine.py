@@ -456,7 +456,7 @@ class Engine:
         }, server_id=self.server_id)
         self.log.reset()
         self.snapshot_seq = self.next_seq
-        freeze_survivors()  # (the requests already wait for this snapshot)
+        freeze_survivors(collect=False)  # (requests wait for this snapshot: no full collection on top)
         log.info("%s: snapshot at position %d (%d bytes) in %.3f s; log emptied", self.server_id,
                  self.next_seq - 1, size, time.perf_counter() - started)
         return size

@@ -55,9 +55,12 @@ def test_freeze_survivors_takes_what_is_alive_out_of_every_later_collection():
     ids = {id(x) for x in state}
     try:
         assert sum(id(o) in ids for o in gc.get_objects()) == len(state)
-        assert freeze_survivors() >= len(state)
+        freeze_survivors()
+        assert gc.get_freeze_count() >= len(state)
         assert sum(id(o) in ids for o in gc.get_objects()) == 0
         later = [{"answer": [-1]}]
         assert any(o is later[0] for o in gc.get_objects())
+        freeze_survivors(collect=False)  # what came after too, without a collection first
+        assert not any(o is later[0] for o in gc.get_objects())
     finally:
         gc.unfreeze()
