@@ -49,6 +49,7 @@ process that loads the model; keep the MLflow store where lake writers cannot wr
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import shutil
 from pathlib import Path
@@ -201,28 +202,26 @@ def pip_requirements() -> list[str]:
     return [f"river=={river.__version__}", f"pandas=={pandas.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
 
 
-def _scoring() -> Any:
-    """:mod:`lake.scoring`, or where riverlake is not installed (or is older than the model), its copy
-    logged with the model."""
+def _lake_module(name: str, *, needs: str) -> Any:
+    """``lake.<name>``, or where riverlake is not installed (or is older than the model: no ``needs``
+    attribute), its copy ``riverlake_<name>`` logged with the model."""
     try:
-        from lake import scoring
+        module = importlib.import_module(f"lake.{name}")
     except ImportError:
-        scoring = None
-    if scoring is None or not hasattr(scoring, "task_answer"):
-        import riverlake_scoring as scoring  # type: ignore[import-not-found,no-redef]
-    return scoring
+        module = None
+    if module is None or not hasattr(module, needs):
+        module = importlib.import_module(f"riverlake_{name}")
+    return module
+
+
+def _scoring() -> Any:
+    """:mod:`lake.scoring` or its logged copy."""
+    return _lake_module("scoring", needs="task_answer")
 
 
 def _integrity() -> Any:
-    """:mod:`lake.integrity`, or where riverlake is not installed (or is older than the model), its copy
-    logged with the model."""
-    try:
-        from lake import integrity
-    except ImportError:
-        integrity = None
-    if integrity is None or not hasattr(integrity, "verify_checkpoint"):
-        import riverlake_integrity as integrity  # type: ignore[import-not-found,no-redef]
-    return integrity
+    """:mod:`lake.integrity` or its logged copy."""
+    return _lake_module("integrity", needs="verify_checkpoint")
 
 
 def stage_code(directory: str | Path) -> list[str]:

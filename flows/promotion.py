@@ -149,13 +149,8 @@ def window_scores(lake: str, run_id: str, *, window: str | int = "7d", metric: s
         recent = events.sort(["label_time", "shard", "seq"]).tail(window)
         described = f"last {window} labelled events"
     else:
-        from lake.durations import parse_duration_us
-
-        span_us = parse_duration_us(window)
-        if span_us <= 0:
-            raise ValueError(f"window must be > 0, got {window!r}")
         clock = log["label_time"].max()
-        recent = events.filter(pl.col("label_time") > pl.lit(clock) - pl.duration(microseconds=span_us))
+        recent = events.filter(pl.col("label_time") > _since(clock, window))
         described = f"labels of the last {window} up to {clock.isoformat()}"
     rows = log.join(recent.select("event_id"), on="event_id", how="semi")
     n_models = rows["model"].n_unique()
@@ -169,6 +164,16 @@ def window_scores(lake: str, run_id: str, *, window: str | int = "7d", metric: s
         value = ((pl.col("score") >= threshold) == y).cast(pl.Float64).mean()
     per_model = rows.group_by("model").agg(value.alias("v")).sort("model")
     return WindowScores(metric, shared.height, dict(zip(per_model["model"], per_model["v"], strict=True)), described)
+
+
+def _since(clock: Any, window: str) -> pl.Expr:
+    """The instant ``window`` (a duration such as ``"7d"``) before ``clock``, as a polars expression."""
+    from lake.durations import parse_duration_us
+
+    span_us = parse_duration_us(window)
+    if span_us <= 0:
+        raise ValueError(f"window must be > 0, got {window!r}")
+    return pl.lit(clock) - pl.duration(microseconds=span_us)
 
 
 _SUMS = {"mae": "sum_abs_error", "rmse": "sum_sq_error", "log_loss": "sum_log_loss", "accuracy": "n_correct"}
@@ -200,13 +205,8 @@ def _metrics_window_scores(lake: str, run_id: str, *, window: str | int, metric:
         recent = windows.filter(before < window)
         described = f"last {recent['n'].sum()} labelled events ({recent.height} metrics windows, >= {window} asked)"
     else:
-        from lake.durations import parse_duration_us
-
-        span_us = parse_duration_us(window)
-        if span_us <= 0:
-            raise ValueError(f"window must be > 0, got {window!r}")
         clock = rows["window_end"].max()
-        recent = windows.filter(pl.col("window_end") > pl.lit(clock) - pl.duration(microseconds=span_us))
+        recent = windows.filter(pl.col("window_end") > _since(clock, window))
         described = f"metrics windows of the last {window} up to {clock.isoformat()}"
     chosen = rows.join(recent.select("window_start", "window_end"), on=["window_start", "window_end"], how="semi")
     value = pl.col("total").sum() / pl.col("n").sum()
