@@ -26,7 +26,7 @@ from deltalake.exceptions import CommitFailedError
 
 from dataflows.items import EVENT
 from dataflows.kafka_types import PayloadTypes
-from dataflows.priority import lower_writer_priority
+from dataflows.priority import lower_writer_priority, stagger
 from dataflows.trace import StageTrace
 from lake.retry import retrying
 from lake.schemas import UTC_TS, task_schema
@@ -85,12 +85,16 @@ class PartitionRecorder:
         self._ev: list[tuple] = []
         self._lb: list[tuple] = []
         self._since = 0.0
+        # The partitions' first commits spread over flush_seconds (and half a period off the lake sink's, which
+        # staggers its own the same way): their Parquet encoding does not land on the prediction path at once.
+        self._head_start = (stagger(partition, flush_seconds) + flush_seconds / 2) % flush_seconds
 
     def add(self, items: list[tuple]) -> None:
         if not items:
             return
         if not self._ev and not self._lb:
-            self._since = time.monotonic()
+            self._since = time.monotonic() - self._head_start
+            self._head_start = 0.0
         for item in items:
             (self._ev if item[1] == EVENT else self._lb).append(item)
 

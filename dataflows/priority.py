@@ -6,7 +6,8 @@ that polls, scores and sends. :func:`lower_writer_priority` raises the nice valu
 the calling thread and of the process's ``tokio-rt-worker`` threads by
 :data:`NICE`, so the scheduler serves the prediction path first and the commits
 take the CPU it leaves. Commits still run and still gate nothing but themselves:
-exactly-once is unchanged, only when a commit lands moves.
+exactly-once is unchanged, only when a commit lands moves. :func:`stagger` spreads periodic
+commits over their period for the same reason.
 """
 
 from __future__ import annotations
@@ -48,3 +49,17 @@ def lower_writer_priority(by: int = NICE) -> None:
             if tid not in _LOWERED:
                 _LOWERED.add(tid)
                 _renice(tid, by)
+
+
+_GOLDEN = (5 ** 0.5 - 1) / 2
+
+
+def stagger(k: int, period: float) -> float:
+    """How far into ``period`` the ``k``-th of several periodic lake writers should be: ``k`` and the ones
+    after it spread evenly over the period (the golden-ratio sequence), so their commits, each a burst of
+    Parquet encoding, do not all fall on the same moment and stall the prediction path together.
+
+    >>> [round(stagger(k, 5.0), 2) for k in range(4)]
+    [0.0, 3.09, 1.18, 4.27]
+    """
+    return period * ((k * _GOLDEN) % 1.0)

@@ -5,8 +5,11 @@ Rows are buffered per (table, shard) and committed when a table's buffer holds
 Bytewax snapshots (so recovery never skips a buffered row) and at the end. With
 ``snapshot_rows`` (live runs) a snapshot does not wait for commits instead: it
 holds the rows not yet known to be committed (buffered, or in a commit still
-running), as Arrow IPC, and a restart from it commits them first, so recovery
-never skips a row and the prediction path never stops for the lake. In
+running), pickled as the step handed them over and sealed with an HMAC
+(:func:`lake.integrity.seal`), and a restart from it commits them first, so recovery
+never skips a row and the prediction path never stops for the lake: a commit due
+while ``max_in_flight`` are queued waits in its buffer instead of holding up the step,
+and the buffers' commits are spread over ``flush_seconds`` (:func:`dataflows.priority.stagger`). In
 live runs the small tables people wait for (``urgent_tables``, e.g.
 :data:`URGENT_TABLES`: window statistics, alarms, drift actions) are committed as
 soon as rows come, on a thread of their own, so a large ``predictions`` commit
@@ -28,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +41,8 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows import rows
 from dataflows.items import Output
-from dataflows.priority import lower_writer_priority
+from dataflows.priority import lower_writer_priority, stagger
+from lake import integrity
 from lake.errors import WriterFencedError
 from lake.schemas import TABLES, task_schema
 from lake.table import TableWriter
@@ -60,12 +65,13 @@ steps, and no commit or snapshot waits for a large one."""
 
 
 class _Buffer:
-    __slots__ = ("parts", "rows", "since", "max_seq", "lazy", "lazy_rows")
+    __slots__ = ("parts", "rows", "since", "max_seq", "lazy", "lazy_rows", "head_start")
 
-    def __init__(self) -> None:
+    def __init__(self, head_start: float = 0.0) -> None:
         self.parts: list[pa.Table | rows.Lazy] = []
         self.rows = 0
         self.since = 0.0
+        self.head_start = head_start  # how much older than it is its first rows count (their first commit comes sooner)
         self.max_seq = -1
         self.lazy = 0  # the last parts not yet Arrow, and their rows
         self.lazy_rows = 0
@@ -99,17 +105,34 @@ def _result(future: Future[int]) -> int:
 
 
 _Pending = tuple[str, int, bytes, int]
-"""Rows of a snapshot not known to be in the lake: ``(table, shard, Arrow IPC stream, position)``."""
+"""Rows of an older snapshot not known to be in the lake: ``(table, shard, Arrow IPC stream, position)``."""
+
+_SnapshotRows = tuple[str, bytes]
+"""Rows of a snapshot not known to be in the lake: the sealed pickle (:func:`lake.integrity.seal`) of
+``[(table, shard, parts, position), ...]``, ``parts`` a buffer's as handed over (Arrow, or rows not yet Arrow)
+or a running commit's table."""
+
+ROWS_PURPOSE = f"{integrity.RECOVERY_PURPOSE}: lake rows"
+"""What the rows a live snapshot holds are sealed for (not interchangeable with a learner's state)."""
 
 
-def _ipc(data: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, data.schema) as writer:
-        writer.write_table(data)
-    return sink.getvalue().to_pybytes()
+def _resumed(resume: list[_Pending] | _SnapshotRows | None) -> list[tuple[str, int, pa.Table, int]]:
+    """The rows a snapshot holds as ``(table, shard, table's rows, position)``; its pickle is loaded only once
+    its HMAC checked out (a snapshot of an older riverlake holds Arrow IPC streams)."""
+    if resume is None:
+        return []
+    if isinstance(resume, list):
+        out = []
+        for table, shard, data, position in resume:
+            with pa.ipc.open_stream(data) as reader:
+                out.append((table, shard, reader.read_all(), position))
+        return out
+    pending = integrity.unseal(resume, purpose=ROWS_PURPOSE, what="recovery state of the lake sink")
+    return [(table, shard, rows.concat(parts) if isinstance(parts, list) else parts, position)
+            for table, shard, parts, position in pending]
 
 
-class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
+class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
     """Buffers per (table, shard); commits run on one background thread.
 
     Delta's Rust writer releases the GIL, so Parquet encoding and the commit
@@ -117,13 +140,16 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
     (a single thread) and at most ``max_in_flight`` are queued. A snapshot waits
     for every commit, or, with ``snapshot_rows``, takes the rows not yet committed
     (``resume`` gives them back, committed before anything else); close waits for
-    every commit.
+    every commit. With ``snapshot_rows`` nothing the step calls waits for the lake: a
+    buffer due while ``max_in_flight`` commits are queued stays buffered until one is
+    done, and a snapshot pickles the rows as they are (it builds no Arrow).
     """
 
     def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float,
                  max_in_flight: int = 4, compact_every: int | None = 100,
                  urgent_tables: frozenset[str] = frozenset(), urgent_interval_s: float = 0.5,
-                 snapshot_rows: bool = False, resume: list[_Pending] | None = None, task: str = "binary",
+                 snapshot_rows: bool = False, resume: list[_Pending] | _SnapshotRows | None = None,
+                 task: str = "binary",
                  background: bool | None = None) -> None:
         self.task = task
         self.snapshot_rows = snapshot_rows
@@ -148,11 +174,11 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
         self._in_flight: deque[tuple[Future[int], str, int, pa.Table, int]] = deque()
         self._urgent: dict[tuple[str, int], Future[int]] = {}  # the running commit of each urgent buffer
         self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
-        for table, shard, data, position in resume or ():
+        self._staggered = 0  # (live) buffers whose commits were spread over flush_seconds so far
+        for table, shard, data, position in _resumed(resume):
             # The rows the snapshot held: committed now, before any row after them (rows of them a
             # commit had already written are dropped by the writer's position).
-            with pa.ipc.open_stream(data) as reader:
-                self._writer((table, shard)).append(reader.read_all(), position=position)
+            self._writer((table, shard)).append(data, position=position)
 
     def write_batch(self, values: list[Output]) -> None:
         now = time.monotonic()
@@ -162,9 +188,9 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
                     continue
                 buf = self._buffers.get((table, out.shard))
                 if buf is None:
-                    buf = self._buffers[(table, out.shard)] = _Buffer()
+                    buf = self._buffers[(table, out.shard)] = self._new_buffer(table)
                 if not buf.parts:
-                    buf.since = now
+                    buf.since, buf.head_start = now - buf.head_start, 0.0
                 buf.add(data)
                 top = rows.max_seq(data)
                 if top > buf.max_seq:
@@ -179,8 +205,17 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
                     self._urgent_at[key] = now
                     self._flush(key, buf)
             elif buf.rows >= self.flush_rows or now - buf.since >= self.flush_seconds:
-                self._flush(key, buf)
+                self._flush(key, buf, wait=not self.snapshot_rows)
         self._reap(block=False)
+
+    def _new_buffer(self, table: str) -> _Buffer:
+        if not self.snapshot_rows or table in self.urgent_tables:
+            return _Buffer()
+        # (live) Each buffer commits every flush_seconds from its first rows; the buffers' first commits are
+        # spread over that period, so the shards' and tables' commits (bursts of Parquet encoding on the
+        # cores the prediction path runs on) come one by one instead of all at once.
+        self._staggered += 1
+        return _Buffer(head_start=stagger(self._staggered - 1, self.flush_seconds))
 
     def _writer(self, key: tuple[str, int]) -> TableWriter:
         writer = self._writers.get(key)
@@ -192,13 +227,19 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
                 schema=task_schema(table, self.task) if table in TASK_TABLES and self.task != "binary" else None)
         return writer
 
-    def _flush(self, key: tuple[str, int], buf: _Buffer) -> None:
+    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True) -> None:
+        """Commit ``buf``; a non-urgent commit waits for a place among ``max_in_flight``, or, without ``wait``,
+        is left for a later call."""
         table, shard = key
-        writer = self._writer(key)
-        data = buf.take()
         urgent = table in self.urgent_tables
+        if not urgent:
+            self._reap(block=False)
+            if not wait and len(self._in_flight) >= self.max_in_flight:
+                return
+        writer = self._writer(key)
         while not urgent and len(self._in_flight) >= self.max_in_flight:
             _result(self._in_flight.popleft()[0])
+        data = buf.take()
         future = (self._urgent_pool if urgent else self._pool).submit(writer.append, data, position=buf.max_seq)
         if urgent:
             self._urgent[key] = future
@@ -214,22 +255,21 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
                 self._flush(key, buf)
         self._reap(block=True)
 
-    def snapshot(self) -> list[_Pending] | None:
+    def snapshot(self) -> _SnapshotRows | None:
         # Recovery must not skip a row before this snapshot: they are all committed now, or (live)
         # the ones not yet known to be in the lake travel in it and the dataflow does not wait.
         if not self.snapshot_rows:
             self.flush_all()  # a second process with this run id is fenced here, before its snapshot
             return None
         self._reap(block=False)
-        pending = [(table, shard, _ipc(data), position)
+        pending = [(table, shard, data, position)
                    for future, table, shard, data, position in self._in_flight
                    if not future.done() or future.exception() is not None]
-        for (table, shard), buf in self._buffers.items():
-            if buf.parts:
-                data = rows.concat(buf.parts)
-                buf.parts, buf.lazy, buf.lazy_rows = [data], 0, 0
-                pending.append((table, shard, _ipc(data), buf.max_seq))
-        return pending or None
+        pending += [(table, shard, list(buf.parts), buf.max_seq)
+                    for (table, shard), buf in self._buffers.items() if buf.parts]
+        # The rows as they are, pickled (building the buffers' last steps into Arrow and writing IPC streams
+        # took 2-5x as long), sealed with an HMAC: a restart unpickles them only once the tag checks out.
+        return integrity.seal(pickle.dumps(pending, protocol=5), purpose=ROWS_PURPOSE) if pending else None
 
     def abort(self) -> None:
         """Stop after a failed commit, committing nothing more: queued commits are dropped (their rows are
@@ -250,7 +290,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, list[_Pending] | None]):
                      w.commits, w.commit_seconds)
 
 
-class DeltaSink(FixedPartitionedSink[Output, list[_Pending] | None]):
+class DeltaSink(FixedPartitionedSink[Output, _SnapshotRows | None]):
     """Writes :class:`Output` rows keyed by shard (``"0"``, ``"1"``, ...) to the lake.
 
     Parameters
@@ -310,7 +350,8 @@ class DeltaSink(FixedPartitionedSink[Output, list[_Pending] | None]):
     def part_fn(self, item_key: str) -> int:
         return int(item_key)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: list[_Pending] | None) -> DeltaSinkPartition:
+    def build_part(self, step_id: str, for_part: str,
+                   resume_state: list[_Pending] | _SnapshotRows | None) -> DeltaSinkPartition:
         return DeltaSinkPartition(self.lake, run_id=self.run_id, flush_rows=self.flush_rows,
                                   flush_seconds=self.flush_seconds, urgent_tables=self.urgent_tables,
                                   urgent_interval_s=self.urgent_interval_s, snapshot_rows=self.snapshot_rows,
