@@ -218,7 +218,9 @@ def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subproc
 
     lake = str(tmp_path / "lake")
     url = request.getfixturevalue("redis_url") if store == "redis" else "memory"
-    args = ["--flush-seconds", "30", "--checkpoint-every", "20",  # nothing committed before the kill
+    # Nothing committed before the kill; with snapshots, commits every 0.5 s: a snapshot is written once the
+    # lake holds its rows.
+    args = ["--flush-seconds", "0.5" if snapshot_every else "30", "--checkpoint-every", "20",
             "--store", url, "--server-id", f"kill-{store}", "--snapshot-every", str(snapshot_every)]
     server = ServerProcess(lake, args=args, env=subprocess_env).wait_ready()
     reqs = stream(120, keys=4)
@@ -446,8 +448,8 @@ def test_concurrent_clients_of_a_uvicorn_server_get_every_answer_once(tmp_path, 
 
 
 def test_a_restart_after_a_snapshot_replays_only_the_tail_and_answers_the_same(tmp_path):
-    """Every ``snapshot_every`` positions the state is sealed to disk and the log emptied: a restart
-    replays the requests after it alone, and serves exactly what a server that never stopped serves."""
+    """Every ``snapshot_every`` positions the state is sealed to disk and the log segments it covers
+    deleted: a restart replays the requests after it alone, and serves exactly what a server that never stopped serves."""
     from lake.integrity import IntegrityError
 
     reqs = stream(80, keys=3)  # 160 requests, one position each
@@ -456,7 +458,9 @@ def test_a_restart_after_a_snapshot_replays_only_the_tail_and_answers_the_same(t
     first = {}
     for r in reqs[:120]:
         first |= feed(engine, [r])
-        engine.tick()  # snapshots at positions 49 and 99 (ticks come between requests)
+        engine.tick()  # snapshots taken at positions 49 and 99 (ticks come between requests) ...
+        if engine.health()["snapshot_taken_position"] is not None:
+            engine.flush()  # ... and written once the lake holds their rows
     assert engine.health()["snapshot_position"] == 99
     engine.close()
     assert os.path.getsize(os.path.join(engine.config.state_path, "log.jsonl")) > 0
