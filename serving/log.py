@@ -59,6 +59,7 @@ class ServingLog:
         self._folder, name = os.path.split(os.path.abspath(self.path))
         self._stem, self._ext = os.path.splitext(name)
         self._segment = re.compile(re.escape(self._stem) + r"\.(\d+)" + re.escape(self._ext) + "$")
+        self._empty: bool | None = None  # whether ``path`` holds no record (None: not looked yet)
 
     def _segments(self) -> list[tuple[int, str]]:
         """``(P, path)`` of the closed segments (records below ``P``), oldest first."""
@@ -99,6 +100,7 @@ class ServingLog:
         """Write ``record`` as one line (one system call)."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._empty = False
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         written = os.write(self._fd, data)
         if written != len(data):  # a full disk: the record would be torn; refuse it
@@ -110,12 +112,14 @@ class ServingLog:
     def rotate(self, position: int) -> None:
         """Start a new segment: the records so far (all below ``position``) move to ``log.P.jsonl``."""
         self.close()
-        if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+        if self._empty is None:
+            self._empty = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        if self._empty:
             return
-        target = os.path.join(self._folder, f"{self._stem}.{position:012d}{self._ext}")
-        if os.path.exists(target):  # (positions only grow: a segment of this position cannot exist)
-            raise FileExistsError(f"{target}: a log segment of position {position} exists already")
-        os.rename(self.path, target)
+        # (No segment of this position exists: a restart's positions start above every logged one, and a
+        # rotation needs a record logged since the last.)
+        os.rename(self.path, os.path.join(self._folder, f"{self._stem}.{position:012d}{self._ext}"))
+        self._empty = True
         if self.fsync:
             folder = os.open(self._folder, os.O_RDONLY)
             try:
