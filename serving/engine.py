@@ -104,7 +104,8 @@ class Engine:
                                      else snap["answers"])
             self._versions: dict[str, str] = {}
             self.next_seq = 0 if snap is None else snap["next_seq"]
-            self.snapshot_seq = self.next_seq  # the position the last snapshot covers up to (exclusive)
+            self.snapshot_seq = self.next_seq  # the position the last snapshot written covers up to (exclusive)
+            self._snapshot_from = self.next_seq  # ... and the last one taken
             self.failed: str | None = None
             self.steps = 0  # steps run for requests, and the requests they served
             self.requests = 0
@@ -439,7 +440,7 @@ class Engine:
             self.recorder.maybe_flush()
         if self.snapshots.pending is not None:
             self._written(self.snapshots.advance())
-        elif self.config.snapshot_every and self.next_seq - self.snapshot_seq >= self.config.snapshot_every:
+        elif self.config.snapshot_every and self.next_seq - self._snapshot_from >= self.config.snapshot_every:
             self.snapshot()
 
     def flush(self) -> None:
@@ -464,7 +465,7 @@ class Engine:
             outputs, self._outputs = self._outputs, []
             self.sink.write_batch(outputs)  # (every row below the position is handed over)
         sink, recorder = self.sink.handed(), self.recorder.handed()
-        position = self.next_seq
+        position = self._snapshot_from = self.next_seq
         self.snapshots.begin(position=position, state={
             "next_seq": position, "learner": self.learner, "types": self.types, "store": self.store.dump(),
             "events_served": self.events_served,

@@ -152,6 +152,7 @@ class Snapshots:
         self.chunks: list[tuple[str, int]] = []  # the answers' files of the last snapshot written
         self.pending: Pending | None = None
         self._drop_segments = drop_segments  # deletes the log segments below a position
+        self._unwritten: list[tuple[int, list]] = []  # the answers of a snapshot that failed: the next writes them
         self._pool: ThreadPoolExecutor | None = None
 
     def load(self, *, limit: int, journal: bool) -> dict[str, Any] | None:
@@ -176,6 +177,7 @@ class Snapshots:
     def begin(self, *, position: int, state: dict[str, Any], journal: list[tuple[int, list]], generation: int,
               ready: Callable[[], bool]) -> Pending:
         """Phase 1: ``state`` (its ``answers`` are set here) pickled now; the rest waits for :meth:`advance`."""
+        journal, self._unwritten = self._unwritten + journal, []
         chunks = [c for c in self.chunks if c[1] >= generation - 1]  # older generations are no longer kept
         if journal:
             chunks.append((f"answers.{position:012d}.bin", max(gen for gen, _ in journal)))
@@ -202,7 +204,8 @@ class Snapshots:
         self.pending = None
         try:
             size = p.future.result()
-        except Exception:  # the log segments stay: the next snapshot covers them
+        except Exception:  # the log segments stay: the next snapshot covers them, and writes these answers
+            self._unwritten = p.journal
             log.exception("%s: snapshot at position %d failed; the log keeps its records", self.server_id,
                           p.position - 1)
             return None
