@@ -439,7 +439,8 @@ class Engine:
             self.sink.write_batch(outputs)
             self.recorder.maybe_flush()
         if self.snapshots.pending is not None:
-            self._written(self.snapshots.advance())
+            with self._failing():  # (whether its rows landed: a failed commit is seen here too)
+                self._written(self.snapshots.advance())
         elif self.config.snapshot_every and self.next_seq - self._snapshot_from >= self.config.snapshot_every:
             self.snapshot()
 
@@ -450,8 +451,8 @@ class Engine:
             self.sink.write_batch(outputs)
             self.sink.flush_all()
             self.recorder.wait()
-        if self.snapshots.pending is not None:
-            self._written(self.snapshots.advance(wait=True))
+            if self.snapshots.pending is not None:
+                self._written(self.snapshots.advance(wait=True))
 
     def snapshot(self) -> int:
         """Take a snapshot at the current position: the state is pickled now and the log starts a new
