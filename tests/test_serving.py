@@ -540,6 +540,37 @@ def test_requests_are_answered_while_a_snapshot_waits_for_the_lake(tmp_path):
         assert t.height == t["event_id"].n_unique() == 60, name
 
 
+def test_the_answers_kept_after_a_restart_from_snapshots_are_those_of_a_server_that_never_stopped(tmp_path):
+    """Each snapshot writes only the answers added since the one before; a restart puts the kept ones
+    together from those files: the same ids answered again, the same ones no longer kept (``remember``
+    small, so the kept answers turn over several times between and across snapshots)."""
+    reqs = stream(95, keys=3)
+
+    def run(name: str, snapshot_every: int) -> list:
+        cfg = ServeConfig(lake=str(tmp_path / name), server_id="gen", snapshot_every=snapshot_every, remember=15,
+                          checkpoint_every=20)
+        engine = Engine(cfg)
+        try:
+            for r in reqs:
+                feed(engine, [r])
+                engine.tick()
+                if engine.health()["snapshot_taken_position"] is not None:
+                    engine.flush()  # (the snapshot written)
+        finally:
+            engine.close()
+        engine = Engine(cfg)  # (restarted: from the last snapshot, or replaying the whole log)
+        assert (engine.health()["snapshot_position"] > 0) == (snapshot_every > 0)
+        try:
+            out = [engine.predict(json.dumps(body).encode()) for kind, body in reqs if kind == "predict"]
+        finally:
+            engine.close()
+        return out
+
+    again = run("snapped", 20)
+    assert again == run("never", 0)
+    assert sum(status == 200 for status, _ in again) == 20  # 95 answers, 15 kept per generation: the last 20
+
+
 def test_a_server_killed_with_9_at_any_moment_of_its_snapshots_loses_and_doubles_no_row(tmp_path, subprocess_env):
     """``kill -9`` while a snapshot waits for the lake (its rows not yet committed), then at random moments
     of frequent snapshots (taken, waiting, being written, written, log segments being deleted): after each
