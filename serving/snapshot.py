@@ -51,6 +51,7 @@ from typing import Any
 
 from dataflows.priority import lower_writer_priority
 from lake import integrity
+from serving.requests import Answers
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,6 @@ class Snapshots:
         """The last snapshot's state with its answers rebuilt (``None``: there is none); deletes answer files
         that it does not name (a crash came before the snapshot that would have named them). ``journal``:
         whether the answers keep a journal for the next snapshots."""
-        from serving.requests import Answers
-
         state = read_snapshot(self.path, server_id=self.server_id)
         if state is not None and isinstance(state["answers"], dict):
             meta = state["answers"]
