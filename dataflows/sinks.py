@@ -175,6 +175,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         self._urgent: dict[tuple[str, int], Future[int]] = {}  # the running commit of each urgent buffer
         self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
         self._staggered = 0  # (live) buffers whose commits were spread over flush_seconds so far
+        self._landed: dict[tuple[str, int], int] = {}  # the highest position known committed per buffer
         for table, shard, data, position in _resumed(resume):
             # The rows the snapshot held: committed now, before any row after them (rows of them a
             # commit had already written are dropped by the writer's position).
@@ -238,7 +239,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 return
         writer = self._writer(key)
         while not urgent and len(self._in_flight) >= self.max_in_flight:
-            _result(self._in_flight.popleft()[0])
+            self._reap_one()
         data = buf.take()
         future = (self._urgent_pool if urgent else self._pool).submit(writer.append, data, position=buf.max_seq)
         if urgent:
@@ -247,7 +248,23 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
 
     def _reap(self, *, block: bool) -> None:
         while self._in_flight and (block or self._in_flight[0][0].done()):
-            _result(self._in_flight.popleft()[0])  # re-raises a failed commit here
+            self._reap_one()
+
+    def _reap_one(self) -> None:
+        """Wait for the oldest commit in flight (re-raising its failure) and note its position as landed."""
+        future, table, shard, _, position = self._in_flight.popleft()
+        _result(future)
+        self._landed[(table, shard)] = max(position, self._landed.get((table, shard), -1))
+
+    def handed(self) -> dict[tuple[str, int], int]:
+        """The highest position handed over per (table, shard), committed or not (for :meth:`landed`)."""
+        return {key: buf.max_seq for key, buf in self._buffers.items() if buf.max_seq >= 0}
+
+    def landed(self, marks: dict[tuple[str, int], int]) -> bool:
+        """Whether the lake holds every row up to ``marks`` (a :meth:`handed` of before): what a caller that
+        does not wait for commits checks between batches (commits are seen as they are reaped)."""
+        self._reap(block=False)
+        return all(self._landed.get(key, -1) >= position for key, position in marks.items())
 
     def flush_all(self) -> None:
         for key, buf in self._buffers.items():

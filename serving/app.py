@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flush-seconds", type=float, default=1.0, help="lake commit interval")
     p.add_argument("--anomaly", default=None, help="anomaly scorer (e.g. zscore); default off")
     p.add_argument("--snapshot-every", type=int, default=50_000,
-                   help="snapshot the state and empty the log every N positions (0: never)")
+                   help="snapshot the state every N positions; the log before it is then deleted (0: never)")
     p.add_argument("--fsync", action="store_true", help="fsync the log per request (survives power loss)")
     p.add_argument("--warm-start", action="store_true",
                    help="on a first start, learn the lake's events and labels before serving")

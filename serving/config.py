@@ -45,7 +45,8 @@ class ServeConfig:
     flush_seconds: float = 1.0
     remember: int = 500_000  # first answers kept for at least this many recent event ids
     fsync: bool = False
-    # Every this many positions, commit, snapshot the state and empty the log (0: never; restarts replay it all).
+    # Every this many positions, snapshot the state (written once the lake holds its rows; the log segments it
+    # covers are then deleted). 0: never; restarts replay the whole log.
     snapshot_every: int = 50_000
     # On a first start (an empty log): learn the lake's events + labels before serving (a replay in process).
     warm_start: bool = False

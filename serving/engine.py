@@ -25,9 +25,10 @@ At start the log is replayed through a fresh learner: the same rows come out, th
 writers drop those the lake already holds, the store skips updates at positions it
 already has. So after a ``kill -9`` every answered request is in the lake exactly once,
 and every stored score is what was served. So that a restart does not cost the whole
-history, every ``snapshot_every`` positions the engine commits what it holds, writes a
-sealed snapshot of its state (:mod:`serving.snapshot`) and empties the log; a restart
-starts from the snapshot and replays only the records logged after it.
+history, every ``snapshot_every`` positions the engine takes a snapshot of its state
+(:mod:`serving.snapshot`) and starts a new log segment, without waiting for the lake; the
+snapshot is written once the lake holds its rows, and the log segments it covers are then
+deleted. A restart starts from the last snapshot written and replays the records after it.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from serving.config import ServeConfig
 from serving.log import ServingLog, last_position
 from serving.record import Recorder, serving_offset  # noqa: F401  (serving_offset: re-exported)
 from serving.requests import Answers, Job, Problem, field_of, iso_time, now_us  # noqa: F401  (re-exported)
-from serving.snapshot import read_snapshot, write_snapshot
+from serving.snapshot import Snapshots
 from serving.store import FeatureStore, MemoryStore, open_store
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,9 @@ class Engine:
             self._check_identity()
             if config.task != "binary":  # recorded before the first labels the server writes (binary: by their type)
                 record_task(config.lake, Task(config.task, reason="given"))
-            self.snapshot_path = os.path.join(config.state_path, "snapshot.bin")
-            snap = read_snapshot(self.snapshot_path, server_id=self.server_id)
+            self.log = ServingLog(os.path.join(config.state_path, "log.jsonl"), fsync=config.fsync)
+            self.snapshots = Snapshots(config.state_path, server_id=self.server_id, drop_segments=self.log.drop_below)
+            snap = self.snapshots.load(limit=config.remember, journal=config.snapshot_every > 0)
             self.learner = ShardLearner(config.run_config(), shard=0) if snap is None else snap["learner"]
             self.learner.featurizer_in_checkpoints = False  # its per-key state lives in the feature store
             self.champion = self.learner.champion
@@ -98,11 +100,12 @@ class Engine:
                                            flush_seconds=config.flush_seconds, urgent_tables=URGENT_TABLES,
                                            task=config.task, background=True)
             self.recorder = Recorder(config, self.types)
-            self.log = ServingLog(os.path.join(config.state_path, "log.jsonl"), fsync=config.fsync)
-            self.answers: Answers = Answers(config.remember) if snap is None else snap["answers"]
+            self.answers: Answers = (Answers(config.remember, journal=config.snapshot_every > 0) if snap is None
+                                     else snap["answers"])
             self._versions: dict[str, str] = {}
             self.next_seq = 0 if snap is None else snap["next_seq"]
-            self.snapshot_seq = self.next_seq  # the position the last snapshot covers up to (exclusive)
+            self.snapshot_seq = self.next_seq  # the position the last snapshot written covers up to (exclusive)
+            self._snapshot_from = self.next_seq  # ... and the last one taken
             self.failed: str | None = None
             self.steps = 0  # steps run for requests, and the requests they served
             self.requests = 0
@@ -112,6 +115,7 @@ class Engine:
             self.last_label_accepted_us: int | None = None  # wall clock
             self.last_learned_us: int | None = None
             self.replayed = self._replay(None if snap is None else snap["store"])
+            self.log.drop_below(self.snapshot_seq)  # (segments a crash left after the snapshot that covers them)
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -153,7 +157,7 @@ class Engine:
         n = 0
         for record in self.log.records():
             if covered and ("warm" in record or last_position(record) < covered):
-                continue  # (a crash came between writing the snapshot and emptying the log)
+                continue  # (a crash came between writing the snapshot and deleting the segments it covers)
             if "warm" in record:
                 self._warm_up(record["warm"], scratch)
                 n += 1
@@ -429,37 +433,54 @@ class Engine:
 
     # -- upkeep and status -----------------------------------------------------------------
     def tick(self) -> None:
-        """Commit what is due to the lake (called every few hundred ms between requests)."""
+        """Commit what is due to the lake, and take snapshots (called every few hundred ms between requests)."""
         with self._failing():
             outputs, self._outputs = self._outputs, []
             self.sink.write_batch(outputs)
             self.recorder.maybe_flush()
-        if self.config.snapshot_every and self.next_seq - self.snapshot_seq >= self.config.snapshot_every:
+        if self.snapshots.pending is not None:
+            with self._failing():  # (whether its rows landed: a failed commit is seen here too)
+                self._written(self.snapshots.advance())
+        elif self.config.snapshot_every and self.next_seq - self._snapshot_from >= self.config.snapshot_every:
             self.snapshot()
 
     def flush(self) -> None:
-        """Commit everything buffered and wait for it."""
+        """Commit everything buffered and wait for it (and for a snapshot taken before to be written)."""
         with self._failing():
             outputs, self._outputs = self._outputs, []
             self.sink.write_batch(outputs)
             self.sink.flush_all()
             self.recorder.wait()
+            if self.snapshots.pending is not None:
+                self._written(self.snapshots.advance(wait=True))
 
     def snapshot(self) -> int:
-        """Commit everything, write the state at the current position (:mod:`serving.snapshot`) and empty
-        the log: a restart replays only what comes after. Returns the snapshot's size in bytes."""
-        self.flush()  # the rows of every position the snapshot covers are in the lake
+        """Take a snapshot at the current position: the state is pickled now and the log starts a new
+        segment; nothing waits for the lake. The snapshot is written later, on another thread, once the lake
+        holds every row below its position (:mod:`serving.snapshot`); :meth:`tick` sees to it. Returns the
+        position it covers up to (exclusive)."""
+        if self.snapshots.pending is not None:
+            raise ServingError("a snapshot is being written already")
         started = time.perf_counter()
-        size = write_snapshot(self.snapshot_path, {
-            "next_seq": self.next_seq, "learner": self.learner, "types": self.types, "answers": self.answers,
-            "store": self.store.dump(), "events_served": self.events_served,
-        }, server_id=self.server_id)
-        self.log.reset()
-        self.snapshot_seq = self.next_seq
-        freeze_survivors(collect=False)  # (requests wait for this snapshot: no full collection on top)
-        log.info("%s: snapshot at position %d (%d bytes) in %.3f s; log emptied", self.server_id,
-                 self.next_seq - 1, size, time.perf_counter() - started)
-        return size
+        with self._failing():
+            outputs, self._outputs = self._outputs, []
+            self.sink.write_batch(outputs)  # (every row below the position is handed over)
+        sink, recorder = self.sink.handed(), self.recorder.handed()
+        position = self._snapshot_from = self.next_seq
+        self.snapshots.begin(position=position, state={
+            "next_seq": position, "learner": self.learner, "types": self.types, "store": self.store.dump(),
+            "events_served": self.events_served,
+        }, journal=self.answers.take_journal(), generation=self.answers.generation,
+            ready=lambda: self.failed is None and self.sink.landed(sink) and self.recorder.landed(recorder))
+        self.log.rotate(position)
+        freeze_survivors(collect=False)  # (requests wait for this: no full collection on top)
+        log.info("%s: snapshot at position %d taken in %.3f s; written once the lake holds its rows",
+                 self.server_id, position - 1, time.perf_counter() - started)
+        return position
+
+    def _written(self, position: int | None) -> None:
+        if position is not None:
+            self.snapshot_seq = position
 
     @contextlib.contextmanager
     def _failing(self) -> Iterator[None]:
@@ -499,7 +520,9 @@ class Engine:
         return {"status": "ok" if self.failed is None else "failed", "reason": self.failed,
                 "server_id": self.server_id, "lake": os.path.abspath(self.config.lake),
                 "store": self.store.url, "position": self.next_seq - 1, "replayed_requests": self.replayed,
-                "snapshot_position": self.snapshot_seq - 1,
+                "snapshot_position": self.snapshot_seq - 1,  # the last snapshot written
+                "snapshot_taken_position": (None if self.snapshots.pending is None  # ... and one being written
+                                            else self.snapshots.pending.position - 1),
                 "requests": self.requests, "steps": self.steps,
                 "uptime_s": round(time.time() - self.started_at, 3)}
 
@@ -513,6 +536,7 @@ class Engine:
             else:  # no commit of this process may land once a restart has begun reading the positions
                 self.sink.abort()
                 self.recorder.abort()
+            self.snapshots.close()
             self.store.close()
             self.log.close()
         finally:

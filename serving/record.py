@@ -50,14 +50,35 @@ class Recorder:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serving-record",
                                         initializer=lower_writer_priority)
         self._running: Future | None = None
+        self._running_marks: dict[str, int] = {}
+        self._handed = {"events": -1, "labels": -1}  # the highest position added per table
+        self._landed = {"events": -1, "labels": -1}  # ... and known committed
 
     def add(self, items: list[tuple]) -> None:
         if not items:
             return
         if not self._pending["events"] and not self._pending["labels"]:
             self._since = time.monotonic()
+        pending, handed = self._pending, self._handed
         for item in items:
-            self._pending["events" if item[1] == EVENT else "labels"].append(item)
+            table = "events" if item[1] == EVENT else "labels"
+            pending[table].append(item)
+            handed[table] = item[0]
+
+    def handed(self) -> dict[str, int]:
+        """The highest position added per table, committed or not (for :meth:`landed`)."""
+        return dict(self._handed)
+
+    def landed(self, marks: dict[str, int]) -> bool:
+        """Whether the lake holds every row up to ``marks`` (a :meth:`handed` of before); does not wait."""
+        running = self._running
+        if running is not None and running.done() and running.exception() is None:
+            self._settled()
+        return all(self._landed[t] >= position for t, position in marks.items())
+
+    def _settled(self) -> None:
+        for table, position in self._running_marks.items():
+            self._landed[table] = max(self._landed[table], position)
 
     def maybe_flush(self, *, force: bool = False) -> None:
         n = len(self._pending["events"]) + len(self._pending["labels"])
@@ -66,8 +87,10 @@ class Recorder:
         if force or n >= self.config.flush_rows or time.monotonic() - self._since >= self.config.flush_seconds:
             if self._running is not None:
                 self._running.result()  # one commit at a time, in order; re-raises a failure
+                self._settled()
             todo = {t: (rows, self._rows(t, rows)) for t, rows in self._pending.items() if rows}
             self._pending = {"events": [], "labels": []}
+            self._running_marks = {t: items[0][-1][0] for t, items in todo.items()}
             self._running = self._pool.submit(self._commit, todo)
 
     def _commit(self, todo: dict[str, tuple[list[tuple], Any]]) -> None:
@@ -101,6 +124,7 @@ class Recorder:
         self.maybe_flush(force=True)
         if self._running is not None:
             self._running.result()
+            self._settled()
 
     def close(self) -> None:
         self.wait()

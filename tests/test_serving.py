@@ -218,7 +218,9 @@ def test_uvicorn_server_killed_with_9_loses_and_doubles_no_row(tmp_path, subproc
 
     lake = str(tmp_path / "lake")
     url = request.getfixturevalue("redis_url") if store == "redis" else "memory"
-    args = ["--flush-seconds", "30", "--checkpoint-every", "20",  # nothing committed before the kill
+    # Nothing committed before the kill; with snapshots, commits every 0.5 s: a snapshot is written once the
+    # lake holds its rows.
+    args = ["--flush-seconds", "0.5" if snapshot_every else "30", "--checkpoint-every", "20",
             "--store", url, "--server-id", f"kill-{store}", "--snapshot-every", str(snapshot_every)]
     server = ServerProcess(lake, args=args, env=subprocess_env).wait_ready()
     reqs = stream(120, keys=4)
@@ -446,8 +448,9 @@ def test_concurrent_clients_of_a_uvicorn_server_get_every_answer_once(tmp_path, 
 
 
 def test_a_restart_after_a_snapshot_replays_only_the_tail_and_answers_the_same(tmp_path):
-    """Every ``snapshot_every`` positions the state is sealed to disk and the log emptied: a restart
-    replays the requests after it alone, and serves exactly what a server that never stopped serves."""
+    """Every ``snapshot_every`` positions the state is sealed to disk and the log segments it covers
+    deleted: a restart replays the requests after it alone, and serves exactly what a server that never
+    stopped serves."""
     from lake.integrity import IntegrityError
 
     reqs = stream(80, keys=3)  # 160 requests, one position each
@@ -456,7 +459,9 @@ def test_a_restart_after_a_snapshot_replays_only_the_tail_and_answers_the_same(t
     first = {}
     for r in reqs[:120]:
         first |= feed(engine, [r])
-        engine.tick()  # snapshots at positions 49 and 99 (ticks come between requests)
+        engine.tick()  # snapshots taken at positions 49 and 99 (ticks come between requests) ...
+        if engine.health()["snapshot_taken_position"] is not None:
+            engine.flush()  # ... and written once the lake holds their rows
     assert engine.health()["snapshot_position"] == 99
     engine.close()
     assert os.path.getsize(os.path.join(engine.config.state_path, "log.jsonl")) > 0
@@ -484,6 +489,144 @@ def test_a_restart_after_a_snapshot_replays_only_the_tail_and_answers_the_same(t
         f.write(b"XXXXX")
     with pytest.raises(IntegrityError, match="HMAC does not match"):
         Engine(snapped)
+
+
+def test_requests_are_answered_while_a_snapshot_waits_for_the_lake(tmp_path):
+    """A snapshot commits nothing and waits for nothing on the request path: taken between requests, it is
+    written once the lake's own commits (here every 30 s) hold its rows; requests are answered meanwhile,
+    and a restart before it is written replays from the last snapshot written (here: the whole log)."""
+    from lake.table import exists
+
+    cfg = ServeConfig(lake=str(tmp_path / "lake"), server_id="bg", snapshot_every=50, flush_seconds=30,
+                      checkpoint_every=20)
+    reqs = stream(60, keys=3)  # 120 requests, one position each
+    engine = Engine(cfg)
+    served = {}
+    try:
+        for r in reqs[:60]:
+            served |= feed(engine, [r])
+            engine.tick()
+        health = engine.health()
+        assert (health["snapshot_taken_position"], health["snapshot_position"]) == (49, -1)
+        assert not exists(cfg.lake, "predictions")  # the snapshot committed nothing
+        for r in reqs[60:100]:  # answered while the snapshot waits for the lake
+            served |= feed(engine, [r])
+            engine.tick()
+        assert engine.health()["snapshot_taken_position"] == 49
+    except BaseException:
+        engine.close()
+        raise
+    engine.snapshots.close()  # (as a crash would: the snapshot taken is never written)
+    engine.close()
+    engine = Engine(cfg)
+    try:
+        assert engine.replayed == 100 and engine.health()["snapshot_position"] == -1
+        assert feed(engine, [r for r in reqs[:100] if r[0] == "predict"]) == served
+        for r in reqs[100:]:
+            served |= feed(engine, [r])
+            engine.tick()
+        engine.flush()  # the lake holds the rows: the snapshot taken at the first tick (position 100) is written
+        assert engine.health()["snapshot_position"] == 100
+    finally:
+        engine.close()
+    engine = Engine(cfg)
+    try:
+        assert engine.replayed == 19  # positions 101..119
+        assert feed(engine, [r for r in reqs if r[0] == "predict"]) == served
+    finally:
+        engine.close()
+    for name in ("events", "predictions", "labels", "learn_log"):
+        t = table(cfg.lake, name)
+        assert t.height == t["event_id"].n_unique() == 60, name
+
+
+def test_the_answers_kept_after_a_restart_from_snapshots_are_those_of_a_server_that_never_stopped(tmp_path):
+    """Each snapshot writes only the answers added since the one before; a restart puts the kept ones
+    together from those files: the same ids answered again, the same ones no longer kept (``remember``
+    small, so the kept answers turn over several times between and across snapshots)."""
+    reqs = stream(95, keys=3)
+
+    def run(name: str, snapshot_every: int) -> list:
+        cfg = ServeConfig(lake=str(tmp_path / name), server_id="gen", snapshot_every=snapshot_every, remember=15,
+                          checkpoint_every=20)
+        engine = Engine(cfg)
+        try:
+            for r in reqs:
+                feed(engine, [r])
+                engine.tick()
+                if engine.health()["snapshot_taken_position"] is not None:
+                    engine.flush()  # (the snapshot written)
+        finally:
+            engine.close()
+        engine = Engine(cfg)  # (restarted: from the last snapshot, or replaying the whole log)
+        assert (engine.health()["snapshot_position"] > 0) == (snapshot_every > 0)
+        try:
+            out = [engine.predict(json.dumps(body).encode()) for kind, body in reqs if kind == "predict"]
+        finally:
+            engine.close()
+        return out
+
+    again = run("snapped", 20)
+    assert again == run("never", 0)
+    assert sum(status == 200 for status, _ in again) == 20  # 95 answers, 15 kept per generation: the last 20
+
+
+def test_a_server_killed_with_9_at_any_moment_of_its_snapshots_loses_and_doubles_no_row(tmp_path, subprocess_env):
+    """``kill -9`` while a snapshot waits for the lake (its rows not yet committed), then at random moments
+    of frequent snapshots (taken, waiting, being written, written, log segments being deleted): after each
+    restart the same answers, and in the end every row once."""
+    lake = str(tmp_path / "lake")
+    base = ["--snapshot-every", "40", "--checkpoint-every", "20", "--server-id", "snapkill"]
+    reqs = stream(150, keys=4)  # 300 requests
+    served: dict[str, dict] = {}
+
+    def send(client, part):
+        for kind, body in part:
+            status, out = client.post("/" + kind, body)
+            assert status == 200, out
+            if kind == "predict":
+                served[out["event_id"]] = out
+
+    server = ServerProcess(lake, args=[*base, "--flush-seconds", "30"], env=subprocess_env).wait_ready()
+    try:
+        client = server.client()
+        send(client, reqs[:60])
+        deadline = time.monotonic() + 20
+        while client.get("/health")[1]["snapshot_taken_position"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        send(client, reqs[60:100])  # answered while the snapshot waits for commits due in 30 s
+        time.sleep(1.0)  # (ticks come every 0.2 s: a snapshot that did not wait for the lake would be written)
+        status, health = client.get("/health")
+        assert health["snapshot_taken_position"] is not None and health["snapshot_position"] == -1
+        client.close()
+    finally:
+        server.kill()
+    rng = random.Random(5)
+    done = 100
+    for part in (reqs[100:160], reqs[160:220], reqs[220:280], reqs[280:]):
+        server = ServerProcess(lake, args=[*base, "--flush-seconds", "0.2"], env=subprocess_env).wait_ready()
+        try:
+            client = server.client()
+            assert _answers(client, [b for k, b in reqs[:done] if k == "predict"]) == {
+                k: v for k, v in served.items() if int(k[1:]) < 150}
+            send(client, part)
+            done += len(part)
+            time.sleep(rng.uniform(0.0, 1.5))  # snapshots are taken, written and cleaned up meanwhile
+            client.close()
+        finally:
+            server.kill()
+    server = ServerProcess(lake, args=[*base, "--flush-seconds", "0.2"], env=subprocess_env).wait_ready()
+    try:
+        client = server.client()
+        assert _answers(client, [b for k, b in reqs if k == "predict"]) == served
+        assert client.get("/models")[1][0]["labels_learned"] == 150
+        assert client.get("/health")[1]["snapshot_position"] > 0  # (restarted from a snapshot)
+        client.close()
+    finally:
+        assert server.stop() in (0, -15), server.log()
+    for name in ("events", "predictions", "labels", "learn_log"):
+        t = table(lake, name)
+        assert t.height == t["event_id"].n_unique() == 150, name
 
 
 def _retrying(client, path, body, *, seconds: float = 60.0):
