@@ -173,10 +173,6 @@ def replay_job(lake: str | None = None, model: str | Sequence[str] | None = None
     lake = settings.sinks.lake
     integrity.key(create=True, lake=lake)  # before any work: made now if new, refused inside the lake
     src, md, mon = settings.source, settings.models, settings.monitoring
-    if md.task == "binary" and ShardLearner.columnar:  # (the loops load while the history is read)
-        from dataflows.tabular import preload
-
-        preload(md.model)
     pin = pin_versions(lake, events_version=src.events_version, labels_version=src.labels_version)
     # Time-scale settings not given: from the pinned history (dataflows.defaults), printed below.
     acting = mon.drift_action != "none"

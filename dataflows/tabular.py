@@ -42,8 +42,6 @@ order, read together (the models' states are in :mod:`dataflows.tabular_linear` 
 from __future__ import annotations
 
 import copy
-import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,9 +58,7 @@ from dataflows.tabular_linear import LinearState, supports
 from dataflows.tabular_nb import NBState, supports_nb
 
 __all__ = ["FeatureSpace", "LinearState", "NBState", "TabularLayout", "TabularResult", "TabularStep", "available",
-           "model_state", "preload", "supports", "warm_up"]
-
-log = logging.getLogger(__name__)
+           "model_state", "supports", "warm_up"]
 
 EVENT, LABEL, SKIP = 0, 1, 2
 TIME_FEATURES = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
@@ -80,46 +76,20 @@ def available() -> bool:
     return True
 
 
-TABULAR_SPECS = ("linear", "naive-bayes")
-"""The model specs the step runs."""
-
-
-def warm_up(models: Sequence[str] = TABULAR_SPECS) -> None:
+def warm_up() -> None:
     """Compile the step's loops into numba's cache (``__pycache__`` beside their sources) on a tiny batch of
-    each model: a fresh checkout's first replay loads them (~0.5 s) instead of compiling them (~3 s). Once
-    cached, the same call loads them into the process (what :func:`preload` does)."""
+    each model: a fresh checkout's first replay loads them (~0.5 s) instead of compiling them (~3 s)."""
     import polars as pl
 
     from dataflows.features import KeyedFeaturizer
     from dataflows.models import get_spec
 
-    step = TabularStep(KeyedFeaturizer(), [get_spec(name).build(seed=0) for name in models])
+    step = TabularStep(KeyedFeaturizer(), [get_spec(name).build(seed=0) for name in ("linear", "naive-bayes")])
     events = pl.DataFrame({"event_id": ["a", "b", "c"], "event_time": [0, 60_000_000, 120_000_000],
                            "key": ["k", "k", "j"], "amount": [3.5, None, 1.0], "shop": ["x", "y", "x"]})
     step.process(kinds=np.array([0, 1, 0, 1, 0], np.int8), events=events,  # (both classes: every loop runs)
                  labels=pl.DataFrame({"event_id": ["a", "b"], "label": [1, 0]}))
     step.arena.compact(step.pending)
-
-
-def preload(models: Sequence[str]) -> threading.Thread | None:
-    """Load the compiled loops of a run of ``models`` (spec names) on a thread of its own, started now: a
-    replay's first batch would otherwise load them (~0.2 s from numba's cache), while here they load as the
-    replay reads its history (Delta and polars, which leave the interpreter free). The step's first call of a
-    loop waits for a load under way (numba compiles and loads under one lock). ``None`` (nothing started) when
-    a model is not one the step runs; a load that fails leaves it to the step, which then finds out itself."""
-    if not models or not set(models) <= set(TABULAR_SPECS):
-        return None
-
-    def load() -> None:
-        try:
-            if available():
-                warm_up(tuple(dict.fromkeys(models)))
-        except Exception:  # noqa: BLE001 - only a head start: the step loads (or declines) on its own
-            log.debug("preloading the tabular loops failed", exc_info=True)
-
-    thread = threading.Thread(target=load, name="riverlake-preload")
-    thread.start()
-    return thread
 
 
 class FeatureSpace:

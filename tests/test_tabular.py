@@ -395,20 +395,3 @@ def test_a_pickled_step_resumes_mid_stream_with_the_same_floats() -> None:
     # (An unpickled River pipeline pickles to other bytes than the one never pickled, on either
     # path: River's own round trip. The numbers are compared.)
     _assert_same(ref, (step.featurizer, step.models, scores, step, 0), pickles=False)
-
-
-@pytest.mark.parametrize("models, loads", [(("linear",), True), (("linear", "tree"), False)])
-def test_a_replay_of_tabular_models_loads_the_compiled_loops_before_its_first_batch(models, loads, subprocess_env):
-    """``preload`` (started by every replay of models the tabular step runs) loads the loops into the process
-    while the history is read: the first batch then finds them loaded; a run of other models loads nothing."""
-    import subprocess
-    import sys
-
-    code = ("from dataflows.tabular import preload\n"
-            f"thread = preload({models!r})\n"
-            "thread is None or thread.join()\n"
-            "from dataflows import _kernels as a, _tabular_kernels as b\n"
-            "print(thread is not None, len(a._featurize.signatures), len(b._linear_tabular.signatures))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env,
-                         timeout=120, check=True).stdout.split()
-    assert out == (["True", "1", "1"] if loads else ["False", "0", "0"])
