@@ -343,3 +343,17 @@ def test_the_window_search_gives_the_shortest_round_window_that_holds_the_median
             first = next((parse_duration_us(d) for d in ROUND_DURATIONS
                           if _median_per_window(times, parse_duration_us(d)) >= want), None)
             assert chosen.us == (first if first is not None else parse_duration_us(ROUND_DURATIONS[-1]))
+
+
+def test_a_one_shard_replay_reads_the_tables_once(tmp_path, capsys):
+    """The defaults' read is the replay's read: once the run is set up, the tables are not read again (here:
+    gone), and every event is still predicted."""
+    import shutil
+
+    from bytewax.testing import run_main
+
+    lake = _lake(tmp_path / "cards", _card_frames(600))
+    job = replay_job(lake, run_id="once")
+    shutil.rmtree(os.path.join(lake, "events"))
+    run_main(job.flow())
+    assert read_table(lake, "predictions").filter(pl.col("run_id") == "once").height == 600
