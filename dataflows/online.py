@@ -35,7 +35,7 @@ from dataflows.defaults import AUTO, History, announce, choose, format_us
 from dataflows.gc_tuning import freeze_survivors, tune_gc
 from dataflows.items import Batch, Output
 from dataflows.learner import RunConfig, ShardLearner, resume_learner, seal_learner
-from dataflows.replay import pin_versions
+from dataflows.replay import ReplayPlan, pin_versions
 from dataflows.settings import LIVE_AUTO, RunSettings, settings_of
 from dataflows.sinks import URGENT_TABLES, DeltaSink
 from dataflows.sources import ReplaySource
@@ -185,11 +185,15 @@ def replay_job(lake: str | None = None, model: str | Sequence[str] | None = None
     pin = pin_versions(lake, events_version=src.events_version, labels_version=src.labels_version)
     # Time-scale settings not given: from the pinned history (dataflows.defaults), printed below.
     acting = mon.drift_action != "none"
-    chosen = choose(History.read(lake, events_version=pin.events, labels_version=pin.labels),
-                    label_ttl=md.label_ttl, window=md.window, grace=md.grace, stats_window=mon.stats_window,
+    # One shard: the plan holds the whole history, read once for the defaults and the replay.
+    plan = ReplayPlan(lake, pin=pin) if src.shards == 1 else None
+    history = (plan.history() if plan is not None
+               else History.read(lake, events_version=pin.events, labels_version=pin.labels))
+    chosen = choose(history, label_ttl=md.label_ttl, window=md.window, grace=md.grace, stats_window=mon.stats_window,
                     action_window=mon.action_window if acting else None)
+    del history
     source = ReplaySource(lake, pin=pin, shards=src.shards, batch_size=src.batch_size, rate=src.rate,
-                          balance=src.balance)
+                          balance=src.balance, plan=plan)
     settings = settings.resolved(
         **{k: None if chosen[k].us is None else format_us(chosen[k].us)
            for k in ("window", "grace", "label_ttl", "stats_window")},

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from dataflows.defaults import History
 from dataflows.guard import MAX_ABS_FEATURE
 from dataflows.items import EVENT, LABEL, Batch
 from dataflows.validate import MAX_TIME_US, MIN_TIME_US
@@ -88,6 +89,8 @@ class ReplayPlan:
         if not 0 <= shard < shards:
             raise ValueError(f"shard must be in [0, {shards}), got {shard!r}")
         self.shard = shard
+        self.shards = shards
+        self.pin = pin
         events_table = open_table(lake, "events", version=pin.events)
         if shards > 1:
             # Only this shard's events are read into memory (the key column of all of them
@@ -133,6 +136,7 @@ class ReplayPlan:
         self.payload_columns = [c for c in events.columns if c not in FIXED_EVENT_COLUMNS and c != ei]
         self._events = events
         self._labels = labels
+        self._ei = ei
         self._float_columns = [c for c in self.payload_columns if events.schema[c].is_float()]
         self._floats_f64 = all(events.schema[c] == pl.Float64 for c in self._float_columns)
         # Prefix counts let a batch find its contiguous slices of events and labels.
@@ -140,6 +144,25 @@ class ReplayPlan:
 
     def __len__(self) -> int:
         return len(self._kinds)
+
+    def history(self) -> History:
+        """What the data-derived defaults look at (:meth:`dataflows.defaults.History.read`), taken from this
+        plan instead of reading the tables again: the plan of one shard of one holds every event and every
+        label of the pinned versions, each label beside the row of its event."""
+        if self.shards != 1:
+            raise ValueError(f"the history of the defaults is the whole replay's: this plan holds shard "
+                             f"{self.shard} of {self.shards}")
+        ev_t = self._events.get_column("event_time").to_numpy()
+        if self.pin.labels is None:
+            return History(np.sort(ev_t.astype(np.int64)), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        at = self._labels.get_column(self._ei)
+        if at.null_count():  # labels of events the version does not hold are no label of the history
+            own = at.is_not_null()
+            at, label_t = at.filter(own), self._labels.get_column("label_time").filter(own)
+        else:
+            label_t = self._labels.get_column("label_time")
+        t = ev_t[at.to_numpy()].astype(np.int64)
+        return History(np.sort(ev_t.astype(np.int64)), label_t.to_numpy().astype(np.int64) - t, np.sort(t))
 
     @property
     def n_events(self) -> int:

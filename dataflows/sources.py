@@ -88,13 +88,15 @@ class _ReplayPartition(StatefulSourcePartition[Batch, int]):
 class ReplaySource(FixedPartitionedSource[Batch, int]):
     """Replays a pinned Delta version of ``events`` + ``labels``, one partition per shard.
 
-    The resume state of a partition is the next ``seq`` to emit.
+    The resume state of a partition is the next ``seq`` to emit. ``plan``: the plan of a one-shard replay
+    already built (:func:`dataflows.online.replay_job` builds it first, to choose the defaults from it), used
+    by the partition instead of reading the tables again.
     """
 
     def __init__(self, lake: str | os.PathLike[str], *, pin: Pin, shards: int = 1,
                  batch_size: int | None = None, rate: float | None = None,
                  progress: Callable[[int, int, int], None] | None = None, balance: bool = False,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, plan: ReplayPlan | None = None) -> None:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be > 0 items per second, got {rate!r}")
         if shards < 1:
@@ -105,6 +107,9 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
             batch_size = DEFAULT_BATCH if rate is None else DEFAULT_PACED_BATCH
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if plan is not None and (plan.shards, plan.pin) != (shards, pin):
+            raise ValueError(f"the plan given is of {plan.shards} shard(s) at {plan.pin}, the source replays "
+                             f"{shards} at {pin}")
         self.lake = os.fspath(lake)
         self.pin = pin
         self.shards = shards
@@ -113,13 +118,16 @@ class ReplaySource(FixedPartitionedSource[Batch, int]):
         self.progress = progress  # called as progress(shard, items emitted, items in total)
         self.balance = balance  # keys placed on shards by event counts, not CRC-32 (replay.balanced_shards)
         self.run_id = run_id  # named in the progress lines on stderr
+        self._plan = plan  # handed to its partition once: the partition's (and its memory's) from then on
 
     def list_parts(self) -> list[str]:
         return [f"shard-{i}" for i in range(self.shards)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ReplayPartition:
         shard = int(for_part.rsplit("-", 1)[1])
-        plan = ReplayPlan(self.lake, pin=self.pin, shard=shard, shards=self.shards, balance=self.balance)
+        plan, self._plan = self._plan, None
+        if plan is None or plan.shard != shard:
+            plan = ReplayPlan(self.lake, pin=self.pin, shard=shard, shards=self.shards, balance=self.balance)
         return _ReplayPartition(plan, start=resume_state or 0, batch_size=self.batch_size, rate=self.rate,
                                 progress=self.progress, run_id=self.run_id)
 

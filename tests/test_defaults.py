@@ -296,3 +296,64 @@ def test_the_command_refuses_a_window_the_history_cannot_fill_in_one_line(tmp_pa
         "error: window='1m' holds a median of 1 labelled events per window in this history; at least 10 are "
         "needed: give a longer window, or leave it out to let the data choose"]
     assert not (tmp_path / "cards" / "predictions").exists()  # refused before any work
+
+
+def test_the_defaults_from_the_replay_plan_are_those_of_the_tables(tmp_path, capsys):
+    """A one-shard replay reads the history once (its plan gives the defaults their history); a two-shard replay
+    reads the tables for them: the same history, the same defaults, also with labels of unknown events, labels
+    given twice and an older version pinned."""
+    from dataflows.replay import ReplayPlan, pin_versions
+
+    events, labels = _card_frames(1_200, delay_days=(0.01, 3))
+    lake = _lake(tmp_path / "cards", (events, labels))
+    orphans = labels.head(30).with_columns(pl.format("gone{}", pl.col("event_id")).alias("event_id"))
+    append(lake, "labels", pl.concat([orphans, labels.slice(100, 40)]), writer_id="test", position=2)
+    append(lake, "events", _card_frames(300, seed=9)[0].with_columns(pl.format("new{}", pl.col("event_id"))
+                                                                      .alias("event_id")), writer_id="test", position=2)
+    for events_version in (0, 1):
+        pin = pin_versions(lake, events_version=events_version)
+        read = History.read(lake, events_version=pin.events, labels_version=pin.labels)
+        planned = ReplayPlan(lake, pin=pin).history()
+        for field in ("event_times_us", "label_delays_us", "labelled_times_us"):
+            a, b = getattr(read, field), getattr(planned, field)
+            assert a.dtype == b.dtype and np.array_equal(np.sort(a), np.sort(b)), field
+        assert planned.label_delays_us.size == labels.height + 40  # (orphans left out, repeated labels kept)
+        jobs = [replay_job(lake, events_version=events_version, shards=shards) for shards in (1, 2)]
+        assert [job.config.window_us for job in jobs] == [jobs[0].config.window_us] * 2
+        assert jobs[0].settings.values()["label_ttl"] == jobs[1].settings.values()["label_ttl"]
+        assert jobs[0].settings.identity() != jobs[1].settings.identity()  # (shards differ: a check that can fail)
+    printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  ")]
+    assert printed[:4] == printed[4:8] and "label_ttl: 3d" in printed[1]
+
+
+def test_the_window_search_gives_the_shortest_round_window_that_holds_the_median():
+    from dataflows.defaults import ROUND_DURATIONS, _median_per_window, _window
+    from lake.durations import parse_duration_us
+
+    rng = np.random.default_rng(5)
+    shapes = [np.cumsum(rng.exponential(60 * S, 20_000)).astype(np.int64),  # steady, a row a minute
+              np.sort(np.concatenate([rng.integers(0, 5 * S, 5_000), rng.integers(0, 400 * DAY, 500)])),  # a burst
+              np.sort(rng.integers(-10 * DAY, 10 * DAY, 3_000)),  # before 1970 too
+              np.repeat(np.int64(7 * S), 700), np.zeros(0, np.int64),
+              # seconds holding 50 rows and seconds holding 17, the former a bare majority: the median is 50
+              np.concatenate([s * S + np.arange(n) * (S // n) for s, n in enumerate([50, 17] * 40 + [50] * 2)])]
+    for times in shapes:
+        for want in (2, 10, 50, 500):
+            chosen = _window("w", times, want=want, what="rows")
+            first = next((parse_duration_us(d) for d in ROUND_DURATIONS
+                          if _median_per_window(times, parse_duration_us(d)) >= want), None)
+            assert chosen.us == (first if first is not None else parse_duration_us(ROUND_DURATIONS[-1]))
+
+
+def test_a_one_shard_replay_reads_the_tables_once(tmp_path, capsys):
+    """The defaults' read is the replay's read: once the run is set up, the tables are not read again (here:
+    gone), and every event is still predicted."""
+    import shutil
+
+    from bytewax.testing import run_main
+
+    lake = _lake(tmp_path / "cards", _card_frames(600))
+    job = replay_job(lake, run_id="once")
+    shutil.rmtree(os.path.join(lake, "events"))
+    run_main(job.flow())
+    assert read_table(lake, "predictions").filter(pl.col("run_id") == "once").height == 600
