@@ -72,28 +72,14 @@ def stream(kind: str, n: int, seed: int = 0) -> list[tuple]:
 
 
 def run_bare(items: list[tuple]) -> float:
-    from river import linear_model, optim, preprocessing
+    """The bare River loop of ``python -m dataflows.bench`` on these items (put in its item layout first,
+    outside the timing)."""
+    from dataflows.bench.throughput import bare_raw_loop
+    from dataflows.items import EVENT, LABEL
 
-    model = preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.005), l2=0.0)
-    pending: dict[str, dict] = {}
-    started = time.perf_counter()
-    for item in items:
-        if item[0] == EV:
-            x = {}
-            for k, v in item[4].items():
-                if v is None:
-                    continue
-                if type(v) is str:
-                    x[f"{k}={v}"] = 1.0
-                else:
-                    x[k] = float(v)
-            model.predict_proba_one(x)
-            pending[item[1]] = x
-        else:
-            x = pending.pop(item[1], None)
-            if x is not None:
-                model.learn_one(x, item[2] == 1)
-    return time.perf_counter() - started
+    as_items = [(None, EVENT, it[1], None, None, it[4]) if it[0] == EV else (None, LABEL, it[1], it[2])
+                for it in items]
+    return bare_raw_loop(as_items, seed=0)[0]
 
 
 def run_item(items: list[tuple], model_name: str = "linear") -> float:
