@@ -26,7 +26,7 @@ from deltalake.exceptions import CommitFailedError
 
 from dataflows.items import EVENT
 from dataflows.kafka_types import PayloadTypes
-from dataflows.priority import lower_writer_priority, stagger
+from dataflows.priority import SnapshotPhase, lower_writer_priority, stagger
 from dataflows.trace import StageTrace
 from lake.retry import retrying
 from lake.schemas import UTC_TS, task_schema
@@ -88,6 +88,8 @@ class PartitionRecorder:
         # The partitions' first commits spread over flush_seconds (and half a period off the lake sink's, which
         # staggers its own the same way): their Parquet encoding does not land on the prediction path at once.
         self._head_start = (stagger(partition, flush_seconds) + flush_seconds / 2) % flush_seconds
+        # A commit of everything shortly before each expected snapshot, so a snapshot holds only the rows since.
+        self._phase = SnapshotPhase()
 
     def add(self, items: list[tuple]) -> None:
         if not items:
@@ -105,7 +107,16 @@ class PartitionRecorder:
                 return
             self._reap()
         n = len(self._ev) + len(self._lb)
-        if n and (n >= self._flush_rows or time.monotonic() - self._since >= self._flush_seconds):
+        if not n:
+            return
+        now = time.monotonic()
+        if self._phase.due(now):
+            self.flush()
+            self._phase.started(now, [self._running])
+            # the next periodic commit at a point of this partition's own in the period's first half
+            self._head_start = stagger(self._partition, self._flush_seconds / 2)
+        elif n >= self._flush_rows or (now - self._since >= self._flush_seconds
+                                       and not self._phase.holds_back(now, self._flush_seconds)):
             self.flush()
 
     def flush(self) -> None:
@@ -119,7 +130,9 @@ class PartitionRecorder:
             self._running_items = sorted(ev + lb, key=_offset)
 
     def pending(self) -> list[tuple]:
-        """The items handed over and not known to be committed, in offset order."""
+        """The items handed over and not known to be committed, in offset order (called at each snapshot: its
+        times phase a commit to come shortly before the next one)."""
+        self._phase.snapshot(time.monotonic())
         running = self._running_items if self._running is not None and not (
             self._running.done() and self._running.exception() is None) else []
         return running + sorted(self._ev + self._lb, key=_offset)

@@ -41,7 +41,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows import rows
 from dataflows.items import Output
-from dataflows.priority import lower_writer_priority, stagger
+from dataflows.priority import SnapshotPhase, lower_writer_priority, stagger
 from lake import integrity
 from lake.errors import WriterFencedError
 from lake.schemas import TABLES, task_schema
@@ -175,6 +175,10 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         self._urgent: dict[tuple[str, int], Future[int]] = {}  # the running commit of each urgent buffer
         self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
         self._staggered = 0  # (live) buffers whose commits were spread over flush_seconds so far
+        # (live) Every buffer is committed shortly before each expected snapshot, so a snapshot holds (and
+        # pickles on the step's thread) only the rows since then, not up to flush_seconds of them.
+        self._phase = SnapshotPhase()
+        self._catch_up: list[tuple[str, int]] = []  # buffers of this period's phased commit still to start
         for table, shard, data, position in _resumed(resume):
             # The rows the snapshot held: committed now, before any row after them (rows of them a
             # commit had already written are dropped by the writer's position).
@@ -204,9 +208,30 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                         and now - self._urgent_at.get(key, -math.inf) >= self.urgent_interval_s):
                     self._urgent_at[key] = now
                     self._flush(key, buf)
-            elif buf.rows >= self.flush_rows or now - buf.since >= self.flush_seconds:
+            elif buf.rows >= self.flush_rows or (now - buf.since >= self.flush_seconds and not (
+                    self.snapshot_rows and self._phase.holds_back(now, self.flush_seconds))):
                 self._flush(key, buf, wait=not self.snapshot_rows)
+        if self.snapshot_rows and (self._catch_up or self._phase.due(now)):
+            self._phased_commit(now)
         self._reap(block=False)
+
+    def _phased_commit(self, now: float) -> None:
+        """(live) Start committing every buffer (but the urgent ones) before the expected snapshot; a buffer
+        that finds ``max_in_flight`` commits queued is started by a later batch."""
+        keys = self._catch_up or [key for key, buf in self._buffers.items()
+                                  if buf.parts and key[0] not in self.urgent_tables]
+        started, self._catch_up = [], []
+        for i, key in enumerate(keys):
+            buf = self._buffers[key]
+            if not buf.parts:
+                continue
+            if self._flush(key, buf, wait=False):
+                started.append(self._in_flight[-1][0])
+                # the next periodic commit of this buffer comes at a point of its own in the period's first half
+                buf.head_start = stagger(i, self.flush_seconds / 2)
+            else:
+                self._catch_up.append(key)
+        self._phase.started(now, started)
 
     def _new_buffer(self, table: str) -> _Buffer:
         if not self.snapshot_rows or table in self.urgent_tables:
@@ -227,15 +252,15 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 schema=task_schema(table, self.task) if table in TASK_TABLES and self.task != "binary" else None)
         return writer
 
-    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True) -> None:
+    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True) -> bool:
         """Commit ``buf``; a non-urgent commit waits for a place among ``max_in_flight``, or, without ``wait``,
-        is left for a later call."""
+        is left for a later call (then ``False``)."""
         table, shard = key
         urgent = table in self.urgent_tables
         if not urgent:
             self._reap(block=False)
             if not wait and len(self._in_flight) >= self.max_in_flight:
-                return
+                return False
         writer = self._writer(key)
         while not urgent and len(self._in_flight) >= self.max_in_flight:
             _result(self._in_flight.popleft()[0])
@@ -244,6 +269,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         if urgent:
             self._urgent[key] = future
         self._in_flight.append((future, table, shard, data, buf.max_seq))
+        return True
 
     def _reap(self, *, block: bool) -> None:
         while self._in_flight and (block or self._in_flight[0][0].done()):
@@ -261,6 +287,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         if not self.snapshot_rows:
             self.flush_all()  # a second process with this run id is fenced here, before its snapshot
             return None
+        self._phase.snapshot(time.monotonic())
         self._reap(block=False)
         pending = [(table, shard, data, position)
                    for future, table, shard, data, position in self._in_flight
