@@ -89,7 +89,7 @@ class PartitionRecorder:
         # staggers its own the same way): their Parquet encoding does not land on the prediction path at once.
         self._head_start = (stagger(partition, flush_seconds) + flush_seconds / 2) % flush_seconds
         # A commit of everything shortly before each expected snapshot, so a snapshot holds only the rows since.
-        self._phase = SnapshotPhase()
+        self._phase = SnapshotPhase(start=time.monotonic())
 
     def add(self, items: list[tuple]) -> None:
         if not items:

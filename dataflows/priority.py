@@ -70,8 +70,9 @@ class SnapshotPhase:
     """When a live writer's commit should start so that it is in the lake by the next recovery snapshot.
 
     A live snapshot holds the rows not yet committed (pickled, on the prediction path's thread), so the fewer
-    there are at that moment the shorter its pause. Bytewax snapshots at a steady period; once two
-    snapshots have shown it (:meth:`snapshot`), :meth:`due` says when to start a commit of everything
+    there are at that moment the shorter its pause. Bytewax snapshots at a steady period from the flow's
+    start; once it is known (the first snapshot's time since ``start``, when the writer was built, then the
+    time between snapshots: :meth:`snapshot`), :meth:`due` says when to start a commit of everything
     buffered: :attr:`margin` before the next one is expected. The margin is measured: after each snapshot
     it becomes 1.5 times what the last such commit took (from its start to the end of the last of its
     commits, :meth:`started`) plus ``floor``; if one was still running at the snapshot, it doubles. It is
@@ -79,19 +80,22 @@ class SnapshotPhase:
     keeps its rows in it, as any other.
 
     >>> p = SnapshotPhase(first_margin=0.5)
-    >>> p.snapshot(10.0); p.due(19.6)          # one snapshot: no period yet
+    >>> p.snapshot(10.0); p.due(19.6)          # one snapshot and no start: no period yet
     False
     >>> p.snapshot(20.0); p.period, p.due(29.4), p.due(29.6)
     (10.0, False, True)
+    >>> q = SnapshotPhase(start=0.0, first_margin=0.5)
+    >>> q.snapshot(10.2); q.due(20.0)           # built at 0: the first snapshot tells the period
+    True
     """
 
-    def __init__(self, *, first_margin: float = 0.5, floor: float = 0.05) -> None:
+    def __init__(self, *, start: float | None = None, first_margin: float = 0.5, floor: float = 0.05) -> None:
         if first_margin <= 0 or floor < 0:
             raise ValueError(f"first_margin must be > 0 and floor >= 0, got {first_margin!r}, {floor!r}")
         self.margin = first_margin
         self.floor = floor
         self.period: float | None = None
-        self._last: float | None = None
+        self._last = start
         self._wave_at: float | None = None  # when this period's phased commits started
         self._wave: list = []  # their futures
         self._wave_done = 0.0  # when the last of them finished

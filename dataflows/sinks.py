@@ -175,14 +175,14 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         self._urgent: dict[tuple[str, int], Future[int]] = {}  # the running commit of each urgent buffer
         self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
         self._staggered = 0  # (live) buffers whose commits were spread over flush_seconds so far
-        # (live) Every buffer is committed shortly before each expected snapshot, so a snapshot holds (and
-        # pickles on the step's thread) only the rows since then, not up to flush_seconds of them.
-        self._phase = SnapshotPhase()
         self._catch_up: list[tuple[str, int]] = []  # buffers of this period's phased commit still to start
         for table, shard, data, position in _resumed(resume):
             # The rows the snapshot held: committed now, before any row after them (rows of them a
             # commit had already written are dropped by the writer's position).
             self._writer((table, shard)).append(data, position=position)
+        # (live) Every buffer is committed shortly before each expected snapshot (the first due a snapshot
+        # period from now), so a snapshot holds (and pickles on the step's thread) only the rows since then.
+        self._phase = SnapshotPhase(start=time.monotonic())
 
     def write_batch(self, values: list[Output]) -> None:
         now = time.monotonic()
