@@ -120,12 +120,13 @@ class SnapshotPhase:
     def due(self, now: float) -> bool:
         """Whether the phased commit of this period should start now (once per period)."""
         nxt = self.next_at()
-        return nxt is not None and self._wave_at is None and now >= nxt - self.margin
+        return nxt is not None and self._wave_at is None and now >= nxt - min(self.margin, self.period / 2)
 
     def holds_back(self, now: float, flush_seconds: float) -> bool:
         """Whether a periodic commit due now should wait for the phased one, less than half a period away."""
         nxt = self.next_at()
-        return nxt is not None and self._wave_at is None and 0 < nxt - self.margin - now < flush_seconds / 2
+        return (nxt is not None and self._wave_at is None
+                and 0 < nxt - min(self.margin, self.period / 2) - now < flush_seconds / 2)
 
     def started(self, now: float, futures: list) -> None:
         """The phased commits of this period started at ``now`` (more may join later, as places free up)."""
