@@ -113,8 +113,9 @@ class PartitionRecorder:
         if self._phase.due(now):
             self.flush()
             self._phase.started(now, [self._running])
-            # the next periodic commit at a point of this partition's own in the period's first half
-            self._head_start = stagger(self._partition, self._flush_seconds / 2)
+            # the next periodic commit up to half a period later than flush_seconds (a point of this
+            # partition's own): the partitions' commits stay spread, and the next phased one is not the largest
+            self._head_start = -stagger(self._partition, self._flush_seconds / 2)
         elif n >= self._flush_rows or (now - self._since >= self._flush_seconds
                                        and not self._phase.holds_back(now, self._flush_seconds)):
             self.flush()

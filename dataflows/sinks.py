@@ -71,7 +71,7 @@ class _Buffer:
         self.parts: list[pa.Table | rows.Lazy] = []
         self.rows = 0
         self.since = 0.0
-        self.head_start = head_start  # how much older than it is its first rows count (their first commit comes sooner)
+        self.head_start = head_start  # how much older than it is its first rows count (their first commit comes sooner; negative: later)
         self.max_seq = -1
         self.lazy = 0  # the last parts not yet Arrow, and their rows
         self.lazy_rows = 0
@@ -227,8 +227,9 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 continue
             if self._flush(key, buf, wait=False):
                 started.append(self._in_flight[-1][0])
-                # the next periodic commit of this buffer comes at a point of its own in the period's first half
-                buf.head_start = stagger(i, self.flush_seconds / 2)
+                # this buffer's next periodic commit comes up to half a period later than flush_seconds (a point
+                # of its own): the buffers' commits stay spread, and the next phased one is not the largest
+                buf.head_start = -stagger(i, self.flush_seconds / 2)
             else:
                 self._catch_up.append(key)
         self._phase.started(now, started)
