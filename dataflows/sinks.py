@@ -71,7 +71,8 @@ class _Buffer:
         self.parts: list[pa.Table | rows.Lazy] = []
         self.rows = 0
         self.since = 0.0
-        self.head_start = head_start  # how much older than it is its first rows count (their first commit comes sooner; negative: later)
+        # how much older than it is its first rows count (their first commit comes sooner; negative: later)
+        self.head_start = head_start
         self.max_seq = -1
         self.lazy = 0  # the last parts not yet Arrow, and their rows
         self.lazy_rows = 0
