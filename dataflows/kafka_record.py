@@ -157,6 +157,13 @@ class PartitionRecorder:
             running.result()  # re-raises a failed commit here, in the dataflow
 
     def _commit(self, ev: list[tuple], lb: list[tuple]) -> None:
+        start = time.monotonic()
+        try:
+            self._write(ev, lb)
+        finally:
+            self._phase.expected = time.monotonic() - start  # the phased commit starts at least this early
+
+    def _write(self, ev: list[tuple], lb: list[tuple]) -> None:
         if ev:
             self._append(self._events, ev, self._event_rows)
         if lb:

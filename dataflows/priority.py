@@ -76,8 +76,9 @@ class SnapshotPhase:
     buffered: :attr:`margin` before the next one is expected. The margin is measured: after each snapshot
     it becomes 1.5 times what the last such commit took (from its start to the end of the last of its
     commits, :meth:`started`) plus ``floor``; if one was still running at the snapshot, it doubles. It is
-    at most half the period. Nothing about exactly-once changes: a commit still running at a snapshot
-    keeps its rows in it, as any other.
+    never less than 1.5 times what the writer's own recent commits took (:attr:`expected`, seconds, set by
+    the writer) plus ``floor``, and at most half the period. Nothing about exactly-once changes: a commit
+    still running at a snapshot keeps its rows in it, as any other.
 
     >>> p = SnapshotPhase(first_margin=0.5)
     >>> p.snapshot(10.0); p.due(19.6)          # one snapshot and no start: no period yet
@@ -94,6 +95,7 @@ class SnapshotPhase:
             raise ValueError(f"first_margin must be > 0 and floor >= 0, got {first_margin!r}, {floor!r}")
         self.margin = first_margin
         self.floor = floor
+        self.expected = 0.0  # how long the writer's phased commit should take, from its recent commits
         self.period: float | None = None
         self._last = start
         self._wave_at: float | None = None  # when this period's phased commits started
@@ -109,9 +111,14 @@ class SnapshotPhase:
             if all(f.done() for f in self._wave):
                 margin = 1.5 * (self._wave_done - self._wave_at) + self.floor
             else:
-                margin = 2 * self.margin
+                margin = 2 * self.lead()
             self.margin = max(self.floor, min(margin, self.period / 2 if self.period else margin))
         self._wave_at, self._wave = None, []
+
+    def lead(self) -> float:
+        """How long before the next snapshot the phased commit starts."""
+        lead = max(self.margin, 1.5 * self.expected + self.floor)
+        return min(lead, self.period / 2) if self.period else lead
 
     def next_at(self) -> float | None:
         """When the next snapshot is expected (``None`` before two were seen)."""
@@ -120,13 +127,13 @@ class SnapshotPhase:
     def due(self, now: float) -> bool:
         """Whether the phased commit of this period should start now (once per period)."""
         nxt = self.next_at()
-        return nxt is not None and self._wave_at is None and now >= nxt - min(self.margin, self.period / 2)
+        return nxt is not None and self._wave_at is None and now >= nxt - self.lead()
 
     def holds_back(self, now: float, flush_seconds: float) -> bool:
         """Whether a periodic commit due now should wait for the phased one, less than half a period away."""
         nxt = self.next_at()
         return (nxt is not None and self._wave_at is None
-                and 0 < nxt - min(self.margin, self.period / 2) - now < flush_seconds / 2)
+                and 0 < nxt - self.lead() - now < flush_seconds / 2)
 
     def started(self, now: float, futures: list) -> None:
         """The phased commits of this period started at ``now`` (more may join later, as places free up)."""

@@ -177,6 +177,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
         self._staggered = 0  # (live) buffers whose commits were spread over flush_seconds so far
         self._catch_up: list[tuple[str, int]] = []  # buffers of this period's phased commit still to start
+        self._took: dict[tuple[str, int], float] = {}  # how long each buffer's last commit took
         for table, shard, data, position in _resumed(resume):
             # The rows the snapshot held: committed now, before any row after them (rows of them a
             # commit had already written are dropped by the writer's position).
@@ -267,11 +268,24 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         while not urgent and len(self._in_flight) >= self.max_in_flight:
             _result(self._in_flight.popleft()[0])
         data = buf.take()
-        future = (self._urgent_pool if urgent else self._pool).submit(writer.append, data, position=buf.max_seq)
+        if urgent:
+            future = self._urgent_pool.submit(writer.append, data, position=buf.max_seq)
+        else:
+            future = self._pool.submit(self._append, key, writer, data, buf.max_seq)
         if urgent:
             self._urgent[key] = future
         self._in_flight.append((future, table, shard, data, buf.max_seq))
         return True
+
+    def _append(self, key: tuple[str, int], writer: TableWriter, data: pa.Table, position: int) -> int:
+        """(on the commit thread) Commit, and note how long it took: the phased commit before a snapshot
+        starts early enough for every buffer's commit, one after the other, to be done by then."""
+        start = time.monotonic()
+        try:
+            return writer.append(data, position=position)
+        finally:
+            self._took[key] = time.monotonic() - start
+            self._phase.expected = sum(self._took.values())
 
     def _reap(self, *, block: bool) -> None:
         while self._in_flight and (block or self._in_flight[0][0].done()):
