@@ -8,7 +8,8 @@ drops rows at or below the committed offset: after a restart from the recovery
 snapshot (whose offset only passes rows that are committed or held in the
 snapshot itself, and a restart commits those first) nothing is skipped and
 nothing is written twice, whichever run consumes the topic. Commits run on a
-thread of their own, so a prediction never waits for the lake. An event
+thread of their own, so a prediction never waits for the lake; one starts shortly before each
+expected snapshot (:class:`dataflows.priority.SnapshotPhase`), so a snapshot holds only the rows since. An event
 row's ``offset`` is :func:`lake_offset` of its partition and Kafka offset, so a
 replay orders events of equal ``event_time`` as they arrived.
 

@@ -9,7 +9,9 @@ running), pickled as the step handed them over and sealed with an HMAC
 (:func:`lake.integrity.seal`), and a restart from it commits them first, so recovery
 never skips a row and the prediction path never stops for the lake: a commit due
 while ``max_in_flight`` are queued waits in its buffer instead of holding up the step,
-and the buffers' commits are spread over ``flush_seconds`` (:func:`dataflows.priority.stagger`). In
+and the buffers' commits are spread over ``flush_seconds`` (:func:`dataflows.priority.stagger`); once the
+snapshot period is known, every buffer is also committed shortly before each expected snapshot
+(:class:`dataflows.priority.SnapshotPhase`), so a snapshot holds only the rows since. In
 live runs the small tables people wait for (``urgent_tables``, e.g.
 :data:`URGENT_TABLES`: window statistics, alarms, drift actions) are committed as
 soon as rows come, on a thread of their own, so a large ``predictions`` commit
