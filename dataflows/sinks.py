@@ -306,6 +306,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             self.flush_all()  # a second process with this run id is fenced here, before its snapshot
             return None
         self._phase.snapshot(time.monotonic())
+        self._catch_up = []  # the last period's phased commit: its buffers commit on their periodic schedule now
         self._reap(block=False)
         pending = [(table, shard, data, position)
                    for future, table, shard, data, position in self._in_flight
