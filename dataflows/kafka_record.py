@@ -8,7 +8,8 @@ drops rows at or below the committed offset: after a restart from the recovery
 snapshot (whose offset only passes rows that are committed or held in the
 snapshot itself, and a restart commits those first) nothing is skipped and
 nothing is written twice, whichever run consumes the topic. Commits run on a
-thread of their own, so a prediction never waits for the lake. An event
+thread of their own, so a prediction never waits for the lake; one starts shortly before each
+expected snapshot (:class:`dataflows.priority.SnapshotPhase`), so a snapshot holds only the rows since. An event
 row's ``offset`` is :func:`lake_offset` of its partition and Kafka offset, so a
 replay orders events of equal ``event_time`` as they arrived.
 
@@ -26,7 +27,7 @@ from deltalake.exceptions import CommitFailedError
 
 from dataflows.items import EVENT
 from dataflows.kafka_types import PayloadTypes
-from dataflows.priority import lower_writer_priority, stagger
+from dataflows.priority import SnapshotPhase, lower_writer_priority, stagger
 from dataflows.trace import StageTrace
 from lake.retry import retrying
 from lake.schemas import UTC_TS, task_schema
@@ -88,6 +89,8 @@ class PartitionRecorder:
         # The partitions' first commits spread over flush_seconds (and half a period off the lake sink's, which
         # staggers its own the same way): their Parquet encoding does not land on the prediction path at once.
         self._head_start = (stagger(partition, flush_seconds) + flush_seconds / 2) % flush_seconds
+        # A commit of everything shortly before each expected snapshot, so a snapshot holds only the rows since.
+        self._phase = SnapshotPhase(start=time.monotonic())
 
     def add(self, items: list[tuple]) -> None:
         if not items:
@@ -105,7 +108,17 @@ class PartitionRecorder:
                 return
             self._reap()
         n = len(self._ev) + len(self._lb)
-        if n and (n >= self._flush_rows or time.monotonic() - self._since >= self._flush_seconds):
+        if not n:
+            return
+        now = time.monotonic()
+        if self._phase.due(now):
+            self.flush()
+            self._phase.started(now, [self._running])
+            # the next periodic commit up to half a period later than flush_seconds (a point of this
+            # partition's own): the partitions' commits stay spread, and the next phased one is not the largest
+            self._head_start = -stagger(self._partition, self._flush_seconds / 2)
+        elif n >= self._flush_rows or (now - self._since >= self._flush_seconds
+                                       and not self._phase.holds_back(now, self._flush_seconds)):
             self.flush()
 
     def flush(self) -> None:
@@ -119,7 +132,9 @@ class PartitionRecorder:
             self._running_items = sorted(ev + lb, key=_offset)
 
     def pending(self) -> list[tuple]:
-        """The items handed over and not known to be committed, in offset order."""
+        """The items handed over and not known to be committed, in offset order (called at each snapshot: its
+        times phase a commit to come shortly before the next one)."""
+        self._phase.snapshot(time.monotonic())
         running = self._running_items if self._running is not None and not (
             self._running.done() and self._running.exception() is None) else []
         return running + sorted(self._ev + self._lb, key=_offset)
@@ -143,6 +158,13 @@ class PartitionRecorder:
             running.result()  # re-raises a failed commit here, in the dataflow
 
     def _commit(self, ev: list[tuple], lb: list[tuple]) -> None:
+        start = time.monotonic()
+        try:
+            self._write(ev, lb)
+        finally:
+            self._phase.expected = time.monotonic() - start  # the phased commit starts at least this early
+
+    def _write(self, ev: list[tuple], lb: list[tuple]) -> None:
         if ev:
             self._append(self._events, ev, self._event_rows)
         if lb:

@@ -9,7 +9,9 @@ running), pickled as the step handed them over and sealed with an HMAC
 (:func:`lake.integrity.seal`), and a restart from it commits them first, so recovery
 never skips a row and the prediction path never stops for the lake: a commit due
 while ``max_in_flight`` are queued waits in its buffer instead of holding up the step,
-and the buffers' commits are spread over ``flush_seconds`` (:func:`dataflows.priority.stagger`). In
+and the buffers' commits are spread over ``flush_seconds`` (:func:`dataflows.priority.stagger`); once the
+snapshot period is known, every buffer is also committed shortly before each expected snapshot
+(:class:`dataflows.priority.SnapshotPhase`), so a snapshot holds only the rows since. In
 live runs the small tables people wait for (``urgent_tables``, e.g.
 :data:`URGENT_TABLES`: window statistics, alarms, drift actions) are committed as
 soon as rows come, on a thread of their own, so a large ``predictions`` commit
@@ -41,7 +43,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows import rows
 from dataflows.items import Output
-from dataflows.priority import lower_writer_priority, stagger
+from dataflows.priority import SnapshotPhase, lower_writer_priority, stagger
 from lake import integrity
 from lake.errors import WriterFencedError
 from lake.schemas import TABLES, task_schema
@@ -71,7 +73,8 @@ class _Buffer:
         self.parts: list[pa.Table | rows.Lazy] = []
         self.rows = 0
         self.since = 0.0
-        self.head_start = head_start  # how much older than it is its first rows count (their first commit comes sooner)
+        # how much older than it is its first rows count (their first commit comes sooner; negative: later)
+        self.head_start = head_start
         self.max_seq = -1
         self.lazy = 0  # the last parts not yet Arrow, and their rows
         self.lazy_rows = 0
@@ -176,10 +179,15 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
         self._staggered = 0  # (live) buffers whose commits were spread over flush_seconds so far
         self._landed: dict[tuple[str, int], int] = {}  # the highest position known committed per buffer
+        self._catch_up: list[tuple[str, int]] = []  # buffers of this period's phased commit still to start
+        self._took: dict[tuple[str, int], float] = {}  # how long each buffer's last commit took
         for table, shard, data, position in _resumed(resume):
             # The rows the snapshot held: committed now, before any row after them (rows of them a
             # commit had already written are dropped by the writer's position).
             self._writer((table, shard)).append(data, position=position)
+        # (live) Every buffer is committed shortly before each expected snapshot (the first due a snapshot
+        # period from now), so a snapshot holds (and pickles on the step's thread) only the rows since then.
+        self._phase = SnapshotPhase(start=time.monotonic())
 
     def write_batch(self, values: list[Output]) -> None:
         now = time.monotonic()
@@ -205,9 +213,31 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                         and now - self._urgent_at.get(key, -math.inf) >= self.urgent_interval_s):
                     self._urgent_at[key] = now
                     self._flush(key, buf)
-            elif buf.rows >= self.flush_rows or now - buf.since >= self.flush_seconds:
+            elif buf.rows >= self.flush_rows or (now - buf.since >= self.flush_seconds and not (
+                    self.snapshot_rows and self._phase.holds_back(now, self.flush_seconds))):
                 self._flush(key, buf, wait=not self.snapshot_rows)
+        if self.snapshot_rows and (self._catch_up or self._phase.due(now)):
+            self._phased_commit(now)
         self._reap(block=False)
+
+    def _phased_commit(self, now: float) -> None:
+        """(live) Start committing every buffer (but the urgent ones) before the expected snapshot; a buffer
+        that finds ``max_in_flight`` commits queued is started by a later batch."""
+        keys = self._catch_up or [key for key, buf in self._buffers.items()
+                                  if buf.parts and key[0] not in self.urgent_tables]
+        started, self._catch_up = [], []
+        for i, key in enumerate(keys):
+            buf = self._buffers[key]
+            if not buf.parts:
+                continue
+            if self._flush(key, buf, wait=False):
+                started.append(self._in_flight[-1][0])
+                # this buffer's next periodic commit comes up to half a period later than flush_seconds (a point
+                # of its own): the buffers' commits stay spread, and the next phased one is not the largest
+                buf.head_start = -stagger(i, self.flush_seconds / 2)
+            else:
+                self._catch_up.append(key)
+        self._phase.started(now, started)
 
     def _new_buffer(self, table: str) -> _Buffer:
         if not self.snapshot_rows or table in self.urgent_tables:
@@ -228,23 +258,37 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 schema=task_schema(table, self.task) if table in TASK_TABLES and self.task != "binary" else None)
         return writer
 
-    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True) -> None:
+    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True) -> bool:
         """Commit ``buf``; a non-urgent commit waits for a place among ``max_in_flight``, or, without ``wait``,
-        is left for a later call."""
+        is left for a later call (then ``False``)."""
         table, shard = key
         urgent = table in self.urgent_tables
         if not urgent:
             self._reap(block=False)
             if not wait and len(self._in_flight) >= self.max_in_flight:
-                return
+                return False
         writer = self._writer(key)
         while not urgent and len(self._in_flight) >= self.max_in_flight:
             self._reap_one()
         data = buf.take()
-        future = (self._urgent_pool if urgent else self._pool).submit(writer.append, data, position=buf.max_seq)
+        if urgent:
+            future = self._urgent_pool.submit(writer.append, data, position=buf.max_seq)
+        else:
+            future = self._pool.submit(self._append, key, writer, data, buf.max_seq)
         if urgent:
             self._urgent[key] = future
         self._in_flight.append((future, table, shard, data, buf.max_seq))
+        return True
+
+    def _append(self, key: tuple[str, int], writer: TableWriter, data: pa.Table, position: int) -> int:
+        """(on the commit thread) Commit, and note how long it took: the phased commit before a snapshot
+        starts early enough for every buffer's commit, one after the other, to be done by then."""
+        start = time.monotonic()
+        try:
+            return writer.append(data, position=position)
+        finally:
+            self._took[key] = time.monotonic() - start
+            self._phase.expected = sum(self._took.values())
 
     def _reap(self, *, block: bool) -> None:
         while self._in_flight and (block or self._in_flight[0][0].done()):
@@ -278,6 +322,8 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         if not self.snapshot_rows:
             self.flush_all()  # a second process with this run id is fenced here, before its snapshot
             return None
+        self._phase.snapshot(time.monotonic())
+        self._catch_up = []  # the last period's phased commit: its buffers commit on their periodic schedule now
         self._reap(block=False)
         pending = [(table, shard, data, position)
                    for future, table, shard, data, position in self._in_flight
