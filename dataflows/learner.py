@@ -287,6 +287,14 @@ class ShardLearner:
         step.after_items(self)
         return out
 
+    def start(self, batch: Batch, checkpoints: list[tuple]) -> None:
+        """Once per shard, at its first batch: every model's first checkpoint (rows into ``checkpoints``),
+        at the batch's first position, and the undo log based on them."""
+        if not self.started:
+            first_seq = batch.items[0][0] if batch.items else (batch.dead[0][0] if batch.dead else 0)
+            self.undo.rebase([self.checkpoint(slot, first_seq, None, checkpoints) for slot in self.slots])
+            self.started = True
+
     def _process_items(self, batch: Batch) -> Output:
         cfg = self.config
         run_id, shard = cfg.run_id, self.shard
@@ -299,10 +307,7 @@ class ShardLearner:
         threshold = cfg.threshold
         dead = [dead_letter_row(run_id, shard, d) for d in batch.dead]
         slots = self.slots
-        if not self.started:
-            first_seq = batch.items[0][0] if batch.items else (batch.dead[0][0] if batch.dead else 0)
-            self.undo.rebase([self.checkpoint(slot, first_seq, None, checkpoints) for slot in slots])
-            self.started = True
+        self.start(batch, checkpoints)
         featurizer = self.featurizer
         transform, observe, learn_label = featurizer.transform_one, featurizer.learn_one, featurizer.learn_label
         pending = self.pending

@@ -56,10 +56,7 @@ def process_task(learner: Any, batch: Batch) -> Output:
     drifts: list[tuple] = []
     actions: list[tuple] = []
     dead = [dead_letter_row(run_id, shard, d) for d in batch.dead]
-    if not learner.started:
-        first_seq = batch.items[0][0] if batch.items else (batch.dead[0][0] if batch.dead else 0)
-        learner.undo.rebase([learner.checkpoint(slot, first_seq, None, checkpoints) for slot in slots])
-        learner.started = True
+    learner.start(batch, checkpoints)
     featurizer, pending, labelled, undo = learner.featurizer, learner.pending, learner.labelled, learner.undo
     keyed, acting, recent = cfg.per_key, cfg.monitor.drift_action != "none", learner.recent
     names = [s.name for s in slots]
