@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import platform
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,31 +111,6 @@ class FeaturizerRewind:
         fresh = set(new)
         order = [k for k in dict.fromkeys(k for _, k, _ in items if k in fresh) if end_new[k] is not None]
         f.set_key_states(order, [end_new[k] for k in order])
-        f.set_label_totals(*end_totals)
-        return data
-
-    def at_histories(self, keys: list[str], states: list[Sequence[Any]], totals: tuple[int, int], *,
-                     new_keys: list[str]) -> bytes:
-        """:meth:`at` where the step knows the histories at that point (a compiled featurizer's arrays):
-        ``keys``/``states`` every key of the batch the featurizer holds there (:meth:`~dataflows.features.
-        KeyedFeaturizer.set_key_states`' order: those known before the batch, then the new ones in order of
-        arrival), ``totals`` the label totals there; ``new_keys``: the batch's new keys in order of arrival,
-        as the featurizer holds them at the end of the batch. No item is replayed."""
-        if self.full is not None:
-            featurizer = pickle.loads(self.full)  # taken by this process from its own featurizer, never read back
-            featurizer.set_key_states(keys, states)
-            featurizer.set_label_totals(*totals)
-            return featurizer_state(featurizer)
-        f = self.featurizer
-        old = [k for k, st in zip(self.keys, self.before, strict=True) if st is not None]
-        end_old, end_new, end_totals = f.key_states(old), f.key_states(new_keys), f.label_totals
-        f.forget_keys(new_keys)
-        f.set_key_states(keys, states)
-        f.set_label_totals(*totals)
-        data = featurizer_state(f)
-        f.forget_keys(new_keys)
-        f.set_key_states(old, end_old)
-        f.set_key_states(new_keys, end_new)
         f.set_label_totals(*end_totals)
         return data
 

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dataflows.checkpoints import FeaturizerRewind
+from dataflows.checkpoints import FeaturizerRewind, item_steps
 from dataflows.columnar import Arena
 from dataflows.tabular_linear import LinearState, supports
 from dataflows.tabular_nb import NBState, supports_nb
@@ -243,20 +243,6 @@ class TabularLayout:
                 js.append(n_num)
                 n_num += 1
         return tok_off, np.concatenate(parts), dense, dense_f, kinds, np.array(js, np.int64)
-
-
-def _key_histories(uniq: list[str], was_present: np.ndarray, k_n: np.ndarray, k_last: np.ndarray,
-                   k_nlab: np.ndarray, k_npos: np.ndarray, k_rec: np.ndarray, k_hasrec: np.ndarray,
-                   k_present: np.ndarray, k_first: np.ndarray) -> tuple[list[str], list[tuple]]:
-    """The compiled featurizer's key arrays as :meth:`~dataflows.features.KeyedFeaturizer.set_key_states`
-    takes them: the keys known before the batch (``was_present``), then those it brought, in order of
-    arrival (``k_first``), each with ``(n, last, n_labels, n_positive, recent or None)``."""
-    recs = [r if h else None for r, h in zip(k_rec.tolist(), k_hasrec.tolist(), strict=True)]
-    back = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), recs, strict=True))
-    fresh = k_present & ~was_present
-    order = np.flatnonzero(was_present).tolist()
-    order += np.flatnonzero(fresh)[np.argsort(k_first[fresh], kind="stable")].tolist()
-    return [uniq[i] for i in order], [back[i] for i in order]
 
 
 def _resolve_labels(pending: dict[str, Any], lb_ids: list[str], ev_ids: list[str], ev_items: np.ndarray,
@@ -518,28 +504,27 @@ class TabularStep:
         arena.reserve(n_ev, int(tok_f.size) + n_ev * per_event)
         arena.keys.extend(ev_keys)
         b0 = arena.top
-        # In segments cut where a checkpoint rewinds the featurizer: the keys' histories there, as arrays.
-        history = (k_n, k_last, k_nlab, k_npos, k_rec, k_hasrec, k_present, k_first, glob)
-        at_cut = {}  # item after a cut -> the histories there
-        seg_a = 0
-        for seg_b in [*(int(lb_items[acc[c - 1]]) + 1 for c in (cuts if back_to is not None else ())), kinds.size]:
-            arena.top = _kernels._featurize(
-                kinds, seg_a, seg_b, ev_pos, lb_pos, tok_off, tok_f, dense, dense_f, layout_kind, layout_j,
-                ev_t, ev_kid, ev_slot, lb_kid, lb_y, *history,
-                f.time_features, _TIME_AT, f.key_features, _KEY_AT, f.smoothing, f.recent_alpha, f.shared_prior,
-                arena.a_off, arena.a_len, arena.p_f, arena.p_v, arena.top)
-            if back_to is not None:
-                at_cut[seg_b] = [a.copy() for a in history]
-            seg_a = seg_b
+        arena.top = _kernels._featurize(
+            kinds, 0, kinds.size, ev_pos, lb_pos, tok_off, tok_f, dense, dense_f, layout_kind, layout_j,
+            ev_t, ev_kid, ev_slot, lb_kid, lb_y,
+            k_n, k_last, k_nlab, k_npos, k_rec, k_hasrec, k_present, k_first, glob,
+            f.time_features, _TIME_AT, f.key_features, _KEY_AT, f.smoothing, f.recent_alpha, f.shared_prior,
+            arena.a_off, arena.a_len, arena.p_f, arena.p_v, arena.top)
         b1 = arena.top
         arena.a_t[base: base + n_ev] = ev_t
         arena.n += n_ev
         f.set_label_totals(int(glob[0]), int(glob[1]))
-        new_in_order: list[str] = []  # (the batch's new keys in order of arrival)
         if f.key_features:
-            keys_end, states_end = _key_histories(uniq, was_present, *history[:-1])
-            f.set_key_states(keys_end, states_end)
-            new_in_order = keys_end[int(was_present.sum()):]
+            recs = [r if h else None for r, h in zip(k_rec.tolist(), k_hasrec.tolist(), strict=True)]
+            back = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), recs, strict=True))
+            fresh = k_present & ~was_present
+            order = np.flatnonzero(was_present).tolist()
+            arrived = np.flatnonzero(fresh)[np.argsort(k_first[fresh], kind="stable")].tolist()
+            order += arrived
+            # (keys known before keep their place; new ones in order of arrival)
+            f.set_key_states([uniq[i] for i in order], [back[i] for i in order])
+            # The batch's new keys in order of arrival: all FeaturizerRewind reads of the batch's items.
+            new_in_order = [(True, uniq[i], 0) for i in arrived]
         # Every model, in segments cut where the caller checkpoints.
         scores = np.zeros((len(self.states), n_ev), np.float64)
         longest = int(arena.a_len[lb_slot_a].max()) if acc.size else 0
@@ -571,11 +556,9 @@ class TabularStep:
             self.states = states_there
             self.sync_models()
             if back_to is not None:
-                there = at_cut[seg_b]
-                keys_at, histories_at = (_key_histories(uniq, was_present, *there[:-1]) if f.key_features
-                                         else ([], []))
-                at = back_to.at_histories(keys_at, histories_at, (int(there[-1][0]), int(there[-1][1])),
-                                          new_keys=new_in_order)
+                at = back_to.at(item_steps(kinds[:seg_b], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
+                                new_in_order if f.key_features else
+                                item_steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
                 on_checkpoint(cut, int(acc[cut - 1]), at)
             elif on_checkpoint is not None:
                 on_checkpoint(cut, int(acc[cut - 1]))
