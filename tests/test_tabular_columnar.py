@@ -188,6 +188,16 @@ def test_a_numeric_stream_without_nulls_gives_the_item_paths_window_statistics_a
     assert taken == len(batches) and counts["window_stats"] > 10 and counts["anomalies"] > 0
 
 
+def test_checkpoints_near_the_key_limit_keep_the_item_paths_featurizer():
+    """Five keys under a limit of eight: a batch's known keys and the featurizer's together pass the limit
+    (the checkpoints' featurizer is rebuilt from a copy taken before the batch), no key is forgotten, every
+    batch takes the columnar path and its checkpoints hold the item path's featurizer bytes."""
+    items = _stream(2_000, seed=9, keys=5)
+    batches = _cut(items, [300, 170])
+    taken, counts = _replay_both(_config(featurizer={"max_keys": 8}, checkpoint_every=90), batches)
+    assert taken == len(batches) and counts["checkpoints"] > 15
+
+
 def test_batches_alternating_between_the_paths_and_a_snapshot_mid_stream():
     items = _stream(2_500, seed=5, dup=0.005, unknown=0.01, early=0.01)
     batches = _cut(items, [180, 260], late_from=len(items) // 3)
