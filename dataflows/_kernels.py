@@ -1,5 +1,6 @@
 """Compiled loops of the columnar path (:mod:`dataflows.columnar`), imported on first use: numba
-and LLVM take ~1 s to import and ~2 s to load the cached machine code, paid only by runs that use it."""
+and LLVM take ~1 s to import; the cached machine code loads without numba's compile-time set-up
+(:mod:`dataflows._numba_cache`). Paid only by runs that use it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 
 import numba
 import numpy as np
+
+from dataflows._numba_cache import load_lightly
 
 
 @numba.njit(cache=True, nogil=True)
@@ -237,3 +240,6 @@ def _gather(a_off, a_len, slots, p_f, p_v, out_f, out_v, new_off):  # pragma: no
             out_v[top] = p_v[m]
             top += 1
     return top
+
+
+load_lightly(_tokenize, _log1p_counts, _featurize, _linear, _gather)

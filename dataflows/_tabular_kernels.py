@@ -10,6 +10,8 @@ import math
 
 import numba
 
+from dataflows._numba_cache import load_lightly
+
 # Positions in a model's ``params`` (floats) and ``counters`` (integers).
 P_INTERCEPT, P_LR, P_ILR, P_HALF = 0, 1, 2, 3
 C_STAMP, C_ITER = 0, 1
@@ -216,3 +218,6 @@ def _exp_diff(a, b, out):  # pragma: no cover
     """``math.exp(a - b)`` elementwise (the C library's exp, as River's ``math.exp``)."""
     for i in range(a.size):
         out[i] = math.exp(a[i] - b[i])
+
+
+load_lightly(_scale, _linear_tabular, _gaussian_nb, _exp_diff)
