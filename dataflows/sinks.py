@@ -5,7 +5,7 @@ Rows are buffered per (table, shard) and committed when a table's buffer holds
 Bytewax snapshots (so recovery never skips a buffered row) and at the end. With
 ``snapshot_rows`` (live runs) a snapshot does not wait for commits instead: it
 holds the rows not yet known to be committed (buffered, or in a commit still
-running), pickled as the step handed them over and sealed with an HMAC
+running), pickled as the step handed them over, zstd-compressed and sealed with an HMAC
 (:func:`lake.integrity.seal`), and a restart from it commits them first, so recovery
 never skips a row and the prediction path never stops for the lake: a commit due
 while ``max_in_flight`` are queued waits in its buffer instead of holding up the step,
@@ -111,12 +111,32 @@ _Pending = tuple[str, int, bytes, int]
 """Rows of an older snapshot not known to be in the lake: ``(table, shard, Arrow IPC stream, position)``."""
 
 _SnapshotRows = tuple[str, bytes]
-"""Rows of a snapshot not known to be in the lake: the sealed pickle (:func:`lake.integrity.seal`) of
+"""Rows of a snapshot not known to be in the lake: the sealed, zstd-compressed pickle (:func:`lake.integrity.seal`,
+:func:`_framed`) of
 ``[(table, shard, parts, position), ...]``, ``parts`` a buffer's as handed over (Arrow, or rows not yet Arrow)
 or a running commit's table."""
 
 ROWS_PURPOSE = f"{integrity.RECOVERY_PURPOSE}: lake rows"
 """What the rows a live snapshot holds are sealed for (not interchangeable with a learner's state)."""
+
+
+_ZSTD_ROWS = b"riverlake rows zstd\n"
+"""Marks a snapshot's rows as ``marker + pickle's size (8 bytes, big-endian) + the pickle zstd-compressed``
+(before it, the sealed bytes were the pickle itself, which begins with ``\\x80``)."""
+
+
+def _framed(data: bytes) -> bytes:
+    """A pickle compressed with zstd at level 1 for a snapshot: ~1/5 of a live sink's rows (their strings and
+    numbers repeat), compressed in ~1 ms a MB; Bytewax's SQLite store writes and drops ~5x fewer bytes."""
+    return (_ZSTD_ROWS + len(data).to_bytes(8, "big")
+            + pa.Codec("zstd", compression_level=1).compress(data, asbytes=True))
+
+
+def _unframe(framed: bytes) -> bytes:
+    """The pickle :func:`_framed` compressed (only once its HMAC checked out)."""
+    start = len(_ZSTD_ROWS) + 8
+    size = int.from_bytes(framed[len(_ZSTD_ROWS):start], "big")
+    return pa.Codec("zstd").decompress(memoryview(framed)[start:], decompressed_size=size, asbytes=True)
 
 
 def _resumed(resume: list[_Pending] | _SnapshotRows | None) -> list[tuple[str, int, pa.Table, int]]:
@@ -130,7 +150,13 @@ def _resumed(resume: list[_Pending] | _SnapshotRows | None) -> list[tuple[str, i
             with pa.ipc.open_stream(data) as reader:
                 out.append((table, shard, reader.read_all(), position))
         return out
-    pending = integrity.unseal(resume, purpose=ROWS_PURPOSE, what="recovery state of the lake sink")
+    what = "recovery state of the lake sink"
+    if isinstance(resume, tuple) and len(resume) == 2 and isinstance(resume[1], bytes) \
+            and resume[1].startswith(_ZSTD_ROWS):
+        integrity.verify(resume[1], resume[0], purpose=ROWS_PURPOSE, what=what)  # before it is decompressed
+        pending = pickle.loads(_unframe(resume[1]))  # verified above
+    else:  # sealed uncompressed (older riverlake), or not sealed at all (refused there)
+        pending = integrity.unseal(resume, purpose=ROWS_PURPOSE, what=what)
     return [(table, shard, rows.concat(parts) if isinstance(parts, list) else parts, position)
             for table, shard, parts, position in pending]
 
@@ -331,8 +357,12 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         pending += [(table, shard, list(buf.parts), buf.max_seq)
                     for (table, shard), buf in self._buffers.items() if buf.parts]
         # The rows as they are, pickled (building the buffers' last steps into Arrow and writing IPC streams
-        # took 2-5x as long), sealed with an HMAC: a restart unpickles them only once the tag checks out.
-        return integrity.seal(pickle.dumps(pending, protocol=5), purpose=ROWS_PURPOSE) if pending else None
+        # took 2-5x as long), compressed (Bytewax writes the snapshot into SQLite on this thread: each MB
+        # saved there is worth more than compressing it), sealed with an HMAC: a restart decompresses and
+        # unpickles them only once the tag checks out.
+        if not pending:
+            return None
+        return integrity.seal(_framed(pickle.dumps(pending, protocol=5)), purpose=ROWS_PURPOSE)
 
     def abort(self) -> None:
         """Stop after a failed commit, committing nothing more: queued commits are dropped (their rows are

@@ -4,6 +4,7 @@ steps at once: the lake must hold exactly the rows each step would have built on
 from __future__ import annotations
 
 import json
+import pickle
 import random
 
 import polars as pl
@@ -13,8 +14,9 @@ import pytest
 from dataflows.items import EVENT, LABEL, Batch
 from dataflows.kafka import _served
 from dataflows.learner import RunConfig, ShardLearner
-from dataflows.sinks import DeltaSinkPartition
+from dataflows.sinks import _ZSTD_ROWS, ROWS_PURPOSE, DeltaSinkPartition, _unframe
 from dataflows.validate import validate_batch
+from lake import integrity
 from lake.integrity import IntegrityError
 from lake.table import exists, read_table
 
@@ -97,8 +99,38 @@ def test_a_live_snapshot_whose_rows_were_altered_is_refused_before_anything_is_u
     sink = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True)
     sink.write_batch(outputs)
     tag, data = sink.snapshot()
-    forged = (tag, data.replace(b"e1", b"e9", 1))
-    with pytest.raises(IntegrityError, match="lake sink"):
-        DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True,
-                           resume=forged)
+    assert b"e1" not in data, "the snapshot's rows are compressed"
+    # A byte of the compressed rows changed, or the rows swapped for another (valid) compressed pickle: refused
+    # on the HMAC, before anything is decompressed or unpickled (a pickle that would run code if it were).
+    evil = pickle.dumps(_Boom(), protocol=5)
+    header = data[:len(_ZSTD_ROWS)]
+    for forged in ((tag, data[:-5] + bytes([data[-5] ^ 1]) + data[-4:]),
+                   (tag, header + len(evil).to_bytes(8, "big") + pa.Codec("zstd").compress(evil, asbytes=True))):
+        with pytest.raises(IntegrityError, match="lake sink.*HMAC does not match"):
+            DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True,
+                               resume=forged)
+    assert not _Boom.ran
     assert not exists(lake, "predictions")
+
+
+class _Boom:
+    """Unpickling it would run code: a forged snapshot must never get that far."""
+    ran = False
+
+    def __reduce__(self):
+        return (setattr, (_Boom, "ran", True))
+
+
+def test_a_live_snapshot_of_the_uncompressed_form_still_resumes_and_commits_its_rows(tmp_path):
+    # Snapshots written before the rows were compressed (the sealed pickle itself) still load after an upgrade.
+    outputs = _steps(ShardLearner(RunConfig(run_id="r"), shard=0), _stream(30), 3)
+    lake = str(tmp_path / "lake")
+    sink = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True)
+    sink.write_batch(outputs)
+    tag, data = sink.snapshot()
+    old = integrity.seal(_unframe(data), purpose=ROWS_PURPOSE)
+    assert old[1].startswith(b"\x80")  # a plain pickle, as an older riverlake sealed it
+    DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True,
+                       resume=old).close()
+    own = pa.concat_tables([o.tables["predictions"].arrow() for o in outputs if "predictions" in o.tables])
+    assert read_table(lake, "predictions").height == own.num_rows > 0
