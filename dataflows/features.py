@@ -20,7 +20,7 @@ import math
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import filterfalse, islice
+from itertools import filterfalse, islice, repeat
 from typing import Any
 from zlib import crc32
 
@@ -379,8 +379,9 @@ class KeyedFeaturizer:
             self._add_row(k, 0, 0, 0, 0, None)
 
     def key_rows(self, keys: Iterable[str], n: int = -1) -> np.ndarray:
-        """The rows of ``keys`` (all known) in :meth:`history_columns` (``n``: how many keys, if known)."""
-        return np.fromiter(map(self._keys.__getitem__, keys), np.int64, n)
+        """The rows of ``keys`` in :meth:`history_columns`, -1 for a key without history (``n``: how
+        many keys, if known)."""
+        return np.fromiter(map(self._keys.get, keys, repeat(-1)), np.int64, n)
 
     def history_columns(self) -> tuple[np.ndarray, ...]:
         """The histories as writable numpy views of the featurizer's own columns, by row:

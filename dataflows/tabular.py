@@ -478,15 +478,19 @@ class TabularStep:
         # keys new to it get rows (and places at the end of its key order) for the batch.
         f = self.featurizer
         n_keys0, n_rows0 = f.n_keys, f.n_rows
-        new_keys = f.unknown_keys(chain(ev_keys, lb_keys)) if f.key_features else []
+        new_keys: list[str] = []
+        if f.key_features:
+            ev_kid, lb_kid = f.key_rows(ev_keys, n_ev), f.key_rows(lb_keys, len(lb_keys))  # (-1: a new key)
+            if (ev_kid < 0).any() or (lb_kid < 0).any():
+                new_keys = f.unknown_keys(chain(ev_keys, lb_keys))
+        else:
+            ev_kid, lb_kid = np.zeros(n_ev, np.int64), np.zeros(len(lb_keys), np.int64)
         if new_keys and n_keys0 + len(new_keys) > f.max_keys:
             return None  # the featurizer would forget keys mid-batch: the item path knows when
         # -- from here on, state changes (undone where a model goes non-finite: see _undo) ----------
-        f.add_blank_keys(new_keys)
-        if f.key_features:
+        if new_keys:
+            f.add_blank_keys(new_keys)
             ev_kid, lb_kid = f.key_rows(ev_keys, n_ev), f.key_rows(lb_keys, len(lb_keys))
-        else:
-            ev_kid, lb_kid = np.zeros(n_ev, np.int64), np.zeros(len(lb_keys), np.int64)
         new_rows = np.arange(n_rows0, n_rows0 + len(new_keys), dtype=np.int64)
         k_n, k_last, k_nlab, k_npos, k_rec = f.history_columns()
         touched = np.concatenate([ev_kid, lb_kid]) if f.key_features else np.zeros(0, np.int64)
