@@ -355,18 +355,56 @@ class KeyedFeaturizer:
     def key_states(self, keys: Iterable[str]) -> list[list[Any] | None]:
         """The histories of ``keys`` in bulk, as :meth:`key_state` gives them (``None``: an unknown key),
         as lists (copies: change the featurizer through :meth:`set_key_states`)."""
-        get, row_of = self._keys.get, self._row
-        return [None if (r := get(k)) is None else row_of(r) for k in keys]
+        keys = keys if isinstance(keys, list) else list(keys)
+        if len(keys) < _BULK:
+            get, row_of = self._keys.get, self._row
+            return [None if (r := get(k)) is None else row_of(r) for k in keys]
+        rows = self.key_rows(keys, len(keys))
+        known = rows >= 0
+        every = bool(known.all())
+        at = rows if every else rows[known]
+        n, last, n_lab, n_pos, recent = (np.frombuffer(c, _DTYPE[c.typecode])[at].tolist() for c in self._columns())
+        found = list(map(list, zip(n, last, n_lab, n_pos, [None if r != r else r for r in recent], strict=True)))
+        if every:
+            return found
+        out: list[list[Any] | None] = [None] * len(keys)
+        for i, st in zip(np.flatnonzero(known).tolist(), found, strict=True):
+            out[i] = st
+        return out
 
     def set_key_states(self, keys: Iterable[str], states: Iterable[Sequence[Any]]) -> None:
         """:meth:`set_key_state` in bulk; keys new to the featurizer are added in the order given."""
-        get = self._keys.get
-        for k, st in zip(keys, states, strict=True):
-            row = get(k)
-            if row is None:
-                self._add_row(k, *st)
-            else:
-                self._write_row(row, st)
+        keys, states = list(keys), list(states)
+        if len(keys) != len(states):
+            raise ValueError(f"got {len(keys)} keys and {len(states)} states")
+        rows = self.key_rows(keys, len(keys)) if len(keys) >= _BULK else None
+        if rows is None or len(set(keys)) != len(keys):
+            get = self._keys.get
+            for k, st in zip(keys, states, strict=True):
+                row = get(k)
+                if row is None:
+                    self._add_row(k, *st)
+                else:
+                    self._write_row(row, st)
+            return
+        n, last, n_lab, n_pos, recent = zip(*states, strict=True)
+        recent = [math.nan if r is None else r for r in recent]
+        known = rows >= 0
+        if known.all():  # (all known: written in place, column by column)
+            for col, values in zip(self.history_columns(), (n, last, n_lab, n_pos, recent), strict=True):
+                col[rows] = values
+            return
+        if not known.any():  # (all new: appended, column by column)
+            r0 = len(self._n)
+            for col, values in zip(self._columns(), (n, last, n_lab, n_pos, recent), strict=True):
+                col.extend(values)
+            self._keys.update(zip(keys, range(r0, r0 + len(keys)), strict=True))
+            return
+        new = ~known  # (some of each: the known ones, then the new ones in order)
+        self.set_key_states([k for k, w in zip(keys, known.tolist(), strict=True) if w],
+                            [st for st, w in zip(states, known.tolist(), strict=True) if w])
+        self.set_key_states([k for k, w in zip(keys, new.tolist(), strict=True) if w],
+                            [st for st, w in zip(states, new.tolist(), strict=True) if w])
 
     # -- the histories as columns, for the compiled featurizer of the columnar steps -------------
     def unknown_keys(self, keys: Iterable[str]) -> list[str]:
@@ -444,6 +482,7 @@ class KeyedFeaturizer:
         return n
 
 
+_BULK = 64  # key_states / set_key_states: from this many keys on, column by column
 _COLUMN_ATTRS = ("_n", "_last", "_n_lab", "_n_pos", "_recent")
 _DTYPE = {"q": np.int64, "d": np.float64}
 

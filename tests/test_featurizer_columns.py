@@ -197,3 +197,24 @@ def test_a_batch_undone_for_non_finite_weights_leaves_the_featurizer_as_it_was()
               (0, "e4", 12, "k8", 3.0, "a"), (1, "e1", 1)]
     assert step.process(**dict(zip(("kinds", "events", "labels"), _frames(poison), strict=True))) is None
     assert pickle.dumps(f, protocol=5) == before and f.n_rows == rows and f.key_state("k9") is None
+
+
+@pytest.mark.parametrize("n", [5, 300])
+def test_histories_set_and_read_in_bulk_are_those_set_one_by_one(n):
+    """``set_key_states`` / ``key_states`` (column by column from 64 keys on): known keys, new keys (added in
+    the order given), both mixed, a key given twice (the last state wins), unknown keys read as ``None``."""
+    rng = random.Random(n)
+    bulk, single = KeyedFeaturizer(), KeyedFeaturizer()
+    for r in range(8):
+        keys = ([f"k{i}" for i in rng.sample(range(2 * n), n)] if r % 4 else  # distinct: new, mixed, known
+                [f"k{rng.randrange(2 * n)}" for _ in range(n)])  # some twice
+        states = [(rng.randrange(9), rng.randrange(10**12), rng.randrange(5), rng.randrange(5),
+                   rng.choice([None, rng.random()])) for _ in keys]
+        bulk.set_key_states(keys, states)
+        for k, st in zip(keys, states, strict=True):
+            single.set_key_state(k, st)
+        probe = [f"k{i}" for i in range(2 * n + 3)]
+        assert bulk.key_states(probe) == single.key_states(probe)
+        assert pickle.dumps(bulk) == pickle.dumps(single)
+    with pytest.raises(ValueError, match="keys and"):
+        bulk.set_key_states(["a", "b"], [(1, 2, 0, 0, None)])
