@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import filterfalse, islice, repeat
 from typing import Any
 from zlib import crc32
 
@@ -118,16 +120,22 @@ class KeyedFeaturizer:
         self.max_keys = int(max_keys)
         self.shared_prior = bool(shared_prior)
         self.keys_forgotten = 0
-        # key -> [n_events, last_event_time_us, n_labels, n_positive, recent_rate]
-        self._keys: dict[str, list[Any]] = {}
+        # key -> its row in the history columns (in the order the keys came: pickles and pruning read it)
+        self._keys: dict[str, int] = {}
         self._n_labels = 0
         self._n_positive = 0
         self._token_names: dict[str, dict[bytes, str]] = {}
+        self._set_columns(*_blank_columns())
 
     @property
     def n_keys(self) -> int:
         """Keys with state."""
         return len(self._keys)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of :meth:`history_columns` (those of the keys with state, and some of forgotten keys)."""
+        return len(self._n)
 
     def transform_one(self, x: dict[str, Any], *, key: str, event_time_us: int) -> dict[str, float]:
         """Features of one event; reads state, never changes it, never mutates ``x``."""
@@ -159,20 +167,20 @@ class KeyedFeaturizer:
             out["dow_cos"] = math.cos(_TWO_PI * day / 7.0)
         if self.key_features:
             prior = (self._n_positive + 1.0) / (self._n_labels + 2.0) if self.shared_prior else 0.5
-            state = self._keys.get(key)
-            if state is None:
+            row = self._keys.get(key)
+            if row is None:
                 out["key_n"] = 0.0
                 out["key_gap"] = 0.0
                 out["key_rate"] = prior
                 out["key_recent"] = prior
             else:
-                n, last, n_lab, n_pos, recent = state
-                gap = max(0, event_time_us - last) / 1_000_000.0
-                out["key_n"] = math.log1p(n)
+                gap = max(0, event_time_us - self._last[row]) / 1_000_000.0
+                out["key_n"] = math.log1p(self._n[row])
                 out["key_gap"] = math.log1p(gap)
-                denom = n_lab + self.smoothing
-                out["key_rate"] = (n_pos + self.smoothing * prior) / denom if denom else prior
-                out["key_recent"] = prior if recent is None else recent
+                denom = self._n_lab[row] + self.smoothing
+                out["key_rate"] = (self._n_pos[row] + self.smoothing * prior) / denom if denom else prior
+                recent = self._recent[row]
+                out["key_recent"] = prior if recent != recent else recent  # (NaN: no label yet)
         return out
 
     def _hash_tokens(self, name: str, value: Any, out: dict[str, float]) -> None:
@@ -195,8 +203,54 @@ class KeyedFeaturizer:
         out[name + "_len"] = math.log1p(len(text))
         out[name + "_tokens"] = math.log1p(len(tokens))
 
+    # -- the per-key histories: a key -> row dict over six columns ---------------------------------
+    # array.array columns: the item path reads and writes single values at about list speed, and the
+    # columnar steps see them as numpy arrays without a copy (history_columns). A recent rate of NaN
+    # is none yet. Rows of forgotten keys stay until compaction (more dead rows than live ones).
+    def _set_columns(self, n: array, last: array, n_lab: array, n_pos: array, recent: array) -> None:
+        self._n, self._last, self._n_lab, self._n_pos, self._recent = n, last, n_lab, n_pos, recent
+
+    def _columns(self) -> tuple[array, ...]:
+        return self._n, self._last, self._n_lab, self._n_pos, self._recent
+
+    def _add_row(self, key: str, n: int, last: int, n_lab: int, n_pos: int, recent: float | None) -> int:
+        row = len(self._n)
+        values = (n, last, n_lab, n_pos, math.nan if recent is None else recent)
+        try:
+            for col, v in zip(self._columns(), values, strict=True):
+                col.append(v)
+        except BufferError:  # a numpy view of the columns is still alive somewhere: grow copies
+            self._set_columns(*(c[:row] for c in self._columns()))
+            return self._add_row(key, n, last, n_lab, n_pos, recent)
+        self._keys[key] = row
+        return row
+
+    def _write_row(self, row: int, state: Sequence[Any]) -> None:
+        n, last, n_lab, n_pos, recent = state
+        self._n[row], self._last[row], self._n_lab[row], self._n_pos[row] = n, last, n_lab, n_pos
+        self._recent[row] = math.nan if recent is None else recent
+
+    def _row(self, row: int) -> list[Any]:
+        recent = self._recent[row]
+        return [self._n[row], self._last[row], self._n_lab[row], self._n_pos[row], None if recent != recent else recent]
+
+    def _rows_in_order(self, keys: dict[str, int]) -> np.ndarray:
+        return np.fromiter(keys.values(), np.intp, len(keys))
+
+    def _compact_if_sparse(self) -> None:
+        """Rows in key order, dead ones dropped, once they outnumber the live ones."""
+        n_rows, keys = len(self._n), self._keys
+        if n_rows <= 2 * len(keys) + 1024:
+            return
+        rows = self._rows_in_order(keys)
+        self._set_columns(*(array(c.typecode, np.frombuffer(c, _DTYPE[c.typecode])[rows].tobytes())
+                            for c in self._columns()))
+        self._keys = dict(zip(keys, range(len(keys)), strict=True))
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        for name in _COLUMN_ATTRS:  # (they travel in "_keys", as they did when they were the dict's lists)
+            del state[name]
         state["_token_names"] = {}  # a cache: rebuilt on use, kept out of snapshots
         for name in ("exclude", "categorical", "hash_fields"):  # sorted: the same bytes for the same state
             state[name] = tuple(sorted(state[name]))
@@ -205,14 +259,17 @@ class KeyedFeaturizer:
         keys = self._keys
         try:
             names = _SEP.join(keys)
-        except TypeError:  # a key that is not a string: keep the dict
+        except TypeError:  # a key that is not a string: a dict of lists
+            state["_keys"] = {k: self._row(r) for k, r in keys.items()}
             return state
         if names.count(_SEP) != max(0, len(keys) - 1):
+            state["_keys"] = {k: self._row(r) for k, r in keys.items()}
             return state
-        rows = list(keys.values())
-        cols = [array("q", [r[i] for r in rows]).tobytes() for i in range(4)]
-        recent = array("d", [math.nan if r[4] is None else r[4] for r in rows]).tobytes()
-        state["_keys"] = ("columns", names, *cols, recent)
+        rows = self._rows_in_order(keys)
+        n, last, n_lab, n_pos, recent = (np.frombuffer(c, _DTYPE[c.typecode])[rows] for c in self._columns())
+        recent[np.isnan(recent)] = math.nan  # (one NaN, as the columns always held)
+        state["_keys"] = ("columns", names, n.tobytes(), last.tobytes(), n_lab.tobytes(), n_pos.tobytes(),
+                          recent.tobytes())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -221,27 +278,33 @@ class KeyedFeaturizer:
         for name in ("exclude", "categorical", "hash_fields"):
             state[name] = frozenset(state.get(name, ()))
         packed = state["_keys"]
-        if isinstance(packed, tuple):
+        if isinstance(packed, tuple):  # columns
             _, names, *cols, recent = packed
-            n, last, n_lab, n_pos = (array("q", c) for c in cols)
-            rec = [None if r != r else r for r in array("d", recent)]
-            state["_keys"] = ({k: [a, b, c, d, e] for k, a, b, c, d, e in
-                               zip(names.split(_SEP), n, last, n_lab, n_pos, rec, strict=True)} if names else {})
+            keys = names.split(_SEP) if names else []
+            columns = (*(array("q", c) for c in cols), array("d", recent))
+        else:  # a dict of lists: [n_events, last_event_time_us, n_labels, n_positive, recent_rate]
+            keys = list(packed)
+            rows = list(packed.values())
+            columns = (*(array("q", [r[i] for r in rows]) for i in range(4)),
+                       array("d", [math.nan if r[4] is None else r[4] for r in rows]))
+        state["_keys"] = dict(zip(keys, range(len(keys)), strict=True))
         self.__dict__.update(state)
+        self._set_columns(*columns)
 
     def learn_one(self, x: dict[str, Any], *, key: str, event_time_us: int) -> None:
         """Record that ``key`` had an event at ``event_time_us``."""
         if not self.key_features:
             return
-        state = self._keys.get(key)
-        if state is None:
-            self._keys[key] = [1, event_time_us, 0, 0, None]
+        row = self._keys.get(key)
+        if row is None:
+            self._add_row(key, 1, event_time_us, 0, 0, None)
             if len(self._keys) > self.max_keys:
                 self.prune()
         else:
-            state[0] += 1
-            if event_time_us > state[1]:
-                state[1] = event_time_us
+            self._n[row] += 1
+            last = self._last
+            if event_time_us > last[row]:
+                last[row] = event_time_us
 
     def learn_label(self, *, key: str, y: bool) -> None:
         """Record a label that arrived for an event of ``key``."""
@@ -249,23 +312,25 @@ class KeyedFeaturizer:
         self._n_positive += bool(y)
         if not self.key_features:
             return
-        state = self._keys.get(key)
-        if state is None:
-            state = self._keys[key] = [0, 0, 0, 0, None]
-        state[2] += 1
-        state[3] += bool(y)
-        recent = state[4]
-        target = 1.0 if y else 0.0
-        state[4] = target if recent is None else recent + self.recent_alpha * (target - recent)
+        row = self._keys.get(key)
+        if row is None:
+            row = self._add_row(key, 0, 0, 0, 0, None)
+        self._n_lab[row] += 1
+        target = 0.0
+        if y:
+            self._n_pos[row] += 1
+            target = 1.0
+        recent = self._recent
+        r = recent[row]
+        recent[row] = target if r != r else r + self.recent_alpha * (target - r)
 
     def prune(self) -> None:
         """Forget the keys idle longest, down to 80% of ``max_keys`` (amortised O(log n) per key):
         what :meth:`learn_one` does when a new key makes more than ``max_keys``."""
         keep = int(self.max_keys * 0.8)
         keys = self._keys
-        # The keys idle longest (ties: the oldest first, as a stable sort of the items by time would):
-        # numpy's stable argsort of the last-event times, ~5x faster than sorting the items.
-        last = np.fromiter((st[1] for st in keys.values()), np.int64, len(keys))
+        # The keys idle longest (ties: the oldest first, as a stable sort of the items by time would).
+        last = np.frombuffer(self._last, np.int64)[self._rows_in_order(keys)]
         drop = np.argsort(last, kind="stable")[: len(keys) - keep]
         names = list(keys)
         self.keys_forgotten += self.forget_keys([names[i] for i in drop.tolist()])
@@ -273,24 +338,126 @@ class KeyedFeaturizer:
     # -- per-key state as plain values (an online feature store holds it between events) ----
     def key_state(self, key: str) -> tuple[int, int, int, int, float | None] | None:
         """``(n_events, last_event_time_us, n_labels, n_positive, recent_rate)`` of ``key``, or ``None``."""
-        state = self._keys.get(key)
-        return None if state is None else (state[0], state[1], state[2], state[3], state[4])
+        row = self._keys.get(key)
+        return None if row is None else tuple(self._row(row))
 
     def set_key_state(self, key: str, state: tuple[int, int, int, int, float | None] | None) -> None:
         """Give ``key`` the history ``state`` (as :meth:`key_state` returns it); ``None`` forgets the key."""
         if state is None:
-            self._keys.pop(key, None)
+            self.forget_keys((key,))
+            return
+        row = self._keys.get(key)
+        if row is None:
+            self._add_row(key, *state)
         else:
-            self._keys[key] = list(state)
+            self._write_row(row, state)
 
     def key_states(self, keys: Iterable[str]) -> list[list[Any] | None]:
-        """The histories of ``keys`` in bulk, as :meth:`key_state` gives them (``None``: an unknown key).
-        The lists are the featurizer's own, for reading: change them through :meth:`set_key_states`."""
-        return list(map(self._keys.get, keys))
+        """The histories of ``keys`` in bulk, as :meth:`key_state` gives them (``None``: an unknown key),
+        as lists (copies: change the featurizer through :meth:`set_key_states`)."""
+        keys = keys if isinstance(keys, list) else list(keys)
+        if len(keys) < _BULK:
+            get, row_of = self._keys.get, self._row
+            return [None if (r := get(k)) is None else row_of(r) for k in keys]
+        rows = self.key_rows(keys, len(keys))
+        known = rows >= 0
+        every = bool(known.all())
+        at = rows if every else rows[known]
+        n, last, n_lab, n_pos, recent = (np.frombuffer(c, _DTYPE[c.typecode])[at].tolist() for c in self._columns())
+        found = list(map(list, zip(n, last, n_lab, n_pos, [None if r != r else r for r in recent], strict=True)))
+        if every:
+            return found
+        out: list[list[Any] | None] = [None] * len(keys)
+        for i, st in zip(np.flatnonzero(known).tolist(), found, strict=True):
+            out[i] = st
+        return out
 
     def set_key_states(self, keys: Iterable[str], states: Iterable[Sequence[Any]]) -> None:
         """:meth:`set_key_state` in bulk; keys new to the featurizer are added in the order given."""
-        self._keys.update(zip(keys, map(list, states), strict=True))
+        keys, states = list(keys), list(states)
+        if len(keys) != len(states):
+            raise ValueError(f"got {len(keys)} keys and {len(states)} states")
+        rows = self.key_rows(keys, len(keys)) if len(keys) >= _BULK else None
+        if rows is None or len(set(keys)) != len(keys):
+            get = self._keys.get
+            for k, st in zip(keys, states, strict=True):
+                row = get(k)
+                if row is None:
+                    self._add_row(k, *st)
+                else:
+                    self._write_row(row, st)
+            return
+        n, last, n_lab, n_pos, recent = zip(*states, strict=True)
+        recent = [math.nan if r is None else r for r in recent]
+        known = rows >= 0
+        if known.all():  # (all known: written in place, column by column)
+            for col, values in zip(self.history_columns(), (n, last, n_lab, n_pos, recent), strict=True):
+                col[rows] = values
+            return
+        if not known.any():  # (all new: appended, column by column)
+            r0 = len(self._n)
+            for col, values in zip(self._columns(), (n, last, n_lab, n_pos, recent), strict=True):
+                col.extend(values)
+            self._keys.update(zip(keys, range(r0, r0 + len(keys)), strict=True))
+            return
+        new = ~known  # (some of each: the known ones, then the new ones in order)
+        self.set_key_states([k for k, w in zip(keys, known.tolist(), strict=True) if w],
+                            [st for st, w in zip(states, known.tolist(), strict=True) if w])
+        self.set_key_states([k for k, w in zip(keys, new.tolist(), strict=True) if w],
+                            [st for st, w in zip(states, new.tolist(), strict=True) if w])
+
+    # -- the histories as columns, for the compiled featurizer of the columnar steps -------------
+    def unknown_keys(self, keys: Iterable[str]) -> list[str]:
+        """The keys of ``keys`` without history here, once each, in order of first appearance."""
+        return list(dict.fromkeys(filterfalse(self._keys.__contains__, keys)))
+
+    def add_blank_keys(self, keys: Iterable[str]) -> None:
+        """Give each of ``keys`` (all unknown here) a row of zeros, at the end of the key order."""
+        for k in keys:
+            self._add_row(k, 0, 0, 0, 0, None)
+
+    def key_rows(self, keys: Iterable[str], n: int = -1) -> np.ndarray:
+        """The rows of ``keys`` in :meth:`history_columns`, -1 for a key without history (``n``: how
+        many keys, if known)."""
+        return np.fromiter(map(self._keys.get, keys, repeat(-1)), np.int64, n)
+
+    def history_columns(self) -> tuple[np.ndarray, ...]:
+        """The histories as writable numpy views of the featurizer's own columns, by row:
+        ``(n_events, last_event_time_us, n_labels, n_positive, recent_rate)`` (int64 x 4, float64;
+        a recent rate of NaN: no label yet). Valid while no row is added or removed: drop them before."""
+        return tuple(np.frombuffer(c, _DTYPE[c.typecode]) if len(c) else np.zeros(0, _DTYPE[c.typecode])
+                     for c in self._columns())
+
+    def trim_keys(self, n_keys: int, then: Sequence[str] = (), *, n_rows: int | None = None) -> None:
+        """Keep the first ``n_keys`` keys, then the later keys ``then`` in that order, and forget the
+        other keys after the first ``n_keys``; ``n_rows``: the rows from it on belong to forgotten keys
+        only (they are dropped). Rows stay where they are (no compaction)."""
+        keys = self._keys
+        tail = dict(keys.popitem() for _ in range(len(keys) - n_keys))
+        keys.update(zip(then, map(tail.__getitem__, then), strict=True))
+        if n_rows is not None:
+            for col in self._columns():
+                try:
+                    del col[n_rows:]
+                except BufferError:  # a view still alive: shrunk copies
+                    self._set_columns(*(c[:n_rows] for c in self._columns()))
+                    break
+
+    @contextmanager
+    def as_of(self, n_keys: int, then: Sequence[str], label_totals: tuple[int, int]) -> Iterator[KeyedFeaturizer]:
+        """The featurizer as if it held only its first ``n_keys`` keys, then ``then`` (later keys, in
+        that order), with ``label_totals`` (e.g. to pickle the state at a checkpoint inside a batch);
+        as it was again on leaving."""
+        keys, totals = self._keys, (self._n_labels, self._n_positive)
+        view = dict(islice(keys.items(), n_keys))
+        view.update(zip(then, map(keys.__getitem__, then), strict=True))
+        self._keys = view
+        self._n_labels, self._n_positive = label_totals
+        try:
+            yield self
+        finally:
+            self._keys = keys
+            self._n_labels, self._n_positive = totals
 
     @property
     def label_totals(self) -> tuple[int, int]:
@@ -306,7 +473,19 @@ class KeyedFeaturizer:
     def forget_keys(self, keys: Iterable[str]) -> int:
         """Drop the state of ``keys`` (bounded memory on unbounded key spaces); returns how many."""
         n = 0
+        pop = self._keys.pop
         for k in keys:
-            if self._keys.pop(k, None) is not None:
+            if pop(k, None) is not None:
                 n += 1
+        if n:
+            self._compact_if_sparse()
         return n
+
+
+_BULK = 64  # key_states / set_key_states: from this many keys on, column by column
+_COLUMN_ATTRS = ("_n", "_last", "_n_lab", "_n_pos", "_recent")
+_DTYPE = {"q": np.int64, "d": np.float64}
+
+
+def _blank_columns() -> tuple[array, ...]:
+    return array("q"), array("q"), array("q"), array("q"), array("d")

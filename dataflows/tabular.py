@@ -46,13 +46,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from dataflows.checkpoints import FeaturizerRewind, item_steps
+from dataflows.checkpoints import featurizer_state
 from dataflows.columnar import Arena
 from dataflows.tabular_linear import LinearState, supports
 from dataflows.tabular_nb import NBState, supports_nb
@@ -284,6 +284,12 @@ def _resolve_labels(pending: dict[str, Any], lb_ids: list[str], ev_ids: list[str
     return acc, slot[acc], np.flatnonzero(dead_mask).tolist(), base
 
 
+def _arrived(keys: list[str], first: np.ndarray) -> list[str]:
+    """The ``keys`` with a ``first`` item (>= 0), in the order of their first items."""
+    came = np.flatnonzero(first >= 0)
+    return [keys[i] for i in came[np.argsort(first[came], kind="stable")].tolist()]
+
+
 def _text(value: Any) -> str:
     return value if type(value) is str else str(value)
 
@@ -386,17 +392,18 @@ class TabularStep:
         fs = [self.space.id(name) for name in x]
         self.pending[event_id] = self.arena.add_row(fs, list(x.values()), event_time_us, key, list(scores))
 
-    def _undo(self, keys: list[str], states: list, totals: tuple[int, int], base: int, top: int,
-              model_states: list, used: bool) -> None:
-        """Put back what a batch changed before its models ran: the featurizer's histories of ``keys``
-        (``states``, as :meth:`~dataflows.features.KeyedFeaturizer.key_states` gave them; the featurizer
-        replaces, never edits, those lists) and label totals, the arena's rows from slot ``base`` and
-        pool entry ``top`` on, the models' states."""
+    def _undo(self, n_keys: int, n_rows: int, rows: np.ndarray, values: list[np.ndarray], totals: tuple[int, int],
+              base: int, top: int, model_states: list, used: bool) -> None:
+        """Put back what a batch changed before its models ran: the featurizer's histories (``values``
+        of its history columns at ``rows``; its first ``n_keys`` keys and ``n_rows`` rows were there
+        before), its label totals, the arena's rows from slot ``base`` and pool entry ``top`` on, the
+        models' states."""
         f = self.featurizer
-        if f.key_features:
-            f.forget_keys([k for k, st in zip(keys, states, strict=True) if st is None])
-            known = [(k, st) for k, st in zip(keys, states, strict=True) if st is not None]
-            f.set_key_states([k for k, _ in known], [st for _, st in known])
+        columns = f.history_columns()
+        for c, before in enumerate(values):
+            columns[c][rows] = before
+        del columns  # (views: the new keys' rows go next)
+        f.trim_keys(n_keys, n_rows=n_rows)
         f.set_label_totals(*totals)
         arena = self.arena
         arena.n, arena.top = base, top
@@ -467,34 +474,37 @@ class TabularStep:
                 else np.zeros(0, np.int64))  # the item path reads a label)
         all_keys = arena.keys + ev_keys  # (slot -> key, the batch's events after the arena's)
         lb_keys = list(map(all_keys.__getitem__, lb_slot))
-        # Keys: the featurizer's history of the batch's keys, as arrays.
+        # Keys: the compiled featurizer reads and writes the featurizer's own history columns by row;
+        # keys new to it get rows (and places at the end of its key order) for the batch.
         f = self.featurizer
-        uniq = list(dict.fromkeys([*ev_keys, *lb_keys]))
-        states = f.key_states(uniq) if f.key_features else [None] * len(uniq)
-        new_keys = sum(s is None for s in states)
-        if f.key_features and new_keys and f.n_keys + new_keys > f.max_keys:
+        n_keys0, n_rows0 = f.n_keys, f.n_rows
+        new_keys: list[str] = []
+        if f.key_features:
+            ev_kid, lb_kid = f.key_rows(ev_keys, n_ev), f.key_rows(lb_keys, len(lb_keys))  # (-1: a new key)
+            if (ev_kid < 0).any() or (lb_kid < 0).any():
+                new_keys = f.unknown_keys(chain(ev_keys, lb_keys))
+        else:
+            ev_kid, lb_kid = np.zeros(n_ev, np.int64), np.zeros(len(lb_keys), np.int64)
+        if new_keys and n_keys0 + len(new_keys) > f.max_keys:
             return None  # the featurizer would forget keys mid-batch: the item path knows when
         # -- from here on, state changes (undone where a model goes non-finite: see _undo) ----------
-        undo = (uniq, states, f.label_totals, base, arena.top, [copy.deepcopy(st) for st in self.states], self._used)
+        if new_keys:
+            f.add_blank_keys(new_keys)
+            ev_kid, lb_kid = f.key_rows(ev_keys, n_ev), f.key_rows(lb_keys, len(lb_keys))
+        new_rows = np.arange(n_rows0, n_rows0 + len(new_keys), dtype=np.int64)
+        k_n, k_last, k_nlab, k_npos, k_rec = f.history_columns()
+        touched = np.concatenate([ev_kid, lb_kid]) if f.key_features else np.zeros(0, np.int64)
+        undo = (n_keys0, n_rows0, touched, [c[touched] for c in (k_n, k_last, k_nlab, k_npos, k_rec)],
+                f.label_totals, base, arena.top, [copy.deepcopy(st) for st in self.states], self._used)
         self._used = self._used or kinds.size > 0
         for j in dead:
             kinds[lb_items[j]] = SKIP
         cuts = sorted(k for k in set(checkpoint_after) if 0 < k <= acc.size)
-        # With `rewind`, each checkpoint also gets the featurizer's state at its label (it moves past it below).
-        back_to = FeaturizerRewind(f, uniq) if rewind and cuts else None
-        kid = {k: i for i, k in enumerate(uniq)}
-        nk = len(uniq)
-        ev_kid = np.fromiter(map(kid.__getitem__, ev_keys), np.int64, n_ev)
-        lb_kid = np.fromiter(map(kid.__getitem__, lb_keys), np.int64, len(lb_keys))
-        k_present = np.array([s is not None for s in states], np.bool_)
-        rows = [(0, 0, 0, 0, None) if s is None else s for s in states]
-        columns = list(zip(*rows, strict=True)) if rows else [()] * 5  # (key by key -> column by column, at C level)
-        k_n, k_last, k_nlab, k_npos = (np.array(columns[c], np.int64) for c in range(4))
-        k_rec = np.array(columns[4], np.float64)  # (None reads NaN)
+        n_rows = k_n.size
         k_hasrec = ~np.isnan(k_rec)
-        k_rec[~k_hasrec] = 0.0
-        k_first = np.full(nk, -1, np.int64)
-        was_present = k_present.copy()
+        k_present = np.ones(n_rows, np.bool_)
+        k_present[new_rows] = False
+        k_first = np.full(n_rows, -1, np.int64)
         glob = np.array(f.label_totals, np.int64)
         ev_pos = np.zeros(kinds.size, np.int64)
         ev_pos[ev_items] = np.arange(n_ev)
@@ -505,27 +515,29 @@ class TabularStep:
         arena.reserve(n_ev, int(tok_f.size) + n_ev * per_event)
         arena.keys.extend(ev_keys)
         b0 = arena.top
-        arena.top = _kernels._featurize(
-            kinds, 0, kinds.size, ev_pos, lb_pos, tok_off, tok_f, dense, dense_f, layout_kind, layout_j,
-            ev_t, ev_kid, ev_slot, lb_kid, lb_y,
-            k_n, k_last, k_nlab, k_npos, k_rec, k_hasrec, k_present, k_first, glob,
-            f.time_features, _TIME_AT, f.key_features, _KEY_AT, f.smoothing, f.recent_alpha, f.shared_prior,
-            arena.a_off, arena.a_len, arena.p_f, arena.p_v, arena.top)
+        # With `rewind`, each checkpoint also gets the featurizer's pickle as of its label: the compiled
+        # featurizer stops there, the featurizer shows its keys known then (arrived) and is pickled.
+        states_at: list[bytes] = []
+        seg_a = 0
+        for cut in [*(cuts if rewind else ()), None]:
+            seg_b = kinds.size if cut is None else int(lb_items[acc[cut - 1]]) + 1
+            arena.top = _kernels._featurize(
+                kinds, seg_a, seg_b, ev_pos, lb_pos, tok_off, tok_f, dense, dense_f, layout_kind, layout_j,
+                ev_t, ev_kid, ev_slot, lb_kid, lb_y,
+                k_n, k_last, k_nlab, k_npos, k_rec, k_hasrec, k_present, k_first, glob,
+                f.time_features, _TIME_AT, f.key_features, _KEY_AT, f.smoothing, f.recent_alpha, f.shared_prior,
+                arena.a_off, arena.a_len, arena.p_f, arena.p_v, arena.top)
+            if cut is not None:
+                with f.as_of(n_keys0, _arrived(new_keys, k_first[new_rows]), (int(glob[0]), int(glob[1]))):
+                    states_at.append(featurizer_state(f))
+            seg_a = seg_b
         b1 = arena.top
         arena.a_t[base: base + n_ev] = ev_t
         arena.n += n_ev
+        del k_n, k_last, k_nlab, k_npos, k_rec  # (views of the featurizer's columns)
         f.set_label_totals(int(glob[0]), int(glob[1]))
-        if f.key_features:
-            recs = [r if h else None for r, h in zip(k_rec.tolist(), k_hasrec.tolist(), strict=True)]
-            back = list(zip(k_n.tolist(), k_last.tolist(), k_nlab.tolist(), k_npos.tolist(), recs, strict=True))
-            fresh = k_present & ~was_present
-            order = np.flatnonzero(was_present).tolist()
-            arrived = np.flatnonzero(fresh)[np.argsort(k_first[fresh], kind="stable")].tolist()
-            order += arrived
-            # (keys known before keep their place; new ones in order of arrival)
-            f.set_key_states([uniq[i] for i in order], [back[i] for i in order])
-            # The batch's new keys in order of arrival: all FeaturizerRewind reads of the batch's items.
-            new_in_order = [(True, uniq[i], 0) for i in arrived]
+        # (keys known before keep their place; new ones in order of arrival)
+        f.trim_keys(n_keys0, _arrived(new_keys, k_first[new_rows]))
         # Every model, in segments cut where the caller checkpoints.
         scores = np.zeros((len(self.states), n_ev), np.float64)
         longest = int(arena.a_len[lb_slot_a].max()) if acc.size else 0
@@ -553,14 +565,11 @@ class TabularStep:
             self._undo(*undo)
             return None  # the item path dead-letters what poisons a model (dataflows.guard), step by step
         final = self.states
-        for cut, seg_b, states_there in at_cuts:
+        for q, (cut, _, states_there) in enumerate(at_cuts):
             self.states = states_there
             self.sync_models()
-            if back_to is not None:
-                at = back_to.at(item_steps(kinds[:seg_b], ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y),
-                                new_in_order if f.key_features else
-                                item_steps(kinds, ev_pos, ev_keys, ev_t, lb_pos, lb_keys, lb_y))
-                on_checkpoint(cut, int(acc[cut - 1]), at)
+            if rewind:
+                on_checkpoint(cut, int(acc[cut - 1]), states_at[q])
             elif on_checkpoint is not None:
                 on_checkpoint(cut, int(acc[cut - 1]))
         self.states = final

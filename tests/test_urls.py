@@ -113,11 +113,13 @@ def test_linear_hash_scores_as_rivers_logistic_regression_and_state_pickles_comp
     assert len(ours.weights) <= 2**12 + 10  # bounded by the hash space (+ the numeric features)
     clone, fclone = pickle.loads(pickle.dumps(ours)), pickle.loads(pickle.dumps(feat))
     assert clone.weights == ours.weights and clone.intercept == ours.intercept
-    assert fclone._keys == feat._keys and fclone.n_keys > 100
+    keys = list(feat._keys)
+    assert list(fclone._keys) == keys and fclone.key_states(keys) == feat.key_states(keys) and fclone.n_keys > 100
     x = {"url": "http://login-x1.xyz/paypal/signin"}
     assert fclone.transform_one(x, key=key, event_time_us=0) == feat.transform_one(x, key=key, event_time_us=0)
     # state pickled before the token cache existed (older checkpoints, recovery snapshots) still loads
-    old = {k: v for k, v in feat.__dict__.items() if k != "_token_names"}
+    old = {k: v for k, v in feat.__getstate__().items() if k != "_token_names"}
+    old["_keys"] = dict(zip(keys, feat.key_states(keys), strict=True))  # (then a dict of lists)
     revived = KeyedFeaturizer.__new__(KeyedFeaturizer)
     revived.__setstate__(old)
     assert revived.transform_one(x, key=key, event_time_us=0) == feat.transform_one(x, key=key, event_time_us=0)
