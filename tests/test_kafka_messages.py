@@ -60,3 +60,19 @@ def test_values_of_other_types_go_through_json_dumps() -> None:
                   models=[("linear", "champion")], runs=[[(0, "v1"), (1, None)]])
     assert _messages(preds) == [(r["key"].encode(), json.dumps(r).encode()) for r in _served(preds)]
     assert json.loads(_messages(preds)[1][1])["model_version"] is None
+
+
+def test_integers_in_a_number_column_are_stored_as_their_floats() -> None:
+    import pyarrow as pa
+
+    from dataflows.kafka_types import PayloadTypes
+
+    types = PayloadTypes(pa.schema([("delay", pa.float64()), ("n", pa.int64())]))
+    big = 2**1023 + 1
+    for value, expected in [(5, 5.0), (-7, -7.0), (2**53 + 1, float(2**53 + 1)), (0, 0.0), (True, 1.0)]:
+        payload, reason = types.normalize({"delay": value, "n": 3})
+        assert reason is None and payload == {"delay": expected, "n": 3}
+        assert type(payload["delay"]) is float
+    assert types.normalize({"delay": big})[0] == {"delay": float(big)}
+    payload, reason = types.normalize({"delay": 10**400})  # beyond any double: refused, naming the field
+    assert payload is None and "field 'delay' must be a number" in reason
