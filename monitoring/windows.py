@@ -272,7 +272,9 @@ class WindowStats:
             win = self._open[start] = _Window(start, self.capacity)
         return win
 
-    @np.errstate(over="ignore", invalid="ignore")  # hostile magnitudes (1e300) give inf statistics, not warnings
+    # (hostile magnitudes, 1e300, give inf statistics, not warnings; one errstate for the whole merge:
+    # entering one costs about as much as a window's arithmetic on a live batch)
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def _add(self, starts: np.ndarray, xs: Sequence[Mapping[str, Any]], ys: np.ndarray | None) -> None:
         d = len(self.names)
         order = np.argsort(starts, kind="stable")
@@ -286,8 +288,7 @@ class WindowStats:
             missing = np.isnan(x)
             cnt = np.add.reduceat((~missing).astype(np.float64), idx, axis=0)
             sums = np.add.reduceat(np.where(missing, 0.0, x), idx, axis=0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = sums / cnt
+            means = sums / cnt
             seg_of = np.repeat(np.arange(len(idx)), seg_n)
             dev = np.where(missing, 0.0, x - means[seg_of])
             m2 = np.add.reduceat(dev * dev, idx, axis=0)
@@ -308,17 +309,16 @@ class WindowStats:
             return
         # Every window's merge at once (Chan et al.), element by element the same operations as one
         # window at a time: the windows' states as rows of matrices, written back row by row.
-        na = np.stack([w.cnt[:d] for w in wins])
-        w_mean = np.stack([w.mean[:d] for w in wins])
+        na = _states(wins, "cnt", d)
+        w_mean = _states(wins, "mean", d)
         n = na + cnt
         has = cnt > 0
         delta = np.where(has, means - w_mean, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = np.where(has, cnt / np.where(n > 0, n, 1.0), 0.0)
-        new_m2 = np.stack([w.m2[:d] for w in wins]) + np.where(has, m2 + delta * delta * na * frac, 0.0)
+        frac = np.where(has, cnt / np.where(n > 0, n, 1.0), 0.0)
+        new_m2 = _states(wins, "m2", d) + np.where(has, m2 + delta * delta * na * frac, 0.0)
         new_mean = w_mean + delta * frac
-        new_lo = np.minimum(np.stack([w.lo[:d] for w in wins]), lo)
-        new_hi = np.maximum(np.stack([w.hi[:d] for w in wins]), hi)
+        new_lo = np.minimum(_states(wins, "lo", d), lo)
+        new_hi = np.maximum(_states(wins, "hi", d), hi)
         for k, win in enumerate(wins):
             win.cnt[:d] = n[k]
             win.mean[:d] = new_mean[k]
@@ -354,6 +354,14 @@ class WindowStats:
             "label_rate": win.n_pos / win.n_labels if win.n_labels else None, "n_late_labels": late_labels,
             "watermark": watermark, "count": count, "mean": mean, "std": std, "min": lo, "max": hi,
         }
+
+
+def _states(wins: list[_Window], name: str, d: int) -> np.ndarray:
+    """One of the windows' state arrays (its first ``d`` features) as the rows of a matrix: a view of the
+    one window's where there is one (a live batch), else a copy (the same values as ``np.stack``, sooner)."""
+    if len(wins) == 1:
+        return getattr(wins[0], name)[None, :d]
+    return np.array([getattr(w, name)[:d] for w in wins])
 
 
 def _labels(ys: Sequence[Any]) -> np.ndarray:
