@@ -277,25 +277,23 @@ class WindowStats:
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def _add(self, starts: np.ndarray, xs: Sequence[Mapping[str, Any]], ys: np.ndarray | None) -> None:
         d = len(self.names)
-        order = np.argsort(starts, kind="stable")
-        s_sorted = starts[order]
-        cut = np.flatnonzero(np.diff(s_sorted)) + 1
-        idx = np.concatenate(([0], cut))
-        seg_starts = s_sorted[idx].tolist()
-        seg_n = np.diff(np.concatenate((idx, [s_sorted.size]))).tolist()
+        order, idx, seg_starts, seg_n = _segments(starts)
         if d:
-            x = feature_matrix(xs, self.names)[order]
+            x = feature_matrix(xs, self.names)
+            if order is not None:
+                x = x[order]
             missing = np.isnan(x)
             cnt = np.add.reduceat((~missing).astype(np.float64), idx, axis=0)
             sums = np.add.reduceat(np.where(missing, 0.0, x), idx, axis=0)
             means = sums / cnt
-            seg_of = np.repeat(np.arange(len(idx)), seg_n)
-            dev = np.where(missing, 0.0, x - means[seg_of])
+            # (one window: its means broadcast to every row as they are)
+            means_of = means[np.repeat(np.arange(len(idx)), seg_n)] if len(seg_n) > 1 else means
+            dev = np.where(missing, 0.0, x - means_of)
             m2 = np.add.reduceat(dev * dev, idx, axis=0)
             lo = np.fmin.reduceat(np.where(missing, np.inf, x), idx, axis=0)
             hi = np.fmax.reduceat(np.where(missing, -np.inf, x), idx, axis=0)
         if ys is not None:
-            y = ys[order]
+            y = ys if order is None else ys[order]
             known = ~np.isnan(y)
             n_lab = np.add.reduceat(known.astype(np.int64), idx).tolist()
             n_pos = np.add.reduceat(np.where(known, y, 0.0), idx).tolist()
@@ -354,6 +352,30 @@ class WindowStats:
             "label_rate": win.n_pos / win.n_labels if win.n_labels else None, "n_late_labels": late_labels,
             "watermark": watermark, "count": count, "mean": mean, "std": std, "min": lo, "max": hi,
         }
+
+
+_SMALL = 64
+"""Up to this many events (a live batch), :func:`_segments` sorts them in Python: fewer numpy calls."""
+
+
+def _segments(starts: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, list[int], list[int]]:
+    """The events grouped by window, in order of start and then arrival (a stable sort): ``(order, or
+    None where the events already are in it; the first position of each window's run; the windows'
+    starts; their numbers of events)``."""
+    if starts.size <= _SMALL:
+        s = starts.tolist()
+        if all(a <= b for a, b in zip(s, s[1:], strict=False)):  # (mostly one window, or windows in order)
+            order, s_sorted = None, s
+        else:
+            order = sorted(range(len(s)), key=s.__getitem__)  # (Python's sort is stable)
+            s_sorted = [s[i] for i in order]
+        first = [0, *(i for i in range(1, len(s_sorted)) if s_sorted[i] != s_sorted[i - 1])]
+        seg_n = [b - a for a, b in zip(first, [*first[1:], len(s_sorted)], strict=True)]
+        return order, np.array(first, dtype=np.intp), [s_sorted[i] for i in first], seg_n
+    order = np.argsort(starts, kind="stable")
+    s_sorted = starts[order]
+    idx = np.concatenate(([0], np.flatnonzero(np.diff(s_sorted)) + 1))
+    return order, idx, s_sorted[idx].tolist(), np.diff(np.concatenate((idx, [s_sorted.size]))).tolist()
 
 
 def _states(wins: list[_Window], name: str, d: int) -> np.ndarray:
