@@ -28,6 +28,7 @@ updates give.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -139,6 +140,8 @@ class WindowStats:
             return WindowUpdate([], [])
         if not self.fixed and len(self.names) < self.capacity:
             self._discover(xs)
+        if m <= _SMALL:
+            return self._update_few(t.tolist(), xs, event_ids, ys)
         w, g = self.window_us, self.lateness_us
         starts = self._start(t)
         clock = np.maximum.accumulate(np.concatenate(([self._max_t], t)))
@@ -165,6 +168,44 @@ class WindowStats:
             closed.append(Closed(pos, self._row(self._open.pop(s), int(wm_after[pos]))))
         self._late += late_at.size - reported
         self.n_late += late_at.size
+        return WindowUpdate(closed, lates)
+
+    def _update_few(self, t: list[int], xs: Sequence[Mapping[str, Any]], event_ids: Sequence[str] | None,
+                    ys: Sequence[Any] | None) -> WindowUpdate:
+        """:meth:`update_many` of a live batch (up to :data:`_SMALL` events): the same integer steps on
+        Python ints, without a numpy call each (the statistics are :meth:`_add`'s, as for any batch)."""
+        w, g, align = self.window_us, self.lateness_us, self.align_us
+        starts = [v - (v - align) % w for v in t]
+        wm_before, wm_after = [], []  # the watermark before and after each event
+        clock = self._max_t
+        for v in t:
+            wm_before.append(clock - g)
+            if v > clock:
+                clock = v
+            wm_after.append(clock - g)
+        late_at = [i for i, (s, wm) in enumerate(zip(starts, wm_before, strict=True)) if s + w <= wm]
+        if len(late_at) < len(t):
+            if late_at:
+                ok = np.ones(len(t), dtype=bool)
+                ok[late_at] = False
+                kept = xs.select(ok) if isinstance(xs, DenseFeatures) else [
+                    x for x, keep in zip(xs, ok.tolist(), strict=True) if keep]
+                self._add([s for s, keep in zip(starts, ok.tolist(), strict=True) if keep], kept,
+                          None if ys is None else _labels(ys)[ok])
+            else:
+                self._add(starts, xs, None if ys is None else _labels(ys))
+        lates = [Late(i, None if event_ids is None else event_ids[i], t[i], starts[i], wm_before[i])
+                 for i in late_at]
+        self._max_t = clock
+        closing = sorted((bisect_left(wm_after, s + w), s) for s in self._open if s + w <= self.watermark)
+        closed, reported = [], 0
+        for pos, s in closing:
+            n_late = bisect_right(late_at, pos) - reported
+            reported += n_late
+            self._late += n_late
+            closed.append(Closed(pos, self._row(self._open.pop(s), wm_after[pos])))
+        self._late += len(late_at) - reported
+        self.n_late += len(late_at)
         return WindowUpdate(closed, lates)
 
     def label_many(self, event_times: Sequence[int] | np.ndarray, ys: Sequence[Any]) -> int:
@@ -275,7 +316,7 @@ class WindowStats:
     # (hostile magnitudes, 1e300, give inf statistics, not warnings; one errstate for the whole merge:
     # entering one costs about as much as a window's arithmetic on a live batch)
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")
-    def _add(self, starts: np.ndarray, xs: Sequence[Mapping[str, Any]], ys: np.ndarray | None) -> None:
+    def _add(self, starts: np.ndarray | list[int], xs: Sequence[Mapping[str, Any]], ys: np.ndarray | None) -> None:
         d = len(self.names)
         order, idx, seg_starts, seg_n = _segments(starts)
         if d:
@@ -358,12 +399,12 @@ _SMALL = 64
 """Up to this many events (a live batch), :func:`_segments` sorts them in Python: fewer numpy calls."""
 
 
-def _segments(starts: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, list[int], list[int]]:
+def _segments(starts: np.ndarray | list[int]) -> tuple[np.ndarray | None, np.ndarray, list[int], list[int]]:
     """The events grouped by window, in order of start and then arrival (a stable sort): ``(order, or
     None where the events already are in it; the first position of each window's run; the windows'
     starts; their numbers of events)``."""
-    if starts.size <= _SMALL:
-        s = starts.tolist()
+    if isinstance(starts, list) or starts.size <= _SMALL:
+        s = starts if isinstance(starts, list) else starts.tolist()
         if all(a <= b for a, b in zip(s, s[1:], strict=False)):  # (mostly one window, or windows in order)
             order, s_sorted = None, s
         else:

@@ -230,4 +230,4 @@ def test_live_sized_batches_give_the_same_doubles_as_the_bulk_grouping(batch, mo
     monkeypatch.setattr(windows, "_SMALL", 0)
     bulk = run(WindowStats(window_us=30 * S, lateness_us=60 * S), *data, batch=batch)
     assert len(small[0]) > 20 and small[0] == bulk[0]  # (the rows compare floats exactly)
-    assert [(p, e[1:]) for p, e in small[1]] == [(p, e[1:]) for p, e in bulk[1]]
+    assert small[1] and [(p, e[1:]) for p, e in small[1]] == [(p, e[1:]) for p, e in bulk[1]]
