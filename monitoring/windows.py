@@ -396,7 +396,8 @@ class WindowStats:
 
 
 _SMALL = 64
-"""Up to this many events (a live batch), :func:`_segments` sorts them in Python: fewer numpy calls."""
+"""Up to this many events (a live batch), the integer steps of :meth:`WindowStats.update_many` (window starts,
+watermark, lateness, closes) and the grouping by window (:func:`_segments`) run on Python ints: fewer numpy calls."""
 
 
 def _segments(starts: np.ndarray | list[int]) -> tuple[np.ndarray | None, np.ndarray, list[int], list[int]]:
