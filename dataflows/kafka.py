@@ -277,6 +277,64 @@ def _served(preds: pa.Table | rows.StepRows) -> list[dict[str, Any]]:
     return served
 
 
+def _messages(preds: pa.Table | rows.StepRows) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` of the topic's messages for a step's ``predictions``: each value is
+    ``json.dumps`` of its :func:`_served` row, byte for byte. A binary step's rows (the live path,
+    a few events a step) are written straight from the step's lists, without a dict per row."""
+    if isinstance(preds, rows.StepRows) and preds.table == "predictions":
+        fast = _step_messages(preds)
+        if fast is not None:
+            return fast
+    return [(row["key"].encode(), json.dumps(row).encode()) for row in _served(preds)]
+
+
+def _step_messages(preds: rows.StepRows) -> list[tuple[bytes, bytes]] | None:
+    """:func:`_messages` of a binary step's rows, or ``None`` where a value is not of the usual type
+    (then :func:`_messages` goes through ``json.dumps``, which writes anything as it always did)."""
+    champions = [i for i, (_, role) in enumerate(preds.models) if role == "champion"]
+    n = preds.n
+    if not n or not champions:
+        return []
+    cols = preds.columns
+    ids, times, keys = cols["event_id"], cols["event_time"], cols["key"]
+    if not all(type(c) is list for c in (ids, times, keys)):
+        return None
+    out: list[tuple[bytes, bytes]] = []
+    threshold = preds.threshold
+    all_versions = preds.pylist("model_version")  # (model by model)
+    for i in champions:
+        model, scores = preds.models[i][0], cols["score"][i]
+        versions = all_versions[i * n:(i + 1) * n]
+        if (type(model) is not str or threshold is None or
+                not all(type(v) is str for v in versions)):
+            return None
+        model_part = f', "model": {_str(model)}, "model_version": '
+        for event_id, t, key, version, s in zip(ids, times, keys, versions, scores, strict=True):
+            if type(event_id) is not str or type(key) is not str or type(t) is not int:
+                return None
+            score = float(s)
+            out.append((key.encode(), (
+                f'{{"event_id": {_str(event_id)}, "event_time": "{_iso(t)}", "key": {_str(key)}'
+                f'{model_part}{_str(version)}, "score": {_float(score)}, "prediction": {int(s >= threshold)}}}'
+            ).encode()))
+    return out
+
+
+_str = json.encoder.encode_basestring_ascii  # (what json.dumps writes a str as, quotes included)
+
+
+def _float(x: float) -> str:
+    """A float as json.dumps writes it (``NaN`` and ``Infinity`` as JavaScript spells them)."""
+    if x != x:
+        return "NaN"
+    if x in (_INF, -_INF):
+        return "Infinity" if x > 0 else "-Infinity"
+    return float.__repr__(x)
+
+
+_INF = float("inf")
+
+
 def _iso(t: datetime | int) -> str:
     """An event time (a datetime, or microseconds where the step's rows are not Arrow yet) in ISO 8601, UTC."""
     if isinstance(t, datetime):
@@ -316,8 +374,7 @@ class _PredictionsPartition(StatelessSinkPartition[Output]):
                 seqs = rows.pylist(preds, "seq")
                 span = (min(seqs), max(seqs))
                 self._trace.mark("scored", out.shard, *span)
-            for row in _served(preds):
-                key, value = row["key"].encode(), json.dumps(row).encode()
+            for key, value in _messages(preds):
                 try:
                     produce(self._topic, key=key, value=value, on_delivery=self._delivered)
                 except BufferError:  # the local queue is full: let it drain, then send

@@ -48,6 +48,7 @@ _KINDS = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "str": p
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SAME = {float: "float", str: "str", bool: "bool"}
 """Value types that a column of the kind named stores unchanged (:func:`_convert` returns the value)."""
+_EXACT = 2**1023  # (an int of at most this size converts to float without overflow)
 
 
 def _kind_of_type(type_: pa.DataType) -> str:
@@ -167,9 +168,14 @@ class PayloadTypes:
         kinds = self._kinds
         for name, value in payload.items():
             kind = kinds.get(name)
-            if kind is not None and _SAME.get(type(value)) == kind:  # stored as it is (what _convert gives)
-                known[name] = value
-                continue
+            if kind is not None:
+                vtype = type(value)
+                if _SAME.get(vtype) == kind:  # stored as it is (what _convert gives)
+                    known[name] = value
+                    continue
+                if vtype is int and kind == "float" and -_EXACT <= value <= _EXACT:
+                    known[name] = float(value)  # (JSON integers in a number column: what _convert gives)
+                    continue
             if kind is None:
                 if value is None:
                     new[name] = None

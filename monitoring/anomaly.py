@@ -129,15 +129,16 @@ class ZScoreScorer(_Scorer):
         self.n_seen += n
         return out
 
-    @np.errstate(over="ignore", invalid="ignore")  # hostile magnitudes give inf/NaN, not warnings
+    # (hostile magnitudes give inf/NaN, not warnings; one errstate a call: entering one costs about as much
+    # as the arithmetic on a live batch)
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def _score(self, x: np.ndarray) -> np.ndarray:
         if self._ref is None:
             return np.full(x.shape[0], np.nan)
         mean, std = self._ref
         d = x.shape[1]
         mean, std = mean[:d], std[:d]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.abs(x - mean) / std
+        z = np.abs(x - mean) / std
         z = np.where(np.isfinite(std), z, np.nan)  # features without a reference yet
         z = np.minimum(z, _Z_CAP)
         present = ~np.isnan(z)
@@ -145,24 +146,21 @@ class ZScoreScorer(_Scorer):
         if self.how == "max":
             score = np.max(np.where(present, z, -np.inf), axis=1)
         else:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                score = np.sqrt(np.where(present, z * z, 0.0).sum(axis=1) / counts)
+            score = np.sqrt(np.where(present, z * z, 0.0).sum(axis=1) / counts)
         return np.where(counts > 0, score, np.nan)
 
-    @np.errstate(over="ignore", invalid="ignore")  # hostile magnitudes give inf/NaN, not warnings
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # (as _score)
     def _learn(self, x: np.ndarray) -> None:
         d = x.shape[1]
         cnt, mean, m2 = self._cur
         missing = np.isnan(x)
         nb = (~missing).sum(axis=0).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mb = np.where(nb > 0, np.where(missing, 0.0, x).sum(axis=0) / np.where(nb > 0, nb, 1.0), 0.0)
+        mb = np.where(nb > 0, np.where(missing, 0.0, x).sum(axis=0) / np.where(nb > 0, nb, 1.0), 0.0)
         dev = np.where(missing, 0.0, x - mb)
         m2b = (dev * dev).sum(axis=0)
         na = cnt[:d]
         tot = na + nb
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = np.where(tot > 0, nb / np.where(tot > 0, tot, 1.0), 0.0)
+        frac = np.where(tot > 0, nb / np.where(tot > 0, tot, 1.0), 0.0)
         delta = mb - mean[:d]
         m2[:d] += m2b + delta * delta * na * frac
         mean[:d] += delta * frac

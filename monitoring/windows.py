@@ -28,6 +28,7 @@ updates give.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -139,6 +140,8 @@ class WindowStats:
             return WindowUpdate([], [])
         if not self.fixed and len(self.names) < self.capacity:
             self._discover(xs)
+        if m <= _SMALL:
+            return self._update_few(t.tolist(), xs, event_ids, ys)
         w, g = self.window_us, self.lateness_us
         starts = self._start(t)
         clock = np.maximum.accumulate(np.concatenate(([self._max_t], t)))
@@ -165,6 +168,44 @@ class WindowStats:
             closed.append(Closed(pos, self._row(self._open.pop(s), int(wm_after[pos]))))
         self._late += late_at.size - reported
         self.n_late += late_at.size
+        return WindowUpdate(closed, lates)
+
+    def _update_few(self, t: list[int], xs: Sequence[Mapping[str, Any]], event_ids: Sequence[str] | None,
+                    ys: Sequence[Any] | None) -> WindowUpdate:
+        """:meth:`update_many` of a live batch (up to :data:`_SMALL` events): the same integer steps on
+        Python ints, without a numpy call each (the statistics are :meth:`_add`'s, as for any batch)."""
+        w, g, align = self.window_us, self.lateness_us, self.align_us
+        starts = [v - (v - align) % w for v in t]
+        wm_before, wm_after = [], []  # the watermark before and after each event
+        clock = self._max_t
+        for v in t:
+            wm_before.append(clock - g)
+            if v > clock:
+                clock = v
+            wm_after.append(clock - g)
+        late_at = [i for i, (s, wm) in enumerate(zip(starts, wm_before, strict=True)) if s + w <= wm]
+        if len(late_at) < len(t):
+            if late_at:
+                ok = np.ones(len(t), dtype=bool)
+                ok[late_at] = False
+                kept = xs.select(ok) if isinstance(xs, DenseFeatures) else [
+                    x for x, keep in zip(xs, ok.tolist(), strict=True) if keep]
+                self._add([s for s, keep in zip(starts, ok.tolist(), strict=True) if keep], kept,
+                          None if ys is None else _labels(ys)[ok])
+            else:
+                self._add(starts, xs, None if ys is None else _labels(ys))
+        lates = [Late(i, None if event_ids is None else event_ids[i], t[i], starts[i], wm_before[i])
+                 for i in late_at]
+        self._max_t = clock
+        closing = sorted((bisect_left(wm_after, s + w), s) for s in self._open if s + w <= self.watermark)
+        closed, reported = [], 0
+        for pos, s in closing:
+            n_late = bisect_right(late_at, pos) - reported
+            reported += n_late
+            self._late += n_late
+            closed.append(Closed(pos, self._row(self._open.pop(s), wm_after[pos])))
+        self._late += len(late_at) - reported
+        self.n_late += len(late_at)
         return WindowUpdate(closed, lates)
 
     def label_many(self, event_times: Sequence[int] | np.ndarray, ys: Sequence[Any]) -> int:
@@ -272,29 +313,28 @@ class WindowStats:
             win = self._open[start] = _Window(start, self.capacity)
         return win
 
-    @np.errstate(over="ignore", invalid="ignore")  # hostile magnitudes (1e300) give inf statistics, not warnings
-    def _add(self, starts: np.ndarray, xs: Sequence[Mapping[str, Any]], ys: np.ndarray | None) -> None:
+    # (hostile magnitudes, 1e300, give inf statistics, not warnings; one errstate for the whole merge:
+    # entering one costs about as much as a window's arithmetic on a live batch)
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    def _add(self, starts: np.ndarray | list[int], xs: Sequence[Mapping[str, Any]], ys: np.ndarray | None) -> None:
         d = len(self.names)
-        order = np.argsort(starts, kind="stable")
-        s_sorted = starts[order]
-        cut = np.flatnonzero(np.diff(s_sorted)) + 1
-        idx = np.concatenate(([0], cut))
-        seg_starts = s_sorted[idx].tolist()
-        seg_n = np.diff(np.concatenate((idx, [s_sorted.size]))).tolist()
+        order, idx, seg_starts, seg_n = _segments(starts)
         if d:
-            x = feature_matrix(xs, self.names)[order]
+            x = feature_matrix(xs, self.names)
+            if order is not None:
+                x = x[order]
             missing = np.isnan(x)
             cnt = np.add.reduceat((~missing).astype(np.float64), idx, axis=0)
             sums = np.add.reduceat(np.where(missing, 0.0, x), idx, axis=0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = sums / cnt
-            seg_of = np.repeat(np.arange(len(idx)), seg_n)
-            dev = np.where(missing, 0.0, x - means[seg_of])
+            means = sums / cnt
+            # (one window: its means broadcast to every row as they are)
+            means_of = means[np.repeat(np.arange(len(idx)), seg_n)] if len(seg_n) > 1 else means
+            dev = np.where(missing, 0.0, x - means_of)
             m2 = np.add.reduceat(dev * dev, idx, axis=0)
             lo = np.fmin.reduceat(np.where(missing, np.inf, x), idx, axis=0)
             hi = np.fmax.reduceat(np.where(missing, -np.inf, x), idx, axis=0)
         if ys is not None:
-            y = ys[order]
+            y = ys if order is None else ys[order]
             known = ~np.isnan(y)
             n_lab = np.add.reduceat(known.astype(np.int64), idx).tolist()
             n_pos = np.add.reduceat(np.where(known, y, 0.0), idx).tolist()
@@ -308,17 +348,16 @@ class WindowStats:
             return
         # Every window's merge at once (Chan et al.), element by element the same operations as one
         # window at a time: the windows' states as rows of matrices, written back row by row.
-        na = np.stack([w.cnt[:d] for w in wins])
-        w_mean = np.stack([w.mean[:d] for w in wins])
+        na = _states(wins, "cnt", d)
+        w_mean = _states(wins, "mean", d)
         n = na + cnt
         has = cnt > 0
         delta = np.where(has, means - w_mean, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = np.where(has, cnt / np.where(n > 0, n, 1.0), 0.0)
-        new_m2 = np.stack([w.m2[:d] for w in wins]) + np.where(has, m2 + delta * delta * na * frac, 0.0)
+        frac = np.where(has, cnt / np.where(n > 0, n, 1.0), 0.0)
+        new_m2 = _states(wins, "m2", d) + np.where(has, m2 + delta * delta * na * frac, 0.0)
         new_mean = w_mean + delta * frac
-        new_lo = np.minimum(np.stack([w.lo[:d] for w in wins]), lo)
-        new_hi = np.maximum(np.stack([w.hi[:d] for w in wins]), hi)
+        new_lo = np.minimum(_states(wins, "lo", d), lo)
+        new_hi = np.maximum(_states(wins, "hi", d), hi)
         for k, win in enumerate(wins):
             win.cnt[:d] = n[k]
             win.mean[:d] = new_mean[k]
@@ -354,6 +393,39 @@ class WindowStats:
             "label_rate": win.n_pos / win.n_labels if win.n_labels else None, "n_late_labels": late_labels,
             "watermark": watermark, "count": count, "mean": mean, "std": std, "min": lo, "max": hi,
         }
+
+
+_SMALL = 64
+"""Up to this many events (a live batch), the integer steps of :meth:`WindowStats.update_many` (window starts,
+watermark, lateness, closes) and the grouping by window (:func:`_segments`) run on Python ints: fewer numpy calls."""
+
+
+def _segments(starts: np.ndarray | list[int]) -> tuple[np.ndarray | None, np.ndarray, list[int], list[int]]:
+    """The events grouped by window, in order of start and then arrival (a stable sort): ``(order, or
+    None where the events already are in it; the first position of each window's run; the windows'
+    starts; their numbers of events)``."""
+    if isinstance(starts, list) or starts.size <= _SMALL:
+        s = starts if isinstance(starts, list) else starts.tolist()
+        if all(a <= b for a, b in zip(s, s[1:], strict=False)):  # (mostly one window, or windows in order)
+            order, s_sorted = None, s
+        else:
+            order = sorted(range(len(s)), key=s.__getitem__)  # (Python's sort is stable)
+            s_sorted = [s[i] for i in order]
+        first = [0, *(i for i in range(1, len(s_sorted)) if s_sorted[i] != s_sorted[i - 1])]
+        seg_n = [b - a for a, b in zip(first, [*first[1:], len(s_sorted)], strict=True)]
+        return order, np.array(first, dtype=np.intp), [s_sorted[i] for i in first], seg_n
+    order = np.argsort(starts, kind="stable")
+    s_sorted = starts[order]
+    idx = np.concatenate(([0], np.flatnonzero(np.diff(s_sorted)) + 1))
+    return order, idx, s_sorted[idx].tolist(), np.diff(np.concatenate((idx, [s_sorted.size]))).tolist()
+
+
+def _states(wins: list[_Window], name: str, d: int) -> np.ndarray:
+    """One of the windows' state arrays (its first ``d`` features) as the rows of a matrix: a view of the
+    one window's where there is one (a live batch), else a copy (the same values as ``np.stack``, sooner)."""
+    if len(wins) == 1:
+        return getattr(wins[0], name)[None, :d]
+    return np.array([getattr(w, name)[:d] for w in wins])
 
 
 def _labels(ys: Sequence[Any]) -> np.ndarray:
