@@ -41,7 +41,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from dataflows import rows
+from dataflows import rows, sealed
 from dataflows.items import Output
 from dataflows.priority import SnapshotPhase, lower_writer_priority, stagger
 from lake import integrity
@@ -128,15 +128,12 @@ _ZSTD_ROWS = b"riverlake rows zstd\n"
 def _framed(data: bytes) -> bytes:
     """A pickle compressed with zstd at level 1 for a snapshot: ~1/5 of a live sink's rows (their strings and
     numbers repeat), compressed in ~1 ms a MB; Bytewax's SQLite store writes and drops ~5x fewer bytes."""
-    return (_ZSTD_ROWS + len(data).to_bytes(8, "big")
-            + pa.Codec("zstd", compression_level=1).compress(data, asbytes=True))
+    return _ZSTD_ROWS + sealed.compress(data)
 
 
 def _unframe(framed: bytes) -> bytes:
     """The pickle :func:`_framed` compressed (only once its HMAC checked out)."""
-    start = len(_ZSTD_ROWS) + 8
-    size = int.from_bytes(framed[len(_ZSTD_ROWS):start], "big")
-    return pa.Codec("zstd").decompress(memoryview(framed)[start:], decompressed_size=size, asbytes=True)
+    return sealed.decompress(memoryview(framed)[len(_ZSTD_ROWS):])
 
 
 def _resumed(resume: list[_Pending] | _SnapshotRows | None) -> list[tuple[str, int, pa.Table, int]]:
