@@ -16,6 +16,7 @@ from typing import Any
 
 import river
 
+from dataflows import sealed as sealed_parts
 from dataflows.rows import row
 from lake import integrity
 
@@ -116,13 +117,17 @@ class FeaturizerRewind:
 
 
 def seal_learner(learner: Any, config: Any) -> tuple[str, bytes]:
-    """A learner as recovery state: its pickle and that pickle's HMAC (:func:`lake.integrity.seal`)."""
-    return integrity.seal(pickle.dumps(learner, protocol=5), purpose=integrity.RECOVERY_PURPOSE)
+    """A learner as recovery state: its pickle zstd-compressed and sealed with an HMAC
+    (:func:`dataflows.sealed.seal_parts`): ~1/3 of the bytes Bytewax writes into its store at each snapshot."""
+    return sealed_parts.seal_parts([sealed_parts.pack(learner)], purpose=integrity.RECOVERY_PURPOSE)
 
 
 def resume_learner(sealed: Any, config: Any) -> Any:
-    """The learner of a :func:`seal_learner` snapshot, unpickled only once its HMAC checked out."""
+    """The learner of a :func:`seal_learner` snapshot, decompressed and unpickled only once its HMAC checked out
+    (a snapshot of an older riverlake holds the pickle itself, sealed)."""
     if sealed is None:
         return None
-    return integrity.unseal(sealed, purpose=integrity.RECOVERY_PURPOSE,
-                            what=f"recovery state of run {config.run_id!r}")
+    what = f"recovery state of run {config.run_id!r}"
+    if sealed_parts.is_sealed_parts(sealed):
+        return sealed_parts.unseal_parts(sealed, purpose=integrity.RECOVERY_PURPOSE, what=what)[0]
+    return integrity.unseal(sealed, purpose=integrity.RECOVERY_PURPOSE, what=what)

@@ -28,7 +28,7 @@ import pyarrow as pa
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from dataflows import rows
+from dataflows import rows, sealed
 from dataflows.decode import RESERVED_EVENT_FIELDS, decode_event, decode_label, loads
 from dataflows.items import EVENT, Batch, Output, raw_json
 from dataflows.kafka_record import PartitionRecorder, lake_offset  # noqa: F401  (lake_offset: re-exported)
@@ -36,6 +36,7 @@ from dataflows.kafka_types import PayloadTypes
 from dataflows.replay import shard_of
 from dataflows.trace import StageTrace
 from dataflows.validate import validate_batch
+from lake import integrity
 from lake.table import exists, open_table
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,21 @@ def _consumer(brokers: str, extra: dict[str, Any] | None) -> ck.Consumer:
     })
 
 
-_State = int | tuple[int | None, list[tuple]] | None
-"""A partition's resume state: the next offset, with the items before it not yet in the lake."""
+_State = int | tuple[int | None, tuple[str, bytes] | list[tuple]] | None
+"""A partition's resume state: the next offset, with the items before it not yet in the lake, sealed
+(:func:`dataflows.sealed.seal_parts` of lists of items; a plain list of items in older snapshots)."""
+
+ITEMS_PURPOSE = f"{integrity.RECOVERY_PURPOSE}: kafka items"
+"""What the items a live snapshot holds are sealed for (not interchangeable with the sink's rows)."""
+
+
+def _unrecorded(held: tuple[str, bytes] | list[tuple], source: str) -> list[tuple]:
+    """The items a snapshot holds, in offset order: decompressed and unpickled only once their HMAC checked out
+    (an older snapshot holds them as plain data, which Bytewax unpickled after ``check_recovery``)."""
+    if isinstance(held, list):
+        return held
+    parts = sealed.unseal_parts(held, purpose=ITEMS_PURPOSE, what=f"recovery state of {source}")
+    return [item for part in parts for item in part]
 
 
 class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
@@ -73,11 +87,12 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
         self._topic, self._partition, self._n_partitions = topic, partition, n_partitions
         self._task = task
         self._batch_size, self._timeout, self._stop_at_end = batch_size, poll_timeout_s, stop_at_end
-        start, unrecorded = start if isinstance(start, tuple) else (start, [])
+        start, held = start if isinstance(start, tuple) else (start, [])
         self._next = start
         self._at_end = False  # librdkafka reports a partition's end once, when reached
         self._misplaced = False
         self._source = f"kafka:{topic}/{partition}"
+        unrecorded = _unrecorded(held, self._source)  # a forged snapshot is refused here, before anything runs
         self._trace = trace
         self._types: PayloadTypes | None = None
         self._recorder: PartitionRecorder | None = None
@@ -170,11 +185,12 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
 
     def snapshot(self) -> _State:
         # The resume offset may only pass rows that are in the lake or in this snapshot: the ones a
-        # commit has not yet written travel with it, and polling goes on without waiting.
+        # commit has not yet written travel with it, compressed and sealed (packed in parts as they came:
+        # only the newest are pickled here), and polling goes on without waiting.
         if self._recorder is not None:
-            unrecorded = self._recorder.pending()
-            if unrecorded:
-                return self._next, unrecorded
+            held = self._recorder.held()
+            if held:
+                return self._next, sealed.seal_parts(held, purpose=ITEMS_PURPOSE)
         return self._next
 
     def close(self) -> None:

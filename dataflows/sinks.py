@@ -41,7 +41,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from dataflows import rows
+from dataflows import rows, sealed
 from dataflows.items import Output
 from dataflows.priority import SnapshotPhase, lower_writer_priority, stagger
 from lake import integrity
@@ -111,10 +111,10 @@ _Pending = tuple[str, int, bytes, int]
 """Rows of an older snapshot not known to be in the lake: ``(table, shard, Arrow IPC stream, position)``."""
 
 _SnapshotRows = tuple[str, bytes]
-"""Rows of a snapshot not known to be in the lake: the sealed, zstd-compressed pickle (:func:`lake.integrity.seal`,
-:func:`_framed`) of
-``[(table, shard, parts, position), ...]``, ``parts`` a buffer's as handed over (Arrow, or rows not yet Arrow)
-or a running commit's table."""
+"""Rows of a snapshot not known to be in the lake: sealed parts (:func:`dataflows.sealed.seal_parts`), each a
+compressed pickle of ``[(table, shard, parts, position), ...]``, ``parts`` a buffer's as handed over (Arrow, or
+rows not yet Arrow) or a running commit's table (packed beside the commit, so a snapshot reuses it). Older
+snapshots: one such pickle compressed (:func:`_framed`), or sealed as it was."""
 
 ROWS_PURPOSE = f"{integrity.RECOVERY_PURPOSE}: lake rows"
 """What the rows a live snapshot holds are sealed for (not interchangeable with a learner's state)."""
@@ -128,15 +128,12 @@ _ZSTD_ROWS = b"riverlake rows zstd\n"
 def _framed(data: bytes) -> bytes:
     """A pickle compressed with zstd at level 1 for a snapshot: ~1/5 of a live sink's rows (their strings and
     numbers repeat), compressed in ~1 ms a MB; Bytewax's SQLite store writes and drops ~5x fewer bytes."""
-    return (_ZSTD_ROWS + len(data).to_bytes(8, "big")
-            + pa.Codec("zstd", compression_level=1).compress(data, asbytes=True))
+    return _ZSTD_ROWS + sealed.compress(data)
 
 
 def _unframe(framed: bytes) -> bytes:
     """The pickle :func:`_framed` compressed (only once its HMAC checked out)."""
-    start = len(_ZSTD_ROWS) + 8
-    size = int.from_bytes(framed[len(_ZSTD_ROWS):start], "big")
-    return pa.Codec("zstd").decompress(memoryview(framed)[start:], decompressed_size=size, asbytes=True)
+    return sealed.decompress(memoryview(framed)[len(_ZSTD_ROWS):])
 
 
 def _resumed(resume: list[_Pending] | _SnapshotRows | None) -> list[tuple[str, int, pa.Table, int]]:
@@ -151,7 +148,9 @@ def _resumed(resume: list[_Pending] | _SnapshotRows | None) -> list[tuple[str, i
                 out.append((table, shard, reader.read_all(), position))
         return out
     what = "recovery state of the lake sink"
-    if isinstance(resume, tuple) and len(resume) == 2 and isinstance(resume[1], bytes) \
+    if sealed.is_sealed_parts(resume):  # verified before anything is decompressed or unpickled
+        pending = [entry for part in sealed.unseal_parts(resume, purpose=ROWS_PURPOSE, what=what) for entry in part]
+    elif isinstance(resume, tuple) and len(resume) == 2 and isinstance(resume[1], bytes) \
             and resume[1].startswith(_ZSTD_ROWS):
         integrity.verify(resume[1], resume[0], purpose=ROWS_PURPOSE, what=what)  # before it is decompressed
         pending = pickle.loads(_unframe(resume[1]))  # verified above
@@ -199,6 +198,12 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta",
                                         initializer=lower_writer_priority if low else None)
         self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta-urgent")
+        # (live) The phased commit's rows pickled and compressed beside it, at a low priority, for the snapshot
+        # that comes while it runs (they are most of what that snapshot holds): the snapshot reuses them. (Not
+        # every commit's: that pickled ~4 MB/s of rows, ~15 ms of the GIL a second, for one snapshot in 10 s.)
+        self._pack_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-pack",
+                                             initializer=lower_writer_priority) if snapshot_rows else None
+        self._packed: dict[Future[int], Future[bytes]] = {}
         # Each commit with its rows, kept until it is known to be in the lake (a snapshot holds them).
         self._in_flight: deque[tuple[Future[int], str, int, pa.Table, int]] = deque()
         self._urgent: dict[tuple[str, int], Future[int]] = {}  # the running commit of each urgent buffer
@@ -256,7 +261,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             buf = self._buffers[key]
             if not buf.parts:
                 continue
-            if self._flush(key, buf, wait=False):
+            if self._flush(key, buf, wait=False, pack=True):
                 started.append(self._in_flight[-1][0])
                 # this buffer's next periodic commit comes up to half a period later than flush_seconds (a point
                 # of its own): the buffers' commits stay spread, and the next phased one is not the largest
@@ -284,9 +289,10 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 schema=task_schema(table, self.task) if table in TASK_TABLES and self.task != "binary" else None)
         return writer
 
-    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True) -> bool:
+    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True, pack: bool = False) -> bool:
         """Commit ``buf``; a non-urgent commit waits for a place among ``max_in_flight``, or, without ``wait``,
-        is left for a later call (then ``False``)."""
+        is left for a later call (then ``False``). With ``pack`` (the phased commit, which the next snapshot
+        finds running), its rows are also packed for that snapshot beside the commit."""
         table, shard = key
         urgent = table in self.urgent_tables
         if not urgent:
@@ -304,6 +310,8 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         if urgent:
             self._urgent[key] = future
         self._in_flight.append((future, table, shard, data, buf.max_seq))
+        if pack and self._pack_pool is not None:
+            self._packed[future] = self._pack_pool.submit(sealed.pack, [(table, shard, data, buf.max_seq)])
         return True
 
     def _append(self, key: tuple[str, int], writer: TableWriter, data: pa.Table, position: int) -> int:
@@ -323,6 +331,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
     def _reap_one(self) -> None:
         """Wait for the oldest commit in flight (re-raising its failure) and note its position as landed."""
         future, table, shard, _, position = self._in_flight.popleft()
+        self._packed.pop(future, None)
         _result(future)
         self._landed[(table, shard)] = max(position, self._landed.get((table, shard), -1))
 
@@ -351,26 +360,38 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         self._phase.snapshot(time.monotonic())
         self._catch_up = []  # the last period's phased commit: its buffers commit on their periodic schedule now
         self._reap(block=False)
-        pending = [(table, shard, data, position)
-                   for future, table, shard, data, position in self._in_flight
-                   if not future.done() or future.exception() is not None]
-        pending += [(table, shard, list(buf.parts), buf.max_seq)
-                    for (table, shard), buf in self._buffers.items() if buf.parts]
         # The rows as they are, pickled (building the buffers' last steps into Arrow and writing IPC streams
         # took 2-5x as long), compressed (Bytewax writes the snapshot into SQLite on this thread: each MB
         # saved there is worth more than compressing it), sealed with an HMAC: a restart decompresses and
-        # unpickles them only once the tag checks out.
-        if not pending:
-            return None
-        return integrity.seal(_framed(pickle.dumps(pending, protocol=5)), purpose=ROWS_PURPOSE)
+        # unpickles them only once the tag checks out. A running commit's rows were packed beside it.
+        parts = []
+        for future, table, shard, data, position in self._in_flight:
+            if future.done() and future.exception() is None:
+                continue
+            packing = self._packed.get(future)
+            if packing is not None and packing.done() and packing.exception() is None:
+                parts.append(packing.result())
+            else:
+                parts.append(sealed.pack([(table, shard, data, position)]))
+        buffered = [(table, shard, list(buf.parts), buf.max_seq)
+                    for (table, shard), buf in self._buffers.items() if buf.parts]
+        if buffered:
+            parts.append(sealed.pack(buffered))
+        return sealed.seal_parts(parts, purpose=ROWS_PURPOSE) if parts else None
 
     def abort(self) -> None:
         """Stop after a failed commit, committing nothing more: queued commits are dropped (their rows are
         not known to be in the lake, so a restart writes them), a running one is waited for."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._urgent_pool.shutdown(wait=True, cancel_futures=True)
+        self._stop_packing()
         self._buffers.clear()
         self._in_flight.clear()
+
+    def _stop_packing(self) -> None:
+        if self._pack_pool is not None:
+            self._pack_pool.shutdown(wait=True, cancel_futures=True)
+        self._packed.clear()
 
     def close(self) -> None:
         try:
@@ -378,6 +399,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         finally:
             self._pool.shutdown(wait=True)
             self._urgent_pool.shutdown(wait=True)
+            self._stop_packing()
         for (table, shard), w in self._writers.items():
             log.info("%s shard %d: %d rows in %d commits (%.2f s)", table, shard, w.rows_written,
                      w.commits, w.commit_seconds)

@@ -6,8 +6,10 @@ Against librdkafka's mock cluster (the real protocol on 127.0.0.1; see ``tests/t
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,6 +24,8 @@ from bytewax.testing import run_main
 
 from dataflows.online import build_flow, build_live_flow
 from dataflows.produce import frame_messages, send
+from dataflows.sealed import is_sealed_parts
+from lake import integrity
 from lake.table import read_table, table_version
 from tests.synthetic import synthetic_frames
 from tests.test_kafka import mock_cluster
@@ -112,6 +116,20 @@ def _live_cmd(lake: str, brokers: str, rec: str, colocate: bool) -> list[str]:
     return [sys.executable, "-m", "bytewax.run", flow, "-r", rec, "-s", "1", "-b", "0"]
 
 
+def _sealed_source_snapshots(rec) -> int:
+    """How many Kafka partitions' snapshots in a recovery folder hold items sealed (``dataflows.sealed``)."""
+    n = 0
+    for db in rec.glob("*.sqlite3"):
+        with sqlite3.connect(db) as conn:
+            for (blob,) in conn.execute("SELECT ser_change FROM snaps WHERE ser_change IS NOT NULL"):
+                integrity.check_plain(bytes(blob), what=str(db))
+                state = pickle.loads(bytes(blob))  # plain data: checked above
+                if isinstance(state, tuple) and isinstance(state[0], tuple):  # colocated: (source's, learner's)
+                    state = state[0]
+                n += isinstance(state, tuple) and len(state) == 2 and is_sealed_parts(state[1])
+    return n
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("colocate", [False, True], ids=["keyed-step", "colocated"])
 def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_nothing(
@@ -125,7 +143,7 @@ def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_no
                               kwargs={"rate": 600.0})
     feeder.start()  # a live stream: ~5 s of messages
     rng = random.Random(7)
-    kills = 0
+    kills, sealed = 0, []
     for _ in range(2):
         proc = subprocess.Popen(_live_cmd(lake, mock_kafka, str(rec), colocate), env=subprocess_env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -138,8 +156,10 @@ def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_no
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=30)
+        sealed.append(_sealed_source_snapshots(rec))
     feeder.join(timeout=60)
     assert kills == 2, "the test must really interrupt the dataflow"
+    assert any(sealed), f"a restart resumes items a snapshot held in their sealed form (per kill: {sealed})"
     # the rest of the stream, resumed from the offsets in the recovery state
     run_main(build_live_flow(lake, "linear,tree", brokers=mock_kafka, topic="paced", run_id="crashy",
                              stop_at_end=True, batch_size=40, checkpoint_every=300, colocate=colocate),

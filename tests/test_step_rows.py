@@ -14,7 +14,8 @@ import pytest
 from dataflows.items import EVENT, LABEL, Batch
 from dataflows.kafka import _served
 from dataflows.learner import RunConfig, ShardLearner
-from dataflows.sinks import _ZSTD_ROWS, ROWS_PURPOSE, DeltaSinkPartition, _unframe
+from dataflows.sealed import PARTS, pack, unseal_parts
+from dataflows.sinks import ROWS_PURPOSE, DeltaSinkPartition, _framed
 from dataflows.validate import validate_batch
 from lake import integrity
 from lake.integrity import IntegrityError
@@ -99,13 +100,14 @@ def test_a_live_snapshot_whose_rows_were_altered_is_refused_before_anything_is_u
     sink = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True)
     sink.write_batch(outputs)
     tag, data = sink.snapshot()
-    assert b"e1" not in data, "the snapshot's rows are compressed"
+    entries = [e for part in unseal_parts((tag, data), purpose=ROWS_PURPOSE, what="test") for e in part]
+    assert len(data) < 0.5 * len(pickle.dumps(entries, protocol=5)), "the snapshot's rows are compressed"
     # A byte of the compressed rows changed, or the rows swapped for another (valid) compressed pickle: refused
     # on the HMAC, before anything is decompressed or unpickled (a pickle that would run code if it were).
-    evil = pickle.dumps(_Boom(), protocol=5)
-    header = data[:len(_ZSTD_ROWS)]
+    evil = pack(_Boom())
     for forged in ((tag, data[:-5] + bytes([data[-5] ^ 1]) + data[-4:]),
-                   (tag, header + len(evil).to_bytes(8, "big") + pa.Codec("zstd").compress(evil, asbytes=True))):
+                   (tag, PARTS + len(evil).to_bytes(8, "big") + evil),
+                   (tag, _framed(pickle.dumps(_Boom(), protocol=5)))):
         with pytest.raises(IntegrityError, match="lake sink.*HMAC does not match"):
             DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True,
                                resume=forged)
@@ -121,15 +123,18 @@ class _Boom:
         return (setattr, (_Boom, "ran", True))
 
 
-def test_a_live_snapshot_of_the_uncompressed_form_still_resumes_and_commits_its_rows(tmp_path):
-    # Snapshots written before the rows were compressed (the sealed pickle itself) still load after an upgrade.
+@pytest.mark.parametrize("form", ["uncompressed", "one compressed pickle"])
+def test_a_live_snapshot_of_an_older_form_still_resumes_and_commits_its_rows(tmp_path, form):
+    # Snapshots written before the rows were compressed (the sealed pickle itself), or compressed as one pickle
+    # before they came in sealed parts, still load after an upgrade.
     outputs = _steps(ShardLearner(RunConfig(run_id="r"), shard=0), _stream(30), 3)
     lake = str(tmp_path / "lake")
     sink = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True)
     sink.write_batch(outputs)
-    tag, data = sink.snapshot()
-    old = integrity.seal(_unframe(data), purpose=ROWS_PURPOSE)
-    assert old[1].startswith(b"\x80")  # a plain pickle, as an older riverlake sealed it
+    entries = [e for part in unseal_parts(sink.snapshot(), purpose=ROWS_PURPOSE, what="test") for e in part]
+    data = pickle.dumps(entries, protocol=5)
+    old = integrity.seal(data if form == "uncompressed" else _framed(data), purpose=ROWS_PURPOSE)
+    assert old[1].startswith(b"\x80" if form == "uncompressed" else b"riverlake rows zstd\n")
     DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True,
                        resume=old).close()
     own = pa.concat_tables([o.tables["predictions"].arrow() for o in outputs if "predictions" in o.tables])
