@@ -4,11 +4,11 @@ River's ``proba.Gaussian`` holds a ``random.Random()`` seeded from the OS (used 
 ``sample()``). ``GaussianNB`` keeps one Gaussian per class and feature, and a classification
 tree's ``GaussianSplitter`` one per class for each numeric feature of each leaf, so two runs of
 the same replay pickled different checkpoint bytes (the generators' states, ~3.8 KB each: 97% of
-a naive-bayes or Hoeffding tree pickle). Here every Gaussian of a ``GaussianNB`` shares one
-``random.Random(seed)``, and every Gaussian of a splitter its splitter's: the same seed gives the
-same bytes, with fewer generators in the pickle. Nothing else changes: neither draws from them
-(``sample()`` is not called in learning, splitting or predicting), and the models are River's own
-classes (checkpoints pickled before, with unseeded Gaussians, load and run as they did).
+a naive-bayes or Hoeffding tree pickle). Here every Gaussian of a model shares one
+``random.Random(seed)``: the same seed gives the same bytes, and the pickle holds one generator.
+Nothing else changes: nothing draws from them (``sample()`` is not called in learning, splitting
+or predicting), and the models are River's own classes (checkpoints pickled before, with
+unseeded Gaussians, load and run as they did).
 
 >>> import pickle
 >>> a, b = seeded_gaussian_nb(7), seeded_gaussian_nb(7)
@@ -46,22 +46,31 @@ def seeded_gaussian_nb(seed: int) -> naive_bayes.GaussianNB:
 
 
 class SeededGaussianSplitter(GaussianSplitter):
-    """River's ``GaussianSplitter`` whose Gaussians share ``random.Random(seed)``.
+    """River's ``GaussianSplitter`` whose Gaussians share ``random.Random(seed)`` with its clones'.
 
-    A tree clones its splitter for each numeric feature of each leaf; a clone starts from the seed.
+    A tree clones the splitter it was given for each numeric feature of each leaf (a forest, for
+    each of its trees' leaves): one generator in the model's pickle instead of one per Gaussian.
 
     >>> s = SeededGaussianSplitter(seed=3)
     >>> s.update(1.5, "a", 1.0); s.update(2.5, "b", 1.0)
-    >>> s._att_dist_per_class["a"]._rng is s._att_dist_per_class["b"]._rng
+    >>> c = s.clone()
+    >>> c.update(0.5, "a", 1.0)
+    >>> s._att_dist_per_class["b"]._rng is c._att_dist_per_class["a"]._rng is s._rng
     True
-    >>> s.clone()._rng.random() == random.Random(3).random()
-    True
+    >>> c._att_dist_per_class["a"].n_samples  # a clone learned nothing
+    1.0
     """
 
     def __init__(self, n_splits: int = 10, seed: int = 0) -> None:
         super().__init__(n_splits)
         self.seed = seed
         self._rng = random.Random(seed)
+
+    def clone(self, new_params: dict | None = None, include_attributes: bool = False) -> SeededGaussianSplitter:
+        new = super().clone(new_params, include_attributes)
+        if new.seed == self.seed:
+            new._rng = self._rng
+        return new
 
     def update(self, att_val, target_val, w) -> None:
         super().update(att_val, target_val, w)
