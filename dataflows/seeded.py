@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import functools
 import random
+from collections.abc import Iterable
 
 from river import naive_bayes, proba
 from river.tree.splitter import GaussianSplitter
@@ -45,17 +46,34 @@ def seeded_gaussian_nb(seed: int) -> naive_bayes.GaussianNB:
     return model
 
 
+class _Gaussians(dict):
+    """A splitter's Gaussians by class; each one stored here draws from ``rng``."""
+
+    def __init__(self, rng: random.Random, items: Iterable = ()) -> None:
+        super().__init__(items)
+        self.rng = rng
+
+    def __setitem__(self, key, gaussian: proba.Gaussian) -> None:  # River stores a class's new Gaussian
+        gaussian._rng = self.rng
+        super().__setitem__(key, gaussian)
+
+    def __reduce__(self):
+        return type(self), (self.rng, list(self.items()))
+
+
 class SeededGaussianSplitter(GaussianSplitter):
     """River's ``GaussianSplitter`` whose Gaussians share ``random.Random(seed)`` with its clones'.
 
     A tree clones the splitter it was given for each numeric feature of each leaf (a forest, for
     each of its trees' leaves): one generator in the model's pickle instead of one per Gaussian.
+    (The Gaussians are met where River stores them: no step is added to ``update``, the hot loop of
+    a tree's learning.)
 
     >>> s = SeededGaussianSplitter(seed=3)
     >>> s.update(1.5, "a", 1.0); s.update(2.5, "b", 1.0)
     >>> c = s.clone()
     >>> c.update(0.5, "a", 1.0)
-    >>> s._att_dist_per_class["b"]._rng is c._att_dist_per_class["a"]._rng is s._rng
+    >>> s._att_dist_per_class["b"]._rng is c._att_dist_per_class["a"]._rng is s._att_dist_per_class.rng
     True
     >>> c._att_dist_per_class["a"].n_samples  # a clone learned nothing
     1.0
@@ -64,16 +82,10 @@ class SeededGaussianSplitter(GaussianSplitter):
     def __init__(self, n_splits: int = 10, seed: int = 0) -> None:
         super().__init__(n_splits)
         self.seed = seed
-        self._rng = random.Random(seed)
+        self._att_dist_per_class = _Gaussians(random.Random(seed))
 
     def clone(self, new_params: dict | None = None, include_attributes: bool = False) -> SeededGaussianSplitter:
         new = super().clone(new_params, include_attributes)
         if new.seed == self.seed:
-            new._rng = self._rng
+            new._att_dist_per_class.rng = self._att_dist_per_class.rng
         return new
-
-    def update(self, att_val, target_val, w) -> None:
-        super().update(att_val, target_val, w)
-        g = self._att_dist_per_class.get(target_val)  # (River makes a class's Gaussian on its first value)
-        if g is not None and g._rng is not self._rng:
-            g._rng = self._rng
