@@ -24,10 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from river import forest, linear_model, naive_bayes, optim, preprocessing, tree
+from river import forest, linear_model, optim, preprocessing, tree
 
 from dataflows.class_shares import ClassShares
 from dataflows.regressors import RangeGuard
+from dataflows.seeded import SeededGaussianSplitter, seeded_gaussian_nb
 from dataflows.sparse import SparseLogisticRegression
 from dataflows.transformers import NumericStandardScaler
 from lake.scoring import score_one as score_one  # the rule lives below the dataflow (lake.reproduce uses it)
@@ -69,25 +70,28 @@ def _linear_hash(seed: int) -> Any:
 def _tree(seed: int) -> Any:
     # Majority-class leaves give calibrated-enough probabilities; naive-Bayes leaves
     # (River's default) swing to 0/1 and blow up the log loss on flights (1.57 vs 0.57).
-    return tree.HoeffdingAdaptiveTreeClassifier(grace_period=200, leaf_prediction="mc", seed=seed)
+    # (River's GaussianSplitter with its Gaussians' generators seeded: the same run pickles the same bytes.)
+    return tree.HoeffdingAdaptiveTreeClassifier(grace_period=200, leaf_prediction="mc", seed=seed,
+                                                splitter=SeededGaussianSplitter(seed=seed))
 
 
 def _hoeffding_tree(seed: int) -> Any:
     # The demo's second model. On the 2013 flights the adaptive tree above ends below the no-skill
     # accuracy (0.741 vs 0.763, mean daily ROC AUC 0.498): its drift adaptation keeps swapping
     # subtrees for ones that rank nothing. This plain Hoeffding tree gives 0.779, log loss 0.518,
-    # ROC AUC 0.608 at a third of the CPU (flows/bench/model_choice.py; BENCHMARKS.md). No seed to take:
-    # it draws nothing at random.
-    del seed
-    return tree.HoeffdingTreeClassifier(grace_period=200, leaf_prediction="mc")
+    # ROC AUC 0.608 at a third of the CPU (flows/bench/model_choice.py; BENCHMARKS.md). It draws nothing at
+    # random; the seed goes to its splitter's Gaussians (their generators are pickled, never drawn from).
+    return tree.HoeffdingTreeClassifier(grace_period=200, leaf_prediction="mc",
+                                        splitter=SeededGaussianSplitter(seed=seed))
 
 
 def _naive_bayes(seed: int) -> Any:
-    return naive_bayes.GaussianNB()
+    # River's GaussianNB, its Gaussians' generators seeded: the same run pickles the same checkpoint bytes.
+    return seeded_gaussian_nb(seed)
 
 
 def _forest(seed: int) -> Any:
-    return forest.ARFClassifier(n_models=10, seed=seed)
+    return forest.ARFClassifier(n_models=10, seed=seed, splitter=SeededGaussianSplitter(seed=seed))
 
 
 # --------------------------------------------------------------------------- regression

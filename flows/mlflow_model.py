@@ -66,7 +66,8 @@ FEATURIZER = "featurizer"
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _CODE = {"flows": ["mlflow_model.py"],
-         "dataflows": ["transformers.py", "sparse.py", "perkey.py", "features.py", "regressors.py", "class_shares.py"]}
+         "dataflows": ["transformers.py", "sparse.py", "perkey.py", "features.py", "regressors.py", "class_shares.py",
+                       "seeded.py"]}
 """Riverlake modules the logged model needs: this wrapper, our own estimators and transformers, the featurizer."""
 _INTEGRITY = ("lake/integrity.py", "riverlake_integrity.py")
 """The HMAC check, logged as a top-level module of its own."""

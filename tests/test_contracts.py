@@ -36,6 +36,7 @@ def test_model_spec_contract(name):
         m2.learn_one(x, y)
         assert x == frozen, "a model must not mutate its input"
     assert scores1 == scores2, "same seed, same stream: identical scores"
+    assert pickle.dumps(m1) == pickle.dumps(m2), "same seed, same stream: the same checkpoint bytes"
     assert all(0.0 <= s <= 1.0 for s in scores1)
     clone = pickle.loads(pickle.dumps(m1))
     probe = {"a": 0.9, "b": 0.1, "late": 0.3}

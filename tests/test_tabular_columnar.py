@@ -103,12 +103,10 @@ def _interned(obj, seen: set[int]) -> None:
 
 
 def _canonical(out: Output) -> Output:
-    """``out`` with its checkpoints' model bytes made comparable: River's ``Gaussian`` (naive-bayes)
-    holds a ``random.Random()`` seeded from the OS, so two runs of the same path pickle different
-    bytes; here every such generator is reseeded before the model is pickled again. Equal strings are
-    made one object first: after a learner is unpickled (a resume), the item path keys new entries
-    by the payload's fresh name strings and the columnar path by its feature space's, so the pickles
-    share strings differently (the same model, other bytes)."""
+    """``out`` with its checkpoints' model bytes made comparable: equal strings are made one object.
+    After a learner is unpickled (a resume), the item path keys new entries by the payload's fresh
+    name strings and the columnar path by its feature space's, so the pickles share strings
+    differently (the same model, other bytes)."""
     table = out.tables.get("checkpoints")
     if table is None:
         return out
@@ -116,9 +114,6 @@ def _canonical(out: Output) -> Output:
     for raw in table.column("model_bytes").to_pylist():
         model = pickle.loads(raw)
         _interned(model, set())
-        for inner in getattr(model, "gaussians", {}).values():
-            for g in inner.values():
-                g._rng = random.Random(0)
         data.append(pickle.dumps(model, protocol=5))
     table = table.set_column(table.schema.get_field_index("model_bytes"), "model_bytes",
                              pa.array(data, table.schema.field("model_bytes").type))
