@@ -219,9 +219,11 @@ class TableWriter:
     position was already committed is skipped; rows whose ``seq`` is at or
     below the committed position are dropped, the rest are written.
 
-    Every ``compact_every`` commits (if set) the writer compacts the table's small
-    files and writes a Delta checkpoint, so commit time stays flat on long runs.
-    A compaction that loses a race with another writer's is skipped, not an error.
+    Every ``compact_every`` appends to the table (if set; counted over all its writers,
+    from the table's versions) one writer compacts the table's small files and writes
+    a Delta checkpoint, so commit time stays flat on long runs: a commit's CPU grows
+    with the table's files. A compaction that loses a race with another writer's is
+    skipped, not an error.
 
     The writer owns its ``writer_id``: if the committed position of that id moves
     other than by this writer's own commits (another process appending with the
@@ -337,7 +339,11 @@ class TableWriter:
         self._done = int(position)
         self.commits += 1
         self.rows_written += table.num_rows
-        if self.compact_every and self.commits % self.compact_every == 0:
+        if self.compact_every and self._dt.version() % (self.compact_every + 1) == self.compact_every - 1:
+            # Counted in the table's versions, not this writer's commits: the shards of a table (one writer
+            # each) would otherwise each wait for compact_every commits of their own, and the table would
+            # pile up shards x compact_every files; every append's commit costs CPU in proportion to them.
+            # Versions run in periods of compact_every appends and one compaction, so one writer compacts.
             self._compact()
         self.commit_seconds += time.perf_counter() - started
         return table.num_rows

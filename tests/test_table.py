@@ -143,6 +143,18 @@ def test_writer_compacts_every_n_commits_and_keeps_its_position(tmp_path):
         TableWriter(tmp_path, "labels", writer_id="w", compact_every=0)
 
 
+def test_the_shards_of_a_table_share_its_compactions(tmp_path):
+    """Four shard writers of one table: its small files stay about compact_every, not four times as many."""
+    writers = [TableWriter(tmp_path, "labels", writer_id=f"run/labels/shard-{n}", compact_every=5) for n in range(4)]
+    most = 0
+    for i in range(40):
+        writers[i % 4].append(_labels([f"e{i}"]), position=i // 4 + 1)
+        most = max(most, len(open_table(tmp_path, "labels").file_uris()))
+    assert most <= 6
+    assert 5 <= sum(w.compactions for w in writers) <= 8
+    assert read_table(tmp_path, "labels").height == 40
+
+
 def _predictions(seq, n=50):
     import numpy as np
 
