@@ -187,6 +187,8 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
         # The resume offset may only pass rows that are in the lake or in this snapshot: the ones a
         # commit has not yet written travel with it, compressed and sealed (packed in parts as they came:
         # only the newest are pickled here), and polling goes on without waiting.
+        if self._trace is not None:
+            self._trace.mark("snapshot", self._partition, self._next, self._next)
         if self._recorder is not None:
             held = self._recorder.held()
             if held:

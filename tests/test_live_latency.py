@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -25,6 +26,11 @@ def test_a_paced_live_run_serves_predictions_in_milliseconds_before_the_lake_com
     # served before the lake has the events they are for: recording is off the prediction path
     assert stages["sent"]["p50"] < stages["recorded"]["p50"]
     assert stages["recorded"]["n"] == stages["consumed"]["n"], "every consumed event was recorded"
+    # where the tail comes from: every measured event in one slice of the timeline, and the snapshots' times
+    assert sum(s["n"] for s in res["timeline"]) == res["predicted"]
+    assert all(s["p50"] <= s["max"] for s in res["timeline"])
+    assert res["snapshots_at_s"], "the sources marked their snapshots (every 2 s)"
+    assert 0 < res["machine_busy_cores"] <= (os.cpu_count() or 1) + 0.01
 
 
 def _output(shard: int, seqs: range) -> Output:

@@ -74,6 +74,14 @@ def _thread_cpu(procs: list[subprocess.Popen]) -> dict[str, float]:
     return out
 
 
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (Linux ``/proc/stat``)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
 def _cpu_seconds(procs: list[subprocess.Popen]) -> float:
     """User + system CPU seconds of the flow processes so far (all their threads)."""
     return sum(_thread_cpu(procs).values())
@@ -230,8 +238,9 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
         time.sleep(2.0)
         threads0 = _thread_cpu(procs)
         cpu0 = sum(threads0.values())
+        busy0, own0 = _machine_busy(), time.process_time()
         idle_cpu = (cpu0 - idle0) / 2.0
-        started = time.monotonic()
+        started, wall_started = time.monotonic(), time.time()
         for i, (key, value, event_id) in enumerate(msgs[WARMUP:]):
             t0 = time.time()
             if event_id is not None:
@@ -254,6 +263,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
         while len(sent_at.keys() - collector.arrived.keys()) and time.monotonic() < deadline:
             time.sleep(0.1)
         threads1 = _thread_cpu(procs)
+        busy1, own1 = _machine_busy(), time.process_time()
         flow_cpu = sum(threads1.values()) - cpu0
         measured_s = time.monotonic() - started
         by_thread = {k: round((v - threads0.get(k, 0.0)) / measured_s, 3) for k, v in threads1.items()}
@@ -282,12 +292,17 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "flow_cpu_share": round(flow_cpu / measured_s, 2),  # cores the flow kept busy while measured
         "idle_cpu_share": round(idle_cpu, 2),  # and before, with no messages coming
+        # the whole machine's busy cores meanwhile (the flow, this process's producer, consumer and broker, others)
+        "machine_busy_cores": round((busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * (os.cpu_count() or 1), 2),
+        "bench_cpu_share": round((own1 - own0) / measured_s, 2),  # this process: producer, broker, collector
         "cpu_share_by_thread": dict(sorted(by_thread.items(), key=lambda kv: -kv[1])[:8]),
         "end_to_end_ms": {k: round(v, 1) for k, v in _percentiles(latencies).items()},
+        "timeline": _timeline(sent_at, collector.arrived, wall_started),
     }
     if stages and trace is not None:
         files = sorted(root.glob("trace.jsonl*"))
         by_stage = _stage_latencies(files, produced)
+        result["snapshots_at_s"] = _snapshot_marks(files, wall_started)
         result["stages_ms"] = {s: {k: round(v, 1) for k, v in _percentiles(by_stage.get(s, [])).items()}
                                for s in STAGES}
     if not keep:
@@ -296,6 +311,44 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
         result["folder"] = str(root)
     owner.flush(5)
     return result
+
+
+SLICE_S = 0.5
+
+
+def _timeline(sent_at: dict[str, float], arrived: dict[str, float], started: float) -> list[dict[str, float]]:
+    """The end-to-end latency by when events were sent, in slices of :data:`SLICE_S` seconds from the first
+    measured send: ``at`` (the slice's start, s), ``n``, ``p50`` and ``max`` (ms): where the tail comes from."""
+    slices: dict[int, list[float]] = defaultdict(list)
+    for event_id, t0 in sent_at.items():
+        if event_id in arrived:
+            slices[int((t0 - started) / SLICE_S)].append((arrived[event_id] - t0) * 1e3)
+    out = []
+    for i in sorted(slices):
+        p = _percentiles(slices[i])
+        out.append({"at": round(i * SLICE_S, 1), "n": p["n"], "p50": round(p["p50"], 1), "max": round(p["max"], 1)})
+    return out
+
+
+def _snapshot_marks(trace_files: list[Path], started: float) -> list[float]:
+    """When the flow's sources took their snapshots (s from the first measured send; one per snapshot)."""
+    at = sorted(json.loads(line)["t"] - started for path in trace_files for line in path.read_text().splitlines()
+                if '"snapshot"' in line)
+    out: list[float] = []
+    for t in at:
+        if not out or t - out[-1] > 0.5:
+            out.append(round(t, 2))
+    return out
+
+
+def _slow(res: dict[str, Any], over_ms: float = 100.0) -> str:
+    """The slices whose slowest event took over ``over_ms``, one line."""
+    slow = [s for s in res.get("timeline", []) if s["max"] > over_ms]
+    if not slow:
+        return f"  no slice of {SLICE_S:g} s had an event over {over_ms:g} ms"
+    parts = [f"{s['at']:g}s:{s['max']:.0f}" for s in slow]
+    return (f"  slices with an event over {over_ms:g} ms ({len(slow)} of {len(res['timeline'])}, at s: max ms): "
+            + " ".join(parts))
 
 
 def _row(name: str, p: dict[str, float]) -> str:
@@ -329,10 +382,14 @@ def main(argv: list[str] | None = None) -> int:
           f"model {res['model']}, workers {res['workers']} x processes {res['processes']}, "
           f"per_key {res['per_key']}, snapshots every {res['snapshot_s']} s; load average {res['load_average']}")
     print(f"predicted {res['predicted']:,} of {res['events']:,} events, {res['predictions_per_s'] or 0:,.0f} "
-          f"predictions/s; the flow used {res['flow_cpu_share']} cores ({res['idle_cpu_share']} when idle)")
+          f"predictions/s; the flow used {res['flow_cpu_share']} cores ({res['idle_cpu_share']} when idle), "
+          f"this bench {res['bench_cpu_share']}, the machine {res['machine_busy_cores']} of {os.cpu_count()}")
     print(_row("end to end", res["end_to_end_ms"]))
     for stage, p in res.get("stages_ms", {}).items():
         print(_row(stage, p))
+    print(_slow(res))
+    if res.get("snapshots_at_s"):
+        print(f"  snapshots at s: {' '.join(f'{t:g}' for t in res['snapshots_at_s'])}")
     print(json.dumps(res))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
