@@ -24,7 +24,7 @@ import polars as pl
 
 from dataflows.items import EVENT, LABEL, Batch
 
-MIN_COLUMNS_ITEMS = 16
+MIN_COLUMNS_ITEMS = 64
 """Batches of fewer items stay items: below this the columnar step's fixed cost per batch (building
 frames, the compiled step's set-up) is more than the item path spends (BENCHMARKS.md, issue 19)."""
 
@@ -43,13 +43,14 @@ def _dtype(values: list[Any]) -> Any:
     return _DTYPES.get(kinds.pop())
 
 
-def live_batch(batch: Batch, *, min_items: int = MIN_COLUMNS_ITEMS) -> Batch:
+def live_batch(batch: Batch, *, min_items: int | None = None) -> Batch:
     """``batch`` as a batch of :class:`LiveColumns` where its items fit columns exactly and it holds at least
-    ``min_items`` of them; otherwise ``batch`` itself. ``batch`` must be validated already (its
-    ``suspects`` empty): what validation took out is in ``batch.dead``, and the columns vouch for the rest."""
+    ``min_items`` of them (default :data:`MIN_COLUMNS_ITEMS`); otherwise ``batch`` itself. ``batch`` must be
+    validated already (its ``suspects`` empty): what validation took out is in ``batch.dead``, and the columns
+    vouch for the rest."""
     items = batch.items
     n = len(items)
-    if n < min_items or items[-1][0] - items[0][0] != n - 1:
+    if n < (MIN_COLUMNS_ITEMS if min_items is None else min_items) or items[-1][0] - items[0][0] != n - 1:
         return batch  # (a dead letter between two items: the columnar steps number items start + i)
     cols = LiveColumns.of(items)
     if cols is None:
