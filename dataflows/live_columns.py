@@ -24,7 +24,7 @@ import polars as pl
 
 from dataflows.items import EVENT, LABEL, Batch
 
-MIN_COLUMNS_ITEMS = 64
+MIN_COLUMNS_ITEMS = 48
 """Batches of fewer items stay items: below this the columnar step's fixed cost per batch (building
 frames, the compiled step's set-up) is more than the item path spends (BENCHMARKS.md, issue 19)."""
 
