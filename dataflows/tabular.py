@@ -136,8 +136,11 @@ class FeatureSpace:
 
     def arrow_names(self) -> pa.Array:
         """Every id's name as an Arrow string array (``take`` turns ids into names)."""
-        if self._arrow is None or len(self._arrow) != len(self.names):
+        arrow, n = self._arrow, len(self.names)
+        if arrow is None or len(arrow) > n:
             self._arrow = pa.array(self.names, pa.string())
+        elif len(arrow) < n:  # (names only grow: the new ones appended, not every name converted again)
+            self._arrow = pa.concat_arrays([arrow, pa.array(self.names[len(arrow):], pa.string())])
         return self._arrow
 
     def __getstate__(self) -> dict[str, Any]:
