@@ -33,6 +33,7 @@ from dataflows.decode import RESERVED_EVENT_FIELDS, decode_event, decode_label, 
 from dataflows.items import EVENT, Batch, Output, raw_json
 from dataflows.kafka_record import PartitionRecorder, lake_offset  # noqa: F401  (lake_offset: re-exported)
 from dataflows.kafka_types import PayloadTypes
+from dataflows.live_columns import live_batch
 from dataflows.replay import shard_of
 from dataflows.trace import StageTrace
 from dataflows.validate import validate_batch
@@ -141,6 +142,7 @@ class _KafkaPartition(StatefulSourcePartition[Batch, _State]):
             batch.suspects = set()
             self._check_placement(batch.items)
             self._recorder.add(batch.items)
+            batch = live_batch(batch)  # (as columns where they say what the items say: dataflows.live_columns)
         if self._recorder is not None:
             self._recorder.maybe_flush()
         if batch is None:

@@ -149,7 +149,8 @@ class TabularColumns:
         # are keyed by (a checkpoint pickles shared strings once: the same bytes on both paths).
         schema = ev.schema
         step.layout({c: schema[c] for c in cols.payload_columns})
-        events = pl.DataFrame([ev.get_column(c) for c in (*_FIXED, *cols.payload_columns)])  # (by name, no patterns)
+        order = [*_FIXED, *cols.payload_columns]  # (by name, no patterns; a live batch's frame is in this order)
+        events = ev if ev.columns == order else pl.DataFrame([ev.get_column(c) for c in order])
         result = step.process(kinds=cols.kinds, events=events, labels=lb,
                               checkpoint_after=range(first_cut, n_lb + 1, every), on_checkpoint=on_checkpoint,
                               fresh_prior=[learner.prior() if s.fresh else None for s in slots],

@@ -93,6 +93,11 @@ def warm_up() -> None:
     step.arena.compact(step.pending)
 
 
+_FEW_ROWS = 256
+"""String columns of batches up to this many rows are encoded value by value (in the order of the values: new
+categories get ids in the order Arrow's dictionary encoding would give them), larger ones through Arrow."""
+
+
 class FeatureSpace:
     """Feature name <-> id, for every name a run has seen; ids are never reused.
 
@@ -131,8 +136,11 @@ class FeatureSpace:
 
     def arrow_names(self) -> pa.Array:
         """Every id's name as an Arrow string array (``take`` turns ids into names)."""
-        if self._arrow is None or len(self._arrow) != len(self.names):
+        arrow, n = self._arrow, len(self.names)
+        if arrow is None or len(arrow) > n:
             self._arrow = pa.array(self.names, pa.string())
+        elif len(arrow) < n:  # (names only grow: the new ones appended, not every name converted again)
+            self._arrow = pa.concat_arrays([arrow, pa.array(self.names[len(arrow):], pa.string())])
         return self._arrow
 
     def __getstate__(self) -> dict[str, Any]:
@@ -209,8 +217,8 @@ class TabularLayout:
         num, cat = self.numeric, self.categorical
         dense = np.empty((n_ev, len(num)), np.float64)
         for j, col in enumerate(num):
-            values = events.get_column(col).cast(pl.Float64).to_numpy()
-            dense[:, j] = values  # (nulls come as NaN)
+            series = events.get_column(col)
+            dense[:, j] = (series if series.dtype == pl.Float64 else series.cast(pl.Float64)).to_numpy()  # (nulls: NaN)
         if np.isinf(dense).any():
             return None
         dense_f = np.array([space.id(c) for c in num], np.int64)
@@ -220,6 +228,14 @@ class TabularLayout:
         cut = self.max_category_length
         for j, col in enumerate(cat):
             series = events.get_column(col)
+            if series.dtype == pl.String and n_ev <= _FEW_ROWS:  # (a live batch: a dict look-up per value costs less)
+                values = series.to_list()
+                valid = np.fromiter((v is not None for v in values), np.bool_, n_ev)
+                tok_off[j, 1:] = np.cumsum(valid) + offset
+                tok_off[j, 0] = offset
+                parts.append(np.fromiter((space.id(f"{col}={v[:cut]}") for v in values if v is not None), np.int64))
+                offset += int(valid.sum())
+                continue
             if series.dtype == pl.Categorical or isinstance(series.dtype, pl.Enum):
                 series = series.cast(pl.String)
             enc = series.to_arrow()
@@ -440,8 +456,8 @@ class TabularStep:
         """
         from dataflows import _kernels
 
-        payload = [c for c in events.columns if c not in ("event_id", "event_time", "key")]
-        layout = self.layout({c: events.schema[c] for c in payload})
+        schema = events.schema  # (a polars frame builds its schema anew at each read)
+        layout = self.layout({c: t for c, t in schema.items() if c not in ("event_id", "event_time", "key")})
         if layout is None:
             return None
         kinds = np.array(kinds, np.int8)
