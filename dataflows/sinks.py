@@ -25,7 +25,8 @@ is fenced: the first of the two whose commit finds the position moved under it
 logs :class:`~lake.errors.WriterFencedError` and stops, the other goes on.
 A step's ``predictions`` and ``learn_log`` (and window statistics) come as rows not yet Arrow
 (:class:`dataflows.rows.StepRows`, :class:`lake.arrow.PendingRows`): the buffer builds them,
-every :data:`BUILD_PARTS` steps, into one table, equal to the steps' tables concatenated.
+every :data:`BUILD_PARTS` steps, into one table, equal to the steps' tables concatenated; in live runs
+only the thread that commits them builds them, so no step waits for a build.
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ steps, and no commit or snapshot waits for a large one."""
 
 
 class _Buffer:
-    __slots__ = ("parts", "rows", "since", "max_seq", "lazy", "lazy_rows", "head_start")
+    __slots__ = ("parts", "rows", "since", "max_seq", "lazy", "lazy_rows", "head_start", "build")
 
-    def __init__(self, head_start: float = 0.0) -> None:
+    def __init__(self, head_start: float = 0.0, *, build: bool = True) -> None:
         self.parts: list[pa.Table | rows.Lazy] = []
         self.rows = 0
         self.since = 0.0
@@ -78,6 +79,9 @@ class _Buffer:
         self.max_seq = -1
         self.lazy = 0  # the last parts not yet Arrow, and their rows
         self.lazy_rows = 0
+        # Whether rows not yet Arrow are built here (by the step's thread) every BUILD_PARTS steps; else (live)
+        # only by the thread that commits them, so the prediction path never stops for a build.
+        self.build = build
 
     def add(self, data: pa.Table | rows.Lazy) -> None:
         self.parts.append(data)
@@ -87,15 +91,21 @@ class _Buffer:
             return
         self.lazy += 1
         self.lazy_rows += data.num_rows
-        if self.lazy >= BUILD_PARTS or self.lazy_rows >= BUILD_ROWS:
+        if self.build and self.lazy >= BUILD_PARTS or self.lazy_rows >= BUILD_ROWS:
             self.parts[-self.lazy:] = [rows.concat(self.parts[-self.lazy:])]
             self.lazy = self.lazy_rows = 0
 
-    def take(self) -> pa.Table:
-        """Every buffered row as one table; the buffer is left empty."""
-        data = rows.concat(self.parts)
+    def take(self) -> pa.Table | list[pa.Table | rows.Lazy]:
+        """Every buffered row as one table, or (a buffer that does not build) as the parts handed over (for
+        :func:`_table`, on the thread that commits them); the buffer is left empty."""
+        data = rows.concat(self.parts) if self.build else self.parts
         self.parts, self.rows, self.lazy, self.lazy_rows = [], 0, 0, 0
         return data
+
+
+def _table(data: pa.Table | list[pa.Table | rows.Lazy]) -> pa.Table:
+    """A buffer's rows as one table (:meth:`_Buffer.take`)."""
+    return rows.concat(data) if isinstance(data, list) else data
 
 
 def _result(future: Future[int]) -> int:
@@ -205,7 +215,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                                              initializer=lower_writer_priority) if snapshot_rows else None
         self._packed: dict[Future[int], Future[bytes]] = {}
         # Each commit with its rows, kept until it is known to be in the lake (a snapshot holds them).
-        self._in_flight: deque[tuple[Future[int], str, int, pa.Table, int]] = deque()
+        self._in_flight: deque[tuple[Future[int], str, int, pa.Table | list[pa.Table | rows.Lazy], int]] = deque()
         self._urgent: dict[tuple[str, int], Future[int]] = {}  # the running commit of each urgent buffer
         self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
         self._staggered = 0  # (live) buffers whose commits were spread over flush_seconds so far
@@ -271,13 +281,15 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         self._phase.started(now, started)
 
     def _new_buffer(self, table: str) -> _Buffer:
-        if not self.snapshot_rows or table in self.urgent_tables:
+        if not self.snapshot_rows:
             return _Buffer()
+        if table in self.urgent_tables:
+            return _Buffer(build=False)
         # (live) Each buffer commits every flush_seconds from its first rows; the buffers' first commits are
         # spread over that period, so the shards' and tables' commits (bursts of Parquet encoding on the
         # cores the prediction path runs on) come one by one instead of all at once.
         self._staggered += 1
-        return _Buffer(head_start=stagger(self._staggered - 1, self.flush_seconds))
+        return _Buffer(head_start=stagger(self._staggered - 1, self.flush_seconds), build=False)
 
     def _writer(self, key: tuple[str, int]) -> TableWriter:
         writer = self._writers.get(key)
@@ -304,7 +316,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             self._reap_one()
         data = buf.take()
         if urgent:
-            future = self._urgent_pool.submit(writer.append, data, position=buf.max_seq)
+            future = self._urgent_pool.submit(self._append_urgent, writer, data, buf.max_seq)
         else:
             future = self._pool.submit(self._append, key, writer, data, buf.max_seq)
         if urgent:
@@ -314,12 +326,17 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             self._packed[future] = self._pack_pool.submit(sealed.pack, [(table, shard, data, buf.max_seq)])
         return True
 
-    def _append(self, key: tuple[str, int], writer: TableWriter, data: pa.Table, position: int) -> int:
+    @staticmethod
+    def _append_urgent(writer: TableWriter, data: pa.Table | list[pa.Table | rows.Lazy], position: int) -> int:
+        return writer.append(_table(data), position=position)
+
+    def _append(self, key: tuple[str, int], writer: TableWriter, data: pa.Table | list[pa.Table | rows.Lazy],
+                position: int) -> int:
         """(on the commit thread) Commit, and note how long it took: the phased commit before a snapshot
         starts early enough for every buffer's commit, one after the other, to be done by then."""
         start = time.monotonic()
         try:
-            return writer.append(data, position=position)
+            return writer.append(_table(data), position=position)
         finally:
             self._took[key] = time.monotonic() - start
             self._phase.expected = sum(self._took.values())

@@ -62,6 +62,29 @@ def test_the_lake_holds_the_rows_each_step_built_on_its_own(tmp_path):
     assert len(versions) > 4  # checkpoints happened inside the stream
 
 
+def test_a_live_sink_leaves_every_build_to_the_thread_that_commits_and_the_lake_holds_the_same_rows(tmp_path):
+    # Live, the step's thread (the prediction path) builds no Arrow: 120 steps of one event stay as handed
+    # over (a replay's sink builds them every BUILD_PARTS steps); the commit builds them, equal to each step's.
+    config = RunConfig(run_id="r", models=("linear", "tree"), checkpoint_every=7)
+    outputs = _steps(ShardLearner(config, shard=0), _stream(120), 1)
+    lake = str(tmp_path / "lake")
+    sink = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True)
+    sink.write_batch(outputs)
+    parts = sink._buffers[("predictions", 0)].parts
+    assert len(parts) == 120 and not any(isinstance(p, pa.Table) for p in parts)
+    sink.flush_all()  # as the phased commit before a snapshot, or the close
+    sink.close()
+    for table in ("predictions", "learn_log"):
+        got = read_table(lake, table).sort("shard", "seq", "model")
+        own = pl.from_arrow(pa.concat_tables([o.tables[table].arrow() for o in outputs if table in o.tables]))
+        assert got.height == own.height > 0
+        assert got.equals(own.sort("shard", "seq", "model").select(got.columns)), table
+    replay = DeltaSinkPartition(str(tmp_path / "replay"), run_id="r", flush_rows=10**6, flush_seconds=3600)
+    replay.write_batch(outputs)
+    assert any(isinstance(p, pa.Table) for p in replay._buffers[("predictions", 0)].parts)
+    replay.close()
+
+
 def test_the_predictions_topic_gets_the_same_messages_from_rows_not_yet_arrow():
     learner = ShardLearner(RunConfig(run_id="r", models=("linear", "tree")), shard=0)
     out = _steps(learner, _stream(12), 100)[0]
