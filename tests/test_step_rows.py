@@ -182,3 +182,11 @@ def test_a_live_snapshot_of_an_older_form_still_resumes_and_commits_its_rows(tmp
                        resume=old).close()
     own = pa.concat_tables([o.tables["predictions"].arrow() for o in outputs if "predictions" in o.tables])
     assert read_table(lake, "predictions").height == own.num_rows > 0
+
+
+def test_the_live_sink_bench_measures_the_step_threads_cpu_and_a_snapshot():
+    from dataflows.bench.live_sink import run
+
+    res = run(events=300, shards=2, repeat=1)
+    assert res["steps"] == 2 * 24 and res["prediction_rows"] == 600
+    assert res["write_batch_ms"] > 0 and res["snapshot_ms"] > 0 and res["snapshot_bytes"] > 10_000
