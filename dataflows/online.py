@@ -28,7 +28,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
 from dataflows.control import PromotionControl
 from dataflows.defaults import AUTO, History, announce, choose, format_us
@@ -125,9 +125,8 @@ def make_flow(source: Source[Batch], sink: Sink[tuple[str, Output]], config: Run
                                                             control_interval_s=control_interval_s))
         out = op.key_on("shard", outputs, lambda o: str(o.shard))
         op.output("lake", out, sink)
-        if extra_sinks:
-            for i, extra in enumerate(extra_sinks):
-                op.output(f"extra-{i}", outputs, extra)
+        for i, extra in enumerate(extra_sinks):  # partitioned ones by shard, like the lake's
+            op.output(f"extra-{i}", out if isinstance(extra, FixedPartitionedSink) else outputs, extra)
         return flow
     batches = op.input("source", flow, source)
     keyed = op.key_on("shard", batches, lambda b: str(b.shard))
@@ -139,10 +138,9 @@ def make_flow(source: Source[Batch], sink: Sink[tuple[str, Output]], config: Run
 
     out = op.stateful_batch("learn", valid, builder)
     op.output("lake", out, sink)
-    if extra_sinks:
-        plain = op.key_rm("outputs", out)
-        for i, extra in enumerate(extra_sinks):
-            op.output(f"extra-{i}", plain, extra)
+    plain = op.key_rm("outputs", out) if any(not isinstance(e, FixedPartitionedSink) for e in extra_sinks) else None
+    for i, extra in enumerate(extra_sinks):  # partitioned ones by shard, like the lake's
+        op.output(f"extra-{i}", out if isinstance(extra, FixedPartitionedSink) else plain, extra)
     return flow
 
 
@@ -429,7 +427,9 @@ def build_live_flow(lake: str | None = None, model: str | Sequence[str] | None =
                      flush_seconds=sinks.flush_seconds, urgent_tables=URGENT_TABLES,
                      part_names=source.list_parts() if sinks.colocate else None, snapshot_rows=True,
                      task=config.task)
-    extra = ([KafkaPredictionsSink(src.brokers, src.predictions_topic, config=src.kafka_config, trace=src.trace)]
+    # one partition per shard, on the worker of the shard's lake sink partition (a snapshot waits for their acks)
+    extra = ([KafkaPredictionsSink(src.brokers, src.predictions_topic, config=src.kafka_config, trace=src.trace,
+                                   partitions=shards, part_names=[f"predictions-{name}" for name in sink.list_parts()])]
              if src.predictions_topic else [])
     return make_flow(source, sink, config, flow_id="riverlake-live", control_lake=os.fspath(lake),
                      extra_sinks=extra, colocate=sinks.colocate, control_interval_s=sinks.control_interval_s,

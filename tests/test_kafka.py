@@ -83,23 +83,39 @@ def _served_outputs(n: int) -> list:
         validate_batch(Batch(0, items)))]
 
 
-def test_predictions_are_acknowledged_before_a_batch_counts_as_written(mock_kafka):
+def test_predictions_are_acknowledged_before_the_epochs_snapshot_not_after_every_batch(mock_kafka):
     from dataflows.kafka import KafkaPredictionsSink
 
     # a long linger: without waiting for the brokers the messages would sit in the producer for 60 s
-    part = KafkaPredictionsSink(mock_kafka, "served", config={"linger.ms": 60_000}).build("s", 0, 1)
+    sink = KafkaPredictionsSink(mock_kafka, "served", config={"linger.ms": 60_000})
+    part = sink.build_part("s", sink.list_parts()[0], None)
     part.write_batch(_served_outputs(40))
+    assert len(sink.producer()) == 40, "a batch does not wait for the brokers (the prediction path goes on)"
+    assert part.snapshot() is None  # Bytewax snapshots the partition before it commits the epoch
+    assert len(sink.producer()) == 0
     served = _read_all(mock_kafka, "served")  # the sink is still open: nothing flushed at close
     assert sorted(m["event_id"] for m in served) == sorted(f"e{i}" for i in range(40))
     assert {m["model"] for m in served} == {"linear"}
     part.close()
 
 
+def test_the_partitions_of_a_process_share_one_producer_and_take_their_shard(mock_kafka):
+    from dataflows.kafka import KafkaPredictionsSink
+
+    sink = KafkaPredictionsSink(mock_kafka, "served", partitions=4, part_names=[f"p{i}" for i in range(4)])
+    a, b = (sink.build_part("s", name, None) for name in ("p0", "p1"))
+    assert a._producer is b._producer
+    assert [sink.part_fn(str(shard)) for shard in range(6)] == [0, 1, 2, 3, 0, 1]
+    with pytest.raises(ValueError, match="part_names must name 4 partitions"):
+        KafkaPredictionsSink(mock_kafka, "served", partitions=4, part_names=["p0"])
+
+
 def test_an_undelivered_prediction_stops_the_dataflow_before_its_snapshot():
     from dataflows.kafka import DeliveryError, KafkaPredictionsSink
 
     # nothing listens on port 1: every message times out after 1 s
-    part = KafkaPredictionsSink("127.0.0.1:1", "served", config={"message.timeout.ms": 1_000},
-                                timeout_s=10).build("s", 0, 1)
+    sink = KafkaPredictionsSink("127.0.0.1:1", "served", config={"message.timeout.ms": 1_000}, timeout_s=10)
+    part = sink.build_part("s", sink.list_parts()[0], None)
+    part.write_batch(_served_outputs(5))  # sent, not yet acknowledged: the batch goes on
     with pytest.raises(DeliveryError, match=r"predictions topic 'served': 5 failed \(.*timed out.*\)"):
-        part.write_batch(_served_outputs(5))
+        part.snapshot()

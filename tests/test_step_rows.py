@@ -62,6 +62,49 @@ def test_the_lake_holds_the_rows_each_step_built_on_its_own(tmp_path):
     assert len(versions) > 4  # checkpoints happened inside the stream
 
 
+@pytest.mark.parametrize("built", [True, False], ids=["chunk-built", "chunk-still-building"])
+def test_a_live_sink_builds_nothing_on_the_steps_thread_and_snapshots_and_commits_the_same_rows(tmp_path, built):
+    # Live, the step's thread (the prediction path) builds no Arrow: every BUILD_PARTS steps of a buffer go to
+    # the pack thread as a chunk, built and packed there (a replay's sink builds them itself). A snapshot reuses
+    # a built chunk's packed bytes, or pickles its steps while it is still building; a restart from it, and the
+    # sink's own commits, write exactly the rows each step built on its own.
+    import threading
+
+    from dataflows.sinks import BUILD_PARTS, _Chunk
+
+    config = RunConfig(run_id="r", models=("linear", "tree"), checkpoint_every=7)
+    outputs = _steps(ShardLearner(config, shard=0), _stream(120), 1)
+    lake = str(tmp_path / "lake")
+    sink = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True)
+    hold = threading.Event()
+    if not built:  # the pack thread busy: the chunk is not built when the snapshot comes
+        sink._pack_pool.submit(hold.wait, 30)
+    sink.write_batch(outputs)
+    parts = sink._buffers[("predictions", 0)].parts
+    assert not any(isinstance(p, pa.Table) for p in parts)
+    chunks = [p for p in parts if isinstance(p, _Chunk)]
+    assert len(chunks) == 1 and len(chunks[0].parts) == BUILD_PARTS and len(parts) == 120 - BUILD_PARTS + 1
+    if built:
+        chunks[0].future.result(timeout=30)
+    state = sink.snapshot()
+    assert chunks[0].future.done() is built
+    hold.set()
+    other = str(tmp_path / "restarted")
+    DeltaSinkPartition(other, run_id="r", flush_rows=10**6, flush_seconds=3600, snapshot_rows=True,
+                       resume=state).close()
+    sink.close()
+    for table in ("predictions", "learn_log"):
+        own = pl.from_arrow(pa.concat_tables([o.tables[table].arrow() for o in outputs if table in o.tables]))
+        for where in (lake, other):
+            got = read_table(where, table).sort("shard", "seq", "model")
+            assert got.height == own.height > 0
+            assert got.equals(own.sort("shard", "seq", "model").select(got.columns)), (table, where)
+    replay = DeltaSinkPartition(str(tmp_path / "replay"), run_id="r", flush_rows=10**6, flush_seconds=3600)
+    replay.write_batch(outputs)
+    assert any(isinstance(p, pa.Table) for p in replay._buffers[("predictions", 0)].parts)
+    replay.close()
+
+
 def test_the_predictions_topic_gets_the_same_messages_from_rows_not_yet_arrow():
     learner = ShardLearner(RunConfig(run_id="r", models=("linear", "tree")), shard=0)
     out = _steps(learner, _stream(12), 100)[0]
@@ -139,3 +182,11 @@ def test_a_live_snapshot_of_an_older_form_still_resumes_and_commits_its_rows(tmp
                        resume=old).close()
     own = pa.concat_tables([o.tables["predictions"].arrow() for o in outputs if "predictions" in o.tables])
     assert read_table(lake, "predictions").height == own.num_rows > 0
+
+
+def test_the_live_sink_bench_measures_the_step_threads_cpu_and_a_snapshot():
+    from dataflows.bench.live_sink import run
+
+    res = run(events=300, shards=2, repeat=1)
+    assert res["steps"] == 2 * 24 and res["prediction_rows"] == 600
+    assert res["write_batch_ms"] > 0 and res["snapshot_ms"] > 0 and res["snapshot_bytes"] > 10_000
