@@ -36,14 +36,15 @@ import os
 import pickle
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows import rows, sealed
+from dataflows.committer import Landed, committer
 from dataflows.items import Output
-from dataflows.priority import SnapshotPhase, lower_writer_priority, stagger
+from dataflows.priority import SnapshotPhase, lower_writer_priority, table_point
 from lake import integrity
 from lake.errors import WriterFencedError
 from lake.schemas import TABLES, task_schema
@@ -98,7 +99,7 @@ class _Buffer:
         return data
 
 
-def _result(future: Future[int]) -> int:
+def _result(future: Future[Landed]) -> Landed:
     try:
         return future.result()
     except WriterFencedError as ex:
@@ -161,11 +162,13 @@ def _resumed(resume: list[_Pending] | _SnapshotRows | None) -> list[tuple[str, i
 
 
 class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
-    """Buffers per (table, shard); commits run on one background thread.
+    """Buffers per (table, shard); commits run on the process's committer (:mod:`dataflows.committer`).
 
     Delta's Rust writer releases the GIL, so Parquet encoding and the commit
-    overlap with the dataflow's Python work. Commits of one writer stay in order
-    (a single thread) and at most ``max_in_flight`` are queued. A snapshot waits
+    overlap with the dataflow's Python work. The committer makes one commit of a table for
+    every partition's buffer of it that is due at the same time (a writer id per shard, each
+    app transaction in that commit). Commits of one writer stay in order and at most
+    ``max_in_flight`` of a partition are queued. A snapshot waits
     for every commit, or, with ``snapshot_rows``, takes the rows not yet committed
     (``resume`` gives them back, committed before anything else); close waits for
     every commit. With ``snapshot_rows`` nothing the step calls waits for the lake: a
@@ -195,23 +198,21 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         # commit, so commits take the CPU it leaves; in a replay a snapshot waits for them and they run at
         # the usual priority.
         low = snapshot_rows if background is None else background
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta",
-                                        initializer=lower_writer_priority if low else None)
-        self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta-urgent")
+        self._committer = committer(low=low)
+        self._urgent_committer = committer(urgent=True)
         # (live) The phased commit's rows pickled and compressed beside it, at a low priority, for the snapshot
         # that comes while it runs (they are most of what that snapshot holds): the snapshot reuses them. (Not
         # every commit's: that pickled ~4 MB/s of rows, ~15 ms of the GIL a second, for one snapshot in 10 s.)
         self._pack_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-pack",
                                              initializer=lower_writer_priority) if snapshot_rows else None
-        self._packed: dict[Future[int], Future[bytes]] = {}
+        self._packed: dict[Future[Landed], Future[bytes]] = {}
         # Each commit with its rows, kept until it is known to be in the lake (a snapshot holds them).
-        self._in_flight: deque[tuple[Future[int], str, int, pa.Table, int]] = deque()
-        self._urgent: dict[tuple[str, int], Future[int]] = {}  # the running commit of each urgent buffer
+        self._in_flight: deque[tuple[Future[Landed], str, int, pa.Table, int]] = deque()
+        self._urgent: dict[tuple[str, int], Future[Landed]] = {}  # the running commit of each urgent buffer
         self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
-        self._staggered = 0  # (live) buffers whose commits were spread over flush_seconds so far
         self._landed: dict[tuple[str, int], int] = {}  # the highest position known committed per buffer
         self._catch_up: list[tuple[str, int]] = []  # buffers of this period's phased commit still to start
-        self._took: dict[tuple[str, int], float] = {}  # how long each buffer's last commit took
+        self._took: dict[str, float] = {}  # how long each table's last commit took
         for table, shard, data, position in _resumed(resume):
             # The rows the snapshot held: committed now, before any row after them (rows of them a
             # commit had already written are dropped by the writer's position).
@@ -257,15 +258,16 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         keys = self._catch_up or [key for key, buf in self._buffers.items()
                                   if buf.parts and key[0] not in self.urgent_tables]
         started, self._catch_up = [], []
-        for i, key in enumerate(keys):
+        for key in keys:
             buf = self._buffers[key]
             if not buf.parts:
                 continue
             if self._flush(key, buf, wait=False, pack=True):
                 started.append(self._in_flight[-1][0])
-                # this buffer's next periodic commit comes up to half a period later than flush_seconds (a point
-                # of its own): the buffers' commits stay spread, and the next phased one is not the largest
-                buf.head_start = -stagger(i, self.flush_seconds / 2)
+                # this buffer's next periodic commit comes up to half a period later than flush_seconds (its
+                # table's point, the same in every partition: the tables' commits stay spread, each table's
+                # buffers in all partitions come due together, and the next phased one is not the largest)
+                buf.head_start = -table_point(key[0], self.flush_seconds / 2)
             else:
                 self._catch_up.append(key)
         self._phase.started(now, started)
@@ -273,11 +275,11 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
     def _new_buffer(self, table: str) -> _Buffer:
         if not self.snapshot_rows or table in self.urgent_tables:
             return _Buffer()
-        # (live) Each buffer commits every flush_seconds from its first rows; the buffers' first commits are
-        # spread over that period, so the shards' and tables' commits (bursts of Parquet encoding on the
-        # cores the prediction path runs on) come one by one instead of all at once.
-        self._staggered += 1
-        return _Buffer(head_start=stagger(self._staggered - 1, self.flush_seconds))
+        # (live) Each buffer commits every flush_seconds from its first rows; the tables' first commits are
+        # spread over that period, so their commits (bursts of Parquet encoding on the cores the prediction
+        # path runs on) come one by one instead of all at once. A table's point is the same in every
+        # partition: its shards' buffers come due together and the committer makes them one commit.
+        return _Buffer(head_start=table_point(table, self.flush_seconds))
 
     def _writer(self, key: tuple[str, int]) -> TableWriter:
         writer = self._writers.get(key)
@@ -304,25 +306,21 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             self._reap_one()
         data = buf.take()
         if urgent:
-            future = self._urgent_pool.submit(writer.append, data, position=buf.max_seq)
+            future = self._urgent[key] = self._urgent_committer.submit(writer, data, position=buf.max_seq)
         else:
-            future = self._pool.submit(self._append, key, writer, data, buf.max_seq)
-        if urgent:
-            self._urgent[key] = future
+            future = self._committer.submit(writer, data, position=buf.max_seq)
+            future.add_done_callback(lambda f, table=table: self._note_took(table, f))
         self._in_flight.append((future, table, shard, data, buf.max_seq))
         if pack and self._pack_pool is not None:
             self._packed[future] = self._pack_pool.submit(sealed.pack, [(table, shard, data, buf.max_seq)])
         return True
 
-    def _append(self, key: tuple[str, int], writer: TableWriter, data: pa.Table, position: int) -> int:
-        """(on the commit thread) Commit, and note how long it took: the phased commit before a snapshot
-        starts early enough for every buffer's commit, one after the other, to be done by then."""
-        start = time.monotonic()
-        try:
-            return writer.append(data, position=position)
-        finally:
-            self._took[key] = time.monotonic() - start
-            self._phase.expected = sum(self._took.values())
+    def _note_took(self, table: str, future: Future[Landed]) -> None:
+        """(on the committer's thread) Note how long a table's commit took: the phased commit before a snapshot
+        starts early enough for every table's commit, one after the other, to be done by then."""
+        if not future.cancelled() and future.exception() is None:
+            self._took[table] = future.result().seconds
+            self._phase.expected = sum(list(self._took.values()))
 
     def _reap(self, *, block: bool) -> None:
         while self._in_flight and (block or self._in_flight[0][0].done()):
@@ -382,8 +380,10 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
     def abort(self) -> None:
         """Stop after a failed commit, committing nothing more: queued commits are dropped (their rows are
         not known to be in the lake, so a restart writes them), a running one is waited for."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._urgent_pool.shutdown(wait=True, cancel_futures=True)
+        futures = [entry[0] for entry in self._in_flight]
+        for future in futures:
+            future.cancel()  # only one not started yet
+        wait(futures)
         self._stop_packing()
         self._buffers.clear()
         self._in_flight.clear()
@@ -397,8 +397,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         try:
             self.flush_all()
         finally:
-            self._pool.shutdown(wait=True)
-            self._urgent_pool.shutdown(wait=True)
+            wait([entry[0] for entry in self._in_flight])
             self._stop_packing()
         for (table, shard), w in self._writers.items():
             log.info("%s shard %d: %d rows in %d commits (%.2f s)", table, shard, w.rows_written,
