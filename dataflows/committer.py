@@ -22,6 +22,7 @@ drops its entry (a sink that aborts).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -162,3 +163,31 @@ def committer(*, urgent: bool = False, low: bool = False) -> Committer:
         if lane is None:
             lane = _LANES[name] = Committer(low=low and not urgent, name=name)
         return lane
+
+
+class Cohort:
+    """The writers of one process that hand the same tables to a committer (a sink's shard partitions, a topic's
+    recorders): when one of them starts a commit of a table on its own schedule (it *leads*), the others hand
+    theirs over at their next chance (they *follow*), so the committer makes the table's commit once for all
+    of them, whatever their own timers say. Followers do not lead: nobody commits twice for one lead.
+    The same for the commit of everything phased before a snapshot (:attr:`phased_at`)."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}  # per table: when a writer last led a commit of it
+        self.phased_at = -math.inf  # when a writer last led a phased commit
+
+    def lead(self, table: str, now: float) -> None:
+        self.at[table] = now
+
+    def follows(self, table: str, flushed_at: float) -> bool:
+        """Whether a writer that last handed ``table`` over at ``flushed_at`` should hand it over now."""
+        return self.at.get(table, -math.inf) > flushed_at
+
+
+_COHORTS: dict[tuple[str, ...], Cohort] = {}
+
+
+def cohort(*key: str) -> Cohort:
+    """The process's :class:`Cohort` of ``key`` (e.g. ``("sink", lake, run_id)``)."""
+    with _LANES_LOCK:
+        return _COHORTS.setdefault(key, Cohort())

@@ -31,7 +31,7 @@ import pyarrow as pa
 from deltalake.exceptions import CommitFailedError
 
 from dataflows import sealed
-from dataflows.committer import committer
+from dataflows.committer import cohort, committer
 from dataflows.items import EVENT
 from dataflows.kafka_types import PayloadTypes
 from dataflows.priority import SnapshotPhase, lower_writer_priority, table_point
@@ -102,6 +102,9 @@ class PartitionRecorder:
         self._head_start = table_point("events", flush_seconds)
         # A commit of everything shortly before each expected snapshot, so a snapshot holds only the rows since.
         self._phase = SnapshotPhase(start=time.monotonic())
+        # The topic's partitions in this process: a commit one starts on its own schedule the others join.
+        self._cohort = cohort("record", lake, topic)
+        self._flushed_at = self._phased_at = time.monotonic()
 
     def add(self, items: list[tuple]) -> None:
         if not items:
@@ -126,7 +129,11 @@ class PartitionRecorder:
         if not n:
             return
         now = time.monotonic()
-        if self._phase.due(now):
+        together = self._cohort
+        if self._phase.due(now) or together.phased_at > self._phased_at:
+            if self._phase.due(now):
+                together.phased_at = now  # this partition leads; the others' phased commits join it
+            self._phased_at = self._flushed_at = now
             self.flush()
             self._phase.started(now, [self._running])
             # the next periodic commit up to half a period later than flush_seconds (the same point in every
@@ -134,6 +141,11 @@ class PartitionRecorder:
             self._head_start = -table_point("events", self._flush_seconds / 2)
         elif n >= self._flush_rows or (now - self._since >= self._flush_seconds
                                        and not self._phase.holds_back(now, self._flush_seconds)):
+            together.lead("events", now)
+            self._flushed_at = now
+            self.flush()
+        elif together.follows("events", self._flushed_at):
+            self._flushed_at = now
             self.flush()
 
     def flush(self) -> None:

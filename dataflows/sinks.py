@@ -42,7 +42,7 @@ import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows import rows, sealed
-from dataflows.committer import Landed, committer
+from dataflows.committer import Landed, cohort, committer
 from dataflows.items import Output
 from dataflows.priority import SnapshotPhase, lower_writer_priority, table_point
 from lake import integrity
@@ -68,12 +68,13 @@ steps, and no commit or snapshot waits for a large one."""
 
 
 class _Buffer:
-    __slots__ = ("parts", "rows", "since", "max_seq", "lazy", "lazy_rows", "head_start")
+    __slots__ = ("parts", "rows", "since", "max_seq", "lazy", "lazy_rows", "head_start", "flushed")
 
-    def __init__(self, head_start: float = 0.0) -> None:
+    def __init__(self, head_start: float = 0.0, flushed: float = 0.0) -> None:
         self.parts: list[pa.Table | rows.Lazy] = []
         self.rows = 0
         self.since = 0.0
+        self.flushed = flushed  # when its rows were last handed to the committer (or it was made)
         # how much older than it is its first rows count (their first commit comes sooner; negative: later)
         self.head_start = head_start
         self.max_seq = -1
@@ -200,6 +201,10 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         low = snapshot_rows if background is None else background
         self._committer = committer(low=low)
         self._urgent_committer = committer(urgent=True)
+        # (live) The process's partitions of this run: a table's commit one of them starts on its own schedule
+        # the others join at their next batch, so the committer makes it one commit (dataflows.committer).
+        self._cohort = cohort("sink", os.fspath(lake), run_id) if snapshot_rows else None
+        self._phased_at = -math.inf  # when this partition last started a phased commit
         # (live) The phased commit's rows pickled and compressed beside it, at a low priority, for the snapshot
         # that comes while it runs (they are most of what that snapshot holds): the snapshot reuses them. (Not
         # every commit's: that pickled ~4 MB/s of rows, ~15 ms of the GIL a second, for one snapshot in 10 s.)
@@ -229,32 +234,47 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                     continue
                 buf = self._buffers.get((table, out.shard))
                 if buf is None:
-                    buf = self._buffers[(table, out.shard)] = self._new_buffer(table)
+                    buf = self._buffers[(table, out.shard)] = self._new_buffer(table, now)
                 if not buf.parts:
                     buf.since, buf.head_start = now - buf.head_start, 0.0
                 buf.add(data)
                 top = rows.max_seq(data)
                 if top > buf.max_seq:
                     buf.max_seq = top
+        together = self._cohort
         for key, buf in self._buffers.items():
             if not buf.parts:
                 continue
-            if key[0] in self.urgent_tables:
+            table = key[0]
+            if table in self.urgent_tables:
                 running = self._urgent.get(key)
-                if ((running is None or running.done())
-                        and now - self._urgent_at.get(key, -math.inf) >= self.urgent_interval_s):
-                    self._urgent_at[key] = now
-                    self._flush(key, buf)
+                if running is not None and not running.done():
+                    continue
+                if now - self._urgent_at.get(key, -math.inf) >= self.urgent_interval_s:
+                    if together is not None:
+                        together.lead(table, now)
+                elif together is None or not together.follows(table, buf.flushed):
+                    continue
+                self._urgent_at[key] = buf.flushed = now
+                self._flush(key, buf)
             elif buf.rows >= self.flush_rows or (now - buf.since >= self.flush_seconds and not (
                     self.snapshot_rows and self._phase.holds_back(now, self.flush_seconds))):
-                self._flush(key, buf, wait=not self.snapshot_rows)
-        if self.snapshot_rows and (self._catch_up or self._phase.due(now)):
+                if self._flush(key, buf, wait=not self.snapshot_rows):
+                    buf.flushed = now
+                    if together is not None:
+                        together.lead(table, now)
+            elif together is not None and together.follows(table, buf.flushed) and self._flush(key, buf, wait=False):
+                buf.flushed = now
+        if self.snapshot_rows and (self._catch_up or self._phase.due(now) or self._cohort.phased_at > self._phased_at):
             self._phased_commit(now)
         self._reap(block=False)
 
     def _phased_commit(self, now: float) -> None:
         """(live) Start committing every buffer (but the urgent ones) before the expected snapshot; a buffer
         that finds ``max_in_flight`` commits queued is started by a later batch."""
+        if not self._catch_up and self._phase.due(now):
+            self._cohort.phased_at = now  # this partition leads: the others' phased commits join this one
+        self._phased_at = now
         keys = self._catch_up or [key for key, buf in self._buffers.items()
                                   if buf.parts and key[0] not in self.urgent_tables]
         started, self._catch_up = [], []
@@ -263,6 +283,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             if not buf.parts:
                 continue
             if self._flush(key, buf, wait=False, pack=True):
+                buf.flushed = now
                 started.append(self._in_flight[-1][0])
                 # this buffer's next periodic commit comes up to half a period later than flush_seconds (its
                 # table's point, the same in every partition: the tables' commits stay spread, each table's
@@ -272,14 +293,14 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 self._catch_up.append(key)
         self._phase.started(now, started)
 
-    def _new_buffer(self, table: str) -> _Buffer:
+    def _new_buffer(self, table: str, now: float) -> _Buffer:
         if not self.snapshot_rows or table in self.urgent_tables:
-            return _Buffer()
+            return _Buffer(flushed=now)
         # (live) Each buffer commits every flush_seconds from its first rows; the tables' first commits are
         # spread over that period, so their commits (bursts of Parquet encoding on the cores the prediction
         # path runs on) come one by one instead of all at once. A table's point is the same in every
         # partition: its shards' buffers come due together and the committer makes them one commit.
-        return _Buffer(head_start=table_point(table, self.flush_seconds))
+        return _Buffer(head_start=table_point(table, self.flush_seconds), flushed=now)
 
     def _writer(self, key: tuple[str, int]) -> TableWriter:
         writer = self._writers.get(key)
