@@ -57,6 +57,7 @@ class _Entry:
     data: Any
     position: int
     at: float
+    gather: bool
     future: Future[Landed] = field(default_factory=Future)
 
 
@@ -76,10 +77,11 @@ class Committer:
         self._seen: dict[str, dict[str, float]] = {}  # per table uri: writer id -> when it last handed rows
         self._thread: threading.Thread | None = None
 
-    def submit(self, writer: TableWriter, data: Any, *, position: int) -> Future[Landed]:
+    def submit(self, writer: TableWriter, data: Any, *, position: int, gather: bool = True) -> Future[Landed]:
         """Queue ``data`` for ``writer``'s next commit at ``position``; the future gives :class:`Landed` or the
-        writer's error (:func:`lake.table.append_together`)."""
-        entry = _Entry(writer, data, int(position), time.monotonic())
+        writer's error (:func:`lake.table.append_together`). Without ``gather`` (a caller about to wait for it,
+        e.g. at close, while the other writers may only come after) the commit waits for no other writer."""
+        entry = _Entry(writer, data, int(position), time.monotonic(), gather)
         with self._cond:
             self._seen.setdefault(writer.uri, {})[writer.writer_id] = entry.at
             self._queue.append(entry)
@@ -107,7 +109,7 @@ class Committer:
                     return None
             first = self._queue[0]
             uri = first.writer.uri
-            deadline = first.at + self.gather_s
+            deadline = first.at + (self.gather_s if first.gather else 0.0)
             while True:
                 now = time.monotonic()
                 seen = self._seen.get(uri, {})

@@ -148,14 +148,15 @@ class PartitionRecorder:
             self._flushed_at = now
             self.flush()
 
-    def flush(self) -> None:
-        """Start committing every row handed over (after the running commit, if any)."""
+    def flush(self, *, gather: bool = True) -> None:
+        """Start committing every row handed over (after the running commit, if any); without ``gather`` (the
+        caller waits for it) the commit does not wait for the other partitions' rows (``Committer.submit``)."""
         ev, self._ev = self._ev, []
         lb, self._lb = self._lb, []
         if ev or lb:
             if self._running is not None:
                 self._reap()
-            self._running = self._pool.submit(self._commit, ev, lb)
+            self._running = self._pool.submit(self._commit, ev, lb, gather)
             self._running_parts, self._parts = self._parts, []
             self._running_loose, self._loose = self._loose, []
 
@@ -177,7 +178,7 @@ class PartitionRecorder:
 
     def wait(self) -> None:
         """Commit every row handed over; returns when they are in the lake."""
-        self.flush()
+        self.flush(gather=False)
         if self._running is not None:
             self._reap()
 
@@ -193,30 +194,30 @@ class PartitionRecorder:
         if running is not None:
             running.result()  # re-raises a failed commit here, in the dataflow
 
-    def _commit(self, ev: list[tuple], lb: list[tuple]) -> None:
+    def _commit(self, ev: list[tuple], lb: list[tuple], gather: bool) -> None:
         start = time.monotonic()
         try:
-            self._write(ev, lb)
+            self._write(ev, lb, gather)
         finally:
             self._phase.expected = time.monotonic() - start  # the phased commit starts at least this early
 
-    def _write(self, ev: list[tuple], lb: list[tuple]) -> None:
+    def _write(self, ev: list[tuple], lb: list[tuple], gather: bool) -> None:
         if ev:
-            self._append(self._events, ev, self._event_rows)
+            self._append(self._events, ev, self._event_rows, gather)
         if lb:
-            self._append(self._labels, lb, self._label_rows)
+            self._append(self._labels, lb, self._label_rows, gather)
         if self._trace is not None:
             done = ev + lb
             self._trace.mark("recorded", self._partition, min(it[0] for it in done), max(it[0] for it in done))
 
-    def _append(self, writer: TableWriter, items: list[tuple], rows) -> None:
+    def _append(self, writer: TableWriter, items: list[tuple], rows, gather: bool) -> None:
         current = [writer]
 
         def once() -> None:
             done = current[0].committed_position
             todo = items if done is None else [it for it in items if it[0] > done]
             if todo:  # one commit with the other partitions' rows of the table due now (their app transactions in it)
-                committer(low=True).submit(current[0], rows(todo), position=todo[-1][0]).result()
+                committer(low=True).submit(current[0], rows(todo), position=todo[-1][0], gather=gather).result()
 
         def reopen(ex: BaseException) -> None:
             # Another worker's commit (a new table, a merged column) won the race. The append

@@ -312,10 +312,12 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 schema=task_schema(table, self.task) if table in TASK_TABLES and self.task != "binary" else None)
         return writer
 
-    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True, pack: bool = False) -> bool:
+    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True, pack: bool = False,
+               gather: bool = True) -> bool:
         """Commit ``buf``; a non-urgent commit waits for a place among ``max_in_flight``, or, without ``wait``,
         is left for a later call (then ``False``). With ``pack`` (the phased commit, which the next snapshot
-        finds running), its rows are also packed for that snapshot beside the commit."""
+        finds running), its rows are also packed for that snapshot beside the commit. Without ``gather`` (the
+        caller waits for it) the commit does not wait for the other partitions' buffers of the table."""
         table, shard = key
         urgent = table in self.urgent_tables
         if not urgent:
@@ -327,9 +329,10 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             self._reap_one()
         data = buf.take()
         if urgent:
-            future = self._urgent[key] = self._urgent_committer.submit(writer, data, position=buf.max_seq)
+            future = self._urgent[key] = self._urgent_committer.submit(writer, data, position=buf.max_seq,
+                                                                       gather=gather)
         else:
-            future = self._committer.submit(writer, data, position=buf.max_seq)
+            future = self._committer.submit(writer, data, position=buf.max_seq, gather=gather)
             future.add_done_callback(lambda f, table=table: self._note_took(table, f))
         self._in_flight.append((future, table, shard, data, buf.max_seq))
         if pack and self._pack_pool is not None:
@@ -367,7 +370,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
     def flush_all(self) -> None:
         for key, buf in self._buffers.items():
             if buf.parts:
-                self._flush(key, buf)
+                self._flush(key, buf, gather=False)  # waited for here: the other partitions' may come only after
         self._reap(block=True)
 
     def snapshot(self) -> _SnapshotRows | None:
