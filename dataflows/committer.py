@@ -171,15 +171,18 @@ class Cohort:
     """The writers of one process that hand the same tables to a committer (a sink's shard partitions, a topic's
     recorders): when one of them starts a commit of a table on its own schedule (it *leads*), the others hand
     theirs over at their next chance (they *follow*), so the committer makes the table's commit once for all
-    of them, whatever their own timers say. Followers do not lead: nobody commits twice for one lead.
-    The same for the commit of everything phased before a snapshot (:attr:`phased_at`)."""
+    of them, whatever their own timers say. Followers do not lead, and neither does a writer whose own
+    schedule comes due ``within`` a lead of another (its commit is one of that lead's): nobody commits twice
+    for one lead. The same for the commit of everything phased before a snapshot (``"phased"``)."""
 
     def __init__(self) -> None:
-        self.at: dict[str, float] = {}  # per table: when a writer last led a commit of it
-        self.phased_at = -math.inf  # when a writer last led a phased commit
+        self.at: dict[str, float] = {}  # per table (or "phased"): when a writer last led a commit of it
 
-    def lead(self, table: str, now: float) -> None:
-        self.at[table] = now
+    def lead(self, table: str, now: float, *, within: float) -> None:
+        """A writer's own schedule starts a commit of ``table`` now: the others join it (unless one led less
+        than ``within`` seconds ago: then this one joins that)."""
+        if now - self.at.get(table, -math.inf) > within:
+            self.at[table] = now
 
     def follows(self, table: str, flushed_at: float) -> bool:
         """Whether a writer that last handed ``table`` over at ``flushed_at`` should hand it over now."""

@@ -130,9 +130,9 @@ class PartitionRecorder:
             return
         now = time.monotonic()
         together = self._cohort
-        if self._phase.due(now) or together.phased_at > self._phased_at:
-            if self._phase.due(now):
-                together.phased_at = now  # this partition leads; the others' phased commits join it
+        if self._phase.due(now) or together.follows("phased", self._phased_at):
+            if self._phase.due(now):  # this partition leads; the others' phased commits join it
+                together.lead("phased", now, within=self._flush_seconds / 2)
             self._phased_at = self._flushed_at = now
             self.flush()
             self._phase.started(now, [self._running])
@@ -141,7 +141,7 @@ class PartitionRecorder:
             self._head_start = -table_point("events", self._flush_seconds / 2)
         elif n >= self._flush_rows or (now - self._since >= self._flush_seconds
                                        and not self._phase.holds_back(now, self._flush_seconds)):
-            together.lead("events", now)
+            together.lead("events", now, within=self._flush_seconds / 2)
             self._flushed_at = now
             self.flush()
         elif together.follows("events", self._flushed_at):

@@ -252,7 +252,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                     continue
                 if now - self._urgent_at.get(key, -math.inf) >= self.urgent_interval_s:
                     if together is not None:
-                        together.lead(table, now)
+                        together.lead(table, now, within=self.urgent_interval_s / 2)
                 elif together is None or not together.follows(table, buf.flushed):
                     continue
                 self._urgent_at[key] = buf.flushed = now
@@ -262,18 +262,19 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 if self._flush(key, buf, wait=not self.snapshot_rows):
                     buf.flushed = now
                     if together is not None:
-                        together.lead(table, now)
+                        together.lead(table, now, within=self.flush_seconds / 2)
             elif together is not None and together.follows(table, buf.flushed) and self._flush(key, buf, wait=False):
                 buf.flushed = now
-        if self.snapshot_rows and (self._catch_up or self._phase.due(now) or self._cohort.phased_at > self._phased_at):
+        if self.snapshot_rows and (self._catch_up or self._phase.due(now)
+                                   or self._cohort.follows("phased", self._phased_at)):
             self._phased_commit(now)
         self._reap(block=False)
 
     def _phased_commit(self, now: float) -> None:
         """(live) Start committing every buffer (but the urgent ones) before the expected snapshot; a buffer
         that finds ``max_in_flight`` commits queued is started by a later batch."""
-        if not self._catch_up and self._phase.due(now):
-            self._cohort.phased_at = now  # this partition leads: the others' phased commits join this one
+        if not self._catch_up and self._phase.due(now):  # this partition leads: the others' phased commits join it
+            self._cohort.lead("phased", now, within=self.flush_seconds / 2)
         self._phased_at = now
         keys = self._catch_up or [key for key, buf in self._buffers.items()
                                   if buf.parts and key[0] not in self.urgent_tables]

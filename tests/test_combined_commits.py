@@ -147,3 +147,32 @@ def test_a_lake_and_snapshot_of_per_shard_commits_resume_with_combined_ones(tmp_
     dt = DeltaTable(table_uri(lake, "learn_log"))
     assert [dt.transaction_version(f"r/learn_log/shard-{s}") for s in range(2)] == [79, 79]
     assert table_version(lake, "learn_log") == before + 1, "the two shards' last rows in one commit"
+
+
+def test_the_recorders_of_four_kafka_partitions_commit_each_table_once_for_all(tmp_path):
+    # Four partitions' recorders in one process, events and labels every few ms, commits due every 0.3 s:
+    # the partitions' commits of a table are one Delta commit, each partition's offset in it.
+    from dataflows.items import EVENT, LABEL
+    from dataflows.kafka_record import PartitionRecorder
+    from dataflows.kafka_types import PayloadTypes
+
+    lake = str(tmp_path / "lake")
+    recs = [PartitionRecorder(lake, "t", p, PayloadTypes(None), flush_rows=10**6, flush_seconds=0.3)
+            for p in range(4)]
+    offset, t_us, stop = 0, 1_767_225_600_000_000, time.monotonic() + 3.0
+    while time.monotonic() < stop:
+        for p, rec in enumerate(recs):
+            rec.add([(offset, EVENT, f"{p}-{offset}", t_us, "k", {}),
+                     (offset + 1, LABEL, f"{p}-{offset}", 1, t_us, "k")])
+            rec.maybe_flush()
+        offset += 2
+        time.sleep(0.005)
+    for rec in recs:
+        rec.close()
+    appends = sum(rec._events.commits for rec in recs)
+    assert appends >= 30, f"each partition committed every period ({appends} in all)"
+    assert table_version(lake, "events") + 1 <= 0.4 * appends, f"{table_version(lake, 'events') + 1} commits"
+    events, labels = read_table(lake, "events"), read_table(lake, "labels")
+    assert events.height == labels.height == 2 * offset and events["event_id"].is_unique().all()
+    dt = DeltaTable(table_uri(lake, "events"))
+    assert {dt.transaction_version(f"kafka/t/{p}/events") for p in range(4)} == {offset - 2}
