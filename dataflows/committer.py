@@ -155,15 +155,17 @@ _LANES: dict[str, Committer] = {}
 _LANES_LOCK = threading.Lock()
 
 
-def committer(*, urgent: bool = False, low: bool = False) -> Committer:
+def committer(*, urgent: bool = False, low: bool = False, record: bool = False) -> Committer:
     """The process's committer of a lane: ``urgent`` tables (a thread of their own at the usual priority, so a
-    large commit never holds them back), or the bulk of the commits at a ``low`` priority (live, serving) or
-    at the usual one (replays)."""
-    name = "riverlake-commit-urgent" if urgent else "riverlake-commit-low" if low else "riverlake-commit"
+    large commit never holds them back), the Kafka recorders' (``record``, low priority: their partitions'
+    commits come due together, none queued behind a sink's), or the bulk of the commits at a ``low`` priority
+    (live, serving) or at the usual one (replays)."""
+    name = ("riverlake-commit-urgent" if urgent else "riverlake-commit-record" if record
+            else "riverlake-commit-low" if low else "riverlake-commit")
     with _LANES_LOCK:
         lane = _LANES.get(name)
         if lane is None:
-            lane = _LANES[name] = Committer(low=low and not urgent, name=name)
+            lane = _LANES[name] = Committer(low=(low or record) and not urgent, name=name)
         return lane
 
 

@@ -217,7 +217,7 @@ class PartitionRecorder:
             done = current[0].committed_position
             todo = items if done is None else [it for it in items if it[0] > done]
             if todo:  # one commit with the other partitions' rows of the table due now (their app transactions in it)
-                committer(low=True).submit(current[0], rows(todo), position=todo[-1][0], gather=gather).result()
+                committer(record=True).submit(current[0], rows(todo), position=todo[-1][0], gather=gather).result()
 
         def reopen(ex: BaseException) -> None:
             # Another worker's commit (a new table, a merged column) won the race. The append

@@ -178,7 +178,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
     """
 
     def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float,
-                 max_in_flight: int = 4, compact_every: int | None = 100,
+                 max_in_flight: int | None = None, compact_every: int | None = 100,
                  urgent_tables: frozenset[str] = frozenset(), urgent_interval_s: float = 0.5,
                  snapshot_rows: bool = False, resume: list[_Pending] | _SnapshotRows | None = None,
                  task: str = "binary",
@@ -192,7 +192,9 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         self.run_id = run_id
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
-        self.max_in_flight = max_in_flight
+        # (live) 8: a phased commit hands every table over at once, in every partition, and the committer makes
+        # one commit per table of them; with fewer places a partition's last tables came later, on their own.
+        self.max_in_flight = max_in_flight if max_in_flight is not None else 8 if snapshot_rows else 4
         self._buffers: dict[tuple[str, int], _Buffer] = {}
         self._writers: dict[tuple[str, int], TableWriter] = {}
         # Live (snapshot_rows) and serving (``background``): nothing on the prediction path waits for a
