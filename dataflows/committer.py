@@ -37,6 +37,11 @@ GATHER_S = 0.05
 """How long the first entry of a table waits for the other writers of that table (live commits are off the
 prediction path: a few tens of ms cost nothing there, and four commits become one)."""
 
+RECORD_GATHER_S = 0.25
+"""The same for the Kafka recorders' lane: each builds its rows (Python, from the consumed items) on a thread of
+its own at a low priority before it hands them over, so theirs come over a longer spell; nobody waits on them
+(a recovery snapshot holds what is not committed yet)."""
+
 RECENT_S = 30.0
 """Writers that handed a table rows this recently are waited for (up to :data:`GATHER_S`)."""
 
@@ -165,7 +170,8 @@ def committer(*, urgent: bool = False, low: bool = False, record: bool = False) 
     with _LANES_LOCK:
         lane = _LANES.get(name)
         if lane is None:
-            lane = _LANES[name] = Committer(low=(low or record) and not urgent, name=name)
+            lane = _LANES[name] = Committer(low=(low or record) and not urgent, name=name,
+                                            gather_s=RECORD_GATHER_S if record and not urgent else GATHER_S)
         return lane
 
 
