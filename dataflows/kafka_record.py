@@ -7,8 +7,10 @@ tomorrow's replay. Each partition appends with its own Delta app transaction
 drops rows at or below the committed offset: after a restart from the recovery
 snapshot (whose offset only passes rows that are committed or held in the
 snapshot itself, and a restart commits those first) nothing is skipped and
-nothing is written twice, whichever run consumes the topic. Commits run on a
-thread of their own, so a prediction never waits for the lake; one starts shortly before each
+nothing is written twice, whichever run consumes the topic. Commits run off the
+prediction path, through the process's committer (:mod:`dataflows.committer`): the partitions'
+commits of a table come due together and are made as one Delta commit carrying every
+partition's app transaction; one starts shortly before each
 expected snapshot (:class:`dataflows.priority.SnapshotPhase`), so a snapshot holds only the rows since.
 The rows not yet committed travel in the snapshot compressed (:mod:`dataflows.sealed`): the
 recorder pickles and compresses them in parts of :data:`PART_ITEMS` as they are handed over, so a
@@ -29,9 +31,10 @@ import pyarrow as pa
 from deltalake.exceptions import CommitFailedError
 
 from dataflows import sealed
+from dataflows.committer import cohort, committer
 from dataflows.items import EVENT
 from dataflows.kafka_types import PayloadTypes
-from dataflows.priority import SnapshotPhase, lower_writer_priority, stagger
+from dataflows.priority import SnapshotPhase, lower_writer_priority, table_point
 from dataflows.trace import StageTrace
 from lake.retry import retrying
 from lake.schemas import UTC_TS, task_schema
@@ -94,11 +97,14 @@ class PartitionRecorder:
         self._parts: list[bytes] = []
         self._loose: list[tuple] = []
         self._since = 0.0
-        # The partitions' first commits spread over flush_seconds (and half a period off the lake sink's, which
-        # staggers its own the same way): their Parquet encoding does not land on the prediction path at once.
-        self._head_start = (stagger(partition, flush_seconds) + flush_seconds / 2) % flush_seconds
+        # Every partition's first commit at the same point of flush_seconds (``events``' own, apart from the
+        # lake sink's tables): the partitions' commits come due together and are made as one.
+        self._head_start = table_point("events", flush_seconds)
         # A commit of everything shortly before each expected snapshot, so a snapshot holds only the rows since.
         self._phase = SnapshotPhase(start=time.monotonic())
+        # The topic's partitions in this process: a commit one starts on its own schedule the others join.
+        self._cohort = cohort("record", lake, topic)
+        self._flushed_at = self._phased_at = time.monotonic()
 
     def add(self, items: list[tuple]) -> None:
         if not items:
@@ -123,24 +129,34 @@ class PartitionRecorder:
         if not n:
             return
         now = time.monotonic()
-        if self._phase.due(now):
+        together = self._cohort
+        if self._phase.due(now) or together.follows("phased", self._phased_at):
+            if self._phase.due(now):  # this partition leads; the others' phased commits join it
+                together.lead("phased", now, within=self._flush_seconds / 2)
+            self._phased_at = self._flushed_at = now
             self.flush()
             self._phase.started(now, [self._running])
-            # the next periodic commit up to half a period later than flush_seconds (a point of this
-            # partition's own): the partitions' commits stay spread, and the next phased one is not the largest
-            self._head_start = -stagger(self._partition, self._flush_seconds / 2)
+            # the next periodic commit up to half a period later than flush_seconds (the same point in every
+            # partition, so they are still made together), and the next phased one is not the largest
+            self._head_start = -table_point("events", self._flush_seconds / 2)
         elif n >= self._flush_rows or (now - self._since >= self._flush_seconds
                                        and not self._phase.holds_back(now, self._flush_seconds)):
+            together.lead("events", now, within=self._flush_seconds / 2)
+            self._flushed_at = now
+            self.flush()
+        elif together.follows("events", self._flushed_at):
+            self._flushed_at = now
             self.flush()
 
-    def flush(self) -> None:
-        """Start committing every row handed over (after the running commit, if any)."""
+    def flush(self, *, gather: bool = True) -> None:
+        """Start committing every row handed over (after the running commit, if any); without ``gather`` (the
+        caller waits for it) the commit does not wait for the other partitions' rows (``Committer.submit``)."""
         ev, self._ev = self._ev, []
         lb, self._lb = self._lb, []
         if ev or lb:
             if self._running is not None:
                 self._reap()
-            self._running = self._pool.submit(self._commit, ev, lb)
+            self._running = self._pool.submit(self._commit, ev, lb, gather)
             self._running_parts, self._parts = self._parts, []
             self._running_loose, self._loose = self._loose, []
 
@@ -162,7 +178,7 @@ class PartitionRecorder:
 
     def wait(self) -> None:
         """Commit every row handed over; returns when they are in the lake."""
-        self.flush()
+        self.flush(gather=False)
         if self._running is not None:
             self._reap()
 
@@ -178,30 +194,30 @@ class PartitionRecorder:
         if running is not None:
             running.result()  # re-raises a failed commit here, in the dataflow
 
-    def _commit(self, ev: list[tuple], lb: list[tuple]) -> None:
+    def _commit(self, ev: list[tuple], lb: list[tuple], gather: bool) -> None:
         start = time.monotonic()
         try:
-            self._write(ev, lb)
+            self._write(ev, lb, gather)
         finally:
             self._phase.expected = time.monotonic() - start  # the phased commit starts at least this early
 
-    def _write(self, ev: list[tuple], lb: list[tuple]) -> None:
+    def _write(self, ev: list[tuple], lb: list[tuple], gather: bool) -> None:
         if ev:
-            self._append(self._events, ev, self._event_rows)
+            self._append(self._events, ev, self._event_rows, gather)
         if lb:
-            self._append(self._labels, lb, self._label_rows)
+            self._append(self._labels, lb, self._label_rows, gather)
         if self._trace is not None:
             done = ev + lb
             self._trace.mark("recorded", self._partition, min(it[0] for it in done), max(it[0] for it in done))
 
-    def _append(self, writer: TableWriter, items: list[tuple], rows) -> None:
+    def _append(self, writer: TableWriter, items: list[tuple], rows, gather: bool) -> None:
         current = [writer]
 
         def once() -> None:
             done = current[0].committed_position
             todo = items if done is None else [it for it in items if it[0] > done]
-            if todo:
-                current[0].append(rows(todo), position=todo[-1][0])
+            if todo:  # one commit with the other partitions' rows of the table due now (their app transactions in it)
+                committer(record=True).submit(current[0], rows(todo), position=todo[-1][0], gather=gather).result()
 
         def reopen(ex: BaseException) -> None:
             # Another worker's commit (a new table, a merged column) won the race. The append

@@ -66,6 +66,19 @@ def stagger(k: int, period: float) -> float:
     return period * ((k * _GOLDEN) % 1.0)
 
 
+def table_point(table: str, period: float) -> float:
+    """:func:`stagger` of a lake table: its own point in ``period``, the same for every writer of the table in
+    the process (the shards' sink partitions, the Kafka partitions' recorders), so their commits come due
+    together and make one (:mod:`dataflows.committer`), while different tables' commits stay spread.
+
+    >>> table_point("events", 5.0) == stagger(0, 5.0), table_point("predictions", 5.0) == stagger(2, 5.0)
+    (True, True)
+    """
+    from lake.schemas import TABLES
+
+    return stagger(list(TABLES).index(table), period)
+
+
 class SnapshotPhase:
     """When a live writer's commit should start so that it is in the lake by the next recovery snapshot.
 

@@ -38,15 +38,16 @@ import pickle
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from functools import partial
 
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows import rows, sealed
+from dataflows.committer import Landed, cohort, committer
 from dataflows.items import Output
-from dataflows.priority import SnapshotPhase, lower_writer_priority, stagger
+from dataflows.priority import SnapshotPhase, lower_writer_priority, table_point
 from lake import integrity
 from lake.errors import WriterFencedError
 from lake.schemas import TABLES, task_schema
@@ -112,6 +113,12 @@ def _plain(parts: list[_Part]) -> list[pa.Table | rows.Lazy]:
     return out
 
 
+def _deferred(data: pa.Table | list[_Part]) -> pa.Table | Callable[[], pa.Table]:
+    """What the committer gets for a buffer's rows (:meth:`_Buffer.take`): its parts are built into one table on the
+    committer's thread (:func:`_table`), not on the step's."""
+    return partial(_table, data) if isinstance(data, list) else data
+
+
 def _table(data: pa.Table | list[_Part]) -> pa.Table:
     """A buffer's rows as one table (:meth:`_Buffer.take`), on the thread that commits them."""
     if not isinstance(data, list):
@@ -120,12 +127,13 @@ def _table(data: pa.Table | list[_Part]) -> pa.Table:
 
 
 class _Buffer:
-    __slots__ = ("parts", "rows", "since", "max_seq", "lazy", "lazy_rows", "head_start", "build")
+    __slots__ = ("parts", "rows", "since", "max_seq", "lazy", "lazy_rows", "head_start", "build", "flushed")
 
-    def __init__(self, head_start: float = 0.0, *, build: bool = True) -> None:
+    def __init__(self, head_start: float = 0.0, flushed: float = 0.0, *, build: bool = True) -> None:
         self.parts: list[_Part] = []
         self.rows = 0
         self.since = 0.0
+        self.flushed = flushed  # when its rows were last handed to the committer (or it was made)
         # how much older than it is its first rows count (their first commit comes sooner; negative: later)
         self.head_start = head_start
         self.max_seq = -1
@@ -177,7 +185,7 @@ def _build_and_pack(table: str, shard: int, parts: list[rows.Lazy], top: int) ->
     return built, sealed.pack([(table, shard, [built], top)])
 
 
-def _result(future: Future[int]) -> int:
+def _result(future: Future[Landed]) -> Landed:
     try:
         return future.result()
     except WriterFencedError as ex:
@@ -240,11 +248,13 @@ def _resumed(resume: list[_Pending] | _SnapshotRows | None) -> list[tuple[str, i
 
 
 class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
-    """Buffers per (table, shard); commits run on one background thread.
+    """Buffers per (table, shard); commits run on the process's committer (:mod:`dataflows.committer`).
 
     Delta's Rust writer releases the GIL, so Parquet encoding and the commit
-    overlap with the dataflow's Python work. Commits of one writer stay in order
-    (a single thread) and at most ``max_in_flight`` are queued. A snapshot waits
+    overlap with the dataflow's Python work. The committer makes one commit of a table for
+    every partition's buffer of it that is due at the same time (a writer id per shard, each
+    app transaction in that commit). Commits of one writer stay in order and at most
+    ``max_in_flight`` of a partition are queued. A snapshot waits
     for every commit, or, with ``snapshot_rows``, takes the rows not yet committed
     (``resume`` gives them back, committed before anything else); close waits for
     every commit. With ``snapshot_rows`` nothing the step calls waits for the lake: a
@@ -253,7 +263,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
     """
 
     def __init__(self, lake: str, *, run_id: str, flush_rows: int, flush_seconds: float,
-                 max_in_flight: int = 4, compact_every: int | None = 100,
+                 max_in_flight: int | None = None, compact_every: int | None = 100,
                  urgent_tables: frozenset[str] = frozenset(), urgent_interval_s: float = 0.5,
                  snapshot_rows: bool = False, resume: list[_Pending] | _SnapshotRows | None = None,
                  task: str = "binary",
@@ -267,30 +277,34 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         self.run_id = run_id
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
-        self.max_in_flight = max_in_flight
+        # (live) 8: a phased commit hands every table over at once, in every partition, and the committer makes
+        # one commit per table of them; with fewer places a partition's last tables came later, on their own.
+        self.max_in_flight = max_in_flight if max_in_flight is not None else 8 if snapshot_rows else 4
         self._buffers: dict[tuple[str, int], _Buffer] = {}
         self._writers: dict[tuple[str, int], TableWriter] = {}
         # Live (snapshot_rows) and serving (``background``): nothing on the prediction path waits for a
         # commit, so commits take the CPU it leaves; in a replay a snapshot waits for them and they run at
         # the usual priority.
         low = snapshot_rows if background is None else background
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta",
-                                        initializer=lower_writer_priority if low else None)
-        self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-delta-urgent")
+        self._committer = committer(low=low)
+        self._urgent_committer = committer(urgent=True)
+        # (live) The process's partitions of this run: a table's commit one of them starts on its own schedule
+        # the others join at their next batch, so the committer makes it one commit (dataflows.committer).
+        self._cohort = cohort("sink", os.fspath(lake), run_id) if snapshot_rows else None
+        self._phased_at = -math.inf  # when this partition last started a phased commit
         # (live) The phased commit's rows pickled and compressed beside it, at a low priority, for the snapshot
         # that comes while it runs (they are most of what that snapshot holds): the snapshot reuses them. (Not
         # every commit's: that pickled ~4 MB/s of rows, ~15 ms of the GIL a second, for one snapshot in 10 s.)
         self._pack_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-pack",
                                              initializer=lower_writer_priority) if snapshot_rows else None
-        self._packed: dict[Future[int], Future[bytes]] = {}
+        self._packed: dict[Future[Landed], Future[bytes]] = {}
         # Each commit with its rows, kept until it is known to be in the lake (a snapshot holds them).
-        self._in_flight: deque[tuple[Future[int], str, int, pa.Table | list[_Part], int]] = deque()
-        self._urgent: dict[tuple[str, int], Future[int]] = {}  # the running commit of each urgent buffer
+        self._in_flight: deque[tuple[Future[Landed], str, int, pa.Table | list[_Part], int]] = deque()
+        self._urgent: dict[tuple[str, int], Future[Landed]] = {}  # the running commit of each urgent buffer
         self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
-        self._staggered = 0  # (live) buffers whose commits were spread over flush_seconds so far
         self._landed: dict[tuple[str, int], int] = {}  # the highest position known committed per buffer
         self._catch_up: list[tuple[str, int]] = []  # buffers of this period's phased commit still to start
-        self._took: dict[tuple[str, int], float] = {}  # how long each buffer's last commit took
+        self._took: dict[str, float] = {}  # how long each table's last commit took
         for table, shard, data, position in _resumed(resume):
             # The rows the snapshot held: committed now, before any row after them (rows of them a
             # commit had already written are dropped by the writer's position).
@@ -307,7 +321,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                     continue
                 buf = self._buffers.get((table, out.shard))
                 if buf is None:
-                    buf = self._buffers[(table, out.shard)] = self._new_buffer(table)
+                    buf = self._buffers[(table, out.shard)] = self._new_buffer(table, now)
                 if not buf.parts:
                     buf.since, buf.head_start = now - buf.head_start, 0.0
                 due = buf.add(data)
@@ -316,37 +330,55 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                     buf.max_seq = top
                 if due:
                     buf.chunk(partial(self._chunk, table, out.shard))
+        together = self._cohort
         for key, buf in self._buffers.items():
             if not buf.parts:
                 continue
-            if key[0] in self.urgent_tables:
+            table = key[0]
+            if table in self.urgent_tables:
                 running = self._urgent.get(key)
-                if ((running is None or running.done())
-                        and now - self._urgent_at.get(key, -math.inf) >= self.urgent_interval_s):
-                    self._urgent_at[key] = now
-                    self._flush(key, buf)
+                if running is not None and not running.done():
+                    continue
+                if now - self._urgent_at.get(key, -math.inf) >= self.urgent_interval_s:
+                    if together is not None:
+                        together.lead(table, now, within=self.urgent_interval_s / 2)
+                elif together is None or not together.follows(table, buf.flushed):
+                    continue
+                self._urgent_at[key] = buf.flushed = now
+                self._flush(key, buf)
             elif buf.rows >= self.flush_rows or (now - buf.since >= self.flush_seconds and not (
                     self.snapshot_rows and self._phase.holds_back(now, self.flush_seconds))):
-                self._flush(key, buf, wait=not self.snapshot_rows)
-        if self.snapshot_rows and (self._catch_up or self._phase.due(now)):
+                if self._flush(key, buf, wait=not self.snapshot_rows):
+                    buf.flushed = now
+                    if together is not None:
+                        together.lead(table, now, within=self.flush_seconds / 2)
+            elif together is not None and together.follows(table, buf.flushed) and self._flush(key, buf, wait=False):
+                buf.flushed = now
+        if self.snapshot_rows and (self._catch_up or self._phase.due(now)
+                                   or self._cohort.follows("phased", self._phased_at)):
             self._phased_commit(now)
         self._reap(block=False)
 
     def _phased_commit(self, now: float) -> None:
         """(live) Start committing every buffer (but the urgent ones) before the expected snapshot; a buffer
         that finds ``max_in_flight`` commits queued is started by a later batch."""
+        if not self._catch_up and self._phase.due(now):  # this partition leads: the others' phased commits join it
+            self._cohort.lead("phased", now, within=self.flush_seconds / 2)
+        self._phased_at = now
         keys = self._catch_up or [key for key, buf in self._buffers.items()
                                   if buf.parts and key[0] not in self.urgent_tables]
         started, self._catch_up = [], []
-        for i, key in enumerate(keys):
+        for key in keys:
             buf = self._buffers[key]
             if not buf.parts:
                 continue
             if self._flush(key, buf, wait=False, pack=True):
+                buf.flushed = now
                 started.append(self._in_flight[-1][0])
-                # this buffer's next periodic commit comes up to half a period later than flush_seconds (a point
-                # of its own): the buffers' commits stay spread, and the next phased one is not the largest
-                buf.head_start = -stagger(i, self.flush_seconds / 2)
+                # this buffer's next periodic commit comes up to half a period later than flush_seconds (its
+                # table's point, the same in every partition: the tables' commits stay spread, each table's
+                # buffers in all partitions come due together, and the next phased one is not the largest)
+                buf.head_start = -table_point(key[0], self.flush_seconds / 2)
             else:
                 self._catch_up.append(key)
         self._phase.started(now, started)
@@ -357,16 +389,16 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         top = max(rows.max_seq(p) for p in parts)
         return _Chunk(parts, top, self._pack_pool.submit(_build_and_pack, table, shard, parts, top))
 
-    def _new_buffer(self, table: str) -> _Buffer:
+    def _new_buffer(self, table: str, now: float) -> _Buffer:
         if not self.snapshot_rows:
-            return _Buffer()
+            return _Buffer(flushed=now)
         if table in self.urgent_tables:
-            return _Buffer(build=False)
-        # (live) Each buffer commits every flush_seconds from its first rows; the buffers' first commits are
-        # spread over that period, so the shards' and tables' commits (bursts of Parquet encoding on the
-        # cores the prediction path runs on) come one by one instead of all at once.
-        self._staggered += 1
-        return _Buffer(head_start=stagger(self._staggered - 1, self.flush_seconds), build=False)
+            return _Buffer(flushed=now, build=False)
+        # (live) Each buffer commits every flush_seconds from its first rows; the tables' first commits are
+        # spread over that period, so their commits (bursts of Parquet encoding on the cores the prediction
+        # path runs on) come one by one instead of all at once. A table's point is the same in every
+        # partition: its shards' buffers come due together and the committer makes them one commit.
+        return _Buffer(head_start=table_point(table, self.flush_seconds), flushed=now, build=False)
 
     def _writer(self, key: tuple[str, int]) -> TableWriter:
         writer = self._writers.get(key)
@@ -378,10 +410,12 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 schema=task_schema(table, self.task) if table in TASK_TABLES and self.task != "binary" else None)
         return writer
 
-    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True, pack: bool = False) -> bool:
+    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True, pack: bool = False,
+               gather: bool = True) -> bool:
         """Commit ``buf``; a non-urgent commit waits for a place among ``max_in_flight``, or, without ``wait``,
         is left for a later call (then ``False``). With ``pack`` (the phased commit, which the next snapshot
-        finds running), its rows are also packed for that snapshot beside the commit."""
+        finds running), its rows are also packed for that snapshot beside the commit. Without ``gather`` (the
+        caller waits for it) the commit does not wait for the other partitions' buffers of the table."""
         table, shard = key
         urgent = table in self.urgent_tables
         if not urgent:
@@ -393,30 +427,22 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             self._reap_one()
         data = buf.take()
         if urgent:
-            future = self._urgent_pool.submit(self._append_urgent, writer, data, buf.max_seq)
+            future = self._urgent[key] = self._urgent_committer.submit(writer, _deferred(data), position=buf.max_seq,
+                                                                       gather=gather)
         else:
-            future = self._pool.submit(self._append, key, writer, data, buf.max_seq)
-        if urgent:
-            self._urgent[key] = future
+            future = self._committer.submit(writer, _deferred(data), position=buf.max_seq, gather=gather)
+            future.add_done_callback(lambda f, table=table: self._note_took(table, f))
         self._in_flight.append((future, table, shard, data, buf.max_seq))
         if pack and self._pack_pool is not None:
             self._packed[future] = self._pack_pool.submit(_pack_entry, table, shard, data, buf.max_seq)
         return True
 
-    @staticmethod
-    def _append_urgent(writer: TableWriter, data: pa.Table | list[pa.Table | rows.Lazy], position: int) -> int:
-        return writer.append(_table(data), position=position)
-
-    def _append(self, key: tuple[str, int], writer: TableWriter, data: pa.Table | list[pa.Table | rows.Lazy],
-                position: int) -> int:
-        """(on the commit thread) Commit, and note how long it took: the phased commit before a snapshot
-        starts early enough for every buffer's commit, one after the other, to be done by then."""
-        start = time.monotonic()
-        try:
-            return writer.append(_table(data), position=position)
-        finally:
-            self._took[key] = time.monotonic() - start
-            self._phase.expected = sum(self._took.values())
+    def _note_took(self, table: str, future: Future[Landed]) -> None:
+        """(on the committer's thread) Note how long a table's commit took: the phased commit before a snapshot
+        starts early enough for every table's commit, one after the other, to be done by then."""
+        if not future.cancelled() and future.exception() is None:
+            self._took[table] = future.result().seconds
+            self._phase.expected = sum(list(self._took.values()))
 
     def _reap(self, *, block: bool) -> None:
         while self._in_flight and (block or self._in_flight[0][0].done()):
@@ -442,7 +468,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
     def flush_all(self) -> None:
         for key, buf in self._buffers.items():
             if buf.parts:
-                self._flush(key, buf)
+                self._flush(key, buf, gather=False)  # waited for here: the other partitions' may come only after
         self._reap(block=True)
 
     def snapshot(self) -> _SnapshotRows | None:
@@ -490,8 +516,10 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
     def abort(self) -> None:
         """Stop after a failed commit, committing nothing more: queued commits are dropped (their rows are
         not known to be in the lake, so a restart writes them), a running one is waited for."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._urgent_pool.shutdown(wait=True, cancel_futures=True)
+        futures = [entry[0] for entry in self._in_flight]
+        for future in futures:
+            future.cancel()  # only one not started yet
+        wait(futures)
         self._stop_packing()
         self._buffers.clear()
         self._in_flight.clear()
@@ -505,8 +533,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         try:
             self.flush_all()
         finally:
-            self._pool.shutdown(wait=True)
-            self._urgent_pool.shutdown(wait=True)
+            wait([entry[0] for entry in self._in_flight])
             self._stop_packing()
         for (table, shard), w in self._writers.items():
             log.info("%s shard %d: %d rows in %d commits (%.2f s)", table, shard, w.rows_written,

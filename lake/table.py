@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -273,80 +273,39 @@ class TableWriter:
         table, or merging new columns, at the same moment) is retried on the fresh table;
         a race lost to a commit of this same writer id raises :class:`WriterFencedError`.
         """
+        out = append_together([(self, data, position)], attempts=attempts)[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def _stop(self, ex: BaseException) -> None:
+        # A later commit would pass the failed rows' positions, and a restart would then skip them.
+        self._failed = f"{type(ex).__name__}: {ex}"[:200]
+
+    def _prepare(self, data: Any, *, position: int) -> pa.Table | None:
+        """``data`` conformed, less the rows this writer already committed; ``None`` if nothing is to commit."""
         if self._failed is not None:
-            # A later commit would pass the failed rows' positions, and a restart would then skip them.
             raise WriterStoppedError(self.table, self.writer_id, cause=self._failed)
-
-        def reread(_: BaseException) -> None:
-            self._dt = None  # re-read on the next try; what this writer committed stays known
-
-        try:
-            return retrying(lambda: self._append_once(data, position=position),
-                            on=(CommitFailedError, _CreateRaceLost), attempts=attempts, before_retry=reread)
-        except Exception as ex:
-            self._failed = f"{type(ex).__name__}: {ex}"[:200]
-            raise
-
-    def _fence(self) -> None:
-        """Bring the snapshot up to date; fail if this writer id's position moved under it."""
-        if self._dt is None:
-            if not DeltaTable.is_deltatable(self.uri):
-                return
-            self._dt = DeltaTable(self.uri)
-        else:
-            self._dt.update_incremental()
-        found = self._dt.transaction_version(self.writer_id)
-        if found != self._done:
-            raise WriterFencedError(self.table, self.writer_id, expected=self._done, found=found)
-
-    def _append_once(self, data: Any, *, position: int) -> int:
         self._load()
         table = conform(self.table, data, schema=self.schema)
         done = self._done
         if done is not None:
             if position <= done and "seq" not in table.column_names:
-                return 0
+                return None
             if "seq" in table.column_names:
                 lowest = pc.min(table.column("seq")).as_py()
                 if lowest is None or lowest <= done:  # only after a restart: copying the rows is not free
                     table = table.filter(pc.greater(table.column("seq"), done))
         if table.num_rows == 0 and (done is not None and position <= done):
-            return 0
-        started = time.perf_counter()
-        self._fence()
-        # Committed against the snapshot just read: a commit of this writer id in between fails it.
-        # A table that did not exist is created only if it still does not ("error" mode, and no
-        # silent retry as version 1 when another writer's creation won version 0).
-        creating = self._dt is None
-        try:
-            write_deltalake(
-                self.uri if creating else self._dt,
-                table,
-                mode="error" if creating else "append",
-                schema_mode="merge",
-                writer_properties=writer_properties(_arrow_columns(table.schema)),
-                commit_properties=CommitProperties(
-                    app_transactions=[Transaction(app_id=self.writer_id, version=int(position))],
-                    max_commit_retries=0 if creating else None,
-                ),
-            )
-        except DeltaError as ex:
-            if creating and "already exists" in str(ex):
-                raise _CreateRaceLost(str(ex)) from ex
-            raise
-        if self._dt is None:
-            self._dt = DeltaTable(self.uri)
-        self._done = int(position)
-        self.commits += 1
-        self.rows_written += table.num_rows
-        if self.compact_every and self._dt.version() % (self.compact_every + 1) == self.compact_every - 1:
-            # Counted in the table's versions, not this writer's commits: the shards of a table (one writer
-            # each) would otherwise each wait for compact_every commits of their own, and the table would
-            # pile up shards x compact_every files; every append's commit costs CPU in proportion to them.
-            # Versions run in periods of compact_every appends and one compaction, so one writer compacts.
-            self._compact()
-        self.commit_seconds += time.perf_counter() - started
-        return table.num_rows
+            return None
+        return table
+
+    def _fenced(self, dt: DeltaTable | None) -> WriterFencedError | None:
+        """The error to raise if this writer id's committed position in ``dt`` moved other than by this writer."""
+        found = None if dt is None else dt.transaction_version(self.writer_id)
+        if found != self._done:
+            return WriterFencedError(self.table, self.writer_id, expected=self._done, found=found)
+        return None
 
     def _compact(self) -> None:
         try:
@@ -357,6 +316,145 @@ class TableWriter:
         except Exception as ex:  # noqa: BLE001 - e.g. a concurrent compaction won; the data is safe
             logging.getLogger(__name__).warning("%s: compaction skipped: %s", self.table, ex)
         self._dt = DeltaTable(self.uri)
+
+
+class _Fenced(Exception):
+    """Writers of a combined commit whose ids were committed by someone else (see :func:`append_together`)."""
+
+    def __init__(self, errors: dict[str, WriterFencedError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors.values()))
+        self.errors = errors
+
+
+def append_together(entries: Sequence[tuple[TableWriter, Any, int]], *, attempts: int = 5) -> list[int | Exception]:
+    """Append several writers' rows of one table in ONE Delta commit; per entry, the rows written or its error.
+
+    ``entries`` are ``(writer, data, position)`` of distinct writer ids of the same table. The commit carries
+    every writer's app transaction ``(writer_id, position)``, so each writer keeps what :meth:`TableWriter.append`
+    gives it alone: a position already committed is skipped, rows at or below it (``seq``) are dropped,
+    a create or merge race is retried on the fresh table, and every ``compact_every`` table versions the
+    table is compacted. An entry that fails on its own (its writer stopped, rows that do not fit the
+    schema) gets its error and the others are committed. Fencing is checked for every writer against the
+    snapshot the commit is made on; if any writer's position moved under it, the whole commit is refused:
+    that writer gets :class:`WriterFencedError`, the others :class:`WriterStoppedError` naming it, and
+    every writer of the commit stops (nothing of it landed, so none may pass its positions). Any other
+    failure of the commit is every entry's error, and stops every writer of it.
+
+    >>> import tempfile, polars as pl
+    >>> lake = tempfile.mkdtemp()
+    >>> def rows(e): return pl.DataFrame({"event_id": [e], "label": [1],
+    ...     "label_time": pl.Series([0], dtype=pl.Datetime("us", "UTC"))})
+    >>> a, b = (TableWriter(lake, "labels", writer_id=f"doc/labels/shard-{n}") for n in (0, 1))
+    >>> append_together([(a, rows("x"), 1), (b, rows("y"), 1)])
+    [1, 1]
+    >>> append_together([(a, rows("x"), 1), (b, rows("z"), 2)])  # a's position 1 is in already
+    [0, 1]
+    >>> table_version(lake, "labels"), read_table(lake, "labels").height
+    (1, 3)
+    """
+    if not entries:
+        return []
+    uri = entries[0][0].uri
+    if any(w.uri != uri for w, _, _ in entries):
+        raise ValueError(f"append_together commits one table, got {sorted({w.uri for w, _, _ in entries})}")
+    ids = [w.writer_id for w, _, _ in entries]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"append_together takes one entry per writer id, got {ids}")
+    out: list[int | Exception] = [0] * len(entries)
+    todo: list[tuple[int, TableWriter, pa.Table, int]] = []
+    for i, (writer, data, position) in enumerate(entries):
+        try:
+            table = writer._prepare(data, position=int(position))
+        except WriterStoppedError as ex:
+            out[i] = ex
+            continue
+        except Exception as ex:  # noqa: BLE001 - this entry's own failure (e.g. its schema): its writer stops
+            writer._stop(ex)
+            out[i] = ex
+            continue
+        if table is not None:
+            todo.append((i, writer, table, int(position)))
+    if not todo:
+        return out
+    writers = [w for _, w, _, _ in todo]
+    state = {"dt": next((w._dt for w in writers if w._dt is not None), None)}
+
+    def reread(_: BaseException) -> None:
+        state["dt"] = None  # re-read on the next try; what each writer committed stays known
+
+    started = time.perf_counter()
+    try:
+        written = retrying(lambda: _commit_once(state, todo), on=(CommitFailedError, _CreateRaceLost),
+                           attempts=attempts, before_retry=reread)
+    except _Fenced as ex:
+        cause = f"a combined commit was refused: {', '.join(sorted(ex.errors))} fenced"
+        for i, writer, _, _ in todo:
+            err = ex.errors.get(writer.writer_id)
+            out[i] = err if err is not None else WriterStoppedError(writer.table, writer.writer_id, cause=cause)
+            writer._stop(out[i])
+        return out
+    except Exception as ex:  # noqa: BLE001 - the commit's failure is every entry's
+        for i, writer, _, _ in todo:
+            writer._stop(ex)
+            out[i] = ex
+        return out
+    lead = writers[0]
+    dt = state["dt"]
+    if lead.compact_every and dt.version() % (lead.compact_every + 1) == lead.compact_every - 1:
+        # Counted in the table's versions, not this writer's commits: the shards of a table (one writer
+        # each) would otherwise each wait for compact_every commits of their own, and the table would
+        # pile up shards x compact_every files; every append's commit costs CPU in proportion to them.
+        # Versions run in periods of compact_every appends and one compaction, so one writer compacts.
+        lead._compact()
+        dt = lead._dt
+    seconds = time.perf_counter() - started
+    for (i, writer, _, position), n in zip(todo, written, strict=True):
+        writer._dt = dt  # one snapshot for the writers that commit together (on one thread)
+        writer._done = position
+        writer.commits += 1
+        writer.rows_written += n
+        writer.commit_seconds += seconds
+        out[i] = n
+    return out
+
+
+def _commit_once(state: dict[str, DeltaTable | None], todo: list[tuple[int, TableWriter, pa.Table, int]]) -> list[int]:
+    """One try of :func:`append_together`'s commit: fence every writer against a fresh snapshot, then commit."""
+    first = todo[0][1]
+    dt = state["dt"]
+    if dt is None:
+        if DeltaTable.is_deltatable(first.uri):
+            dt = state["dt"] = DeltaTable(first.uri)
+    else:
+        dt.update_incremental()
+    fenced = {w.writer_id: err for _, w, _, _ in todo if (err := w._fenced(dt)) is not None}
+    if fenced:
+        raise _Fenced(fenced)
+    tables = [t for _, _, t, _ in todo]
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    # Committed against the snapshot just read: a commit of any of these writer ids in between fails it.
+    # A table that did not exist is created only if it still does not ("error" mode, and no
+    # silent retry as version 1 when another writer's creation won version 0).
+    creating = dt is None
+    try:
+        write_deltalake(
+            first.uri if creating else dt,
+            table,
+            mode="error" if creating else "append",
+            schema_mode="merge",
+            writer_properties=writer_properties(_arrow_columns(table.schema)),
+            commit_properties=CommitProperties(
+                app_transactions=[Transaction(app_id=w.writer_id, version=position) for _, w, _, position in todo],
+                max_commit_retries=0 if creating else None,
+            ),
+        )
+    except DeltaError as ex:
+        if creating and "already exists" in str(ex):
+            raise _CreateRaceLost(str(ex)) from ex
+        raise
+    if creating:
+        state["dt"] = DeltaTable(first.uri)
+    return [t.num_rows for t in tables]
 
 
 def append(
