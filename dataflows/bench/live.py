@@ -198,6 +198,8 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
 
     if rate <= 0 or seconds <= 0:
         raise ValueError(f"rate and seconds must be > 0, got {rate!r} and {seconds!r}")
+    if tmp is not None:
+        Path(tmp).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-live-", dir=tmp))
     owner = ck.Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "unused:1"})
     brokers = ",".join(f"{b.host}:{b.port}" for b in owner.list_topics(timeout=10).brokers.values())
