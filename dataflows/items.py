@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 EVENT = 0
 LABEL = 1
 
@@ -109,3 +111,29 @@ def raw_json(value: Any, *, limit: int = 65_536) -> str:
     if len(text) > limit:
         text = text[:limit] + f"...[truncated {len(text) - limit} chars]"
     return text
+
+
+class ItemPositions:
+    """Where a batch of columns (``kinds``: EVENT/LABEL per item) has its events and its labels, found once:
+    the columns of a replay (:class:`dataflows.replay.ReplayColumns`) and of a live batch
+    (:class:`dataflows.live_columns.LiveColumns`) share it; they set ``_event_items`` and ``_label_items`` to
+    ``None``."""
+
+    __slots__ = ()
+    kinds: np.ndarray
+    _event_items: np.ndarray | None
+    _label_items: np.ndarray | None
+
+    @property
+    def event_items(self) -> np.ndarray:
+        """Positions (in the batch) of the events, in order."""
+        if self._event_items is None:
+            self._event_items = np.flatnonzero(self.kinds == EVENT)
+        return self._event_items
+
+    @property
+    def label_items(self) -> np.ndarray:
+        """Positions (in the batch) of the labels, in order."""
+        if self._label_items is None:
+            self._label_items = np.flatnonzero(self.kinds == LABEL)
+        return self._label_items

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from dataflows.items import EVENT, LABEL, Batch
+from dataflows.items import EVENT, LABEL, Batch, ItemPositions
 
 MIN_COLUMNS_ITEMS = 48
 """Batches of fewer items stay items: below this the columnar step's fixed cost per batch (building
@@ -58,7 +58,7 @@ def live_batch(batch: Batch, *, min_items: int | None = None) -> Batch:
     return Batch(batch.shard, source=batch.source, dead=batch.dead, suspects=set(), columns=cols)
 
 
-class LiveColumns:
+class LiveColumns(ItemPositions):
     """Items of a live batch as columns (see the module docstring); build with :meth:`of`."""
 
     __slots__ = ("_items", "start", "kinds", "payload_columns", "_dtypes", "_events", "_labels",
@@ -138,16 +138,3 @@ class LiveColumns:
                 "key": pl.Series([it[5] for it in labels], dtype=pl.String)})
         return self._labels
 
-    @property
-    def event_items(self) -> np.ndarray:
-        """Positions (in the batch) of the events, in order."""
-        if self._event_items is None:
-            self._event_items = np.flatnonzero(self.kinds == EVENT)
-        return self._event_items
-
-    @property
-    def label_items(self) -> np.ndarray:
-        """Positions (in the batch) of the labels, in order."""
-        if self._label_items is None:
-            self._label_items = np.flatnonzero(self.kinds == LABEL)
-        return self._label_items

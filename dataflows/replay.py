@@ -16,7 +16,7 @@ import polars as pl
 
 from dataflows.defaults import History
 from dataflows.guard import MAX_ABS_FEATURE
-from dataflows.items import EVENT, LABEL, Batch
+from dataflows.items import EVENT, LABEL, Batch, ItemPositions
 from dataflows.validate import MAX_TIME_US, MIN_TIME_US
 from lake import names as lake_names
 from lake.schemas import EVENTS
@@ -250,7 +250,7 @@ def _merge_kinds(event_times: pl.Series, label_times: pl.Series) -> np.ndarray:
     return kinds
 
 
-class ReplayColumns:
+class ReplayColumns(ItemPositions):
     """A replay batch as columns: ``kinds`` (EVENT/LABEL per item, seq ``start + i``), the events'
     frame (``event_id``, ``event_time`` in µs, ``key`` and the payload columns) and the labels'
     frame (``event_id``, ``label``, ``label_time`` in µs, ``key``), both in item order."""
@@ -276,20 +276,6 @@ class ReplayColumns:
     def __setstate__(self, state: tuple) -> None:
         self.start, self.kinds, self.events, self.labels, self.payload_columns = state
         self._event_items = self._label_items = None
-
-    @property
-    def event_items(self) -> np.ndarray:
-        """Positions (in the batch) of the events, in order."""
-        if self._event_items is None:
-            self._event_items = np.flatnonzero(self.kinds == EVENT)
-        return self._event_items
-
-    @property
-    def label_items(self) -> np.ndarray:
-        """Positions (in the batch) of the labels, in order."""
-        if self._label_items is None:
-            self._label_items = np.flatnonzero(self.kinds == LABEL)
-        return self._label_items
 
     def items(self) -> list[tuple]:
         """The batch as item tuples (:mod:`dataflows.items`)."""
