@@ -139,11 +139,15 @@ class SnapshotPhase:
 
     def due(self, now: float) -> bool:
         """Whether the phased commit of this period should start now (once per period)."""
+        if os.environ.get("RL_NOPHASE") == "1":
+            return False
         nxt = self.next_at()
         return nxt is not None and self._wave_at is None and now >= nxt - self.lead()
 
     def holds_back(self, now: float, flush_seconds: float) -> bool:
         """Whether a periodic commit due now should wait for the phased one, less than half a period away."""
+        if os.environ.get("RL_NOPHASE") == "1":
+            return False
         nxt = self.next_at()
         return (nxt is not None and self._wave_at is None
                 and 0 < nxt - self.lead() - now < flush_seconds / 2)

@@ -78,8 +78,14 @@ class _Chunk:
     __slots__ = ("parts", "num_rows", "max_seq", "future")
 
     def __init__(self, parts: list[rows.Lazy], max_seq: int, future: Future[tuple[pa.Table, bytes]]) -> None:
-        self.parts, self.max_seq, self.future = parts, max_seq, future
+        self.parts: list[rows.Lazy] | None = parts
+        self.max_seq, self.future = max_seq, future
         self.num_rows = sum(p.num_rows for p in parts)
+        future.add_done_callback(self._built)
+
+    def _built(self, future: Future[tuple[pa.Table, bytes]]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.parts = None  # the table holds the rows: the steps' Python objects go (less for the collector)
 
     def ready(self) -> tuple[pa.Table, bytes] | None:
         """``(table, packed)`` once built, else ``None``."""
@@ -95,22 +101,13 @@ class _Chunk:
 
     def plain(self) -> list[pa.Table | rows.Lazy]:
         """What stands for the chunk in a pickle: its table if built, else its steps."""
-        done = self.ready()
-        return [done[0]] if done is not None else list(self.parts)
+        parts, done = self.parts, self.ready()
+        if done is not None:
+            return [done[0]]
+        return list(parts) if parts is not None else [self.future.result()[0]]  # (built meanwhile)
 
 
 _Part = pa.Table | rows.Lazy | _Chunk
-
-
-def _plain(parts: list[_Part]) -> list[pa.Table | rows.Lazy]:
-    """``parts`` with every chunk replaced by :meth:`_Chunk.plain` (what a snapshot pickles)."""
-    out: list[pa.Table | rows.Lazy] = []
-    for part in parts:
-        if isinstance(part, _Chunk):
-            out += part.plain()
-        else:
-            out.append(part)
-    return out
 
 
 def _deferred(data: pa.Table | list[_Part]) -> pa.Table | Callable[[], pa.Table]:
@@ -174,9 +171,26 @@ class _Buffer:
         return data
 
 
-def _pack_entry(table: str, shard: int, data: pa.Table | list[_Part], position: int) -> bytes:
-    """A snapshot's entry of rows not known to be in the lake, packed (chunks as :meth:`_Chunk.plain`)."""
-    return sealed.pack([(table, shard, _plain(data) if isinstance(data, list) else data, position)])
+def _pack_entries(table: str, shard: int, data: pa.Table | list[_Part], position: int) -> list[bytes]:
+    """Rows of one buffer not known to be in the lake (a commit's, or a buffer's still), packed as a snapshot's
+    entries in order: each chunk already built and packed as it is (an entry of its own, at its last position),
+    the rest pickled here (chunks still building as their steps)."""
+    if not isinstance(data, list):
+        return [sealed.pack([(table, shard, data, position)])]
+    out: list[bytes] = []
+    loose: list[pa.Table | rows.Lazy] = []
+    for part in data:
+        done = part.ready() if isinstance(part, _Chunk) else None
+        if done is None:
+            loose += part.plain() if isinstance(part, _Chunk) else [part]
+            continue
+        if loose:
+            out.append(sealed.pack([(table, shard, loose, max(rows.max_seq(p) for p in loose))]))
+            loose = []
+        out.append(done[1])
+    if loose:
+        out.append(sealed.pack([(table, shard, loose, position)]))
+    return out
 
 
 def _build_and_pack(table: str, shard: int, parts: list[rows.Lazy], top: int) -> tuple[pa.Table, bytes]:
@@ -297,7 +311,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         # every commit's: that pickled ~4 MB/s of rows, ~15 ms of the GIL a second, for one snapshot in 10 s.)
         self._pack_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riverlake-pack",
                                              initializer=lower_writer_priority) if snapshot_rows else None
-        self._packed: dict[Future[Landed], Future[bytes]] = {}
+        self._packed: dict[Future[Landed], Future[list[bytes]]] = {}
         # Each commit with its rows, kept until it is known to be in the lake (a snapshot holds them).
         self._in_flight: deque[tuple[Future[Landed], str, int, pa.Table | list[_Part], int]] = deque()
         self._urgent: dict[tuple[str, int], Future[Landed]] = {}  # the running commit of each urgent buffer
@@ -434,7 +448,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             future.add_done_callback(lambda f, table=table: self._note_took(table, f))
         self._in_flight.append((future, table, shard, data, buf.max_seq))
         if pack and self._pack_pool is not None:
-            self._packed[future] = self._pack_pool.submit(_pack_entry, table, shard, data, buf.max_seq)
+            self._packed[future] = self._pack_pool.submit(_pack_entries, table, shard, data, buf.max_seq)
         return True
 
     def _note_took(self, table: str, future: Future[Landed]) -> None:
@@ -490,27 +504,13 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 continue
             packing = self._packed.get(future)
             if packing is not None and packing.done() and packing.exception() is None:
-                parts.append(packing.result())
+                parts += packing.result()
             else:
-                parts.append(_pack_entry(table, shard, data, position))
-        # A buffer's chunks already built and packed are reused as they are (each an entry of its own, in order);
-        # the rest of its rows are pickled here, the buffers' last rows all in one pickle.
-        tails = []
+                parts += _pack_entries(table, shard, data, position)
+        # A buffer's chunks already built and packed are reused as they are; the rest of its rows are pickled here.
         for (table, shard), buf in self._buffers.items():
-            loose: list[pa.Table | rows.Lazy] = []
-            for part in buf.parts:
-                done = part.ready() if isinstance(part, _Chunk) else None
-                if done is None:
-                    loose += part.plain() if isinstance(part, _Chunk) else [part]
-                    continue
-                if loose:
-                    parts.append(sealed.pack([(table, shard, loose, max(rows.max_seq(p) for p in loose))]))
-                    loose = []
-                parts.append(done[1])
-            if loose:
-                tails.append((table, shard, loose, buf.max_seq))
-        if tails:
-            parts.append(sealed.pack(tails))
+            if buf.parts:
+                parts += _pack_entries(table, shard, buf.parts, buf.max_seq)
         return sealed.seal_parts(parts, purpose=ROWS_PURPOSE) if parts else None
 
     def abort(self) -> None:

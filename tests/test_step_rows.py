@@ -83,9 +83,15 @@ def test_a_live_sink_builds_nothing_on_the_steps_thread_and_snapshots_and_commit
     parts = sink._buffers[("predictions", 0)].parts
     assert not any(isinstance(p, pa.Table) for p in parts)
     chunks = [p for p in parts if isinstance(p, _Chunk)]
-    assert len(chunks) == 1 and len(chunks[0].parts) == BUILD_PARTS and len(parts) == 120 - BUILD_PARTS + 1
+    assert len(chunks) == 1 and chunks[0].num_rows == 2 * BUILD_PARTS and len(parts) == 120 - BUILD_PARTS + 1
     if built:
         chunks[0].future.result(timeout=30)
+        import time
+
+        deadline = time.monotonic() + 10  # (the future's callbacks run just after its result is set)
+        while chunks[0].parts is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert chunks[0].parts is None, "once built, the chunk lets its steps' Python objects go"
     state = sink.snapshot()
     assert chunks[0].future.done() is built
     hold.set()
