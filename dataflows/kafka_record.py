@@ -77,7 +77,8 @@ class PartitionRecorder:
     """
 
     def __init__(self, lake: str, topic: str, partition: int, types: PayloadTypes, *, flush_rows: int,
-                 flush_seconds: float, trace: StageTrace | None = None, task: str = "binary") -> None:
+                 flush_seconds: float, trace: StageTrace | None = None, task: str = "binary",
+                 phased: bool = False) -> None:
         self._lake, self._partition, self._types = lake, partition, types
         self._task = task
         self._flush_rows, self._flush_seconds = flush_rows, flush_seconds
@@ -100,8 +101,10 @@ class PartitionRecorder:
         # Every partition's first commit at the same point of flush_seconds (``events``' own, apart from the
         # lake sink's tables): the partitions' commits come due together and are made as one.
         self._head_start = table_point("events", flush_seconds)
-        # A commit of everything shortly before each expected snapshot, so a snapshot holds only the rows since.
-        self._phase = SnapshotPhase(start=time.monotonic())
+        # (``phased``) A commit of everything shortly before each expected snapshot, so a snapshot holds only the
+        # rows since. Off by default: the items are packed in parts as they come, so a snapshot of them is cheap,
+        # and the commit's burst just before the snapshot cost the prediction path more (see the lake sink's).
+        self._phase = SnapshotPhase(start=time.monotonic(), enabled=phased)
         # The topic's partitions in this process: a commit one starts on its own schedule the others join.
         self._cohort = cohort("record", lake, topic)
         self._flushed_at = self._phased_at = time.monotonic()

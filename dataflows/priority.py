@@ -103,9 +103,11 @@ class SnapshotPhase:
     True
     """
 
-    def __init__(self, *, start: float | None = None, first_margin: float = 0.5, floor: float = 0.05) -> None:
+    def __init__(self, *, start: float | None = None, first_margin: float = 0.5, floor: float = 0.05,
+                 enabled: bool = True) -> None:
         if first_margin <= 0 or floor < 0:
             raise ValueError(f"first_margin must be > 0 and floor >= 0, got {first_margin!r}, {floor!r}")
+        self.enabled = enabled  # off: never due, never holding a periodic commit back (it still learns the period)
         self.margin = first_margin
         self.floor = floor
         self.expected = 0.0  # how long the writer's phased commit should take, from its recent commits
@@ -139,14 +141,14 @@ class SnapshotPhase:
 
     def due(self, now: float) -> bool:
         """Whether the phased commit of this period should start now (once per period)."""
-        if os.environ.get("RL_NOPHASE") == "1":
+        if not self.enabled:
             return False
         nxt = self.next_at()
         return nxt is not None and self._wave_at is None and now >= nxt - self.lead()
 
     def holds_back(self, now: float, flush_seconds: float) -> bool:
         """Whether a periodic commit due now should wait for the phased one, less than half a period away."""
-        if os.environ.get("RL_NOPHASE") == "1":
+        if not self.enabled:
             return False
         nxt = self.next_at()
         return (nxt is not None and self._wave_at is None

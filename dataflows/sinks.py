@@ -9,9 +9,9 @@ running), pickled as the step handed them over, zstd-compressed and sealed with 
 (:func:`lake.integrity.seal`), and a restart from it commits them first, so recovery
 never skips a row and the prediction path never stops for the lake: a commit due
 while ``max_in_flight`` are queued waits in its buffer instead of holding up the step,
-and the buffers' commits are spread over ``flush_seconds`` (:func:`dataflows.priority.stagger`); once the
-snapshot period is known, every buffer is also committed shortly before each expected snapshot
-(:class:`dataflows.priority.SnapshotPhase`), so a snapshot holds only the rows since. In
+and the buffers' commits are spread over ``flush_seconds`` (:func:`dataflows.priority.table_point`); with
+``phased``, once the snapshot period is known, every buffer is also committed shortly before each expected
+snapshot (:class:`dataflows.priority.SnapshotPhase`), so a snapshot holds only the rows since. In
 live runs the small tables people wait for (``urgent_tables``, e.g.
 :data:`URGENT_TABLES`: window statistics, alarms, drift actions) are committed as
 soon as rows come, on a thread of their own, so a large ``predictions`` commit
@@ -37,8 +37,7 @@ import os
 import pickle
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 
 import pyarrow as pa
@@ -48,6 +47,7 @@ from dataflows import rows, sealed
 from dataflows.committer import Landed, cohort, committer
 from dataflows.items import Output
 from dataflows.priority import SnapshotPhase, lower_writer_priority, table_point
+from dataflows.sink_rows import Buffer, Chunk, Part, build_and_pack, deferred, pack_entries
 from lake import integrity
 from lake.errors import WriterFencedError
 from lake.schemas import TABLES, task_schema
@@ -61,142 +61,6 @@ TASK_TABLES = frozenset({"predictions", "learn_log", "metrics", "labels"})
 URGENT_TABLES = frozenset({"window_stats", "drift_events", "drift_actions"})
 """Tables committed as soon as rows arrive (or, while one of their commits runs, right after it):
 monitoring answers, a few rows at a time, wanted within a second."""
-
-
-BUILD_PARTS = 64
-BUILD_ROWS = 4_096
-"""A buffer's latest steps that are not Arrow yet (:class:`dataflows.rows.StepRows`, ...) are built
-into one table once there are this many of them or they hold this many rows: one build for many
-steps, and no commit or snapshot waits for a large one."""
-
-
-class _Chunk:
-    """(live) A buffer's steps not yet Arrow, built into one table and packed for a snapshot on a thread of
-    low priority (:meth:`DeltaSinkPartition._chunk`): the step's thread never builds, and a snapshot that
-    finds it done reuses its packed bytes instead of pickling the steps."""
-
-    __slots__ = ("parts", "num_rows", "max_seq", "future")
-
-    def __init__(self, parts: list[rows.Lazy], max_seq: int, future: Future[tuple[pa.Table, bytes]]) -> None:
-        self.parts: list[rows.Lazy] | None = parts
-        self.max_seq, self.future = max_seq, future
-        self.num_rows = sum(p.num_rows for p in parts)
-        future.add_done_callback(self._built)
-
-    def _built(self, future: Future[tuple[pa.Table, bytes]]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self.parts = None  # the table holds the rows: the steps' Python objects go (less for the collector)
-
-    def ready(self) -> tuple[pa.Table, bytes] | None:
-        """``(table, packed)`` once built, else ``None``."""
-        f = self.future
-        return f.result() if f.done() and not f.cancelled() and f.exception() is None else None
-
-    def table(self) -> pa.Table:
-        """The steps as one table: the background build's (waited for), or built here if it was dropped."""
-        try:
-            return self.future.result()[0]
-        except CancelledError:
-            return rows.concat(self.parts)
-
-    def plain(self) -> list[pa.Table | rows.Lazy]:
-        """What stands for the chunk in a pickle: its table if built, else its steps."""
-        parts, done = self.parts, self.ready()
-        if done is not None:
-            return [done[0]]
-        return list(parts) if parts is not None else [self.future.result()[0]]  # (built meanwhile)
-
-
-_Part = pa.Table | rows.Lazy | _Chunk
-
-
-def _deferred(data: pa.Table | list[_Part]) -> pa.Table | Callable[[], pa.Table]:
-    """What the committer gets for a buffer's rows (:meth:`_Buffer.take`): its parts are built into one table on the
-    committer's thread (:func:`_table`), not on the step's."""
-    return partial(_table, data) if isinstance(data, list) else data
-
-
-def _table(data: pa.Table | list[_Part]) -> pa.Table:
-    """A buffer's rows as one table (:meth:`_Buffer.take`), on the thread that commits them."""
-    if not isinstance(data, list):
-        return data
-    return rows.concat([part.table() if isinstance(part, _Chunk) else part for part in data])
-
-
-class _Buffer:
-    __slots__ = ("parts", "rows", "since", "max_seq", "lazy", "lazy_rows", "head_start", "build", "flushed")
-
-    def __init__(self, head_start: float = 0.0, flushed: float = 0.0, *, build: bool = True) -> None:
-        self.parts: list[_Part] = []
-        self.rows = 0
-        self.since = 0.0
-        self.flushed = flushed  # when its rows were last handed to the committer (or it was made)
-        # how much older than it is its first rows count (their first commit comes sooner; negative: later)
-        self.head_start = head_start
-        self.max_seq = -1
-        self.lazy = 0  # the last parts not yet Arrow, and their rows
-        self.lazy_rows = 0
-        # Whether rows not yet Arrow are built here (by the step's thread) every BUILD_PARTS steps; else (live)
-        # they are handed to a background thread as a chunk (:class:`_Chunk`), so no step waits for a build.
-        self.build = build
-
-    def add(self, data: pa.Table | rows.Lazy) -> bool:
-        """Add a step's rows; ``True`` where the latest steps not yet Arrow are due for a chunk
-        (:meth:`chunk`: a buffer that does not build)."""
-        self.parts.append(data)
-        self.rows += data.num_rows
-        if isinstance(data, pa.Table):
-            self.lazy = self.lazy_rows = 0
-            return False
-        self.lazy += 1
-        self.lazy_rows += data.num_rows
-        if self.lazy < BUILD_PARTS and self.lazy_rows < BUILD_ROWS:
-            return False
-        if not self.build:
-            return True
-        self.parts[-self.lazy:] = [rows.concat(self.parts[-self.lazy:])]
-        self.lazy = self.lazy_rows = 0
-        return False
-
-    def chunk(self, make: Callable[[list[rows.Lazy]], _Chunk]) -> None:
-        """Hand the latest steps not yet Arrow to ``make`` (which starts their build) as one chunk."""
-        self.parts[-self.lazy:] = [make(self.parts[-self.lazy:])]
-        self.lazy = self.lazy_rows = 0
-
-    def take(self) -> pa.Table | list[_Part]:
-        """Every buffered row as one table, or (a buffer that does not build) as its parts (for :func:`_table`,
-        on the thread that commits them); the buffer is left empty."""
-        data = rows.concat(self.parts) if self.build else self.parts
-        self.parts, self.rows, self.lazy, self.lazy_rows = [], 0, 0, 0
-        return data
-
-
-def _pack_entries(table: str, shard: int, data: pa.Table | list[_Part], position: int) -> list[bytes]:
-    """Rows of one buffer not known to be in the lake (a commit's, or a buffer's still), packed as a snapshot's
-    entries in order: each chunk already built and packed as it is (an entry of its own, at its last position),
-    the rest pickled here (chunks still building as their steps)."""
-    if not isinstance(data, list):
-        return [sealed.pack([(table, shard, data, position)])]
-    out: list[bytes] = []
-    loose: list[pa.Table | rows.Lazy] = []
-    for part in data:
-        done = part.ready() if isinstance(part, _Chunk) else None
-        if done is None:
-            loose += part.plain() if isinstance(part, _Chunk) else [part]
-            continue
-        if loose:
-            out.append(sealed.pack([(table, shard, loose, max(rows.max_seq(p) for p in loose))]))
-            loose = []
-        out.append(done[1])
-    if loose:
-        out.append(sealed.pack([(table, shard, loose, position)]))
-    return out
-
-
-def _build_and_pack(table: str, shard: int, parts: list[rows.Lazy], top: int) -> tuple[pa.Table, bytes]:
-    """(on the pack thread) A chunk's table, and it packed as a snapshot's entry (:class:`_Chunk`)."""
-    built = rows.concat(parts)
-    return built, sealed.pack([(table, shard, [built], top)])
 
 
 def _result(future: Future[Landed]) -> Landed:
@@ -280,6 +144,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                  max_in_flight: int | None = None, compact_every: int | None = 100,
                  urgent_tables: frozenset[str] = frozenset(), urgent_interval_s: float = 0.5,
                  snapshot_rows: bool = False, resume: list[_Pending] | _SnapshotRows | None = None,
+                 phased: bool = False,
                  task: str = "binary",
                  background: bool | None = None) -> None:
         self.task = task
@@ -294,7 +159,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
         # (live) 8: a phased commit hands every table over at once, in every partition, and the committer makes
         # one commit per table of them; with fewer places a partition's last tables came later, on their own.
         self.max_in_flight = max_in_flight if max_in_flight is not None else 8 if snapshot_rows else 4
-        self._buffers: dict[tuple[str, int], _Buffer] = {}
+        self._buffers: dict[tuple[str, int], Buffer] = {}
         self._writers: dict[tuple[str, int], TableWriter] = {}
         # Live (snapshot_rows) and serving (``background``): nothing on the prediction path waits for a
         # commit, so commits take the CPU it leaves; in a replay a snapshot waits for them and they run at
@@ -313,7 +178,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                                              initializer=lower_writer_priority) if snapshot_rows else None
         self._packed: dict[Future[Landed], Future[list[bytes]]] = {}
         # Each commit with its rows, kept until it is known to be in the lake (a snapshot holds them).
-        self._in_flight: deque[tuple[Future[Landed], str, int, pa.Table | list[_Part], int]] = deque()
+        self._in_flight: deque[tuple[Future[Landed], str, int, pa.Table | list[Part], int]] = deque()
         self._urgent: dict[tuple[str, int], Future[Landed]] = {}  # the running commit of each urgent buffer
         self._urgent_at: dict[tuple[str, int], float] = {}  # when each urgent buffer's last commit started
         self._landed: dict[tuple[str, int], int] = {}  # the highest position known committed per buffer
@@ -323,9 +188,12 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             # The rows the snapshot held: committed now, before any row after them (rows of them a
             # commit had already written are dropped by the writer's position).
             self._writer((table, shard)).append(data, position=position)
-        # (live) Every buffer is committed shortly before each expected snapshot (the first due a snapshot
-        # period from now), so a snapshot holds (and pickles on the step's thread) only the rows since then.
-        self._phase = SnapshotPhase(start=time.monotonic())
+        # (live, ``phased``) Every buffer is committed shortly before each expected snapshot (the first due a
+        # snapshot period from now), so a snapshot holds only the rows since then. Off by default: a snapshot
+        # reuses the chunks packed in the background and pickles only the steps since, so the burst of every
+        # table's commit just before it cost the prediction path more than it saved (p99 170-194 against
+        # 121-138 ms at 5,000 messages/s, BENCHMARKS).
+        self._phase = SnapshotPhase(start=time.monotonic(), enabled=phased)
 
     def write_batch(self, values: list[Output]) -> None:
         now = time.monotonic()
@@ -397,22 +265,22 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 self._catch_up.append(key)
         self._phase.started(now, started)
 
-    def _chunk(self, table: str, shard: int, parts: list[rows.Lazy]) -> _Chunk:
+    def _chunk(self, table: str, shard: int, parts: list[rows.Lazy]) -> Chunk:
         """(live) ``parts`` (a buffer's latest steps) built into one table and packed for a snapshot on the pack
         thread (low priority): work the step's thread used to do, ~20 ms for 64 steps of four models."""
         top = max(rows.max_seq(p) for p in parts)
-        return _Chunk(parts, top, self._pack_pool.submit(_build_and_pack, table, shard, parts, top))
+        return Chunk(parts, top, self._pack_pool.submit(build_and_pack, table, shard, parts, top))
 
-    def _new_buffer(self, table: str, now: float) -> _Buffer:
+    def _new_buffer(self, table: str, now: float) -> Buffer:
         if not self.snapshot_rows:
-            return _Buffer(flushed=now)
+            return Buffer(flushed=now)
         if table in self.urgent_tables:
-            return _Buffer(flushed=now, build=False)
+            return Buffer(flushed=now, build=False)
         # (live) Each buffer commits every flush_seconds from its first rows; the tables' first commits are
         # spread over that period, so their commits (bursts of Parquet encoding on the cores the prediction
         # path runs on) come one by one instead of all at once. A table's point is the same in every
         # partition: its shards' buffers come due together and the committer makes them one commit.
-        return _Buffer(head_start=table_point(table, self.flush_seconds), flushed=now, build=False)
+        return Buffer(head_start=table_point(table, self.flush_seconds), flushed=now, build=False)
 
     def _writer(self, key: tuple[str, int]) -> TableWriter:
         writer = self._writers.get(key)
@@ -424,7 +292,7 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
                 schema=task_schema(table, self.task) if table in TASK_TABLES and self.task != "binary" else None)
         return writer
 
-    def _flush(self, key: tuple[str, int], buf: _Buffer, *, wait: bool = True, pack: bool = False,
+    def _flush(self, key: tuple[str, int], buf: Buffer, *, wait: bool = True, pack: bool = False,
                gather: bool = True) -> bool:
         """Commit ``buf``; a non-urgent commit waits for a place among ``max_in_flight``, or, without ``wait``,
         is left for a later call (then ``False``). With ``pack`` (the phased commit, which the next snapshot
@@ -441,14 +309,14 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             self._reap_one()
         data = buf.take()
         if urgent:
-            future = self._urgent[key] = self._urgent_committer.submit(writer, _deferred(data), position=buf.max_seq,
+            future = self._urgent[key] = self._urgent_committer.submit(writer, deferred(data), position=buf.max_seq,
                                                                        gather=gather)
         else:
-            future = self._committer.submit(writer, _deferred(data), position=buf.max_seq, gather=gather)
+            future = self._committer.submit(writer, deferred(data), position=buf.max_seq, gather=gather)
             future.add_done_callback(lambda f, table=table: self._note_took(table, f))
         self._in_flight.append((future, table, shard, data, buf.max_seq))
         if pack and self._pack_pool is not None:
-            self._packed[future] = self._pack_pool.submit(_pack_entries, table, shard, data, buf.max_seq)
+            self._packed[future] = self._pack_pool.submit(pack_entries, table, shard, data, buf.max_seq)
         return True
 
     def _note_took(self, table: str, future: Future[Landed]) -> None:
@@ -506,11 +374,11 @@ class DeltaSinkPartition(StatefulSinkPartition[Output, _SnapshotRows | None]):
             if packing is not None and packing.done() and packing.exception() is None:
                 parts += packing.result()
             else:
-                parts += _pack_entries(table, shard, data, position)
+                parts += pack_entries(table, shard, data, position)
         # A buffer's chunks already built and packed are reused as they are; the rest of its rows are pickled here.
         for (table, shard), buf in self._buffers.items():
             if buf.parts:
-                parts += _pack_entries(table, shard, buf.parts, buf.max_seq)
+                parts += pack_entries(table, shard, buf.parts, buf.max_seq)
         return sealed.seal_parts(parts, purpose=ROWS_PURPOSE) if parts else None
 
     def abort(self) -> None:

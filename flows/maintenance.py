@@ -2,7 +2,7 @@
 
     python -m flows.maintenance --lake lakehouse [--retention-hours 168]
 
-The work is :func:`lake.table.maintain`; this flow schedules it (see ``flows.serve``).
+The work is :func:`lake.maintain.maintain`; this flow schedules it (see ``flows.serve``).
 It is safe while a dataflow appends: compaction commits only rewrite files that
 existed when it started, appends land beside them.
 """
@@ -19,7 +19,7 @@ from lake.entry import ArgumentParser, resolve_lake, run_main
 
 @task(**retry_options(2, 5.0))
 def maintain_table(lake: str, table: str, retention_hours: int) -> dict[str, Any]:
-    from lake.table import maintain
+    from lake.maintain import maintain
 
     return maintain(lake, [table], retention_hours=retention_hours).get(table, {})
 

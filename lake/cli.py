@@ -201,7 +201,7 @@ def add_maintain(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
-    from lake.table import maintain
+    from lake.maintain import maintain
 
     if args.retention_hours < 0:
         raise LakeError(f"--retention-hours must be >= 0, got {args.retention_hours}")

@@ -196,7 +196,8 @@ def _arrow_columns(schema: pa.Schema) -> list[tuple[str, bool]]:
     return [(f.name, pa.types.is_nested(f.type)) for f in schema]
 
 
-def _delta_columns(dt: DeltaTable) -> list[tuple[str, bool]]:
+def delta_columns(dt: DeltaTable) -> list[tuple[str, bool]]:
+    """A Delta table's top-level columns as ``(name, nested)``, for :func:`writer_properties`."""
     return [(f.name, not isinstance(f.type, PrimitiveType)) for f in dt.schema().fields]
 
 
@@ -310,7 +311,7 @@ class TableWriter:
     def _compact(self) -> None:
         try:
             dt = DeltaTable(self.uri)
-            dt.optimize.compact(writer_properties=writer_properties(_delta_columns(dt)))
+            dt.optimize.compact(writer_properties=writer_properties(delta_columns(dt)))
             DeltaTable(self.uri).create_checkpoint()
             self.compactions += 1
         except Exception as ex:  # noqa: BLE001 - e.g. a concurrent compaction won; the data is safe
@@ -467,46 +468,3 @@ def append(
 ) -> int:
     """One idempotent append; see :class:`TableWriter`. Returns rows written (0 if already committed)."""
     return TableWriter(lake, table, writer_id=writer_id).append(data, position=position)
-
-
-def maintain(
-    lake: str | os.PathLike[str],
-    tables: Iterable[str] | None = None,
-    *,
-    retention_hours: int = 168,
-    dry_run: bool = False,
-) -> dict[str, dict[str, Any]]:
-    """Compact small files, write a Delta checkpoint, clean the log and vacuum old files.
-
-    Keeps commit time flat on long runs. Files removed more than ``retention_hours``
-    ago are deleted (time travel to versions that needed them stops working).
-    """
-    if retention_hours < 0:
-        raise ValueError(f"retention_hours must be >= 0, got {retention_hours!r}")
-    from lake.schemas import TABLES
-
-    report: dict[str, dict[str, Any]] = {}
-    for name in tables or TABLES:
-        if not exists(lake, name):
-            continue
-        dt = open_table(lake, name)
-        before = dt.version()
-        compact = {} if dry_run else dt.optimize.compact(writer_properties=writer_properties(_delta_columns(dt)))
-        dt = open_table(lake, name)
-        if not dry_run:
-            dt.create_checkpoint()
-            dt.cleanup_metadata()
-        removed = dt.vacuum(
-            retention_hours=retention_hours,
-            dry_run=dry_run,
-            enforce_retention_duration=False,
-        )
-        report[name] = {
-            "version_before": before,
-            "version_after": dt.version(),
-            "files_removed_by_compaction": compact.get("numFilesRemoved", 0),
-            "files_added_by_compaction": compact.get("numFilesAdded", 0),
-            "files_vacuumed": len(removed),
-            "dry_run": dry_run,
-        }
-    return report

@@ -7,7 +7,8 @@ import threading
 import polars as pl
 
 from dataflows.online import run_replay
-from lake.table import exists, maintain, open_table, read_table
+from lake.maintain import maintain
+from lake.table import exists, open_table, read_table
 
 
 def test_compaction_during_a_running_replay(synthetic_lake):

@@ -75,7 +75,8 @@ def test_commits_phased_to_the_snapshots_leave_a_snapshot_only_the_rows_since_an
     import time
 
     lake, period, seq = str(tmp_path / "lake"), 0.6, 0
-    part = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600.0, snapshot_rows=True)
+    part = DeltaSinkPartition(lake, run_id="r", flush_rows=10**6, flush_seconds=3600.0, snapshot_rows=True,
+                              phased=True)
     held, written, state = [], [], None
     next_snapshot = time.monotonic() + period
     for k in range(7):

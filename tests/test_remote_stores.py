@@ -24,9 +24,10 @@ import pytest
 from dataflows.bench.scaling import free_ports
 from dataflows.online import recovery_dir, run_replay
 from lake.ingest import ingest_scenario
+from lake.maintain import maintain
 from lake.schemas import FEATURES
 from lake.storage import state_dir
-from lake.table import TableWriter, append, exists, maintain, read_table, table_uri, table_version
+from lake.table import TableWriter, append, exists, read_table, table_uri, table_version
 from monitoring.evidently_report import append_report_row, make_report, read_reports
 from tests.processes import run_processes
 

@@ -70,7 +70,7 @@ def test_a_live_sink_builds_nothing_on_the_steps_thread_and_snapshots_and_commit
     # sink's own commits, write exactly the rows each step built on its own.
     import threading
 
-    from dataflows.sinks import BUILD_PARTS, _Chunk
+    from dataflows.sink_rows import BUILD_PARTS, Chunk
 
     config = RunConfig(run_id="r", models=("linear", "tree"), checkpoint_every=7)
     outputs = _steps(ShardLearner(config, shard=0), _stream(120), 1)
@@ -82,7 +82,7 @@ def test_a_live_sink_builds_nothing_on_the_steps_thread_and_snapshots_and_commit
     sink.write_batch(outputs)
     parts = sink._buffers[("predictions", 0)].parts
     assert not any(isinstance(p, pa.Table) for p in parts)
-    chunks = [p for p in parts if isinstance(p, _Chunk)]
+    chunks = [p for p in parts if isinstance(p, Chunk)]
     assert len(chunks) == 1 and chunks[0].num_rows == 2 * BUILD_PARTS and len(parts) == 120 - BUILD_PARTS + 1
     if built:
         chunks[0].future.result(timeout=30)

@@ -7,8 +7,9 @@ import polars as pl
 import pytest
 
 from lake.errors import SchemaError, TableNotFoundError
+from lake.maintain import maintain
 from lake.schemas import TABLES
-from lake.table import TableWriter, append, maintain, open_table, read_table, table_version
+from lake.table import TableWriter, append, open_table, read_table, table_version
 
 
 def _labels(ids, t=0):

@@ -18,8 +18,9 @@ import pytest
 
 from dataflows.models import SPECS, TASK_SPECS, get_spec
 from lake.ingest import ingest_file, ingest_frame, ingest_scenario
+from lake.maintain import maintain
 from lake.schemas import LABELS, LEARN_LOG, METRICS, PREDICTIONS, task_schema
-from lake.table import TableWriter, maintain, read_table
+from lake.table import TableWriter, read_table
 from lake.tasks import TaskMismatchError, infer_task, read_task
 from monitoring.prequential import TaskPrequential, macro_f1
 from monitoring.tasks import error, log_loss, predict
