@@ -112,7 +112,8 @@ def test_live_run_records_events_and_labels_and_their_replay_gives_the_same_pred
 
 def _live_cmd(lake: str, brokers: str, rec: str, colocate: bool) -> list[str]:
     flow = (f"dataflows.online:build_live_flow(lake='{lake}', model='linear,tree', brokers='{brokers}', "
-            f"topic='paced', run_id='crashy', batch_size=40, checkpoint_every=300, colocate={colocate})")
+            f"topic='paced', run_id='crashy', batch_size=40, checkpoint_every=300, colocate={colocate}, "
+            "flush_seconds=1.0)")  # commits every second: kills land mid-stream, with rows held by snapshots
     return [sys.executable, "-m", "bytewax.run", flow, "-r", rec, "-s", "1", "-b", "0"]
 
 
@@ -151,7 +152,7 @@ def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_no
         deadline = time.monotonic() + 30
         while (table_version(lake, "predictions") or 0) <= start + 1 and time.monotonic() < deadline:
             time.sleep(0.05)  # until it has committed something of its own
-        time.sleep(rng.uniform(0.0, 1.0))  # commits come with each snapshot (-s 1)
+        time.sleep(rng.uniform(0.0, 1.0))  # commits come every second (flush_seconds=1), snapshots too (-s 1)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
