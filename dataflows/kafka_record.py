@@ -12,9 +12,11 @@ prediction path, through the process's committer (:mod:`dataflows.committer`): t
 commits of a table come due together and are made as one Delta commit carrying every
 partition's app transaction; one starts shortly before each
 expected snapshot (:class:`dataflows.priority.SnapshotPhase`), so a snapshot holds only the rows since.
-The rows not yet committed travel in the snapshot compressed (:mod:`dataflows.sealed`): the
-recorder pickles and compresses them in parts of :data:`PART_ITEMS` as they are handed over, so a
-snapshot joins parts made earlier and packs only the newest few. An event
+Every :data:`PART_ITEMS` items handed over are built into the tables' rows and pickled and compressed
+(:mod:`dataflows.sealed`) on the recorder's thread as they come (:class:`_Part`): a commit joins rows built
+earlier instead of building them all at once (a burst of Python on four threads that took the interpreter
+from the prediction path for a few hundred ms every ``flush_seconds``), and the rows not yet committed
+travel in the snapshot as the parts packed earlier, only the newest few packed at the snapshot. An event
 row's ``offset`` is :func:`lake_offset` of its partition and Kafka offset, so a
 replay orders events of equal ``event_time`` as they arrived.
 
@@ -23,9 +25,11 @@ Split from :mod:`dataflows.kafka`, which re-exports :func:`lake_offset`.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import NamedTuple
 
 import pyarrow as pa
 from deltalake.exceptions import CommitFailedError
@@ -46,8 +50,44 @@ log = logging.getLogger("dataflows.kafka")  # the name users filter on, as befor
 _PARTITION_SHIFT = 40
 _COMMIT_ATTEMPTS = 5
 PART_ITEMS = 1_024
-"""Items per compressed part of what a snapshot holds (~100 KB pickled, ~25 KB compressed for flights events;
-packed in ~1 ms on the step, once per item rather than at each snapshot)."""
+"""Items per part (:class:`_Part`): built into rows and packed for a snapshot (~100 KB pickled, ~25 KB
+compressed for flights events) on the recorder's thread, once per item rather than at each commit or snapshot."""
+
+
+class _Rows(NamedTuple):
+    """A part's rows of one table and the positions (Kafka offsets) of its items, in order."""
+
+    table: pa.Table
+    positions: list[int]
+
+
+class _Built(NamedTuple):
+    events: _Rows | None
+    labels: _Rows | None
+    packed: bytes  # the part's items pickled and compressed (:func:`dataflows.sealed.pack`), for a snapshot
+
+
+class _Part:
+    """Items handed over together (offset order), built into rows and packed on the recorder's thread; a part
+    whose build has not finished is built (or packed) where it is needed."""
+
+    __slots__ = ("items", "future", "packed")
+
+    def __init__(self, items: list[tuple], future: Future[_Built] | None = None) -> None:
+        self.items = items
+        self.future = future
+        self.packed: bytes | None = None
+
+    def built(self) -> _Built | None:
+        f = self.future
+        return f.result() if f is not None and f.done() and not f.cancelled() and f.exception() is None else None
+
+    def pack(self) -> bytes:
+        """The part's items packed: the background's bytes, else packed here (once)."""
+        if self.packed is None:
+            done = self.built()
+            self.packed = done.packed if done is not None else sealed.pack(self.items)
+        return self.packed
 
 
 def lake_offset(partition: int, kafka_offset: int) -> int:
@@ -86,16 +126,15 @@ class PartitionRecorder:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"riverlake-record-{partition}",
                                         initializer=lower_writer_priority)
         self._running: Future[None] | None = None
-        self._running_parts: list[bytes] = []  # the running commit's items, packed
-        self._running_loose: list[tuple] = []  # ... and those not yet packed (at the next snapshot, if any)
+        self._running_parts: list[_Part] = []  # the running commit's items
         prefix = f"kafka/{topic}/{partition}"
         self._events = TableWriter(lake, "events", writer_id=f"{prefix}/events", compact_every=100)
         self._labels = TableWriter(lake, "labels", writer_id=f"{prefix}/labels", compact_every=100,
                                    schema=None if task == "binary" else task_schema("labels", task))
-        self._ev: list[tuple] = []
-        self._lb: list[tuple] = []
-        # The same items in the order handed over (offset order): full parts packed, the newest loose.
-        self._parts: list[bytes] = []
+        self._n = 0  # items handed over and not yet handed to a commit
+        # The same items in the order handed over (offset order): full parts (building on the recorder's thread,
+        # or built), the newest loose.
+        self._parts: list[_Part] = []
         self._loose: list[tuple] = []
         self._since = 0.0
         # Every partition's first commit at the same point of flush_seconds (``events``' own, apart from the
@@ -112,14 +151,14 @@ class PartitionRecorder:
     def add(self, items: list[tuple]) -> None:
         if not items:
             return
-        if not self._ev and not self._lb:
+        if not self._n:
             self._since = time.monotonic() - self._head_start
             self._head_start = 0.0
-        for item in items:
-            (self._ev if item[1] == EVENT else self._lb).append(item)
+        self._n += len(items)
         self._loose += items
         if len(self._loose) >= PART_ITEMS:
-            self._parts.append(sealed.pack(self._loose))
+            part = self._loose
+            self._parts.append(_Part(part, self._pool.submit(self._build, part)))
             self._loose = []
 
     def maybe_flush(self) -> None:
@@ -128,7 +167,7 @@ class PartitionRecorder:
             if not self._running.done():
                 return
             self._reap()
-        n = len(self._ev) + len(self._lb)
+        n = self._n
         if not n:
             return
         now = time.monotonic()
@@ -154,30 +193,26 @@ class PartitionRecorder:
     def flush(self, *, gather: bool = True) -> None:
         """Start committing every row handed over (after the running commit, if any); without ``gather`` (the
         caller waits for it) the commit does not wait for the other partitions' rows (``Committer.submit``)."""
-        ev, self._ev = self._ev, []
-        lb, self._lb = self._lb, []
-        if ev or lb:
+        if self._n:
             if self._running is not None:
                 self._reap()
-            self._running = self._pool.submit(self._commit, ev, lb, gather)
-            self._running_parts, self._parts = self._parts, []
-            self._running_loose, self._loose = self._loose, []
+            parts = self._parts + ([_Part(self._loose)] if self._loose else [])
+            self._parts, self._loose, self._n = [], [], 0
+            self._running = self._pool.submit(self._commit, parts, gather)
+            self._running_parts = parts
 
     def held(self) -> list[bytes]:
         """The items handed over and not known to be committed: packed parts (:func:`dataflows.sealed.pack`) of
         lists of items, in offset order (called at each snapshot: its times phase a commit to come shortly
         before the next one). Only the items since the last full part are pickled here."""
         self._phase.snapshot(time.monotonic())
-        out: list[bytes] = []
+        parts: list[_Part] = []
         if self._running is not None and not (self._running.done() and self._running.exception() is None):
-            if self._running_loose:
-                self._running_parts.append(sealed.pack(self._running_loose))
-                self._running_loose = []
-            out += self._running_parts
-        if self._loose:
-            self._parts.append(sealed.pack(self._loose))
+            parts += self._running_parts
+        if self._loose:  # packed here, and kept as a part (the next snapshot reuses it)
+            self._parts.append(_Part(self._loose))
             self._loose = []
-        return out + self._parts
+        return [part.pack() for part in parts + self._parts]
 
     def wait(self) -> None:
         """Commit every row handed over; returns when they are in the lake."""
@@ -193,34 +228,53 @@ class PartitionRecorder:
 
     def _reap(self) -> None:
         running, self._running = self._running, None
-        self._running_parts, self._running_loose = [], []
+        self._running_parts = []
         if running is not None:
             running.result()  # re-raises a failed commit here, in the dataflow
 
-    def _commit(self, ev: list[tuple], lb: list[tuple], gather: bool) -> None:
+    def _build(self, items: list[tuple]) -> _Built:
+        """(on the recorder's thread) A part's rows of each table, and its items packed for a snapshot."""
+        ev = [it for it in items if it[1] == EVENT]
+        lb = [it for it in items if it[1] != EVENT]
+        return _Built(_Rows(self._event_rows(ev), [it[0] for it in ev]) if ev else None,
+                      _Rows(self._label_rows(lb), [it[0] for it in lb]) if lb else None,
+                      sealed.pack(items))
+
+    def _commit(self, parts: list[_Part], gather: bool) -> None:
         start = time.monotonic()
         try:
-            self._write(ev, lb, gather)
+            self._write(parts, gather)
         finally:
             self._phase.expected = time.monotonic() - start  # the phased commit starts at least this early
 
-    def _write(self, ev: list[tuple], lb: list[tuple], gather: bool) -> None:
-        if ev:
-            self._append(self._events, ev, self._event_rows, gather)
-        if lb:
-            self._append(self._labels, lb, self._label_rows, gather)
+    def _write(self, parts: list[_Part], gather: bool) -> None:
+        # The parts' builds ran before this commit on this thread (one thread: in the order submitted); a part
+        # handed over loose, or whose build failed, is built here.
+        built = [part.built() or self._build(part.items) for part in parts]
+        for kind, rows, writer in ((0, self._event_rows, self._events), (1, self._label_rows, self._labels)):
+            pieces = [b[kind] for b in built if b[kind] is not None]
+            if pieces:
+                self._append(writer, pieces, parts, rows, gather, events=kind == 0)
         if self._trace is not None:
-            done = ev + lb
-            self._trace.mark("recorded", self._partition, min(it[0] for it in done), max(it[0] for it in done))
+            self._trace.mark("recorded", self._partition, parts[0].items[0][0], parts[-1].items[-1][0])
 
-    def _append(self, writer: TableWriter, items: list[tuple], rows, gather: bool) -> None:
+    def _append(self, writer: TableWriter, pieces: list[_Rows], parts: list[_Part], rows, gather: bool, *,
+                events: bool) -> None:
         current = [writer]
+        fresh = [True]  # the parts' rows were built with the types of now (not after a lost race)
+        position = pieces[-1].positions[-1]
 
         def once() -> None:
             done = current[0].committed_position
-            todo = items if done is None else [it for it in items if it[0] > done]
-            if todo:  # one commit with the other partitions' rows of the table due now (their app transactions in it)
-                committer(record=True).submit(current[0], rows(todo), position=todo[-1][0], gather=gather).result()
+            if done is not None and done >= position:
+                return
+            if fresh[0]:
+                data = self._joined(pieces, done)
+            else:  # built again from the items, in the types the table has now
+                data = rows([it for part in parts for it in part.items
+                             if (it[1] == EVENT) == events and (done is None or it[0] > done)])
+            # one commit with the other partitions' rows of the table due now (their app transactions in it)
+            committer(record=True).submit(current[0], data, position=position, gather=gather).result()
 
         def reopen(ex: BaseException) -> None:
             # Another worker's commit (a new table, a merged column) won the race. The append
@@ -229,6 +283,7 @@ class PartitionRecorder:
             log.info("%s: commit lost a race (%s); retrying", old.writer_id, ex)
             current[0] = TableWriter(old.lake, old.table, writer_id=old.writer_id, compact_every=old.compact_every,
                                      schema=old.schema)
+            fresh[0] = False
             if old.table == "events":
                 self._events = current[0]
                 if exists(self._lake, "events"):
@@ -237,6 +292,22 @@ class PartitionRecorder:
                 self._labels = current[0]
 
         retrying(once, on=CommitFailedError, attempts=_COMMIT_ATTEMPTS, before_retry=reopen)
+
+    def _joined(self, pieces: list[_Rows], done: int | None) -> pa.Table:
+        """The pieces' rows after position ``done`` (there are some) as one table, payload columns in the order of
+        now (a part built earlier may lack a field that came later, or one all null in it)."""
+        tables = []
+        for piece in pieces:
+            skip = 0 if done is None else bisect.bisect_right(piece.positions, done)
+            if skip < len(piece.positions):
+                tables.append(piece.table.slice(skip) if skip else piece.table)
+        if len(tables) == 1:
+            return tables[0]
+        joined = pa.concat_tables(tables, promote_options="default")
+        order = self._types.order
+        payload = set(order)
+        names = set(joined.column_names)
+        return joined.select([n for n in joined.column_names if n not in payload] + [n for n in order if n in names])
 
     def _event_rows(self, items: list[tuple]) -> pa.Table:
         return self._types.event_rows(items, [lake_offset(self._partition, it[0]) for it in items])
