@@ -33,6 +33,26 @@ import numpy as np
 _EPS = 1e-15
 _NEVER = np.iinfo(np.int64).min
 
+PIECES = 16
+"""A window keeps each batch's labels and scores as arrays (for its ROC AUC at the close); past this many, the
+newest are joined into one, and the joined ones pairwise while the one before is no larger (:func:`_compact`)."""
+
+
+def _compact(pieces: list[Any], join: Callable[[list[Any]], Any] = np.concatenate,
+             size: Callable[[Any], int] = len) -> None:
+    """Keep a window's per-batch pieces few, in order: O(log n) of them, each value copied O(log n) times. A
+    recovery snapshot pickles a window's pieces: one array per batch made a snapshot of a one-day window ~25 ms
+    per shard after a minute at 5,000 messages/s, and longer with every batch (BENCHMARKS, issue 19)."""
+    if len(pieces) <= PIECES:
+        return
+    pieces[-PIECES:] = [join(pieces[-PIECES:])]
+    while len(pieces) >= 2 and size(pieces[-2]) <= size(pieces[-1]):
+        pieces[-2:] = [join(pieces[-2:])]
+
+
+def _join_parts(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     """Exact ROC AUC (ties count half); ``None`` when only one class is present.
@@ -166,6 +186,8 @@ class WindowedPrequential(_WindowClock):
             win.sum_ll += float(ll[sel].sum())
             win.labels.append(ys[sel])
             win.scores.append(scores[sel])
+            _compact(win.labels)
+            _compact(win.scores)
 
         return self._closing(clock, late, lambda win, n_late, pos: self._row(
             win, n_late, int(cum_n[pos]), int(cum_correct[pos]), float(cum_ll[pos])))
@@ -287,6 +309,7 @@ class TaskPrequential(_WindowClock):
             if win is None:
                 win = self._open[start] = _TaskWindow(start)
             win.parts.append(tuple(a[sel] for a in parts))
+            _compact(win.parts, _join_parts, lambda part: len(part[0]))
         return self._closing(clock, late, lambda win, n_late, pos: self._row(win, n_late, int(cum_n[pos]),
                                                                              cum[pos]))
 

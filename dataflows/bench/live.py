@@ -1,7 +1,7 @@
 """Latency of the live path: from a message's produce call to its prediction on the predictions topic.
 
     python -m dataflows.bench.live [--rate 5000] [--seconds 20] [--workers 1 | --processes 2]
-                                   [--per-key] [--snapshot-s 10] [--model linear] [--json PATH]
+                                   [--per-key] [--snapshot-s 10] [--model linear] [--wall-clock] [--json PATH]
 
 A librdkafka mock cluster on 127.0.0.1 (4 partitions) carries the flights scenario.
 The live flow runs in its own process(es), as a user runs it (``python -m
@@ -14,7 +14,9 @@ the flow writes (``build_live_flow(trace=...)``), the latency to each stage:
 ``consumed`` (the source's poll returned it), ``scored`` (its batch reached the
 predictions sink, scored), ``sent`` (handed to the Kafka producer) and ``recorded``
 (its event committed to the lake's ``events``). A warm-up of the first messages
-(until the flow has predicted them) is not counted.
+(until the flow has predicted them) is not counted. With ``--wall-clock`` the messages are re-timed so that
+the stream's time runs with the clock, as a live stream's does (the flights' own times run through months in
+a minute at 5,000 messages/s, so every one-minute window of the monitoring closes as it opens).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +153,19 @@ class _Collector:
         self._consumer.close()
 
 
-def _messages(n: int) -> list[tuple[bytes, bytes, str | None]]:
-    """``(key, value, event_id or None)`` of the first ``n`` flights messages."""
+def _messages(n: int, *, wall_clock_rate: float | None = None) -> list[tuple[bytes, bytes, str | None]]:
+    """``(key, value, event_id or None)`` of the first ``n`` flights messages. With ``wall_clock_rate``, the
+    stream's time runs as fast as the clock at that many messages a second: message ``i`` (event or label, in
+    the flights order) is timed ``now + i / rate`` (a live stream's event times; the flights' own run through
+    months of event time in a minute at 5,000 messages/s, so every one-minute statistics window closes at once)."""
     from dataflows.produce import messages
 
     out = []
-    for key, msg in messages("flights", limit=n):
+    start = datetime.now(UTC)
+    for i, (key, msg) in enumerate(messages("flights", limit=n)):
+        if wall_clock_rate is not None:
+            field = "event_time" if msg["kind"] == "event" else "label_time"
+            msg = {**msg, field: (start + timedelta(seconds=i / wall_clock_rate)).isoformat()}
         out.append((str(key).encode(), json.dumps(msg).encode(),
                     msg["event_id"] if msg["kind"] == "event" else None))
     return out
@@ -190,7 +200,8 @@ def _stage_latencies(trace_files: list[Path], produced: dict[tuple[int, int], fl
 
 def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, per_key: bool = False,
         snapshot_s: float = 10.0, model: str = "linear", tmp: str | None = None, stages: bool = True,
-        keep: bool = False, profile: str | None = None, flush_seconds: float | None = None) -> dict[str, Any]:
+        keep: bool = False, profile: str | None = None, flush_seconds: float | None = None,
+        wall_clock: bool = False) -> dict[str, Any]:
     """One measured run; returns the figures (latencies in ms)."""
     import confluent_kafka as ck
 
@@ -204,7 +215,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     owner = ck.Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "unused:1"})
     brokers = ",".join(f"{b.host}:{b.port}" for b in owner.list_topics(timeout=10).brokers.values())
     n_measured = int(rate * seconds)
-    msgs = _messages(WARMUP + n_measured)[:WARMUP + n_measured]  # events and their labels
+    msgs = _messages(WARMUP + n_measured, wall_clock_rate=rate if wall_clock else None)  # events and their labels
     # librdkafka's default linger (5 ms): a producer that sent every message in a request of its own
     # would load the one mock broker with 5,000 requests a second (p99 0.25 s on the bare transport)
     producer = ck.Producer({"bootstrap.servers": brokers, "linger.ms": 5})
@@ -287,6 +298,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     result: dict[str, Any] = {
         "rate": rate, "seconds": seconds, "workers": workers, "processes": processes, "per_key": per_key,
+        "wall_clock": wall_clock,
         "snapshot_s": snapshot_s, "flush_seconds": flush_seconds, "model": model, "messages": n_measured,
         "events": len(sent_at),
         "predicted": len(latencies), "produce_rate": round(n_measured / produce_s, 1),
@@ -376,10 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the lake, recovery state and flow log")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--profile", default=None, help="run the flow (one process) under cProfile into this file")
+    parser.add_argument("--wall-clock", action="store_true",
+                        help="re-time the messages so that event time runs with the clock (a live stream's times)")
     args = parser.parse_args(argv)
     res = run(rate=args.rate, seconds=args.seconds, workers=args.workers, processes=args.processes,
               per_key=args.per_key, snapshot_s=args.snapshot_s, model=args.model, tmp=args.tmp,
-              stages=not args.no_stages, keep=args.keep, profile=args.profile, flush_seconds=args.flush_seconds)
+              stages=not args.no_stages, keep=args.keep, profile=args.profile, flush_seconds=args.flush_seconds,
+              wall_clock=args.wall_clock)
     print(f"live path: {res['messages']:,} messages at {args.rate:,.0f}/s (sent at {res['produce_rate']:,.0f}/s), "
           f"model {res['model']}, workers {res['workers']} x processes {res['processes']}, "
           f"per_key {res['per_key']}, snapshots every {res['snapshot_s']} s; load average {res['load_average']}")
