@@ -215,7 +215,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     owner = ck.Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "unused:1"})
     brokers = ",".join(f"{b.host}:{b.port}" for b in owner.list_topics(timeout=10).brokers.values())
     n_measured = int(rate * seconds)
-    msgs = _messages(WARMUP + n_measured, wall_clock_rate=rate if wall_clock else None)  # events and their labels
+    msgs = _messages(WARMUP + n_measured, wall_clock_rate=rate if wall_clock else None)[:WARMUP + n_measured]
     # librdkafka's default linger (5 ms): a producer that sent every message in a request of its own
     # would load the one mock broker with 5,000 requests a second (p99 0.25 s on the bare transport)
     producer = ck.Producer({"bootstrap.servers": brokers, "linger.ms": 5})
