@@ -64,7 +64,7 @@ class _Rows(NamedTuple):
 class _Built(NamedTuple):
     events: _Rows | None
     labels: _Rows | None
-    packed: bytes  # the part's items pickled and compressed (:func:`dataflows.sealed.pack`), for a snapshot
+    packed: bytes | None  # the part's items pickled and compressed (:func:`dataflows.sealed.pack`), for a snapshot
 
 
 class _Part:
@@ -86,7 +86,7 @@ class _Part:
         """The part's items packed: the background's bytes, else packed here (once)."""
         if self.packed is None:
             done = self.built()
-            self.packed = done.packed if done is not None else sealed.pack(self.items)
+            self.packed = done.packed if done is not None and done.packed is not None else sealed.pack(self.items)
         return self.packed
 
 
@@ -232,13 +232,13 @@ class PartitionRecorder:
         if running is not None:
             running.result()  # re-raises a failed commit here, in the dataflow
 
-    def _build(self, items: list[tuple]) -> _Built:
-        """(on the recorder's thread) A part's rows of each table, and its items packed for a snapshot."""
+    def _build(self, items: list[tuple], *, pack: bool = True) -> _Built:
+        """(on the recorder's thread) A part's rows of each table, and (``pack``) its items packed for a snapshot."""
         ev = [it for it in items if it[1] == EVENT]
         lb = [it for it in items if it[1] != EVENT]
         return _Built(_Rows(self._event_rows(ev), [it[0] for it in ev]) if ev else None,
                       _Rows(self._label_rows(lb), [it[0] for it in lb]) if lb else None,
-                      sealed.pack(items))
+                      sealed.pack(items) if pack else None)
 
     def _commit(self, parts: list[_Part], gather: bool) -> None:
         start = time.monotonic()
@@ -250,7 +250,7 @@ class PartitionRecorder:
     def _write(self, parts: list[_Part], gather: bool) -> None:
         # The parts' builds ran before this commit on this thread (one thread: in the order submitted); a part
         # handed over loose, or whose build failed, is built here.
-        built = [part.built() or self._build(part.items) for part in parts]
+        built = [part.built() or self._build(part.items, pack=False) for part in parts]
         for kind, rows, writer in ((0, self._event_rows, self._events), (1, self._label_rows, self._labels)):
             pieces = [b[kind] for b in built if b[kind] is not None]
             if pieces:
