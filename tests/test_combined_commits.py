@@ -160,8 +160,11 @@ def test_the_recorders_of_four_kafka_partitions_commit_each_table_once_for_all(t
     lake = str(tmp_path / "lake")
     recs = [PartitionRecorder(lake, "t", p, PayloadTypes(None), flush_rows=10**6, flush_seconds=0.3)
             for p in range(4)]
-    offset, t_us, stop = 0, 1_767_225_600_000_000, time.monotonic() + 3.0
-    while time.monotonic() < stop:
+    offset, t_us = 0, 1_767_225_600_000_000
+    start = time.monotonic()
+    # at least 3 s, and until the partitions made 30 appends (a loaded machine commits less often; at most 20 s)
+    while time.monotonic() < start + 3.0 or (sum(rec._events.commits for rec in recs) < 30
+                                             and time.monotonic() < start + 20.0):
         for p, rec in enumerate(recs):
             rec.add([(offset, EVENT, f"{p}-{offset}", t_us, "k", {}),
                      (offset + 1, LABEL, f"{p}-{offset}", 1, t_us, "k")])
@@ -173,7 +176,8 @@ def test_the_recorders_of_four_kafka_partitions_commit_each_table_once_for_all(t
     appends = sum(rec._events.commits for rec in recs)
     assert appends >= 30, f"each partition committed every period ({appends} in all)"
     # (each close commits on its own: four of the commits; without combining there is one commit per append)
-    assert table_version(lake, "events") + 1 <= 0.5 * appends, f"{table_version(lake, 'events') + 1} commits"
+    # (0.6: on a loaded machine a partition's rows sometimes miss the gather of the others'; without it: 1.0)
+    assert table_version(lake, "events") + 1 <= 0.6 * appends, f"{table_version(lake, 'events') + 1} commits"
     events, labels = read_table(lake, "events"), read_table(lake, "labels")
     assert events.height == labels.height == 2 * offset and events["event_id"].is_unique().all()
     dt = DeltaTable(table_uri(lake, "events"))
