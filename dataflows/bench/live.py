@@ -34,6 +34,7 @@ import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -154,15 +155,16 @@ class _Collector:
 
 
 def _messages(n: int, *, wall_clock_rate: float | None = None) -> list[tuple[bytes, bytes, str | None]]:
-    """``(key, value, event_id or None)`` of the first ``n`` flights messages. With ``wall_clock_rate``, the
-    stream's time runs as fast as the clock at that many messages a second: message ``i`` (event or label, in
-    the flights order) is timed ``now + i / rate`` (a live stream's event times; the flights' own run through
-    months of event time in a minute at 5,000 messages/s, so every one-minute statistics window closes at once)."""
+    """``(key, value, event_id or None)`` of the first ``n`` flights messages (events and labels). With
+    ``wall_clock_rate``, the stream's time runs as fast as the clock at that many messages a second: message ``i``
+    (event or label, in the flights order) is timed ``now + i / rate`` (a live stream's event times; the flights'
+    own run through months of event time in a minute at 5,000 messages/s, so every one-minute statistics window
+    closes at once)."""
     from dataflows.produce import messages
 
     out = []
     start = datetime.now(UTC)
-    for i, (key, msg) in enumerate(messages("flights", limit=n)):
+    for i, (key, msg) in enumerate(islice(messages("flights", limit=n), n)):  # (limit: n events, and labels)
         if wall_clock_rate is not None:
             field = "event_time" if msg["kind"] == "event" else "label_time"
             msg = {**msg, field: (start + timedelta(seconds=i / wall_clock_rate)).isoformat()}
@@ -215,7 +217,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     owner = ck.Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "unused:1"})
     brokers = ",".join(f"{b.host}:{b.port}" for b in owner.list_topics(timeout=10).brokers.values())
     n_measured = int(rate * seconds)
-    msgs = _messages(WARMUP + n_measured, wall_clock_rate=rate if wall_clock else None)[:WARMUP + n_measured]
+    msgs = _messages(WARMUP + n_measured, wall_clock_rate=rate if wall_clock else None)
     # librdkafka's default linger (5 ms): a producer that sent every message in a request of its own
     # would load the one mock broker with 5,000 requests a second (p99 0.25 s on the bare transport)
     producer = ck.Producer({"bootstrap.servers": brokers, "linger.ms": 5})
