@@ -202,8 +202,35 @@ def test_weights_problem_sees_an_infinite_weight_of_a_river_pipeline():
     assert not check({"a": 1.0}, None)
     model.steps["LogisticRegression"]._weights["a"] = float("inf")
     assert check({"a": 1.0}, None)
-    assert check({"b": 1.0}, None)  # any weight, not only those of the features learned from
+    assert check({"b": 1.0}, None)  # a feature the step did not store a weight for: every weight is read
     assert weights_check(get_spec("tree").build(seed=0)) is None
+
+
+def test_the_weights_check_reads_the_weights_a_learn_step_can_change():
+    """Plain SGD without a penalty moves only the weights of the features learned from (and the intercept):
+    the check reads those; a penalty or another optimizer can move every weight, and the check reads all."""
+    from river import linear_model, optim, preprocessing
+
+    def fitted(**kw):
+        model = preprocessing.StandardScaler() | linear_model.LogisticRegression(**kw)
+        for x in ({"a": 1.0, "b": 2.0}, {"a": 0.5, "b": 1.0, "c=x": 1.0}):
+            model.learn_one(x, True)
+        model.steps["LogisticRegression"]._weights["b"] = float("nan")
+        return weights_check(model)
+
+    sgd = fitted(optimizer=optim.SGD(0.01), l2=0.0)
+    assert not sgd({"a": 1.0, "c=x": 1.0}, None)  # the NaN is in a weight this step could not have changed
+    assert sgd({"a": 1.0, "b": 3.0}, None)
+    for kw in ({"optimizer": optim.SGD(0.01), "l2": 0.1}, {"optimizer": optim.Adam(), "l2": 0.0},
+               {"optimizer": optim.SGD(0.01), "l1": 0.1}):
+        assert fitted(**kw)({"a": 1.0, "c=x": 1.0}, None), kw
+    # the project's own scaler keeps the keys too; an unknown transformer before the model: every weight
+    assert not weights_check(get_spec("linear").build(seed=0)) is None
+    from river import feature_extraction
+    odd = feature_extraction.PolynomialExtender() | linear_model.LogisticRegression(optimizer=optim.SGD(0.01))
+    odd.learn_one({"a": 1.0}, True)
+    odd.steps["LogisticRegression"]._weights["zz"] = float("inf")
+    assert weights_check(odd)({"a": 1.0}, None)
 
 
 def test_undo_keeps_a_bounded_log(monkeypatch):
