@@ -1,7 +1,8 @@
 """Latency of the live path: from a message's produce call to its prediction on the predictions topic.
 
     python -m dataflows.bench.live [--rate 5000] [--seconds 20] [--workers 1 | --processes 2]
-                                   [--per-key] [--snapshot-s 10] [--model linear] [--wall-clock] [--json PATH]
+                                   [--per-key] [--snapshot-s 10] [--model linear] [--wall-clock] [--relay]
+                                   [--json PATH]
 
 A librdkafka mock cluster on 127.0.0.1 (4 partitions) carries the flights scenario.
 The live flow runs in its own process(es), as a user runs it (``python -m
@@ -17,6 +18,8 @@ predictions sink, scored), ``sent`` (handed to the Kafka producer) and ``recorde
 (until the flow has predicted them) is not counted. With ``--wall-clock`` the messages are re-timed so that
 the stream's time runs with the clock, as a live stream's does (the flights' own times run through months in
 a minute at 5,000 messages/s, so every one-minute window of the monitoring closes as it opens).
+With ``--relay`` a relay of event ids (:mod:`dataflows.bench.relay`: the flow's consumer and producer
+settings, no processing) stands in for the flow: the floor the Kafka transport puts under the figures.
 """
 
 from __future__ import annotations
@@ -203,8 +206,9 @@ def _stage_latencies(trace_files: list[Path], produced: dict[tuple[int, int], fl
 def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, per_key: bool = False,
         snapshot_s: float = 10.0, model: str = "linear", tmp: str | None = None, stages: bool = True,
         keep: bool = False, profile: str | None = None, flush_seconds: float | None = None,
-        wall_clock: bool = False) -> dict[str, Any]:
-    """One measured run; returns the figures (latencies in ms)."""
+        wall_clock: bool = False, relay: bool = False) -> dict[str, Any]:
+    """One measured run; returns the figures (latencies in ms). With ``relay`` the transport alone is measured:
+    :mod:`dataflows.bench.relay` stands in for the flow (no stages)."""
     import confluent_kafka as ck
 
     from dataflows.replay import shard_of
@@ -236,11 +240,17 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     meta = producer.list_topics("events", timeout=10).topics["events"]
     n_partitions = len(meta.partitions)
     collector = _Collector(brokers)
+    stages = stages and not relay
     trace = root / "trace.jsonl" if stages else None
-    flow = _flow_args(str(root / "lake"), brokers, model=model, per_key=per_key,
-                      trace=str(trace) if trace else None, flush_seconds=flush_seconds)
-    procs = _start_flow(flow, root / "rec", workers=workers, processes=processes, snapshot_s=snapshot_s,
-                        log=root / "flow.log", profile=profile)
+    if relay:
+        with open(root / "flow.log", "ab") as log:
+            procs = [subprocess.Popen([sys.executable, "-m", "dataflows.bench.relay", brokers],
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT)]
+    else:
+        flow = _flow_args(str(root / "lake"), brokers, model=model, per_key=per_key,
+                          trace=str(trace) if trace else None, flush_seconds=flush_seconds)
+        procs = _start_flow(flow, root / "rec", workers=workers, processes=processes, snapshot_s=snapshot_s,
+                            log=root / "flow.log", profile=profile)
     try:
         warm = {m[2] for m in msgs[:WARMUP] if m[2] is not None}
         deadline = time.monotonic() + 180
@@ -300,7 +310,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     result: dict[str, Any] = {
         "rate": rate, "seconds": seconds, "workers": workers, "processes": processes, "per_key": per_key,
-        "wall_clock": wall_clock,
+        "wall_clock": wall_clock, "relay": relay,
         "snapshot_s": snapshot_s, "flush_seconds": flush_seconds, "model": model, "messages": n_measured,
         "events": len(sent_at),
         "predicted": len(latencies), "produce_rate": round(n_measured / produce_s, 1),
@@ -392,11 +402,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, help="run the flow (one process) under cProfile into this file")
     parser.add_argument("--wall-clock", action="store_true",
                         help="re-time the messages so that event time runs with the clock (a live stream's times)")
+    parser.add_argument("--relay", action="store_true",
+                        help="the transport alone: a relay of event ids (dataflows.bench.relay) in place of the flow")
     args = parser.parse_args(argv)
     res = run(rate=args.rate, seconds=args.seconds, workers=args.workers, processes=args.processes,
               per_key=args.per_key, snapshot_s=args.snapshot_s, model=args.model, tmp=args.tmp,
               stages=not args.no_stages, keep=args.keep, profile=args.profile, flush_seconds=args.flush_seconds,
-              wall_clock=args.wall_clock)
+              wall_clock=args.wall_clock, relay=args.relay)
+    if res["relay"]:
+        print("the transport alone: dataflows.bench.relay in place of the flow (the figures below are its)")
     print(f"live path: {res['messages']:,} messages at {args.rate:,.0f}/s (sent at {res['produce_rate']:,.0f}/s), "
           f"model {res['model']}, workers {res['workers']} x processes {res['processes']}, "
           f"per_key {res['per_key']}, snapshots every {res['snapshot_s']} s; load average {res['load_average']}")
