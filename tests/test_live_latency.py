@@ -33,6 +33,16 @@ def test_a_paced_live_run_serves_predictions_in_milliseconds_before_the_lake_com
     assert 0 < res["machine_busy_cores"] <= (os.cpu_count() or 1) + 0.01
 
 
+@pytest.mark.slow
+def test_the_transport_alone_is_measured_with_a_relay_in_place_of_the_flow(tmp_path):
+    # What the two hops through the cluster cost with the flow's consumer and producer settings and no work
+    # between them: the floor under the live path's figures (BENCHMARKS.md, issue 19).
+    res = bench_live(rate=400, seconds=2, tmp=str(tmp_path), relay=True)
+    assert res["relay"] and "stages_ms" not in res
+    assert res["predicted"] == res["events"] > 300, "the relay wrote every event's id to the predictions topic"
+    assert res["end_to_end_ms"]["p50"] < 400, res["end_to_end_ms"]
+
+
 def _output(shard: int, seqs: range) -> Output:
     n, t = len(seqs), datetime(2026, 1, 1, tzinfo=UTC)
     rows = pa.table({"run_id": ["r"] * n, "shard": pa.array([shard] * n, pa.int32()),
