@@ -231,3 +231,90 @@ def test_live_sized_batches_give_the_same_doubles_as_the_bulk_grouping(batch, mo
     bulk = run(WindowStats(window_us=30 * S, lateness_us=60 * S), *data, batch=batch)
     assert len(small[0]) > 20 and small[0] == bulk[0]  # (the rows compare floats exactly)
     assert small[1] and [(p, e[1:]) for p, e in small[1]] == [(p, e[1:]) for p, e in bulk[1]]
+
+
+def _live(ws: WindowStats, times, xs, ids, ys, batch: int, *, clone_at: int | None = None):
+    """As a live step feeds them: events without labels, then the batch's labels by their events' times."""
+    closed, late, held = [], [], 0
+    for lo in range(0, len(times), batch):
+        if clone_at is not None and lo >= clone_at:
+            ws, clone_at = pickle.loads(pickle.dumps(ws)), None  # a snapshot taken with rows held, resumed
+        up = ws.update_many(times[lo:lo + batch], xs[lo:lo + batch], event_ids=ids[lo:lo + batch])
+        held = max(held, ws.__dict__.get("_n_held", 0))
+        labelled = [(t, y) for t, y in zip(times[lo:lo + batch], ys[lo:lo + batch], strict=True) if y is not None]
+        ws.label_many([t for t, _ in labelled], [y for _, y in labelled])
+        closed += [(lo + c.position, c.row) for c in up.closed]
+        late += [(lo + e.position, e) for e in up.late]
+    closed += [(-1, c.row) for c in ws.flush()]
+    return closed, late, held
+
+
+def _same_rows(a, b, *, exact: bool) -> None:
+    assert [(p, {k: v for k, v in r.items() if not isinstance(v, dict | float)}) for p, r in a] == \
+        [(p, {k: v for k, v in r.items() if not isinstance(v, dict | float)}) for p, r in b]
+    for (_, ra), (_, rb) in zip(a, b, strict=True):
+        for k in ("count", "mean", "std", "min", "max", "label_rate"):
+            if exact or not isinstance(ra[k], dict):
+                assert ra[k] == rb[k], k
+            else:
+                assert ra[k].keys() == rb[k].keys() and all(
+                    rb[k][f] == pytest.approx(v, rel=1e-12, abs=1e-12) for f, v in ra[k].items()), k
+
+
+@pytest.mark.parametrize("batch", [3, 13])
+def test_held_statistics_give_the_rows_of_merging_every_batch(batch, monkeypatch):
+    # Live batches of a few events: their feature statistics wait in the windows (up to HOLD_ROWS events) and are
+    # merged before any window closes; counts, positions and late events are exact, the doubles those of another
+    # grouping. A feature first seen mid-stream, events out of order across windows, a snapshot with rows held.
+    import monitoring.windows as windows
+
+    times, xs, ids, ys = stream(3_000, disorder_s=90, seed=11)
+    xs = [{**x, "c": i * 0.5} if i > 1_100 else x for i, x in enumerate(xs)]
+    held_rows = _live(WindowStats(window_us=30 * S, lateness_us=60 * S), times, xs, ids, ys, batch)
+    resumed = _live(WindowStats(window_us=30 * S, lateness_us=60 * S), times, xs, ids, ys, batch, clone_at=1_500)
+    monkeypatch.setattr(windows, "HOLD_ROWS", 1)
+    merged = _live(WindowStats(window_us=30 * S, lateness_us=60 * S), times, xs, ids, ys, batch)
+    assert held_rows[2] >= 32 and merged[2] == 0, "rows were held (and not without the hold)"
+    assert len(held_rows[0]) > 50 and held_rows[1] and held_rows[1] == merged[1]
+    assert "c" in held_rows[0][-1][1]["mean"]
+    _same_rows(held_rows[0], merged[0], exact=False)
+    _same_rows(held_rows[0], resumed[0], exact=True)
+
+
+def test_a_live_batchs_labels_count_as_the_numpy_grouping_counts_them(monkeypatch):
+    import monitoring.windows as windows
+
+    times, xs, ids, ys = stream(2_000, disorder_s=90, seed=5)
+    ys = [float("nan") if i % 17 == 0 and y is not None else y for i, y in enumerate(ys)]  # NaN: not known
+    few = _live(WindowStats(window_us=30 * S, lateness_us=20 * S), times, xs, ids, ys, 7)
+    monkeypatch.setattr(windows, "_SMALL", 0)
+    bulk = _live(WindowStats(window_us=30 * S, lateness_us=20 * S), times, xs, ids, ys, 7)
+    assert sum(r["n_late_labels"] for _, r in few[0]) > 0 and sum(r["n_labels"] for _, r in few[0]) > 300
+    _same_rows(few[0], bulk[0], exact=True)
+
+
+def test_zscore_holds_what_it_learns_until_its_block_completes_and_scores_the_same(monkeypatch):
+    import monitoring.anomaly as anomaly
+
+    xs = gauss(2_500) + gauss(1_000, seed=1, shift=3.0)
+    xs = [{**x, "c": 1.0 + i % 7} if i > 900 else x for i, x in enumerate(xs)]  # a feature found mid-stream
+
+    def scores(clone_at: int | None = None) -> tuple[np.ndarray, list[str]]:
+        scorer, out, alarms = make_scorer("zscore(block=300, n_blocks=3, threshold=2.5)"), [], []
+        for lo in range(0, len(xs), 5):
+            if clone_at is not None and lo >= clone_at:
+                assert scorer.__dict__.get("_n_held", 0) > 0 or anomaly.HOLD_ROWS == 1
+                scorer, clone_at = pickle.loads(pickle.dumps(scorer)), None
+            got, found = scorer.update_many(xs[lo:lo + 5], event_ids=[f"e{i}" for i in range(lo, lo + 5)],
+                                            event_times=range(lo, lo + 5))
+            out.append(got)
+            alarms += [a.event_id for a in found]
+        return np.concatenate(out), alarms
+
+    held, held_alarms = scores()
+    resumed, _ = scores(clone_at=1_710)
+    monkeypatch.setattr(anomaly, "HOLD_ROWS", 1)
+    merged, merged_alarms = scores()
+    np.testing.assert_allclose(held, merged, rtol=1e-12)
+    np.testing.assert_array_equal(held, resumed)
+    assert held_alarms == merged_alarms and held_alarms
