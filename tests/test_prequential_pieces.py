@@ -80,3 +80,34 @@ def test_a_task_window_keeps_few_pieces_and_the_same_row(task):
     assert len(got) == len(want) == 1
     for key, value in want[0].items():
         assert got[0][key] == pytest.approx(value, rel=1e-12), key
+
+
+@pytest.mark.parametrize("batch", [1, 5, 40])
+def test_a_live_batchs_labels_give_the_rows_the_numpy_steps_give(batch, monkeypatch):
+    # Batches up to SMALL labels run on Python numbers; the rows must be the very doubles of the numpy steps:
+    # windows closing mid-batch, labels arriving after their window closed, several windows in one batch.
+    import monitoring.prequential as prequential
+
+    rng = np.random.default_rng(3)
+    n = 3_000
+    t = T0 + np.sort(rng.integers(0, 600, n)) * 10**6 + rng.integers(-40, 1, n) * 10**6  # events out of order
+    delay = rng.integers(0, 90, n) * 10**6
+    order = np.argsort(t + delay, kind="stable")  # labels in the order they arrive
+    ev, lb = t[order], (t + delay)[order]
+    ys, scores = rng.random(n)[order] < 0.3, rng.random(n)[order]
+    scores[::97] = 0.5  # the threshold itself, and ties
+
+    def rows() -> tuple[list, WindowedPrequential]:
+        m = WindowedPrequential(window_us=30 * 10**6, grace_us=10 * 10**6)
+        out = []
+        for lo in range(0, n, batch):
+            out += [(lo + pos, row) for pos, row in m.update_many(ev[lo:lo + batch], lb[lo:lo + batch],
+                                                                   ys[lo:lo + batch], scores[lo:lo + batch])]
+        return out + [(-1, row) for row in m.flush()], m
+
+    few, a = rows()
+    monkeypatch.setattr(prequential, "SMALL", 0)
+    bulk, b = rows()
+    assert len(few) > 15 and sum(r["n_late_labels"] for _, r in few) > 0
+    assert few == bulk  # (floats compared exactly)
+    assert (a.cum_n, a.cum_correct, a.cum_ll, a._clock) == (b.cum_n, b.cum_correct, b.cum_ll, b._clock)
