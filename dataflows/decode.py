@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
+from sys import intern as _intern
 from typing import Any
 
 import msgspec
@@ -108,7 +109,10 @@ def decode_event(raw: Any, *, seq: int, default_key: str = "all",
         key = default_key
     if not isinstance(key, str):
         key = str(key)
-    payload = {k: v for k, v in obj.items() if k not in reserved}
+    try:  # (field names interned: every event's dict, and the features made from it, share one string per name)
+        payload = {_intern(k): v for k, v in obj.items() if k not in reserved}
+    except TypeError:  # (a dict handed over with a key that is not a str)
+        payload = {k: v for k, v in obj.items() if k not in reserved}
     return (seq, EVENT, event_id, t, key, payload), None
 
 

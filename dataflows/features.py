@@ -21,6 +21,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import filterfalse, islice, repeat
+from sys import intern as _intern
 from typing import Any
 from zlib import crc32
 
@@ -156,7 +157,9 @@ class KeyedFeaturizer:
                 text = value if kind is str else str(value)
                 if len(text) > self.max_category_length:
                     text = text[: self.max_category_length]
-                out[f"{name}={text}"] = 1.0
+                # (interned: the events waiting for their labels, and the rows of a snapshot, share one string
+                # per indicator, which a pickle writes once, not once per event: BENCHMARKS.md, issue 19)
+                out[_intern(f"{name}={text}")] = 1.0
         if self.time_features:
             hour = (event_time_us % _US_PER_DAY) / _US_PER_HOUR
             # 1970-01-01 was a Thursday: shift so Monday is day 0.

@@ -14,6 +14,7 @@ nothing changed) and the learner takes it item by item, on the same River object
 from __future__ import annotations
 
 from bisect import bisect_left
+from sys import intern as _intern
 from typing import Any
 
 import numpy as np
@@ -72,9 +73,9 @@ class TabularColumns:
         arena = self.step.arena
         names = self.step.space.names
         fs, vs = arena.row(slot)
-        # One-hot names as the item path's featurizer makes them, a string of this event's own (the
-        # models keep the key objects they first learned: checkpoints pickle them byte for byte).
-        x = {(n[:1] + n[1:] if "=" in (n := names[f]) else n): v for f, v in zip(fs.tolist(), vs.tolist(), strict=True)}
+        # One-hot names as the item path's featurizer makes them, interned (the models keep the key objects
+        # they first learned: checkpoints pickle them byte for byte).
+        x = {(_intern(n) if "=" in (n := names[f]) else n): v for f, v in zip(fs.tolist(), vs.tolist(), strict=True)}
         return x, int(arena.a_t[slot]), arena.keys[slot], arena.scores[slot].tolist()
 
     def time_and_key(self, slot: int) -> tuple[int, str]:

@@ -12,6 +12,7 @@ probability ``math.exp(jll - lse)`` the C library's.
 from __future__ import annotations
 
 import math
+from sys import intern as _intern
 from typing import Any
 
 import numpy as np
@@ -103,8 +104,8 @@ class NBState:
             for f in present[np.argsort(row[present], kind="stable")].tolist():
                 name = names[f]
                 key = held.get(name)
-                if key is None:  # the item path's key: the string of the event that brought it, one per
-                    key = name[:1] + name[1:] if "=" in name else name  # class for one-hot names
+                if key is None:  # the item path's key: its featurizer interns one-hot names
+                    key = _intern(name) if "=" in name else name
                 g = kept.get(name)
                 if g is None:
                     g = inner[key]

@@ -391,7 +391,7 @@ class WindowStats:
             starts = [s for part, _ in held for s in part]
             x = np.full((len(starts), d), np.nan)
             at = 0
-            for part, m in held:
+            for _, m in held:
                 x[at:at + m.shape[0], :m.shape[1]] = m
                 at += m.shape[0]
         held.clear()

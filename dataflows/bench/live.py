@@ -244,8 +244,8 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     trace = root / "trace.jsonl" if stages else None
     if relay:
         with open(root / "flow.log", "ab") as log:
-            procs = [subprocess.Popen([sys.executable, "-m", "dataflows.bench.relay", brokers],
-                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT)]
+            procs = [subprocess.Popen([sys.executable, "-m", "dataflows.bench.relay", brokers], stdout=log,
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.STDOUT)]
     else:
         flow = _flow_args(str(root / "lake"), brokers, model=model, per_key=per_key,
                           trace=str(trace) if trace else None, flush_seconds=flush_seconds)
