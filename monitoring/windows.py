@@ -10,8 +10,11 @@ Per window: the event count, per numeric feature its count, mean, standard
 deviation (n - 1), min and max (map columns, so feature-evolving streams fit), and
 the label rate among labels known while the window was open.
 
-Batches (:meth:`WindowStats.update_many`) give exactly the rows one-by-one
-updates give.
+Batches (:meth:`WindowStats.update_many`) give the rows one-by-one updates give: counts,
+positions and late events exactly, the statistics as any grouping of the same events gives
+them (to the last bits). A window holds the feature values of the events it counted until
+:data:`HOLD_ROWS` wait or a window closes, and merges them together (live batches of a few
+events each would otherwise cost ~25 numpy calls apiece).
 
 >>> ws = WindowStats(window_us=10, lateness_us=2)
 >>> ws.update_many([1, 4, 9], [{"x": 1.0}, {"x": 3.0}, {"x": 5.0}]).closed
