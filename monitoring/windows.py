@@ -357,8 +357,6 @@ class WindowStats:
             win = self._open[start] = _Window(start, self.capacity)
         return win
 
-    # (hostile magnitudes, 1e300, give inf statistics, not warnings; one errstate for the whole merge:
-    # entering one costs about as much as a window's arithmetic on a live batch)
     def _add(self, starts: np.ndarray | list[int], xs: Sequence[Mapping[str, Any]], ys: np.ndarray | None) -> None:
         """Events into their (open) windows: the counts at once; the feature statistics held until
         :data:`HOLD_ROWS` events wait or a window closes (:meth:`_merge_held`), then merged together."""
@@ -369,16 +367,11 @@ class WindowStats:
             return
         x = feature_matrix(xs, self.names)  # (the features described now: a name found later is not in it)
         starts = starts.tolist() if isinstance(starts, np.ndarray) else list(starts)
-        seen = None
-        for s in starts:  # (windows opened in order of arrival here; the merge opens none)
-            if s != seen:
-                self._window(s)
-                seen = s
+        for s, n in _runs(starts):  # (windows opened in order of arrival here; the merge opens none)
+            self._window(s).n += n
         held = self.__dict__.setdefault("_held", [])
         held.append((starts, x))
         n_held = self._n_held = self.__dict__.get("_n_held", 0) + len(starts)
-        for s, n in _runs(starts):
-            self._open[s].n += n
         if n_held >= HOLD_ROWS:
             self._merge_held()
 
@@ -403,6 +396,8 @@ class WindowStats:
             x = np.hstack((x, np.full((x.shape[0], d - x.shape[1]), np.nan)))
         self._merge(starts, x, None, counted=True)
 
+    # (hostile magnitudes, 1e300, give inf statistics, not warnings; one errstate for the whole merge:
+    # entering one costs about as much as a window's arithmetic on a live batch)
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")
     def _merge(self, starts: np.ndarray | list[int], xs: Sequence[Mapping[str, Any]] | np.ndarray,
                ys: np.ndarray | None, *, counted: bool = False) -> None:
