@@ -16,6 +16,9 @@ them (to the last bits). A window holds the feature values of the events it coun
 :data:`HOLD_ROWS` wait or a window closes, and merges them together (live batches of a few
 events each would otherwise cost ~25 numpy calls apiece).
 
+Size: one class whose bulk (numpy), live-batch (Python numbers) and held paths must give the
+same rows; they stay side by side here, where a change to one is read against the others.
+
 >>> ws = WindowStats(window_us=10, lateness_us=2)
 >>> ws.update_many([1, 4, 9], [{"x": 1.0}, {"x": 3.0}, {"x": 5.0}]).closed
 []
