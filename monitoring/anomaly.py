@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.columns import DenseFeatures, feature_matrix, numeric_keys
+from monitoring.columns import DenseFeatures, feature_matrix, numeric_keys, stack_rows
 from monitoring.detectors import is_finite_number, is_int, parse_spec
 from monitoring.monitor import Alarm
 
@@ -162,13 +162,7 @@ class ZScoreScorer(_Scorer):
         n_held = self._n_held = self.__dict__.get("_n_held", 0) + x.shape[0]
         if n_held < HOLD_ROWS and self._in_block < self.block:
             return
-        if len(held) > 1:
-            d = max(m.shape[1] for m in held)
-            x = np.full((n_held, d), np.nan)
-            at = 0
-            for m in held:
-                x[at:at + m.shape[0], :m.shape[1]] = m
-                at += m.shape[0]
+        x = stack_rows(held, max(m.shape[1] for m in held))
         held.clear()
         self._n_held = 0
         self._merge(x)

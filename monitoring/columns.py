@@ -114,3 +114,20 @@ def feature_matrix(xs: Sequence[Mapping[str, Any]] | DenseFeatures, names: Seque
     for j, name in enumerate(names):
         out[:, j] = feature_column(xs, name)
     return out
+
+
+def stack_rows(parts: Sequence[np.ndarray], d: int) -> np.ndarray:
+    """Blocks of rows (each of at most ``d`` columns: features found later are missing from earlier blocks) as
+    one ``rows × d`` matrix, ``NaN`` where a block had no column (a block already of that shape comes back as is).
+
+    >>> stack_rows([np.array([[1.0]]), np.array([[2.0, 3.0]])], 2).tolist()
+    [[1.0, nan], [2.0, 3.0]]
+    """
+    if len(parts) == 1 and parts[0].shape[1] == d:
+        return parts[0]
+    out = np.full((sum(m.shape[0] for m in parts), d), np.nan)
+    at = 0
+    for m in parts:
+        out[at:at + m.shape[0], :m.shape[1]] = m
+        at += m.shape[0]
+    return out

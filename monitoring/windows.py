@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from monitoring.columns import DenseFeatures, feature_matrix, is_number
+from monitoring.columns import DenseFeatures, feature_matrix, is_number, stack_rows
 
 if TYPE_CHECKING:
     from lake.arrow import PendingRows
@@ -384,19 +384,10 @@ class WindowStats:
         if not held:
             return
         d = len(self.names)
-        if len(held) == 1:
-            starts, x = held[0]
-        else:
-            starts = [s for part, _ in held for s in part]
-            x = np.full((len(starts), d), np.nan)
-            at = 0
-            for _, m in held:
-                x[at:at + m.shape[0], :m.shape[1]] = m
-                at += m.shape[0]
+        starts = held[0][0] if len(held) == 1 else [s for part, _ in held for s in part]
+        x = stack_rows([m for _, m in held], d)
         held.clear()
         self._n_held = 0
-        if x.shape[1] < d:
-            x = np.hstack((x, np.full((x.shape[0], d - x.shape[1]), np.nan)))
         self._merge(starts, x, None, counted=True)
 
     # (hostile magnitudes, 1e300, give inf statistics, not warnings; one errstate for the whole merge:
