@@ -14,7 +14,8 @@ Batches (:meth:`WindowStats.update_many`) give the rows one-by-one updates give:
 positions and late events exactly, the statistics as any grouping of the same events gives
 them (to the last bits). A window holds the feature values of the events it counted until
 :data:`HOLD_ROWS` wait or a window closes, and merges them together (live batches of a few
-events each would otherwise cost ~25 numpy calls apiece).
+events each would otherwise cost ~25 numpy calls apiece). A few held values (a window closing with nearly every
+batch, as when a replayed history runs months a minute) merge on Python floats, the same formulas.
 
 Size: one class whose bulk (numpy), live-batch (Python numbers) and held paths must give the
 same rows; they stay side by side here, where a change to one is read against the others.
@@ -75,16 +76,34 @@ class WindowUpdate(NamedTuple):
 
 
 class _Window:
+    """An open window: its counts and, per described feature (in the order of ``WindowStats.names``), the count,
+    mean, sum of squared deviations, min and max of its values, as lists of Python floats (grown as features are
+    found; a window read or merged by numpy is copied in and written back whole)."""
+
     __slots__ = ("start", "n", "n_labels", "n_pos", "cnt", "mean", "m2", "lo", "hi")
 
     def __init__(self, start: int, d: int) -> None:
         self.start = start
         self.n = self.n_labels = self.n_pos = 0
-        self.cnt = np.zeros(d)
-        self.mean = np.zeros(d)
-        self.m2 = np.zeros(d)
-        self.lo = np.full(d, np.inf)
-        self.hi = np.full(d, -np.inf)
+        self.cnt = [0.0] * d
+        self.mean = [0.0] * d
+        self.m2 = [0.0] * d
+        self.lo = [math.inf] * d
+        self.hi = [-math.inf] * d
+
+    def grow(self, d: int) -> None:
+        """Room for ``d`` features (those found after the window opened: none of their values yet)."""
+        k = d - len(self.cnt)
+        if k > 0:
+            self.cnt += [0.0] * k
+            self.mean += [0.0] * k
+            self.m2 += [0.0] * k
+            self.lo += [math.inf] * k
+            self.hi += [-math.inf] * k
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        for name, value in state[1].items():  # (snapshots from before the lists: numpy arrays, the same doubles)
+            setattr(self, name, value.tolist() if isinstance(value, np.ndarray) else value)
 
 
 class WindowStats:
@@ -357,7 +376,7 @@ class WindowStats:
     def _window(self, start: int) -> _Window:
         win = self._open.get(start)
         if win is None:
-            win = self._open[start] = _Window(start, self.capacity)
+            win = self._open[start] = _Window(start, len(self.names))
         return win
 
     def _add(self, starts: np.ndarray | list[int], xs: Sequence[Mapping[str, Any]], ys: np.ndarray | None) -> None:
@@ -388,7 +407,73 @@ class WindowStats:
         x = stack_rows([m for _, m in held], d)
         held.clear()
         self._n_held = 0
-        self._merge(starts, x, None, counted=True)
+        if x.size <= _FEW_VALUES:
+            self._merge_few(starts, x.tolist())
+        else:
+            self._merge(starts, x, None, counted=True)
+
+    def _merge_few(self, starts: list[int], rows: list[list[float]]) -> None:
+        """:meth:`_merge` of counted events on Python floats (a few held rows: a window closing every batch or
+        two when event time runs fast): window by window, in order of start, the numpy merge's operations on
+        each feature in its order, so the same doubles."""
+        d = len(self.names)
+        by: dict[int, list[list[float]]] = {}
+        for s, r in zip(starts, rows, strict=True):
+            block = by.get(s)
+            if block is None:
+                by[s] = [r]
+            else:
+                block.append(r)
+        for s in sorted(by):
+            win = self._window(s)
+            win.grow(d)
+            cnt, mean, m2, lo, hi = win.cnt, win.mean, win.m2, win.lo, win.hi
+            block = by[s]
+            if len(block) == 1:  # (one event: the same steps with c = 1, mu = v)
+                for j, v in enumerate(block[0]):
+                    if v == v:
+                        e = v - v
+                        na = cnt[j]
+                        n = na + 1
+                        delta = (0.0 + v) - mean[j]
+                        frac = 1 / n
+                        m2[j] = m2[j] + (e * e + delta * delta * na * frac)
+                        mean[j] = mean[j] + delta * frac
+                        cnt[j] = n
+                        if v < lo[j]:
+                            lo[j] = v
+                        if v > hi[j]:
+                            hi[j] = v
+                continue
+            for j, col in enumerate(zip(*block, strict=True)):
+                c, total = 0, 0.0
+                for v in col:
+                    if v == v:  # (NaN: missing)
+                        c += 1
+                        total += v
+                if not c:
+                    continue
+                mu = total / c
+                q, a, b = 0.0, math.inf, -math.inf
+                for v in col:
+                    if v == v:
+                        e = v - mu
+                        q += e * e
+                        if v < a:
+                            a = v
+                        if v > b:
+                            b = v
+                na = cnt[j]
+                n = na + c
+                delta = mu - mean[j]
+                frac = c / n
+                m2[j] = m2[j] + (q + delta * delta * na * frac)
+                mean[j] = mean[j] + delta * frac
+                cnt[j] = n
+                if a < lo[j]:
+                    lo[j] = a
+                if b > hi[j]:
+                    hi[j] = b
 
     # (hostile magnitudes, 1e300, give inf statistics, not warnings; one errstate for the whole merge:
     # entering one costs about as much as a window's arithmetic on a live batch)
@@ -418,6 +503,7 @@ class WindowStats:
             n_pos = np.add.reduceat(np.where(known, y, 0.0), idx).tolist()
         wins = [self._window(s) for s in seg_starts]  # (opened in order of start, as one by one)
         for k, win in enumerate(wins):
+            win.grow(d)
             if not counted:
                 win.n += seg_n[k]
             if ys is not None:
@@ -437,18 +523,15 @@ class WindowStats:
         new_mean = w_mean + delta * frac
         new_lo = np.minimum(_states(wins, "lo", d), lo)
         new_hi = np.maximum(_states(wins, "hi", d), hi)
-        for k, win in enumerate(wins):
-            win.cnt[:d] = n[k]
-            win.mean[:d] = new_mean[k]
-            win.m2[:d] = new_m2[k]
-            win.lo[:d] = new_lo[k]
-            win.hi[:d] = new_hi[k]
+        for win, *state in zip(wins, n.tolist(), new_mean.tolist(), new_m2.tolist(), new_lo.tolist(),
+                               new_hi.tolist(), strict=True):
+            win.cnt, win.mean, win.m2, win.lo, win.hi = state
 
     def _row(self, win: _Window, watermark: int) -> dict[str, Any]:
         d = len(self.names)
+        win.grow(d)
         count, mean, std, lo, hi = {}, {}, {}, {}, {}
-        # Python floats, read once per array (the same doubles; sqrt is exact-rounded in both libraries).
-        cnts, means, m2s, los, his = (a[:d].tolist() for a in (win.cnt, win.mean, win.m2, win.lo, win.hi))
+        cnts, means, m2s, los, his = (a[:d] for a in (win.cnt, win.mean, win.m2, win.lo, win.hi))
         names = self.names
         if d and min(cnts) >= 2:  # (every feature seen twice or more: the dicts in one go each)
             count, mean, lo, hi = (dict(zip(names, v, strict=True)) for v in (cnts, means, los, his))
@@ -479,6 +562,11 @@ HOLD_ROWS = 64
 a few events merged on its own cost ~25 numpy calls on arrays of a few rows; held, one merge serves many batches.
 The held rows are merged before any window closes, so rows come out as before (the doubles may differ in the
 last bits, as any other grouping of the events)."""
+
+
+_FEW_VALUES = 320
+"""Held values (rows × features) up to which :meth:`WindowStats._merge_held` merges on Python floats: below this
+the numpy merge's ~25 calls cost more than the arithmetic (BENCHMARKS.md, issue 19)."""
 
 
 def _runs(starts: list[int]) -> list[tuple[int, int]]:
@@ -523,11 +611,8 @@ def _segments(starts: np.ndarray | list[int]) -> tuple[np.ndarray | None, np.nda
 
 
 def _states(wins: list[_Window], name: str, d: int) -> np.ndarray:
-    """One of the windows' state arrays (its first ``d`` features) as the rows of a matrix: a view of the
-    one window's where there is one (a live batch), else a copy (the same values as ``np.stack``, sooner)."""
-    if len(wins) == 1:
-        return getattr(wins[0], name)[None, :d]
-    return np.array([getattr(w, name)[:d] for w in wins])
+    """One of the windows' state lists (its first ``d`` features) as the rows of a matrix."""
+    return np.array([getattr(w, name)[:d] for w in wins], dtype=np.float64).reshape(len(wins), d)
 
 
 def _labels(ys: Sequence[Any]) -> np.ndarray:

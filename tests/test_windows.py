@@ -258,7 +258,7 @@ def _same_rows(a, b, *, exact: bool) -> None:
                 assert ra[k] == rb[k], k
             else:
                 assert ra[k].keys() == rb[k].keys() and all(
-                    rb[k][f] == pytest.approx(v, rel=1e-12, abs=1e-12) for f, v in ra[k].items()), k
+                    rb[k][f] == pytest.approx(v, rel=1e-12, abs=1e-12, nan_ok=True) for f, v in ra[k].items()), k
 
 
 @pytest.mark.parametrize("batch", [3, 13])
@@ -318,3 +318,73 @@ def test_zscore_holds_what_it_learns_until_its_block_completes_and_scores_the_sa
     np.testing.assert_allclose(held, merged, rtol=1e-12)
     np.testing.assert_array_equal(held, resumed)
     assert held_alarms == merged_alarms and held_alarms
+
+
+def _fast_stream(n: int = 3_000, seed: int = 21, *, huge: bool = True):
+    """Event time running far faster than the windows fill (a replay of history): one to three events a window,
+    missing values, a non-number, huge magnitudes and a feature first seen mid-stream."""
+    rng = random.Random(seed)
+    times, xs = [], []
+    t = 0
+    for i in range(n):
+        t += rng.choice([0, 0, S // 2, S, 3 * S])
+        x = {"a": rng.gauss(0, 1) * 10 ** rng.randint(-3, 6), "b": rng.uniform(-5, 5), "flag": rng.random() < 0.5}
+        if rng.random() < 0.2:
+            del x["b"]
+        if i % 97 == 0:
+            x["a"] = "n/a"
+        if huge and i % 401 == 0:
+            x["b"] = 1e300
+        if i > n // 2:
+            x["late_feature"] = rng.random()
+        times.append(t - rng.randint(0, 2) * S)
+        xs.append(x)
+    ids = [f"e{i}" for i in range(n)]
+    ys = [None if rng.random() < 0.5 else int(rng.random() < 0.3) for _ in range(n)]
+    return times, xs, ids, ys
+
+
+@pytest.mark.parametrize("batch", [1, 5, 12])
+def test_windows_closing_every_batch_merge_on_python_floats_as_numpy_merges(batch, monkeypatch):
+    # When event time runs fast, a window closes with nearly every live batch and the few rows held are merged on
+    # Python floats: the rows must be those of the numpy merge (counts, extremes exact; means and deviations the
+    # same formulas, to the last bits), also with huge values (inf statistics), and the path must be taken.
+    import monitoring.windows as windows
+
+    data = _fast_stream()
+    calls = {"few": 0}
+    few_merge = windows.WindowStats._merge_few
+
+    def counted(self, starts, rows):
+        calls["few"] += 1
+        return few_merge(self, starts, rows)
+
+    monkeypatch.setattr(windows.WindowStats, "_merge_few", counted)
+    few = _live(WindowStats(window_us=2 * S, lateness_us=S), *data, batch)
+    took = calls["few"]
+    monkeypatch.setattr(windows, "_FEW_VALUES", 0)
+    merged = _live(WindowStats(window_us=2 * S, lateness_us=S), *data, batch)
+    assert took > 200 and calls["few"] == took, "the few-values merge ran (and only where allowed)"
+    assert len(few[0]) > 500 and few[1] == merged[1]
+    assert any(not math.isfinite(r["std"].get("b", 0.0)) for _, r in few[0])  # (1e300: the sums overflow)
+    assert "late_feature" in few[0][-1][1]["mean"]
+    _same_rows(few[0], merged[0], exact=False)
+
+
+def test_a_snapshot_of_windows_from_before_their_lists_resumes_the_same():
+    # Snapshots written before the windows kept Python lists hold numpy arrays of the feature capacity: they resume
+    # and give the very rows of a run never snapshotted.
+    times, xs, ids, ys = _fast_stream(2_000, seed=3, huge=False)  # (no NaN statistics: rows compared with ==)
+    ws = WindowStats(window_us=20 * S, lateness_us=5 * S)
+    first = ws.update_many(times[:900], xs[:900])
+    for win in ws._open.values():  # (the state as the arrays of the earlier code: capacity wide, defaults beyond)
+        for name, fill in (("cnt", 0.0), ("mean", 0.0), ("m2", 0.0), ("lo", np.inf), ("hi", -np.inf)):
+            values = getattr(win, name)
+            setattr(win, name, np.concatenate([values, np.full(ws.capacity - len(values), fill)]))
+    resumed = pickle.loads(pickle.dumps(ws))
+    plain = WindowStats(window_us=20 * S, lateness_us=5 * S)
+    assert [c.row for c in plain.update_many(times[:900], xs[:900]).closed] == [c.row for c in first.closed]
+    rest = [c.row for c in resumed.update_many(times[900:], xs[900:]).closed] + [c.row for c in resumed.flush()]
+    want = [c.row for c in plain.update_many(times[900:], xs[900:]).closed] + [c.row for c in plain.flush()]
+    assert len(want) > 20 and rest == want
+    assert all(isinstance(win.cnt, list) for win in resumed._open.values())
