@@ -414,8 +414,9 @@ class WindowStats:
 
     def _merge_few(self, starts: list[int], rows: list[list[float]]) -> None:
         """:meth:`_merge` of counted events on Python floats (a few held rows: a window closing every batch or
-        two when event time runs fast): window by window, in order of start, the numpy merge's operations on
-        each feature in its order, so the same doubles."""
+        two when event time runs fast): window by window, in order of start, the numpy merge's formulas on each
+        feature (a block's sum added value by value, where numpy's ``reduceat`` groups the additions otherwise:
+        the last bits may differ, as with any other grouping of the events)."""
         d = len(self.names)
         by: dict[int, list[list[float]]] = {}
         for s, r in zip(starts, rows, strict=True):
