@@ -430,23 +430,8 @@ class WindowStats:
             win.grow(d)
             cnt, mean, m2, lo, hi = win.cnt, win.mean, win.m2, win.lo, win.hi
             block = by[s]
-            if len(block) == 1:  # (one event: the same steps with c = 1, mu = v)
-                for j, v in enumerate(block[0]):
-                    if v == v:
-                        e = v - v
-                        na = cnt[j]
-                        n = na + 1
-                        delta = (0.0 + v) - mean[j]
-                        frac = 1 / n
-                        m2[j] = m2[j] + (e * e + delta * delta * na * frac)
-                        mean[j] = mean[j] + delta * frac
-                        cnt[j] = n
-                        if v < lo[j]:
-                            lo[j] = v
-                        if v > hi[j]:
-                            hi[j] = v
-                continue
-            for j, col in enumerate(zip(*block, strict=True)):
+            cols = ((v,) for v in block[0]) if len(block) == 1 else zip(*block, strict=True)
+            for j, col in enumerate(cols):
                 c, total = 0, 0.0
                 for v in col:
                     if v == v:  # (NaN: missing)
