@@ -46,7 +46,8 @@ from typing import TextIO
 
 import numpy as np
 
-from lake.durations import UNITS, format_us, parse_duration_us
+from lake.durations import ROUND_DURATIONS, UNITS, format_us, parse_duration_us
+from monitoring.windows import STATS_MIN_ROWS, STATS_ROWS  # (what a statistics window should hold)
 
 AUTO = "auto"
 """The value of a setting the data decides."""
@@ -55,10 +56,6 @@ METRIC_ROWS = 500
 """Labelled events a metric window should hold (median over windows with labels)."""
 METRIC_MIN_ROWS = 10
 """Fewer labelled events per metric window than this (median) and its accuracy and ROC AUC mean nothing."""
-STATS_ROWS = 50
-"""Events a window-statistics window should hold (median over non-empty windows)."""
-STATS_MIN_ROWS = 2
-"""Fewer events per statistics window than this (median) and no standard deviation exists."""
 ACTION_MIN, ACTION_MAX = 100, 5_000
 """Bounds of the data-derived ``action_window`` (learns)."""
 TTL_QUANTILE = 0.999
@@ -67,12 +64,6 @@ WARN_SHARE = 0.01
 """A given label TTL shorter than more than this share of the label delays is flagged at the start."""
 
 _S = 1_000_000
-ROUND_DURATIONS: tuple[str, ...] = (
-    "1ms", "10ms", "100ms", "1s", "2s", "5s", "10s", "15s", "30s", "1m", "2m", "5m", "10m", "15m", "30m",
-    "1h", "2h", "3h", "6h", "12h", "1d", "2d", "7d", "14d", "30d", "91d", "182d", "365d", "730d", "1826d",
-    "3652d",
-)
-"""Candidate window lengths, shortest first."""
 
 
 class SettingsError(ValueError):

@@ -30,6 +30,23 @@ def parse_duration_us(text: str | int | float) -> int:
     return int(float(m.group(1)) * _UNIT_US[m.group(2) or "s"])
 
 
+ROUND_DURATIONS: tuple[str, ...] = (
+    "1ms", "10ms", "100ms", "1s", "2s", "5s", "10s", "15s", "30s", "1m", "2m", "5m", "10m", "15m", "30m",
+    "1h", "2h", "3h", "6h", "12h", "1d", "2d", "7d", "14d", "30d", "91d", "182d", "365d", "730d", "1826d",
+    "3652d",
+)
+"""Candidate window lengths, shortest first (the data-derived windows are chosen among them)."""
+
+
+def round_up(us: float) -> str:
+    """The shortest of :data:`ROUND_DURATIONS` at least ``us`` microseconds long (the longest one beyond).
+
+    >>> round_up(40_000_000), round_up(1), round_up(1e20)
+    ('1m', '1ms', '3652d')
+    """
+    return next((d for d in ROUND_DURATIONS if parse_duration_us(d) >= us), ROUND_DURATIONS[-1])
+
+
 OFF = ("", "none", "off")
 """Spellings of "no duration" for settings that may be switched off (a label TTL, a stats window)."""
 

@@ -27,6 +27,7 @@ learner, which owns the models.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +35,24 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lake.durations import parse_optional_us
+from lake.durations import format_us, parse_optional_us, round_up
 from monitoring.anomaly import make_scorer
 from monitoring.monitor import LABEL_SIGNALS, DriftMonitor, drift_events_table, parse_watch
-from monitoring.windows import WindowStats, late_events_table, window_stats_rows, window_stats_table
+from monitoring.windows import (
+    STATS_MIN_ROWS,
+    STATS_ROWS,
+    Closed,
+    WindowStats,
+    late_events_table,
+    window_stats_rows,
+    window_stats_table,
+)
+
+log = logging.getLogger(__name__)
+
+SPARSE_CHECK = 200
+"""Closed statistics windows a shard looks at, once, to tell whether ``stats_window`` suits the stream (see
+:meth:`StreamMonitor.check_density`)."""
 
 ACTIONS = ("none", "reset", "retrain")
 """What the dataflow may do when a model's error detector alarms: nothing, replace the model
@@ -146,6 +161,8 @@ class StreamMonitor:
                 tables["drift_events"] = drift_events_table(alarms, run_id=run_id, shard=shard, model=champion)
         if self.windows is not None:
             up = self.windows.update_many(times, xs, event_ids=event_ids)
+            if up.closed and self.__dict__.get("_density", ()) is not None:
+                self.check_density(up.closed)
             if up.closed:
                 tables["window_stats"] = window_stats_rows(  # (Arrow when the lake writer commits them)
                     up.closed, run_id=run_id, shard=shard,
@@ -154,6 +171,31 @@ class StreamMonitor:
                 tables["late_events"] = late_events_table(up.late, run_id=run_id, shard=shard,
                                                           seq=[seqs[e.position] for e in up.late])
         return scores, tables
+
+    def check_density(self, closed: Sequence[Closed]) -> str | None:
+        """Once per shard, after :data:`SPARSE_CHECK` closed windows: when they held a median of fewer than
+        :data:`~monitoring.windows.STATS_MIN_ROWS` events (no standard deviation, a row per event or two: a
+        live run's one-minute default on a history replayed at months a minute), warn in one log line naming the
+        window that would hold about :data:`~monitoring.windows.STATS_ROWS` at the stream's rate. Returns the
+        warning (``None`` while counting, or when the windows suit the stream)."""
+        seen = self.__dict__.setdefault("_density", [])
+        seen.extend((c.row["n"], c.row["window_start"], c.row["window_end"]) for c in closed)
+        if len(seen) < SPARSE_CHECK:
+            return None
+        self._density = None  # (looked at once: a suggestion, not a running check)
+        counts = sorted(n for n, _, _ in seen)
+        median = counts[len(counts) // 2]
+        if median >= STATS_MIN_ROWS:
+            return None
+        w = self.windows.window_us
+        span = max(end for _, _, end in seen) - min(start for _, start, _ in seen)
+        rate = sum(counts) / span  # events per microsecond of event time, gaps included
+        text = (f"window statistics of shard {self.shard}: {len(seen)} windows of {format_us(w)} held a median of "
+                f"{median} event(s) (a standard deviation needs {STATS_MIN_ROWS}); the stream's event time runs "
+                f"faster than the window fills (about {rate * w:.1f} events a window): stats_window="
+                f"{round_up(STATS_ROWS / rate)} would hold about {STATS_ROWS}")
+        log.warning(text)
+        return text
 
     def on_labels(self, event_times: Sequence[int], ys: Sequence[bool]) -> None:
         """Labels that arrived, by their events' times (for the windows' label rates)."""

@@ -48,6 +48,12 @@ from monitoring.columns import DenseFeatures, feature_matrix, is_number, stack_r
 if TYPE_CHECKING:
     from lake.arrow import PendingRows
 
+STATS_ROWS = 50
+"""Events a window-statistics window should hold (median over non-empty windows): what a data-derived
+``stats_window`` aims at (:mod:`dataflows.defaults`)."""
+STATS_MIN_ROWS = 2
+"""Fewer events per statistics window than this (median) and no standard deviation exists."""
+
 _NEVER = -(2**62)
 _MAX_SEEN = 1 << 19  # keys remembered by WindowStats._discover before it starts afresh
 

@@ -151,3 +151,56 @@ def test_the_command_line_takes_the_monitoring_settings(synthetic_lake, capsys):
     # an unknown action is refused, naming the choices (python -m shows it as one line, exit status 2)
     with pytest.raises(UsageError, match=r"invalid choice: 'panic' \(choose from 'none', 'reset', 'retrain'\)"):
         main(["--lake", synthetic_lake, "--drift-action", "panic"])
+
+
+
+def _feed(mon, step_s, n_batches: int = 120, size: int = 5) -> None:
+    """Batches of ``size`` events, ``step_s`` seconds of event time apart."""
+    import random
+
+    rng, t = random.Random(3), 0
+    for b in range(n_batches):
+        times = []
+        for _ in range(size):
+            t += step_s * S
+            times.append(t)
+        mon.on_events(list(range(size)), [f"e{b}.{i}" for i in range(size)], times,
+                      [{"x": rng.random(), "city": "x"} for _ in times], [0.5] * size, champion="m")
+
+
+def _told(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "monitoring.stream"]
+
+
+def test_a_statistics_window_too_short_for_the_stream_is_told_once_with_the_window_that_fits(caplog):
+    # A live run's one-minute windows on a history replayed at months a minute hold one event or two: the shard
+    # says so once, in one line, with the round window that would hold ~50 events at the stream's rate.
+    import pickle
+    import re
+
+    from monitoring.stream import SPARSE_CHECK, StreamMonitor
+
+    mon = StreamMonitor(MonitorConfig(stats_window_us=60 * S, anomaly=None), run_id="r", shard=2)
+    with caplog.at_level("WARNING", logger="monitoring.stream"):
+        _feed(mon, step_s=45, n_batches=30)  # (4/3 events a minute: 50 events take ~38 minutes)
+        assert not _told(caplog) and len(mon._density) < SPARSE_CHECK, "fewer windows than the check needs: quiet"
+        _feed(mon, step_s=45, n_batches=60)
+    told = _told(caplog)
+    assert len(told) == 1 and mon._density is None
+    assert "shard 2" in told[0] and "median of 1 event" in told[0] and "stats_window=1h would hold about 50" in told[0]
+    assert int(re.search(r"(\d+) windows of 1m", told[0]).group(1)) >= SPARSE_CHECK
+    # Told once per shard, also across a snapshot: the check is not made again.
+    caplog.clear()
+    resumed = pickle.loads(pickle.dumps(mon))
+    with caplog.at_level("WARNING", logger="monitoring.stream"):
+        _feed(resumed, step_s=45, n_batches=60)
+    assert not _told(caplog)
+
+
+def test_statistics_windows_that_fill_are_not_flagged(caplog):
+    from monitoring.stream import StreamMonitor
+
+    mon = StreamMonitor(MonitorConfig(stats_window_us=60 * S, anomaly=None), run_id="r", shard=0)
+    with caplog.at_level("WARNING", logger="monitoring.stream"):
+        _feed(mon, step_s=2, n_batches=2_600)  # (30 events a minute: 217 windows closed)
+    assert mon.__dict__["_density"] is None and not _told(caplog), "looked at once, nothing to tell"
