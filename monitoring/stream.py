@@ -191,9 +191,9 @@ class StreamMonitor:
         span = max(end for _, _, end in seen) - min(start for _, start, _ in seen)
         rate = sum(counts) / span  # events per microsecond of event time, gaps included
         text = (f"window statistics of shard {self.shard}: {len(seen)} windows of {format_us(w)} held a median of "
-                f"{median} event(s) (a standard deviation needs {STATS_MIN_ROWS}); the stream's event time runs "
-                f"faster than the window fills (about {rate * w:.1f} events a window): stats_window="
-                f"{round_up(STATS_ROWS / rate)} would hold about {STATS_ROWS}")
+                f"{median} event(s) (a standard deviation needs {STATS_MIN_ROWS}): the shard's events come about "
+                f"{rate * w:.2g} a window of event time (a history replayed faster than it happened?); "
+                f"stats_window={round_up(STATS_ROWS / rate)} would hold about {STATS_ROWS}")
         log.warning(text)
         return text
 

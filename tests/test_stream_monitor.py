@@ -204,3 +204,31 @@ def test_statistics_windows_that_fill_are_not_flagged(caplog):
     with caplog.at_level("WARNING", logger="monitoring.stream"):
         _feed(mon, step_s=2, n_batches=2_600)  # (30 events a minute: 217 windows closed)
     assert mon.__dict__["_density"] is None and not _told(caplog), "looked at once, nothing to tell"
+
+
+def test_a_live_run_on_a_replayed_history_says_its_statistics_windows_are_too_short(tmp_path, caplog):
+    # Flights sent through Kafka with their own times (a year's schedule at a few thousand messages a second) into
+    # a live run with its defaults: the one-minute statistics windows hold one event each, and the run says so,
+    # naming a window; with that window it has nothing to say and its windows hold a few dozen events each.
+    import re
+
+    from dataflows.online import build_live_flow
+    from dataflows.produce import produce
+    from tests.test_kafka import mock_cluster
+
+    lakes = {}
+    with mock_cluster() as brokers, caplog.at_level("WARNING", logger="monitoring.stream"):
+        produce(brokers, "events", "flights", limit=6_000)
+        lakes["default"] = str(tmp_path / "default")
+        run_main(build_live_flow(lakes["default"], "linear", brokers=brokers, topic="events", stop_at_end=True,
+                                 flush_seconds=0.5))
+        told = [r.getMessage() for r in caplog.records if r.name == "monitoring.stream"]
+        assert told and all("held a median of 1 event" in line for line in told), told
+        suggested = re.search(r"stats_window=(\S+) would hold", told[0]).group(1)
+        caplog.clear()
+        lakes["suggested"] = str(tmp_path / "suggested")
+        run_main(build_live_flow(lakes["suggested"], "linear", brokers=brokers, topic="events", stop_at_end=True,
+                                 flush_seconds=0.5, stats_window=suggested))
+        assert not [r for r in caplog.records if r.name == "monitoring.stream"]
+    default, fits = (read_table(lakes[k], "window_stats") for k in ("default", "suggested"))
+    assert default["n"].median() == 1 and fits["n"].median() >= 10 and fits.height < default.height / 10

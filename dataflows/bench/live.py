@@ -57,9 +57,10 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def _flow_args(lake: str, brokers: str, *, model: str, per_key: bool, trace: str | None,
-               flush_seconds: float | None = None) -> str:
+               flush_seconds: float | None = None, stats_window: str | None = None) -> str:
     extra = ", per_key=True" if per_key else ""
     extra += f", flush_seconds={flush_seconds!r}" if flush_seconds is not None else ""
+    extra += f", stats_window={stats_window!r}" if stats_window is not None else ""
     extra += f", trace='{trace}'" if trace else ""
     return (f"dataflows.online:build_live_flow(lake='{lake}', model='{model}', brokers='{brokers}', "
             f"topic='events', predictions_topic='predictions'{extra})")
@@ -206,15 +207,20 @@ def _stage_latencies(trace_files: list[Path], produced: dict[tuple[int, int], fl
 def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, per_key: bool = False,
         snapshot_s: float = 10.0, model: str = "linear", tmp: str | None = None, stages: bool = True,
         keep: bool = False, profile: str | None = None, flush_seconds: float | None = None,
-        wall_clock: bool = False, relay: bool = False) -> dict[str, Any]:
+        wall_clock: bool = False, relay: bool = False, stats_window: str | None = None) -> dict[str, Any]:
     """One measured run; returns the figures (latencies in ms). With ``relay`` the transport alone is measured:
-    :mod:`dataflows.bench.relay` stands in for the flow (no stages)."""
+    :mod:`dataflows.bench.relay` stands in for the flow (no stages). ``stats_window`` is handed to the flow (its
+    default otherwise); what the flow said of its windows (:meth:`monitoring.stream.StreamMonitor.check_density`)
+    comes back as ``flow_said``."""
     import confluent_kafka as ck
 
     from dataflows.replay import shard_of
+    from lake.durations import parse_duration_us
 
     if rate <= 0 or seconds <= 0:
         raise ValueError(f"rate and seconds must be > 0, got {rate!r} and {seconds!r}")
+    if stats_window is not None:
+        parse_duration_us(stats_window)  # (a bad value: one line here, not a flow that fails to start)
     if tmp is not None:
         Path(tmp).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-live-", dir=tmp))
@@ -248,7 +254,8 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
                                       env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.STDOUT)]
     else:
         flow = _flow_args(str(root / "lake"), brokers, model=model, per_key=per_key,
-                          trace=str(trace) if trace else None, flush_seconds=flush_seconds)
+                          trace=str(trace) if trace else None, flush_seconds=flush_seconds,
+                          stats_window=stats_window)
         procs = _start_flow(flow, root / "rec", workers=workers, processes=processes, snapshot_s=snapshot_s,
                             log=root / "flow.log", profile=profile)
     try:
@@ -310,7 +317,7 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     result: dict[str, Any] = {
         "rate": rate, "seconds": seconds, "workers": workers, "processes": processes, "per_key": per_key,
-        "wall_clock": wall_clock, "relay": relay,
+        "wall_clock": wall_clock, "relay": relay, "stats_window": stats_window,
         "snapshot_s": snapshot_s, "flush_seconds": flush_seconds, "model": model, "messages": n_measured,
         "events": len(sent_at),
         "predicted": len(latencies), "produce_rate": round(n_measured / produce_s, 1),
@@ -331,12 +338,33 @@ def run(*, rate: float, seconds: float, workers: int = 1, processes: int = 1, pe
         result["snapshots_at_s"] = _snapshot_marks(files, wall_started)
         result["stages_ms"] = {s: {k: round(v, 1) for k, v in _percentiles(by_stage.get(s, [])).items()}
                                for s in STAGES}
+    result["flow_said"] = _flow_said(root / "flow.log")
     if not keep:
         shutil.rmtree(root, ignore_errors=True)
     else:
         result["folder"] = str(root)
     owner.flush(5)
     return result
+
+
+def _duration_text(text: str) -> str:
+    """A command-line duration, checked (argparse's one-line error otherwise)."""
+    from lake.durations import parse_duration_us
+
+    try:
+        parse_duration_us(text)
+    except ValueError as ex:
+        raise argparse.ArgumentTypeError(str(ex)) from None
+    return text
+
+
+def _flow_said(log: Path) -> list[str]:
+    """The flow's one-line warnings about its settings (one per kind: the first shard's)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line.strip() for line in lines if line.startswith("window statistics of shard")][:1]
 
 
 SLICE_S = 0.5
@@ -404,11 +432,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="re-time the messages so that event time runs with the clock (a live stream's times)")
     parser.add_argument("--relay", action="store_true",
                         help="the transport alone: a relay of event ids (dataflows.bench.relay) in place of the flow")
+    parser.add_argument("--stats-window", default=None, type=_duration_text,
+                        help="build_live_flow(stats_window=...), e.g. 1h (default: the live default, 1m)")
     args = parser.parse_args(argv)
     res = run(rate=args.rate, seconds=args.seconds, workers=args.workers, processes=args.processes,
               per_key=args.per_key, snapshot_s=args.snapshot_s, model=args.model, tmp=args.tmp,
               stages=not args.no_stages, keep=args.keep, profile=args.profile, flush_seconds=args.flush_seconds,
-              wall_clock=args.wall_clock, relay=args.relay)
+              wall_clock=args.wall_clock, relay=args.relay, stats_window=args.stats_window)
     if res["relay"]:
         print("the transport alone: dataflows.bench.relay in place of the flow (the figures below are its)")
     print(f"live path: {res['messages']:,} messages at {args.rate:,.0f}/s (sent at {res['produce_rate']:,.0f}/s), "
@@ -423,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     print(_slow(res))
     if res.get("snapshots_at_s"):
         print(f"  snapshots at s: {' '.join(f'{t:g}' for t in res['snapshots_at_s'])}")
+    for line in res.get("flow_said", []):
+        print(f"  the flow said: {line}")
     print(json.dumps(res))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
