@@ -183,10 +183,10 @@ class StreamMonitor:
         if len(seen) < SPARSE_CHECK:
             return None
         self._density = None  # (looked at once: a suggestion, not a running check)
-        counts = sorted(n for n, _, _ in seen)
-        median = counts[len(counts) // 2]
-        if median >= STATS_MIN_ROWS:
+        counts = sorted(n for n, _, _ in seen if n)  # (a window only labels opened holds no event)
+        if not counts or counts[len(counts) // 2] >= STATS_MIN_ROWS:
             return None
+        median = counts[len(counts) // 2]
         w = self.windows.window_us
         span = max(end for _, _, end in seen) - min(start for _, start, _ in seen)
         rate = sum(counts) / span  # events per microsecond of event time, gaps included

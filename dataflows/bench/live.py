@@ -359,7 +359,8 @@ def _duration_text(text: str) -> str:
 
 
 def _flow_said(log: Path) -> list[str]:
-    """The flow's one-line warnings about its settings (one per kind: the first shard's)."""
+    """The first of the flow's one-line words on its statistics windows
+    (:meth:`monitoring.stream.StreamMonitor.check_density`), if it said any."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
