@@ -38,15 +38,6 @@ ROUND_DURATIONS: tuple[str, ...] = (
 """Candidate window lengths, shortest first (the data-derived windows are chosen among them)."""
 
 
-def round_up(us: float) -> str:
-    """The shortest of :data:`ROUND_DURATIONS` at least ``us`` microseconds long (the longest one beyond).
-
-    >>> round_up(40_000_000), round_up(1), round_up(1e20)
-    ('1m', '1ms', '3652d')
-    """
-    return next((d for d in ROUND_DURATIONS if parse_duration_us(d) >= us), ROUND_DURATIONS[-1])
-
-
 OFF = ("", "none", "off")
 """Spellings of "no duration" for settings that may be switched off (a label TTL, a stats window)."""
 

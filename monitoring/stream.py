@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lake.durations import format_us, parse_optional_us, round_up
+from lake.durations import ROUND_DURATIONS, format_us, parse_duration_us, parse_optional_us
 from monitoring.anomaly import make_scorer
 from monitoring.monitor import LABEL_SIGNALS, DriftMonitor, drift_events_table, parse_watch
 from monitoring.windows import (
@@ -49,6 +49,13 @@ from monitoring.windows import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _median_merged(starts: np.ndarray, ns: np.ndarray, us: int) -> float:
+    """Median events per non-empty window of ``us`` microseconds, of windows (``starts``, ``ns`` events each) put
+    together by start."""
+    _, inverse = np.unique(starts // us, return_inverse=True)
+    return float(np.median(np.bincount(inverse, weights=ns)))
 
 SPARSE_CHECK = 200
 """Closed statistics windows a shard looks at, once, to tell whether ``stats_window`` suits the stream (see
@@ -173,27 +180,38 @@ class StreamMonitor:
         return scores, tables
 
     def check_density(self, closed: Sequence[Closed]) -> str | None:
-        """Once per shard, after :data:`SPARSE_CHECK` closed windows: when they held a median of fewer than
-        :data:`~monitoring.windows.STATS_MIN_ROWS` events (no standard deviation, a row per event or two: a
+        """Once per shard, after :data:`SPARSE_CHECK` closed windows: when those that held events held a median of
+        fewer than :data:`~monitoring.windows.STATS_MIN_ROWS` (no standard deviation, a row per event or two: a
         live run's one-minute default on a history replayed at months a minute), warn in one log line naming the
-        window that would hold about :data:`~monitoring.windows.STATS_ROWS` at the stream's rate. Returns the
-        warning (``None`` while counting, or when the windows suit the stream)."""
+        shortest round window in which the same events would have held a median of
+        :data:`~monitoring.windows.STATS_ROWS` (the rule a replay chooses its window by). Returns the warning
+        (``None`` while counting, or when the windows suit the stream)."""
         seen = self.__dict__.setdefault("_density", [])
-        seen.extend((c.row["n"], c.row["window_start"], c.row["window_end"]) for c in closed)
+        seen.extend((c.row["n"], c.row["window_start"]) for c in closed)
         if len(seen) < SPARSE_CHECK:
             return None
         self._density = None  # (looked at once: a suggestion, not a running check)
-        counts = sorted(n for n, _, _ in seen if n)  # (a window only labels opened holds no event)
-        if not counts or counts[len(counts) // 2] >= STATS_MIN_ROWS:
+        held = [(n, start) for n, start in seen if n]  # (a window only labels opened holds no event)
+        if not held:
             return None
-        median = counts[len(counts) // 2]
+        ns = np.array([n for n, _ in held], dtype=np.float64)
+        starts = np.array([start for _, start in held], dtype=np.int64)
+        median = float(np.median(ns))
+        if median >= STATS_MIN_ROWS:
+            return None
         w = self.windows.window_us
-        span = max(end for _, _, end in seen) - min(start for _, start, _ in seen)
-        rate = sum(counts) / span  # events per microsecond of event time, gaps included
+        fit, fit_median = ROUND_DURATIONS[-1], 0.0
+        for text in ROUND_DURATIONS:
+            us = parse_duration_us(text)
+            if us <= w:
+                continue
+            fit, fit_median = text, _median_merged(starts, ns, us)
+            if fit_median >= STATS_ROWS:
+                break
         text = (f"window statistics of shard {self.shard}: {len(seen)} windows of {format_us(w)} held a median of "
-                f"{median} event(s) (a standard deviation needs {STATS_MIN_ROWS}): the shard's events come about "
-                f"{rate * w:.2g} a window of event time (a history replayed faster than it happened?); "
-                f"stats_window={round_up(STATS_ROWS / rate)} would hold about {STATS_ROWS}")
+                f"{median:g} event(s) (a standard deviation needs {STATS_MIN_ROWS}; a history replayed faster than "
+                f"it happened?): stats_window={fit} would have held a median of {fit_median:g} of their events "
+                f"({STATS_ROWS} wanted)")
         log.warning(text)
         return text
 
