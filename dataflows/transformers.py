@@ -33,19 +33,55 @@ class NumericStandardScaler(preprocessing.StandardScaler):
         self.clip = clip
 
     def learn_one(self, x: dict[str, Any]) -> None:
-        super().learn_one({k: v for k, v in x.items() if "=" not in k})
+        # River's update on the numeric features, in one pass (no filtered copy of ``x``): the same
+        # operations in the same order, so the same doubles and the same state.
+        if self.window_size is not None or not self.with_std:
+            super().learn_one({k: v for k, v in x.items() if "=" not in k})
+            return
+        counts, means, vars_ = self.counts, self.means, self.vars
+        for i, xi in x.items():
+            if "=" in i:
+                continue
+            counts[i] += 1
+            old_mean = means[i]
+            means[i] += (xi - old_mean) / counts[i]
+            vars_[i] += ((xi - old_mean) * (xi - means[i]) - vars_[i]) / counts[i]
 
     def transform_one(self, x: dict[str, Any]) -> dict[str, Any]:
-        numeric = {}
-        out = {}
-        for k, v in x.items():
-            if "=" in k:
-                out[k] = v
-            else:
-                numeric[k] = v
-        scaled = super().transform_one(numeric)
         clip = self.__dict__.get("clip")  # (pickled before the setting existed: None)
-        if clip is not None:
-            scaled = {k: min(max(v, -clip), clip) for k, v in scaled.items()}
+        if self.window_size is not None or not self.with_std:
+            numeric = {}
+            out = {}
+            for k, v in x.items():
+                if "=" in k:
+                    out[k] = v
+                else:
+                    numeric[k] = v
+            scaled = super().transform_one(numeric)
+            if clip is not None:
+                scaled = {k: min(max(v, -clip), clip) for k, v in scaled.items()}
+            scaled.update(out)
+            return scaled
+        # River's scaling in one pass (the live path calls this twice an event): the numeric features in
+        # their order, then the indicators, as River's result followed by them; unseen names enter
+        # ``vars`` as River's lookup enters them.
+        means, vars_ = self.means, self.vars
+        scaled = {}
+        out = {}
+        if clip is None:
+            for k, v in x.items():
+                if "=" in k:
+                    out[k] = v
+                else:
+                    var = vars_[k]
+                    scaled[k] = (v - means[k]) / var**0.5 if var else 0.0
+        else:
+            lo = -clip
+            for k, v in x.items():
+                if "=" in k:
+                    out[k] = v
+                else:
+                    var = vars_[k]
+                    scaled[k] = min(max((v - means[k]) / var**0.5 if var else 0.0, lo), clip)
         scaled.update(out)
         return scaled

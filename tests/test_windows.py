@@ -193,6 +193,79 @@ def test_zscore_scores_the_same_in_batches_and_one_by_one_and_after_pickling():
     assert np.nanmean(batch[3_000:3_300]) > 2.0 > np.nanmean(batch[1_000:3_000]) and np.mean(batch[3_900:]) < 2.0
 
 
+def test_zscore_discovers_the_features_numeric_keys_names_looking_only_at_new_keys():
+    """A scorer learns its features as a pass of numeric_keys over each batch would, in the same order, with
+    categories (one-hot names) and text keys among them, keys whose first value in a batch is text, and the
+    feature capacity filling mid-batch."""
+    from monitoring.anomaly import _new_numeric_keys
+    from monitoring.columns import numeric_keys
+
+    rng = random.Random(5)
+    for capacity in (3, 8, 64):
+        scorer = make_scorer(f"zscore(block=50, max_features={capacity})")
+        names: list[str] = []
+        known: set[str] = set()
+        for _ in range(120):
+            xs = []
+            for _ in range(rng.randrange(1, 9)):
+                x = {f"f{rng.randrange(12)}": rng.choice([rng.gauss(0, 1), "text", 3, True]) for _ in range(4)}
+                x[f"cat={rng.randrange(40)}"] = 1.0
+                xs.append(x)
+            assert _new_numeric_keys(xs, known) == numeric_keys(xs, known)
+            fresh = numeric_keys(xs, known)  # (what the scorer did before: the whole batch's keys looked at)
+            known.update(k for k in fresh if "=" in k)
+            fresh = [k for k in fresh if "=" not in k][: capacity - len(names)]
+            names.extend(fresh)
+            known.update(fresh)
+            scorer.score_many(xs)
+            assert scorer.names == names
+        assert len(names) == min(capacity, 12)
+
+
+@pytest.mark.parametrize("how", ["rms", "max"])
+def test_zscore_scores_a_few_events_on_python_floats_as_numpy_scores_them(how, monkeypatch):
+    """Live batches of a few events are scored on Python floats: the same doubles as numpy's path, bit for
+    bit, with missing values, a constant feature (a deviation of 0), features found after the reference was
+    taken, infinities, magnitudes past the cap, and rows wider than 8 (numpy adds those pairwise)."""
+    import monitoring.anomaly as anomaly
+
+    rng = random.Random(11)
+
+    def event(i: int) -> dict:
+        x = {f"f{j}": rng.gauss(j, 1 + j) * 10 ** rng.randrange(-3, 4) for j in range(12)}
+        x["const"] = 7.0
+        if i > 150:
+            x["late"] = rng.gauss(0, 1)
+        if rng.random() < 0.2:
+            x[f"f{rng.randrange(12)}"] = math.nan
+        if rng.random() < 0.02:
+            x["f3"] = rng.choice([math.inf, -math.inf, 1e300, 8.0])
+        if rng.random() < 0.05:
+            x["const"] = 7.5
+        return x
+
+    xs = [event(i) for i in range(900)]
+    sizes = [rng.randrange(1, 12) for _ in range(400)]
+    runs = {}
+    for few in (0, anomaly.FEW_VALUES):
+        monkeypatch.setattr(anomaly, "FEW_VALUES", few)
+        scorer = make_scorer(f"zscore(block=60, n_blocks=2, how={how})")
+        out, at = [], 0
+        for k, n in enumerate(sizes):
+            if at >= len(xs):
+                break
+            if k == 150:
+                scorer = pickle.loads(pickle.dumps(scorer))
+            out.append(scorer.score_many(xs[at:at + n]))
+            at += n
+        runs[few] = np.concatenate(out)
+    numpy_path, python_path = runs[0], runs[anomaly.FEW_VALUES]
+    assert np.isfinite(numpy_path).sum() > 500
+    assert numpy_path.tobytes() == python_path.tobytes()
+    scorer._score_few([[0.0] * 14])  # (a cache of the reference on Python floats, not pickled)
+    assert "_ref_lists" in scorer.__dict__ and "_ref_lists" not in pickle.loads(pickle.dumps(scorer)).__dict__
+
+
 def test_half_space_trees_score_an_outlier_higher():
     scorer = make_scorer("hst(n_trees=5, height=6, window_size=100, threshold=0.95)")
     xs = gauss(1_000)
