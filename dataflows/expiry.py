@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Callable
 from itertools import islice, repeat
+from operator import itemgetter
 from typing import Any
 
 from dataflows.rows import row
@@ -19,6 +21,31 @@ class LabelExpiry:
     def __init__(self, arrivals: deque[tuple[int, str]] | None = None, clock_us: int = -(2**62)) -> None:
         self.arrivals: deque[tuple[int, str]] = deque() if arrivals is None else arrivals  # (event_time_us, id)
         self.clock_us = clock_us
+
+    def compact(self, pending: dict[str, Any]) -> None:
+        """Drop the arrivals of events no longer pending (labelled or expired), in order: a snapshot
+        carries the events still waiting, not the labelled ones that linger until the TTL or the next
+        compaction in :meth:`expire`."""
+        if len(self.arrivals) > len(pending):
+            self.arrivals = deque(a for a in self.arrivals if a[1] in pending)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The times as one bytes value and the ids as a list: a recovery snapshot pickles two objects, not a
+        # tuple per waiting event (the ids are the pending dict's own strings, written once).
+        times = array("q", map(itemgetter(0), self.arrivals))
+        return {"times": times.tobytes(), "ids": list(map(itemgetter(1), self.arrivals)), "clock_us": self.clock_us}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "arrivals" in state:  # (a snapshot from before the compact form)
+            self.__dict__.update(state)
+            return
+        times = array("q")
+        times.frombytes(state["times"])
+        ids = state["ids"]
+        if len(times) != len(ids):
+            raise ValueError(f"label expiry state: {len(times)} times for {len(ids)} event ids")
+        self.arrivals = deque(zip(times.tolist(), ids, strict=True))
+        self.clock_us = state["clock_us"]
 
     def expire(self, *, ttl_us: int | None, pending: dict[str, Any], expired: Any, seq: int, run_id: str,
                shard: int, time_and_key: Callable[[int], tuple[int, str]]) -> list[tuple]:

@@ -188,6 +188,7 @@ class ShardLearner:
     def __getstate__(self) -> dict[str, Any]:
         self.columnar_step.before_items(self)  # the River objects hold everything learned
         self.columnar_step.compact(self.pending, slack=1024)  # snapshots carry the rows still waiting, no more
+        self.expiry.compact(self.pending)  # ... and the arrivals of the events still waiting
         state = self.__dict__.copy()
         state.pop("undo", None)  # rebuilt: a snapshot is taken between batches
         state.pop("_featurizer_memo", None)  # the last checkpoint's featurizer bytes: no state

@@ -39,12 +39,13 @@ def check_event(item: tuple) -> str | None:
         return f"key must be a string, got {key!r:.80}"
     if type(payload) is not dict:
         return f"payload must be a mapping, got {type(payload).__name__}"
+    lo, hi = -MAX_ABS_FEATURE, MAX_ABS_FEATURE
     for name, value in payload.items():
         kind = type(value)
         if kind is float:
-            if value == _INF or value == -_INF:
-                return f"non-finite value in field {name!r}"
-            if abs(value) > MAX_ABS_FEATURE:  # (NaN is missing: it passes)
+            if not lo <= value <= hi and value == value:  # (one comparison for a usual value; NaN is missing)
+                if value == _INF or value == -_INF:
+                    return f"non-finite value in field {name!r}"
                 return (f"value {value!r} in field {name!r} is beyond what the models can learn from "
                         f"(|value| <= {MAX_ABS_FEATURE:g})")
         elif kind not in _SCALARS:

@@ -25,7 +25,6 @@ Every scorer scores an event first and learns from it after.
 from __future__ import annotations
 
 import inspect
-import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,48 +37,8 @@ from monitoring.monitor import Alarm
 
 _Z_CAP = 1e6
 
-FEW_VALUES = 256
-"""Batches of up to this many feature values are scored on Python floats (:meth:`ZScoreScorer._score_few`)."""
-
 HOLD_ROWS = 64
 """Events whose statistics :class:`ZScoreScorer` holds before merging them into the block being filled."""
-
-
-def _row_sum(a: list[float]) -> float:
-    """``a``'s sum added in the order numpy adds a row of a matrix (``x.sum(axis=1)``): one by one below 8
-    values, else in 8 running sums paired at the end, the rest one by one (pairwise halves above 128), so
-    the Python path gives numpy's double.
-
-    >>> import numpy as np
-    >>> a = [0.1 * 3 ** i for i in range(20)]
-    >>> _row_sum(a) == float(np.array([a]).sum(axis=1)[0])
-    True
-    """
-    return _pairwise(a, 0, len(a))
-
-
-def _pairwise(a: list[float], lo: int, n: int) -> float:
-    if n < 8:
-        r = -0.0
-        for i in range(lo, lo + n):
-            r += a[i]
-        return r
-    if n <= 128:
-        r = a[lo:lo + 8]
-        i = 8
-        end = n - n % 8
-        while i < end:
-            for j in range(8):
-                r[j] += a[lo + i + j]
-            i += 8
-        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
-    half = n // 2
-    half -= half % 8
-    return _pairwise(a, lo, half) + _pairwise(a, lo + half, n - half)
 
 
 def _new_numeric_keys(xs: Sequence[Mapping[str, Any]], known: set[str]) -> list[str]:
@@ -203,8 +162,6 @@ class ZScoreScorer(_Scorer):
     def _score(self, x: np.ndarray) -> np.ndarray:
         if self._ref is None:
             return np.full(x.shape[0], np.nan)
-        if x.size <= FEW_VALUES:
-            return np.array(self._score_few(x.tolist()), dtype=np.float64)
         mean, std = self._ref
         d = x.shape[1]
         mean, std = mean[:d], std[:d]
@@ -218,49 +175,6 @@ class ZScoreScorer(_Scorer):
         else:
             score = np.sqrt(np.where(present, z * z, 0.0).sum(axis=1) / counts)
         return np.where(counts > 0, score, np.nan)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_ref_lists", None)  # (a cache of the reference as Python floats)
-        return state
-
-    def _score_few(self, rows: list[list[float]]) -> list[float]:
-        """:meth:`_score` of a few events on Python floats: the same operations on the same doubles, a row's
-        sum added in numpy's order (:func:`_row_sum`), without the ~13 numpy calls on a few values each."""
-        ref = self.__dict__.get("_ref_lists")
-        if ref is None or ref[0] is not self._ref:
-            mean, std = self._ref  # type: ignore[misc]
-            ref = self._ref_lists = (self._ref, mean.tolist(), [s if math.isfinite(s) else None for s in std.tolist()])
-        _, means, stds = ref
-        rms = self.how == "rms"
-        absent = 0.0 if rms else -math.inf
-        out = []
-        d = len(rows[0]) if rows else 0
-        means, stds = means[:d], stds[:d]  # (the rows' features: the reference may hold more)
-        for row in rows:
-            terms = []
-            count = 0
-            for v, m, sd in zip(row, means, stds, strict=True):
-                if sd is None:  # no reference for the feature yet
-                    terms.append(absent)
-                    continue
-                a = abs(v - m)
-                # (numpy's division by zero: inf signed as the zero, or NaN for 0/0 and NaN/0)
-                z = a / sd if sd else (math.copysign(math.inf, sd) if a > 0 else math.nan)
-                if z != z:  # a missing value
-                    terms.append(absent)
-                    continue
-                count += 1
-                if z > _Z_CAP:
-                    z = _Z_CAP
-                terms.append(z * z if rms else z)
-            if not count:
-                out.append(math.nan)
-            elif rms:
-                out.append(math.sqrt(_row_sum(terms) / count))
-            else:
-                out.append(max(terms))
-        return out
 
     def _learn(self, x: np.ndarray) -> None:
         """Learn from events just scored: they count in the block at once; their statistics are held until

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import pyarrow as pa
 import pytest
 
 from dataflows.items import Batch
@@ -80,3 +81,56 @@ def test_events_waiting_for_labels_share_their_feature_names_so_a_snapshot_write
         assert len(owners) >= 250 and all(k is owners[0] for k in owners), name
     fresh = [{k[:1] + k[1:]: v for k, v in x.items()} for x in xs]  # the same features, a name per event
     assert len(pickle.dumps(xs, protocol=5)) < 0.8 * len(pickle.dumps(fresh, protocol=5))
+
+
+def test_a_snapshot_carries_the_arrivals_of_waiting_events_only_and_expires_the_same_events():
+    # Labelled events linger in the label-expiry queue until the TTL or a compaction (thousands of tuples in a
+    # live shard): a snapshot keeps those of the events still waiting, as two flat values, and the resumed
+    # learner gives up on exactly the events the running one gives up on.
+    from collections import deque
+
+    from dataflows.expiry import LabelExpiry
+    from dataflows.items import EVENT, LABEL
+
+    s = 1_000_000
+    items, seq = [], 0
+    for i in range(600):
+        items.append((seq, EVENT, f"e{i}", (1_000 + i) * s, f"k{i % 4}", {"v": float(i % 17)}))
+        seq += 1
+        if i >= 5 and (i - 5) % 3:  # (every third event never gets its label: it expires)
+            items.append((seq, LABEL, f"e{i - 5}", (i % 2 == 0), (1_000 + i) * s, f"k{(i - 5) % 4}"))
+            seq += 1
+    config = RunConfig(run_id="r", models=("linear",), label_ttl_us=40 * s)
+    running = ShardLearner(config, shard=0)
+    cut = len(items) // 2
+    for at in range(0, cut, 7):
+        running.process(validate_batch(Batch(0, items[at:min(at + 7, cut)])))
+    waiting = [a for a in running.expiry.arrivals if a[1] in running.pending]
+    assert len(running.expiry.arrivals) > 2 * len(waiting) > 0  # (labelled ones linger before the snapshot)
+    state = pickle.dumps(running, protocol=5)
+    resumed = pickle.loads(state)
+    assert list(resumed.expiry.arrivals) == waiting == list(running.expiry.arrivals)
+    assert resumed.expiry.clock_us == running.expiry.clock_us
+
+    def rest(learner: ShardLearner) -> tuple[list, list]:
+        expired, scores = [], []
+        for at in range(cut, len(items), 7):
+            out = learner.process(validate_batch(Batch(0, items[at:at + 7])))
+            for name, into, column in (("expired", expired, "event_id"), ("predictions", scores, "score")):
+                table = out.tables.get(name)
+                if table is not None:
+                    into += (table if isinstance(table, pa.Table) else table.arrow()).column(column).to_pylist()
+        return expired, scores
+
+    fresh = ShardLearner(config, shard=0)  # (never snapshotted: its labelled arrivals never compacted by one)
+    for at in range(0, cut, 7):
+        fresh.process(validate_batch(Batch(0, items[at:min(at + 7, cut)])))
+    want = rest(fresh)
+    assert len(want[0]) > 50
+    assert rest(resumed) == want == rest(pickle.loads(state))
+
+    old = LabelExpiry.__new__(LabelExpiry)  # a snapshot of the queue from before its flat form
+    old.__setstate__({"arrivals": deque([(5, "a"), (9, "b")]), "clock_us": 12})
+    assert list(old.arrivals) == [(5, "a"), (9, "b")] and old.clock_us == 12
+    with pytest.raises(ValueError, match="2 times for 1 event ids"):
+        LabelExpiry.__new__(LabelExpiry).__setstate__({"times": bytes(16), "ids": ["a"], "clock_us": 0})

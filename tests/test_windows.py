@@ -222,50 +222,6 @@ def test_zscore_discovers_the_features_numeric_keys_names_looking_only_at_new_ke
         assert len(names) == min(capacity, 12)
 
 
-@pytest.mark.parametrize("how", ["rms", "max"])
-def test_zscore_scores_a_few_events_on_python_floats_as_numpy_scores_them(how, monkeypatch):
-    """Live batches of a few events are scored on Python floats: the same doubles as numpy's path, bit for
-    bit, with missing values, a constant feature (a deviation of 0), features found after the reference was
-    taken, infinities, magnitudes past the cap, and rows wider than 8 (numpy adds those pairwise)."""
-    import monitoring.anomaly as anomaly
-
-    rng = random.Random(11)
-
-    def event(i: int) -> dict:
-        x = {f"f{j}": rng.gauss(j, 1 + j) * 10 ** rng.randrange(-3, 4) for j in range(12)}
-        x["const"] = 7.0
-        if i > 150:
-            x["late"] = rng.gauss(0, 1)
-        if rng.random() < 0.2:
-            x[f"f{rng.randrange(12)}"] = math.nan
-        if rng.random() < 0.02:
-            x["f3"] = rng.choice([math.inf, -math.inf, 1e300, 8.0])
-        if rng.random() < 0.05:
-            x["const"] = 7.5
-        return x
-
-    xs = [event(i) for i in range(900)]
-    sizes = [rng.randrange(1, 12) for _ in range(400)]
-    runs = {}
-    for few in (0, anomaly.FEW_VALUES):
-        monkeypatch.setattr(anomaly, "FEW_VALUES", few)
-        scorer = make_scorer(f"zscore(block=60, n_blocks=2, how={how})")
-        out, at = [], 0
-        for k, n in enumerate(sizes):
-            if at >= len(xs):
-                break
-            if k == 150:
-                scorer = pickle.loads(pickle.dumps(scorer))
-            out.append(scorer.score_many(xs[at:at + n]))
-            at += n
-        runs[few] = np.concatenate(out)
-    numpy_path, python_path = runs[0], runs[anomaly.FEW_VALUES]
-    assert np.isfinite(numpy_path).sum() > 500
-    assert numpy_path.tobytes() == python_path.tobytes()
-    scorer._score_few([[0.0] * 14])  # (a cache of the reference on Python floats, not pickled)
-    assert "_ref_lists" in scorer.__dict__ and "_ref_lists" not in pickle.loads(pickle.dumps(scorer)).__dict__
-
-
 def test_half_space_trees_score_an_outlier_higher():
     scorer = make_scorer("hst(n_trees=5, height=6, window_size=100, threshold=0.95)")
     xs = gauss(1_000)
