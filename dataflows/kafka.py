@@ -26,6 +26,7 @@ from typing import Any
 
 import confluent_kafka as ck
 import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -39,6 +40,7 @@ from dataflows.replay import shard_of
 from dataflows.trace import StageTrace
 from dataflows.validate import validate_batch
 from lake import integrity
+from lake.schemas import UTC_TS
 from lake.table import exists, open_table
 
 log = logging.getLogger(__name__)
@@ -306,7 +308,42 @@ def _messages(preds: pa.Table | rows.StepRows) -> list[tuple[bytes, bytes]]:
         fast = _step_messages(preds)
         if fast is not None:
             return fast
+    elif isinstance(preds, pa.Table):
+        fast = _table_messages(preds)
+        if fast is not None:
+            return fast
     return [(row["key"].encode(), json.dumps(row).encode()) for row in _served(preds)]
+
+
+_TABLE_TYPES = {"event_id": pa.string(), "key": pa.string(), "model": pa.string(), "model_version": pa.string(),
+                "role": pa.string(), "score": pa.float64(), "prediction": pa.int64(), "event_time": UTC_TS}
+
+
+def _table_messages(preds: pa.Table) -> list[tuple[bytes, bytes]] | None:
+    """:func:`_messages` of an Arrow ``predictions`` table (a columnar step's, tens to thousands of events),
+    from its columns: no row dicts, no datetimes. ``None`` where a column is not of the usual type or holds
+    a null (then :func:`_messages` goes through ``json.dumps``)."""
+    schema = preds.schema
+    if "probabilities" in schema.names or any(
+            schema.get_field_index(name) < 0 or schema.field(name).type != type_
+            for name, type_ in _TABLE_TYPES.items()):
+        return None
+    served = preds.filter(pc.equal(preds.column("role"), "champion"))
+    if any(served.column(name).null_count for name in _TABLE_TYPES):
+        return None
+    cols = [served.column(name) for name in ("event_id", "key", "model", "model_version", "score", "prediction")]
+    ids, keys, models, versions, scores, predictions = (c.to_pylist() for c in cols)
+    times = served.column("event_time").cast(pa.int64()).to_pylist()
+    return [(key.encode(), _message(event_id, t, key, f', "model": {_str(model)}, "model_version": ', version,
+                                    score, str(prediction)))
+            for event_id, t, key, model, version, score, prediction
+            in zip(ids, times, keys, models, versions, scores, predictions, strict=True)]
+
+
+def _message(event_id: str, t: int, key: str, model_part: str, version: str, score: float, prediction: str) -> bytes:
+    """A served row as ``json.dumps`` writes it (its keys in :data:`_SERVED`'s order)."""
+    return (f'{{"event_id": {_str(event_id)}, "event_time": "{_iso(t)}", "key": {_str(key)}'
+            f'{model_part}{_str(version)}, "score": {_float(score)}, "prediction": {prediction}}}').encode()
 
 
 def _step_messages(preds: rows.StepRows) -> list[tuple[bytes, bytes]] | None:
@@ -333,11 +370,8 @@ def _step_messages(preds: rows.StepRows) -> list[tuple[bytes, bytes]] | None:
         for event_id, t, key, version, s in zip(ids, times, keys, versions, scores, strict=True):
             if type(event_id) is not str or type(key) is not str or type(t) is not int:
                 return None
-            score = float(s)
-            out.append((key.encode(), (
-                f'{{"event_id": {_str(event_id)}, "event_time": "{_iso(t)}", "key": {_str(key)}'
-                f'{model_part}{_str(version)}, "score": {_float(score)}, "prediction": {int(s >= threshold)}}}'
-            ).encode()))
+            out.append((key.encode(), _message(event_id, t, key, model_part, version, float(s),
+                                               "1" if s >= threshold else "0")))
     return out
 
 

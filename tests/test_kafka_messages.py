@@ -76,3 +76,35 @@ def test_integers_in_a_number_column_are_stored_as_their_floats() -> None:
     assert types.normalize({"delay": big})[0] == {"delay": float(big)}
     payload, reason = types.normalize({"delay": 10**400})  # beyond any double: refused, naming the field
     assert payload is None and "field 'delay' must be a number" in reason
+
+
+@pytest.mark.parametrize("champion", [0, 1])
+def test_a_columnar_steps_table_gives_json_dumps_of_the_served_rows(champion: int) -> None:
+    # A columnar step hands its predictions over as an Arrow table (tens to thousands of events after a stall):
+    # its messages are built from the columns, byte for byte what json.dumps of each served row gives.
+    import pyarrow as pa
+
+    from dataflows.kafka import _table_messages
+
+    n = len(ODD_SCORES)
+    ids = ["e-1", "é\u2603\U0001f600", 'quote" back\\slash', "tab\tnew\nline\x00", "e-5", "a" * 300,
+           "日本", "e-8", "e-9", "</script>"]
+    keys = ["k", "ключ", "k\u2028", "", "k5", "k6", "k7", "k8", "k9", "k10"]
+    times = [0, 1, 999_999, 1_000_000, 1_420_070_400_123_456, -2_208_988_800_000_000, 7_258_118_399_999_999,
+             1_600_000_000_000_000, 1_600_000_000_000_001, 42]
+    models = [("linear", "challenger"), ("tree", "challenger")]
+    models[champion] = (models[champion][0], "champion")
+    table = _step([ODD_SCORES, list(reversed(ODD_SCORES))], ids=ids, keys=keys, times=times, models=models,
+                  runs=[[(0, "v1"), (4, "v2")], [(0, "w1"), (2, "w2"), (10, "w3")]]).arrow()
+    assert isinstance(table, pa.Table)
+    fast = _table_messages(table)
+    assert fast is not None and len(fast) == n
+    assert fast == _messages(table) == [(r["key"].encode(), json.dumps(r).encode()) for r in _served(table)]
+    # A table not of the usual types (a prediction stored as a float, a null version) goes through json.dumps.
+    as_float = table.set_column(table.schema.get_field_index("prediction"), "prediction",
+                                table.column("prediction").cast(pa.float64()))
+    nulls = table.set_column(table.schema.get_field_index("model_version"), "model_version",
+                             pa.array([None] * table.num_rows, pa.string()))
+    for odd in (as_float, nulls):
+        assert _table_messages(odd) is None
+        assert _messages(odd) == [(r["key"].encode(), json.dumps(r).encode()) for r in _served(odd)]
