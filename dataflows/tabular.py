@@ -134,6 +134,18 @@ class FeatureSpace:
             self.is_num[f] = "=" not in name
         return f
 
+    def ids(self, names: list[str]) -> np.ndarray:
+        """The ids of ``names`` (int64), new ones registered in order.
+
+        >>> s = FeatureSpace()
+        >>> s.ids(["amount", "shop=x", "amount"]).tolist(), s.ids(["shop=x"]).tolist()
+        ([8, 9, 8], [9])
+        """
+        try:
+            return np.fromiter(map(self.index.__getitem__, names), np.int64, len(names))  # (all known: in C)
+        except KeyError:
+            return np.array([self.id(name) for name in names], np.int64)
+
     def arrow_names(self) -> pa.Array:
         """Every id's name as an Arrow string array (``take`` turns ids into names)."""
         arrow, n = self._arrow, len(self.names)

@@ -81,27 +81,21 @@ class LinearState:
         state = cls(lr=lr.optimizer.lr.learning_rate, intercept_lr=lr.intercept_lr.learning_rate,
                     intercept=lr.intercept, n_iterations=lr.optimizer.n_iterations,
                     stamp=max(len(scaler.counts), len(scaler.vars), len(weights)))
-        for names, setter in ((scaler.counts, state._set_learned), (scaler.vars, state._set_var),
-                              (weights, state._set_weight)):
-            for pos, name in enumerate(names):
-                f = space.id(name)
-                state.ensure(f + 1)
-                setter(f, pos, scaler, weights, name)
+        # Each dict's names to ids (new names registered in this order: the counts', the variances', the
+        # weights'), then its values and positions set at once: a live shard switches paths several times a
+        # second, and a feature at a time took 1.9 ms for the flights' 3,600 one-hot weights.
+        learned = space.ids(list(scaler.counts))
+        varied = space.ids(list(scaler.vars))
+        weighted = space.ids(list(weights))
         state.ensure(len(space))
+        state.lstamp[learned] = np.arange(learned.size)
+        state.count[learned] = np.fromiter(scaler.counts.values(), np.int64, learned.size)
+        state.mean[learned] = np.fromiter(scaler.means.values(), np.float64, learned.size)
+        state.vstamp[varied] = np.arange(varied.size)
+        state.var[varied] = np.fromiter(scaler.vars.values(), np.float64, varied.size)
+        state.wstamp[weighted] = np.arange(weighted.size)
+        state.w[weighted] = np.fromiter(weights.values(), np.float64, weighted.size)
         return state
-
-    def _set_learned(self, f: int, pos: int, scaler: Any, weights: dict, name: str) -> None:
-        self.lstamp[f] = pos
-        self.count[f] = scaler.counts[name]
-        self.mean[f] = scaler.means[name]
-
-    def _set_var(self, f: int, pos: int, scaler: Any, weights: dict, name: str) -> None:
-        self.vstamp[f] = pos
-        self.var[f] = scaler.vars[name]
-
-    def _set_weight(self, f: int, pos: int, scaler: Any, weights: dict, name: str) -> None:
-        self.wstamp[f] = pos
-        self.w[f] = weights[name]
 
     def to_river(self, model: Any, space: Any) -> None:
         """Write this state into ``model`` (a pipeline of the same settings), in place."""
@@ -109,23 +103,21 @@ class LinearState:
 
         scaler, lr = model.steps.values()
         names = space.names
+        # (the same dict objects refilled in stamp order; the values through tolist: Python ints and floats)
         learned = _by_stamp(self.lstamp)
+        learned_names = [names[f] for f in learned.tolist()]
         scaler.counts.clear()
+        dict.update(scaler.counts, zip(learned_names, self.count[learned].tolist(), strict=True))  # (not Counter's)
         scaler.means.clear()
-        for f in learned:
-            scaler.counts[names[f]] = int(self.count[f])
-        for f in learned:
-            scaler.means[names[f]] = float(self.mean[f])
+        scaler.means.update(zip(learned_names, self.mean[learned].tolist(), strict=True))
+        varied = _by_stamp(self.vstamp)
         scaler.vars.clear()
-        for f in _by_stamp(self.vstamp):
-            scaler.vars[names[f]] = float(self.var[f])
-        weights = utils.VectorDict(None)
-        for f in _by_stamp(self.wstamp):
-            weights[names[f]] = float(self.w[f])
-        lr._weights = weights
+        scaler.vars.update(zip([names[f] for f in varied.tolist()], self.var[varied].tolist(), strict=True))
+        weighted = _by_stamp(self.wstamp)
+        lr._weights = utils.VectorDict(dict(zip([names[f] for f in weighted.tolist()], self.w[weighted].tolist(),
+                                                strict=True)))
         lr.intercept = float(self.params[0])
         lr.optimizer.n_iterations = int(self.counters[1])
-
 
     # -- a batch (the interface :class:`~dataflows.tabular.TabularStep` drives) --------------------
     def begin(self, n_ev: int) -> None:
@@ -148,6 +140,7 @@ class LinearState:
         return math.isfinite(self.params[0]) and bool(np.isfinite(self.w).all())
 
 
-def _by_stamp(stamps: np.ndarray) -> list[int]:
+def _by_stamp(stamps: np.ndarray) -> np.ndarray:
+    """The ids present (stamp >= 0) in stamp order."""
     present = np.flatnonzero(stamps >= 0)
-    return present[np.argsort(stamps[present], kind="stable")].tolist()
+    return present[np.argsort(stamps[present], kind="stable")]
