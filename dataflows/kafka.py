@@ -26,7 +26,6 @@ from typing import Any
 
 import confluent_kafka as ck
 import pyarrow as pa
-import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -308,36 +307,7 @@ def _messages(preds: pa.Table | rows.StepRows) -> list[tuple[bytes, bytes]]:
         fast = _step_messages(preds)
         if fast is not None:
             return fast
-    elif isinstance(preds, pa.Table):
-        fast = _table_messages(preds)
-        if fast is not None:
-            return fast
     return [(row["key"].encode(), json.dumps(row).encode()) for row in _served(preds)]
-
-
-_TABLE_TYPES = {"event_id": pa.string(), "key": pa.string(), "model": pa.string(), "model_version": pa.string(),
-                "role": pa.string(), "score": pa.float64(), "prediction": pa.int64(), "event_time": UTC_TS}
-
-
-def _table_messages(preds: pa.Table) -> list[tuple[bytes, bytes]] | None:
-    """:func:`_messages` of an Arrow ``predictions`` table (a columnar step's, tens to thousands of events),
-    from its columns: no row dicts, no datetimes. ``None`` where a column is not of the usual type or holds
-    a null (then :func:`_messages` goes through ``json.dumps``)."""
-    schema = preds.schema
-    if "probabilities" in schema.names or any(
-            schema.get_field_index(name) < 0 or schema.field(name).type != type_
-            for name, type_ in _TABLE_TYPES.items()):
-        return None
-    served = preds.filter(pc.equal(preds.column("role"), "champion"))
-    if any(served.column(name).null_count for name in _TABLE_TYPES):
-        return None
-    cols = [served.column(name) for name in ("event_id", "key", "model", "model_version", "score", "prediction")]
-    ids, keys, models, versions, scores, predictions = (c.to_pylist() for c in cols)
-    times = served.column("event_time").cast(pa.int64()).to_pylist()
-    return [(key.encode(), _message(event_id, t, key, f', "model": {_str(model)}, "model_version": ', version,
-                                    score, str(prediction)))
-            for event_id, t, key, model, version, score, prediction
-            in zip(ids, times, keys, models, versions, scores, predictions, strict=True)]
 
 
 def _message(event_id: str, t: int, key: str, model_part: str, version: str, score: float, prediction: str) -> bytes:
@@ -354,8 +324,9 @@ def _step_messages(preds: rows.StepRows) -> list[tuple[bytes, bytes]] | None:
     if not n or not champions:
         return []
     cols = preds.columns
-    ids, times, keys = cols["event_id"], cols["event_time"], cols["key"]
-    if not all(type(c) is list for c in (ids, times, keys)):
+    ids, times, keys = _listed(cols["event_id"], pa.string()), _listed(cols["event_time"], UTC_TS), \
+        _listed(cols["key"], pa.string())
+    if ids is None or times is None or keys is None:
         return None
     out: list[tuple[bytes, bytes]] = []
     threshold = preds.threshold
@@ -373,6 +344,16 @@ def _step_messages(preds: rows.StepRows) -> list[tuple[bytes, bytes]] | None:
             out.append((key.encode(), _message(event_id, t, key, model_part, version, float(s),
                                                "1" if s >= threshold else "0")))
     return out
+
+
+def _listed(column: Any, type_: pa.DataType) -> list | None:
+    """A step's column as a list (an item step's list as it is; a columnar step's Arrow array of ``type_``
+    and no nulls as Python values, times as microseconds), or ``None`` for any other."""
+    if type(column) is list:
+        return column
+    if not isinstance(column, pa.Array) or column.type != type_ or column.null_count:
+        return None
+    return (column.cast(pa.int64()) if type_ == UTC_TS else column).to_pylist()
 
 
 _str = json.encoder.encode_basestring_ascii  # (what json.dumps writes a str as, quotes included)

@@ -78,33 +78,27 @@ def test_integers_in_a_number_column_are_stored_as_their_floats() -> None:
     assert payload is None and "field 'delay' must be a number" in reason
 
 
-@pytest.mark.parametrize("champion", [0, 1])
-def test_a_columnar_steps_table_gives_json_dumps_of_the_served_rows(champion: int) -> None:
-    # A columnar step hands its predictions over as an Arrow table (tens to thousands of events after a stall):
-    # its messages are built from the columns, byte for byte what json.dumps of each served row gives.
+def test_a_columnar_steps_rows_of_arrow_columns_take_the_direct_path() -> None:
+    # The tabular step hands its rows over with Arrow columns (ids, keys, times as UTC timestamps).
     import pyarrow as pa
 
-    from dataflows.kafka import _table_messages
+    from dataflows.kafka import _step_messages
+    from lake.schemas import UTC_TS
 
-    n = len(ODD_SCORES)
-    ids = ["e-1", "é\u2603\U0001f600", 'quote" back\\slash', "tab\tnew\nline\x00", "e-5", "a" * 300,
-           "日本", "e-8", "e-9", "</script>"]
-    keys = ["k", "ключ", "k\u2028", "", "k5", "k6", "k7", "k8", "k9", "k10"]
-    times = [0, 1, 999_999, 1_000_000, 1_420_070_400_123_456, -2_208_988_800_000_000, 7_258_118_399_999_999,
-             1_600_000_000_000_000, 1_600_000_000_000_001, 42]
-    models = [("linear", "challenger"), ("tree", "challenger")]
-    models[champion] = (models[champion][0], "champion")
-    table = _step([ODD_SCORES, list(reversed(ODD_SCORES))], ids=ids, keys=keys, times=times, models=models,
-                  runs=[[(0, "v1"), (4, "v2")], [(0, "w1"), (2, "w2"), (10, "w3")]]).arrow()
-    assert isinstance(table, pa.Table)
-    fast = _table_messages(table)
-    assert fast is not None and len(fast) == n
-    assert fast == _messages(table) == [(r["key"].encode(), json.dumps(r).encode()) for r in _served(table)]
-    # A table not of the usual types (a prediction stored as a float, a null version) goes through json.dumps.
-    as_float = table.set_column(table.schema.get_field_index("prediction"), "prediction",
-                                table.column("prediction").cast(pa.float64()))
-    nulls = table.set_column(table.schema.get_field_index("model_version"), "model_version",
-                             pa.array([None] * table.num_rows, pa.string()))
-    for odd in (as_float, nulls):
-        assert _table_messages(odd) is None
-        assert _messages(odd) == [(r["key"].encode(), json.dumps(r).encode()) for r in _served(odd)]
+    ids = ["e-1", "é\u2603", 'q"\\', "e-4"]
+    keys = ["k", "ключ", "", "k4"]
+    times = [0, 1_420_070_400_123_456, -2_208_988_800_000_000, 42]
+    preds = rows.predictions(run_id="run", shard=0, models=[("linear", "champion"), ("tree", "challenger")],
+                             threshold=0.5, seq=pa.array(range(4), pa.int64()), event_id=pa.array(ids, pa.string()),
+                             event_time=pa.array(times, pa.int64()).cast(UTC_TS), key=pa.array(keys, pa.string()),
+                             features=[{"x": 1.0}] * 4, scores=np.array([ODD_SCORES[:4], ODD_SCORES[4:8]]),
+                             runs=[[(0, "v1"), (2, "v2")], [(0, "w1")]], anomaly=None)
+    fast = _step_messages(preds)
+    assert fast is not None and len(fast) == 4
+    assert fast == _messages(preds) == _as_json_dumps(preds)
+    with_null = rows.predictions(run_id="run", shard=0, models=[("linear", "champion")], threshold=0.5,
+                                 seq=[0, 1], event_id=pa.array(["a", None], pa.string()), event_time=[1, 2],
+                                 key=["k", "k"], features=[{}] * 2, scores=[[0.1, 0.9]], runs=[[(0, "v")]],
+                                 anomaly=None)
+    assert _step_messages(with_null) is None  # (a null id: json.dumps writes it as it always did)
+    assert _messages(with_null) == [(r["key"].encode(), json.dumps(r).encode()) for r in _served(with_null)]
