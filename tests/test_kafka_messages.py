@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from dataflows import rows
-from dataflows.kafka import _messages, _served
+from dataflows.kafka_messages import _served
+from dataflows.kafka_messages import messages as _messages
 
 ODD_SCORES = [0.5, float("nan"), float("inf"), -float("inf"), 1e-320, 0.1 + 0.2, 1.0, 0.0, -0.0, 5e300]
 
@@ -82,7 +83,7 @@ def test_a_columnar_steps_rows_of_arrow_columns_take_the_direct_path() -> None:
     # The tabular step hands its rows over with Arrow columns (ids, keys, times as UTC timestamps).
     import pyarrow as pa
 
-    from dataflows.kafka import _step_messages
+    from dataflows.kafka_messages import _step_messages
     from lake.schemas import UTC_TS
 
     ids = ["e-1", "é\u2603", 'q"\\', "e-4"]
