@@ -46,6 +46,7 @@ from dataflows.learner_columnar import ColumnarStep
 from dataflows.learner_tabular import TabularColumns, fits
 from dataflows.learner_task import process_task, task_metrics
 from dataflows.models import get_spec
+from dataflows.pending_pack import PackedPending, PendingPacker
 from dataflows.perkey import PerKeyModel
 from dataflows.recent import RecentIds
 from dataflows.rows import CHALLENGER, CHAMPION, dead_letter_row, drift_event_row, metric_row
@@ -190,6 +191,10 @@ class ShardLearner:
         self.columnar_step.compact(self.pending, slack=1024)  # snapshots carry the rows still waiting, no more
         self.expiry.compact(self.pending)  # ... and the arrivals of the events still waiting
         state = self.__dict__.copy()
+        packer = state.pop("_pending_packer", None)  # (what earlier snapshots pickled: not state)
+        if packer is None:
+            packer = self._pending_packer = PendingPacker()
+        state["pending"] = packer.pack(self.pending)  # only the entries new since the last snapshot pickled
         state.pop("undo", None)  # rebuilt: a snapshot is taken between batches
         state.pop("_featurizer_memo", None)  # the last checkpoint's featurizer bytes: no state
         state.pop("_checks", None)  # (rebuilt at the next step)
@@ -203,7 +208,10 @@ class ShardLearner:
             state["columnar_step"] = ColumnarStep(len(state["slots"]), state.pop("_arena"), state.pop("_col_layout"))
         elif "columnar_step" not in state:  # ... and from before the columnar path
             state["columnar_step"] = ColumnarStep(len(state["slots"]))
+        if isinstance(state.get("pending"), PackedPending):
+            state["pending"] = state["pending"].unpack()
         self.__dict__.update(state)
+        self.columnar_step.adopt_pending(self.pending)
         if "discards" not in state:  # a snapshot from before the end-of-run summary and the cold-start prior
             self.discards = Discards()
             self.n_positive = 0

@@ -62,6 +62,9 @@ class ColumnarStep:
         self.arena, self.layout = state["arena"], state["layout"]
         self._init_caches(self.arena.n_models)
 
+    def adopt_pending(self, pending: dict[str, Any]) -> None:
+        """After a snapshot was restored: this step keeps no reference to the learner's pending events."""
+
     @staticmethod
     def suits(learner: Any) -> bool:
         """Whether ``learner``'s settings and models let batches take this path at all."""

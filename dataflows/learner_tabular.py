@@ -13,6 +13,7 @@ nothing changed) and the learner takes it item by item, on the same River object
 
 from __future__ import annotations
 
+import copy
 from bisect import bisect_left
 from sys import intern as _intern
 from typing import Any
@@ -53,7 +54,15 @@ class TabularColumns:
         self._stale = False  # the River objects hold learning the array states do not have yet
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"step": self.step, "ahead": self._ahead, "stale": self._stale}
+        # The step without the learner's pending events (the learner's snapshot carries them packed, and
+        # adopt_pending hands them back).
+        step = copy.copy(self.step)
+        step.pending = {}
+        return {"step": step, "ahead": self._ahead, "stale": self._stale}
+
+    def adopt_pending(self, pending: dict[str, Any]) -> None:
+        """After a snapshot was restored: the step works on the learner's pending events (one dict)."""
+        self.step.pending = pending
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.step = state["step"]

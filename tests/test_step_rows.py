@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from dataflows.items import EVENT, LABEL, Batch
-from dataflows.kafka import _served
+from dataflows.kafka_messages import _served
 from dataflows.learner import RunConfig, ShardLearner
 from dataflows.sealed import PARTS, pack, unseal_parts
 from dataflows.sinks import ROWS_PURPOSE, DeltaSinkPartition, _framed
