@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.columns import DenseFeatures, feature_matrix, is_number, numeric_keys, stack_rows
+from monitoring.columns import feature_matrix, numeric_keys, stack_rows
 from monitoring.detectors import is_finite_number, is_int, parse_spec
 from monitoring.monitor import Alarm
 
@@ -39,27 +39,6 @@ _Z_CAP = 1e6
 
 HOLD_ROWS = 64
 """Events whose statistics :class:`ZScoreScorer` holds before merging them into the block being filled."""
-
-
-def _new_numeric_keys(xs: Sequence[Mapping[str, Any]], known: set[str]) -> list[str]:
-    """``numeric_keys(xs, known)``, looking only at the keys not in ``known`` (a live batch that brings one new
-    category costs a lookup per key of the events that hold a new one, not a pass over every key).
-
-    >>> _new_numeric_keys([{"a": 1.0, "c=x": 1.0}, {"s": "t", "b": 2}, {"s": 3.0, "a": 1.0}], {"a"})
-    ['c=x', 'b']
-    """
-    fresh: list[str] = []
-    looked: set[str] = set()  # (a key's first value decides, as numeric_keys)
-    for x in xs:
-        if x.keys() <= known:
-            continue
-        for k, v in x.items():
-            if k in known or k in looked:
-                continue
-            looked.add(k)
-            if is_number(v):
-                fresh.append(k)
-    return fresh
 
 
 class _Scorer:
@@ -86,12 +65,9 @@ class _Scorer:
             # The keys chosen and the one-hot keys ("name=value", never chosen) are not looked at again: a
             # batch that brings no other key costs a subset test per event (a live step of a few events).
             known = self.__dict__.setdefault("_known", set(self.names))
-            if isinstance(xs, DenseFeatures):
-                fresh = numeric_keys(xs, known)
-            else:
-                fresh = _new_numeric_keys(xs, known)
-                if not fresh:
-                    return
+            fresh = numeric_keys(xs, known)
+            if not fresh:
+                return
             known.update(k for k in fresh if "=" in k)
             fresh = [k for k in fresh if "=" not in k][: self.capacity - len(self.names)]
             self.names.extend(fresh)

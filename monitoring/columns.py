@@ -26,22 +26,25 @@ def is_number(v: Any) -> bool:
 
 
 def numeric_keys(xs: Sequence[Mapping[str, Any]], exclude: Iterable[str] = ()) -> list[str]:
-    """Keys of ``xs`` in order of first appearance whose first value is numeric."""
-    skip = set(exclude)
+    """Keys of ``xs`` in order of first appearance whose first value is numeric, leaving out ``exclude`` (a set is
+    used as it is: a caller that knows most keys already looks up only the others).
+
+    >>> numeric_keys([{"a": 1.0, "c=x": 1.0}, {"s": "t", "b": 2}, {"s": 3.0, "a": 1.0}], {"a"})
+    ['c=x', 'b']
+    """
+    skip = exclude if isinstance(exclude, set | frozenset) else set(exclude)
     if isinstance(xs, DenseFeatures):  # every value a number, the names in order of first appearance
         return [k for k in xs.names if k not in skip]
     first: dict[str, Any] = {}
-    seen: set[str] = set()
-    # One pass (a scan of xs per key was quadratic on hashed streams: thousands of keys per batch);
-    # items holding no new key are skipped by a C-level subset test.
+    # One pass (a scan of xs per key was quadratic on hashed streams: thousands of keys per batch); items
+    # holding no key outside ``exclude`` are skipped by a C-level subset test, the others look up each key.
     for x in xs:
-        if x.keys() <= seen:
+        if x.keys() <= skip:
             continue
         for k, v in x.items():
-            if k not in first:
+            if k not in first and k not in skip:
                 first[k] = v
-                seen.add(k)
-    return [k for k, v in first.items() if k not in skip and is_number(v)]
+    return [k for k, v in first.items() if is_number(v)]
 
 
 def feature_column(xs: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:
