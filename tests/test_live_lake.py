@@ -141,8 +141,8 @@ def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_no
     init_db_dir(rec, 1)
     events, labels = _frames(1_500, seed=11)
     feeder = threading.Thread(target=send, args=(mock_kafka, "paced", frame_messages(events, labels)),
-                              kwargs={"rate": 600.0})
-    feeder.start()  # a live stream: ~5 s of messages
+                              kwargs={"rate": 300.0})
+    feeder.start()  # a live stream: ~10 s of messages (still flowing at both kills on a loaded machine)
     rng = random.Random(7)
     kills, sealed = 0, []
     for _ in range(2):
@@ -153,9 +153,9 @@ def test_kill_9_and_restart_from_the_stored_offsets_skips_nothing_and_doubles_no
         while (table_version(lake, "predictions") or 0) <= start + 1 and time.monotonic() < deadline:
             time.sleep(0.05)  # until it has committed something of its own
         time.sleep(rng.uniform(0.0, 1.0))  # commits come every second (flush_seconds=1), snapshots too (-s 1)
-        # (then, up to 3 s, until a snapshot holds recorded items not yet committed: the case a restart must
-        # resume; a kill left to chance alone missed it once in a loaded CI run)
-        held_by = time.monotonic() + 3
+        # (then, up to 6 s, until a snapshot holds recorded items not yet committed: the case a restart must
+        # resume; a kill left to chance alone missed it in loaded CI runs, and so did a 3 s wait on a 5 s stream)
+        held_by = time.monotonic() + 6
         while proc.poll() is None and time.monotonic() < held_by and not _sealed_source_snapshots(rec):
             time.sleep(0.1)
         if proc.poll() is None:
