@@ -31,10 +31,11 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from dataflows.control import PromotionControl
-from dataflows.defaults import AUTO, History, announce, choose, format_us
+from dataflows.defaults import History, announce, choose, format_us
 from dataflows.gc_tuning import freeze_survivors, tune_gc
 from dataflows.items import Batch, Output
 from dataflows.learner import RunConfig, ShardLearner, resume_learner, seal_learner
+from dataflows.live_defaults import resolve_live
 from dataflows.replay import ReplayPlan, pin_versions
 from dataflows.settings import LIVE_AUTO, RunSettings, settings_of
 from dataflows.sinks import URGENT_TABLES, DeltaSink
@@ -373,8 +374,10 @@ def build_live_flow(lake: str | None = None, model: str | Sequence[str] | None =
     """The same dataflow fed live from Kafka (see :mod:`dataflows.kafka`), with the same
     :class:`~dataflows.settings.RunSettings` as a replay (``RunSettings.live(...)``, or keyword
     arguments: ``brokers``, ``topic`` and the other :class:`~dataflows.settings.LiveSettings`
-    besides the shared ones). Time scales left at ``"auto"`` take :data:`~dataflows.settings.LIVE_AUTO`:
-    a live run has no history to choose them from.
+    besides the shared ones). Time scales left at ``"auto"`` are chosen from the first messages
+    already on the topic (:mod:`dataflows.live_defaults`: never shorter windows than
+    :data:`~dataflows.settings.LIVE_AUTO`, which a new topic takes) and printed; a resumed run
+    keeps what its first start chose.
 
     Events and labels come from ``topic`` (one shard per partition); everything the
     dataflow decides goes to the lake, and served predictions also to
@@ -410,19 +413,13 @@ def build_live_flow(lake: str | None = None, model: str | Sequence[str] | None =
                          flush_seconds=sinks.flush_seconds, config=src.kafka_config, trace=src.trace,
                          task=settings.models.task)
     shards = len(source.partitions())
-    md, mon = settings.models, settings.monitoring
-    settings = settings.resolved(**{name: LIVE_AUTO[name] for name, value in (
-        ("window", md.window), ("grace", md.grace), ("label_ttl", md.label_ttl),
-        ("stats_window", mon.stats_window), ("action_window", mon.action_window)) if value == AUTO})
     if src.record and settings.models.task != "binary":  # the labels it records are of this task
         from lake.tasks import Task, record_task
 
         record_task(lake, Task(settings.models.task, reason="given"))
-    identity = RunIdentity(kind="live", lake=os.fspath(lake), topic=src.topic, partitions=tuple(source.partitions()),
-                           batch_size=src.batch_size, settings=settings.identity())
-    run_id = identity.run_id() if sinks.run_id is None else sinks.run_id
+    # "auto" time scales: from the topic's first messages, or as the run's first start chose them (printed)
+    settings, run_id = resolve_live(settings, source)
     config = settings.run_config(run_id)
-    record_run(lake, run_id, identity)
     sink = DeltaSink(lake, run_id=run_id, partitions=shards, flush_rows=sinks.flush_rows,
                      flush_seconds=sinks.flush_seconds, urgent_tables=URGENT_TABLES,
                      part_names=source.list_parts() if sinks.colocate else None, snapshot_rows=True,

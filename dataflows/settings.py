@@ -36,7 +36,9 @@ dataflows.settings.SettingsValueError: RIVERLAKE_SHARDS must be int, got 'two'
 
 Time-scale settings (``window``, ``grace``, ``label_ttl``, ``stats_window``,
 ``action_window``) default to ``"auto"``: a replay chooses them from its pinned history
-(:mod:`dataflows.defaults`); a live run has no history and uses :data:`LIVE_AUTO` instead.
+(:mod:`dataflows.defaults`); a live run chooses them from the first messages on its topic
+(:mod:`dataflows.live_defaults`), its windows never shorter than :data:`LIVE_AUTO`, which a
+topic with too few messages at start takes.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ LEGACY_ENV = {"RIVERLAKE_MODELS": "RIVERLAKE_MODEL"}
 """Variables read under an older name too (the new name wins)."""
 
 LIVE_AUTO = {"window": "1d", "grace": "1d", "label_ttl": "7d", "stats_window": "1m", "action_window": 5_000}
-"""What ``"auto"`` means in a live run, which has no history to choose from."""
+"""A live run's ``"auto"`` where its topic's first messages cannot choose (:mod:`dataflows.live_defaults`); its
+windows are never shorter."""
 
 _OFF = ("", "none", "off")
 
@@ -305,12 +308,12 @@ class ModelSettings(Group):
     checkpoint_every: int = setting(10_000, "learns between model checkpoints", ge=1)
     threshold: float = setting(0.5, "decision threshold on the score", gt=0.0, lt=1.0)
     window: AutoDuration = setting(AUTO, "prequential metric windows, e.g. 1d (auto: replay chooses from the "
-                                         f"data, live uses {LIVE_AUTO['window']})")
+                                         f"data, live from the topic's first messages, at least {LIVE_AUTO['window']})")
     grace: AutoDuration = setting(AUTO, "how long after a window's end late labels still count (auto: the longest "
-                                        f"observed label delay; live {LIVE_AUTO['grace']})")
+                                        f"observed label delay; live: so, or {LIVE_AUTO['grace']})")
     label_ttl: AutoDuration = setting(AUTO, "give up waiting for a label this long after its event; none: wait "
-                                            "forever (auto: the 99.9th percentile of observed label delays; "
-                                            f"live {LIVE_AUTO['label_ttl']})")
+                                            "forever (auto: the 99.9th percentile of observed label delays; live: "
+                                            f"so, or {LIVE_AUTO['label_ttl']} when its first messages cannot tell)")
     drift: Specs = setting(("adwin",), "detectors on every model's error stream (empty: none)")
     per_key: bool = setting(False, "one model per event key (route, carrier, host) instead of one per shard")
     max_key_models: int = setting(100_000, "with per_key: keys with a model kept per shard and model", ge=1)
@@ -366,7 +369,7 @@ class MonitoringSettings(Group):
     concern: ClassVar[str] = "monitoring"
 
     stats_window: AutoDuration = setting(AUTO, "window statistics' tumbling window; none: off (auto: from the "
-                                               f"data; live {LIVE_AUTO['stats_window']})")
+                                               f"data; live: at least {LIVE_AUTO['stats_window']})")
     lateness: Duration = setting("0s", "watermark lag behind the latest event time")
     anomaly: Spec = setting("zscore", "anomaly scorer spec: zscore, hst, ... (none: off)")
     watch: Spec = setting(None, "label-free detectors on the champion, e.g. 'feature:x=adwin; new_features=adwin'")

@@ -210,8 +210,9 @@ def test_statistics_windows_that_fill_are_not_flagged(caplog):
 
 def test_a_live_run_on_a_replayed_history_says_its_statistics_windows_are_too_short(tmp_path, caplog):
     # Flights sent through Kafka with their own times (a year's schedule at a few thousand messages a second) into
-    # a live run with its defaults: the one-minute statistics windows hold one event each, and the run says so,
-    # naming a window; with that window it has nothing to say and its windows hold a few dozen events each.
+    # a live run with one-minute statistics windows (the live default; a topic empty at start keeps it): they
+    # hold one event each, and the run says so, naming a window; with that window it has nothing to say and its
+    # windows hold a few dozen events each. A run left to its defaults chooses such a window from the topic.
     import re
 
     from dataflows.online import build_live_flow
@@ -223,14 +224,17 @@ def test_a_live_run_on_a_replayed_history_says_its_statistics_windows_are_too_sh
         produce(brokers, "events", "flights", limit=6_000)
         lakes["default"] = str(tmp_path / "default")
         run_main(build_live_flow(lakes["default"], "linear", brokers=brokers, topic="events", stop_at_end=True,
-                                 flush_seconds=0.5))
+                                 flush_seconds=0.5, stats_window="1m"))
         told = [r.getMessage() for r in caplog.records if r.name == "monitoring.stream"]
         assert told and all("held a median of 1 event" in line for line in told), told
         suggested = re.search(r"stats_window=(\S+) would have held", told[0]).group(1)
-        caplog.clear()
-        lakes["suggested"] = str(tmp_path / "suggested")
-        run_main(build_live_flow(lakes["suggested"], "linear", brokers=brokers, topic="events", stop_at_end=True,
-                                 flush_seconds=0.5, stats_window=suggested))
-        assert not [r for r in caplog.records if r.name == "monitoring.stream"]
+        for name, window in (("suggested", suggested), ("auto", "auto")):
+            caplog.clear()
+            lakes[name] = str(tmp_path / name)
+            run_main(build_live_flow(lakes[name], "linear", brokers=brokers, topic="events", stop_at_end=True,
+                                     flush_seconds=0.5, stats_window=window))
+            assert not [r for r in caplog.records if r.name == "monitoring.stream"], name
+    auto = read_table(lakes["auto"], "window_stats")
+    assert auto["n"].median() >= 10 and auto.height < read_table(lakes["default"], "window_stats").height / 10
     default, fits = (read_table(lakes[k], "window_stats") for k in ("default", "suggested"))
     assert default["n"].median() == 1 and fits["n"].median() >= 10 and fits.height < default.height / 10
