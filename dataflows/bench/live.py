@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay", action="store_true",
                         help="the transport alone: a relay of event ids (dataflows.bench.relay) in place of the flow")
     parser.add_argument("--stats-window", default=None, type=_duration_text,
-                        help="build_live_flow(stats_window=...), e.g. 1h (default: auto, the flow chooses from the topic)")
+                        help="build_live_flow(stats_window=...), e.g. 1h (default: auto, chosen from the topic)")
     args = parser.parse_args(argv)
     res = run(rate=args.rate, seconds=args.seconds, workers=args.workers, processes=args.processes,
               per_key=args.per_key, snapshot_s=args.snapshot_s, model=args.model, tmp=args.tmp,
