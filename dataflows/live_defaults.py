@@ -233,13 +233,12 @@ def resolved_values(chosen: dict[str, Choice]) -> dict[str, str]:
 
 def recorded_values(settings_json: dict[str, Any], names: set[str] | list[str]) -> dict[str, str]:
     """The time scales a run's first start chose, from its ``runs`` row's settings: durations only (a value
-    that is not one is refused in one line; nothing read from the lake is taken as more than a duration)."""
+    that does not parse is refused in one line; nothing read from the lake is taken as more than a duration)."""
     out = {}
     for name in names:
         value = settings_json.get(name)
-        if not isinstance(value, str) or value == AUTO:
-            raise ValueError(f"the lake's runs table holds no chosen {name} for this run: {value!r:.40}")
-        out[name] = format_us(parse_duration_us(value))
+        if isinstance(value, str) and value != AUTO:  # (anything else stays "auto": the run id's check names it)
+            out[name] = format_us(parse_duration_us(value))
     return out
 
 

@@ -127,3 +127,23 @@ def test_a_live_run_on_daily_rows_writes_its_windows_at_the_chosen_length_and_a_
         said = capsys.readouterr().err
         assert f"live run {run_id[0]} on daily: time scales as its first start chose them" in said
         assert "  stats_window: 91d" in said
+
+
+def test_a_run_id_first_used_with_given_scales_is_not_resumed_with_chosen_ones(tmp_path):
+    import pytest
+
+    from lake.errors import RunIdentityError
+
+    lake = str(tmp_path / "lake")
+    with mock_cluster() as brokers:
+        send(brokers, "daily", frame_messages(*_frames(300)))
+        build_live_flow(lake, "linear", brokers=brokers, topic="daily", run_id="mine", stats_window=None,
+                        label_ttl="3d", record=False)
+        with pytest.raises(RunIdentityError, match="stats_window None -> 'auto'"):
+            build_live_flow(lake, "linear", brokers=brokers, topic="daily", run_id="mine", label_ttl="3d",
+                            record=False)
+        # the same given values resume it, with what its first start chose for the others
+        build_live_flow(lake, "linear", brokers=brokers, topic="daily", run_id="mine", stats_window=None,
+                        label_ttl="3d", record=False)
+    recorded = json.loads(recorded_run(lake, "mine")["settings"])
+    assert recorded["stats_window"] is None and recorded["label_ttl"] == "3d" and recorded["window"] == "730d"
