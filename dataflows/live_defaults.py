@@ -32,7 +32,7 @@ reads it back from the lake's ``runs`` table).
 ...                label_delays_us=[(1 + i % 5) * hour for i in range(24 * 30)])
 >>> for c in choose_live(Sample(h, messages=1_440, partitions=1)).values():
 ...     print(c.line())
-window: 30d (about 721 labelled events per window at the first messages' rate (720 over 719h); 500 wanted)
+window: 30d (about 721 labelled events per window at the first messages' rate (720 over 30 days); 500 wanted)
 grace: 5h (the longest label delay seen among the first 1,440 messages)
 label_ttl: 5h (99.9th percentile of the 720 label delays seen among the first 1,440 messages)
 stats_window: 7d (median 168 events per window among the first 1,440 messages; 50 wanted)
@@ -44,22 +44,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 import numpy as np
 
 from dataflows.decode import decode_event, decode_label, loads
-from dataflows.defaults import (
-    AUTO,
-    METRIC_ROWS,
-    TTL_QUANTILE,
-    Choice,
-    History,
-    _median_per_window,
-    _too_short,
-    round_up,
-)
+from dataflows.defaults import AUTO, METRIC_ROWS, TTL_QUANTILE, Choice, History, round_up
 from dataflows.settings import LIVE_AUTO
 from lake.durations import ROUND_DURATIONS, format_us, parse_duration_us
 from monitoring.windows import STATS_ROWS
@@ -79,12 +70,15 @@ TIME_SCALES = ("window", "grace", "label_ttl", "stats_window")
 
 @dataclass(frozen=True)
 class Sample:
-    """The event times and label delays of the topic's first messages (:class:`~dataflows.defaults.History`)."""
+    """The event times and label delays of the topic's first messages (:class:`~dataflows.defaults.History`),
+    and per partition (a live run's shard) the sorted times of its events and of its labelled events."""
 
     history: History
     messages: int
     partitions: int
-    unlabelled_share: float = 0.0  # of the events in the first half of the sample's time span
+    unlabelled_share: float = 0.0  # of the events in the first half of the time the sample covers
+    shard_times: tuple[np.ndarray, ...] = ()
+    shard_labelled: tuple[np.ndarray, ...] = ()
 
     @property
     def events(self) -> int:
@@ -95,11 +89,17 @@ class Sample:
         t = self.history.event_times_us
         return int(t[-1] - t[0]) if t.size else 0
 
+    def per_shard(self, labelled: bool) -> list[np.ndarray]:
+        """Sorted times per partition (the whole stream as one when the partitions are not known)."""
+        parts = self.shard_labelled if labelled else self.shard_times
+        return list(parts) or [self.history.labelled_times_us if labelled else self.history.event_times_us]
 
-def sample_of(values: list[Any]) -> Sample:
-    """A :class:`Sample` of decoded message values (dicts or JSON bytes, events and labels in any order);
-    what is not an event or a label is left out, as the source would dead-letter it."""
-    times: dict[str, int] = {}
+
+def sample_of(values: list[Any], partitions: list[int] | None = None) -> Sample:
+    """A :class:`Sample` of message values (dicts or JSON bytes, events and labels in any order), each from the
+    partition at the same place in ``partitions`` (default: one); what is not an event or a label is left out,
+    as the source would dead-letter it."""
+    times: dict[str, tuple[int, int]] = {}
     labels: dict[str, int] = {}
     for seq, raw in enumerate(values):
         try:
@@ -112,80 +112,118 @@ def sample_of(values: list[Any]) -> Sample:
         if kind == "event":
             item, _ = decode_event(obj, seq=seq, reserved=(*("event_id", "event_time", "key"), "kind"))
             if item is not None:
-                times.setdefault(item[2], item[3])
+                times.setdefault(item[2], (item[3], 0 if partitions is None else partitions[seq]))
         elif kind == "label":
             item, _ = decode_label(obj, seq=seq)
             if item is not None:
                 labels.setdefault(item[2], item[4])
-    seen = [(t, labels[e]) for e, t in times.items() if e in labels]
-    labelled = np.fromiter((t for t, _ in seen), np.int64, len(seen))
-    delays = np.fromiter((lt - t for t, lt in seen), np.int64, len(seen))
-    ev = np.fromiter(times.values(), np.int64, len(times))
+    seen = [(t, part, labels[e]) for e, (t, part) in times.items() if e in labels]
+    labelled = np.fromiter((t for t, _, _ in seen), np.int64, len(seen))
+    delays = np.fromiter((lt - t for t, _, lt in seen), np.int64, len(seen))
+    ev = np.fromiter((t for t, _ in times.values()), np.int64, len(times))
+    ev_part = np.fromiter((part for _, part in times.values()), np.int64, len(times))
+    lab_part = np.fromiter((part for _, part, _ in seen), np.int64, len(seen))
     unlabelled = 0.0
     if ev.size:  # the events of the first half of the time the sample covers (its labels too): each had half of it
         end = max(int(ev.max()), max(labels.values(), default=int(ev.max())))
         half = int(ev.min()) + (end - int(ev.min())) // 2
         early = int((ev <= half).sum())
         unlabelled = 1.0 - int((labelled <= half).sum()) / early
+    shards = sorted(set(ev_part.tolist()))
     return Sample(History.of(event_times_us=ev, label_delays_us=delays, labelled_times_us=labelled),
-                  messages=len(values), partitions=1, unlabelled_share=unlabelled)
+                  messages=len(values), partitions=len(set(partitions)) if partitions else 1,
+                  unlabelled_share=unlabelled,
+                  shard_times=tuple(np.sort(ev[ev_part == p]) for p in shards),
+                  shard_labelled=tuple(np.sort(labelled[lab_part == p]) for p in shards))
 
 
 def read_sample(brokers: str, topic: str, partitions: list[int], *, config: dict[str, Any] | None = None,
                 limit: int = SAMPLE_MESSAGES, seconds: float = SAMPLE_SECONDS) -> Sample:
-    """Up to ``limit`` messages from the beginning of ``topic``'s partitions (an equal share each), read by a
-    consumer that commits nothing; whatever has come after ``seconds``."""
+    """Up to ``limit`` messages from the beginning of ``topic``'s partitions, read by a consumer that commits
+    nothing: an equal share of each, what the partitions that end early leave going to the others; whatever has
+    come after ``seconds``."""
     import confluent_kafka as ck
 
     from dataflows.kafka import _consumer
 
-    share = max(1, limit // max(1, len(partitions)))
     consumer = _consumer(brokers, {**(config or {}), "group.id": "riverlake-time-scales"})
     values: list[bytes] = []
+    parts: list[int] = []
     count: dict[int, int] = dict.fromkeys(partitions, 0)
-    open_ = set(partitions)
+    reading, paused = set(partitions), set()
+
+    def share() -> int:  # what each partition still reading may take
+        ended = sum(count[p] for p in partitions if p not in reading and p not in paused)
+        return max(1, (limit - ended) // max(1, len(reading) + len(paused)))
+
     try:
         consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in partitions])
         deadline = time.monotonic() + seconds
-        while open_ and time.monotonic() < deadline:
+        while reading and len(values) < limit and time.monotonic() < deadline:
             for msg in consumer.consume(1_000, 0.1):
                 p = msg.partition()
-                if p not in open_:
+                if p not in reading:
                     continue
                 if msg.error() is not None:
                     if msg.error().code() == ck.KafkaError._PARTITION_EOF:
-                        open_.discard(p)
+                        reading.discard(p)
+                        more = [q for q in paused if count[q] < share()]  # (its share goes to the others)
+                        if more:
+                            consumer.resume([ck.TopicPartition(topic, q) for q in more])
+                            paused.difference_update(more)
+                            reading.update(more)
                     continue
                 if msg.value() is not None:
                     values.append(msg.value())
+                    parts.append(p)
                 count[p] += 1
-                if count[p] >= share:
-                    open_.discard(p)
+                if count[p] >= share():
+                    reading.discard(p)
+                    paused.add(p)
                     consumer.pause([ck.TopicPartition(topic, p)])
     finally:
         consumer.close()
-    sample = sample_of(values)
-    return Sample(sample.history, messages=len(values), partitions=len(partitions),
-                  unlabelled_share=sample.unlabelled_share)
+    sample = sample_of(values, parts)
+    return replace(sample, partitions=len(partitions))
 
 
-def _window(name: str, times: np.ndarray, *, floor_us: int, want: int, what: str, among: str) -> Choice:
-    """The shortest round window from ``floor_us`` on whose windows hold ``want`` rows: by the median over the
-    sample's windows while it spans three of them, then by the sample's mean rate."""
-    span = int(times[-1] - times[0]) if times.size else 0
+def _span_text(us: int) -> str:
+    for unit, size in (("days", 86_400_000_000), ("hours", 3_600_000_000), ("minutes", 60_000_000)):
+        if us >= 2 * size:
+            return f"{us / size:,.0f} {unit}"
+    return f"{us / 1e6:,.1f} s"
+
+
+def _median_per_shard_window(parts: list[np.ndarray], us: int) -> float:
+    """Median count of rows over the non-empty tumbling windows of ``us`` of every shard."""
+    counts = []
+    for times in parts:
+        if times.size:
+            buckets = times // us
+            cuts = np.flatnonzero(buckets[1:] != buckets[:-1]) + 1
+            counts.append(np.diff(np.concatenate(([0], cuts, [buckets.size]))))
+    return float(np.median(np.concatenate(counts))) if counts else 0.0
+
+
+def _window(name: str, parts: list[np.ndarray], *, span: int, floor_us: int, want: int, what: str,
+            among: str) -> Choice:
+    """The shortest round window from ``floor_us`` on whose windows of a shard hold ``want`` rows: by the median
+    over the shards' windows while the sample spans three of them, then by the sample's rate on a shard (the
+    median over the shards that have rows)."""
     candidates = [us for us in map(parse_duration_us, ROUND_DURATIONS) if us >= floor_us]
+    shard = "" if len(parts) < 2 else " of a shard"
     for us in candidates:
         if 3 * us > span:
             break
-        if not _too_short(times, us, want):
-            median = _median_per_window(times, us)
-            if median >= want:
-                return Choice(name, us, f"median {median:,.0f} {what} per window among {among}; {want:,} wanted")
-    rate = times.size / max(span, 1)
+        median = _median_per_shard_window(parts, us)
+        if median >= want:
+            return Choice(name, us, f"median {median:,.0f} {what} per window{shard} among {among}; {want:,} wanted")
+    sizes = [t.size for t in parts if t.size]
+    rate = float(np.median(sizes)) / max(span, 1) if sizes else 0.0
     for us in candidates:
         if rate * us >= want or us == candidates[-1]:
-            return Choice(name, us, f"about {rate * us:,.0f} {what} per window at the first messages' rate "
-                                    f"({times.size:,} over {format_us(span)}); {want:,} wanted")
+            return Choice(name, us, f"about {rate * us:,.0f} {what} per window{shard} at the first messages' rate "
+                                    f"({sum(sizes):,} over {_span_text(span)}); {want:,} wanted")
     raise AssertionError("no candidate window")  # (the floor is one of ROUND_DURATIONS)
 
 
@@ -203,9 +241,10 @@ def choose_live(sample: Sample | None, *, label_ttl: Any = AUTO, window: Any = A
     among = f"the first {sample.messages:,} messages"
     n_labels = int(h.label_delays_us.size)
     if "window" in auto:
-        times, what = (h.labelled_times_us, "labelled events") if n_labels else (h.event_times_us, "events")
-        out["window"] = _window("window", times, floor_us=parse_duration_us(LIVE_AUTO["window"]), want=METRIC_ROWS,
-                                what=what, among=among)
+        what = "labelled events" if n_labels else "events"
+        out["window"] = _window("window", sample.per_shard(bool(n_labels)), span=sample.span_us,
+                                floor_us=parse_duration_us(LIVE_AUTO["window"]), want=METRIC_ROWS, what=what,
+                                among=among)
     delays = np.maximum(h.label_delays_us, 0)
     # label delays are the stream's when nearly every event that had half the sample's time got its label
     shown = n_labels >= MIN_EVENTS // 2 and sample.unlabelled_share <= UNLABELLED_SHARE
@@ -220,7 +259,7 @@ def choose_live(sample: Sample | None, *, label_ttl: Any = AUTO, window: Any = A
                                    f"{n_labels:,} label delays seen among {among}")
                             if shown else Choice("label_ttl", parse_duration_us(LIVE_AUTO["label_ttl"]), unshown))
     if "stats_window" in auto:
-        out["stats_window"] = _window("stats_window", h.event_times_us,
+        out["stats_window"] = _window("stats_window", sample.per_shard(False), span=sample.span_us,
                                       floor_us=parse_duration_us(LIVE_AUTO["stats_window"]), want=STATS_ROWS,
                                       what="events", among=among)
     return out

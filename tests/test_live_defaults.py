@@ -55,6 +55,17 @@ def test_a_busy_stream_keeps_the_live_windows_they_are_a_floor():
                              "stats_window": LIVE_AUTO["stats_window"]}
 
 
+def test_the_windows_are_a_shards_the_events_spread_over_the_partitions():
+    msgs = _messages(2_000, timedelta(hours=1), timedelta(hours=1))
+    one = choose_live(sample_of(msgs))
+    # the same stream over four partitions (by event): each shard's windows hold a quarter as many
+    parts = [int(m["event_id"][1:]) % 4 for m in msgs]
+    four = choose_live(sample_of(msgs, parts))
+    assert (one["stats_window"].text, four["stats_window"].text) == ("7d", "14d")
+    assert "median 84 events per window of a shard" in four["stats_window"].reason
+    assert (one["window"].text, four["window"].text) == ("30d", "91d")
+
+
 def test_label_delays_a_sample_cannot_show_keep_the_live_default():
     # a third of the events have no label by the sample's end: late ones, or ones that never come; either
     # way a TTL from the labels seen would drop the late ones, so the default stays, and says why
