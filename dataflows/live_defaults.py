@@ -6,8 +6,9 @@ reads each partition from its beginning), so the messages already on the topic
 when it starts are the first of its stream: :func:`read_sample` reads up to
 :data:`SAMPLE_MESSAGES` of them (a share per partition, for at most
 :data:`SAMPLE_SECONDS`), without committing anything, and :func:`choose_live`
-chooses from them by the replay's rules, with three differences a stream that goes
-on needs:
+chooses from them by the replay's rules, for the windows of one shard (a live run's
+shard is a partition: its windows hold that partition's events), with three
+differences a stream that goes on needs:
 
 - the windows (``window``, ``stats_window``) are never shorter than the live
   defaults (:data:`~dataflows.settings.LIVE_AUTO`: a window of one minute on a busy
