@@ -17,7 +17,9 @@ differences a stream that goes on needs:
   over the sample's windows where it spans three windows or more, else the events
   the sample's rate puts into one window;
 - the metric windows want :data:`~dataflows.defaults.METRIC_ROWS` labelled events
-  however short the sample (the stream goes on; a replay's short history wants fewer);
+  however short the sample (the stream goes on; a replay's short history wants fewer),
+  counted as events where the sample cannot show every label (below: the labels seen
+  would undercount them);
 - ``label_ttl`` and ``grace`` come from the label delays only when the sample can
   show them: nearly every event of the first half of the time it covers (all but
   :data:`UNLABELLED_SHARE`) had its label seen by its end. Otherwise a longer delay
@@ -241,17 +243,17 @@ def choose_live(sample: Sample | None, *, label_ttl: Any = AUTO, window: Any = A
     h, out = sample.history, {}
     among = f"the first {sample.messages:,} messages"
     n_labels = int(h.label_delays_us.size)
-    if "window" in auto:
-        what = "labelled events" if n_labels else "events"
-        out["window"] = _window("window", sample.per_shard(bool(n_labels)), span=sample.span_us,
-                                floor_us=parse_duration_us(LIVE_AUTO["window"]), want=METRIC_ROWS, what=what,
-                                among=among)
     delays = np.maximum(h.label_delays_us, 0)
     # label delays are the stream's when nearly every event that had half the sample's time got its label
     shown = n_labels >= MIN_EVENTS // 2 and sample.unlabelled_share <= UNLABELLED_SHARE
     q = float(np.quantile(delays, TTL_QUANTILE, method="higher")) if n_labels else 0.0
     unshown = (f"{sample.unlabelled_share:.0%} of the events in the first half of {among} had no label by its "
                f"end ({n_labels:,} labels seen): a longer delay may not have come yet; the live default")
+    if "window" in auto:  # (labelled events where the sample shows them all; else the events they belong to)
+        what = "labelled events" if shown else "events"
+        out["window"] = _window("window", sample.per_shard(shown), span=sample.span_us,
+                                floor_us=parse_duration_us(LIVE_AUTO["window"]), want=METRIC_ROWS, what=what,
+                                among=among)
     if "grace" in auto:
         out["grace"] = (Choice("grace", round_up(float(delays.max())), f"the longest label delay seen among {among}")
                         if shown else Choice("grace", parse_duration_us(LIVE_AUTO["grace"]), unshown))
