@@ -359,13 +359,15 @@ def _duration_text(text: str) -> str:
 
 
 def _flow_said(log: Path) -> list[str]:
-    """The first of the flow's one-line words on its statistics windows
-    (:meth:`monitoring.stream.StreamMonitor.check_density`), if it said any."""
+    """The time scales the flow chose at start (:mod:`dataflows.live_defaults`), and the first of its one-line
+    words on its statistics windows (:meth:`monitoring.stream.StreamMonitor.check_density`), if it said any."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return []
-    return [line.strip() for line in lines if line.startswith("window statistics of shard")][:1]
+    chosen = [line.strip() for line in lines if line.startswith(("  window: ", "  grace: ", "  label_ttl: ",
+                                                                 "  stats_window: "))]
+    return chosen[:4] + [line.strip() for line in lines if line.startswith("window statistics of shard")][:1]
 
 
 SLICE_S = 0.5
