@@ -52,7 +52,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from dataflows.decode import decode_event, decode_label, loads
+from dataflows.decode import RESERVED_EVENT_FIELDS, decode_event, decode_label, loads
 from dataflows.defaults import AUTO, METRIC_ROWS, TTL_QUANTILE, Choice, History, round_up
 from dataflows.settings import LIVE_AUTO
 from lake.durations import ROUND_DURATIONS, format_us, parse_duration_us
@@ -113,7 +113,7 @@ def sample_of(values: list[Any], partitions: list[int] | None = None) -> Sample:
             continue
         kind = obj.get("kind", "event")
         if kind == "event":
-            item, _ = decode_event(obj, seq=seq, reserved=(*("event_id", "event_time", "key"), "kind"))
+            item, _ = decode_event(obj, seq=seq, reserved=(*RESERVED_EVENT_FIELDS, "kind"))
             if item is not None:
                 times.setdefault(item[2], (item[3], 0 if partitions is None else partitions[seq]))
         elif kind == "label":
