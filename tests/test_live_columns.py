@@ -136,8 +136,11 @@ def test_the_live_flow_writes_the_same_lake_through_the_columnar_step(mock_kafka
     for columnar in (False, True):
         monkeypatch.setattr(ShardLearner, "columnar", columnar)
         lake = str(tmp_path / f"columnar-{columnar}")
+        # (a label TTL longer than every delay: a label later than the TTL is learned when it comes in the batch
+        # whose clock passes the TTL, and a dead letter when it comes after: where the batches were cut, which
+        # differs between any two live runs; the TTL chosen from this topic, 12h, is shorter than a few delays)
         run_main(build_live_flow(lake, model, brokers=mock_kafka, topic="events", run_id="same", stop_at_end=True,
-                                 flush_seconds=0.5, checkpoint_every=500))
+                                 flush_seconds=0.5, checkpoint_every=500, label_ttl="7d"))
         lakes[columnar] = _write_lake_rows(lake)
         assert calls == [] if not columnar else sum(calls) >= 4
     item, col = lakes[False], lakes[True]
