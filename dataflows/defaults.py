@@ -144,14 +144,18 @@ class Choice:
         return f"{self.name}: {self.text} ({self.reason})"
 
 
+def window_counts(sorted_times: np.ndarray, window_us: int) -> np.ndarray:
+    """The rows of each non-empty tumbling window of ``window_us``, in order."""
+    buckets = sorted_times // window_us
+    cuts = np.flatnonzero(buckets[1:] != buckets[:-1]) + 1  # (a comparison, not a difference: ~30% less)
+    return np.diff(np.concatenate(([0], cuts, [buckets.size])))
+
+
 def _median_per_window(sorted_times: np.ndarray, window_us: int) -> float:
     """Median count of rows over the non-empty tumbling windows of ``window_us``."""
     if sorted_times.size == 0:
         return 0.0
-    buckets = sorted_times // window_us
-    cuts = np.flatnonzero(buckets[1:] != buckets[:-1]) + 1  # (a comparison, not a difference: ~30% less)
-    counts = np.diff(np.concatenate(([0], cuts, [buckets.size])))
-    return float(np.median(counts))
+    return float(np.median(window_counts(sorted_times, window_us)))
 
 
 _SAMPLE = 16

@@ -53,7 +53,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from dataflows.decode import RESERVED_EVENT_FIELDS, decode_event, decode_label, loads
-from dataflows.defaults import AUTO, METRIC_ROWS, TTL_QUANTILE, Choice, History, round_up
+from dataflows.defaults import AUTO, METRIC_ROWS, TTL_QUANTILE, Choice, History, round_up, window_counts
 from dataflows.settings import LIVE_AUTO
 from lake.durations import ROUND_DURATIONS, format_us, parse_duration_us
 from monitoring.windows import STATS_ROWS
@@ -199,12 +199,7 @@ def _span_text(us: int) -> str:
 
 def _median_per_shard_window(parts: list[np.ndarray], us: int) -> float:
     """Median count of rows over the non-empty tumbling windows of ``us`` of every shard."""
-    counts = []
-    for times in parts:
-        if times.size:
-            buckets = times // us
-            cuts = np.flatnonzero(buckets[1:] != buckets[:-1]) + 1
-            counts.append(np.diff(np.concatenate(([0], cuts, [buckets.size]))))
+    counts = [window_counts(times, us) for times in parts if times.size]
     return float(np.median(np.concatenate(counts))) if counts else 0.0
 
 
